@@ -1,0 +1,24 @@
+// Package router is vrouter's data path: a gVisor userspace TCP/IP stack
+// with two NICs that forwards IP packets between this node's pod subnets and
+// every peer node's pod subnets, host-gw style, in userspace.
+//
+//	node kernel                         router (gVisor stack, forwarding on)
+//	pods ─ cni0 ─ routes ──▶ TUN vr0 ──▶ NIC 1 "vr0"      local pod CIDRs
+//	 10.244.0.0/16, 10.96.0.0/12 dev vr0 │                 router addresses
+//	                                     ▼ route table
+//	                                    NIC 2 "overlay0"  10.244.1.0/24 via 192.168.31.202
+//	                                     │
+//	                                     ▼ overlay link endpoint
+//	                    one raw IP packet per UDP datagram, :8285 ◀──▶ peer router
+//
+// The router owns the stack, both NICs, the route table and the overlay link
+// endpoint. It does not create the TUN device (package tun does) nor parse
+// config files (package configs does): Set takes the desired state and
+// applies only what changed.
+//
+// The overlay endpoint maps a route's next hop (the peer's underlay address)
+// to the peer's UDP address. Inbound datagrams are accepted only from known
+// peers, and only when the inner packet's source lies in that peer's pod
+// CIDRs. Everything refused is counted by reason (Stats), never logged per
+// packet.
+package router

@@ -1,0 +1,177 @@
+package router
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// maxDatagram is the read buffer size for overlay datagrams: the largest UDP
+// payload, so oversize datagrams are seen whole and counted, not truncated.
+const maxDatagram = 65535
+
+// peer is one peer router as the packet path sees it. Immutable once
+// published in a peerTable, except for its counters.
+type peer struct {
+	name     string
+	endpoint netip.AddrPort
+	podCIDRs []netip.Prefix
+	stats    *peerCounters
+}
+
+type peerCounters struct {
+	linkCounters
+	lastSeen atomic.Int64
+}
+
+func (p *peer) owns(src netip.Addr) bool {
+	for _, c := range p.podCIDRs {
+		if c.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerTable is an immutable snapshot of the peers, published through an
+// atomic pointer so the packet path reads it without a lock.
+type peerTable struct {
+	byUnderlay map[netip.Addr]*peer    // datagram source → peer
+	byNextHop  map[tcpip.Address]*peer // route gateway → peer
+	byDst      *prefixMap[*peer]       // inner destination → peer
+}
+
+var emptyPeers = &peerTable{
+	byUnderlay: map[netip.Addr]*peer{},
+	byNextHop:  map[tcpip.Address]*peer{},
+	byDst:      newPrefixMap[*peer](nil),
+}
+
+// overlayEndpoint is the stack.LinkEndpoint of the overlay NIC. Outbound it
+// sends each packet as one UDP datagram to the peer that owns the route's
+// next hop; inbound (readLoop) it admits datagrams from known peers whose
+// inner source lies in that peer's pod CIDRs.
+type overlayEndpoint struct {
+	conn      Conn
+	mtu       atomic.Uint32
+	peers     atomic.Pointer[peerTable]
+	drops     *drops
+	counters  linkCounters
+	isLocal   func(netip.Addr) bool
+	hasFamily func(tcpip.NetworkProtocolNumber) bool
+
+	dispatcher dispatcherSlot
+}
+
+var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
+
+func (e *overlayEndpoint) MTU() uint32                                  { return e.mtu.Load() }
+func (e *overlayEndpoint) SetMTU(mtu uint32)                            { e.mtu.Store(mtu) }
+func (e *overlayEndpoint) MaxHeaderLength() uint16                      { return 0 }
+func (e *overlayEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
+func (e *overlayEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
+func (e *overlayEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (e *overlayEndpoint) Wait()                                        {}
+func (e *overlayEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
+func (e *overlayEndpoint) AddHeader(*stack.PacketBuffer)                {}
+func (e *overlayEndpoint) ParseHeader(*stack.PacketBuffer) bool         { return true }
+func (e *overlayEndpoint) Close()                                       {}
+func (e *overlayEndpoint) SetOnCloseAction(func())                      {}
+
+func (e *overlayEndpoint) Attach(d stack.NetworkDispatcher) { e.dispatcher.set(d) }
+func (e *overlayEndpoint) IsAttached() bool                 { return e.dispatcher.get() != nil }
+
+// WritePackets sends each packet to its next hop's peer. The stack calls it
+// from whichever goroutine is forwarding; concurrent calls are fine.
+func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	t := e.peers.Load()
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		p := t.byNextHop[pkt.EgressRoute.NextHop]
+		if p == nil {
+			p, _ = t.byDst.lookup(netipAddr(pkt.EgressRoute.RemoteAddress))
+		}
+		if p == nil {
+			e.drops.add(DropNoPeer)
+			continue
+		}
+		v := pkt.ToView()
+		size := v.Size()
+		err := e.conn.WriteTo(v.AsSlice(), p.endpoint)
+		v.Release()
+		if err != nil {
+			e.drops.add(DropTxError)
+			continue
+		}
+		e.counters.txPackets.Add(1)
+		e.counters.txBytes.Add(uint64(size))
+		p.stats.txPackets.Add(1)
+		p.stats.txBytes.Add(uint64(size))
+		n++
+	}
+	return n, nil
+}
+
+// readLoop receives overlay datagrams until the Conn is closed. It is run
+// by Router.Run, which owns it.
+func (e *overlayEndpoint) readLoop() error {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := e.conn.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		e.receive(buf[:n], from)
+	}
+}
+
+// receive admits one datagram into the stack, or counts why not.
+func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
+	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	if p == nil {
+		e.drops.add(DropUnknownPeer)
+		return
+	}
+	info, reason, ok := parseIP(b)
+	if !ok {
+		e.drops.add(reason)
+		return
+	}
+	if info.length > int(e.mtu.Load()) {
+		e.drops.add(DropOversize)
+		return
+	}
+	if !p.owns(info.src) {
+		e.drops.add(DropSpoofed)
+		return
+	}
+	if !e.hasFamily(info.proto) {
+		e.drops.add(DropFamily)
+		return
+	}
+	b = b[:info.length]
+	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
+		expireTTL(b)
+	}
+	p.stats.rxPackets.Add(1)
+	p.stats.rxBytes.Add(uint64(len(b)))
+	p.stats.lastSeen.Store(time.Now().UnixNano())
+	e.counters.rxPackets.Add(1)
+	e.counters.rxBytes.Add(uint64(len(b)))
+
+	e.dispatcher.deliver(info.proto, b)
+}

@@ -1,0 +1,563 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/vrouter/vrouter/tun"
+)
+
+// NIC IDs and names inside the stack.
+const (
+	TUNNIC     tcpip.NICID = 1
+	OverlayNIC tcpip.NICID = 2
+
+	// OverlayNICName is the overlay NIC's name in route listings.
+	OverlayNICName = "overlay0"
+)
+
+// DefaultMTU is the tunnel MTU when Options leave it zero: a 1500-byte
+// IPv4 underlay less the IPv4 and UDP headers.
+const DefaultMTU = 1500 - 28
+
+// Config is the router's desired state. Set applies it; the zero Config is a
+// router with no addresses, no pod CIDRs and no peers.
+type Config struct {
+	// PodCIDRs are this node's pod subnets, routed to the TUN.
+	PodCIDRs []netip.Prefix
+	// Addresses are the router's own addresses inside the stack: the
+	// source of ICMP errors. A family without an address is not forwarded.
+	Addresses []netip.Addr
+	// Peers are the other nodes' routers.
+	Peers []Peer
+}
+
+// Peer is another node's router.
+type Peer struct {
+	// Name identifies the peer (the node name); counters follow it across
+	// changes of address.
+	Name string
+	// Endpoint is the peer's overlay UDP address.
+	Endpoint netip.AddrPort
+	// PodCIDRs are the peer node's pod subnets: routed to it, and the only
+	// inner sources accepted from it.
+	PodCIDRs []netip.Prefix
+}
+
+// Options configure a Router. Zero values are the documented defaults.
+type Options struct {
+	// Logger receives one line per state change. Default: no logging.
+	Logger *zap.Logger
+	// TUN is the device joining the node kernel. Required; the router
+	// owns it and closes it.
+	TUN tun.Device
+	// Overlay is the underlay socket. Required; the router owns it and
+	// closes it.
+	Overlay Conn
+	// MTU is the tunnel MTU: the largest inner packet an overlay datagram
+	// carries. Default DefaultMTU.
+	MTU int
+	// TUNMTU is the TUN device's MTU. Default MTU. When it is larger than
+	// MTU, the router answers packets that do not fit the tunnel with
+	// ICMP "fragmentation needed" / "packet too big".
+	TUNMTU int
+}
+
+// Router is one node's userspace router. New builds it; Run moves packets;
+// Set changes its desired state at any time, concurrently with Run.
+type Router struct {
+	log     *zap.Logger
+	stack   *stack.Stack
+	tun     *tunEndpoint
+	overlay *overlayEndpoint
+	drops   drops
+	tunName string
+
+	local     atomic.Pointer[map[netip.Addr]struct{}]
+	hasV4     atomic.Bool
+	hasV6     atomic.Bool
+	ran       atomic.Bool
+	closeOnce sync.Once
+
+	// mu serializes Set and guards the fields below.
+	mu        sync.Mutex
+	cfg       Config
+	routes    map[routeKey]tcpip.Route
+	peerStats map[string]*peerCounters
+}
+
+type routeKey struct {
+	dst     netip.Prefix
+	nic     tcpip.NICID
+	gateway netip.Addr
+}
+
+// New builds a router around a TUN device and an overlay socket. It starts
+// no goroutines; call Run.
+func New(opts Options) (*Router, error) {
+	if opts.TUN == nil {
+		return nil, errors.New("router: Options.TUN is required")
+	}
+	if opts.Overlay == nil {
+		return nil, errors.New("router: Options.Overlay is required")
+	}
+	mtu := opts.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	tunMTU := opts.TUNMTU
+	if tunMTU == 0 {
+		tunMTU = mtu
+	}
+	for _, m := range []struct {
+		name string
+		v    int
+	}{{"MTU", mtu}, {"TUNMTU", tunMTU}} {
+		if m.v < 576 || m.v > maxDatagram {
+			return nil, fmt.Errorf("router: %s %d out of range (want 576..65535)", m.name, m.v)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r := &Router{
+		log:       log,
+		tunName:   opts.TUN.Name(),
+		routes:    make(map[routeKey]tcpip.Route),
+		peerStats: make(map[string]*peerCounters),
+	}
+	empty := map[netip.Addr]struct{}{}
+	r.local.Store(&empty)
+
+	r.stack = stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocol,
+			ipv6.NewProtocolWithOptions(ipv6.Options{
+				// No DAD, no router solicitations: the stack is a
+				// router on two point-to-point links.
+				DADConfigs: stack.DADConfigurations{DupAddrDetectTransmits: 0},
+				NDPConfigs: ipv6.NDPConfigurations{MaxRtrSolicitations: 0},
+			}),
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{
+			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+		},
+	})
+	r.tun = &tunEndpoint{dev: opts.TUN, drops: &r.drops, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	r.tun.mtu.Store(uint32(tunMTU))
+	r.overlay = &overlayEndpoint{conn: opts.Overlay, drops: &r.drops, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	r.overlay.mtu.Store(uint32(mtu))
+	r.overlay.peers.Store(emptyPeers)
+
+	if err := r.stack.CreateNICWithOptions(TUNNIC, r.tun, stack.NICOptions{Name: r.tunName}); err != nil {
+		r.stack.Close()
+		return nil, fmt.Errorf("create TUN NIC: %w", tcpipError(err))
+	}
+	if err := r.stack.CreateNICWithOptions(OverlayNIC, r.overlay, stack.NICOptions{Name: OverlayNICName}); err != nil {
+		r.stack.Close()
+		return nil, fmt.Errorf("create overlay NIC: %w", tcpipError(err))
+	}
+	for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+		if err := r.stack.SetForwardingDefaultAndAllNICs(proto, true); err != nil {
+			r.stack.Close()
+			return nil, fmt.Errorf("enable forwarding: %w", tcpipError(err))
+		}
+	}
+	return r, nil
+}
+
+// Stack is the router's gVisor stack, for packages that add to the data path
+// (the Service load balancer installs its NAT rules here).
+func (r *Router) Stack() *stack.Stack { return r.stack }
+
+func (r *Router) isLocal(a netip.Addr) bool {
+	_, ok := (*r.local.Load())[a]
+	return ok
+}
+
+func (r *Router) hasFamily(p tcpip.NetworkProtocolNumber) bool {
+	if p == ipv4.ProtocolNumber {
+		return r.hasV4.Load()
+	}
+	return r.hasV6.Load()
+}
+
+// Run moves packets until ctx is done or a device fails, then releases the
+// TUN, the overlay socket and the stack. It owns the two reader goroutines it
+// starts and returns only after both have exited. Run may be called once.
+func (r *Router) Run(ctx context.Context) error {
+	if !r.ran.CompareAndSwap(false, true) {
+		return errors.New("router: Run called twice")
+	}
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := r.tun.readLoop(); err != nil {
+			errc <- fmt.Errorf("read TUN %s: %w", r.tunName, err)
+			return
+		}
+		errc <- nil
+	}()
+	go func() {
+		defer wg.Done()
+		if err := r.overlay.readLoop(); err != nil {
+			errc <- fmt.Errorf("read overlay: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("router: a device closed while running")
+		}
+	}
+	r.Close()
+	wg.Wait()
+	return err
+}
+
+// Close releases the TUN device, the overlay socket and the stack. It
+// unblocks Run. Close is idempotent.
+func (r *Router) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		err = errors.Join(r.tun.dev.Close(), r.overlay.conn.Close())
+		r.stack.Close()
+		r.stack.Wait()
+	})
+	return err
+}
+
+// Set makes cfg the router's state. It applies only the difference to the
+// current state: unchanged peers and routes are not touched, so traffic to
+// them is not disturbed. Set is idempotent and safe to call concurrently
+// with Run. On error nothing is changed.
+func (r *Router) Set(cfg Config) error {
+	cfg = normalize(cfg)
+	if err := validate(cfg); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.setAddressesLocked(cfg.Addresses); err != nil {
+		return err
+	}
+
+	// Peers: publish the new table first, so added routes find their peer.
+	table, stats := r.buildPeerTableLocked(cfg.Peers)
+	r.logPeerChangesLocked(r.cfg.Peers, cfg.Peers)
+	r.overlay.peers.Store(table)
+	r.peerStats = stats
+
+	// Routes: add what is new, then remove what is stale. A route whose
+	// gateway changed briefly exists twice; the old one stays first until
+	// it is removed, and the overlay endpoint resolves either.
+	want := desiredRoutes(cfg)
+	for k, rt := range want {
+		if _, ok := r.routes[k]; !ok {
+			r.stack.AddRoute(rt)
+		}
+	}
+	var stale []routeKey
+	for k := range r.routes {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if len(stale) > 0 {
+		r.stack.RemoveRoutes(func(rt tcpip.Route) bool {
+			_, ok := want[keyOf(rt)]
+			return !ok && slices.Contains(stale, keyOf(rt))
+		})
+	}
+	r.routes = want
+	r.cfg = cfg
+	return nil
+}
+
+func (r *Router) setAddressesLocked(addrs []netip.Addr) error {
+	old := *r.local.Load()
+	next := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		next[a] = struct{}{}
+		if _, ok := old[a]; ok {
+			continue
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol:          protoOf(a),
+			AddressWithPrefix: tcpipAddr(a).WithPrefix(),
+		}
+		for _, nic := range []tcpip.NICID{TUNNIC, OverlayNIC} {
+			if err := r.stack.AddProtocolAddress(nic, pa, stack.AddressProperties{}); err != nil {
+				return fmt.Errorf("add router address %s: %w", a, tcpipError(err))
+			}
+		}
+		r.log.Info("router address added", zap.Stringer("address", a))
+	}
+	for a := range old {
+		if _, ok := next[a]; ok {
+			continue
+		}
+		for _, nic := range []tcpip.NICID{TUNNIC, OverlayNIC} {
+			if err := r.stack.RemoveAddress(nic, tcpipAddr(a)); err != nil {
+				return fmt.Errorf("remove router address %s: %w", a, tcpipError(err))
+			}
+		}
+		r.log.Info("router address removed", zap.Stringer("address", a))
+	}
+	r.local.Store(&next)
+	var v4, v6 bool
+	for a := range next {
+		v4 = v4 || a.Is4()
+		v6 = v6 || a.Is6()
+	}
+	r.hasV4.Store(v4)
+	r.hasV6.Store(v6)
+	return nil
+}
+
+func (r *Router) buildPeerTableLocked(peers []Peer) (*peerTable, map[string]*peerCounters) {
+	t := &peerTable{
+		byUnderlay: make(map[netip.Addr]*peer, len(peers)),
+		byNextHop:  make(map[tcpip.Address]*peer, len(peers)),
+	}
+	stats := make(map[string]*peerCounters, len(peers))
+	dst := make(map[netip.Prefix]*peer)
+	for _, pc := range peers {
+		st := r.peerStats[pc.Name]
+		if st == nil {
+			st = &peerCounters{}
+		}
+		stats[pc.Name] = st
+		p := &peer{name: pc.Name, endpoint: pc.Endpoint, podCIDRs: pc.PodCIDRs, stats: st}
+		t.byUnderlay[pc.Endpoint.Addr()] = p
+		t.byNextHop[tcpipAddr(pc.Endpoint.Addr())] = p
+		for _, c := range pc.PodCIDRs {
+			dst[c] = p
+		}
+	}
+	t.byDst = newPrefixMap(dst)
+	return t, stats
+}
+
+func (r *Router) logPeerChangesLocked(old, next []Peer) {
+	byName := make(map[string]Peer, len(old))
+	for _, p := range old {
+		byName[p.Name] = p
+	}
+	for _, p := range next {
+		o, ok := byName[p.Name]
+		delete(byName, p.Name)
+		switch {
+		case !ok:
+			r.log.Info("peer added", peerFields(p)...)
+		case !peerEqual(o, p):
+			r.log.Info("peer changed", peerFields(p)...)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		r.log.Info("peer removed", zap.String("peer", name))
+	}
+}
+
+func peerFields(p Peer) []zap.Field {
+	return []zap.Field{
+		zap.String("peer", p.Name),
+		zap.Stringer("endpoint", p.Endpoint),
+		zap.Stringers("podCIDRs", p.PodCIDRs),
+	}
+}
+
+func peerEqual(a, b Peer) bool {
+	return a.Name == b.Name && a.Endpoint == b.Endpoint && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+}
+
+// desiredRoutes is the stack's route table for cfg: local pod CIDRs to the
+// TUN, each peer's pod CIDRs to the overlay via the peer's underlay address
+// (when of the same family; otherwise the overlay resolves by destination).
+func desiredRoutes(cfg Config) map[routeKey]tcpip.Route {
+	want := make(map[routeKey]tcpip.Route)
+	add := func(dst netip.Prefix, nic tcpip.NICID, gw netip.Addr) {
+		rt := tcpip.Route{Destination: subnet(dst), NIC: nic}
+		if gw.IsValid() {
+			rt.Gateway = tcpipAddr(gw)
+		}
+		want[keyOf(rt)] = rt
+	}
+	for _, c := range cfg.PodCIDRs {
+		add(c, TUNNIC, netip.Addr{})
+	}
+	for _, p := range cfg.Peers {
+		for _, c := range p.PodCIDRs {
+			gw := p.Endpoint.Addr()
+			if gw.Is4() != c.Addr().Is4() {
+				gw = netip.Addr{}
+			}
+			add(c, OverlayNIC, gw)
+		}
+	}
+	return want
+}
+
+func keyOf(rt tcpip.Route) routeKey {
+	k := routeKey{dst: prefixFromSubnet(rt.Destination), nic: rt.NIC}
+	if rt.Gateway.Len() > 0 {
+		k.gateway = netipAddr(rt.Gateway)
+	}
+	return k
+}
+
+// normalize canonicalizes addresses and prefixes so equal configs compare
+// equal.
+func normalize(cfg Config) Config {
+	out := Config{}
+	for _, p := range cfg.PodCIDRs {
+		out.PodCIDRs = append(out.PodCIDRs, p.Masked())
+	}
+	for _, a := range cfg.Addresses {
+		out.Addresses = append(out.Addresses, a.Unmap())
+	}
+	for _, p := range cfg.Peers {
+		np := Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())}
+		for _, c := range p.PodCIDRs {
+			np.PodCIDRs = append(np.PodCIDRs, c.Masked())
+		}
+		out.Peers = append(out.Peers, np)
+	}
+	return out
+}
+
+// validate refuses configs that would make a wrong table: overlapping pod
+// CIDRs, duplicate peers, invalid addresses.
+func validate(cfg Config) error {
+	var errs []error
+	type owner struct {
+		prefix netip.Prefix
+		who    string
+	}
+	var owners []owner
+	claim := func(p netip.Prefix, who string) {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("%s: invalid pod CIDR", who))
+			return
+		}
+		for _, o := range owners {
+			if o.prefix.Overlaps(p) {
+				errs = append(errs, fmt.Errorf("%s: pod CIDR %s overlaps %s of %s", who, p, o.prefix, o.who))
+			}
+		}
+		owners = append(owners, owner{p, who})
+	}
+	for _, p := range cfg.PodCIDRs {
+		claim(p, "this node")
+	}
+	for _, a := range cfg.Addresses {
+		if !a.IsValid() {
+			errs = append(errs, errors.New("router address: invalid address"))
+		}
+	}
+	names := map[string]bool{}
+	endpoints := map[netip.Addr]string{}
+	for i, p := range cfg.Peers {
+		who := fmt.Sprintf("peer %q", p.Name)
+		switch {
+		case p.Name == "":
+			errs = append(errs, fmt.Errorf("peers[%d]: name is empty", i))
+		case names[p.Name]:
+			errs = append(errs, fmt.Errorf("%s: duplicate peer name", who))
+		}
+		names[p.Name] = true
+		if !p.Endpoint.IsValid() || p.Endpoint.Port() == 0 {
+			errs = append(errs, fmt.Errorf("%s: endpoint %q is not a valid address:port", who, p.Endpoint))
+		} else if o, ok := endpoints[p.Endpoint.Addr()]; ok {
+			errs = append(errs, fmt.Errorf("%s: underlay address %s is already peer %q's", who, p.Endpoint.Addr(), o))
+		} else {
+			endpoints[p.Endpoint.Addr()] = p.Name
+		}
+		for _, c := range p.PodCIDRs {
+			claim(c, who)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Routes returns the stack's route table in lookup order.
+func (r *Router) Routes() []Route {
+	var out []Route
+	for _, rt := range r.stack.GetRouteTable() {
+		k := keyOf(rt)
+		out = append(out, Route{Dst: k.dst, Gateway: k.gateway, Dev: r.nicName(rt.NIC)})
+	}
+	return out
+}
+
+func (r *Router) nicName(id tcpip.NICID) string {
+	if id == TUNNIC {
+		return r.tunName
+	}
+	return OverlayNICName
+}
+
+// Route is one entry of the router's table, as `ip route` shows it.
+type Route struct {
+	Dst     netip.Prefix
+	Gateway netip.Addr
+	Dev     string
+}
+
+// String formats the route like `ip route`:
+// "10.244.1.0/24 via 192.168.31.202 dev overlay0".
+func (rt Route) String() string {
+	if rt.Gateway.IsValid() {
+		return fmt.Sprintf("%s via %s dev %s", rt.Dst, rt.Gateway, rt.Dev)
+	}
+	return fmt.Sprintf("%s dev %s", rt.Dst, rt.Dev)
+}
+
+// Stats returns a snapshot of the router's counters.
+func (r *Router) Stats() Stats {
+	st := Stats{
+		Drops:   make(map[DropReason]uint64, numDropReasons),
+		TUN:     r.tun.counters.snapshot(),
+		Overlay: r.overlay.counters.snapshot(),
+		Peers:   make(map[string]PeerStats),
+	}
+	for i := range r.drops {
+		st.Drops[DropReason(i)] = r.drops[i].Load()
+	}
+	s := r.stack.Stats()
+	fw := s.IP.Forwarding
+	st.NoRoute = fw.Unrouteable.Value() + fw.HostUnreachable.Value()
+	st.TTLExceeded = fw.ExhaustedTTL.Value()
+	st.TooBig = fw.PacketTooBig.Value()
+	v4, v6 := s.ICMP.V4.PacketsSent, s.ICMP.V6.PacketsSent
+	st.ICMPErrorsSent = v4.DstUnreachable.Value() + v4.TimeExceeded.Value() +
+		v6.DstUnreachable.Value() + v6.PacketTooBig.Value() + v6.TimeExceeded.Value()
+	r.mu.Lock()
+	for name, c := range r.peerStats {
+		st.Peers[name] = PeerStats{LinkStats: c.snapshot(), LastSeenUnixNano: c.lastSeen.Load()}
+	}
+	r.mu.Unlock()
+	return st
+}

@@ -1,0 +1,113 @@
+package router
+
+import "sync/atomic"
+
+// DropReason says why the router refused a packet or datagram.
+type DropReason int
+
+// Drop reasons. Each is counted; none is logged per packet.
+const (
+	// DropShort: a datagram or TUN read too short to hold an IP header.
+	DropShort DropReason = iota
+	// DropNotIP: the version nibble is neither 4 nor 6.
+	DropNotIP
+	// DropMalformed: the IP header is inconsistent (bad IHL, total length
+	// shorter than the header).
+	DropMalformed
+	// DropTruncated: the IP header claims more bytes than were received.
+	DropTruncated
+	// DropOversize: a packet larger than the tunnel MTU.
+	DropOversize
+	// DropUnknownPeer: an overlay datagram from an address that is not a
+	// configured peer.
+	DropUnknownPeer
+	// DropSpoofed: an overlay datagram from a known peer whose inner source
+	// is not in that peer's pod CIDRs.
+	DropSpoofed
+	// DropNoPeer: a packet routed to the overlay whose next hop maps to no
+	// peer (the peer went away between route lookup and transmit).
+	DropNoPeer
+	// DropFamily: a packet of an address family the router has no address
+	// for (e.g. IPv6 on an IPv4-only router).
+	DropFamily
+	// DropTxError: the TUN or the overlay socket refused a write.
+	DropTxError
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{
+	DropShort:       "short",
+	DropNotIP:       "not_ip",
+	DropMalformed:   "malformed",
+	DropTruncated:   "truncated",
+	DropOversize:    "oversize",
+	DropUnknownPeer: "unknown_peer",
+	DropSpoofed:     "spoofed_source",
+	DropNoPeer:      "no_peer",
+	DropFamily:      "address_family",
+	DropTxError:     "tx_error",
+}
+
+// String is the reason's metric label.
+func (r DropReason) String() string {
+	if r < 0 || r >= numDropReasons {
+		return "unknown"
+	}
+	return dropReasonNames[r]
+}
+
+// DropReasons lists every reason, in order.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, numDropReasons)
+	for i := range rs {
+		rs[i] = DropReason(i)
+	}
+	return rs
+}
+
+// drops counts drops by reason, lock-free.
+type drops [numDropReasons]atomic.Uint64
+
+func (d *drops) add(r DropReason) { d[r].Add(1) }
+
+// LinkStats are a NIC's counters as seen by the router's link endpoints.
+type LinkStats struct {
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+}
+
+type linkCounters struct {
+	rxPackets, rxBytes atomic.Uint64
+	txPackets, txBytes atomic.Uint64
+}
+
+func (c *linkCounters) snapshot() LinkStats {
+	return LinkStats{
+		RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
+		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(),
+	}
+}
+
+// Stats is a snapshot of the router's counters.
+type Stats struct {
+	// Drops counts refused packets by reason, across both NICs.
+	Drops map[DropReason]uint64
+	// TUN and Overlay count packets that crossed each link endpoint.
+	TUN, Overlay LinkStats
+	// NoRoute, TTLExceeded and TooBig count packets the stack could not
+	// forward, from gVisor's own counters.
+	NoRoute, TTLExceeded, TooBig uint64
+	// ICMPErrorsSent counts ICMP errors the router sent (destination
+	// unreachable, time exceeded, packet too big).
+	ICMPErrorsSent uint64
+	// Peers holds per-peer counters by peer name.
+	Peers map[string]PeerStats
+}
+
+// PeerStats are one peer's counters.
+type PeerStats struct {
+	LinkStats
+	// LastSeenUnixNano is when the last datagram from the peer was
+	// accepted (0: never).
+	LastSeenUnixNano int64
+}

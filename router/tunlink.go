@@ -1,0 +1,104 @@
+package router
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/tun"
+)
+
+// tunEndpoint is the stack.LinkEndpoint of the TUN NIC: packets from the
+// node kernel come in through readLoop; packets routed to a local pod CIDR
+// (or back to the node) leave through WritePackets.
+type tunEndpoint struct {
+	dev        tun.Device
+	mtu        atomic.Uint32
+	drops      *drops
+	counters   linkCounters
+	isLocal    func(netip.Addr) bool
+	hasFamily  func(tcpip.NetworkProtocolNumber) bool
+	dispatcher dispatcherSlot
+}
+
+var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
+
+func (e *tunEndpoint) MTU() uint32                                  { return e.mtu.Load() }
+func (e *tunEndpoint) SetMTU(mtu uint32)                            { e.mtu.Store(mtu) }
+func (e *tunEndpoint) MaxHeaderLength() uint16                      { return 0 }
+func (e *tunEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
+func (e *tunEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
+func (e *tunEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (e *tunEndpoint) Wait()                                        {}
+func (e *tunEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
+func (e *tunEndpoint) AddHeader(*stack.PacketBuffer)                {}
+func (e *tunEndpoint) ParseHeader(*stack.PacketBuffer) bool         { return true }
+func (e *tunEndpoint) Close()                                       {}
+func (e *tunEndpoint) SetOnCloseAction(func())                      {}
+func (e *tunEndpoint) Attach(d stack.NetworkDispatcher)             { e.dispatcher.set(d) }
+func (e *tunEndpoint) IsAttached() bool                             { return e.dispatcher.get() != nil }
+
+// WritePackets writes each packet to the node kernel through the TUN.
+func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		v := pkt.ToView()
+		size := v.Size()
+		_, err := e.dev.Write(v.AsSlice())
+		v.Release()
+		if err != nil {
+			e.drops.add(DropTxError)
+			continue
+		}
+		e.counters.txPackets.Add(1)
+		e.counters.txBytes.Add(uint64(size))
+		n++
+	}
+	return n, nil
+}
+
+// readLoop reads packets from the node kernel until the device is closed.
+// It is run by Router.Run, which owns it.
+func (e *tunEndpoint) readLoop() error {
+	// One byte past the MTU so an oversize packet is seen as such.
+	buf := make([]byte, maxDatagram)
+	for {
+		n, err := e.dev.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		e.receive(buf[:n])
+	}
+}
+
+func (e *tunEndpoint) receive(b []byte) {
+	info, reason, ok := parseIP(b)
+	if !ok {
+		e.drops.add(reason)
+		return
+	}
+	if info.length > int(e.mtu.Load()) {
+		e.drops.add(DropOversize)
+		return
+	}
+	if !e.hasFamily(info.proto) {
+		e.drops.add(DropFamily)
+		return
+	}
+	b = b[:info.length]
+	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
+		expireTTL(b)
+	}
+	e.counters.rxPackets.Add(1)
+	e.counters.rxBytes.Add(uint64(len(b)))
+	e.dispatcher.deliver(info.proto, b)
+}
