@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/tun"
+)
+
+func runCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		path  = fs.String("config", "", "path of the router's config file (required)")
+		tunFD = fs.Int("tun-fd", -1, "adopt this already-open TUN file descriptor instead of creating the device")
+		lf    logFlags
+	)
+	lf.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if *path == "" {
+		return usageErrorf("--config is required")
+	}
+	log, _, err := lf.build()
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
+
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *tunFD >= 0 {
+		cfg.TUN.FD = *tunFD
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return runRouter(ctx, *path, cfg, log)
+}
+
+// runRouter brings up the data path for cfg and runs it until ctx is done.
+// It owns every goroutine it starts and returns after they exit.
+func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger) error {
+	dev, err := openTUN(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.TUN.Configure {
+		if err := tun.Configure(dev.Name(), linkConfig(cfg)); err != nil {
+			dev.Close()
+			return err
+		}
+	}
+	conn, err := router.ListenUDP(cfg.Overlay.Listen)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	r, err := router.New(router.Options{
+		Logger:  log.Named("router"),
+		TUN:     dev,
+		Overlay: conn,
+		MTU:     cfg.Overlay.MTU,
+		TUNMTU:  cfg.TUN.MTU,
+	})
+	if err != nil {
+		dev.Close()
+		conn.Close()
+		return err
+	}
+	if err := r.Set(routerConfig(cfg)); err != nil {
+		r.Close()
+		return fmt.Errorf("program router: %w", err)
+	}
+	log.Info("vrouter running",
+		zap.String("node", cfg.Node.Name),
+		zap.String("tun", dev.Name()),
+		zap.Stringer("overlay", conn.LocalAddr()),
+		zap.Int("mtu", cfg.Overlay.MTU),
+		zap.Int("peers", len(cfg.Peers)),
+		zap.String("version", versionString()))
+
+	rl := &reloader{log: log, r: r, dev: dev.Name(), cur: cfg}
+	w := configs.NewWatcher(path, log, rl.apply, configs.WatchOptions{Initial: cfg})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var wg sync.WaitGroup
+	var routerErr, watchErr error
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		routerErr = r.Run(ctx)
+		cancel()
+	}()
+	go func() {
+		defer wg.Done()
+		watchErr = w.Run(ctx)
+		if watchErr != nil {
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: re-reading config")
+				w.Reload()
+			}
+		}
+	}()
+	wg.Wait()
+	log.Info("vrouter stopped")
+	if watchErr != nil {
+		watchErr = fmt.Errorf("watch config: %w", watchErr)
+	}
+	return errors.Join(routerErr, watchErr)
+}
+
+func openTUN(cfg *configs.Config) (tun.Device, error) {
+	if cfg.TUN.FD > 0 {
+		return tun.Adopt(cfg.TUN.FD, cfg.TUN.Name)
+	}
+	return tun.Open(tun.Options{Name: cfg.TUN.Name, MultiQueue: cfg.TUN.MultiQueue})
+}
+
+// kernelRoutes are the node kernel's routes into the TUN: the cluster and
+// Service CIDRs, and the router's own addresses.
+func kernelRoutes(cfg *configs.Config) []netip.Prefix {
+	var rs []netip.Prefix
+	rs = append(rs, cfg.ClusterCIDRs...)
+	rs = append(rs, cfg.ServiceCIDRs...)
+	for _, a := range cfg.RouterAddresses {
+		rs = append(rs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return rs
+}
+
+func linkConfig(cfg *configs.Config) tun.LinkConfig {
+	return tun.LinkConfig{Addresses: cfg.TUN.Addresses, MTU: cfg.TUN.MTU, Routes: kernelRoutes(cfg)}
+}
+
+// routerConfig is the router's desired state from a config file.
+func routerConfig(cfg *configs.Config) router.Config {
+	rc := router.Config{
+		PodCIDRs:  slices.Clone(cfg.Node.PodCIDRs),
+		Addresses: slices.Clone(cfg.RouterAddresses),
+	}
+	for _, p := range cfg.Peers {
+		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
+	}
+	return rc
+}
+
+// reloader applies config changes to a running router. Its apply runs on
+// the config watcher's goroutine, one call at a time.
+type reloader struct {
+	log *zap.Logger
+	r   *router.Router
+	dev string
+	cur *configs.Config
+}
+
+func (rl *reloader) apply(next *configs.Config) {
+	cur := rl.cur
+	if needs := restartNeeded(cur, next); len(needs) > 0 {
+		rl.log.Warn("config change needs a restart to take effect; applying the rest",
+			zap.Strings("fields", needs))
+	}
+	if err := rl.r.Set(routerConfig(next)); err != nil {
+		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
+		return
+	}
+	if next.TUN.Configure && !slices.Equal(kernelRoutes(cur), kernelRoutes(next)) {
+		lc := linkConfig(next)
+		lc.MTU = 0 // the device's MTU is fixed while it runs
+		if err := tun.Configure(rl.dev, lc); err != nil {
+			rl.log.Error("reconfigure TUN", zap.Error(err))
+		} else if err := tun.SyncRoutes(rl.dev, lc.Routes); err != nil {
+			rl.log.Error("sync TUN routes", zap.Error(err))
+		}
+	}
+	rl.cur = next
+	rl.log.Info("config reloaded", zap.Int("peers", len(next.Peers)), zap.Int("services", len(next.Services)))
+}
+
+// restartNeeded names the changed fields that only take effect on restart.
+func restartNeeded(a, b *configs.Config) []string {
+	var out []string
+	if !a.TUN.Equal(&b.TUN) {
+		out = append(out, "tun")
+	}
+	if a.Overlay != b.Overlay {
+		out = append(out, "overlay")
+	}
+	if a.Node.Underlay != b.Node.Underlay {
+		out = append(out, "node.underlayAddress")
+	}
+	return out
+}
