@@ -3,7 +3,7 @@ package configs
 // This file is the on-disk schema: what users write in a vrouter config
 // file. Addresses and prefixes are strings here so that validation can name
 // the field, the value and what was expected. Load turns a File into a
-// validated Config (config.go).
+// validated Config (config.go, parse.go).
 
 // APIVersion is the only schema version this build understands.
 const APIVersion = "vrouter.dev/v1alpha1"
@@ -62,7 +62,9 @@ type TUNSpec struct {
 	Configure *bool `json:"configure,omitempty"`
 	// Addresses are the node kernel's own addresses on the device.
 	// Default: the network address of each pod CIDR as a host address
-	// (10.244.0.0/32), as flannel gives its tunnel device.
+	// (10.244.0.0/32), as flannel gives its tunnel device. Host bits may
+	// be set (10.244.0.1/24); a bare address is a host prefix. An
+	// explicit empty list means no addresses.
 	Addresses []string `json:"addresses,omitempty"`
 	// MultiQueue opens the device with IFF_MULTI_QUEUE.
 	MultiQueue bool `json:"multiQueue,omitempty"`
@@ -72,8 +74,9 @@ type TUNSpec struct {
 type OverlaySpec struct {
 	// Port is the UDP port routers send to and listen on. Default 8285.
 	Port int `json:"port,omitempty"`
-	// ListenAddress is the local address the overlay socket binds.
-	// Default: node.underlayAddress.
+	// ListenAddress is the local IP address (no port) the overlay socket
+	// binds; the port is always Port. Default: node.underlayAddress. An
+	// unspecified address (0.0.0.0, ::) binds every local address.
 	ListenAddress string `json:"listenAddress,omitempty"`
 	// UnderlayMTU is the MTU of the underlay network. Default 1500.
 	UnderlayMTU int `json:"underlayMTU,omitempty"`
@@ -86,16 +89,22 @@ type OverlaySpec struct {
 type RouterSpec struct {
 	// Addresses are the router's own addresses inside the userspace
 	// stack: the source of the ICMP errors it sends and the hairpin SNAT
-	// address. They must lie outside every pod CIDR. Default
-	// 169.254.244.1 and fd69:7672::1 (one per address family in use).
+	// address. At most one per address family; they must lie outside
+	// every pod, cluster and service CIDR. Default 169.254.244.1 if a pod
+	// CIDR of this node is IPv4, plus fd69:7672::1 if one is IPv6.
 	Addresses []string `json:"addresses,omitempty"`
 }
 
 // PeerSpec is another node's router.
 type PeerSpec struct {
-	Name            string   `json:"name"`
-	UnderlayAddress string   `json:"underlayAddress"`
-	PodCIDRs        []string `json:"podCIDRs"`
+	// Name is the peer node's name, unique among node.name and peers.
+	Name string `json:"name"`
+	// UnderlayAddress is the peer's IP address (no port) on the underlay,
+	// of the same family as node.underlayAddress. It is the next hop of
+	// the peer's pod CIDRs, so it is unique among peers.
+	UnderlayAddress string `json:"underlayAddress"`
+	// PodCIDRs are the peer's pod subnets, one per address family.
+	PodCIDRs []string `json:"podCIDRs"`
 	// Port overrides overlay.port for this peer.
 	Port int `json:"port,omitempty"`
 	// Zone is the peer node's topology zone.
@@ -113,8 +122,11 @@ type LBSpec struct {
 
 // ServiceSpec is one Service in the static Service table.
 type ServiceSpec struct {
-	Namespace  string            `json:"namespace,omitempty"`
-	Name       string            `json:"name"`
+	// Namespace defaults to "default"; namespace/name is unique.
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// ClusterIPs are the Service's virtual IPs, at most one per address
+	// family, each inside a service CIDR.
 	ClusterIPs []string          `json:"clusterIPs"`
 	Ports      []ServicePortSpec `json:"ports"`
 	// Mode and Picker override lb.mode and lb.picker for this Service.
@@ -122,11 +134,13 @@ type ServiceSpec struct {
 	Picker string `json:"picker,omitempty"`
 	// SessionAffinity is "None" (default) or "ClientIP".
 	SessionAffinity string `json:"sessionAffinity,omitempty"`
-	// SessionAffinityTimeoutSeconds defaults to 10800.
+	// SessionAffinityTimeoutSeconds is 1..86400, default 10800; only
+	// valid with sessionAffinity ClientIP.
 	SessionAffinityTimeoutSeconds int `json:"sessionAffinityTimeoutSeconds,omitempty"`
 	// InternalTrafficPolicy is "Cluster" (default) or "Local".
 	InternalTrafficPolicy string `json:"internalTrafficPolicy,omitempty"`
-	// ProxyProtocol enables PROXY protocol v2 towards backends in proxy mode.
+	// ProxyProtocol enables PROXY protocol v2 towards backends; only
+	// valid in proxy mode.
 	ProxyProtocol bool           `json:"proxyProtocol,omitempty"`
 	Endpoints     []EndpointSpec `json:"endpoints,omitempty"`
 }
@@ -137,17 +151,25 @@ type ServicePortSpec struct {
 	Port int    `json:"port"`
 	// Protocol is "TCP" (default) or "UDP".
 	Protocol string `json:"protocol,omitempty"`
-	// TargetPort is a number or the name of an endpoint port. Default: port.
+	// TargetPort is a port number (YAML 8080 or "8080") or the name of a
+	// port listed by every endpoint (http). Default: port. A YAML number
+	// decodes into this string (sigs.k8s.io/yaml converts it).
 	TargetPort string `json:"targetPort,omitempty"`
 }
 
 // EndpointSpec is one backend of a Service.
 type EndpointSpec struct {
+	// Addresses are the backend's IPs (a pod has one per family); each
+	// must share a family with one of the Service's ClusterIPs.
 	Addresses []string `json:"addresses"`
-	NodeName  string   `json:"nodeName,omitempty"`
-	Zone      string   `json:"zone,omitempty"`
+	// NodeName is the node hosting the endpoint: node.name or a peer's
+	// name. internalTrafficPolicy Local uses it.
+	NodeName string `json:"nodeName,omitempty"`
+	Zone     string `json:"zone,omitempty"`
 	// Ready, Serving and Terminating are the EndpointSlice conditions.
-	// Ready and Serving default to true, Terminating to false.
+	// Terminating defaults to false, Serving to true, Ready to true
+	// unless Terminating (a terminating endpoint is never ready:
+	// ready: true with terminating: true is an error).
 	Ready       *bool `json:"ready,omitempty"`
 	Serving     *bool `json:"serving,omitempty"`
 	Terminating bool  `json:"terminating,omitempty"`
@@ -155,9 +177,12 @@ type EndpointSpec struct {
 	Ports []EndpointPortSpec `json:"ports,omitempty"`
 }
 
-// EndpointPortSpec is a named port on an endpoint.
+// EndpointPortSpec is a named port on an endpoint (a container port). A
+// Service port whose targetPort is a name uses the endpoint port with that
+// name and the Service port's protocol.
 type EndpointPortSpec struct {
-	Name     string `json:"name,omitempty"`
-	Port     int    `json:"port"`
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	// Protocol is "TCP" (default) or "UDP".
 	Protocol string `json:"protocol,omitempty"`
 }

@@ -1,10 +1,350 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vrouter/vrouter/integration/harness"
+	"github.com/vrouter/vrouter/integration/topology"
+	"github.com/vrouter/vrouter/tun"
 )
 
+// demoPrefix names the demo's namespaces, so a crashed demo's leftovers are
+// found and removed by the next one.
+const demoPrefix = "vrdemo-"
+
+// demoUserNSEnv marks the demo process re-executed inside a user namespace.
+const demoUserNSEnv = "VROUTER_DEMO_USERNS"
+
 func demoCmd(args []string, stdout, stderr io.Writer) error {
-	return errors.New("not built yet")
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		keep     = fs.Bool("keep", false, "leave the cluster running after the checks, with instructions to explore it; Ctrl-C tears it down")
+		logLevel = fs.String("log-level", "info", "the routers' log level")
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep]
+
+Builds the seed's two-node cluster (flannel host-gw: hostgw-master
+192.168.31.201 with pods in 10.244.0.0/24, hostgw-node 192.168.31.202 with
+pods in 10.244.1.0/24) in network namespaces on this machine, starts one
+vrouter per node from generated config files, checks pod-to-pod ping, TCP
+and UDP across the nodes, prints a report and cleans up.
+
+As root it uses named namespaces (ip netns list shows them while it runs).
+Otherwise it re-runs itself inside a new user namespace, rootless.
+
+Flags:`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	if os.Geteuid() != 0 && os.Getenv(demoUserNSEnv) == "" {
+		return reexecRootless(args, stdout, stderr)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d := &demo{out: stdout, keep: *keep, logLevel: *logLevel}
+	return d.run(ctx)
+}
+
+// reexecRootless runs the demo again in a new user, mount and network
+// namespace where this user is root, as `unshare -Urnm` would.
+func reexecRootless(args []string, stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "Not root: running the demo rootless, inside a new user namespace.")
+	cmd := exec.Command(self, append([]string{"demo"}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	cmd.Env = append(os.Environ(), demoUserNSEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+		GidMappingsEnableSetgroups: false,
+	}
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("rootless demo failed (%v)", ee)
+		}
+		return fmt.Errorf("start rootless demo: %w (user namespaces may be disabled: check /proc/sys/kernel/unprivileged_userns_clone or run as root)", err)
+	}
+	return nil
+}
+
+type demo struct {
+	out      io.Writer
+	keep     bool
+	logLevel string
+
+	c       *topology.Cluster
+	dir     string
+	routers map[string]*harness.Router
+	passed  int
+	failed  int
+}
+
+func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }
+
+func (d *demo) run(ctx context.Context) (err error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := topology.Cleanup(demoPrefix); err != nil {
+		return fmt.Errorf("remove a previous demo's namespaces: %w", err)
+	}
+	d.dir, err = os.MkdirTemp("", "vrouter-demo-")
+	if err != nil {
+		return err
+	}
+	spec := topology.Seed()
+	spec.Prefix = demoPrefix
+	d.printf("Building the seed's cluster in network namespaces (prefix %q)...\n", demoPrefix)
+	d.c, err = topology.Build(spec)
+	if err != nil {
+		return fmt.Errorf("build the cluster: %w", err)
+	}
+	d.routers = map[string]*harness.Router{}
+	defer func() {
+		err = errors.Join(err, d.teardown())
+	}()
+
+	for _, n := range spec.Nodes {
+		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{})
+		if err != nil {
+			return err
+		}
+		r, err := harness.StartRouter(d.c, bin, n.Name, cfg, filepath.Join(d.dir, n.Name+".log"), "--log-level", d.logLevel)
+		if err != nil {
+			return err
+		}
+		d.routers[n.Name] = r
+	}
+	d.printTopology(spec)
+
+	servers, err := d.startServers(spec)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+
+	d.printf("\nChecks\n")
+	d.checks(ctx, spec)
+	d.printf("\n%d passed, %d failed\n", d.passed, d.failed)
+	if d.keep && ctx.Err() == nil {
+		d.printKeep(spec)
+		<-ctx.Done()
+		d.printf("\nTearing down...\n")
+	}
+	if d.failed > 0 {
+		return fmt.Errorf("%d check(s) failed; router logs are in %s", d.failed, d.dir)
+	}
+	return nil
+}
+
+func (d *demo) printTopology(spec topology.Spec) {
+	d.printf("\n  underlay %s (a bridge in namespace %sunderlay)\n", spec.Underlay, demoPrefix)
+	for i, n := range spec.Nodes {
+		branch := "├─"
+		if i == len(spec.Nodes)-1 {
+			branch = "└─"
+		}
+		var pods []string
+		for _, p := range n.Pods {
+			pods = append(pods, fmt.Sprintf("%s %s", p.Name, p.Addr))
+		}
+		d.printf("  %s %-14s %s  pods %s  vrouter pid %d\n", branch, n.Name, n.Underlay, n.PodCIDR, d.routers[n.Name].PID())
+		d.printf("  %s   %s\n", map[bool]string{true: "│ ", false: "  "}[i < len(spec.Nodes)-1], strings.Join(pods, ", "))
+	}
+	for _, n := range spec.Nodes {
+		routes, err := d.kernelRoutes(n.Name)
+		if err != nil {
+			d.printf("\n  routes of %s: %v\n", n.Name, err)
+			continue
+		}
+		d.printf("\n  Kernel routes vrouter added on %s (all via its TUN; no iptables rules):\n", n.Name)
+		for _, r := range routes {
+			d.printf("    %s\n", r)
+		}
+	}
+}
+
+// kernelRoutes lists the node kernel's routes that vrouter installed.
+func (d *demo) kernelRoutes(node string) ([]string, error) {
+	var out []string
+	err := d.c.Do(node, func() error {
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: tun.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			out = append(out, fmt.Sprintf("%s dev %s", r.Dst, tun.DefaultName))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (d *demo) startServers(spec topology.Spec) ([]*topology.Server, error) {
+	var servers []*topology.Server
+	for _, n := range spec.Nodes {
+		for _, p := range n.Pods {
+			for _, start := range []func(string, string) (*topology.Server, error){d.c.ServeTCPEcho, d.c.ServeUDPEcho} {
+				s, err := start(p.Name, netip.AddrPortFrom(p.Addr, 7).String())
+				if err != nil {
+					return servers, err
+				}
+				servers = append(servers, s)
+			}
+			s, err := d.c.ServeHTTP(p.Name, netip.AddrPortFrom(p.Addr, 80).String())
+			if err != nil {
+				return servers, err
+			}
+			servers = append(servers, s)
+		}
+	}
+	return servers, nil
+}
+
+func (d *demo) check(name, detail string, err error) {
+	if err != nil {
+		d.failed++
+		d.printf("  FAIL  %-58s %v\n", name, err)
+		return
+	}
+	d.passed++
+	d.printf("  ok    %-58s %s\n", name, detail)
+}
+
+func (d *demo) checks(ctx context.Context, spec topology.Spec) {
+	a, b := spec.Nodes[0], spec.Nodes[1]
+	pa, pb, pb2 := a.Pods[0], b.Pods[0], b.Pods[1]
+	pairs := []struct {
+		from, to topology.PodSpec
+	}{{pa, pb}, {pb2, pa}}
+	for _, pr := range pairs {
+		name := fmt.Sprintf("ping %s %s -> %s %s", pr.from.Name, pr.from.Addr, pr.to.Name, pr.to.Addr)
+		res, err := d.c.Ping(pr.from.Name, pr.to.Addr, 3, 2*time.Second)
+		if err == nil && res.Received != res.Sent {
+			err = fmt.Errorf("%s", res)
+		}
+		d.check(name, res.String(), err)
+	}
+	for _, pr := range pairs {
+		name := fmt.Sprintf("tcp  %s -> %s:7", pr.from.Name, pr.to.Addr)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rep, err := d.c.TCPExchange(cctx, pr.from.Name, netip.AddrPortFrom(pr.to.Addr, 7), []byte("hello over tcp"))
+		cancel()
+		d.check(name, replyDetail(rep, pr.to.Name, pr.from.Addr, &err), err)
+	}
+	for _, pr := range pairs {
+		name := fmt.Sprintf("udp  %s -> %s:7", pr.from.Name, pr.to.Addr)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rep, err := d.c.UDPExchange(cctx, pr.from.Name, netip.AddrPortFrom(pr.to.Addr, 7), []byte("hello over udp"))
+		cancel()
+		d.check(name, replyDetail(rep, pr.to.Name, pr.from.Addr, &err), err)
+	}
+	{
+		name := fmt.Sprintf("http %s -> http://%s/", pa.Name, pb2.Addr)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rep, err := d.c.HTTPGet(cctx, pa.Name, fmt.Sprintf("http://%s/", pb2.Addr))
+		cancel()
+		d.check(name, replyDetail(rep, pb2.Name, pa.Addr, &err), err)
+	}
+	{
+		name := fmt.Sprintf("ping node %s -> %s %s", a.Name, pb.Name, pb.Addr)
+		res, err := d.c.Ping(a.Name, pb.Addr, 2, 2*time.Second)
+		if err == nil && res.Received != res.Sent {
+			err = fmt.Errorf("%s", res)
+		}
+		d.check(name, res.String(), err)
+	}
+	{
+		unrouted := netip.MustParseAddr("10.244.9.9")
+		name := fmt.Sprintf("ping %s -> %s (no node owns it)", pa.Name, unrouted)
+		res, err := d.c.Ping(pa.Name, unrouted, 1, time.Second)
+		detail := ""
+		if err == nil {
+			if len(res.Errors) == 0 {
+				err = fmt.Errorf("want an ICMP unreachable from the router, got %s", res)
+			} else {
+				detail = "refused at once: " + res.Errors[0]
+			}
+		}
+		d.check(name, detail, err)
+	}
+}
+
+// replyDetail checks who answered and which client address it saw.
+func replyDetail(rep topology.Reply, wantServer string, wantClient netip.Addr, err *error) string {
+	if *err != nil {
+		return ""
+	}
+	if rep.Server != wantServer {
+		*err = fmt.Errorf("answered by %q, want %q", rep.Server, wantServer)
+		return ""
+	}
+	if rep.Client.IsValid() && rep.Client.Addr() != wantClient {
+		*err = fmt.Errorf("server saw client %s, want %s", rep.Client, wantClient)
+		return ""
+	}
+	return fmt.Sprintf("answered by %s, which saw client %s", rep.Server, rep.Client.Addr())
+}
+
+func (d *demo) printKeep(spec topology.Spec) {
+	d.printf("\nThe cluster keeps running until you press Ctrl-C. To explore it:\n")
+	enter := func(ns string) string {
+		p, _ := d.c.Path(ns)
+		return "nsenter --net=" + p + " "
+	}
+	if os.Getenv(demoUserNSEnv) != "" {
+		d.printf("  (rootless: first join the demo's namespaces: nsenter --preserve-credentials -U -m -t %d)\n", os.Getpid())
+	}
+	a, b := spec.Nodes[0], spec.Nodes[1]
+	d.printf("  %sping %s                    # pod to pod across nodes\n", enter(a.Pods[0].Name), b.Pods[0].Addr)
+	d.printf("  %sip route                   # the node's routes: only vr0's\n", enter(a.Name))
+	d.printf("  %stcpdump -ni eth0 udp port %d  # overlay datagrams\n", enter(b.Name), harness.OverlayPort)
+	d.printf("  configs and router logs: %s\n", d.dir)
+}
+
+func (d *demo) teardown() error {
+	var errs []error
+	for name, r := range d.routers {
+		if err := r.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("router on %s: %w", name, err))
+		}
+	}
+	if d.c != nil {
+		errs = append(errs, d.c.Close())
+	}
+	if d.failed == 0 && len(errs) == 0 {
+		os.RemoveAll(d.dir)
+	}
+	return errors.Join(errs...)
 }

@@ -1,0 +1,44 @@
+# vrouter — see README.md.
+#
+#   make demo   build vrouter and run the seed's two-node cluster in network namespaces
+#   make test   lint, then every test (unit tests, and namespace tests when root)
+
+GO          ?= go
+BIN         := bin/vrouter
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+STATICCHECK_VERSION := v0.8.2
+# Packages are listed so that the tools module (if any) stays out.
+PKGS        := ./...
+
+.PHONY: all build demo test lint unit integration tools clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vrouter
+
+demo: build
+	./$(BIN) demo
+
+test: lint unit
+
+# Unit tests need no privileges; as root, the same run includes the
+# namespace tests in integration/ (they skip themselves otherwise).
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+integration: build
+	$(GO) test -race -count=1 -timeout 20m -v ./integration/...
+
+lint: tools
+	@fmt="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	GOBIN=$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+clean:
+	rm -rf bin

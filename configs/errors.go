@@ -1,0 +1,171 @@
+package configs
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// FieldError is one invalid field of a config file. Parse returns every
+// FieldError it finds joined with errors.Join; errors.As reaches each one.
+type FieldError struct {
+	// Field is the path of the field as written in the file:
+	// "peers[1].podCIDRs[0]".
+	Field string
+	// Msg names the value found and what was expected.
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// checker collects FieldErrors while a File becomes a Config.
+type checker struct {
+	errs []error
+}
+
+func (ck *checker) addf(field, format string, args ...any) {
+	ck.errs = append(ck.errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// example is a sample value for an error message, per address family.
+type example struct{ v4, v6 string }
+
+// pick returns the sample of the family s looks like.
+func (e example) pick(s string) string {
+	if strings.Contains(s, ":") && e.v6 != "" {
+		return e.v6
+	}
+	return e.v4
+}
+
+var (
+	exUnderlay  = example{"192.168.31.202", "fd00:31::202"}
+	exPodCIDR   = example{"10.244.1.0/24", "fd00:10:244:1::/64"}
+	exCluster   = example{"10.244.0.0/16", "fd00:10:244::/56"}
+	exService   = example{"10.96.0.0/12", "fd00:10:96::/112"}
+	exClusterIP = example{"10.96.0.10", "fd00:10:96::a"}
+	exEndpoint  = example{"10.244.1.2", "fd00:10:244:1::2"}
+	exRouter    = example{defaultRouterAddress4, defaultRouterAddress6}
+	exTUNAddr   = example{"10.244.0.0/32", "fd00:10:244::/128"}
+)
+
+// addr parses s as a plain IP address. It returns the zero Addr (not
+// valid) after recording an error.
+func (ck *checker) addr(field, s string, ex example) netip.Addr {
+	if s == "" {
+		ck.addf(field, "missing (want an IP address such as %s)", ex.v4)
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		if _, perr := netip.ParsePrefix(s); perr == nil {
+			ck.addf(field, "%q is a CIDR prefix (want a single address, e.g. %s)", s, ex.pick(s))
+		} else if _, aperr := netip.ParseAddrPort(s); aperr == nil {
+			ck.addf(field, "%q has a port (want the address alone, e.g. %s)", s, ex.pick(s))
+		} else {
+			ck.addf(field, "%q is not an IP address (want e.g. %s)", s, ex.pick(s))
+		}
+		return netip.Addr{}
+	}
+	if a.Zone() != "" {
+		ck.addf(field, "%q has an IPv6 zone (want %s)", s, a.WithZone(""))
+		return netip.Addr{}
+	}
+	if a.Is4In6() {
+		ck.addf(field, "%q is an IPv4-mapped IPv6 address (want %s)", s, a.Unmap())
+		return netip.Addr{}
+	}
+	return a
+}
+
+// prefix parses s as a canonical CIDR prefix (host bits zero).
+func (ck *checker) prefix(field, s string, ex example) netip.Prefix {
+	if s == "" {
+		ck.addf(field, "missing (want a CIDR prefix such as %s)", ex.v4)
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if _, aerr := netip.ParseAddr(s); aerr == nil {
+			ck.addf(field, "%q is an address, not a CIDR prefix (want e.g. %s)", s, ex.pick(s))
+		} else {
+			ck.addf(field, "%q is not a CIDR prefix (want e.g. %s)", s, ex.pick(s))
+		}
+		return netip.Prefix{}
+	}
+	if p.Addr().Is4In6() {
+		ck.addf(field, "%q is an IPv4-mapped IPv6 prefix (want an IPv4 prefix, e.g. %s)", s, ex.v4)
+		return netip.Prefix{}
+	}
+	if m := p.Masked(); m != p {
+		ck.addf(field, "%q has host bits set (want %s)", s, m)
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// ifacePrefix parses s as an interface address: a prefix whose host bits
+// may be set, or a bare address taken as a host prefix (/32, /128).
+func (ck *checker) ifacePrefix(field, s string, ex example) netip.Prefix {
+	if s == "" {
+		ck.addf(field, "missing (want an address with prefix length such as %s)", ex.v4)
+		return netip.Prefix{}
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" && !a.Is4In6() {
+		return netip.PrefixFrom(a, a.BitLen())
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Is4In6() {
+		ck.addf(field, "%q is not an address with prefix length (want e.g. %s)", s, ex.pick(s))
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// portNumber checks that n is a port number.
+func (ck *checker) portNumber(field string, n int) bool {
+	if n < 1 || n > 65535 {
+		ck.addf(field, "%d is not a port number (want 1..65535)", n)
+		return false
+	}
+	return true
+}
+
+// oneOf checks that s, defaulted to def when empty, is one of want.
+func (ck *checker) oneOf(field, s, def string, want ...string) string {
+	if s == "" {
+		return def
+	}
+	for _, w := range want {
+		if s == w {
+			return s
+		}
+	}
+	for _, w := range want {
+		if strings.EqualFold(s, w) {
+			ck.addf(field, "%q is not supported (want %q: values are case-sensitive)", s, w)
+			return def
+		}
+	}
+	ck.addf(field, "%q is not supported (want one of %s)", s, quoteList(want))
+	return def
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// family names the address family of a for messages.
+func family(a netip.Addr) string {
+	if !a.IsValid() {
+		return "IP"
+	}
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}

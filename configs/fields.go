@@ -1,0 +1,177 @@
+package configs
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// checkFields walks a generic decoding of the file (maps, slices and
+// scalars as encoding/json produces them) against the schema type t and
+// reports unknown fields and values of the wrong type with their paths.
+//
+// sigs.k8s.io/yaml's strict mode rejects unknown fields too, but its
+// message carries no path ("json: unknown field \"podCIDR\"") and, like
+// encoding/json, it matches keys case-insensitively, so "podcidrs" would
+// pass unnoticed. Keys here must match the schema exactly.
+func checkFields(ck *checker, v any, t reflect.Type, path string) {
+	if v == nil { // YAML null or an absent value: the zero value.
+		return
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			ck.addf(fieldOrTop(path), "%s is not a mapping (want %s fields: %s)", describe(v), t.Name(), strings.Join(jsonNames(t), ", "))
+			return
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			sub := joinPath(path, k)
+			f, ok := fieldByJSONName(t, k)
+			if !ok {
+				ck.addf(sub, "unknown field (%s)", suggest(k, jsonNames(t)))
+				continue
+			}
+			checkFields(ck, m[k], f.Type, sub)
+		}
+	case reflect.Slice:
+		s, ok := v.([]any)
+		if !ok {
+			ck.addf(fieldOrTop(path), "%s is not a list (want a YAML sequence)", describe(v))
+			return
+		}
+		for i, e := range s {
+			checkFields(ck, e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.String:
+		switch v.(type) {
+		case string, float64, bool: // sigs.k8s.io/yaml turns scalars into strings.
+		default:
+			ck.addf(path, "%s is not a string", describe(v))
+		}
+	case reflect.Int:
+		n, ok := v.(float64)
+		if !ok || n != math.Trunc(n) || math.Abs(n) > math.MaxInt32 {
+			ck.addf(path, "%s is not an integer", describe(v))
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			ck.addf(path, "%s is not a boolean (want true or false)", describe(v))
+		}
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func fieldOrTop(path string) string {
+	if path == "" {
+		return "(file)"
+	}
+	return path
+}
+
+// describe formats a generic YAML value for a message.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	}
+	return fmt.Sprintf("%v", v)
+}
+
+// jsonNames lists the field names of struct type t in declaration order.
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for i := range t.NumField() {
+		if n := jsonName(t.Field(i)); n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+func jsonName(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	tag := f.Tag.Get("json")
+	if tag == "-" {
+		return ""
+	}
+	name, _, _ := strings.Cut(tag, ",")
+	if name == "" {
+		return f.Name
+	}
+	return name
+}
+
+func fieldByJSONName(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		if f := t.Field(i); jsonName(f) == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// suggest proposes the known field closest to an unknown key.
+func suggest(key string, known []string) string {
+	best, bestDist := "", 3 // suggest only within an edit distance of 2
+	for _, k := range known {
+		if strings.EqualFold(k, key) {
+			return fmt.Sprintf("did you mean %q?", k)
+		}
+		if d := editDistance(strings.ToLower(key), strings.ToLower(k)); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	return "want one of " + strings.Join(known, ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

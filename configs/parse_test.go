@@ -1,0 +1,659 @@
+package configs
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Builders. makeFile returns the smallest valid file for hostgw-master of
+// the reference cluster (no peers, no Services); the mods adjust it.
+
+func makeFile(mods ...func(*File)) *File {
+	f := &File{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Node: NodeSpec{
+			Name:            "hostgw-master",
+			PodCIDRs:        []string{"10.244.0.0/24"},
+			UnderlayAddress: "192.168.31.201",
+		},
+		ClusterCIDRs: []string{"10.244.0.0/16"},
+		ServiceCIDRs: []string{"10.96.0.0/12"},
+	}
+	for _, m := range mods {
+		m(f)
+	}
+	return f
+}
+
+func makePeer(name, underlay, podCIDR string, mods ...func(*PeerSpec)) PeerSpec {
+	p := PeerSpec{Name: name, UnderlayAddress: underlay, PodCIDRs: []string{podCIDR}}
+	for _, m := range mods {
+		m(&p)
+	}
+	return p
+}
+
+// hostgwNode is the reference cluster's second node as a peer.
+func hostgwNode(mods ...func(*PeerSpec)) PeerSpec {
+	return makePeer("hostgw-node", "192.168.31.202", "10.244.1.0/24", mods...)
+}
+
+func withPeers(ps ...PeerSpec) func(*File) {
+	return func(f *File) { f.Peers = append(f.Peers, ps...) }
+}
+
+// makeService returns namespace/name on ClusterIP 10.103.92.81 port 80/TCP
+// with one endpoint, 10.244.0.4 on hostgw-master.
+func makeService(namespace, name string, mods ...func(*ServiceSpec)) ServiceSpec {
+	s := ServiceSpec{
+		Namespace:  namespace,
+		Name:       name,
+		ClusterIPs: []string{"10.103.92.81"},
+		Ports:      []ServicePortSpec{{Port: 80}},
+		Endpoints:  []EndpointSpec{makeEndpoint("10.244.0.4", "hostgw-master")},
+	}
+	for _, m := range mods {
+		m(&s)
+	}
+	return s
+}
+
+func makeEndpoint(addr, node string, mods ...func(*EndpointSpec)) EndpointSpec {
+	e := EndpointSpec{Addresses: []string{addr}, NodeName: node}
+	for _, m := range mods {
+		m(&e)
+	}
+	return e
+}
+
+func withServices(ss ...ServiceSpec) func(*File) {
+	return func(f *File) { f.Services = append(f.Services, ss...) }
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// parseFile marshals f to YAML and parses it, as a file on disk would be.
+func parseFile(t *testing.T, f *File) (*Config, error) {
+	t.Helper()
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		t.Fatalf("yaml.Marshal(%+v): %v", f, err)
+	}
+	return Parse(data)
+}
+
+func mustParse(t *testing.T, f *File) *Config {
+	t.Helper()
+	c, err := parseFile(t, f)
+	if err != nil {
+		t.Fatalf("Parse() = %v, want no error", err)
+	}
+	return c
+}
+
+// fieldErrors returns the FieldErrors joined in err.
+func fieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		if fe, ok := err.(*FieldError); ok {
+			out = append(out, fe)
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+func pfx(s string) netip.Prefix  { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr   { return netip.MustParseAddr(s) }
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+func pfxs(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, pfx(s))
+	}
+	return out
+}
+
+func TestParseMinimalDefaults(t *testing.T) {
+	got := mustParse(t, makeFile())
+	want := &Config{
+		Node: Node{
+			Name:     "hostgw-master",
+			PodCIDRs: pfxs("10.244.0.0/24"),
+			Underlay: addr("192.168.31.201"),
+		},
+		TUN: TUN{
+			Name:      "vr0",
+			MTU:       1472,
+			Configure: true,
+			Addresses: pfxs("10.244.0.0/32"),
+		},
+		Overlay: Overlay{
+			Port:        8285,
+			Listen:      ap("192.168.31.201:8285"),
+			UnderlayMTU: 1500,
+			MTU:         1472,
+		},
+		RouterAddresses: []netip.Addr{addr("169.254.244.1")},
+		ClusterCIDRs:    pfxs("10.244.0.0/16"),
+		ServiceCIDRs:    pfxs("10.96.0.0/12"),
+		LB:              LB{Mode: "nat", Picker: "random"},
+	}
+	if !got.Equal(want) {
+		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", *got, *want)
+	}
+}
+
+func TestParseDefaultsAndOverrides(t *testing.T) {
+	tests := []struct {
+		name  string
+		file  *File
+		check func(t *testing.T, c *Config)
+	}{{
+		name: "peer port defaults to overlay port",
+		file: makeFile(func(f *File) { f.Overlay.Port = 9000 }, withPeers(hostgwNode())),
+		check: func(t *testing.T, c *Config) {
+			if got, want := c.Peers[0].Underlay, ap("192.168.31.202:9000"); got != want {
+				t.Errorf("Peers[0].Underlay = %v, want %v", got, want)
+			}
+			if got, want := c.Overlay.Listen, ap("192.168.31.201:9000"); got != want {
+				t.Errorf("Overlay.Listen = %v, want %v", got, want)
+			}
+		},
+	}, {
+		name: "peer port override",
+		file: makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.Port = 18285 }))),
+		check: func(t *testing.T, c *Config) {
+			if got, want := c.Peers[0].Underlay, ap("192.168.31.202:18285"); got != want {
+				t.Errorf("Peers[0].Underlay = %v, want %v", got, want)
+			}
+		},
+	}, {
+		name: "IPv6 underlay takes 48 bytes",
+		file: makeFile(func(f *File) {
+			f.Node.UnderlayAddress = "fd00:31::201"
+			f.Overlay.UnderlayMTU = 9000
+		}),
+		check: func(t *testing.T, c *Config) {
+			if c.Overlay.MTU != 9000-48 || c.TUN.MTU != 9000-48 {
+				t.Errorf("Overlay.MTU, TUN.MTU = %d, %d, want %d", c.Overlay.MTU, c.TUN.MTU, 9000-48)
+			}
+			if got, want := c.Overlay.Listen, ap("[fd00:31::201]:8285"); got != want {
+				t.Errorf("Overlay.Listen = %v, want %v", got, want)
+			}
+		},
+	}, {
+		name: "explicit TUN, overlay and router settings",
+		file: makeFile(func(f *File) {
+			f.TUN = TUNSpec{Name: "tun7", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24", "10.244.0.9"}, MultiQueue: true}
+			f.Overlay = OverlaySpec{Port: 8472, ListenAddress: "0.0.0.0", UnderlayMTU: 9000, MTU: 8000}
+			f.Router.Addresses = []string{"169.254.1.1"}
+		}),
+		check: func(t *testing.T, c *Config) {
+			wantTUN := TUN{Name: "tun7", FD: 3, MTU: 1400, Configure: false, Addresses: pfxs("10.244.0.1/24", "10.244.0.9/32"), MultiQueue: true}
+			if !c.TUN.Equal(&wantTUN) {
+				t.Errorf("TUN = %+v, want %+v", c.TUN, wantTUN)
+			}
+			wantOverlay := Overlay{Port: 8472, Listen: ap("0.0.0.0:8472"), UnderlayMTU: 9000, MTU: 8000}
+			if c.Overlay != wantOverlay {
+				t.Errorf("Overlay = %+v, want %+v", c.Overlay, wantOverlay)
+			}
+			if len(c.RouterAddresses) != 1 || c.RouterAddresses[0] != addr("169.254.1.1") {
+				t.Errorf("RouterAddresses = %v, want [169.254.1.1]", c.RouterAddresses)
+			}
+		},
+	}, {
+		name: "Service defaults",
+		file: makeFile(withServices(makeService("", "my-service"))),
+		check: func(t *testing.T, c *Config) {
+			s := c.Services[0]
+			want := Service{
+				Namespace: "default", Name: "my-service",
+				ClusterIPs:            []netip.Addr{addr("10.103.92.81")},
+				Ports:                 []ServicePort{{Port: 80, Protocol: "TCP", TargetPort: 80}},
+				Mode:                  "nat",
+				Picker:                "random",
+				SessionAffinity:       "None",
+				InternalTrafficPolicy: "Cluster",
+				Endpoints: []Endpoint{{
+					Addresses: []netip.Addr{addr("10.244.0.4")}, NodeName: "hostgw-master",
+					Ready: true, Serving: true,
+				}},
+			}
+			if !s.Equal(&want) {
+				t.Errorf("Services[0] =\n%+v\nwant\n%+v", s, want)
+			}
+		},
+	}, {
+		name: "Service overrides",
+		file: makeFile(func(f *File) { f.LB = LBSpec{Mode: "proxy", Picker: "maglev"} }, withServices(
+			makeService("kube-system", "a", func(s *ServiceSpec) {
+				s.SessionAffinity = "ClientIP"
+				s.InternalTrafficPolicy = "Local"
+				s.ProxyProtocol = true
+				s.Ports[0].Protocol = "UDP"
+				s.Ports[0].TargetPort = "5353"
+			}),
+			makeService("kube-system", "b", func(s *ServiceSpec) {
+				s.ClusterIPs = []string{"10.96.0.11"}
+				s.Mode, s.Picker = "nat", "least-connections"
+				s.SessionAffinity = "ClientIP"
+				s.SessionAffinityTimeoutSeconds = 60
+			}),
+		)),
+		check: func(t *testing.T, c *Config) {
+			a, b := c.Services[0], c.Services[1]
+			if a.Mode != "proxy" || a.Picker != "maglev" || b.Mode != "nat" || b.Picker != "least-connections" {
+				t.Errorf("Mode/Picker = %s/%s and %s/%s, want proxy/maglev (from lb) and nat/least-connections (own)", a.Mode, a.Picker, b.Mode, b.Picker)
+			}
+			if a.SessionAffinityTimeout != 3*time.Hour || b.SessionAffinityTimeout != time.Minute {
+				t.Errorf("SessionAffinityTimeout = %v and %v, want 3h (default) and 1m", a.SessionAffinityTimeout, b.SessionAffinityTimeout)
+			}
+			if a.InternalTrafficPolicy != "Local" || !a.ProxyProtocol {
+				t.Errorf("Services[0] = %+v, want InternalTrafficPolicy Local and ProxyProtocol", a)
+			}
+			if want := (ServicePort{Port: 80, Protocol: "UDP", TargetPort: 5353}); a.Ports[0] != want {
+				t.Errorf("Services[0].Ports[0] = %+v, want %+v", a.Ports[0], want)
+			}
+		},
+	}, {
+		name: "endpoint conditions",
+		file: makeFile(withPeers(hostgwNode()), withServices(makeService("default", "my-service", func(s *ServiceSpec) {
+			s.Endpoints = []EndpointSpec{
+				makeEndpoint("10.244.0.4", "hostgw-master"),
+				makeEndpoint("10.244.1.2", "hostgw-node", func(e *EndpointSpec) { e.Terminating = true }),
+				makeEndpoint("10.244.1.3", "hostgw-node", func(e *EndpointSpec) { e.Ready = ptr(false); e.Serving = ptr(false) }),
+			}
+		}))),
+		check: func(t *testing.T, c *Config) {
+			want := [][3]bool{{true, true, false}, {false, true, true}, {false, false, false}}
+			for i, e := range c.Services[0].Endpoints {
+				if got := [3]bool{e.Ready, e.Serving, e.Terminating}; got != want[i] {
+					t.Errorf("Endpoints[%d] ready, serving, terminating = %v, want %v", i, got, want[i])
+				}
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, mustParse(t, tt.file))
+		})
+	}
+}
+
+func TestParseTargetPortYAML(t *testing.T) {
+	// A YAML number, a quoted number and a name.
+	data := []byte(`apiVersion: vrouter.dev/v1alpha1
+kind: RouterConfig
+node: {name: hostgw-master, podCIDRs: [10.244.0.0/24], underlayAddress: 192.168.31.201}
+clusterCIDRs: [10.244.0.0/16]
+serviceCIDRs: [10.96.0.0/12]
+services:
+- name: web
+  clusterIPs: [10.96.0.20]
+  ports:
+  - {name: a, port: 80, targetPort: 8080}
+  - {name: b, port: 81, targetPort: "8081"}
+  - {name: c, port: 82, targetPort: http-alt}
+  endpoints:
+  - addresses: [10.244.0.4]
+    ports: [{name: http-alt, port: 8082}]
+`)
+	c, err := Parse(data)
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	e := &c.Services[0].Endpoints[0]
+	for i, want := range []int{8080, 8081, 8082} {
+		p := c.Services[0].Ports[i]
+		if got, ok := p.Target(e); !ok || got != want {
+			t.Errorf("Ports[%d] (%+v).Target(%v) = %d, %v, want %d, true", i, p, e.Addresses, got, ok, want)
+		}
+	}
+	if got := c.Services[0].Ports[2].TargetPortName; got != "http-alt" {
+		t.Errorf("Ports[2].TargetPortName = %q, want http-alt", got)
+	}
+}
+
+func TestParseEmptyTUNAddresses(t *testing.T) {
+	// An explicit empty list turns the default off; yaml.Marshal would
+	// drop it, so write the file by hand.
+	c, err := Parse([]byte(`apiVersion: vrouter.dev/v1alpha1
+kind: RouterConfig
+node: {name: hostgw-master, podCIDRs: [10.244.0.0/24], underlayAddress: 192.168.31.201}
+clusterCIDRs: [10.244.0.0/16]
+tun: {addresses: []}
+`))
+	if err != nil || len(c.TUN.Addresses) != 0 {
+		t.Errorf("Parse(tun.addresses: []) = %+v, %v, want no TUN addresses", c, err)
+	}
+}
+
+func TestParseDualStack(t *testing.T) {
+	c := mustParse(t, makeFile(func(f *File) {
+		f.Node.PodCIDRs = []string{"10.244.0.0/24", "fd00:10:244::/64"}
+		f.ClusterCIDRs = []string{"10.244.0.0/16", "fd00:10:244::/56"}
+		f.ServiceCIDRs = []string{"10.96.0.0/12", "fd00:10:96::/112"}
+	}, withPeers(hostgwNode(func(p *PeerSpec) { p.PodCIDRs = append(p.PodCIDRs, "fd00:10:244:1::/64") })),
+		withServices(makeService("default", "my-service", func(s *ServiceSpec) {
+			s.ClusterIPs = []string{"fd00:10:96::5c51", "10.103.92.81"}
+			s.Endpoints[0].Addresses = []string{"10.244.0.4", "fd00:10:244::4"}
+			s.Endpoints = append(s.Endpoints, makeEndpoint("fd00:10:244:1::2", "hostgw-node"))
+		}))))
+	if got, want := c.TUN.Addresses, pfxs("10.244.0.0/32", "fd00:10:244::/128"); !equalSlices(got, want) {
+		t.Errorf("TUN.Addresses = %v, want %v", got, want)
+	}
+	if got, want := c.RouterAddresses, []netip.Addr{addr("169.254.244.1"), addr("fd69:7672::1")}; !equalSlices(got, want) {
+		t.Errorf("RouterAddresses = %v, want %v", got, want)
+	}
+	if got, want := c.Peers[0].PodCIDRs, pfxs("10.244.1.0/24", "fd00:10:244:1::/64"); !equalSlices(got, want) {
+		t.Errorf("Peers[0].PodCIDRs = %v, want %v", got, want)
+	}
+	if got := c.Services[0].Endpoints[1].Addresses; len(got) != 1 || got[0] != addr("fd00:10:244:1::2") {
+		t.Errorf("Services[0].Endpoints[1].Addresses = %v, want [fd00:10:244:1::2]", got)
+	}
+
+	// An IPv6-only peer is enough to demand the IPv6 minimum MTU.
+	_, err := parseFile(t, makeFile(func(f *File) {
+		f.ClusterCIDRs = []string{"10.244.0.0/16", "fd00:10:244::/56"}
+		f.Overlay.MTU = 1200
+	}, withPeers(makePeer("v6-only", "192.168.31.203", "fd00:10:244:3::/64"))))
+	if !hasFieldError(err, "overlay.mtu", "1200", "1280") {
+		t.Errorf("Parse(IPv6 peer, mtu 1200) = %v, want an overlay.mtu error naming 1200 and 1280", err)
+	}
+}
+
+func equalSlices[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// hasFieldError reports whether err holds a FieldError for field whose
+// message contains every one of parts.
+func hasFieldError(err error, field string, parts ...string) bool {
+	for _, fe := range fieldErrors(err) {
+		if fe.Field != field {
+			continue
+		}
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(fe.Msg, p)
+		}
+		if ok && strings.Contains(err.Error(), fe.Field+": ") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestParseInvalid(t *testing.T) {
+	svc := func(mods ...func(*ServiceSpec)) func(*File) {
+		return withServices(makeService("default", "my-service", mods...))
+	}
+	tests := []struct {
+		name  string
+		file  *File
+		field string
+		// value and want must both appear in the message: the value
+		// found and a hint of what was expected.
+		value, want string
+	}{
+		// Header and required fields.
+		{"missing apiVersion", makeFile(func(f *File) { f.APIVersion = "" }), "apiVersion", "missing", `"vrouter.dev/v1alpha1"`},
+		{"unknown apiVersion", makeFile(func(f *File) { f.APIVersion = "vrouter.dev/v1" }), "apiVersion", `"vrouter.dev/v1"`, `supported: "vrouter.dev/v1alpha1"`},
+		{"wrong kind", makeFile(func(f *File) { f.Kind = "Router" }), "kind", `"Router"`, `"RouterConfig"`},
+		{"missing node name", makeFile(func(f *File) { f.Node.Name = "" }), "node.name", "missing", "hostgw-master"},
+		{"missing underlay", makeFile(func(f *File) { f.Node.UnderlayAddress = "" }), "node.underlayAddress", "missing", "IP address"},
+		{"underlay with port", makeFile(func(f *File) { f.Node.UnderlayAddress = "192.168.31.201:8285" }), "node.underlayAddress", `"192.168.31.201:8285"`, "address alone"},
+		{"underlay not an IP", makeFile(func(f *File) { f.Node.UnderlayAddress = "hostgw-master" }), "node.underlayAddress", `"hostgw-master"`, "192.168.31.202"},
+		{"missing pod CIDRs", makeFile(func(f *File) { f.Node.PodCIDRs = nil }), "node.podCIDRs", "missing", "10.244.1.0/24"},
+		{"missing cluster CIDRs", makeFile(func(f *File) { f.ClusterCIDRs = nil }), "clusterCIDRs", "missing", "10.244.0.0/16"},
+		{"services without service CIDRs", makeFile(func(f *File) { f.ServiceCIDRs = nil }, svc()), "serviceCIDRs", "missing", "10.96.0.0/12"},
+
+		// CIDRs.
+		{"pod CIDR with host bits", makeFile(func(f *File) { f.Node.PodCIDRs = []string{"10.244.0.1/24"} }), "node.podCIDRs[0]", `"10.244.0.1/24"`, "want 10.244.0.0/24"},
+		{"pod CIDR is an address", makeFile(func(f *File) { f.Node.PodCIDRs = []string{"10.244.0.0"} }), "node.podCIDRs[0]", `"10.244.0.0"`, "not a CIDR prefix"},
+		{"peer pod CIDR bad length", makeFile(withPeers(hostgwNode(), makePeer("n3", "192.168.31.203", "10.244.1.0/33"))), "peers[1].podCIDRs[0]", `"10.244.1.0/33"`, "is not a CIDR prefix (want e.g. 10.244.1.0/24)"},
+		{"cluster CIDR with host bits", makeFile(func(f *File) { f.ClusterCIDRs = []string{"10.244.1.0/16"} }), "clusterCIDRs[0]", `"10.244.1.0/16"`, "want 10.244.0.0/16"},
+		{"IPv4-mapped prefix", makeFile(func(f *File) { f.ServiceCIDRs = []string{"::ffff:10.96.0.0/108"} }), "serviceCIDRs[0]", `"::ffff:10.96.0.0/108"`, "IPv4 prefix"},
+		{"pod CIDR outside cluster", makeFile(withPeers(makePeer("n3", "192.168.31.203", "10.245.1.0/24"))), "peers[0].podCIDRs[0]", "10.245.1.0/24", "subnet of 10.244.0.0/16"},
+		{"two IPv4 pod CIDRs", makeFile(func(f *File) { f.Node.PodCIDRs = append(f.Node.PodCIDRs, "10.244.9.0/24") }), "node.podCIDRs[1]", "10.244.9.0/24", "at most one per family"},
+		{"overlapping pod CIDRs", makeFile(withPeers(makePeer("n3", "192.168.31.203", "10.244.0.0/23"))), "peers[0].podCIDRs[0]", "10.244.0.0/23", "node.podCIDRs[0] 10.244.0.0/24"},
+		{"same pod CIDR on two peers", makeFile(withPeers(hostgwNode(), makePeer("n3", "192.168.31.203", "10.244.1.0/24"))), "peers[1].podCIDRs[0]", "10.244.1.0/24", "peers[0].podCIDRs[0]"},
+		{"service CIDR overlaps cluster", makeFile(func(f *File) { f.ServiceCIDRs = []string{"10.244.128.0/17"} }), "serviceCIDRs[0]", "10.244.128.0/17", "disjoint"},
+
+		// Peers.
+		{"missing peer name", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.Name = "" }))), "peers[0].name", "missing", "hostgw-node"},
+		{"duplicate peer name", makeFile(withPeers(hostgwNode(), makePeer("hostgw-node", "192.168.31.203", "10.244.2.0/24"))), "peers[1].name", `"hostgw-node"`, "unique"},
+		{"peer named like the node", makeFile(withPeers(makePeer("hostgw-master", "192.168.31.203", "10.244.2.0/24"))), "peers[0].name", `"hostgw-master"`, "node.name"},
+		{"duplicate peer underlay", makeFile(withPeers(hostgwNode(), makePeer("n3", "192.168.31.202", "10.244.2.0/24"))), "peers[1].underlayAddress", "192.168.31.202", "peers[0]"},
+		{"peer underlay is self", makeFile(withPeers(makePeer("n3", "192.168.31.201", "10.244.2.0/24"))), "peers[0].underlayAddress", "192.168.31.201", "peer's own address"},
+		{"peer underlay family", makeFile(withPeers(makePeer("n3", "fd00:31::3", "10.244.2.0/24"))), "peers[0].underlayAddress", "fd00:31::3", "same family"},
+		{"peer port", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.Port = 65536 }))), "peers[0].port", "65536", "1..65535"},
+		{"negative peer port", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.Port = -1 }))), "peers[0].port", "-1", "1..65535"},
+
+		// Overlay, MTU, TUN, router.
+		{"overlay port", makeFile(func(f *File) { f.Overlay.Port = 70000 }), "overlay.port", "70000", "1..65535"},
+		{"listen address family", makeFile(func(f *File) { f.Overlay.ListenAddress = "fd00::1" }), "overlay.listenAddress", "fd00::1", "same family"},
+		{"tunnel MTU above underlay", makeFile(func(f *File) { f.Overlay.MTU = 1473 }), "overlay.mtu", "1473", "1500 - 28"},
+		{"tunnel MTU above IPv6 underlay", makeFile(func(f *File) { f.Node.UnderlayAddress = "fd00:31::201"; f.Overlay.MTU = 1472 }), "overlay.mtu", "1472", "576..1452"},
+		{"tunnel MTU below IPv4 minimum", makeFile(func(f *File) { f.Overlay.MTU = 500 }), "overlay.mtu", "500", "576..1472"},
+		{"tunnel MTU below IPv6 minimum", makeFile(func(f *File) {
+			f.Node.PodCIDRs = append(f.Node.PodCIDRs, "fd00:10:244::/64")
+			f.ClusterCIDRs = append(f.ClusterCIDRs, "fd00:10:244::/56")
+			f.Overlay.MTU = 1279
+		}), "overlay.mtu", "1279", "1280..1472"},
+		{"underlay MTU too small", makeFile(func(f *File) { f.Overlay.UnderlayMTU = 600 }), "overlay.underlayMTU", "600", "604..65535"},
+		{"TUN MTU above tunnel", makeFile(func(f *File) { f.TUN.MTU = 1500 }), "tun.mtu", "1500", "576..1472"},
+		{"TUN name too long", makeFile(func(f *File) { f.TUN.Name = "vrouter-tunnel-0" }), "tun.name", `"vrouter-tunnel-0"`, "15 characters"},
+		{"TUN fd negative", makeFile(func(f *File) { f.TUN.FD = -1 }), "tun.fd", "-1", "> 0"},
+		{"TUN address", makeFile(func(f *File) { f.TUN.Addresses = []string{"vr0"} }), "tun.addresses[0]", `"vr0"`, "10.244.0.0/32"},
+		{"router address in pod CIDR", makeFile(func(f *File) { f.Router.Addresses = []string{"10.244.0.1"} }), "router.addresses[0]", "10.244.0.1", "node.podCIDRs[0] 10.244.0.0/24"},
+		{"router address in service CIDR", makeFile(func(f *File) { f.Router.Addresses = []string{"10.96.0.1"} }), "router.addresses[0]", "10.96.0.1", "serviceCIDRs[0]"},
+		{"router address in peer's cluster", makeFile(func(f *File) { f.Router.Addresses = []string{"10.244.200.1"} }), "router.addresses[0]", "10.244.200.1", "clusterCIDRs[0]"},
+		{"two IPv4 router addresses", makeFile(func(f *File) { f.Router.Addresses = []string{"169.254.244.1", "169.254.244.2"} }), "router.addresses[1]", "169.254.244.2", "at most one per family"},
+		{"router address family missing", makeFile(func(f *File) {
+			f.Node.PodCIDRs = append(f.Node.PodCIDRs, "fd00:10:244::/64")
+			f.ClusterCIDRs = append(f.ClusterCIDRs, "fd00:10:244::/56")
+			f.Router.Addresses = []string{"169.254.244.1"}
+		}), "router.addresses", "no IPv6 address", "fd69:7672::1"},
+		{"default router address inside cluster", makeFile(func(f *File) {
+			f.Node.PodCIDRs = []string{"169.254.244.0/24"}
+			f.ClusterCIDRs = []string{"169.254.0.0/16"}
+		}), "router.addresses (default)[0]", "169.254.244.1", "outside every pod"},
+
+		// LB.
+		{"lb mode", makeFile(func(f *File) { f.LB.Mode = "ipvs" }), "lb.mode", `"ipvs"`, `"nat", "proxy"`},
+		{"lb mode case", makeFile(func(f *File) { f.LB.Mode = "NAT" }), "lb.mode", `"NAT"`, `want "nat"`},
+		{"lb picker", makeFile(func(f *File) { f.LB.Picker = "wrr" }), "lb.picker", `"wrr"`, `"maglev"`},
+
+		// Services.
+		{"service name", makeFile(svc(func(s *ServiceSpec) { s.Name = "" })), "services[0].name", "missing", "my-service"},
+		{"duplicate service", makeFile(withServices(makeService("", "a"), makeService("default", "a", func(s *ServiceSpec) { s.ClusterIPs = []string{"10.96.0.20"} }))), "services[1].name", "default/a", "services[0]"},
+		{"missing ClusterIPs", makeFile(svc(func(s *ServiceSpec) { s.ClusterIPs = nil })), "services[0].clusterIPs", "missing", "10.96.0.10"},
+		{"ClusterIP outside service CIDR", makeFile(svc(func(s *ServiceSpec) { s.ClusterIPs = []string{"10.244.5.5"} })), "services[0].clusterIPs[0]", "10.244.5.5", "10.96.0.0/12"},
+		{"ClusterIP is a prefix", makeFile(svc(func(s *ServiceSpec) { s.ClusterIPs = []string{"10.96.0.0/16"} })), "services[0].clusterIPs[0]", `"10.96.0.0/16"`, "single address"},
+		{"two IPv4 ClusterIPs", makeFile(svc(func(s *ServiceSpec) { s.ClusterIPs = append(s.ClusterIPs, "10.96.0.20") })), "services[0].clusterIPs[1]", "10.96.0.20", "at most one per family"},
+		{"missing ports", makeFile(svc(func(s *ServiceSpec) { s.Ports = nil })), "services[0].ports", "missing", "port: 80"},
+		{"port zero", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].Port = 0 })), "services[0].ports[0].port", "0", "1..65535"},
+		{"protocol", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].Protocol = "SCTP" })), "services[0].ports[0].protocol", `"SCTP"`, `"TCP", "UDP"`},
+		{"protocol case", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].Protocol = "udp" })), "services[0].ports[0].protocol", `"udp"`, `want "UDP"`},
+		{"unnamed ports", makeFile(svc(func(s *ServiceSpec) { s.Ports = append(s.Ports, ServicePortSpec{Name: "b", Port: 81}) })), "services[0].ports[0].name", "missing", "several ports"},
+		{"duplicate port names", makeFile(svc(func(s *ServiceSpec) {
+			s.Ports = []ServicePortSpec{{Name: "http", Port: 80}, {Name: "http", Port: 81}}
+		})), "services[0].ports[1].name", `"http"`, "unique"},
+		{"duplicate VIP port", makeFile(withServices(makeService("", "a"), makeService("", "b"))), "services[1].ports[0]", "10.103.92.81:80/TCP", "services[0].ports[0] (default/a)"},
+		{"duplicate VIP port in one Service", makeFile(svc(func(s *ServiceSpec) {
+			s.Ports = []ServicePortSpec{{Name: "a", Port: 53, Protocol: "UDP"}, {Name: "b", Port: 53, Protocol: "UDP"}}
+		})), "services[0].ports[1]", "10.103.92.81:53/UDP", "once"},
+		{"target port out of range", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].TargetPort = "70000" })), "services[0].ports[0].targetPort", "70000", "1..65535"},
+		{"target port bad name", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].TargetPort = "HTTP" })), "services[0].ports[0].targetPort", `"HTTP"`, "lowercase"},
+		{"session affinity", makeFile(svc(func(s *ServiceSpec) { s.SessionAffinity = "Sticky" })), "services[0].sessionAffinity", `"Sticky"`, `"ClientIP"`},
+		{"affinity timeout too long", makeFile(svc(func(s *ServiceSpec) { s.SessionAffinity = "ClientIP"; s.SessionAffinityTimeoutSeconds = 86401 })), "services[0].sessionAffinityTimeoutSeconds", "86401", "1..86400"},
+		{"affinity timeout negative", makeFile(svc(func(s *ServiceSpec) { s.SessionAffinity = "ClientIP"; s.SessionAffinityTimeoutSeconds = -5 })), "services[0].sessionAffinityTimeoutSeconds", "-5", "1..86400"},
+		{"affinity timeout without ClientIP", makeFile(svc(func(s *ServiceSpec) { s.SessionAffinityTimeoutSeconds = 60 })), "services[0].sessionAffinityTimeoutSeconds", "60", "ClientIP"},
+		{"traffic policy", makeFile(svc(func(s *ServiceSpec) { s.InternalTrafficPolicy = "Node" })), "services[0].internalTrafficPolicy", `"Node"`, `"Local"`},
+		{"service mode", makeFile(svc(func(s *ServiceSpec) { s.Mode = "dsr" })), "services[0].mode", `"dsr"`, `"proxy"`},
+		{"proxy protocol in nat mode", makeFile(svc(func(s *ServiceSpec) { s.ProxyProtocol = true })), "services[0].proxyProtocol", `"nat"`, "mode: proxy"},
+
+		// Endpoints.
+		{"endpoint without addresses", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = nil })), "services[0].endpoints[0].addresses", "missing", "10.244.1.2"},
+		{"endpoint address invalid", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = []string{"10.244.0.256"} })), "services[0].endpoints[0].addresses[0]", `"10.244.0.256"`, "not an IP address"},
+		{"endpoint is a VIP", makeFile(withServices(makeService("", "a"), makeService("", "b", func(s *ServiceSpec) {
+			s.ClusterIPs = []string{"10.96.0.20"}
+			s.Endpoints = []EndpointSpec{makeEndpoint("10.103.92.81", "")}
+		}))), "services[1].endpoints[0].addresses[0]", "10.103.92.81", "services[0].clusterIPs[0]"},
+		{"endpoint in service CIDR", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = []string{"10.96.7.7"} })), "services[0].endpoints[0].addresses[0]", "10.96.7.7", "outside the service range"},
+		{"endpoint loopback", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = []string{"127.0.0.1"} })), "services[0].endpoints[0].addresses[0]", "127.0.0.1", "routable unicast"},
+		{"endpoint family", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = []string{"fd00:10:244::4"} })), "services[0].endpoints[0].addresses[0]", "fd00:10:244::4", "no IPv6 ClusterIP"},
+		{"duplicate endpoint", makeFile(svc(func(s *ServiceSpec) { s.Endpoints = append(s.Endpoints, makeEndpoint("10.244.0.4", "")) })), "services[0].endpoints[1].addresses[0]", "10.244.0.4", "services[0].endpoints[0].addresses[0]"},
+		{"unknown node", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].NodeName = "hostgw-nod" })), "services[0].endpoints[0].nodeName", `"hostgw-nod"`, `"hostgw-master"`},
+		{"node does not match pod CIDR", makeFile(withPeers(hostgwNode()), svc(func(s *ServiceSpec) { s.Endpoints[0].NodeName = "hostgw-node" })), "services[0].endpoints[0].nodeName", "10.244.0.4", "want nodeName: hostgw-master"},
+		{"ready and terminating", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Ready = ptr(true); s.Endpoints[0].Terminating = true })), "services[0].endpoints[0].ready", "true", "ready: false"},
+		{"named target port missing on endpoint", makeFile(svc(func(s *ServiceSpec) {
+			s.Ports[0].TargetPort = "http"
+			s.Endpoints[0].Ports = []EndpointPortSpec{{Name: "https", Port: 8443}}
+		})), "services[0].endpoints[0].ports", `"http"`, "services[0].ports[0].targetPort"},
+		{"named target port wrong protocol", makeFile(svc(func(s *ServiceSpec) {
+			s.Ports[0].Protocol, s.Ports[0].TargetPort = "UDP", "dns"
+			s.Endpoints[0].Ports = []EndpointPortSpec{{Name: "dns", Port: 53}}
+		})), "services[0].endpoints[0].ports", `UDP port named "dns"`, "services[0].ports[0].targetPort"},
+		{"named target port on endpoint without ports", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].TargetPort = "http" })), "services[0].endpoints[0].ports", "missing", `port named "http"`},
+		{"endpoint port name", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Ports = []EndpointPortSpec{{Name: "Web_1", Port: 80}} })), "services[0].endpoints[0].ports[0].name", `"Web_1"`, "lowercase"},
+		{"endpoint port number", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Ports = []EndpointPortSpec{{Name: "http", Port: 0}} })), "services[0].endpoints[0].ports[0].port", "0", "1..65535"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseFile(t, tt.file)
+			if err == nil {
+				t.Fatalf("Parse() = %+v, nil; want an error for %s", c, tt.field)
+			}
+			if !hasFieldError(err, tt.field, tt.value, tt.want) {
+				t.Errorf("Parse() error =\n%v\nwant a line %q naming %q and %q", err, tt.field+": ...", tt.value, tt.want)
+			}
+		})
+	}
+}
+
+// TestParseExactMessage pins the wording of one message, the example in
+// the package's brief.
+func TestParseExactMessage(t *testing.T) {
+	_, err := parseFile(t, makeFile(withPeers(hostgwNode(), makePeer("n3", "192.168.31.203", "10.244.1.0/33"))))
+	const want = `peers[1].podCIDRs[0]: "10.244.1.0/33" is not a CIDR prefix (want e.g. 10.244.1.0/24)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse() error = %v, want %q", err, want)
+	}
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "peers[1].podCIDRs[0]" {
+		t.Errorf("errors.As(%v, *FieldError) = %+v, want Field peers[1].podCIDRs[0]", err, fe)
+	}
+}
+
+func TestParseCollectsAllErrors(t *testing.T) {
+	_, err := parseFile(t, makeFile(func(f *File) {
+		f.Node.Name = ""
+		f.Overlay.Port = 0x10000
+		f.LB.Picker = "wrr"
+	}, withPeers(hostgwNode(func(p *PeerSpec) { p.PodCIDRs = []string{"10.244.1.1/24"} }))))
+	var got []string
+	for _, fe := range fieldErrors(err) {
+		got = append(got, fe.Field)
+	}
+	want := []string{"node.name", "overlay.port", "peers[0].podCIDRs[0]", "lb.picker"}
+	if !equalSlices(got, want) {
+		t.Errorf("Parse() error fields = %v, want %v; error:\n%v", got, want, err)
+	}
+}
+
+func TestParseRawYAML(t *testing.T) {
+	const head = "apiVersion: vrouter.dev/v1alpha1\nkind: RouterConfig\n"
+	const node = "node: {name: hostgw-master, podCIDRs: [10.244.0.0/24], underlayAddress: 192.168.31.201}\nclusterCIDRs: [10.244.0.0/16]\n"
+	tests := []struct {
+		name, yaml string
+		field      string // "" for an error that is not a FieldError
+		want       []string
+	}{
+		{"unknown top-level field", head + node + "bgp: {}\n", "bgp", []string{"unknown field", "want one of apiVersion, kind, node"}},
+		{"misspelt field", head + "node: {name: a, podCIDR: [10.244.0.0/24], underlayAddress: 192.168.31.201}\n", "node.podCIDR", []string{`did you mean "podCIDRs"?`}},
+		{"field in the wrong case", head + node + "peers:\n- Name: hostgw-node\n", "peers[0].Name", []string{`did you mean "name"?`}},
+		{"string for an integer", head + node + "overlay: {port: http}\n", "overlay.port", []string{`"http" is not an integer`}},
+		{"fraction for an integer", head + node + "tun: {mtu: 1400.5}\n", "tun.mtu", []string{"1400.5 is not an integer"}},
+		{"string for a boolean", head + node + "tun: {configure: maybe}\n", "tun.configure", []string{`"maybe" is not a boolean`}},
+		{"scalar for a list", head + node + "serviceCIDRs: 10.96.0.0/12\n", "serviceCIDRs", []string{`"10.96.0.0/12" is not a list`}},
+		{"list for a mapping", head + node + "tun: [vr0]\n", "tun", []string{"a list is not a mapping", "TUNSpec fields: name, fd"}},
+		{"not a mapping", "- a\n- b\n", "(file)", []string{"a list is not a mapping", "RouterConfig"}},
+		{"empty file", "", "apiVersion", []string{"missing"}},
+		{"other kind of document", "apiVersion: v1\nkind: ConfigMap\ndata: {}\n", "apiVersion", []string{`"v1" is not supported`, `"vrouter.dev/v1alpha1"`}},
+		{"duplicate key", head + "node: {name: a, name: b}\n", "", []string{`key "name" already set`}},
+		{"YAML syntax", head + "node: {name: [\n", "", []string{"parse YAML"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error, want one naming %q", tt.yaml, tt.field)
+			}
+			if tt.field != "" && !hasFieldError(err, tt.field, tt.want...) {
+				t.Errorf("Parse(%q) error =\n%v\nwant a line %q containing %q", tt.yaml, err, tt.field+": ...", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse(%q) error = %v, want it to contain %q", tt.yaml, err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.yaml")
+	if _, err := Load(missing); err == nil || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Load(%q) = %v, want a not-exist error naming the path", missing, err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, makeFile(func(f *File) { f.Node.Name = "" }))
+	if _, err := Load(bad); err == nil || !strings.Contains(err.Error(), bad) || !hasFieldError(err, "node.name", "missing") {
+		t.Errorf("Load(%q) = %v, want an error naming the path and node.name", bad, err)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, makeFile())
+	if c, err := Load(good); err != nil || c.Node.Name != "hostgw-master" {
+		t.Errorf("Load(%q) = %+v, %v, want node hostgw-master", good, c, err)
+	}
+}
+
+func writeFile(t *testing.T, path string, f *File) {
+	t.Helper()
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		t.Fatalf("yaml.Marshal: %v", err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

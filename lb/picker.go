@@ -1,0 +1,109 @@
+package lb
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+)
+
+// Picker chooses a backend for a new connection.
+//
+// A Picker is built over a fixed set of backends and never changes it; the
+// Table builds a new Picker when a Service's usable endpoints change. Pick
+// is safe for concurrent use, takes no lock and does not allocate. It
+// reports false only when the Picker has no backends.
+type Picker interface {
+	Pick(f Flow) (Backend, bool)
+}
+
+var (
+	_ Picker = (*randomPicker)(nil)
+	_ Picker = (*roundRobin)(nil)
+	_ Picker = (*leastConn)(nil)
+	_ Picker = (*maglev)(nil)
+)
+
+// runtimeSource is the default random source: the runtime's per-thread
+// ChaCha8 generator behind math/rand/v2's top-level functions. It is safe
+// for concurrent use and takes no lock.
+type runtimeSource struct{}
+
+func (runtimeSource) Uint64() uint64 { return rand.Uint64() }
+
+// NewRandom returns a Picker that chooses uniformly at random among
+// backends, drawing from src (nil: the runtime's generator). kube-proxy's
+// iptables chain of "statistic mode random probability 1/n, 1/(n-1), ..."
+// rules gives each of n endpoints the same 1/n; so does this. src must be
+// safe for concurrent use.
+func NewRandom(backends []Backend, src rand.Source) Picker {
+	if src == nil {
+		src = runtimeSource{}
+	}
+	return &randomPicker{backends: backends, rnd: rand.New(src)}
+}
+
+type randomPicker struct {
+	backends []Backend
+	rnd      *rand.Rand // holds only its Source; safe if that is
+}
+
+func (p *randomPicker) Pick(Flow) (Backend, bool) {
+	if len(p.backends) == 0 {
+		return Backend{}, false
+	}
+	return p.backends[p.rnd.IntN(len(p.backends))], true
+}
+
+// NewRoundRobin returns a Picker that hands out backends in turn: over any
+// k·n consecutive Picks each of n backends is chosen exactly k times.
+func NewRoundRobin(backends []Backend) Picker {
+	return &roundRobin{backends: backends, cursor: new(atomic.Uint64)}
+}
+
+type roundRobin struct {
+	backends []Backend
+	// cursor is shared with the Entry's earlier and later pickers, so a
+	// Service update does not restart the rotation.
+	cursor *atomic.Uint64
+}
+
+func (p *roundRobin) Pick(Flow) (Backend, bool) {
+	n := uint64(len(p.backends))
+	if n == 0 {
+		return Backend{}, false
+	}
+	return p.backends[(p.cursor.Add(1)-1)%n], true
+}
+
+// NewLeastConn returns a Picker that chooses the backend with the fewest
+// active connections (Backend.Acquire minus Release). Ties go round-robin:
+// the scan starts one backend further on each Pick and keeps the first
+// minimum it meets, so equally loaded backends take turns even when a
+// burst of Picks comes before their Acquires. A Pick costs one atomic load
+// per backend.
+func NewLeastConn(backends []Backend) Picker {
+	return &leastConn{backends: backends, cursor: new(atomic.Uint64)}
+}
+
+type leastConn struct {
+	backends []Backend
+	cursor   *atomic.Uint64
+}
+
+func (p *leastConn) Pick(Flow) (Backend, bool) {
+	n := len(p.backends)
+	if n == 0 {
+		return Backend{}, false
+	}
+	start := int((p.cursor.Add(1) - 1) % uint64(n))
+	best, min := start, p.backends[start].Active()
+	for i := 1; i < n && min > 0; i++ {
+		j := start + i
+		if j >= n {
+			j -= n
+		}
+		if a := p.backends[j].Active(); a < min {
+			best, min = j, a
+		}
+	}
+	return p.backends[best], true
+}
