@@ -81,9 +81,9 @@ func usableEndpoints(s *Service, p *ServicePort, vip netip.Addr, node, zone stri
 	var out []candidate
 	if s.InternalTrafficPolicy == PolicyLocal {
 		local := func(c *candidate) bool { return node != "" && c.ep.NodeName == node }
-		out = filter(all, func(c *candidate) bool { return local(c) && c.ready() })
+		out = filterCandidates(all, func(c *candidate) bool { return local(c) && c.ready() })
 		if len(out) == 0 {
-			out = filter(all, func(c *candidate) bool { return local(c) && c.servingTerminating() })
+			out = filterCandidates(all, func(c *candidate) bool { return local(c) && c.servingTerminating() })
 		}
 		if len(out) == 0 {
 			if slices.ContainsFunc(all, func(c candidate) bool { return c.ready() || c.servingTerminating() }) {
@@ -93,11 +93,11 @@ func usableEndpoints(s *Service, p *ServicePort, vip netip.Addr, node, zone stri
 		}
 	} else {
 		hinted := topologyFilter(all, node, zone)
-		out = filter(all, func(c *candidate) bool { return c.ready() && hinted(c) })
+		out = filterCandidates(all, func(c *candidate) bool { return c.ready() && hinted(c) })
 		if len(out) == 0 {
 			// As kube-proxy: the fallback ignores topology, as a best
 			// effort not to drop connections.
-			out = filter(all, (*candidate).servingTerminating)
+			out = filterCandidates(all, (*candidate).servingTerminating)
 		}
 		if len(out) == 0 {
 			return nil, StatusNoEndpoints
@@ -143,7 +143,7 @@ func topologyFilter(all []candidate, node, zone string) func(*candidate) bool {
 	return func(*candidate) bool { return true }
 }
 
-func filter(all []candidate, keep func(*candidate) bool) []candidate {
+func filterCandidates(all []candidate, keep func(*candidate) bool) []candidate {
 	var out []candidate
 	for i := range all {
 		if keep(&all[i]) {

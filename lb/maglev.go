@@ -45,15 +45,19 @@ func (o *MaglevOptions) validate() error {
 // maglev is consistent hashing with a lookup table, after Eisenbud et
 // al., "Maglev: A Fast and Reliable Software Network Load Balancer"
 // (NSDI 2016), §3.4. Each backend has a permutation of the M slots,
-// (offset + j·skip) mod M with offset and skip hashed from its address
-// and port; backends take turns claiming their next free preferred slot
-// until the table is full. Every backend ends up with ⌊M/N⌋ or ⌈M/N⌉
+// (offset + j·skip) mod M with offset and skip hashed from its address;
+// backends take turns claiming their next free preferred slot until the
+// table is full. Every backend ends up with ⌊M/N⌋ or ⌈M/N⌉
 // slots, and removing one backend mostly moves only the flows that hashed
 // to its slots.
 //
-// The table depends only on the set of backends (they are sorted first)
-// and the hashes are unseeded, so every node builds the same table and a
-// flow goes to the same backend whichever node handles it.
+// The table depends only on the backends' addresses, in order (sorted by
+// address and port), and the hashes are unseeded: every node builds the
+// same table and a flow goes to the same backend whichever node handles
+// it. Hashing the address and not the port lets the keys of one Service
+// whose ports go to the same pods (kube-dns's 53/UDP, 53/TCP and 9153/TCP)
+// share one table, and lets an update that leaves a key's addresses as
+// they were keep its table (see maglevCache).
 type maglev struct {
 	backends   []Backend
 	table      []uint16
@@ -84,39 +88,44 @@ func NewMaglev(backends []Backend, opts MaglevOptions) (Picker, error) {
 // newMaglev builds the lookup table of M slots; backends must be sorted
 // and fewer than min(M, maglevEmpty).
 func newMaglev(backends []Backend, m int, byClientIP bool) *maglev {
-	p := &maglev{backends: backends, byClientIP: byClientIP}
+	return &maglev{backends: backends, byClientIP: byClientIP, table: maglevTable(backends, m)}
+}
+
+// maglevTable populates a table of m slots for backends (sorted, fewer
+// than min(m, maglevEmpty)); nil for no backends.
+func maglevTable(backends []Backend, m int) []uint16 {
 	n := len(backends)
 	if n == 0 {
-		return p
+		return nil
 	}
-	p.table = make([]uint16, m)
-	for i := range p.table {
-		p.table[i] = maglevEmpty
+	table := make([]uint16, m)
+	for i := range table {
+		table[i] = maglevEmpty
 	}
 	// next[i] is backend i's next preferred slot, skip[i] its stride.
 	next := make([]uint32, 2*n)
 	next, skip := next[:n], next[n:]
 	mm := uint64(m)
 	for i, b := range backends {
-		next[i] = uint32(hashAddrPort(b.Addr, b.Port, 0x6f6666736574) % mm)   // "offset"
-		skip[i] = uint32(hashAddrPort(b.Addr, b.Port, 0x736b6970)%(mm-1) + 1) // "skip"
+		next[i] = uint32(hashAddrPort(b.Addr, 0, 0x6f6666736574) % mm)   // "offset"
+		skip[i] = uint32(hashAddrPort(b.Addr, 0, 0x736b6970)%(mm-1) + 1) // "skip"
 	}
 	m32 := uint32(m)
 	for filled := 0; ; {
 		for i := range n {
 			c := next[i]
-			for p.table[c] != maglevEmpty {
+			for table[c] != maglevEmpty {
 				if c += skip[i]; c >= m32 {
 					c -= m32
 				}
 			}
-			p.table[c] = uint16(i)
+			table[c] = uint16(i)
 			if c += skip[i]; c >= m32 {
 				c -= m32
 			}
 			next[i] = c
 			if filled++; filled == m {
-				return p
+				return table
 			}
 		}
 	}
@@ -145,4 +154,52 @@ func isPrime(n int) bool {
 		}
 	}
 	return true
+}
+
+// maglevCache shares Maglev tables among the Entries built in one update:
+// keys whose backends have the same addresses in the same order get the
+// same table. An Entry whose previous version had the same addresses
+// keeps that version's table.
+type maglevCache map[string][]uint16
+
+// addrKey returns the cache key of backends' addresses.
+func addrKey(backends []Backend) string {
+	b := make([]byte, 0, 16*len(backends))
+	for _, be := range backends {
+		a := be.Addr.As16()
+		b = append(b, a[:]...)
+	}
+	return string(b)
+}
+
+// sameAddrs reports whether a and b list the same addresses in order.
+func sameAddrs(a, b []Backend) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Addr != b[i].Addr {
+			return false
+		}
+	}
+	return true
+}
+
+// get returns a Maglev picker over backends with table size m, reusing
+// prev's table or one built earlier in this update when the addresses
+// match. c may be nil (no sharing within the update).
+func (c maglevCache) get(backends []Backend, m int, byClientIP bool, prev Picker) *maglev {
+	if pm, ok := prev.(*maglev); ok && len(pm.table) == m && sameAddrs(pm.backends, backends) {
+		return &maglev{backends: backends, byClientIP: byClientIP, table: pm.table}
+	}
+	if c == nil || len(backends) == 0 {
+		return newMaglev(backends, m, byClientIP)
+	}
+	k := addrKey(backends)
+	t, ok := c[k]
+	if !ok || len(t) != m {
+		t = maglevTable(backends, m)
+		c[k] = t
+	}
+	return &maglev{backends: backends, byClientIP: byClientIP, table: t}
 }

@@ -119,20 +119,20 @@ func mustLookup(t testing.TB, tb *Table, key ServiceKey) *Entry {
 	return e
 }
 
-func key(addrPort string, proto Protocol) ServiceKey {
+func serviceKey(addrPort string, proto Protocol) ServiceKey {
 	ap := netip.MustParseAddrPort(addrPort)
 	return ServiceKey{ap.Addr(), ap.Port(), proto}
 }
 
 var (
-	myServiceKey = key("10.103.92.81:80", TCP)
-	dnsUDPKey    = key("10.96.0.10:53", UDP)
-	dnsTCPKey    = key("10.96.0.10:53", TCP)
-	metricsKey   = key("10.96.0.10:9153", TCP)
+	myServiceKey = serviceKey("10.103.92.81:80", TCP)
+	dnsUDPKey    = serviceKey("10.96.0.10:53", UDP)
+	dnsTCPKey    = serviceKey("10.96.0.10:53", TCP)
+	metricsKey   = serviceKey("10.96.0.10:9153", TCP)
 )
 
 // flow returns a TCP flow from client:sport to key.
-func flow(client string, sport uint16, k ServiceKey) Flow {
+func makeFlow(client string, sport uint16, k ServiceKey) Flow {
 	return Flow{
 		Src:   netip.AddrPortFrom(netip.MustParseAddr(client), sport),
 		Dst:   netip.AddrPortFrom(k.VIP, k.Port),

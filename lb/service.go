@@ -362,33 +362,33 @@ func (s *Service) Validate() error {
 		bad("ports", "missing (want at least one port, e.g. 80/TCP)")
 	}
 	for i, p := range s.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
+		f := func() string { return fmt.Sprintf("ports[%d]", i) }
 		if p.Port == 0 {
-			bad(f+".port", "0 (want 1..65535)")
+			bad(f()+".port", "0 (want 1..65535)")
 		}
 		if p.Proto != TCP && p.Proto != UDP {
-			bad(f+".proto", "%v (want TCP or UDP)", p.Proto)
+			bad(f()+".proto", "%v (want TCP or UDP)", p.Proto)
 		}
 		if p.TargetPort != 0 && p.TargetPortName != "" {
-			bad(f, "both targetPort %d and targetPortName %q are set (want at most one)", p.TargetPort, p.TargetPortName)
+			bad(f(), "both targetPort %d and targetPortName %q are set (want at most one)", p.TargetPort, p.TargetPortName)
 		}
 		for j, q := range s.Ports[:i] {
 			if q.Port == p.Port && q.Proto == p.Proto {
-				bad(f, "%d/%v is also ports[%d] (want each port and protocol once)", p.Port, p.Proto, j)
+				bad(f(), "%d/%v is also ports[%d] (want each port and protocol once)", p.Port, p.Proto, j)
 			}
 			if p.Name != "" && q.Name == p.Name {
-				bad(f+".name", "%q is also ports[%d].name (want unique port names)", p.Name, j)
+				bad(f()+".name", "%q is also ports[%d].name (want unique port names)", p.Name, j)
 			}
 		}
 	}
 	for i, e := range s.Endpoints {
-		f := fmt.Sprintf("endpoints[%d]", i)
+		f := func() string { return fmt.Sprintf("endpoints[%d]", i) }
 		if !e.Addr.IsValid() {
-			bad(f+".addr", "invalid address (want the endpoint's IP, e.g. 10.244.0.4)")
+			bad(f()+".addr", "invalid address (want the endpoint's IP, e.g. 10.244.0.4)")
 		}
 		for j, p := range e.Ports {
 			if p.Port == 0 {
-				bad(fmt.Sprintf("%s.ports[%d].port", f, j), "0 (want 1..65535)")
+				bad(fmt.Sprintf("%s.ports[%d].port", f(), j), "0 (want 1..65535)")
 			}
 		}
 	}
@@ -428,7 +428,19 @@ func (s *Service) Equal(o *Service) bool {
 		s.SessionAffinityTimeout == o.SessionAffinityTimeout &&
 		s.InternalTrafficPolicy == o.InternalTrafficPolicy &&
 		s.ProxyProtocol == o.ProxyProtocol &&
-		slices.EqualFunc(s.Endpoints, o.Endpoints, func(a, b Endpoint) bool { return a.equal(&b) })
+		endpointsEqual(s.Endpoints, o.Endpoints)
+}
+
+func endpointsEqual(a, b []Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].equal(&b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Endpoint) equal(o *Endpoint) bool {

@@ -204,7 +204,7 @@ func TestEndpointSelection(t *testing.T) {
 			if got, want := e.NoEndpoints(), len(tt.want) == 0; got != want {
 				t.Errorf("Lookup(%v).NoEndpoints() = %v, want %v", myServiceKey, got, want)
 			}
-			b, ok := e.Pick(flow("10.244.0.9", 40000, myServiceKey))
+			b, ok := e.Pick(makeFlow("10.244.0.9", 40000, myServiceKey))
 			if ok != (len(tt.want) > 0) || ok && !slices.Contains(tt.want, b.AddrPort().String()) {
 				t.Errorf("Pick() = %v, %v, want one of %v", b, ok, tt.want)
 			}
@@ -239,7 +239,7 @@ func TestNamedTargetPorts(t *testing.T) {
 		want []string
 	}{
 		{myServiceKey, []string{"10.244.0.4:8080", "10.244.1.2:9090"}},
-		{key("10.103.92.81:53", UDP), []string{"10.244.0.4:5353"}},
+		{serviceKey("10.103.92.81:53", UDP), []string{"10.244.0.4:5353"}},
 	} {
 		e := mustLookup(t, tb, tc.key)
 		if got := backendAddrs(e.Backends()); !slices.Equal(got, tc.want) {
@@ -266,7 +266,7 @@ func TestDualStackExpandsToTwoKeys(t *testing.T) {
 		want []string
 	}{
 		{myServiceKey, []string{"10.244.0.4:80", "10.244.1.2:80", "10.244.1.3:80"}},
-		{key("[fd00:10:96::5c51]:80", TCP), []string{"[fd00:10:244::4]:80", "[fd00:10:244:1::2]:80"}},
+		{serviceKey("[fd00:10:96::5c51]:80", TCP), []string{"[fd00:10:244::4]:80", "[fd00:10:244:1::2]:80"}},
 	} {
 		e := mustLookup(t, tb, tc.key)
 		if got := backendAddrs(e.Backends()); !slices.Equal(got, tc.want) {
@@ -301,7 +301,7 @@ func TestMultiplePorts(t *testing.T) {
 			t.Errorf("Lookup(%v).Backends() = %v, want %v", tc.key, got, tc.want)
 		}
 	}
-	if e := tb.Lookup(key("10.96.0.10:9153", UDP)); e != nil {
+	if e := tb.Lookup(serviceKey("10.96.0.10:9153", UDP)); e != nil {
 		t.Errorf("Lookup(10.96.0.10:9153/UDP) = %v, want nil: only TCP is served", e.Name())
 	}
 	if !tb.Delete("kube-system", "kube-dns") {

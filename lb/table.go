@@ -47,12 +47,12 @@ type Options struct {
 // while the fixed array of shard maps (2 KiB) is copied per update.
 const shardBits = 8
 
-// snapshot is one published version of the table. It and the maps it
+// tableSnapshot is one published version of the table. It and the maps it
 // points to are never modified after publication: an update copies the
 // array and the shards it touches, and publishes a new snapshot. That is
 // a two-level persistent map: one update costs O(2^shardBits + keys in the
 // touched shards), not O(all keys).
-type snapshot struct {
+type tableSnapshot struct {
 	shards [1 << shardBits]map[ServiceKey]*Entry
 	len    int
 }
@@ -70,7 +70,7 @@ type Table struct {
 	// rnd is shared by all random pickers; it holds only opts.Rand.
 	rnd *rand.Rand
 
-	snap atomic.Pointer[snapshot]
+	snap atomic.Pointer[tableSnapshot]
 
 	// mu guards services and gen, and serializes publishing snapshots.
 	mu       sync.Mutex
@@ -123,7 +123,7 @@ func NewTable(log *zap.Logger, opts Options) (*Table, error) {
 		rnd:      rand.New(opts.Rand),
 		services: make(map[ServiceName]*serviceState),
 	}
-	t.snap.Store(new(snapshot))
+	t.snap.Store(new(tableSnapshot))
 	return t, nil
 }
 
@@ -174,30 +174,22 @@ func (t *Table) Stats() []EntryStats {
 // listed and keeps the rest, Entries and all, as they are. It is
 // idempotent.
 //
-// Set first validates every Service; if any is invalid, lists a name
-// twice, or claims a key another Service has, Set changes nothing and
-// returns every problem.
+// If a new or changed Service is invalid, a name is listed twice, or a
+// Service claims a key another one has, Set changes nothing and returns
+// every problem.
 //
 // Cost: comparing each listed Service with the kept one is O(size of
-// services) and allocates nothing for unchanged ones; each changed Service
+// services) and allocates nothing for unchanged ones (walking the kept
+// Services to find deletions is skipped when the counts show none); each changed Service
 // costs O(its endpoints × keys) to rebuild (plus a Maglev table per key
 // if it uses Maglev); publishing copies the 256-shard array and each
 // touched shard (~keys/256 entries).
 func (t *Table) Set(services []Service) error {
-	var errs []error
-	for i := range services {
-		if err := services[i].Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("services[%d]: %w", i, err))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("set services: %w", errors.Join(errs...))
-	}
-
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.gen++
 	var (
+		errs    []error
 		changed []*Service
 		fresh   map[ServiceName]int // index in services of names not yet in the Table
 	)
@@ -205,7 +197,8 @@ func (t *Table) Set(services []Service) error {
 		s := &services[i]
 		name := s.Key()
 		st := t.services[name]
-		if st == nil {
+		switch {
+		case st == nil:
 			if fresh == nil {
 				fresh = make(map[ServiceName]int)
 			}
@@ -214,26 +207,31 @@ func (t *Table) Set(services []Service) error {
 				continue
 			}
 			fresh[name] = i
-			changed = append(changed, s)
-			continue
-		}
-		if st.seen == t.gen {
+		case st.seen == t.gen:
 			errs = append(errs, fmt.Errorf("services[%d]: %s is listed twice (want each Service once)", i, name))
 			continue
+		default:
+			st.seen = t.gen
+			if st.svc.Equal(s) {
+				continue // valid: it was when it was stored
+			}
 		}
-		st.seen = t.gen
-		if !st.svc.Equal(s) {
-			changed = append(changed, s)
+		if err := s.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("services[%d]: %w", i, err))
+			continue
 		}
-	}
-	var deleted []ServiceName
-	for name, st := range t.services {
-		if st.seen != t.gen {
-			deleted = append(deleted, name)
-		}
+		changed = append(changed, s)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("set services: %w", errors.Join(errs...))
+	}
+	var deleted []ServiceName
+	if len(t.services)-len(services)+len(fresh) > 0 {
+		for name, st := range t.services {
+			if st.seen != t.gen {
+				deleted = append(deleted, name)
+			}
+		}
 	}
 	if err := t.checkLocked(changed, deleted); err != nil {
 		return fmt.Errorf("set services: %w", err)
@@ -349,6 +347,7 @@ func (t *Table) applyLocked(changed []*Service, deleted []ServiceName) {
 		delete(t.services, n)
 	}
 	var rebuilt int
+	mc := make(maglevCache)
 	for _, s := range changed {
 		s = s.clone()
 		name := s.Key()
@@ -362,7 +361,7 @@ func (t *Table) applyLocked(changed []*Service, deleted []ServiceName) {
 				if old != nil {
 					prev = old.entry(key)
 				}
-				st.entries = append(st.entries, t.buildEntry(s, p, key, prev))
+				st.entries = append(st.entries, t.buildEntry(s, p, key, prev, mc))
 			}
 		}
 		if old != nil {
@@ -402,7 +401,7 @@ func (st *serviceState) entry(key ServiceKey) *Entry {
 // the round-robin cursor and the affinity map of prev (the same key's
 // Entry in the previous version of s), and the counters of every backend
 // that stays.
-func (t *Table) buildEntry(s *Service, p *ServicePort, key ServiceKey, prev *Entry) *Entry {
+func (t *Table) buildEntry(s *Service, p *ServicePort, key ServiceKey, prev *Entry, mc maglevCache) *Entry {
 	e := &Entry{
 		key:           key,
 		name:          ServicePortName{s.Key(), p.Name},
@@ -446,7 +445,11 @@ func (t *Table) buildEntry(s *Service, p *ServicePort, key ServiceKey, prev *Ent
 		e.picker = &leastConn{backends: e.backends, cursor: &e.c.cursor}
 	case PickMaglev:
 		if m := t.opts.Maglev.tableSize(); len(e.backends) < m && len(e.backends) < maglevEmpty {
-			e.picker = newMaglev(e.backends, m, t.opts.Maglev.ByClientIP)
+			var prevPicker Picker
+			if prev != nil {
+				prevPicker = prev.picker
+			}
+			e.picker = mc.get(e.backends, m, t.opts.Maglev.ByClientIP, prevPicker)
 			break
 		}
 		t.log.Warn("too many backends for maglev, picking at random",

@@ -64,7 +64,7 @@ func TestSetUpsertDelete(t *testing.T) {
 	if e := tb.Lookup(myServiceKey); e != nil {
 		t.Errorf("Upsert(port 8080): Lookup(:80) = %v, want nil: the old key must go", e.Name())
 	}
-	mustLookup(t, tb, key("10.103.92.81:8080", TCP))
+	mustLookup(t, tb, serviceKey("10.103.92.81:8080", TCP))
 	if tb.Lookup(dnsUDPKey) != dns {
 		t.Errorf("Upsert(my-service): kube-dns entry rebuilt, want kept")
 	}
@@ -97,7 +97,7 @@ func TestSetCopiesInput(t *testing.T) {
 	svcs[0].Endpoints[0].Addr = netip.MustParseAddr("10.244.9.9")
 	svcs[0].Ports[0].TargetPort = 1
 	got, _ := tb.Service("default", "my-service")
-	if !got.Equal(ptr(makeService("default", "my-service"))) {
+	if !got.Equal(ptrTo(makeService("default", "my-service"))) {
 		t.Errorf("Service() after the caller changed its slices = %+v, want the Service as set", got)
 	}
 	mustSet(t, tb, makeService("default", "my-service"))
@@ -106,7 +106,7 @@ func TestSetCopiesInput(t *testing.T) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
+func ptrTo[T any](v T) *T { return &v }
 
 func TestSetRefusesBadInput(t *testing.T) {
 	tests := []struct {
@@ -156,7 +156,7 @@ func TestKeyMovesBetweenServices(t *testing.T) {
 	if e := mustLookup(t, tb, myServiceKey); e.Name().Name != "other" || len(e.Backends()) != 1 {
 		t.Errorf("Lookup(%v) = %v with %d backends, want default/other with 1", myServiceKey, e.Name(), len(e.Backends()))
 	}
-	if e := mustLookup(t, tb, key("10.103.92.82:80", TCP)); e.Name().Name != "my-service" {
+	if e := mustLookup(t, tb, serviceKey("10.103.92.82:80", TCP)); e.Name().Name != "my-service" {
 		t.Errorf("Lookup(10.103.92.82:80) = %v, want default/my-service", e.Name())
 	}
 	// Deleting a Service and giving its key to a new one in one Set.
@@ -175,7 +175,7 @@ func TestStateCarriesOver(t *testing.T) {
 	e := mustLookup(t, tb, myServiceKey)
 	var got []string
 	for range 2 {
-		b, _ := e.Pick(flow("10.244.0.9", 1, myServiceKey))
+		b, _ := e.Pick(makeFlow("10.244.0.9", 1, myServiceKey))
 		b.Acquire()
 		got = append(got, b.String())
 	}
@@ -185,7 +185,7 @@ func TestStateCarriesOver(t *testing.T) {
 	}))
 	e2 := mustLookup(t, tb, myServiceKey)
 	for range 2 {
-		b, _ := e2.Pick(flow("10.244.0.9", 1, myServiceKey))
+		b, _ := e2.Pick(makeFlow("10.244.0.9", 1, myServiceKey))
 		got = append(got, b.String())
 	}
 	want := []string{"10.244.0.4:80", "10.244.1.2:80", "10.244.1.3:80", "10.244.1.4:80"}
@@ -218,7 +218,7 @@ func TestNoEndpointsRefuses(t *testing.T) {
 	mustSet(t, tb, makeService("default", "my-service", func(s *Service) { s.Endpoints = nil }))
 	e := mustLookup(t, tb, myServiceKey)
 	for range 3 {
-		if b, ok := e.Pick(flow("10.244.0.9", 1, myServiceKey)); ok {
+		if b, ok := e.Pick(makeFlow("10.244.0.9", 1, myServiceKey)); ok {
 			t.Fatalf("Pick() = %v, true on a Service without endpoints, want false", b)
 		}
 	}
@@ -232,7 +232,7 @@ func TestStats(t *testing.T) {
 	mustSet(t, tb, makeService("default", "my-service"), makeKubeDNS())
 	e := mustLookup(t, tb, myServiceKey)
 	for range 6 {
-		b, _ := e.Pick(flow("10.244.0.9", 1, myServiceKey))
+		b, _ := e.Pick(makeFlow("10.244.0.9", 1, myServiceKey))
 		b.Acquire()
 	}
 	e.Backends()[2].Release()
@@ -285,7 +285,7 @@ func TestConcurrentLookupDuringSet(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := flow(fmt.Sprintf("10.244.0.%d", 10+r), 1, myServiceKey)
+			f := makeFlow(fmt.Sprintf("10.244.0.%d", 10+r), 1, myServiceKey)
 			for !stop.Load() {
 				e := tb.Lookup(myServiceKey)
 				if e == nil {
@@ -300,7 +300,7 @@ func TestConcurrentLookupDuringSet(t *testing.T) {
 				}
 				b.Acquire()
 				b.Release()
-				tb.Lookup(key("10.96.0.10:53", UDP))
+				tb.Lookup(serviceKey("10.96.0.10:53", UDP))
 				reads.Add(1)
 			}
 		}()
@@ -329,4 +329,22 @@ func TestConcurrentLookupDuringSet(t *testing.T) {
 		t.Errorf("Active = %d after every Acquire was released, want 0", st.Active)
 	}
 	t.Logf("%d lookups during 300 updates", reads.Load())
+}
+
+// TestShardSpread checks that consecutive ClusterIPs, as an allocator
+// hands them out, spread over the snapshot's shards: an update copies
+// whole shards, so a crowded one would make updates slow.
+func TestShardSpread(t *testing.T) {
+	const n = 10000
+	var counts [1 << shardBits]int
+	for i := range n {
+		counts[shardOf(bigKey(i))]++
+	}
+	for _, k := range []ServiceKey{serviceKey("[fd00:10:96::a]:53", UDP), serviceKey("[fd00:10:96::b]:53", UDP)} {
+		counts[shardOf(k)]++
+	}
+	mean := float64(n) / float64(len(counts))
+	if hi := slices.Max(counts[:]); float64(hi) > 2*mean {
+		t.Errorf("10,000 consecutive ClusterIPs: fullest shard has %d keys, want ≤ 2× the mean %.0f", hi, mean)
+	}
 }

@@ -63,6 +63,7 @@ type overlayEndpoint struct {
 	mtu       atomic.Uint32
 	peers     atomic.Pointer[peerTable]
 	drops     *drops
+	hook      *hookSlot
 	counters  linkCounters
 	isLocal   func(netip.Addr) bool
 	hasFamily func(tcpip.NetworkProtocolNumber) bool
@@ -164,14 +165,20 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		return
 	}
 	b = b[:info.length]
-	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
-		expireTTL(b)
-	}
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))
 	p.stats.lastSeen.Store(time.Now().UnixNano())
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
+	if h := e.hook.get(); h != nil {
+		if pass, _ := h.Ingress(false, b); !pass {
+			return
+		}
+		info.dst = ipDst(b)
+	}
+	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
+		expireTTL(b)
+	}
 
 	e.dispatcher.deliver(info.proto, b)
 }

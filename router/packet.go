@@ -80,3 +80,11 @@ func expireTTL(b []byte) {
 	h.SetChecksum(0)
 	h.SetChecksum(^h.CalculateChecksum())
 }
+
+// ipDst reads the destination of a packet parseIP accepted.
+func ipDst(b []byte) netip.Addr {
+	if b[0]>>4 == 4 {
+		return netip.AddrFrom4([4]byte(b[16:20]))
+	}
+	return netip.AddrFrom16([16]byte(b[24:40]))
+}

@@ -86,6 +86,7 @@ type Router struct {
 	tun     *tunEndpoint
 	overlay *overlayEndpoint
 	drops   drops
+	hook    hookSlot
 	tunName string
 
 	local     atomic.Pointer[map[netip.Addr]struct{}]
@@ -159,9 +160,9 @@ func New(opts Options) (*Router, error) {
 			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	r.tun = &tunEndpoint{dev: opts.TUN, drops: &r.drops, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	r.tun = &tunEndpoint{dev: opts.TUN, drops: &r.drops, hook: &r.hook, isLocal: r.isLocal, hasFamily: r.hasFamily}
 	r.tun.mtu.Store(uint32(tunMTU))
-	r.overlay = &overlayEndpoint{conn: opts.Overlay, drops: &r.drops, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	r.overlay = &overlayEndpoint{conn: opts.Overlay, drops: &r.drops, hook: &r.hook, isLocal: r.isLocal, hasFamily: r.hasFamily}
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
 

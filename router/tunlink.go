@@ -21,6 +21,7 @@ type tunEndpoint struct {
 	dev        tun.Device
 	mtu        atomic.Uint32
 	drops      *drops
+	hook       *hookSlot
 	counters   linkCounters
 	isLocal    func(netip.Addr) bool
 	hasFamily  func(tcpip.NetworkProtocolNumber) bool
@@ -95,10 +96,22 @@ func (e *tunEndpoint) receive(b []byte) {
 		return
 	}
 	b = b[:info.length]
+	e.counters.rxPackets.Add(1)
+	e.counters.rxBytes.Add(uint64(len(b)))
+	if h := e.hook.get(); h != nil {
+		pass, reply := h.Ingress(true, b)
+		if reply != nil {
+			if _, err := e.dev.Write(reply); err != nil {
+				e.drops.add(DropTxError)
+			}
+		}
+		if !pass {
+			return
+		}
+		info.dst = ipDst(b)
+	}
 	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
 		expireTTL(b)
 	}
-	e.counters.rxPackets.Add(1)
-	e.counters.rxBytes.Add(uint64(len(b)))
 	e.dispatcher.deliver(info.proto, b)
 }

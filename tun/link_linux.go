@@ -58,7 +58,7 @@ func Configure(name string, c LinkConfig) error {
 		}
 	}
 	for _, a := range c.Addresses {
-		if err := waitLocal(a.Addr(), 0); false && err != nil {
+		if err := waitLocal(a.Addr(), addressTimeout); err != nil {
 			return fmt.Errorf("%s: address %s: %w", op, a, err)
 		}
 	}
@@ -240,7 +240,7 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 // netlinkError adds what to do to a permission error from netlink.
 func netlinkError(err error) error {
 	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("%w: %w: this needs CAP_NET_ADMIN in the network namespace; if a privileged helper configures the device, turn vrouter's TUN configuration off", ErrPermission, err)
+		return fmt.Errorf("%w: this needs CAP_NET_ADMIN in the network namespace; if a privileged helper configures the device, turn vrouter's TUN configuration off (tun.configure: false) (%w)", ErrPermission, err)
 	}
 	return err
 }

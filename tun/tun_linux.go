@@ -105,40 +105,11 @@ func open(name string, multiQueue bool) (*file, error) {
 	// U, so that an unprivileged vrouter can attach) and put it back.
 	persistent := isPersistentTUN(name)
 
-	// water opens /dev/net/tun without O_CLOEXEC. Hold ForkLock while the
-	// descriptor lacks it so no concurrent fork+exec inherits it (a child
-	// holding it would keep the interface alive after Close).
-	syscall.ForkLock.RLock()
-	ifce, err := water.New(water.Config{
-		DeviceType: water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{
-			Name:       name,
-			MultiQueue: multiQueue,
-		},
-	})
-	var f *os.File
-	if err == nil {
-		var ok bool
-		if f, ok = ifce.ReadWriteCloser.(*os.File); !ok {
-			ifce.Close()
-			syscall.ForkLock.RUnlock()
-			return nil, fmt.Errorf("create TUN %s: water returned a %T, want an *os.File", name, ifce.ReadWriteCloser)
-		}
-		err = control(f, func(fd int) error {
-			unix.CloseOnExec(fd)
-			return nil
-		})
-	}
-	syscall.ForkLock.RUnlock()
+	f, kernelName, err := waterOpen(name, multiQueue)
 	if err != nil {
-		if f != nil {
-			f.Close()
-			return nil, fmt.Errorf("create TUN %s: set close-on-exec: %w", name, err)
-		}
 		return nil, openError(name, multiQueue, err)
 	}
-
-	d := &file{f: f, name: ifce.Name()}
+	d := &file{f: f, name: kernelName}
 	if persistent {
 		err := control(f, func(fd int) error {
 			return unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1)
@@ -149,6 +120,41 @@ func open(name string, multiQueue bool) (*file, error) {
 		}
 	}
 	return d, nil
+}
+
+// waterOpen has water create or attach the TUN and returns its file and
+// the name the kernel gave it. Errors are water's, unexplained.
+//
+// water opens /dev/net/tun without O_CLOEXEC; ForkLock, held until the
+// descriptor has it, keeps a concurrent fork+exec from inheriting it (a
+// child holding it would keep the interface alive after Close). water
+// also leaks that descriptor when TUNSETIFF fails: one per failed Open.
+func waterOpen(name string, multiQueue bool) (*os.File, string, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	ifce, err := water.New(water.Config{
+		DeviceType: water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{
+			Name:       name,
+			MultiQueue: multiQueue,
+		},
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	f, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		ifce.Close()
+		return nil, "", fmt.Errorf("water returned a %T, want an *os.File", ifce.ReadWriteCloser)
+	}
+	if err := control(f, func(fd int) error {
+		unix.CloseOnExec(fd)
+		return nil
+	}); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("set close-on-exec: %w", err)
+	}
+	return f, ifce.Name(), nil
 }
 
 // isPersistentTUN reports whether name is an existing persistent TUN. If
@@ -263,7 +269,7 @@ func openError(name string, multiQueue bool, err error) error {
 
 	switch errno {
 	case unix.EPERM, unix.EACCES:
-		return fmt.Errorf("%s: %w: creating TUN %s needs CAP_NET_ADMIN in this network namespace; run as root, inside `unshare -Urn`, or let a privileged helper open it and pass --tun-fd (if %s is a persistent TUN, it belongs to another user) (%w)", op, ErrPermission, name, name, err)
+		return fmt.Errorf("%s: %w: creating TUN %s needs CAP_NET_ADMIN in this network namespace; run as root, inside `unshare -Urn`, or let a privileged helper open it and pass --tun-fd; if %s is a persistent TUN, only its owner may attach to it (%w)", op, ErrPermission, name, name, err)
 	case unix.EBUSY:
 		return fmt.Errorf("%s: %w: TUN %s is in use by another process; stop it, choose another name, or open every queue with MultiQueue (%w)", op, ErrBusy, name, err)
 	case unix.EINVAL:
@@ -305,7 +311,7 @@ func adoptError(op string, fd int, err error) error {
 }
 
 // describeFD names what fd refers to, for error messages: "a pipe
-// (pipe:[1234])", "a character device (/dev/null)".
+// (pipe:[1234])", "a character device 1:3 (/dev/null)".
 func describeFD(fd int) string {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {

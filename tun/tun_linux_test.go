@@ -62,8 +62,8 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("real-device test: needs root (CAP_SYS_ADMIN to make a network namespace, CAP_NET_ADMIN in it); run `sudo go test ./tun/...` or inside `unshare -Urn`")
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("real-device test: needs /dev/net/tun: %v", err)
+	if err := unix.Access("/dev/net/tun", unix.R_OK|unix.W_OK); err != nil {
+		t.Skipf("real-device test: needs read-write access to /dev/net/tun: %v", err)
 	}
 }
 
@@ -137,36 +137,67 @@ func rawTUN(t *testing.T, name string, flags uint16, attach bool) (fd int, relea
 	return fd, func() { owned = false }
 }
 
-// readPacket reads from dev until match accepts a packet (skipping the
-// kernel's own chatter, such as IPv6 router solicitations), or fails the
-// test after timeout.
-func readPacket(t *testing.T, dev Device, timeout time.Duration, match func([]byte) bool) []byte {
+// readPacket reads the devices (queues of one TUN) in turn until match
+// accepts a packet, skipping the kernel's own chatter such as IPv6 router
+// solicitations, or fails the test after timeout.
+func readPacket(t *testing.T, devs []Device, timeout time.Duration, match func([]byte) bool) []byte {
 	t.Helper()
-	f := dev.(*file).f
-	if err := f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		t.Fatalf("SetReadDeadline: %v (is the descriptor in Go's poller?)", err)
-	}
-	defer f.SetReadDeadline(time.Time{})
-	buf := make([]byte, 65535)
 	var skipped []string
-	for {
-		n, err := dev.Read(buf)
-		if err != nil {
-			b, _ := os.ReadFile("/proc/thread-self/net/snmp6")
-			var lines []string
-			for _, l := range strings.Split(string(b), "\n") {
-				if f := strings.Fields(l); len(f) == 2 && f[1] != "0" {
-					lines = append(lines, l)
+	buf := make([]byte, 65535)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		for _, dev := range devs {
+			// A short deadline per queue: only one gets the packet.
+			f := dev.(*file).f
+			if err := f.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+				t.Fatalf("SetReadDeadline: %v (is the descriptor in Go's poller?)", err)
+			}
+			for {
+				n, err := dev.Read(buf)
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("Read: %v", err)
+				}
+				if match(buf[:n]) {
+					f.SetReadDeadline(time.Time{})
+					return slices.Clone(buf[:n])
+				}
+				skipped = append(skipped, fmt.Sprintf("%x", buf[:min(n, 48)]))
+			}
+			f.SetReadDeadline(time.Time{})
+		}
+	}
+	t.Fatalf("no matching packet within %v (skipped %d: %v; kernel counters: %s)", timeout, len(skipped), skipped, snmpCounters())
+	return nil
+}
+
+// snmpCounters returns the non-zero IP and ICMP counters of this thread's
+// network namespace, to tell why the kernel dropped a packet.
+func snmpCounters() string {
+	var out []string
+	for _, file := range []string{"snmp", "snmp6"} {
+		b, _ := os.ReadFile("/proc/thread-self/net/" + file)
+		lines := strings.Split(string(b), "\n")
+		if file == "snmp" {
+			// Header and value lines alternate: "Ip: Forwarding ..." / "Ip: 2 ...".
+			for i := 0; i+1 < len(lines); i += 2 {
+				names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+				for j := 1; j < len(names) && j < len(values); j++ {
+					if values[j] != "0" && (names[0] == "Ip:" || names[0] == "Icmp:") {
+						out = append(out, strings.TrimSuffix(names[0], ":")+names[j]+"="+values[j])
+					}
 				}
 			}
-			t.Logf("snmp6: %s", strings.Join(lines, "; "))
-			t.Fatalf("Read: %v (skipped %d packets: %v)", err, len(skipped), skipped)
+			continue
 		}
-		if pkt := buf[:n]; match(pkt) {
-			return slices.Clone(pkt)
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) == 2 && f[1] != "0" {
+				out = append(out, f[0]+"="+f[1])
+			}
 		}
-		skipped = append(skipped, fmt.Sprintf("%x", buf[:min(n, 48)]))
 	}
+	return strings.Join(out, " ")
 }
 
 func TestOpenConfigureEcho(t *testing.T) {
@@ -191,6 +222,42 @@ func TestOpenConfigureEcho(t *testing.T) {
 	// routes the answer back into vr0.
 	checkEcho4(t, dev, podAddr4, nodeAddr4.Addr())
 	checkEcho6(t, dev, podAddr6, nodeAddr6.Addr())
+}
+
+// TestReadTruncates checks the Device contract on a real TUN: a packet
+// longer than Read's buffer comes back cut to the buffer, and the rest of
+// it is gone rather than returned by the next Read.
+func TestReadTruncates(t *testing.T) {
+	inNewNetns(t)
+	dev := mustOpen(t, Options{})
+	if err := Configure("vr0", seedConfig()); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	big := bytes.Repeat([]byte("x"), 1000)
+	if _, err := dev.Write(echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 7, big)); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	f := dev.(*file).f
+	f.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer f.SetReadDeadline(time.Time{})
+	small := make([]byte, 64)
+	for {
+		n, err := dev.Read(small)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		if small[0]>>4 == 4 && small[9] == 1 && small[20] == 0 { // the echo reply
+			if n != len(small) {
+				t.Errorf("Read(64-byte buffer) of a %d-byte reply = %d, want 64", 20+8+len(big), n)
+			}
+			if got := binary.BigEndian.Uint16(small[2:]); got != 1028 {
+				t.Errorf("reply total length field = %d, want 1028", got)
+			}
+			break
+		}
+	}
+	// The next packet is the next reply, whole.
+	checkEcho4(t, dev, podAddr4, nodeAddr4.Addr())
 }
 
 // checkLink asserts, through netlink, that name is up and has c's MTU,
@@ -500,6 +567,7 @@ func wantErr(t *testing.T, call string, err, target error, text string) {
 		t.Errorf("%s succeeded, want an error wrapping %v", call, target)
 		return
 	}
+	t.Logf("%s: %v", call, err)
 	if !errors.Is(err, target) {
 		t.Errorf("%s = %q, want errors.Is(_, %v)", call, err, target)
 	}
@@ -598,6 +666,40 @@ func TestOpenWithoutCapNetAdmin(t *testing.T) {
 	}()
 	wantErr(t, "Open without CAP_NET_ADMIN", <-errc, ErrPermission,
 		"create TUN vr0: permission denied: creating TUN vr0 needs CAP_NET_ADMIN in this network namespace; run as root, inside `unshare -Urn`, or let a privileged helper open it and pass --tun-fd")
+}
+
+// TestConfigureWithoutCapNetAdmin: the device exists, but whoever calls
+// Configure may not change it (a helper made it and vrouter runs
+// unprivileged with configuration left on).
+func TestConfigureWithoutCapNetAdmin(t *testing.T) {
+	needRoot(t)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread loses a capability
+		ns, err := netns.New()
+		if err != nil {
+			errc <- fmt.Errorf("netns.New: %w", err)
+			return
+		}
+		defer ns.Close()
+		dev, err := Open(Options{})
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer dev.Close()
+		if err := dropCap(unix.CAP_NET_ADMIN); err != nil {
+			errc <- err
+			return
+		}
+		err = Configure("vr0", seedConfig())
+		if err == nil {
+			err = errors.New("Configure without CAP_NET_ADMIN succeeded")
+		}
+		errc <- err
+	}()
+	wantErr(t, "Configure without CAP_NET_ADMIN", <-errc, ErrPermission,
+		"configure TUN vr0: set MTU 1400: permission denied: this needs CAP_NET_ADMIN in the network namespace")
 }
 
 // TestOpenDevNetTunNotAccessible opens /dev/net/tun as an unprivileged
@@ -720,22 +822,7 @@ func checkEcho4Any(t *testing.T, devs []Device, src, dst netip.Addr) {
 			netip.AddrFrom4([4]byte(p[12:16])) == dst && netip.AddrFrom4([4]byte(p[16:20])) == src &&
 			p[20] == 0 // echo reply
 	}
-	done := make(chan []byte, len(devs))
-	// Only one queue gets the reply; the others time out. Read them in
-	// turn with short deadlines rather than in goroutines.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && len(done) == 0 {
-		for _, dev := range devs {
-			if p, ok := tryRead(dev, 100*time.Millisecond, isReply); ok {
-				done <- p
-				break
-			}
-		}
-	}
-	if len(done) == 0 {
-		t.Fatalf("no ICMP echo reply %s > %s from the kernel within 5s", dst, src)
-	}
-	reply := <-done
+	reply := readPacket(t, devs, 5*time.Second, isReply)
 	ihl := int(reply[0]&0xf) * 4
 	icmp := reply[ihl:]
 	if checksum(reply[:ihl], 0) != 0 || checksum(icmp, 0) != 0 {
@@ -749,30 +836,13 @@ func checkEcho4Any(t *testing.T, devs []Device, src, dst netip.Addr) {
 	}
 }
 
-// tryRead reads from dev until match accepts a packet or timeout passes.
-func tryRead(dev Device, timeout time.Duration, match func([]byte) bool) ([]byte, bool) {
-	f := dev.(*file).f
-	f.SetReadDeadline(time.Now().Add(timeout))
-	defer f.SetReadDeadline(time.Time{})
-	buf := make([]byte, 65535)
-	for {
-		n, err := dev.Read(buf)
-		if err != nil {
-			return nil, false
-		}
-		if match(buf[:n]) {
-			return slices.Clone(buf[:n]), true
-		}
-	}
-}
-
 func checkEcho6(t *testing.T, dev Device, src, dst netip.Addr) {
 	t.Helper()
 	payload := []byte("vrouter tun test v6")
 	if _, err := dev.Write(echo6(src, dst, 0x7672, 2, payload)); err != nil {
 		t.Fatalf("Write(echo request %s > %s): %v", src, dst, err)
 	}
-	reply := readPacket(t, dev, 5*time.Second, func(p []byte) bool {
+	reply := readPacket(t, []Device{dev}, 5*time.Second, func(p []byte) bool {
 		return len(p) >= 48 && p[0]>>4 == 6 && p[6] == 58 && // ICMPv6
 			netip.AddrFrom16([16]byte(p[8:24])) == dst && netip.AddrFrom16([16]byte(p[24:40])) == src &&
 			p[40] == 129 // echo reply

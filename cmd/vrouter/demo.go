@@ -132,7 +132,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}()
 
 	for _, n := range spec.Nodes {
-		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{})
+		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: harness.SeedServices("")})
 		if err != nil {
 			return err
 		}
@@ -156,6 +156,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 	d.printf("\nChecks\n")
 	d.checks(ctx, spec)
+	d.printf("\nService load balancing (nat mode, picker random, as kube-proxy)\n")
+	d.serviceChecks(ctx, spec)
 	d.printf("\n%d passed, %d failed\n", d.passed, d.failed)
 	if d.keep && ctx.Err() == nil {
 		d.printKeep(spec)
@@ -224,6 +226,10 @@ func (d *demo) startServers(spec topology.Spec) ([]*topology.Server, error) {
 			}
 			s, err := d.c.ServeHTTP(p.Name, netip.AddrPortFrom(p.Addr, 80).String())
 			if err != nil {
+				return servers, err
+			}
+			servers = append(servers, s)
+			if s, err = d.c.ServeUDPEcho(p.Name, netip.AddrPortFrom(p.Addr, 53).String()); err != nil {
 				return servers, err
 			}
 			servers = append(servers, s)
@@ -347,4 +353,57 @@ func (d *demo) teardown() error {
 		os.RemoveAll(d.dir)
 	}
 	return errors.Join(errs...)
+}
+
+// serviceChecks curls the seed's my-service from pods on both nodes and
+// from a node, as the seed does, and resolves through kube-dns over UDP.
+func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
+	const requests = 30
+	url := "http://" + harness.MyServiceIP + "/"
+	backends := []string{"nginx-th5pz", "nginx-4k7xw", "nginx-j6zwk"}
+	for _, from := range []string{spec.Nodes[0].Pods[0].Name, spec.Nodes[1].Pods[0].Name, spec.Nodes[0].Name} {
+		counts := map[string]int{}
+		clients := map[string]bool{}
+		var err error
+		for range requests {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			rep, gerr := d.c.HTTPGet(cctx, from, url)
+			cancel()
+			if gerr != nil {
+				err = gerr
+				break
+			}
+			counts[rep.Server]++
+			clients[rep.Client.Addr().String()] = true
+		}
+		var parts []string
+		for _, b := range backends {
+			parts = append(parts, fmt.Sprintf("%s %d", b, counts[b]))
+			if err == nil && counts[b] == 0 {
+				err = fmt.Errorf("backend %s never answered: %v", b, counts)
+			}
+		}
+		var seen []string
+		for c := range clients {
+			seen = append(seen, c)
+		}
+		d.check(fmt.Sprintf("curl %s x%d from %s", url, requests, from),
+			strings.Join(parts, ", ")+"; backends saw "+strings.Join(seen, " "), err)
+	}
+	{
+		from := spec.Nodes[1].Pods[0].Name
+		vip := netip.AddrPortFrom(netip.MustParseAddr(harness.KubeDNSIP), 53)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rep, err := d.c.UDPExchange(cctx, from, vip, []byte("query"))
+		cancel()
+		detail := ""
+		if err == nil {
+			if !strings.HasPrefix(rep.Server, "coredns-") {
+				err = fmt.Errorf("answered by %q, want a coredns pod", rep.Server)
+			} else {
+				detail = "answered by " + rep.Server + ", which saw client " + rep.Client.Addr().String()
+			}
+		}
+		d.check(fmt.Sprintf("udp  %s -> kube-dns %s", from, vip), detail, err)
+	}
 }

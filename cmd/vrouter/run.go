@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/tun"
 )
@@ -94,6 +95,12 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		r.Close()
 		return fmt.Errorf("program router: %w", err)
 	}
+	table, nat, err := newLB(cfg, log)
+	if err != nil {
+		r.Close()
+		return err
+	}
+	r.SetHook(nat)
 	log.Info("vrouter running",
 		zap.String("node", cfg.Node.Name),
 		zap.String("tun", dev.Name()),
@@ -102,7 +109,7 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		zap.Int("peers", len(cfg.Peers)),
 		zap.String("version", versionString()))
 
-	rl := &reloader{log: log, r: r, dev: dev.Name(), cur: cfg}
+	rl := &reloader{log: log, r: r, table: table, nat: nat, dev: dev.Name(), cur: cfg}
 	w := configs.NewWatcher(path, log, rl.apply, configs.WatchOptions{Initial: cfg})
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -113,7 +120,11 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 
 	var wg sync.WaitGroup
 	var routerErr, watchErr error
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		_ = nat.Run(ctx) // returns nil when ctx is done
+	}()
 	go func() {
 		defer wg.Done()
 		routerErr = r.Run(ctx)
@@ -144,6 +155,27 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		watchErr = fmt.Errorf("watch config: %w", watchErr)
 	}
 	return errors.Join(routerErr, watchErr)
+}
+
+// newLB builds the Service table from cfg and the nat mode data path over it.
+func newLB(cfg *configs.Config, log *zap.Logger) (*lb.Table, *lb.NAT, error) {
+	table, err := lb.NewTable(log.Named("lb"), lb.Options{NodeName: cfg.Node.Name, Zone: cfg.Node.Zone})
+	if err != nil {
+		return nil, nil, err
+	}
+	svcs, err := lbServices(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := table.Set(svcs); err != nil {
+		return nil, nil, fmt.Errorf("program Services: %w", err)
+	}
+	nat, err := lb.NewNAT(table, log.Named("lb"), lb.NATOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	nat.SetLocal(cfg.Node.PodCIDRs, cfg.RouterAddresses)
+	return table, nat, nil
 }
 
 func openTUN(cfg *configs.Config) (tun.Device, error) {
@@ -184,10 +216,12 @@ func routerConfig(cfg *configs.Config) router.Config {
 // reloader applies config changes to a running router. Its apply runs on
 // the config watcher's goroutine, one call at a time.
 type reloader struct {
-	log *zap.Logger
-	r   *router.Router
-	dev string
-	cur *configs.Config
+	log   *zap.Logger
+	r     *router.Router
+	table *lb.Table
+	nat   *lb.NAT
+	dev   string
+	cur   *configs.Config
 }
 
 func (rl *reloader) apply(next *configs.Config) {
@@ -196,9 +230,18 @@ func (rl *reloader) apply(next *configs.Config) {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))
 	}
+	svcs, err := lbServices(next)
+	if err != nil {
+		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
+		return
+	}
 	if err := rl.r.Set(routerConfig(next)); err != nil {
 		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
 		return
+	}
+	rl.nat.SetLocal(next.Node.PodCIDRs, next.RouterAddresses)
+	if err := rl.table.Set(svcs); err != nil {
+		rl.log.Error("Service table update refused; keeping the running Services", zap.Error(err))
 	}
 	if next.TUN.Configure && !slices.Equal(kernelRoutes(cur), kernelRoutes(next)) {
 		lc := linkConfig(next)

@@ -42,10 +42,10 @@ type Cluster struct {
 }
 
 // Build creates every namespace and link that spec declares (see the
-// package documentation for the layout) and returns the running cluster.
-// On any failure it removes whatever it made and returns the error; a spec
-// that fails Validate creates nothing. The caller must Close the cluster;
-// tests use t.Cleanup(func() { c.Close() }).
+// package documentation for the layout) and returns once every link is
+// up and passes traffic. On any failure it removes whatever it made and
+// returns the error; a spec that fails Validate creates nothing. The
+// caller must Close the cluster; tests use BuildT, which does.
 func Build(spec Spec) (_ *Cluster, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err

@@ -41,8 +41,10 @@
 // cni0 address (as the CNI bridge plugin sets up): pods reach pods on the
 // same node, nodes reach nodes, and nothing crosses nodes until
 // InstallKernelHostGW adds flannel's host-gw routes or a vrouter does the
-// job. No interface is created in, and no packet leaves to, the caller's
-// own namespace. Port names (vethN) are short and carry an alias naming
+// job. IPv6 duplicate address detection is off in every namespace, and
+// Build returns only once every link is operationally up, so the first
+// packet after Build is not lost. No interface is created in, and no
+// packet leaves to, the caller's own namespace. Port names (vethN) are short and carry an alias naming
 // the node or pod behind them (`ip -d link` shows it).
 //
 // # Namespaces, threads and names

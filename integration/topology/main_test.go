@@ -3,7 +3,6 @@ package topology
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -19,32 +18,9 @@ func TestMain(m *testing.M) {
 // root, or root in its own user namespace (see TestRootless).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("needs root (or root in a user namespace) to create network namespaces; euid is %d", os.Geteuid())
+	if err := CanBuild(); err != nil {
+		t.Skipf("needs root (or root in a user namespace): %v", err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		errc <- unix.Unshare(unix.CLONE_NEWNET)
-	}()
-	if err := <-errc; err != nil {
-		t.Skipf("cannot create network namespaces (unshare(CLONE_NEWNET): %v); needs CAP_SYS_ADMIN", err)
-	}
-}
-
-// build builds spec and closes the cluster when t ends.
-func build(t *testing.T, spec Spec) *Cluster {
-	t.Helper()
-	c, err := Build(spec)
-	if err != nil {
-		t.Fatalf("Build: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return c
 }
 
 // entries lists the names in dir that start with prefix.

@@ -31,10 +31,9 @@ const (
 )
 
 const (
-	maxNameLen   = 64 // short names and prefixes; netns names are file names
-	minMTU       = 1280
-	maxMTU       = 65535
-	maxPodsNodes = 1 << 12
+	maxNameLen = 64 // short names and prefixes; netns names are file names
+	minMTU     = 1280
+	maxMTU     = 65535
 )
 
 // Spec declares a cluster: nodes joined by one underlay L2 segment, each
@@ -264,9 +263,6 @@ func (s Spec) Validate() error {
 		useSubnet("Spec.Underlay6", s.Underlay6.Masked())
 	}
 
-	if len(s.Nodes) > maxPodsNodes {
-		bad("Spec.Nodes: %d nodes, want at most %d", len(s.Nodes), maxPodsNodes)
-	}
 	for i, n := range s.Nodes {
 		nf := fmt.Sprintf("Nodes[%d]", i)
 		useName(nf+".Name", n.Name)
@@ -305,9 +301,6 @@ func (s Spec) Validate() error {
 			}
 		}
 
-		if len(n.Pods) > maxPodsNodes {
-			bad("%s.Pods: %d pods, want at most %d", nf, len(n.Pods), maxPodsNodes)
-		}
 		for j, p := range n.Pods {
 			pf := fmt.Sprintf("%s.Pods[%d]", nf, j)
 			useName(pf+".Name", p.Name)

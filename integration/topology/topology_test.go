@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -86,7 +87,7 @@ func TestSpecValidate(t *testing.T) {
 func TestSeedCluster(t *testing.T) {
 	requireRoot(t)
 	start := time.Now()
-	c := build(t, Seed())
+	c := BuildT(t, Seed())
 	t.Logf("Build(Seed()) took %v; prefix %s", time.Since(start), c.Prefix())
 
 	t.Run("Namespaces", func(t *testing.T) {
@@ -223,6 +224,11 @@ func TestSeedCluster(t *testing.T) {
 	})
 
 	t.Run("Command", func(t *testing.T) {
+		for _, prog := range []string{"nsenter", "ip"} {
+			if _, err := exec.LookPath(prog); err != nil {
+				t.Skipf("needs %s: %v", prog, err)
+			}
+		}
 		out, err := c.Command(nginxNodeA, "ip", "-4", "-o", "addr", "show", "dev", PodLink).CombinedOutput()
 		if err != nil {
 			t.Fatalf("Command(%s, ip addr show): %v: %s", nginxNodeA, err, out)
@@ -258,7 +264,7 @@ func TestSeedCluster(t *testing.T) {
 
 func TestDo(t *testing.T) {
 	requireRoot(t)
-	c := build(t, Seed())
+	c := BuildT(t, Seed())
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -349,7 +355,16 @@ func nsIno() uint64 {
 func TestThreeNodes(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	c := build(t, ThreeNodes())
+	s := ThreeNodes()
+	s.MTU = 9000
+	c := BuildT(t, s)
+	pod, n, ok := c.Spec().Pod("busybox")
+	if !ok || n.Name != "hostgw-node2" || pod.Addr != netip.MustParseAddr("10.244.2.2") {
+		t.Fatalf("Spec().Pod(busybox) = %+v on %s, %v; want 10.244.2.2 on hostgw-node2", pod, n.Name, ok)
+	}
+	checkLink(t, c, "busybox", PodLink, "10.244.2.2/24")
+	checkLink(t, c, "hostgw-node2", NodeUplink, "192.168.31.203/24")
+	checkLink(t, c, UnderlayNS, UnderlayBridge, "")
 	if err := c.InstallKernelHostGW(); err != nil {
 		t.Fatalf("InstallKernelHostGW: %v", err)
 	}
@@ -358,7 +373,6 @@ func TestThreeNodes(t *testing.T) {
 	for _, dst := range []netip.Addr{addrNginxMaster, addrNginxNodeA} {
 		if r := ping(t, c, "busybox", dst); r.Received != 1 || r.TTL != 62 {
 			t.Errorf("Ping(busybox -> %v) = %v, want 1 reply with TTL 62", dst, r)
-			dump(t, c, "busybox", "hostgw-node2", "underlay", "hostgw-master", "hostgw-node")
 		}
 	}
 }
@@ -366,7 +380,7 @@ func TestThreeNodes(t *testing.T) {
 func TestDualStack(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	c := build(t, SeedDualStack())
+	c := BuildT(t, SeedDualStack())
 	checkLink(t, c, nginxNodeA, PodLink, "fd00:10:244:1::2/64")
 	checkLink(t, c, master, PodBridge, "fd00:10:244::1/64")
 
@@ -383,7 +397,6 @@ func TestDualStack(t *testing.T) {
 	checkRoute(t, c, master, "fd00:10:244:1::/64", "fd00:192:168:31::202")
 	if r := ping(t, c, nginxMaster, dst); r.Received != 1 || r.TTL != 62 {
 		t.Errorf("Ping(%s -> %v) = %v, want 1 reply with hop limit 62", nginxMaster, dst, r)
-		dump(t, c, nginxMaster, master, "underlay", node, nginxNodeB)
 	}
 
 	s := serve(t)(c.ServeHTTP(nginxNodeB, "[::]:80"))
@@ -450,7 +463,7 @@ func TestCleanup(t *testing.T) {
 	t.Parallel()
 	s := Seed()
 	s.Prefix = fmt.Sprintf("vrt-crash%d-", os.Getpid())
-	c := build(t, s)
+	c := BuildT(t, s)
 	// Pretend the process died: the bind mounts are all that is left.
 	if err := Cleanup(s.Prefix); err != nil {
 		t.Fatalf("Cleanup(%s): %v", s.Prefix, err)
@@ -524,8 +537,8 @@ func checkLink(t *testing.T, c *Cluster, ns, name, addr string) {
 		if l.Attrs().Flags&net.FlagUp == 0 {
 			return fmt.Errorf("link %s is down", name)
 		}
-		if l.Attrs().MTU != DefaultMTU {
-			return fmt.Errorf("link %s MTU %d, want %d", name, l.Attrs().MTU, DefaultMTU)
+		if want := c.Spec().MTU; l.Attrs().MTU != want {
+			return fmt.Errorf("link %s MTU %d, want %d", name, l.Attrs().MTU, want)
 		}
 		if addr == "" {
 			return nil

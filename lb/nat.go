@@ -1,0 +1,351 @@
+package lb
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+)
+
+// NAT is the nat mode data path: per-connection DNAT of packets from local
+// clients to Service VIPs, with the reverse translation of replies, done on
+// raw packets as they enter the router (it implements router.Hook).
+//
+//	client ─▶ TUN ─▶ NAT.Ingress: dst VIP:port → backend:port (new flow: Pick)
+//	                         [+ src → router address, when the backend is
+//	                          local too: hairpin]
+//	backend reply ─▶ TUN or overlay ─▶ NAT.Ingress: src backend → VIP
+//	                                   [dst router address → client]
+//
+// NAT keeps its own flow table rather than gVisor's conntrack: that one
+// cannot delete an entry, so a UDP flow to a removed endpoint could not be
+// moved (the stale-conntrack problem), and it keeps idle flows for days.
+// Here a flow lives until its protocol's timeout, moves (UDP) or stays
+// (TCP, as kube-proxy keeps established connections) when its endpoint
+// leaves, and releases its backend's active count and its Limiter slot
+// when it ends.
+//
+// Only packets from the TUN start flows: a flow must begin where its
+// replies return, and replies to a local client come back through this
+// router. Packets from peers to a VIP pass untouched.
+type NAT struct {
+	log   *zap.Logger
+	table *Table
+	clock Clock
+	opts  NATOptions
+
+	tcpLimit, udpLimit *Limiter
+	rejectLimit        *rate.Limiter
+
+	local atomic.Pointer[natLocal]
+
+	shards [flowShards]flowShard
+
+	// replyBuf backs the reply Ingress returns; only TUN ingress, a single
+	// goroutine, produces replies.
+	replyBuf []byte
+
+	stats natCounters
+}
+
+// NATOptions configure a NAT. Zero values are the documented defaults.
+type NATOptions struct {
+	// TCPEstablishedTimeout ends an idle established TCP flow. Default
+	// 24h, kube-proxy's conntrack setting.
+	TCPEstablishedTimeout time.Duration
+	// TCPTransientTimeout ends a TCP flow that has not seen a reply, and
+	// bounds how long a closed (FIN both ways, or RST) one is kept.
+	// Default 30s.
+	TCPTransientTimeout time.Duration
+	// UDPTimeout ends an idle UDP flow. Default 30s (nf_conntrack's).
+	UDPTimeout time.Duration
+	// MaxTCP and MaxUDP cap the tracked flows; MaxPerClient caps one
+	// client's flows of each protocol. Defaults 262144, 262144, 16384.
+	MaxTCP, MaxUDP, MaxPerClient int64
+	// RejectsPerSecond bounds the ICMP port unreachable messages sent for
+	// Services without endpoints. Default 1000, burst the same.
+	RejectsPerSecond int
+	// Clock defaults to the system clock.
+	Clock Clock
+}
+
+func (o *NATOptions) setDefaults() {
+	if o.TCPEstablishedTimeout <= 0 {
+		o.TCPEstablishedTimeout = 24 * time.Hour
+	}
+	if o.TCPTransientTimeout <= 0 {
+		o.TCPTransientTimeout = 30 * time.Second
+	}
+	if o.UDPTimeout <= 0 {
+		o.UDPTimeout = 30 * time.Second
+	}
+	if o.MaxTCP <= 0 {
+		o.MaxTCP = 1 << 18
+	}
+	if o.MaxUDP <= 0 {
+		o.MaxUDP = 1 << 18
+	}
+	if o.MaxPerClient <= 0 {
+		o.MaxPerClient = 1 << 14
+	}
+	if o.RejectsPerSecond <= 0 {
+		o.RejectsPerSecond = 1000
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+}
+
+// natLocal is what NAT knows of this node: where local backends live and
+// which address hairpin flows are translated to.
+type natLocal struct {
+	podCIDRs []netip.Prefix
+	snat4    netip.Addr
+	snat6    netip.Addr
+}
+
+// NATStats are the NAT's counters.
+type NATStats struct {
+	// Flows is the number of tracked flows; FlowsTotal counts every flow
+	// created.
+	Flows, FlowsTotal uint64
+	// RefusedNoEndpoints counts new flows refused because their Service
+	// had no usable endpoint (answered with ICMP port unreachable).
+	RefusedNoEndpoints uint64
+	// RefusedCap counts new flows refused by MaxTCP, MaxUDP or
+	// MaxPerClient.
+	RefusedCap uint64
+	// Migrated counts UDP flows moved off an endpoint that left.
+	Migrated uint64
+	// Fragments counts fragments to a VIP, which cannot be translated.
+	Fragments uint64
+	// Expired counts flows ended by timeout or close.
+	Expired uint64
+	// HairpinSNAT counts flows whose source was translated to the router
+	// address because client and backend are both local.
+	HairpinSNAT uint64
+}
+
+type natCounters struct {
+	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, hairpin atomic.Uint64
+}
+
+const flowShards = 64
+
+// flowKey identifies one direction of a flow as its packets carry it.
+type flowKey struct {
+	src, dst netip.AddrPort
+	proto    Protocol
+}
+
+// flow is one translated connection. Its keys and addresses are fixed once
+// published, except backend and rev, which change under the shard locks
+// when a UDP flow migrates.
+type flow struct {
+	fwd    flowKey        // client → VIP, as the client sends
+	rev    flowKey        // backend → client or SNAT address, as replies arrive (guarded by mu)
+	vip    netip.AddrPort // the Service address the client dialed
+	client netip.AddrPort
+	snat   netip.AddrPort // zero unless hairpin
+	limit  *Limiter       // the Limiter that admitted the flow
+
+	// mu guards backend, entry and rev, which change when a UDP flow
+	// migrates. The forward path holds it per packet (uncontended: only
+	// the TUN reader goroutine forwards); the reaper when it ends a flow.
+	mu      sync.Mutex
+	backend Backend
+	entry   *Entry // the Entry the backend was picked from
+
+	lastSeen atomic.Int64 // unix nanoseconds
+	// state bits: replied, finFwd, finRev, rst
+	state atomic.Uint32
+}
+
+const (
+	stReplied uint32 = 1 << iota
+	stFinFwd
+	stFinRev
+	stRST
+)
+
+type flowShard struct {
+	// mu guards m.
+	mu sync.Mutex
+	m  map[flowKey]*flow
+}
+
+// NewNAT returns a NAT over table. It starts nothing; Run reaps flows.
+func NewNAT(table *Table, log *zap.Logger, opts NATOptions) (*NAT, error) {
+	opts.setDefaults()
+	if log == nil {
+		log = zap.NewNop()
+	}
+	tcpLimit, err := NewLimiter(LimiterOptions{Max: opts.MaxTCP, MaxPerClient: opts.MaxPerClient})
+	if err != nil {
+		return nil, err
+	}
+	udpLimit, err := NewLimiter(LimiterOptions{Max: opts.MaxUDP, MaxPerClient: opts.MaxPerClient})
+	if err != nil {
+		return nil, err
+	}
+	n := &NAT{
+		log:         log.Named("nat"),
+		table:       table,
+		clock:       opts.Clock,
+		opts:        opts,
+		tcpLimit:    tcpLimit,
+		udpLimit:    udpLimit,
+		rejectLimit: rate.NewLimiter(rate.Limit(opts.RejectsPerSecond), opts.RejectsPerSecond),
+		replyBuf:    make([]byte, 0, 1280),
+	}
+	for i := range n.shards {
+		n.shards[i].m = make(map[flowKey]*flow)
+	}
+	n.local.Store(&natLocal{})
+	return n, nil
+}
+
+// SetLocal tells the NAT this node's pod CIDRs (backends there are local:
+// a local client reaching one is translated to the router address too) and
+// the router's own addresses (one per family), which hairpin flows use.
+func (n *NAT) SetLocal(podCIDRs []netip.Prefix, routerAddrs []netip.Addr) {
+	l := &natLocal{podCIDRs: append([]netip.Prefix(nil), podCIDRs...)}
+	for _, a := range routerAddrs {
+		if a.Is4() {
+			l.snat4 = a
+		} else {
+			l.snat6 = a
+		}
+	}
+	n.local.Store(l)
+}
+
+// Run reaps ended flows once a second until ctx is done. It starts no
+// other goroutine.
+func (n *NAT) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n.Reap()
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (n *NAT) Stats() NATStats {
+	c := &n.stats
+	return NATStats{
+		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
+		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
+		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
+		Expired: c.expired.Load(), HairpinSNAT: c.hairpin.Load(),
+	}
+}
+
+// FlowInfo describes one tracked flow.
+type FlowInfo struct {
+	Proto   Protocol
+	Client  netip.AddrPort
+	VIP     netip.AddrPort
+	Backend netip.AddrPort
+	// SNAT is the router address the backend sees, for hairpin flows.
+	SNAT     netip.AddrPort
+	LastSeen time.Time
+}
+
+// Flows lists the tracked flows (for status commands and tests).
+func (n *NAT) Flows() []FlowInfo {
+	var out []FlowInfo
+	for i := range n.shards {
+		s := &n.shards[i]
+		s.mu.Lock()
+		for k, f := range s.m {
+			if k != f.fwd {
+				continue
+			}
+			out = append(out, FlowInfo{
+				Proto: f.fwd.proto, Client: f.client, VIP: f.vip, Backend: f.backend.AddrPort(),
+				SNAT: f.snat, LastSeen: time.Unix(0, f.lastSeen.Load()),
+			})
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+func (n *NAT) shard(k flowKey) *flowShard {
+	return &n.shards[shardIndex(k)]
+}
+
+func shardIndex(k flowKey) int { return int(hashKey(k) % flowShards) }
+
+func hashKey(k flowKey) uint64 {
+	// FNV-1a over the fields that vary most.
+	h := uint64(14695981039346656037)
+	mix := func(b byte) { h ^= uint64(b); h *= 1099511628211 }
+	for _, ap := range []netip.AddrPort{k.src, k.dst} {
+		a := ap.Addr().As16()
+		for _, b := range a[12:] {
+			mix(b)
+		}
+		mix(byte(ap.Port()))
+		mix(byte(ap.Port() >> 8))
+	}
+	mix(byte(k.proto))
+	return h
+}
+
+func (n *NAT) lookup(k flowKey) *flow {
+	s := n.shard(k)
+	s.mu.Lock()
+	f := s.m[k]
+	s.mu.Unlock()
+	return f
+}
+
+// insert publishes f under both keys. It fails if either key is taken.
+func (n *NAT) insert(f *flow) bool {
+	a, b := n.lockPair(f.fwd, f.rev)
+	defer unlockPair(a, b)
+	if _, ok := a.m[f.fwd]; ok {
+		return false
+	}
+	if _, ok := b.m[f.rev]; ok {
+		return false
+	}
+	a.m[f.fwd] = f
+	b.m[f.rev] = f
+	return true
+}
+
+// lockPair locks the shards of two keys in index order and returns them.
+func (n *NAT) lockPair(k1, k2 flowKey) (*flowShard, *flowShard) {
+	i, j := shardIndex(k1), shardIndex(k2)
+	a, b := &n.shards[i], &n.shards[j]
+	switch {
+	case i == j:
+		a.mu.Lock()
+	case i < j:
+		a.mu.Lock()
+		b.mu.Lock()
+	default:
+		b.mu.Lock()
+		a.mu.Lock()
+	}
+	return a, b
+}
+
+func unlockPair(a, b *flowShard) {
+	a.mu.Unlock()
+	if a != b {
+		b.mu.Unlock()
+	}
+}

@@ -1,0 +1,283 @@
+package lb
+
+import (
+	"net/netip"
+	"time"
+)
+
+// closedLinger keeps a TCP flow that saw FIN both ways or RST for a
+// moment, so the last ACK and retransmitted FINs still translate.
+const closedLinger = 10 * time.Second
+
+// Ingress implements router.Hook: it translates packets of tracked flows,
+// starts flows for new connections from local clients to VIPs, and refuses
+// those to Services without endpoints with ICMP port unreachable.
+func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
+	p, ok := parsePkt(b)
+	if !ok {
+		return true, nil
+	}
+	key := flowKey{src: p.src, dst: p.dst, proto: p.proto}
+	if f := n.lookup(key); f != nil {
+		now := n.clock.Now().UnixNano()
+		if key == f.fwd && fromTUN {
+			return n.forward(f, b, p, now)
+		}
+		n.reverse(f, b, p, now)
+		return true, nil
+	}
+	if !fromTUN {
+		return true, nil
+	}
+	e := n.table.Lookup(ServiceKey{VIP: p.dst.Addr(), Port: p.dst.Port(), Proto: p.proto})
+	if e == nil || e.Mode() == ModeProxy {
+		return true, nil
+	}
+	if p.fragment {
+		// The first fragment has the ports, the rest would miss the
+		// translation: refuse the datagram as a whole.
+		n.stats.fragments.Add(1)
+		return false, nil
+	}
+	return n.start(e, b, p)
+}
+
+// start creates the flow for the first packet of a connection to a VIP.
+func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
+	if e.NoEndpoints() {
+		return n.reject(e, b, p)
+	}
+	limit := n.udpLimit
+	if p.proto == TCP {
+		limit = n.tcpLimit
+	}
+	if !limit.Acquire(p.src.Addr()) {
+		n.stats.refusedCap.Add(1)
+		return false, nil
+	}
+	bk, ok := e.Pick(Flow{Src: p.src, Dst: p.dst, Proto: p.proto})
+	if !ok {
+		limit.Release(p.src.Addr())
+		return n.reject(e, b, p)
+	}
+	f := &flow{
+		fwd:     flowKey{src: p.src, dst: p.dst, proto: p.proto},
+		vip:     p.dst,
+		client:  p.src,
+		limit:   limit,
+		backend: bk,
+		entry:   e,
+	}
+	replyDst := p.src
+	if snat := n.hairpinAddr(bk.Addr); snat.IsValid() {
+		f.snat = netip.AddrPortFrom(snat, p.src.Port())
+		replyDst = f.snat
+	}
+	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: p.proto}
+	if !n.insertWithPort(f) {
+		limit.Release(p.src.Addr())
+		n.stats.refusedCap.Add(1)
+		return false, nil
+	}
+	if f.snat.IsValid() {
+		n.stats.hairpin.Add(1)
+	}
+	bk.Acquire()
+	n.stats.flows.Add(1)
+	n.stats.flowsTotal.Add(1)
+	now := n.clock.Now().UnixNano()
+	f.lastSeen.Store(now)
+	n.note(f, p, true)
+	rewrite(b, p, f.snat, bk.AddrPort())
+	return true, nil
+}
+
+// insertWithPort inserts f, choosing another SNAT port when a hairpin
+// flow's reply key is taken.
+func (n *NAT) insertWithPort(f *flow) bool {
+	if n.insert(f) {
+		return true
+	}
+	if !f.snat.IsValid() {
+		return false
+	}
+	port := f.snat.Port()
+	for range 64 {
+		port = 1024 + uint16(hashKey(f.fwd)+uint64(port)*2654435761)%(65535-1024)
+		f.snat = netip.AddrPortFrom(f.snat.Addr(), port)
+		f.rev.dst = f.snat
+		if n.insert(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// hairpinAddr is the router address a flow to backend is translated from
+// when the backend is on this node (the client is: flows start at the
+// TUN), or the zero Addr when the backend is remote.
+func (n *NAT) hairpinAddr(backend netip.Addr) netip.Addr {
+	l := n.local.Load()
+	for _, c := range l.podCIDRs {
+		if c.Contains(backend) {
+			if backend.Is4() {
+				return l.snat4
+			}
+			return l.snat6
+		}
+	}
+	return netip.Addr{}
+}
+
+func (n *NAT) reject(e *Entry, b []byte, p pkt) (bool, []byte) {
+	n.stats.refusedNoEP.Add(1)
+	if !n.rejectLimit.Allow() {
+		return false, nil
+	}
+	return false, portUnreachable(n.replyBuf[:cap(n.replyBuf)], b, p)
+}
+
+// forward translates a client's packet of flow f.
+func (n *NAT) forward(f *flow, b []byte, p pkt, now int64) (bool, []byte) {
+	f.mu.Lock()
+	if f.fwd.proto == UDP {
+		if !n.migrateLocked(f) {
+			f.mu.Unlock()
+			return n.reject(nil, b, p)
+		}
+	}
+	bk := f.backend
+	f.mu.Unlock()
+	f.lastSeen.Store(now)
+	n.note(f, p, true)
+	rewrite(b, p, f.snat, bk.AddrPort())
+	return true, nil
+}
+
+// migrateLocked moves a UDP flow off a backend that left its Service, to a
+// live one (or reports false when none is left). Checking costs one
+// lookup per packet; the backend set is scanned only when the Entry
+// changed since the flow last looked.
+func (n *NAT) migrateLocked(f *flow) bool {
+	cur := n.table.Lookup(ServiceKey{VIP: f.vip.Addr(), Port: f.vip.Port(), Proto: UDP})
+	if cur == f.entry {
+		return true
+	}
+	if cur == nil || cur.NoEndpoints() {
+		return false
+	}
+	for _, b := range cur.Backends() {
+		if b.AddrPort() == f.backend.AddrPort() {
+			f.entry = cur
+			return true
+		}
+	}
+	nb, ok := cur.Pick(Flow{Src: f.client, Dst: f.vip, Proto: UDP})
+	if !ok {
+		return false
+	}
+	replyDst := f.client
+	if f.snat.IsValid() {
+		replyDst = f.snat
+	}
+	newRev := flowKey{src: nb.AddrPort(), dst: replyDst, proto: UDP}
+	old := n.shard(f.rev)
+	old.mu.Lock()
+	delete(old.m, f.rev)
+	old.mu.Unlock()
+	s := n.shard(newRev)
+	s.mu.Lock()
+	s.m[newRev] = f
+	s.mu.Unlock()
+	f.backend.Release()
+	nb.Acquire()
+	f.backend, f.entry, f.rev = nb, cur, newRev
+	n.stats.migrated.Add(1)
+	return true
+}
+
+// reverse translates a backend's reply of flow f back to the VIP.
+func (n *NAT) reverse(f *flow, b []byte, p pkt, now int64) {
+	f.lastSeen.Store(now)
+	n.note(f, p, false)
+	var dst netip.AddrPort
+	if f.snat.IsValid() {
+		dst = f.client
+	}
+	rewrite(b, p, f.vip, dst)
+}
+
+// note records TCP state from a packet's flags.
+func (n *NAT) note(f *flow, p pkt, fwd bool) {
+	var set uint32
+	if !fwd {
+		set |= stReplied
+	}
+	if p.proto == TCP {
+		const fin, rst = 0x01, 0x04
+		if p.flags&rst != 0 {
+			set |= stRST
+		}
+		if p.flags&fin != 0 {
+			if fwd {
+				set |= stFinFwd
+			} else {
+				set |= stFinRev
+			}
+		}
+	}
+	if set != 0 && f.state.Load()&set != set {
+		f.state.Or(set)
+	}
+}
+
+// expired reports whether f has ended at now.
+func (n *NAT) expired(f *flow, now int64) bool {
+	idle := time.Duration(now - f.lastSeen.Load())
+	st := f.state.Load()
+	if f.fwd.proto == UDP {
+		return idle > n.opts.UDPTimeout
+	}
+	switch {
+	case st&stRST != 0 || st&(stFinFwd|stFinRev) == stFinFwd|stFinRev:
+		return idle > min(closedLinger, n.opts.TCPTransientTimeout)
+	case st&stReplied == 0:
+		return idle > n.opts.TCPTransientTimeout
+	default:
+		return idle > n.opts.TCPEstablishedTimeout
+	}
+}
+
+// Reap ends the flows that have timed out or closed, releasing their
+// backends' active counts and their Limiter slots. Run calls it every
+// second; tests call it after moving a fake clock.
+func (n *NAT) Reap() {
+	now := n.clock.Now().UnixNano()
+	var dead []*flow
+	for i := range n.shards {
+		s := &n.shards[i]
+		s.mu.Lock()
+		for k, f := range s.m {
+			if k == f.fwd && n.expired(f, now) {
+				dead = append(dead, f)
+			}
+		}
+		s.mu.Unlock()
+	}
+	for _, f := range dead {
+		f.mu.Lock()
+		a, b := n.lockPair(f.fwd, f.rev)
+		if a.m[f.fwd] == f {
+			delete(a.m, f.fwd)
+		}
+		if b.m[f.rev] == f {
+			delete(b.m, f.rev)
+		}
+		unlockPair(a, b)
+		f.backend.Release()
+		f.mu.Unlock()
+		f.limit.Release(f.client.Addr())
+		n.stats.flows.Add(^uint64(0))
+		n.stats.expired.Add(1)
+	}
+}
