@@ -1,0 +1,386 @@
+package lb
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// The NAT as hostgw-master's router runs it: local pods 10.244.0.0/24,
+// router address 169.254.244.1; my-service 10.103.92.81:80 → 10.244.0.4
+// (local), 10.244.1.2, 10.244.1.3 (hostgw-node); kube-dns 10.96.0.10:53/UDP
+// → 10.244.0.2, 10.244.0.3.
+var (
+	routerAddr = netip.MustParseAddr("169.254.244.1")
+	vip        = netip.MustParseAddrPort("10.103.92.81:80")
+	dnsVIP     = netip.MustParseAddrPort("10.96.0.10:53")
+	clientA    = netip.MustParseAddrPort("10.244.0.9:40000") // a pod on hostgw-master
+)
+
+func newTestNAT(t *testing.T, opts NATOptions, services ...Service) (*NAT, *Table, *fakeClock) {
+	t.Helper()
+	clk := newFakeClock()
+	table, err := NewTable(nil, Options{NodeName: masterNode, Clock: clk, Picker: PickRoundRobin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := table.Set(services); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	opts.Clock = clk
+	n, err := NewNAT(table, nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{routerAddr})
+	return n, table, clk
+}
+
+// tcp4 builds an IPv4 TCP segment with valid checksums.
+func tcp4(src, dst netip.AddrPort, flags header.TCPFlags, payload string) []byte {
+	total := header.IPv4MinimumSize + header.TCPMinimumSize + len(payload)
+	b := make([]byte, total)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: tcpipAddr(src.Addr()), DstAddr: tcpipAddr(dst.Addr())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tc := header.TCP(b[header.IPv4MinimumSize:])
+	tc.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: 1, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 1000})
+	copy(tc.Payload(), payload)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src.Addr()), tcpipAddr(dst.Addr()), uint16(len(tc)))
+	xsum = checksum.Checksum([]byte(payload), xsum)
+	tc.SetChecksum(^tc.CalculateChecksum(xsum))
+	return b
+}
+
+func udp4(src, dst netip.AddrPort, payload string) []byte {
+	total := header.IPv4MinimumSize + header.UDPMinimumSize + len(payload)
+	b := make([]byte, total)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpipAddr(src.Addr()), DstAddr: tcpipAddr(dst.Addr())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	u := header.UDP(b[header.IPv4MinimumSize:])
+	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(header.UDPMinimumSize + len(payload))})
+	copy(u.Payload(), payload)
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpipAddr(src.Addr()), tcpipAddr(dst.Addr()), uint16(len(u)))
+	xsum = checksum.Checksum([]byte(payload), xsum)
+	u.SetChecksum(^u.CalculateChecksum(xsum))
+	return b
+}
+
+// tuple reads a translated packet's addresses and checks every checksum.
+func tuple(t *testing.T, b []byte) (src, dst netip.AddrPort) {
+	t.Helper()
+	ip := header.IPv4(b)
+	if !ip.IsChecksumValid() {
+		t.Fatalf("IPv4 header checksum invalid after translation: %x", b)
+	}
+	sa, da := ip.SourceAddress(), ip.DestinationAddress()
+	s, _ := netip.AddrFromSlice(sa.AsSlice())
+	d, _ := netip.AddrFromSlice(da.AsSlice())
+	payloadLen := uint16(len(ip.Payload()))
+	switch ip.TransportProtocol() {
+	case header.TCPProtocolNumber:
+		tc := header.TCP(ip.Payload())
+		if !tc.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(tc.Payload(), 0), uint16(len(tc.Payload()))) {
+			t.Fatalf("TCP checksum invalid after translation")
+		}
+		return netip.AddrPortFrom(s, tc.SourcePort()), netip.AddrPortFrom(d, tc.DestinationPort())
+	default:
+		u := header.UDP(ip.Payload())
+		if !u.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress(), checksum.Checksum(u.Payload(), 0)) {
+			t.Fatalf("UDP checksum invalid after translation (len %d)", payloadLen)
+		}
+		return netip.AddrPortFrom(s, u.SourcePort()), netip.AddrPortFrom(d, u.DestinationPort())
+	}
+}
+
+func ingress(t *testing.T, n *NAT, fromTUN bool, b []byte) (pass bool, reply []byte) {
+	t.Helper()
+	pass, reply = n.Ingress(fromTUN, b)
+	if reply != nil {
+		reply = append([]byte(nil), reply...)
+	}
+	return pass, reply
+}
+
+func TestNATTranslatesBothWays(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	// Round-robin over 10.244.0.4, 10.244.1.2, 10.244.1.3: three
+	// connections reach all three, the local one through the router
+	// address.
+	seen := map[netip.Addr]bool{}
+	for i := range 3 {
+		client := netip.AddrPortFrom(clientA.Addr(), clientA.Port()+uint16(i))
+		syn := tcp4(client, vip, header.TCPFlagSyn, "")
+		if pass, _ := ingress(t, n, true, syn); !pass {
+			t.Fatalf("SYN %d to the VIP dropped", i)
+		}
+		src, dst := tuple(t, syn)
+		if dst.Port() != 80 {
+			t.Errorf("SYN went to %s, want port 80", dst)
+		}
+		seen[dst.Addr()] = true
+		local := dst.Addr() == netip.MustParseAddr("10.244.0.4")
+		wantSrc := client
+		if local {
+			wantSrc = netip.AddrPortFrom(routerAddr, client.Port())
+		}
+		if src != wantSrc {
+			t.Errorf("backend %s sees source %s, want %s", dst, src, wantSrc)
+		}
+
+		// The backend's reply comes back (from the TUN if local, else from
+		// a peer) and is translated back to the VIP.
+		synack := tcp4(dst, src, header.TCPFlagSyn|header.TCPFlagAck, "")
+		if pass, _ := ingress(t, n, local, synack); !pass {
+			t.Fatalf("reply dropped")
+		}
+		rs, rd := tuple(t, synack)
+		if rs != vip || rd != client {
+			t.Errorf("reply %s -> %s after translation, want %s -> %s", rs, rd, vip, client)
+		}
+		// Data on the established flow follows the same translation.
+		data := tcp4(client, vip, header.TCPFlagAck|header.TCPFlagPsh, "GET / HTTP/1.1\r\n\r\n")
+		ingress(t, n, true, data)
+		if _, d2 := tuple(t, data); d2 != dst {
+			t.Errorf("data went to %s, want the flow's backend %s", d2, dst)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("backends reached = %v, want all three", seen)
+	}
+	st := n.Stats()
+	if st.Flows != 3 || st.FlowsTotal != 3 || st.HairpinSNAT != 1 {
+		t.Errorf("stats = %+v, want 3 flows, 3 total, 1 hairpin", st)
+	}
+}
+
+func TestNATPassesOtherTraffic(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	pod := netip.MustParseAddrPort("10.244.1.2:80")
+	for _, tc := range []struct {
+		name    string
+		fromTUN bool
+		b       []byte
+	}{
+		{"pod to pod", true, tcp4(clientA, pod, header.TCPFlagSyn, "")},
+		{"VIP port without a Service", true, tcp4(clientA, netip.AddrPortFrom(vip.Addr(), 81), header.TCPFlagSyn, "")},
+		{"VIP from a peer", false, tcp4(netip.MustParseAddrPort("10.244.1.9:5555"), vip, header.TCPFlagSyn, "")},
+		{"ICMP", true, []byte{0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 244, 0, 9, 10, 103, 92, 81, 8, 0, 0, 0, 0, 0, 0, 0}},
+	} {
+		orig := append([]byte(nil), tc.b...)
+		pass, reply := ingress(t, n, tc.fromTUN, tc.b)
+		if !pass || reply != nil || string(orig) != string(tc.b) {
+			t.Errorf("%s: pass=%v reply=%v changed=%v, want passed untouched", tc.name, pass, reply != nil, string(orig) != string(tc.b))
+		}
+	}
+	if st := n.Stats(); st.FlowsTotal != 0 {
+		t.Errorf("flows created = %d, want 0", st.FlowsTotal)
+	}
+}
+
+func TestNATRefusesServiceWithoutEndpoints(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service", func(s *Service) { s.Endpoints = nil }))
+	syn := tcp4(clientA, vip, header.TCPFlagSyn, "")
+	pass, reply := ingress(t, n, true, syn)
+	if pass {
+		t.Fatal("SYN to a Service without endpoints passed")
+	}
+	ip := header.IPv4(reply)
+	if reply == nil || !ip.IsValid(len(reply)) || ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) {
+		t.Fatalf("reply = %x, want an ICMPv4 packet", reply)
+	}
+	ic := header.ICMPv4(ip.Payload())
+	if ic.Type() != header.ICMPv4DstUnreachable || ic.Code() != header.ICMPv4PortUnreachable {
+		t.Errorf("ICMP type %d code %d, want port unreachable", ic.Type(), ic.Code())
+	}
+	if checksum.Checksum(ic, 0) != 0xffff {
+		t.Error("ICMP checksum invalid")
+	}
+	if got, want := ip.DestinationAddress(), tcpipAddr(clientA.Addr()); got != want {
+		t.Errorf("ICMP to %s, want the client %s", got, want)
+	}
+	// The quoted packet is the client's, so its kernel finds the socket.
+	if q := header.IPv4(ic.Payload()); q.DestinationAddress() != tcpipAddr(vip.Addr()) {
+		t.Errorf("quoted packet to %s, want the VIP", q.DestinationAddress())
+	}
+	if st := n.Stats(); st.RefusedNoEndpoints != 1 || st.Flows != 0 {
+		t.Errorf("stats = %+v, want 1 refusal and no flow", st)
+	}
+}
+
+func TestNATMovesUDPFlowsOffRemovedEndpoints(t *testing.T) {
+	n, table, _ := newTestNAT(t, NATOptions{}, makeKubeDNS())
+	client := netip.MustParseAddrPort("10.244.0.7:5353") // a local pod with a fixed source port
+	q := udp4(client, dnsVIP, "query")
+	ingress(t, n, true, q)
+	_, first := tuple(t, q)
+
+	// Remove the endpoint the flow uses.
+	if err := table.Set([]Service{makeKubeDNS(func(s *Service) {
+		var keep []Endpoint
+		for _, e := range s.Endpoints {
+			if e.Addr != first.Addr() {
+				keep = append(keep, e)
+			}
+		}
+		s.Endpoints = keep
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	q2 := udp4(client, dnsVIP, "query again")
+	if pass, _ := ingress(t, n, true, q2); !pass {
+		t.Fatal("query after the endpoint left was dropped; want it moved")
+	}
+	seenBy, second := tuple(t, q2)
+	if second.Addr() == first.Addr() {
+		t.Fatalf("query still goes to removed endpoint %s", first)
+	}
+	// Replies from the new backend are translated; the old backend's are not.
+	rep := udp4(second, seenBy, "answer")
+	ingress(t, n, true, rep)
+	if s, _ := tuple(t, rep); s != dnsVIP {
+		t.Errorf("reply from the new backend comes from %s, want %s", s, dnsVIP)
+	}
+	if st := n.Stats(); st.Migrated != 1 || st.Flows != 1 {
+		t.Errorf("stats = %+v, want 1 migrated flow", st)
+	}
+
+	// All endpoints gone: the flow is refused, not blackholed.
+	if err := table.Set([]Service{makeKubeDNS(func(s *Service) { s.Endpoints = nil })}); err != nil {
+		t.Fatal(err)
+	}
+	if pass, reply := ingress(t, n, true, udp4(client, dnsVIP, "q3")); pass || reply == nil {
+		t.Errorf("with no endpoints: pass=%v reply=%v, want refused with ICMP", pass, reply != nil)
+	}
+}
+
+func TestNATKeepsTCPFlowsOnEndpointRemoval(t *testing.T) {
+	n, table, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	syn := tcp4(clientA, vip, header.TCPFlagSyn, "")
+	ingress(t, n, true, syn)
+	_, backend := tuple(t, syn)
+	if err := table.Set([]Service{makeService("default", "my-service", func(s *Service) {
+		var keep []Endpoint
+		for _, e := range s.Endpoints {
+			if e.Addr != backend.Addr() {
+				keep = append(keep, e)
+			}
+		}
+		s.Endpoints = keep
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	data := tcp4(clientA, vip, header.TCPFlagAck, "more")
+	ingress(t, n, true, data)
+	if _, d := tuple(t, data); d != backend {
+		t.Errorf("established connection moved to %s, want it kept on %s (kube-proxy keeps it)", d, backend)
+	}
+	// New connections avoid the removed endpoint.
+	for i := range 10 {
+		s := tcp4(netip.AddrPortFrom(clientA.Addr(), 41000+uint16(i)), vip, header.TCPFlagSyn, "")
+		ingress(t, n, true, s)
+		if _, d := tuple(t, s); d.Addr() == backend.Addr() {
+			t.Fatalf("new connection went to removed endpoint %s", backend)
+		}
+	}
+}
+
+func TestNATReapsAndReleases(t *testing.T) {
+	n, table, clk := newTestNAT(t, NATOptions{}, makeService("default", "my-service"), makeKubeDNS())
+	// A UDP flow, an unanswered SYN, a closed TCP flow and an established one.
+	ingress(t, n, true, udp4(clientA, dnsVIP, "q"))
+	ingress(t, n, true, tcp4(netip.MustParseAddrPort("10.244.0.9:1001"), vip, header.TCPFlagSyn, ""))
+
+	closed := netip.MustParseAddrPort("10.244.0.9:1002")
+	s := tcp4(closed, vip, header.TCPFlagSyn, "")
+	ingress(t, n, true, s)
+	bsrc, bdst := tuple(t, s)
+	ingress(t, n, false, tcp4(bdst, bsrc, header.TCPFlagSyn|header.TCPFlagAck, ""))
+	ingress(t, n, true, tcp4(closed, vip, header.TCPFlagFin|header.TCPFlagAck, ""))
+	ingress(t, n, false, tcp4(bdst, bsrc, header.TCPFlagFin|header.TCPFlagAck, ""))
+
+	est := netip.MustParseAddrPort("10.244.0.9:1003")
+	s = tcp4(est, vip, header.TCPFlagSyn, "")
+	ingress(t, n, true, s)
+	esrc, edst := tuple(t, s)
+	ingress(t, n, edst.Addr() == netip.MustParseAddr("10.244.0.4"), tcp4(edst, esrc, header.TCPFlagSyn|header.TCPFlagAck, ""))
+
+	active := func() int64 {
+		var sum int64
+		for _, st := range table.Stats() {
+			sum += st.Active
+		}
+		return sum
+	}
+	if got := active(); got != 4 {
+		t.Fatalf("active connections = %d, want 4", got)
+	}
+	steps := []struct {
+		after time.Duration
+		flows uint64
+	}{
+		{11 * time.Second, 3}, // the closed flow lingers 10s
+		{20 * time.Second, 1}, // UDP idle 30s, unanswered SYN 30s
+		{24 * time.Hour, 0},   // established, idle 24h
+	}
+	for _, st := range steps {
+		clk.Advance(st.after)
+		n.Reap()
+		if got := n.Stats().Flows; got != st.flows {
+			t.Fatalf("after %v more: %d flows, want %d", st.after, got, st.flows)
+		}
+	}
+	if got := active(); got != 0 {
+		t.Errorf("active connections after reaping = %d, want 0", got)
+	}
+	if st := n.tcpLimit.Stats(); st.Active != 0 {
+		t.Errorf("TCP limiter still holds %d, want 0", st.Active)
+	}
+}
+
+func TestNATCapsFlowsPerClient(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{MaxPerClient: 2}, makeService("default", "my-service"))
+	for i := range 3 {
+		syn := tcp4(netip.AddrPortFrom(clientA.Addr(), 2000+uint16(i)), vip, header.TCPFlagSyn, "")
+		pass, _ := ingress(t, n, true, syn)
+		if want := i < 2; pass != want {
+			t.Errorf("connection %d: pass = %v, want %v", i, pass, want)
+		}
+	}
+	// Another client is not affected.
+	if pass, _ := ingress(t, n, true, tcp4(netip.MustParseAddrPort("10.244.0.10:2000"), vip, header.TCPFlagSyn, "")); !pass {
+		t.Error("another client refused")
+	}
+	if st := n.Stats(); st.RefusedCap != 1 {
+		t.Errorf("cap refusals = %d, want 1", st.RefusedCap)
+	}
+}
+
+func TestNATRunStops(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+func FuzzNATIngress(f *testing.F) {
+	f.Add(true, tcp4(clientA, vip, header.TCPFlagSyn, ""))
+	f.Add(true, udp4(clientA, dnsVIP, "q"))
+	f.Add(false, []byte{0x45, 0, 0, 20})
+	f.Add(true, []byte{0x60, 0, 0, 0, 0, 8, 17, 64})
+	f.Fuzz(func(t *testing.T, fromTUN bool, b []byte) {
+		n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"), makeKubeDNS())
+		n.Ingress(fromTUN, b)
+	})
+}
