@@ -136,7 +136,7 @@ type LimiterStats struct {
 	Clients int
 	// RefusedGlobal and RefusedPerClient count Acquires refused by each
 	// cap; UnmatchedReleases counts Releases of a client with nothing
-	// acquired (a bug in the caller).
+	// acquired (a bug in the caller; seen only with a per-client cap).
 	RefusedGlobal, RefusedPerClient, UnmatchedReleases uint64
 }
 
