@@ -45,6 +45,10 @@ type Config struct {
 	Addresses []netip.Addr
 	// Peers are the other nodes' routers.
 	Peers []Peer
+	// ServiceAddresses are Service VIPs the stack terminates itself (proxy
+	// mode): packets to them are delivered to the stack's own transport
+	// endpoints instead of being forwarded.
+	ServiceAddresses []netip.Addr
 }
 
 // Peer is another node's router.
@@ -261,7 +265,7 @@ func (r *Router) Set(cfg Config) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.setAddressesLocked(cfg.Addresses); err != nil {
+	if err := r.setAddressesLocked(cfg.Addresses, cfg.ServiceAddresses); err != nil {
 		return err
 	}
 
@@ -297,10 +301,13 @@ func (r *Router) Set(cfg Config) error {
 	return nil
 }
 
-func (r *Router) setAddressesLocked(addrs []netip.Addr) error {
+func (r *Router) setAddressesLocked(addrs, vips []netip.Addr) error {
 	old := *r.local.Load()
-	next := make(map[netip.Addr]struct{}, len(addrs))
-	for _, a := range addrs {
+	next := make(map[netip.Addr]struct{}, len(addrs)+len(vips))
+	for _, a := range slices.Concat(addrs, vips) {
+		if _, ok := next[a]; ok {
+			continue
+		}
 		next[a] = struct{}{}
 		if _, ok := old[a]; ok {
 			continue
@@ -314,7 +321,7 @@ func (r *Router) setAddressesLocked(addrs []netip.Addr) error {
 				return fmt.Errorf("add router address %s: %w", a, tcpipError(err))
 			}
 		}
-		r.log.Info("router address added", zap.Stringer("address", a))
+		r.log.Debug("stack address added", zap.Stringer("address", a))
 	}
 	for a := range old {
 		if _, ok := next[a]; ok {
@@ -325,11 +332,11 @@ func (r *Router) setAddressesLocked(addrs []netip.Addr) error {
 				return fmt.Errorf("remove router address %s: %w", a, tcpipError(err))
 			}
 		}
-		r.log.Info("router address removed", zap.Stringer("address", a))
+		r.log.Debug("stack address removed", zap.Stringer("address", a))
 	}
 	r.local.Store(&next)
 	var v4, v6 bool
-	for a := range next {
+	for _, a := range addrs {
 		v4 = v4 || a.Is4()
 		v6 = v6 || a.Is6()
 	}
@@ -439,6 +446,9 @@ func normalize(cfg Config) Config {
 	for _, a := range cfg.Addresses {
 		out.Addresses = append(out.Addresses, a.Unmap())
 	}
+	for _, a := range cfg.ServiceAddresses {
+		out.ServiceAddresses = append(out.ServiceAddresses, a.Unmap())
+	}
 	for _, p := range cfg.Peers {
 		np := Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())}
 		for _, c := range p.PodCIDRs {
@@ -473,9 +483,9 @@ func validate(cfg Config) error {
 	for _, p := range cfg.PodCIDRs {
 		claim(p, "this node")
 	}
-	for _, a := range cfg.Addresses {
+	for _, a := range slices.Concat(cfg.Addresses, cfg.ServiceAddresses) {
 		if !a.IsValid() {
-			errs = append(errs, errors.New("router address: invalid address"))
+			errs = append(errs, errors.New("router or Service address: invalid address"))
 		}
 	}
 	names := map[string]bool{}
