@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // Conn is the underlay transport that carries overlay datagrams: one raw IP
@@ -35,7 +37,30 @@ func ListenUDP(addr netip.AddrPort) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen overlay on udp %s: %w", addr, err)
 	}
+	setSocketBuffers(c)
 	return &udpConn{c: c}, nil
+}
+
+// socketBufferSize is the overlay socket's send and receive buffer. The
+// default (about 200 KiB) overflows under a single TCP stream and every
+// overflow is a lost inner packet; wireguard-go sizes its sockets alike.
+const socketBufferSize = 7 << 20
+
+// setSocketBuffers raises the socket's buffers: past net.core.rmem_max
+// with CAP_NET_ADMIN (SO_RCVBUFFORCE), else as far as the limit allows.
+// Failing to is not fatal, only slower.
+func setSocketBuffers(c *net.UDPConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		for _, opt := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[0], socketBufferSize) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[1], socketBufferSize)
+			}
+		}
+	})
 }
 
 type udpConn struct {
