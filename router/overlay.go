@@ -64,11 +64,13 @@ type overlayEndpoint struct {
 	peers     atomic.Pointer[peerTable]
 	drops     *drops
 	hook      *hookSlot
+	identity  atomic.Pointer[identity]
 	counters  linkCounters
 	isLocal   func(netip.Addr) bool
 	hasFamily func(tcpip.NetworkProtocolNumber) bool
 
 	dispatcher dispatcherSlot
+	tap        tapSlot
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
@@ -78,7 +80,7 @@ func (e *overlayEndpoint) SetMTU(mtu uint32)                            { e.mtu.
 func (e *overlayEndpoint) MaxHeaderLength() uint16                      { return 0 }
 func (e *overlayEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
 func (e *overlayEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
-func (e *overlayEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (e *overlayEndpoint) Capabilities() stack.LinkEndpointCapabilities { return txChecksumOffload }
 func (e *overlayEndpoint) Wait()                                        {}
 func (e *overlayEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (e *overlayEndpoint) AddHeader(*stack.PacketBuffer)                {}
@@ -105,6 +107,11 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 		}
 		v := pkt.ToView()
 		size := v.Size()
+		if !pkt.NetworkPacketInfo.IsForwardedPacket {
+			finishChecksum(v.AsSlice())
+			e.identity.Load().rewriteSource(v.AsSlice())
+		}
+		e.tap.see(DirOut, v.AsSlice())
 		err := e.conn.WriteTo(v.AsSlice(), p.endpoint)
 		v.Release()
 		if err != nil {
@@ -142,6 +149,7 @@ func (e *overlayEndpoint) readLoop() error {
 
 // receive admits one datagram into the stack, or counts why not.
 func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
+	e.tap.see(DirIn, b)
 	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
 	if p == nil {
 		e.drops.add(DropUnknownPeer)

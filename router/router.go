@@ -273,6 +273,7 @@ func (r *Router) Set(cfg Config) error {
 	table, stats := r.buildPeerTableLocked(cfg.Peers)
 	r.logPeerChangesLocked(r.cfg.Peers, cfg.Peers)
 	r.overlay.peers.Store(table)
+	r.overlay.identity.Store(newIdentity(cfg))
 	r.peerStats = stats
 
 	// Routes: add what is new, then remove what is stale. A route whose

@@ -26,6 +26,7 @@ type tunEndpoint struct {
 	isLocal    func(netip.Addr) bool
 	hasFamily  func(tcpip.NetworkProtocolNumber) bool
 	dispatcher dispatcherSlot
+	tap        tapSlot
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
@@ -35,7 +36,7 @@ func (e *tunEndpoint) SetMTU(mtu uint32)                            { e.mtu.Stor
 func (e *tunEndpoint) MaxHeaderLength() uint16                      { return 0 }
 func (e *tunEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
 func (e *tunEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
-func (e *tunEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (e *tunEndpoint) Capabilities() stack.LinkEndpointCapabilities { return txChecksumOffload }
 func (e *tunEndpoint) Wait()                                        {}
 func (e *tunEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (e *tunEndpoint) AddHeader(*stack.PacketBuffer)                {}
@@ -51,6 +52,10 @@ func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 	for _, pkt := range pkts.AsSlice() {
 		v := pkt.ToView()
 		size := v.Size()
+		if !pkt.NetworkPacketInfo.IsForwardedPacket {
+			finishChecksum(v.AsSlice())
+		}
+		e.tap.see(DirOut, v.AsSlice())
 		_, err := e.dev.Write(v.AsSlice())
 		v.Release()
 		if err != nil {
@@ -82,6 +87,7 @@ func (e *tunEndpoint) readLoop() error {
 }
 
 func (e *tunEndpoint) receive(b []byte) {
+	e.tap.see(DirIn, b)
 	info, reason, ok := parseIP(b)
 	if !ok {
 		e.drops.add(reason)
@@ -101,6 +107,7 @@ func (e *tunEndpoint) receive(b []byte) {
 	if h := e.hook.get(); h != nil {
 		pass, reply := h.Ingress(true, b)
 		if reply != nil {
+			e.tap.see(DirOut, reply)
 			if _, err := e.dev.Write(reply); err != nil {
 				e.drops.add(DropTxError)
 			}

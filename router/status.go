@@ -1,0 +1,21 @@
+package router
+
+import "slices"
+
+// Config returns the state the router runs with: the Config last applied
+// by Set, normalized (the zero Config before the first Set). For status
+// commands; it takes the lock Set holds.
+func (r *Router) Config() Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := Config{
+		PodCIDRs:         slices.Clone(r.cfg.PodCIDRs),
+		Addresses:        slices.Clone(r.cfg.Addresses),
+		ServiceAddresses: slices.Clone(r.cfg.ServiceAddresses),
+	}
+	for _, p := range r.cfg.Peers {
+		p.PodCIDRs = slices.Clone(p.PodCIDRs)
+		c.Peers = append(c.Peers, p)
+	}
+	return c
+}
