@@ -42,6 +42,14 @@ const (
 	defaultRouterAddress4   = "169.254.244.1"
 	defaultRouterAddress6   = "fd69:7672::1"
 	supportedVersionsString = `"` + APIVersion + `"`
+
+	DefaultProxyDialTimeout         = time.Second
+	DefaultProxyIdleTimeout         = time.Hour
+	DefaultProxyDrainTimeout        = 30 * time.Second
+	DefaultNATMaxFlows              = 262144
+	DefaultNATMaxFlowsPerClient     = 16384
+	DefaultNATUDPTimeout            = 30 * time.Second
+	DefaultNATTCPEstablishedTimeout = 24 * time.Hour
 )
 
 // DefaultRouterAddresses are router.addresses when the file leaves it
@@ -120,11 +128,30 @@ type Peer struct {
 	Zone     string
 }
 
-// LB holds the Service load-balancing defaults. Each Service carries the
-// mode and picker resolved against them.
+// LB holds the Service load-balancing defaults and the tuning of both
+// modes. Each Service carries the mode and picker resolved against them.
 type LB struct {
 	Mode   string // ModeNAT or ModeProxy
 	Picker string // PickerRandom, PickerRoundRobin, ...
+	Proxy  Proxy
+	NAT    NAT
+}
+
+// Proxy tunes proxy mode; every field has its default applied.
+type Proxy struct {
+	DialTimeout  time.Duration
+	IdleTimeout  time.Duration
+	DrainTimeout time.Duration
+}
+
+// NAT tunes nat mode; every field has its default applied.
+type NAT struct {
+	// MaxFlows caps the flows of each protocol; MaxFlowsPerClient one
+	// client's, at most MaxFlows.
+	MaxFlows              int
+	MaxFlowsPerClient     int
+	UDPTimeout            time.Duration
+	TCPEstablishedTimeout time.Duration
 }
 
 // Service is one Service of the static Service table.

@@ -18,7 +18,10 @@ func richFile() *File {
 		f.TUN = TUNSpec{Name: "vr1", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24"}, MultiQueue: true}
 		f.Overlay = OverlaySpec{Port: 9000, ListenAddress: "0.0.0.0", UnderlayMTU: 1450, MTU: 1420}
 		f.Router.Addresses = []string{"169.254.1.1", "fd69::1"}
-		f.LB = LBSpec{Mode: "proxy", Picker: "maglev"}
+		f.LB = LBSpec{Mode: "proxy", Picker: "maglev",
+			Proxy: ProxySpec{DialTimeout: "2s", IdleTimeout: "2h", DrainTimeout: "10s"},
+			NAT:   NATSpec{MaxFlows: 5000, MaxFlowsPerClient: 50, UDPTimeout: "1m", TCPEstablishedTimeout: "1h"},
+		}
 	}, withPeers(hostgwNode(func(p *PeerSpec) { p.Zone = "zone-b"; p.Port = 9001 })),
 		withServices(makeService("kube-system", "web", func(s *ServiceSpec) {
 			s.ClusterIPs = []string{"10.96.0.20", "fd00:10:96::20"}

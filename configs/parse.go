@@ -242,8 +242,7 @@ func (f *File) config() (*Config, error) {
 	}
 
 	// Services.
-	c.LB.Mode = ck.oneOf("lb.mode", f.LB.Mode, ModeNAT, ModeNAT, ModeProxy)
-	c.LB.Picker = ck.oneOf("lb.picker", f.LB.Picker, PickerRandom, pickers...)
+	c.LB = ck.lb(&f.LB)
 	c.Services = ck.services(f.Services, c, pods)
 
 	if ck.errs != nil {

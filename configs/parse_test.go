@@ -154,7 +154,11 @@ func TestParseMinimalDefaults(t *testing.T) {
 		RouterAddresses: []netip.Addr{addr("169.254.244.1")},
 		ClusterCIDRs:    pfxs("10.244.0.0/16"),
 		ServiceCIDRs:    pfxs("10.96.0.0/12"),
-		LB:              LB{Mode: "nat", Picker: "random"},
+		LB: LB{
+			Mode: "nat", Picker: "random",
+			Proxy: Proxy{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
+			NAT:   NAT{MaxFlows: 262144, MaxFlowsPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+		},
 	}
 	if !got.Equal(want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", *got, *want)
@@ -217,6 +221,35 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 			}
 			if len(c.RouterAddresses) != 1 || c.RouterAddresses[0] != addr("169.254.1.1") {
 				t.Errorf("RouterAddresses = %v, want [169.254.1.1]", c.RouterAddresses)
+			}
+		},
+	}, {
+		name: "lb tuning",
+		file: makeFile(func(f *File) {
+			f.LB.Proxy = ProxySpec{DialTimeout: "250ms", IdleTimeout: "1h30m", DrainTimeout: "5s"}
+			f.LB.NAT = NATSpec{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: "2m", TCPEstablishedTimeout: "12h"}
+		}),
+		check: func(t *testing.T, c *Config) {
+			wantProxy := Proxy{DialTimeout: 250 * time.Millisecond, IdleTimeout: 90 * time.Minute, DrainTimeout: 5 * time.Second}
+			wantNAT := NAT{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: 2 * time.Minute, TCPEstablishedTimeout: 12 * time.Hour}
+			if c.LB.Proxy != wantProxy || c.LB.NAT != wantNAT {
+				t.Errorf("LB.Proxy, LB.NAT = %+v, %+v, want %+v, %+v", c.LB.Proxy, c.LB.NAT, wantProxy, wantNAT)
+			}
+		},
+	}, {
+		name: "lb.nat.maxFlowsPerClient defaults to at most maxFlows",
+		file: makeFile(func(f *File) { f.LB.NAT.MaxFlows = 100 }),
+		check: func(t *testing.T, c *Config) {
+			if c.LB.NAT.MaxFlows != 100 || c.LB.NAT.MaxFlowsPerClient != 100 {
+				t.Errorf("LB.NAT = %+v, want MaxFlows 100, MaxFlowsPerClient 100", c.LB.NAT)
+			}
+		},
+	}, {
+		name: "zero durations take the defaults",
+		file: makeFile(func(f *File) { f.LB.Proxy.DrainTimeout, f.LB.NAT.UDPTimeout = "0s", "0" }),
+		check: func(t *testing.T, c *Config) {
+			if c.LB.Proxy.DrainTimeout != 30*time.Second || c.LB.NAT.UDPTimeout != 30*time.Second {
+				t.Errorf("LB = %+v, want drainTimeout and udpTimeout at their defaults 30s", c.LB)
 			}
 		},
 	}, {
@@ -490,6 +523,14 @@ func TestParseInvalid(t *testing.T) {
 		{"lb mode", makeFile(func(f *File) { f.LB.Mode = "ipvs" }), "lb.mode", `"ipvs"`, `"nat", "proxy"`},
 		{"lb mode case", makeFile(func(f *File) { f.LB.Mode = "NAT" }), "lb.mode", `"NAT"`, `want "nat"`},
 		{"lb picker", makeFile(func(f *File) { f.LB.Picker = "wrr" }), "lb.picker", `"wrr"`, `"maglev"`},
+		{"proxy dial timeout without unit", makeFile(func(f *File) { f.LB.Proxy.DialTimeout = "5" }), "lb.proxy.dialTimeout", `"5" is not a duration`, `e.g. "1s"`},
+		{"proxy dial timeout too long", makeFile(func(f *File) { f.LB.Proxy.DialTimeout = "2m" }), "lb.proxy.dialTimeout", `"2m" is out of range`, "1ms..1m"},
+		{"proxy idle timeout negative", makeFile(func(f *File) { f.LB.Proxy.IdleTimeout = "-1h" }), "lb.proxy.idleTimeout", `"-1h"`, "1s..720h"},
+		{"proxy drain timeout word", makeFile(func(f *File) { f.LB.Proxy.DrainTimeout = "forever" }), "lb.proxy.drainTimeout", `"forever" is not a duration`, `"30s"`},
+		{"nat max flows negative", makeFile(func(f *File) { f.LB.NAT.MaxFlows = -1 }), "lb.nat.maxFlows", "-1 is out of range", "1..16777216"},
+		{"nat max flows per client above max flows", makeFile(func(f *File) { f.LB.NAT.MaxFlows, f.LB.NAT.MaxFlowsPerClient = 100, 200 }), "lb.nat.maxFlowsPerClient", "200 is out of range", "at most lb.nat.maxFlows"},
+		{"nat udp timeout too short", makeFile(func(f *File) { f.LB.NAT.UDPTimeout = "10ms" }), "lb.nat.udpTimeout", `"10ms" is out of range`, "1s..24h"},
+		{"nat tcp timeout", makeFile(func(f *File) { f.LB.NAT.TCPEstablishedTimeout = "1d" }), "lb.nat.tcpEstablishedTimeout", `"1d" is not a duration`, `"24h"`},
 
 		// Services.
 		{"service name", makeFile(svc(func(s *ServiceSpec) { s.Name = "" })), "services[0].name", "missing", "my-service"},
@@ -603,6 +644,8 @@ func TestParseRawYAML(t *testing.T) {
 		{"string for an integer", head + node + "overlay: {port: http}\n", "overlay.port", []string{`"http" is not an integer`}},
 		{"fraction for an integer", head + node + "tun: {mtu: 1400.5}\n", "tun.mtu", []string{"1400.5 is not an integer"}},
 		{"string for a boolean", head + node + "tun: {configure: maybe}\n", "tun.configure", []string{`"maybe" is not a boolean`}},
+		{"number for a duration", head + node + "lb: {proxy: {drainTimeout: 30}}\n", "lb.proxy.drainTimeout", []string{`"30" is not a duration`}},
+		{"misspelt lb field", head + node + "lb: {nat: {maxFlow: 10}}\n", "lb.nat.maxFlow", []string{`did you mean "maxFlows"?`}},
 		{"scalar for a list", head + node + "serviceCIDRs: 10.96.0.0/12\n", "serviceCIDRs", []string{`"10.96.0.0/12" is not a list`}},
 		{"list for a mapping", head + node + "tun: [vr0]\n", "tun", []string{"a list is not a mapping", "TUNSpec fields: name, fd"}},
 		{"not a mapping", "- a\n- b\n", "(file)", []string{"a list is not a mapping", "RouterConfig"}},

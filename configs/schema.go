@@ -111,13 +111,47 @@ type PeerSpec struct {
 	Zone string `json:"zone,omitempty"`
 }
 
-// LBSpec holds Service load-balancing defaults.
+// LBSpec holds Service load-balancing defaults and the tuning of both
+// modes.
 type LBSpec struct {
 	// Mode is "nat" (default) or "proxy".
 	Mode string `json:"mode,omitempty"`
 	// Picker is "random" (default), "round-robin", "least-connections" or
 	// "maglev".
 	Picker string `json:"picker,omitempty"`
+	// Proxy tunes proxy mode (TCP ports of proxy-mode Services).
+	Proxy ProxySpec `json:"proxy,omitempty"`
+	// NAT tunes nat mode (and the UDP ports of proxy-mode Services).
+	NAT NATSpec `json:"nat,omitempty"`
+}
+
+// ProxySpec tunes proxy mode. Durations are strings such as "1s", "30s",
+// "1h30m".
+type ProxySpec struct {
+	// DialTimeout bounds one dial to a backend; a backend that does not
+	// answer in time is skipped for another. Default "1s".
+	DialTimeout string `json:"dialTimeout,omitempty"`
+	// IdleTimeout closes a connection without data either way for this
+	// long. Default "1h".
+	IdleTimeout string `json:"idleTimeout,omitempty"`
+	// DrainTimeout is how long a connection whose endpoint left its
+	// Service keeps working before it is reset. Default "30s".
+	DrainTimeout string `json:"drainTimeout,omitempty"`
+}
+
+// NATSpec tunes nat mode's flow table.
+type NATSpec struct {
+	// MaxFlows caps the tracked flows of each protocol (TCP, UDP).
+	// Default 262144.
+	MaxFlows int `json:"maxFlows,omitempty"`
+	// MaxFlowsPerClient caps one client address's flows of each
+	// protocol. Default 16384.
+	MaxFlowsPerClient int `json:"maxFlowsPerClient,omitempty"`
+	// UDPTimeout ends an idle UDP flow. Default "30s".
+	UDPTimeout string `json:"udpTimeout,omitempty"`
+	// TCPEstablishedTimeout ends an idle established TCP flow. Default
+	// "24h".
+	TCPEstablishedTimeout string `json:"tcpEstablishedTimeout,omitempty"`
 }
 
 // ServiceSpec is one Service in the static Service table.

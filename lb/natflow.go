@@ -30,7 +30,10 @@ func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
 		return true, nil
 	}
 	e := n.table.Lookup(ServiceKey{VIP: p.dst.Addr(), Port: p.dst.Port(), Proto: p.proto})
-	if e == nil || e.Mode() == ModeProxy {
+	if e == nil || (e.Mode() == ModeProxy && p.proto == TCP) {
+		// Proxy mode applies to TCP, which the stack terminates
+		// (Proxy); UDP ports of a proxy-mode Service are translated
+		// here as in nat mode.
 		return true, nil
 	}
 	if p.fragment {

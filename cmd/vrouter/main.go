@@ -8,6 +8,9 @@
 //	vrouter run --config node.yaml    route this node's pods
 //	vrouter validate node.yaml ...    check config files
 //	vrouter demo                      the seed's two-node cluster in namespaces
+//	vrouter routes|peers|services|conns   a running router's state
+//	vrouter log-level [LEVEL]         print or set a running router's log level
+//	vrouter capture --nic tun         a running router's packets, as pcap
 //	vrouter version
 package main
 
@@ -33,6 +36,12 @@ func commands() []command {
 		{"run", "run the router for this node", runCmd},
 		{"validate", "check config files and print what they configure", validateCmd},
 		{"demo", "build the seed's two-node cluster in network namespaces and show it working", demoCmd},
+		{"routes", "print a running router's route table", routesCmd},
+		{"peers", "print a running router's peers", peersCmd},
+		{"services", "print a running router's Services and their endpoints", servicesCmd},
+		{"conns", "print the connections a running router load-balances", connsCmd},
+		{"log-level", "print or set a running router's log level", logLevelCmd},
+		{"capture", "capture a running router's packets to a pcap file", captureCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
@@ -107,9 +109,56 @@ func TestServicesFromConfig(t *testing.T) {
 		}
 	}
 
-	cfg.Services[0].Mode = configs.ModeProxy
-	if _, err := lbServices(cfg); err == nil || !strings.Contains(err.Error(), "proxy") {
-		t.Errorf("lbServices with mode proxy = %v, want an error saying proxy mode is not available", err)
+	cfg.Services[0].Mode, cfg.Services[0].ProxyProtocol = configs.ModeProxy, true
+	svcs, err = lbServices(cfg)
+	if err != nil {
+		t.Fatalf("lbServices with my-service in mode proxy: %v", err)
+	}
+	if got := svcs[0]; got.Mode != lb.ModeProxy || !got.ProxyProtocol || svcs[1].Mode != lb.ModeNAT {
+		t.Errorf("lbServices: my-service mode %v, proxyProtocol %v, kube-dns mode %v; want proxy, true, nat", got.Mode, got.ProxyProtocol, svcs[1].Mode)
+	}
+}
+
+// TestProxyVIPs: the router's stack terminates the ClusterIPs of
+// proxy-mode Services with a TCP port, and only those.
+func TestProxyVIPs(t *testing.T) {
+	cfg, err := configs.Load("../../configs/examples/hostgw-master.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := routerConfig(cfg).ServiceAddresses; len(got) != 0 {
+		t.Errorf("routerConfig(nat mode only).ServiceAddresses = %v, want none", got)
+	}
+	udpOnly := cfg.Services[1] // kube-dns, its dns port alone
+	udpOnly.Name, udpOnly.ClusterIPs, udpOnly.Ports = "dns-udp", []netip.Addr{mustAddr("10.96.0.11")}, udpOnly.Ports[:1]
+	cfg.Services = append(cfg.Services, udpOnly)
+	for i := range cfg.Services {
+		cfg.Services[i].Mode = configs.ModeProxy
+	}
+	want := []netip.Addr{mustAddr("10.103.92.81"), mustAddr("10.96.0.10")}
+	if got := routerConfig(cfg).ServiceAddresses; !slices.Equal(got, want) {
+		t.Errorf("routerConfig(every Service in proxy mode).ServiceAddresses = %v, want %v (not the UDP-only 10.96.0.11)", got, want)
+	}
+	if got := mergeAddrs(want[:1:1], []netip.Addr{mustAddr("10.96.0.10"), mustAddr("10.103.92.81")}); !slices.Equal(got, want) {
+		t.Errorf("mergeAddrs = %v, want %v", got, want)
+	}
+}
+
+// TestLBOptionsFromConfig: lb.nat and lb.proxy reach the data path.
+func TestLBOptionsFromConfig(t *testing.T) {
+	cfg, err := configs.Load("../../configs/examples/hostgw-master.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LB.NAT = configs.NAT{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: time.Minute, TCPEstablishedTimeout: time.Hour}
+	cfg.LB.Proxy = configs.Proxy{DialTimeout: 2 * time.Second, IdleTimeout: time.Minute, DrainTimeout: 5 * time.Second}
+	wantNAT := lb.NATOptions{MaxTCP: 1000, MaxUDP: 1000, MaxPerClient: 10, UDPTimeout: time.Minute, TCPEstablishedTimeout: time.Hour}
+	if got := natOptions(cfg); got != wantNAT {
+		t.Errorf("natOptions = %+v, want %+v", got, wantNAT)
+	}
+	wantProxy := lb.ProxyOptions{DialTimeout: 2 * time.Second, IdleTimeout: time.Minute, DrainTimeout: 5 * time.Second}
+	if got := proxyOptions(cfg); got != wantProxy {
+		t.Errorf("proxyOptions = %+v, want %+v", got, wantProxy)
 	}
 }
 
@@ -126,6 +175,12 @@ func TestRestartNeeded(t *testing.T) {
 	b.TUN.Name = "vr1"
 	if got := restartNeeded(a, b); strings.Join(got, ",") != "tun,overlay" {
 		t.Errorf("restartNeeded = %v, want [tun overlay]", got)
+	}
+	b, _ = configs.Load("../../configs/examples/hostgw-master.yaml")
+	b.LB.Proxy.DrainTimeout = time.Minute
+	b.LB.NAT.MaxFlows = 10
+	if got := restartNeeded(a, b); strings.Join(got, ",") != "lb.proxy,lb.nat" {
+		t.Errorf("restartNeeded(lb tuning changed) = %v, want [lb.proxy lb.nat]", got)
 	}
 }
 

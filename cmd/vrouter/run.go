@@ -28,8 +28,10 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		path  = fs.String("config", "", "path of the router's config file (required)")
 		tunFD = fs.Int("tun-fd", -1, "adopt this already-open TUN file descriptor instead of creating the device")
 		lf    logFlags
+		of    opsFlags
 	)
 	lf.register(fs)
+	of.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")
 		fs.PrintDefaults()
@@ -43,7 +45,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *path == "" {
 		return usageErrorf("--config is required")
 	}
-	log, _, err := lf.build()
+	log, level, err := lf.build()
 	if err != nil {
 		return err
 	}
@@ -56,14 +58,19 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *tunFD >= 0 {
 		cfg.TUN.FD = *tunFD
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	o, err := of.newOps(fs, log, level)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, log)
+	return runRouter(ctx, *path, cfg, log, o)
 }
 
 // runRouter brings up the data path for cfg and runs it until ctx is done.
 // It owns every goroutine it starts and returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger) error {
+func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops) error {
 	dev, err := openTUN(cfg)
 	if err != nil {
 		return err
@@ -101,6 +108,13 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		return err
 	}
 	r.SetHook(nat)
+	// The proxy installs its TCP handler in the stack: before the router
+	// runs, as the handler slot is not synchronized with the packet path.
+	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), proxyOptions(cfg))
+	if err != nil {
+		r.Close()
+		return err
+	}
 	log.Info("vrouter running",
 		zap.String("node", cfg.Node.Name),
 		zap.String("tun", dev.Name()),
@@ -109,8 +123,13 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		zap.Int("peers", len(cfg.Peers)),
 		zap.String("version", versionString()))
 
-	rl := &reloader{log: log, r: r, table: table, nat: nat, dev: dev.Name(), cur: cfg}
-	w := configs.NewWatcher(path, log, rl.apply, configs.WatchOptions{Initial: cfg})
+	if err := o.attach(r, table, nat, proxy); err != nil {
+		r.Close()
+		return err
+	}
+
+	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dev.Name(), cur: cfg}
+	w := configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -120,10 +139,19 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 
 	var wg sync.WaitGroup
 	var routerErr, watchErr error
-	wg.Add(4)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		o.run(ctx) // metrics, health and the admin API, until ctx is done
+	}()
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		_ = nat.Run(ctx) // returns nil when ctx is done
+	}()
+	go func() {
+		defer wg.Done()
+		_ = proxy.Run(ctx) // returns nil when ctx is done, its connections closed
 	}()
 	go func() {
 		defer wg.Done()
@@ -170,12 +198,32 @@ func newLB(cfg *configs.Config, log *zap.Logger) (*lb.Table, *lb.NAT, error) {
 	if err := table.Set(svcs); err != nil {
 		return nil, nil, fmt.Errorf("program Services: %w", err)
 	}
-	nat, err := lb.NewNAT(table, log.Named("lb"), lb.NATOptions{})
+	nat, err := lb.NewNAT(table, log.Named("lb"), natOptions(cfg))
 	if err != nil {
 		return nil, nil, err
 	}
 	nat.SetLocal(cfg.Node.PodCIDRs, cfg.RouterAddresses)
 	return table, nat, nil
+}
+
+// natOptions are the NAT's settings from cfg's lb.nat; they take effect
+// on restart.
+func natOptions(cfg *configs.Config) lb.NATOptions {
+	n := cfg.LB.NAT
+	return lb.NATOptions{
+		MaxTCP:                int64(n.MaxFlows),
+		MaxUDP:                int64(n.MaxFlows),
+		MaxPerClient:          int64(n.MaxFlowsPerClient),
+		UDPTimeout:            n.UDPTimeout,
+		TCPEstablishedTimeout: n.TCPEstablishedTimeout,
+	}
+}
+
+// proxyOptions are the proxy's settings from cfg's lb.proxy; they take
+// effect on restart.
+func proxyOptions(cfg *configs.Config) lb.ProxyOptions {
+	p := cfg.LB.Proxy
+	return lb.ProxyOptions{DialTimeout: p.DialTimeout, IdleTimeout: p.IdleTimeout, DrainTimeout: p.DrainTimeout}
 }
 
 func openTUN(cfg *configs.Config) (tun.Device, error) {
@@ -201,11 +249,14 @@ func linkConfig(cfg *configs.Config) tun.LinkConfig {
 	return tun.LinkConfig{Addresses: cfg.TUN.Addresses, MTU: cfg.TUN.MTU, Routes: kernelRoutes(cfg)}
 }
 
-// routerConfig is the router's desired state from a config file.
+// routerConfig is the router's desired state from a config file. Its
+// ServiceAddresses are the ClusterIPs of proxy-mode Services, which the
+// stack terminates.
 func routerConfig(cfg *configs.Config) router.Config {
 	rc := router.Config{
-		PodCIDRs:  slices.Clone(cfg.Node.PodCIDRs),
-		Addresses: slices.Clone(cfg.RouterAddresses),
+		PodCIDRs:         slices.Clone(cfg.Node.PodCIDRs),
+		Addresses:        slices.Clone(cfg.RouterAddresses),
+		ServiceAddresses: proxyVIPs(cfg),
 	}
 	for _, p := range cfg.Peers {
 		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
@@ -220,6 +271,7 @@ type reloader struct {
 	r     *router.Router
 	table *lb.Table
 	nat   *lb.NAT
+	proxy *lb.Proxy
 	dev   string
 	cur   *configs.Config
 }
@@ -235,7 +287,12 @@ func (rl *reloader) apply(next *configs.Config) {
 		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
 		return
 	}
-	if err := rl.r.Set(routerConfig(next)); err != nil {
+	// A VIP with open proxied connections stays a stack address while
+	// they drain, even if its Service left proxy mode or the file; a
+	// stale one only answers SYNs with RST until the next reload.
+	rc := routerConfig(next)
+	rc.ServiceAddresses = mergeAddrs(rc.ServiceAddresses, rl.proxy.VIPs())
+	if err := rl.r.Set(rc); err != nil {
 		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
 		return
 	}
@@ -243,6 +300,8 @@ func (rl *reloader) apply(next *configs.Config) {
 	if err := rl.table.Set(svcs); err != nil {
 		rl.log.Error("Service table update refused; keeping the running Services", zap.Error(err))
 	}
+	// Connections to endpoints that left start draining now.
+	rl.proxy.Sync()
 	if next.TUN.Configure && !slices.Equal(kernelRoutes(cur), kernelRoutes(next)) {
 		lc := linkConfig(next)
 		lc.MTU = 0 // the device's MTU is fixed while it runs
@@ -267,6 +326,12 @@ func restartNeeded(a, b *configs.Config) []string {
 	}
 	if a.Node.Underlay != b.Node.Underlay {
 		out = append(out, "node.underlayAddress")
+	}
+	if a.LB.Proxy != b.LB.Proxy {
+		out = append(out, "lb.proxy")
+	}
+	if a.LB.NAT != b.LB.NAT {
+		out = append(out, "lb.nat")
 	}
 	return out
 }

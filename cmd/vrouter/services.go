@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
@@ -16,9 +18,6 @@ func lbServices(cfg *configs.Config) ([]lb.Service, error) {
 		mode, err := lb.ParseMode(s.Mode)
 		if err != nil {
 			return nil, fmt.Errorf("service %s/%s: %w", s.Namespace, s.Name, err)
-		}
-		if mode == lb.ModeProxy {
-			return nil, fmt.Errorf("service %s/%s: mode proxy is not available in this build yet; use mode nat", s.Namespace, s.Name)
 		}
 		picker, err := lb.ParsePickerKind(s.Picker)
 		if err != nil {
@@ -74,4 +73,29 @@ func lbServices(cfg *configs.Config) ([]lb.Service, error) {
 		out = append(out, ls)
 	}
 	return out, nil
+}
+
+// proxyVIPs are the ClusterIPs the router's stack terminates: those of
+// proxy-mode Services with a TCP port (proxy mode applies to TCP; a
+// Service's UDP ports are translated by the NAT in either mode), each
+// once, in file order.
+func proxyVIPs(cfg *configs.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range cfg.Services {
+		if s.Mode != configs.ModeProxy || !slices.ContainsFunc(s.Ports, func(p configs.ServicePort) bool { return p.Protocol == configs.ProtocolTCP }) {
+			continue
+		}
+		out = mergeAddrs(out, s.ClusterIPs)
+	}
+	return out
+}
+
+// mergeAddrs appends to a the addresses of b it lacks.
+func mergeAddrs(a, b []netip.Addr) []netip.Addr {
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			a = append(a, x)
+		}
+	}
+	return a
 }

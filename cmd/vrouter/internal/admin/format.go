@@ -1,0 +1,158 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The text the status commands print. Tables are aligned with tabwriter,
+// as kubectl's are; `-o json` prints the API's JSON instead (WriteJSON).
+
+// WriteJSON writes v as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+}
+
+// WriteRoutes writes the table one route per line, as `ip route` shows
+// routes; verbose adds each route's counters on the line below it.
+func WriteRoutes(w io.Writer, routes []Route, verbose bool) error {
+	var b strings.Builder
+	for _, r := range routes {
+		b.WriteString(r.String())
+		b.WriteByte('\n')
+		if !verbose {
+			continue
+		}
+		who := "device " + r.Dev
+		if r.Peer != "" {
+			who = "peer " + r.Peer
+		}
+		c := r.Counters
+		fmt.Fprintf(&b, "    %s: rx %d packets %d bytes, tx %d packets %d bytes\n",
+			who, c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// ago says how long before now t was: "3s ago", "never" for the zero
+// Time.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return now.Sub(t).Round(time.Second).String() + " ago"
+}
+
+// WritePeers writes the peers as a table.
+func WritePeers(w io.Writer, peers []Peer, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tENDPOINT\tPOD CIDRS\tLAST SEEN\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES")
+	for _, p := range peers {
+		cidrs := make([]string, len(p.PodCIDRs))
+		for i, c := range p.PodCIDRs {
+			cidrs[i] = c.String()
+		}
+		c := p.Counters
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", p.Name, p.Endpoint, strings.Join(cidrs, ","),
+			ago(now, p.LastSeen), c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
+	}
+	return tw.Flush()
+}
+
+// WriteServices writes the Services as `kubectl get svc` does, then a
+// table of every Service port's endpoints with their conditions, whether
+// new connections may go to them, and their connection counts.
+func WriteServices(w io.Writer, svcs []Service) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER-IP\tPORT(S)")
+	for _, s := range svcs {
+		clusterIP := "None"
+		if len(s.ClusterIPs) > 0 {
+			clusterIP = s.ClusterIPs[0].String()
+		}
+		// One PORT(S) item per Service port: the ClusterIPs of other
+		// families repeat them.
+		var ports []string
+		seen := map[string]bool{}
+		for _, p := range s.Ports {
+			item := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+			if !seen[p.Name+" "+item] {
+				seen[p.Name+" "+item] = true
+				ports = append(ports, item)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Type, clusterIP, strings.Join(ports, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(svcs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "SERVICE\tPORT\tENDPOINT\tSTATE\tNODE\tIN USE\tACTIVE\tCONNS")
+	for _, s := range svcs {
+		for _, p := range s.Ports {
+			name := s.Namespace + "/" + s.Name
+			if p.Name != "" {
+				name += ":" + p.Name
+			}
+			port := fmt.Sprintf("%s/%s", netip.AddrPortFrom(p.ClusterIP, p.Port), p.Protocol)
+			if len(p.Endpoints) == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t<none>\t%s\t\t\t%d\t%d\n", name, port, p.Status, p.Active, p.Conns)
+				continue
+			}
+			for _, e := range p.Endpoints {
+				inUse := "no"
+				if e.InUse {
+					inUse = "yes"
+				}
+				node := e.Node
+				if node == "" {
+					node = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", name, port, e.Address, e.State(), node, inUse, e.Active, e.Conns)
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// WriteConns writes the load balancer's connections and flows as a table.
+func WriteConns(w io.Writer, conns []Conn, now time.Time) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "MODE\tPROTO\tCLIENT\tSERVICE\tVIP\tBACKEND\tSNAT\tSTATE")
+	for _, c := range conns {
+		svc, snat := c.Service, "-"
+		if svc == "" {
+			svc = "-"
+		}
+		if c.SNAT.IsValid() {
+			snat = c.SNAT.String()
+		}
+		var state string
+		switch {
+		case c.Mode == "nat":
+			state = "idle " + now.Sub(c.LastSeen).Round(time.Second).String()
+		case !c.DrainAt.IsZero():
+			state = "draining, reset in " + c.DrainAt.Sub(now).Round(time.Second).String()
+		default:
+			state = "open"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Mode, c.Protocol, c.Client, svc, c.VIP, c.Backend, snat, state)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,444 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/pcap"
+	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router"
+)
+
+// Options configure a Server. Router is required; Table, NAT and Proxy
+// may be nil when the router has no such part.
+type Options struct {
+	// Log receives one line per state change (log level, capture start
+	// and stop). Default: no logging.
+	Log    *zap.Logger
+	Router *router.Router
+	Table  *lb.Table
+	NAT    *lb.NAT
+	Proxy  *lb.Proxy
+	// Level is the process's log level, which PUT /v1/log-level sets.
+	// Default: a level of its own, so the API works but changes nothing.
+	Level zap.AtomicLevel
+}
+
+// Server answers the admin API. It keeps no state between requests.
+type Server struct {
+	opts Options
+	log  *zap.Logger
+}
+
+// NewServer returns a Server. It starts nothing: see Handler and
+// ServeHTTP.
+func NewServer(opts Options) *Server {
+	log := opts.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if opts.Level == (zap.AtomicLevel{}) {
+		opts.Level = zap.NewAtomicLevel()
+	}
+	return &Server{opts: opts, log: log}
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/routes", s.getRoutes)
+	mux.HandleFunc("GET /v1/peers", s.getPeers)
+	mux.HandleFunc("GET /v1/services", s.getServices)
+	mux.HandleFunc("GET /v1/conns", s.getConns)
+	mux.HandleFunc("GET /v1/log-level", s.getLogLevel)
+	mux.HandleFunc("PUT /v1/log-level", s.putLogLevel)
+	mux.HandleFunc("GET /v1/capture", s.capture)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, fmt.Appendf(nil, `{"error":%q}`, err.Error())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n')) //nolint:errcheck // the client went away
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
+}
+
+func (s *Server) getRoutes(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Routes())
+}
+
+// Routes returns the router's table, sorted by destination (routes of one
+// destination keep their lookup order), with their counters.
+func (s *Server) Routes() []Route {
+	r := s.opts.Router
+	st := r.Stats()
+	owner := make(map[netip.Prefix]string)
+	for _, p := range r.Config().Peers {
+		for _, c := range p.PodCIDRs {
+			owner[c] = p.Name
+		}
+	}
+	out := []Route{}
+	for _, rt := range r.Routes() {
+		ar := Route{Dst: rt.Dst, Gateway: rt.Gateway, Dev: rt.Dev}
+		if rt.Dev == router.OverlayNICName {
+			ar.Peer = owner[rt.Dst]
+			ar.Counters = countersOf(st.Peers[ar.Peer].LinkStats)
+		} else {
+			ar.Counters = countersOf(st.TUN)
+		}
+		out = append(out, ar)
+	}
+	slices.SortStableFunc(out, func(a, b Route) int {
+		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
+	})
+	return out
+}
+
+func (s *Server) getPeers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Peers())
+}
+
+// Peers returns the peer routers by name, with their counters.
+func (s *Server) Peers() []Peer {
+	r := s.opts.Router
+	st := r.Stats()
+	out := []Peer{}
+	for _, p := range r.Config().Peers {
+		ps := st.Peers[p.Name]
+		ap := Peer{Name: p.Name, Endpoint: p.Endpoint, PodCIDRs: p.PodCIDRs, Counters: countersOf(ps.LinkStats)}
+		if ps.LastSeenUnixNano != 0 {
+			ap.LastSeen = time.Unix(0, ps.LastSeenUnixNano).UTC()
+		}
+		out = append(out, ap)
+	}
+	slices.SortFunc(out, func(a, b Peer) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (s *Server) getServices(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Services())
+}
+
+// Services returns the Services of the table with each of their ports'
+// endpoints (all of them, with their conditions and whether they are in
+// use) and counters, sorted by namespace and name.
+func (s *Server) Services() []Service {
+	out := []Service{}
+	t := s.opts.Table
+	if t == nil {
+		return out
+	}
+	var cur *Service
+	var svc lb.Service
+	for _, e := range t.Entries() {
+		name := e.Name().ServiceName
+		if cur == nil || cur.Namespace != name.Namespace || cur.Name != name.Name {
+			var ok bool
+			if svc, ok = t.Service(name.Namespace, name.Name); !ok {
+				continue // deleted since Entries
+			}
+			out = append(out, Service{
+				Namespace: name.Namespace, Name: name.Name, Type: "ClusterIP",
+				ClusterIPs: svc.ClusterIPs, Ports: []ServicePort{},
+			})
+			cur = &out[len(out)-1]
+		}
+		cur.Ports = append(cur.Ports, servicePort(e, &svc))
+	}
+	return out
+}
+
+func servicePort(e *lb.Entry, svc *lb.Service) ServicePort {
+	st := e.Stats()
+	k := e.Key()
+	sp := ServicePort{
+		Name: e.Name().Port, ClusterIP: k.VIP, Port: k.Port, Protocol: k.Proto.String(),
+		Mode: e.Mode().String(), Picker: e.PickerKind().String(), Status: st.Status.String(),
+		Conns: st.Conns, Active: st.Active, Refused: st.Refused, Endpoints: []Endpoint{},
+	}
+	inUse := make(map[netip.AddrPort]lb.BackendStats, len(st.Backends))
+	for _, b := range st.Backends {
+		inUse[b.AddrPort] = b
+	}
+	var port *lb.ServicePort
+	for i := range svc.Ports {
+		if p := &svc.Ports[i]; p.Name == sp.Name && p.Port == k.Port && p.Proto == k.Proto {
+			port = p
+		}
+	}
+	if port == nil {
+		return sp
+	}
+	for i := range svc.Endpoints {
+		ep := &svc.Endpoints[i]
+		if ep.Addr.Is4() != k.VIP.Is4() {
+			continue
+		}
+		target, ok := port.Target(ep)
+		if !ok {
+			continue
+		}
+		ae := Endpoint{
+			Address: netip.AddrPortFrom(ep.Addr, target), Node: ep.NodeName,
+			Ready: ep.Ready, Serving: ep.Serving, Terminating: ep.Terminating,
+		}
+		if b, ok := inUse[ae.Address]; ok {
+			ae.InUse, ae.Conns, ae.Active = true, b.Conns, b.Active
+		}
+		sp.Endpoints = append(sp.Endpoints, ae)
+	}
+	slices.SortFunc(sp.Endpoints, func(a, b Endpoint) int { return a.Address.Compare(b.Address) })
+	return sp
+}
+
+func (s *Server) getConns(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Conns())
+}
+
+// Conns returns the nat mode flows and proxied connections, sorted by
+// mode, client and Service address.
+func (s *Server) Conns() []Conn {
+	out := []Conn{}
+	service := func(vip netip.AddrPort, proto lb.Protocol) string {
+		if s.opts.Table == nil {
+			return ""
+		}
+		if e := s.opts.Table.Lookup(lb.ServiceKey{VIP: vip.Addr(), Port: vip.Port(), Proto: proto}); e != nil {
+			return e.Name().String()
+		}
+		return ""
+	}
+	if s.opts.NAT != nil {
+		for _, f := range s.opts.NAT.Flows() {
+			out = append(out, Conn{
+				Mode: "nat", Protocol: f.Proto.String(), Service: service(f.VIP, f.Proto),
+				Client: f.Client, VIP: f.VIP, Backend: f.Backend, SNAT: f.SNAT, LastSeen: f.LastSeen.UTC(),
+			})
+		}
+	}
+	if s.opts.Proxy != nil {
+		for _, c := range s.opts.Proxy.Conns() {
+			ac := Conn{
+				Mode: "proxy", Protocol: lb.TCP.String(), Service: service(c.VIP, lb.TCP),
+				Client: c.Client, VIP: c.VIP, Backend: c.Backend,
+			}
+			if c.Draining {
+				ac.DrainAt = c.DrainAt.UTC()
+			}
+			out = append(out, ac)
+		}
+	}
+	slices.SortFunc(out, func(a, b Conn) int {
+		return cmp.Or(cmp.Compare(a.Mode, b.Mode), a.Client.Compare(b.Client), a.VIP.Compare(b.VIP), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	return out
+}
+
+func (s *Server) getLogLevel(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, LogLevel{Level: s.opts.Level.Level().String()})
+}
+
+func (s *Server) putLogLevel(w http.ResponseWriter, r *http.Request) {
+	var req LogLevel
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<10)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "log level: body: %v (want {\"level\": \"debug\"})", err)
+		return
+	}
+	lvl, err := zapcore.ParseLevel(req.Level)
+	if err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
+		writeError(w, http.StatusBadRequest, "log level %q: want debug, info, warn or error", req.Level)
+		return
+	}
+	if old := s.opts.Level.Level(); old != lvl {
+		s.opts.Level.SetLevel(lvl)
+		// Logged at Warn so the line shows whatever the new level is.
+		s.log.Warn("log level changed", zap.Stringer("from", old), zap.Stringer("to", lvl), zap.String("by", "admin API"))
+	}
+	writeJSON(w, http.StatusOK, LogLevel{Level: lvl.String()})
+}
+
+// CaptureDroppedTrailer is the HTTP trailer of a capture stream that counts
+// the packets the router left out of it because the reader fell behind.
+const CaptureDroppedTrailer = "Vrouter-Capture-Dropped"
+
+// ParseNIC maps the names the capture command takes ("tun", "overlay", or
+// the NICs' own names) to the router's NIC IDs.
+func ParseNIC(name, tunName string) (tcpip.NICID, error) {
+	switch name {
+	case "tun", tunName:
+		return router.TUNNIC, nil
+	case "overlay", router.OverlayNICName:
+		return router.OverlayNIC, nil
+	}
+	return 0, fmt.Errorf("NIC %q: want tun or overlay", name)
+}
+
+// capture streams the packets crossing one NIC as a pcap file until the
+// client goes away, the server stops, or count packets were sent:
+// GET /v1/capture?nic=tun|overlay[&count=N][&snaplen=N].
+func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	tunName := s.opts.Router.Stack().FindNICNameFromID(router.TUNNIC)
+	nic, err := ParseNIC(q.Get("nic"), tunName)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "capture: %v", err)
+		return
+	}
+	var count, snapLen int
+	for _, p := range []struct {
+		name string
+		v    *int
+	}{{"count", &count}, {"snaplen", &snapLen}} {
+		if s := q.Get(p.name); s != "" {
+			if *p.v, err = strconv.Atoi(s); err != nil || *p.v < 0 {
+				writeError(w, http.StatusBadRequest, "capture: %s %q: want a number ≥ 0 (0: no limit)", p.name, s)
+				return
+			}
+		}
+	}
+	c, err := s.opts.Router.StartCapture(nic, router.CaptureOptions{SnapLen: snapLen})
+	if errors.Is(err, router.ErrCaptureBusy) {
+		writeError(w, http.StatusConflict, "capture: %v (one capture per NIC at a time; stop the other one first)", err)
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "capture: %v", err)
+		return
+	}
+	defer c.Close()
+	s.log.Info("capture started", zap.String("nic", c.NIC()), zap.Int("count", count))
+
+	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	w.Header().Set("Trailer", CaptureDroppedTrailer)
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	flush := func() {
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	n := 0
+	pw, err := pcap.NewWriter(w, snapLen)
+	if err == nil {
+		flush()
+		for count == 0 || n < count {
+			var p router.CapturedPacket
+			select {
+			case <-r.Context().Done():
+				err = r.Context().Err()
+			case p = <-c.Packets():
+			}
+			if err != nil {
+				break
+			}
+			if err = pw.WritePacket(p.Time, p.Data, p.Len); err != nil {
+				break
+			}
+			flush()
+			n++
+		}
+	}
+	c.Close()
+	w.Header().Set(CaptureDroppedTrailer, strconv.FormatUint(c.Dropped(), 10))
+	s.log.Info("capture stopped", zap.String("nic", c.NIC()), zap.Int("packets", n),
+		zap.Uint64("dropped", c.Dropped()), zap.NamedError("reason", err))
+}
+
+// ErrSocketInUse is returned by Listen when another process serves the
+// socket.
+var ErrSocketInUse = errors.New("another process is serving it")
+
+// Listen opens the admin socket at path: it creates the socket's directory
+// (mode 0700) if needed, replaces a stale socket a dead process left, and
+// makes the socket 0600 so that only its owner (root) can use it. It
+// fails with ErrSocketInUse if a live process serves path, and refuses to
+// replace anything that is not a socket.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		fi, serr := os.Lstat(path)
+		if serr != nil || fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("admin socket %s: the path exists and is not a socket; remove it or choose another path", path)
+		}
+		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
+			c.Close()
+			return nil, fmt.Errorf("admin socket %s: %w", path, ErrSocketInUse)
+		}
+		// Nobody answers: a stale socket of a process that died.
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("admin socket %s: remove stale socket: %w", path, rerr)
+		}
+		ln, err = net.Listen("unix", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// ServeHTTP serves h on ln until ctx is done, then shuts the server down:
+// requests in progress (captures too) see their context end, and it
+// returns once they have. It closes ln. A failure of ln is returned.
+func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// SocketDir is where admin sockets live by default.
+const SocketDir = "/run/vrouter"
+
+// DefaultSocket is the admin socket of the router of TUN device tunName:
+// /run/vrouter/<tunName>.sock.
+func DefaultSocket(tunName string) string {
+	return filepath.Join(SocketDir, tunName+".sock")
+}

@@ -1,0 +1,140 @@
+package admin
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/vrouter/vrouter/router"
+)
+
+// The JSON the admin API serves and `vrouter <command> -o json` prints.
+// Field names are part of the command line's interface: add, never rename.
+
+// Counters are packets and bytes each way.
+type Counters struct {
+	RxPackets uint64 `json:"rxPackets"`
+	RxBytes   uint64 `json:"rxBytes"`
+	TxPackets uint64 `json:"txPackets"`
+	TxBytes   uint64 `json:"txBytes"`
+}
+
+func countersOf(s router.LinkStats) Counters {
+	return Counters{RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes}
+}
+
+// Route is one route of the router's table (GET /v1/routes).
+type Route struct {
+	Dst     netip.Prefix `json:"dst"`
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+	Dev     string       `json:"dev"`
+	// Peer is the peer router a route over the overlay leads to.
+	Peer string `json:"peer,omitempty"`
+	// Counters are the peer's counters for a route to a peer (tx: sent
+	// along the route, rx: received from the peer), and the TUN device's
+	// for a route to it, which all local routes share.
+	Counters Counters `json:"counters"`
+}
+
+// String formats the route as `ip route` does:
+// "10.244.1.0/24 via 192.168.31.202 dev overlay0".
+func (r Route) String() string {
+	return router.Route{Dst: r.Dst, Gateway: r.Gateway, Dev: r.Dev}.String()
+}
+
+// Peer is one peer router (GET /v1/peers).
+type Peer struct {
+	Name     string         `json:"name"`
+	Endpoint netip.AddrPort `json:"endpoint"`
+	PodCIDRs []netip.Prefix `json:"podCIDRs"`
+	// LastSeen is when the last datagram from the peer was accepted;
+	// absent if none was.
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+	Counters Counters  `json:"counters"`
+}
+
+// Service is one Service of the load balancer's table (GET /v1/services).
+type Service struct {
+	Namespace  string        `json:"namespace"`
+	Name       string        `json:"name"`
+	Type       string        `json:"type"`
+	ClusterIPs []netip.Addr  `json:"clusterIPs"`
+	Ports      []ServicePort `json:"ports"`
+}
+
+// ServicePort is one (ClusterIP, port, protocol) of a Service, with its
+// endpoints and counters.
+type ServicePort struct {
+	// Name is the Service port's name ("" for an unnamed port).
+	Name      string     `json:"name,omitempty"`
+	ClusterIP netip.Addr `json:"clusterIP"`
+	Port      uint16     `json:"port"`
+	Protocol  string     `json:"protocol"`
+	Mode      string     `json:"mode"`
+	Picker    string     `json:"picker"`
+	// Status is "ok", "no endpoints" or "no local endpoints".
+	Status    string     `json:"status"`
+	Conns     uint64     `json:"conns"`
+	Active    int64      `json:"active"`
+	Refused   uint64     `json:"refused"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one endpoint of a Service port.
+type Endpoint struct {
+	Address     netip.AddrPort `json:"address"`
+	Node        string         `json:"node,omitempty"`
+	Ready       bool           `json:"ready"`
+	Serving     bool           `json:"serving"`
+	Terminating bool           `json:"terminating"`
+	// InUse reports whether new connections may go to the endpoint: it
+	// passed endpoint selection (ready, or serving and terminating when
+	// none is ready; local with internalTrafficPolicy Local).
+	InUse  bool   `json:"inUse"`
+	Conns  uint64 `json:"conns"`
+	Active int64  `json:"active"`
+}
+
+// State is the endpoint's conditions as a word: "ready", "terminating"
+// (serving and terminating), "not ready".
+func (e Endpoint) State() string {
+	switch {
+	case e.Ready:
+		return "ready"
+	case e.Serving && e.Terminating:
+		return "terminating"
+	case e.Terminating:
+		return "terminating,not serving"
+	}
+	return "not ready"
+}
+
+// Conn is one connection or flow the load balancer carries (GET
+// /v1/conns).
+type Conn struct {
+	// Mode is "nat" (a translated flow) or "proxy" (a spliced
+	// connection).
+	Mode     string `json:"mode"`
+	Protocol string `json:"protocol"`
+	// Service names the Service port ("default/my-service", with
+	// ":port name" for named ports), if it still exists.
+	Service string         `json:"service,omitempty"`
+	Client  netip.AddrPort `json:"client"`
+	VIP     netip.AddrPort `json:"vip"`
+	Backend netip.AddrPort `json:"backend"`
+	// SNAT is the router address the backend sees, for hairpin flows.
+	SNAT netip.AddrPort `json:"snat,omitzero"`
+	// LastSeen is a nat flow's last packet.
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+	// DrainAt is when a proxied connection whose backend left is reset.
+	DrainAt time.Time `json:"drainAt,omitzero"`
+}
+
+// LogLevel is the body of GET and PUT /v1/log-level.
+type LogLevel struct {
+	Level string `json:"level"`
+}
+
+// apiError is the body of every failed request.
+type apiError struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,327 @@
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router"
+)
+
+// Sources are what the Collector reads. Router is required; the others
+// may be nil: no Service metrics without a Table, no nat mode metrics
+// without a NAT, no proxy mode metrics without a Proxy.
+type Sources struct {
+	Router *router.Router
+	Table  *lb.Table
+	NAT    *lb.NAT
+	Proxy  *lb.Proxy
+}
+
+// Collector is a prometheus.Collector over the router's and the load
+// balancer's counters. Collect may run concurrently with the data path
+// and with itself.
+type Collector struct {
+	src Sources
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a Collector reading src.
+func NewCollector(src Sources) *Collector { return &Collector{src: src} }
+
+// Label sets.
+var (
+	serviceLabels = []string{"namespace", "service", "port_name", "cluster_ip", "port", "protocol"}
+	backendLabels = append(append([]string(nil), serviceLabels...), "backend")
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// The metrics the Collector exports.
+var (
+	peerPackets = desc("vrouter_peer_packets_total",
+		"Inner packets exchanged with a peer router over the overlay, by direction (rx: accepted from the peer, tx: sent to it).", "peer", "direction")
+	peerBytes = desc("vrouter_peer_bytes_total",
+		"Bytes of inner packets exchanged with a peer router over the overlay, by direction.", "peer", "direction")
+	peerLastSeen = desc("vrouter_peer_last_seen_timestamp_seconds",
+		"When the last datagram from a peer was accepted (absent: never).", "peer")
+	nicPackets = desc("vrouter_nic_packets_total",
+		"Packets that crossed a router NIC (the TUN device, or overlay0 for all peers), by direction.", "nic", "direction")
+	nicBytes = desc("vrouter_nic_bytes_total",
+		"Bytes of packets that crossed a router NIC, by direction.", "nic", "direction")
+	dropped = desc("vrouter_packets_dropped_total",
+		"Packets or datagrams the router refused or could not forward, by reason.", "reason")
+	icmpErrors = desc("vrouter_icmp_errors_sent_total",
+		"ICMP errors the router sent (destination unreachable, time exceeded, fragmentation needed / packet too big).")
+	routes = desc("vrouter_routes", "Routes in the router's table.")
+	peers  = desc("vrouter_peers", "Peer routers configured.")
+
+	services = desc("vrouter_services", "Services in the load balancer's table.")
+	// endpoints counts usable backends per Service key, summed.
+	endpoints = desc("vrouter_endpoints",
+		"Usable endpoints, summed over Service ports (one ClusterIP, port and protocol each).")
+	serviceEndpoints = desc("vrouter_service_endpoints",
+		"Usable endpoints of a Service port.", serviceLabels...)
+	serviceConns = desc("vrouter_service_connections_total",
+		"Connections (TCP) or flows (UDP) carried to a Service port's endpoints.", serviceLabels...)
+	serviceActive = desc("vrouter_service_connections_active",
+		"Connections or flows of a Service port that are open now.", serviceLabels...)
+	serviceRefused = desc("vrouter_service_picker_refusals_total",
+		"New connections to a Service port for which the picker had no endpoint.", serviceLabels...)
+	backendConns = desc("vrouter_backend_connections_total",
+		"Connections (TCP) or flows (UDP) carried to one endpoint of a Service port.", backendLabels...)
+	backendActive = desc("vrouter_backend_connections_active",
+		"Connections or flows to one endpoint of a Service port that are open now.", backendLabels...)
+
+	natFlows = desc("vrouter_nat_flows",
+		"Flows the nat mode data path tracks now.")
+	natFlowsTotal = desc("vrouter_nat_flows_total",
+		"Flows the nat mode data path created.")
+	natRefused = desc("vrouter_nat_refused_total",
+		"New flows the nat mode data path refused, by reason: no_endpoints (answered with ICMP port unreachable) or cap (flow limits).", "reason")
+	natMigrated = desc("vrouter_nat_udp_migrations_total",
+		"UDP flows moved off an endpoint that left their Service.")
+	natFragments = desc("vrouter_nat_fragments_dropped_total",
+		"Fragments to a Service address, which cannot be translated.")
+	natExpired = desc("vrouter_nat_flows_expired_total",
+		"Flows ended by timeout or close.")
+	natHairpin = desc("vrouter_nat_hairpin_flows_total",
+		"Flows whose source was translated to the router address because client and endpoint are on this node.")
+
+	proxyConns = desc("vrouter_proxy_connections_total",
+		"Connections the proxy mode data path spliced to a backend.")
+	proxyActive = desc("vrouter_proxy_connections_active",
+		"Proxied connections open now.")
+	proxyDraining = desc("vrouter_proxy_connections_draining",
+		"Proxied connections open now whose backend left its Service.")
+	proxyRefused = desc("vrouter_proxy_refused_total",
+		"Connections the proxy refused, by reason: no_endpoints, cap (connection limits), unreachable (no backend answered), not_proxy (no proxy-mode Service at that address), in_flight (too many being set up; the SYN was dropped).", "reason")
+	proxyDialFailures = desc("vrouter_proxy_dial_failures_total",
+		"Failed dials to backends.")
+	proxyRetries = desc("vrouter_proxy_dial_retries_total",
+		"Dials to another backend after one failed.")
+	proxyHandshakeFailures = desc("vrouter_proxy_handshake_failures_total",
+		"Clients that went away after their backend answered and before their handshake completed.")
+	proxyClosed = desc("vrouter_proxy_closed_total",
+		"Proxied connections the router closed, by reason: idle (idle timeout) or drained (reset after their backend left).", "reason")
+)
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
+		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
+		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHairpin,
+		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
+		proxyHandshakeFailures, proxyClosed,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.collectRouter(ch)
+	if c.src.Table != nil {
+		c.collectTable(ch)
+	}
+	if c.src.NAT != nil {
+		c.collectNAT(ch)
+	}
+	if c.src.Proxy != nil {
+		c.collectProxy(ch)
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (c *Collector) collectRouter(ch chan<- prometheus.Metric) {
+	r := c.src.Router
+	st := r.Stats()
+	for name, p := range st.Peers {
+		counter(ch, peerPackets, p.RxPackets, name, "rx")
+		counter(ch, peerPackets, p.TxPackets, name, "tx")
+		counter(ch, peerBytes, p.RxBytes, name, "rx")
+		counter(ch, peerBytes, p.TxBytes, name, "tx")
+		if p.LastSeenUnixNano != 0 {
+			gauge(ch, peerLastSeen, float64(p.LastSeenUnixNano)/1e9, name)
+		}
+	}
+	tunName := r.Stack().FindNICNameFromID(router.TUNNIC)
+	for _, l := range []struct {
+		nic string
+		st  router.LinkStats
+	}{{tunName, st.TUN}, {router.OverlayNICName, st.Overlay}} {
+		counter(ch, nicPackets, l.st.RxPackets, l.nic, "rx")
+		counter(ch, nicPackets, l.st.TxPackets, l.nic, "tx")
+		counter(ch, nicBytes, l.st.RxBytes, l.nic, "rx")
+		counter(ch, nicBytes, l.st.TxBytes, l.nic, "tx")
+	}
+	for _, reason := range router.DropReasons() {
+		counter(ch, dropped, st.Drops[reason], reason.String())
+	}
+	// The stack's own refusals, next to the link endpoints'.
+	counter(ch, dropped, st.NoRoute, "no_route")
+	counter(ch, dropped, st.TTLExceeded, "ttl_exceeded")
+	counter(ch, dropped, st.TooBig, "too_big")
+	counter(ch, icmpErrors, st.ICMPErrorsSent)
+	gauge(ch, routes, float64(len(r.Routes())))
+	gauge(ch, peers, float64(len(r.Config().Peers)))
+}
+
+func (c *Collector) collectTable(ch chan<- prometheus.Metric) {
+	names := make(map[lb.ServiceName]struct{})
+	var usable int
+	for _, es := range c.src.Table.Stats() {
+		names[es.Name.ServiceName] = struct{}{}
+		usable += len(es.Backends)
+		sl := serviceLabelValues(es)
+		gauge(ch, serviceEndpoints, float64(len(es.Backends)), sl...)
+		counter(ch, serviceConns, es.Conns, sl...)
+		gauge(ch, serviceActive, float64(es.Active), sl...)
+		counter(ch, serviceRefused, es.Refused, sl...)
+		for _, b := range es.Backends {
+			bl := append(sl[:len(sl):len(sl)], b.AddrPort.String())
+			counter(ch, backendConns, b.Conns, bl...)
+			gauge(ch, backendActive, float64(b.Active), bl...)
+		}
+	}
+	gauge(ch, services, float64(len(names)))
+	gauge(ch, endpoints, float64(usable))
+}
+
+func serviceLabelValues(es lb.EntryStats) []string {
+	return []string{
+		es.Name.Namespace, es.Name.Name, es.Name.Port,
+		es.Key.VIP.String(), strconv.Itoa(int(es.Key.Port)), es.Key.Proto.String(),
+	}
+}
+
+func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {
+	st := c.src.NAT.Stats()
+	gauge(ch, natFlows, float64(st.Flows))
+	counter(ch, natFlowsTotal, st.FlowsTotal)
+	counter(ch, natRefused, st.RefusedNoEndpoints, "no_endpoints")
+	counter(ch, natRefused, st.RefusedCap, "cap")
+	counter(ch, natMigrated, st.Migrated)
+	counter(ch, natFragments, st.Fragments)
+	counter(ch, natExpired, st.Expired)
+	counter(ch, natHairpin, st.HairpinSNAT)
+}
+
+func (c *Collector) collectProxy(ch chan<- prometheus.Metric) {
+	st := c.src.Proxy.Stats()
+	counter(ch, proxyConns, st.Conns)
+	gauge(ch, proxyActive, float64(st.Active))
+	gauge(ch, proxyDraining, float64(st.Draining))
+	counter(ch, proxyRefused, st.RefusedNoEndpoints, "no_endpoints")
+	counter(ch, proxyRefused, st.RefusedCap, "cap")
+	counter(ch, proxyRefused, st.RefusedUnreachable, "unreachable")
+	counter(ch, proxyRefused, st.RefusedNotProxy, "not_proxy")
+	counter(ch, proxyRefused, st.InFlightDrops, "in_flight")
+	counter(ch, proxyDialFailures, st.DialFailures)
+	counter(ch, proxyRetries, st.Retries)
+	counter(ch, proxyHandshakeFailures, st.HandshakeFailures)
+	counter(ch, proxyClosed, st.IdleClosed, "idle")
+	counter(ch, proxyClosed, st.Drained, "drained")
+}
+
+// Syncs are the metrics of config applies: how long each took, when the
+// last good one finished, and how many were applied or refused. Observe
+// is safe for concurrent use.
+type Syncs struct {
+	duration prometheus.Histogram
+	last     prometheus.Gauge
+	results  *prometheus.CounterVec
+}
+
+// NewSyncs returns the sync metrics, to register with NewRegistry.
+func NewSyncs() *Syncs {
+	s := &Syncs{
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vrouter_sync_proxy_rules_duration_seconds",
+			Help: "How long applying a config to the data path (routes, peers, Services) took; its count is the number of applies.",
+			// kube-proxy's buckets: 1 ms to 16 s.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		last: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vrouter_sync_proxy_rules_last_timestamp_seconds",
+			Help: "When a config was last applied to the data path successfully.",
+		}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vrouter_config_reloads_total",
+			Help: "Configs applied to the data path, by result: applied, or refused (the running config stays).",
+		}, []string{"result"}),
+	}
+	s.results.WithLabelValues("applied")
+	s.results.WithLabelValues("refused")
+	return s
+}
+
+// Observe records one apply that took d and ended at end; ok reports
+// whether it was applied.
+func (s *Syncs) Observe(d time.Duration, end time.Time, ok bool) {
+	s.duration.Observe(d.Seconds())
+	if !ok {
+		s.results.WithLabelValues("refused").Inc()
+		return
+	}
+	s.results.WithLabelValues("applied").Inc()
+	s.last.Set(float64(end.UnixNano()) / 1e9)
+}
+
+var _ prometheus.Collector = (*Syncs)(nil)
+
+// Describe implements prometheus.Collector.
+func (s *Syncs) Describe(ch chan<- *prometheus.Desc) {
+	s.duration.Describe(ch)
+	s.last.Describe(ch)
+	s.results.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *Syncs) Collect(ch chan<- prometheus.Metric) {
+	s.duration.Collect(ch)
+	s.last.Collect(ch)
+	s.results.Collect(ch)
+}
+
+// BuildInfo is a collector of the constant vrouter_build_info metric.
+func BuildInfo(version, goVersion string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "vrouter_build_info",
+		Help:        "Always 1; its labels say which vrouter build is running.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
+}
+
+// NewRegistry returns a registry with the given collectors plus the Go
+// runtime's and the process's. It panics if two collectors export the
+// same metric, a programming error.
+func NewRegistry(cs ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
+	return reg
+}
+
+// Handler serves reg in the Prometheus exposition formats.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}

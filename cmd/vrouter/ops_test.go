@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/health"
+)
+
+// testOps returns ops built from run's command line args, with its logs
+// observed, closed when the test ends.
+func testOps(t *testing.T, args ...string) (*ops, *observer.ObservedLogs, zap.AtomicLevel) {
+	t.Helper()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var of opsFlags
+	of.register(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	level := zap.NewAtomicLevelAt(zapcore.InfoLevel)
+	core, logs := observer.New(zapcore.DebugLevel)
+	o, err := of.newOps(fs, zap.New(core), level)
+	if err != nil {
+		t.Fatalf("newOps(%q): %v", args, err)
+	}
+	t.Cleanup(o.close)
+	return o, logs, level
+}
+
+// probe GETs path from the health server of o.
+func probe(t *testing.T, o *ops, path string) (int, string) {
+	t.Helper()
+	addr := o.addrs["health"]
+	if addr == nil {
+		t.Fatalf("no health server: %v", o.addrs)
+	}
+	resp, err := http.Get("http://" + addr.String() + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func readyReason(t *testing.T, o *ops) (int, string) {
+	t.Helper()
+	code, body := probe(t, o, "/readyz")
+	var r health.Readiness
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("GET /readyz: %q: %v", body, err)
+	}
+	return code, r.Reason
+}
+
+func TestHealthBeforeReady(t *testing.T) {
+	o, _, _ := testOps(t, "--health-address", "127.0.0.1:0")
+	if code, reason := readyReason(t, o); code != 503 || reason != "starting" {
+		t.Errorf("GET /readyz before the data path is programmed = %d %q, want 503 starting", code, reason)
+	}
+	code, body := probe(t, o, "/healthz")
+	if code != 200 || strings.Contains(body, "lastSync") {
+		t.Errorf("GET /healthz before the first sync = %d %s, want 200 without lastSync", code, body)
+	}
+}
+
+func TestListenFailures(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, flagName := range []string{"--health-address", "--metrics-address"} {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		var of opsFlags
+		of.register(fs)
+		fs.Parse([]string{flagName, busy.Addr().String()})
+		if o, err := of.newOps(fs, zap.NewNop(), zap.NewAtomicLevel()); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			if o != nil {
+				o.close()
+			}
+			t.Errorf("newOps(%s %v) with the address taken = %v, want an error", flagName, busy.Addr(), err)
+		}
+	}
+}
+
+func TestSIGTERMMarksNotReadyThenStops(t *testing.T) {
+	o, logs, _ := testOps(t, "--health-address", "127.0.0.1:0", "--shutdown-delay", "1s")
+	o.health.SetReady()
+	ctx, stop := o.signalContext(context.Background())
+	defer stop()
+	if code, _ := readyReason(t, o); code != 200 {
+		t.Fatalf("GET /readyz when ready = %d, want 200", code)
+	}
+
+	sent := time.Now()
+	syscall.Kill(syscall.Getpid(), syscall.SIGTERM)
+	waitFor(t, "/readyz 503 after SIGTERM", func() bool { code, _ := readyReason(t, o); return code == 503 })
+	if ctx.Err() != nil {
+		t.Fatalf("the router stopped %v after SIGTERM, before --shutdown-delay 1s", time.Since(sent))
+	}
+	if _, reason := readyReason(t, o); reason != "shutting down" {
+		t.Errorf("/readyz reason after SIGTERM = %q, want shutting down", reason)
+	}
+	select {
+	case <-ctx.Done():
+		if d := time.Since(sent); d < time.Second {
+			t.Errorf("the router stopped %v after SIGTERM, want --shutdown-delay 1s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the router did not stop within 10s of SIGTERM")
+	}
+	if logs.FilterMessage("shutting down: not ready").Len() != 1 {
+		t.Errorf("logs = %v, want one 'shutting down: not ready'", logs.All())
+	}
+}
+
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	o, _, _ := testOps(t, "--health-address", "127.0.0.1:0", "--shutdown-delay", "1h")
+	o.health.SetReady()
+	ctx, stop := o.signalContext(context.Background())
+	defer stop()
+	syscall.Kill(syscall.Getpid(), syscall.SIGTERM)
+	waitFor(t, "/readyz 503 after SIGTERM", func() bool { code, _ := readyReason(t, o); return code == 503 })
+	syscall.Kill(syscall.Getpid(), syscall.SIGINT)
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the router did not stop within 5s of a second signal")
+	}
+}
+
+func TestSIGUSR1TogglesDebug(t *testing.T) {
+	o, logs, level := testOps(t, "--health-address", "")
+	_, stop := o.signalContext(context.Background())
+	defer stop()
+	for i, want := range []zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel, zapcore.DebugLevel} {
+		syscall.Kill(syscall.Getpid(), syscall.SIGUSR1)
+		waitFor(t, "log level "+want.String(), func() bool { return level.Level() == want })
+		if n := logs.FilterMessage("log level changed").Len(); n != i+1 {
+			t.Errorf("after SIGUSR1 #%d: %d 'log level changed' lines, want %d", i+1, n, i+1)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or 5s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

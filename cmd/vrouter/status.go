@@ -1,0 +1,286 @@
+package main
+
+// The status commands: clients of a running router's admin API.
+//
+//	vrouter routes [-v]    the route table, as `ip route` prints it
+//	vrouter peers          peer routers, last seen, counters
+//	vrouter services       Services as `kubectl get svc`, then their endpoints
+//	vrouter conns          nat flows and proxied connections
+//	vrouter log-level [L]  print or set the log level
+//	vrouter capture        packets crossing a NIC, as a pcap file
+//
+// Each takes --socket (default /run/vrouter/vr0.sock) and, except
+// capture, -o json.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/admin"
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/pcap"
+	"github.com/vrouter/vrouter/tun"
+)
+
+// statusTimeout bounds one status request.
+const statusTimeout = 10 * time.Second
+
+// statusFlags are the flags every status command takes.
+type statusFlags struct {
+	socket string
+	output string
+}
+
+func (f *statusFlags) register(fs *flag.FlagSet, withOutput bool) {
+	fs.StringVar(&f.socket, "socket", admin.DefaultSocket(tun.DefaultName), "the router's admin socket (vrouter run --admin-socket)")
+	if withOutput {
+		fs.StringVar(&f.output, "o", "", "output format: json (default: a table)")
+	}
+}
+
+// parse parses args, flags and at most maxArgs arguments in any order
+// (`vrouter log-level debug --socket S` as well as `--socket S debug`),
+// and returns the arguments.
+func (f *statusFlags) parse(fs *flag.FlagSet, args []string, maxArgs int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) > maxArgs {
+		return nil, usageErrorf("unexpected arguments %q", pos[maxArgs:])
+	}
+	if f.output != "" && f.output != "json" {
+		return nil, usageErrorf("-o %q: want json", f.output)
+	}
+	return pos, nil
+}
+
+func (f *statusFlags) json() bool { return f.output == "json" }
+
+func newStatusFlagSet(name, usage string, stderr io.Writer, f *statusFlags, withOutput bool) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs, withOutput)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "%s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func routesCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("routes", "Usage: vrouter routes [-v] [-o json]\n\nPrints the running router's route table as `ip route` does; -v adds each route's\ncounters (a peer route's are the peer's, a local route's the TUN device's).", stderr, &f, true)
+	verbose := fs.Bool("v", false, "print each route's packet and byte counters")
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	routes, err := admin.NewClient(f.socket).Routes(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, routes)
+	}
+	return admin.WriteRoutes(stdout, routes, *verbose)
+}
+
+func peersCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("peers", "Usage: vrouter peers [-o json]\n\nPrints the peer routers: overlay endpoint, pod CIDRs, when a datagram from each was\nlast accepted, and packet and byte counters.", stderr, &f, true)
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	peers, err := admin.NewClient(f.socket).Peers(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, peers)
+	}
+	return admin.WritePeers(stdout, peers, time.Now())
+}
+
+func servicesCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("services", "Usage: vrouter services [-o json]\n\nPrints the Services as `kubectl get svc` does, then each Service port's endpoints\nwith their conditions, whether new connections go to them, and their active and\ntotal connections.", stderr, &f, true)
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	svcs, err := admin.NewClient(f.socket).Services(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, svcs)
+	}
+	return admin.WriteServices(stdout, svcs)
+}
+
+func connsCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("conns", "Usage: vrouter conns [-o json]\n\nPrints the connections and flows the Service load balancer carries: nat mode\nflows and proxied connections.", stderr, &f, true)
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	conns, err := admin.NewClient(f.socket).Conns(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, conns)
+	}
+	return admin.WriteConns(stdout, conns, time.Now())
+}
+
+func logLevelCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("log-level", "Usage: vrouter log-level [debug|info|warn|error] [-o json]\n\nPrints the running router's log level, or sets it. (SIGUSR1 to the router toggles\nbetween debug and its configured level.)", stderr, &f, true)
+	pos, err := f.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	c := admin.NewClient(f.socket)
+	var level string
+	if len(pos) == 1 {
+		level, err = c.SetLogLevel(ctx, pos[0])
+	} else {
+		level, err = c.LogLevel(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, admin.LogLevel{Level: level})
+	}
+	_, err = fmt.Fprintln(stdout, level)
+	return err
+}
+
+func captureCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("capture", `Usage: vrouter capture --nic tun|overlay [-w FILE] [--count N] [--snaplen N]
+
+Captures the packets crossing one of the running router's NICs, without
+restarting it, and writes them as a pcap file (link type RAW: IP packets, no
+link header) that tcpdump -r and Wireshark read. The tun NIC carries the
+packets exchanged with the node kernel; the overlay NIC the inner packets of
+the overlay datagrams. Without -w the file goes to stdout, e.g.
+
+    vrouter capture --nic overlay | tcpdump -n -r -
+
+It stops after --count packets, or on Ctrl-C. One capture per NIC at a time.`, stderr, &f, false)
+	var (
+		nic     = fs.String("nic", "", "the NIC to capture: tun or overlay (required)")
+		file    = fs.String("w", "", "write the capture to FILE (default stdout)")
+		count   = fs.Int("count", 0, "stop after N packets (default: until Ctrl-C)")
+		snapLen = fs.Int("snaplen", 0, "keep at most N bytes of each packet (default: whole packets)")
+	)
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	switch {
+	case *nic != "tun" && *nic != "overlay":
+		return usageErrorf("--nic %q: want tun or overlay", *nic)
+	case *count < 0:
+		return usageErrorf("--count %d: want a number ≥ 0", *count)
+	case *snapLen < 0:
+		return usageErrorf("--snaplen %d: want a number ≥ 0", *snapLen)
+	}
+	out := stdout
+	if *file == "" || *file == "-" {
+		if isTerminal(stdout) {
+			return usageErrorf("refusing to write a pcap file to a terminal: use -w FILE, or pipe it (| tcpdump -n -r -)")
+		}
+	} else {
+		fh, err := os.OpenFile(*file, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		out = fh
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	stream, err := admin.NewClient(f.socket).Capture(ctx, *nic, *count, *snapLen)
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	n, err := copyCapture(out, stream)
+	if ctx.Err() != nil {
+		err = nil // Ctrl-C: a clean end
+	}
+	stream.Close()
+	if fh, ok := out.(*os.File); ok && out != stdout {
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+	}
+	fmt.Fprintf(stderr, "%d packets captured\n", n)
+	if d := stream.Dropped(); d > 0 {
+		fmt.Fprintf(stderr, "%d packets dropped by the router (the capture fell behind)\n", d)
+	}
+	return err
+}
+
+// copyCapture copies a pcap stream record by record, so that out only
+// ever holds whole records, and returns how many it copied.
+func copyCapture(out io.Writer, in io.Reader) (int, error) {
+	r, err := pcap.NewReader(in)
+	if err != nil {
+		return 0, err
+	}
+	w, err := pcap.NewWriter(out, int(r.Header().SnapLen))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if err := w.WritePacket(rec.Time, rec.Data, rec.OrigLen); err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

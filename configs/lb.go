@@ -1,0 +1,87 @@
+package configs
+
+import (
+	"strings"
+	"time"
+)
+
+// Ranges of the lb tuning fields.
+const (
+	minProxyDialTimeout  = time.Millisecond
+	maxProxyDialTimeout  = time.Minute
+	minProxyIdleTimeout  = time.Second
+	maxProxyIdleTimeout  = 720 * time.Hour
+	minProxyDrainTimeout = time.Millisecond
+	maxProxyDrainTimeout = 24 * time.Hour
+	maxNATFlows          = 1 << 24
+	minNATUDPTimeout     = time.Second
+	maxNATUDPTimeout     = 24 * time.Hour
+	minNATTCPTimeout     = time.Second
+	maxNATTCPTimeout     = 720 * time.Hour
+)
+
+// lb validates the lb section: modes, pickers and the tuning of both
+// modes, with defaults applied.
+func (ck *checker) lb(f *LBSpec) LB {
+	l := LB{
+		Mode:   ck.oneOf("lb.mode", f.Mode, ModeNAT, ModeNAT, ModeProxy),
+		Picker: ck.oneOf("lb.picker", f.Picker, PickerRandom, pickers...),
+	}
+	l.Proxy.DialTimeout = ck.duration("lb.proxy.dialTimeout", f.Proxy.DialTimeout, DefaultProxyDialTimeout, minProxyDialTimeout, maxProxyDialTimeout)
+	l.Proxy.IdleTimeout = ck.duration("lb.proxy.idleTimeout", f.Proxy.IdleTimeout, DefaultProxyIdleTimeout, minProxyIdleTimeout, maxProxyIdleTimeout)
+	l.Proxy.DrainTimeout = ck.duration("lb.proxy.drainTimeout", f.Proxy.DrainTimeout, DefaultProxyDrainTimeout, minProxyDrainTimeout, maxProxyDrainTimeout)
+
+	n := &l.NAT
+	n.MaxFlows = ck.count("lb.nat.maxFlows", f.NAT.MaxFlows, DefaultNATMaxFlows, 1, maxNATFlows, "")
+	perClientDef := min(DefaultNATMaxFlowsPerClient, n.MaxFlows)
+	n.MaxFlowsPerClient = ck.count("lb.nat.maxFlowsPerClient", f.NAT.MaxFlowsPerClient, perClientDef, 1, n.MaxFlows, ": at most lb.nat.maxFlows")
+	n.UDPTimeout = ck.duration("lb.nat.udpTimeout", f.NAT.UDPTimeout, DefaultNATUDPTimeout, minNATUDPTimeout, maxNATUDPTimeout)
+	n.TCPEstablishedTimeout = ck.duration("lb.nat.tcpEstablishedTimeout", f.NAT.TCPEstablishedTimeout, DefaultNATTCPEstablishedTimeout, minNATTCPTimeout, maxNATTCPTimeout)
+	return l
+}
+
+// duration parses s as a duration ("30s", "1h30m") within lo..hi. An
+// empty or zero duration is def.
+func (ck *checker) duration(field, s string, def, lo, hi time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		ck.addf(field, "%q is not a duration (want a number with a unit, ms, s, m or h, e.g. %q)", s, shortDuration(def))
+		return def
+	}
+	switch {
+	case d == 0:
+		return def
+	case d < lo || d > hi:
+		ck.addf(field, "%q is out of range (want %s..%s, or leave it out for %s)", s, shortDuration(lo), shortDuration(hi), shortDuration(def))
+		return def
+	}
+	return d
+}
+
+// count checks that n, def when 0, is within lo..hi; why explains hi.
+func (ck *checker) count(field string, n, def, lo, hi int, why string) int {
+	if n == 0 {
+		return def
+	}
+	if n < lo || n > hi {
+		ck.addf(field, "%d is out of range (want %d..%d%s, or leave it out for %d)", n, lo, hi, why, def)
+		return def
+	}
+	return n
+}
+
+// shortDuration formats d as time.Duration does, without zero minutes
+// and seconds after a unit: "1m", "720h", "1h30m".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

@@ -1,0 +1,813 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Proxy is the proxy mode data path: it terminates a local client's TCP
+// connection to a Service VIP inside the router's stack and splices it to
+// a connection it dials to the picked backend from the node's kernel.
+//
+//	client ─▶ TUN ─▶ stack (VIP is a stack address) ─▶ SYN ─▶ Proxy.handle
+//	                                                          │ Table.Lookup, Limiter, Entry.Pick
+//	                                                          │ dial backend from the node kernel
+//	                                                          │ (another backend if it fails)
+//	                                                          │ [PROXY v2 header]
+//	                                                          ▼
+//	client ◀── gonet.TCPConn (SYN-ACK only now) ◀── splice ──▶ net.TCPConn ──▶ backend
+//
+// The backend is dialed first and the client's handshake is completed only
+// once a backend answered, so a dead backend costs the client a retry
+// inside the router, never a failed connection; when no backend answers,
+// the client gets a RST ("connection refused").
+//
+// The backend connection is dialed with a plain net.Dialer, from the node
+// kernel: the kernel picks a source address the backend can answer (the
+// node's TUN address for backends on other nodes, its bridge address for
+// local ones). Backends see that address, not the client's; a Service
+// with ProxyProtocol sends them a PROXY protocol v2 header with the
+// client's address and the VIP first. Dialing from the stack instead is
+// wrong twice over: with the client's address it would hijack the
+// client's own forwarded traffic (see DESIGN.md), and the router address
+// is the same on every node, so a remote backend's replies would go to
+// its own router.
+//
+// Proxy mode applies to TCP only: UDP ports of a proxy-mode Service are
+// translated by the NAT as in nat mode.
+//
+// Connections are spliced both ways with half-close (a FIN one way is
+// passed on as a FIN, and the other way keeps flowing), closed after
+// ProxyOptions.IdleTimeout without data either way, and drained when their
+// backend leaves its Service: Sync (called after every Table update, and
+// by Run every tick) marks them, and they are reset DrainTimeout later
+// unless the backend came back, while new connections go to the backends
+// that remain.
+type Proxy struct {
+	log   *zap.Logger
+	stack *stack.Stack
+	table *Table
+	opts  ProxyOptions
+	fwd   *tcp.Forwarder
+	limit *Limiter
+	// tick is how often Run syncs with the Table and looks for idle
+	// and drained connections.
+	tick time.Duration
+
+	ran  atomic.Bool
+	open atomic.Bool // Run is taking connections
+
+	// wg counts the handler goroutines that got past begin and every
+	// splice goroutine. Add happens under mu while !stopping, so Run's
+	// Wait never races an Add from zero.
+	wg sync.WaitGroup
+
+	// mu guards ctx, stopping, conns and the drain state of every
+	// proxyConn.
+	mu       sync.Mutex
+	ctx      context.Context // Run's; nil before Run
+	stopping bool
+	conns    map[backendKey]*backendConns
+
+	stats proxyCounters
+}
+
+// ProxyOptions configure a Proxy. Zero values are the documented defaults.
+type ProxyOptions struct {
+	// DialTimeout bounds one dial to a backend. Default 1s.
+	DialTimeout time.Duration
+	// IdleTimeout closes a connection that carried no data either way
+	// for this long. Default 1h.
+	IdleTimeout time.Duration
+	// DrainTimeout is how long a connection whose backend left its
+	// Service keeps working before it is reset. Default 30s.
+	DrainTimeout time.Duration
+	// MaxInFlight bounds the connections being set up at once (dial and
+	// handshake); SYNs beyond it are dropped, and the clients
+	// retransmit. Default 1024.
+	MaxInFlight int
+	// MaxConns caps the open connections, MaxPerClient those of one
+	// client address; connections beyond are refused with RST and
+	// counted. Defaults 65536 and 16384.
+	MaxConns, MaxPerClient int64
+	// ReceiveWindow is the stack's receive window of client
+	// connections. Default: gVisor's default receive buffer size.
+	ReceiveWindow int
+}
+
+// Default ProxyOptions.
+const (
+	DefaultProxyDialTimeout  = time.Second
+	DefaultProxyIdleTimeout  = time.Hour
+	DefaultProxyDrainTimeout = 30 * time.Second
+	DefaultProxyMaxInFlight  = 1024
+	DefaultProxyMaxConns     = 1 << 16
+	DefaultProxyMaxPerClient = 1 << 14
+)
+
+func (o *ProxyOptions) setDefaults() error {
+	var errs []error
+	duration := func(name string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v < 0:
+			errs = append(errs, fmt.Errorf("%s %v: want a positive duration, or 0 for %v", name, *v, def))
+		case *v == 0:
+			*v = def
+		}
+	}
+	count := func(name string, v *int64, def int64) {
+		switch {
+		case *v < 0:
+			errs = append(errs, fmt.Errorf("%s %d: want ≥ 1, or 0 for %d", name, *v, def))
+		case *v == 0:
+			*v = def
+		}
+	}
+	duration("dial timeout", &o.DialTimeout, DefaultProxyDialTimeout)
+	duration("idle timeout", &o.IdleTimeout, DefaultProxyIdleTimeout)
+	duration("drain timeout", &o.DrainTimeout, DefaultProxyDrainTimeout)
+	inFlight := int64(o.MaxInFlight)
+	count("max in flight", &inFlight, DefaultProxyMaxInFlight)
+	o.MaxInFlight = int(inFlight)
+	count("max conns", &o.MaxConns, DefaultProxyMaxConns)
+	count("max per client", &o.MaxPerClient, DefaultProxyMaxPerClient)
+	if o.ReceiveWindow < 0 {
+		errs = append(errs, fmt.Errorf("receive window %d: want ≥ 1, or 0 for gVisor's default", o.ReceiveWindow))
+	}
+	return errors.Join(errs...)
+}
+
+// ProxyStats are the Proxy's counters.
+type ProxyStats struct {
+	// Conns counts connections spliced to a backend; Active those open
+	// now, Draining those of them whose backend left its Service.
+	Conns            uint64
+	Active, Draining int64
+	// RefusedNoEndpoints counts connections refused with RST because
+	// their Service had no usable endpoint.
+	RefusedNoEndpoints uint64
+	// RefusedCap counts connections refused by MaxConns or MaxPerClient.
+	RefusedCap uint64
+	// RefusedNotProxy counts SYNs to a stack address and port that is no
+	// proxy-mode Service (answered with RST by the stack).
+	RefusedNotProxy uint64
+	// RefusedUnreachable counts connections refused because no backend
+	// answered the dial.
+	RefusedUnreachable uint64
+	// DialFailures counts failed dials to backends; Retries counts dials
+	// to another backend after one failed.
+	DialFailures, Retries uint64
+	// HandshakeFailures counts clients that went away after the backend
+	// answered and before their handshake completed.
+	HandshakeFailures uint64
+	// IdleClosed counts connections closed by IdleTimeout; Drained those
+	// reset DrainTimeout after their backend left.
+	IdleClosed, Drained uint64
+	// InFlightDrops counts SYNs dropped because MaxInFlight connections
+	// were being set up (gVisor's counter: the whole stack's).
+	InFlightDrops uint64
+}
+
+type proxyCounters struct {
+	conns, refusedNoEP, refusedCap, refusedNotProxy, refusedUnreachable,
+	dialFailures, retries, handshakeFailures, idleClosed, drained atomic.Uint64
+	active, draining atomic.Int64
+}
+
+// backendKey is the registry key of open connections: one backend of one
+// Service key.
+type backendKey struct {
+	svc     ServiceKey
+	backend netip.AddrPort
+}
+
+// backendConns are the open connections to one backend of one Service
+// key, with the Entry they were last checked against (Sync skips the
+// group while the Table still has that Entry).
+type backendConns struct {
+	entry   *Entry
+	checked bool
+	conns   map[*proxyConn]struct{}
+}
+
+// NewProxy returns a Proxy for the Service table's proxy-mode entries and
+// installs its connection handler as s's TCP protocol handler. Call it
+// before s carries traffic: the handler slot is not synchronized with the
+// packet path. It starts nothing: until Run, and after it returns, SYNs
+// to VIPs are refused with RST by the stack. log may be nil.
+func NewProxy(s *stack.Stack, table *Table, log *zap.Logger, opts ProxyOptions) (*Proxy, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	limit, err := NewLimiter(LimiterOptions{Max: opts.MaxConns, MaxPerClient: opts.MaxPerClient})
+	if err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
+	}
+	p := &Proxy{
+		log:   log.Named("proxy"),
+		stack: s,
+		table: table,
+		opts:  opts,
+		limit: limit,
+		tick:  min(max(min(opts.IdleTimeout, opts.DrainTimeout)/4, 10*time.Millisecond), time.Second),
+		conns: make(map[backendKey]*backendConns),
+	}
+	p.fwd = tcp.NewForwarder(s, opts.ReceiveWindow, opts.MaxInFlight, p.handle)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, p.handlePacket)
+	return p, nil
+}
+
+// Run takes connections until ctx is done, syncing with the Table and
+// closing idle and drained connections every tick (a quarter of the
+// shorter of IdleTimeout and DrainTimeout, within 10ms..1s). Then it
+// closes every open connection and returns once every goroutine it owns
+// (the handlers of connections being set up and the splice goroutines)
+// has exited. A handler the stack started just as Run stopped only
+// refuses its connection and returns. A handler blocked in the client's
+// handshake waits for that to end (or for the stack to close). Run may be
+// called once.
+func (p *Proxy) Run(ctx context.Context) error {
+	if !p.ran.CompareAndSwap(false, true) {
+		return errors.New("proxy: Run called twice")
+	}
+	p.mu.Lock()
+	p.ctx = ctx
+	p.mu.Unlock()
+	p.open.Store(true)
+	t := time.NewTicker(p.tick)
+	defer t.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-t.C:
+			p.Sync()
+			p.sweep()
+		}
+	}
+	p.open.Store(false)
+	p.mu.Lock()
+	p.stopping = true
+	var all []*proxyConn
+	for _, g := range p.conns {
+		for c := range g.conns {
+			all = append(all, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range all {
+		c.shut(false, nil)
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// handlePacket is the stack's TCP handler for segments no endpoint
+// claims. It passes SYNs to proxy-mode VIPs with endpoints to the
+// forwarder, which starts handle for each; for everything else it returns
+// false and the stack answers as it would without it (RST). It runs on the
+// packet path: no lock, no allocation.
+func (p *Proxy) handlePacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	if !p.open.Load() {
+		return false
+	}
+	e := p.table.Lookup(ServiceKey{VIP: netipAddr(id.LocalAddress), Port: id.LocalPort, Proto: TCP})
+	switch {
+	case e == nil || e.Mode() != ModeProxy:
+		if isSYN(pkt) {
+			p.stats.refusedNotProxy.Add(1)
+		}
+		return false
+	case e.NoEndpoints():
+		if isSYN(pkt) {
+			p.stats.refusedNoEP.Add(1)
+		}
+		return false
+	}
+	return p.fwd.HandlePacket(id, pkt)
+}
+
+func isSYN(pkt *stack.PacketBuffer) bool {
+	h := header.TCP(pkt.TransportHeader().Slice())
+	if len(h) < header.TCPMinimumSize {
+		return false
+	}
+	f := h.Flags()
+	return f.Contains(header.TCPFlagSyn) && !f.Contains(header.TCPFlagAck)
+}
+
+// begin registers a handler goroutine with Run and returns Run's context,
+// or reports false once Run has stopped (or before it started).
+func (p *Proxy) begin() (context.Context, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping || p.ctx == nil {
+		return nil, false
+	}
+	p.wg.Add(1)
+	return p.ctx, true
+}
+
+// handle sets up one connection: it runs in the goroutine the forwarder
+// started for the SYN and always completes the request (a request left
+// incomplete holds an in-flight slot forever). Once the connection is
+// set up, it becomes one of the connection's two splice goroutines.
+func (p *Proxy) handle(r *tcp.ForwarderRequest) {
+	completed := false
+	complete := func(reset bool) {
+		completed = true
+		r.Complete(reset)
+	}
+	defer func() {
+		if !completed {
+			r.Complete(true)
+		}
+	}()
+	ctx, ok := p.begin()
+	if !ok {
+		return
+	}
+	defer p.wg.Done()
+
+	id := r.ID()
+	client := netip.AddrPortFrom(netipAddr(id.RemoteAddress), id.RemotePort)
+	vip := netip.AddrPortFrom(netipAddr(id.LocalAddress), id.LocalPort)
+	key := ServiceKey{VIP: vip.Addr(), Port: vip.Port(), Proto: TCP}
+	e := p.table.Lookup(key)
+	switch {
+	case e == nil || e.Mode() != ModeProxy:
+		p.stats.refusedNotProxy.Add(1)
+		return
+	case e.NoEndpoints():
+		p.stats.refusedNoEP.Add(1)
+		return
+	}
+	if !p.limit.Acquire(client.Addr()) {
+		p.stats.refusedCap.Add(1)
+		return
+	}
+	bc, b, err := p.connect(ctx, e, client, vip)
+	if err != nil {
+		p.limit.Release(client.Addr())
+		if ctx.Err() == nil {
+			p.stats.refusedUnreachable.Add(1)
+			p.log.Debug("no backend answered; refusing the connection",
+				zap.Stringer("client", client), zap.Stringer("service", e.Name()), zap.Error(err))
+		}
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		p.stats.handshakeFailures.Add(1)
+		complete(true)
+		bc.Close()
+		p.limit.Release(client.Addr())
+		p.log.Debug("client handshake failed", zap.Stringer("client", client), zap.String("error", terr.String()))
+		return
+	}
+	complete(false)
+
+	c := &proxyConn{
+		p:       p,
+		key:     backendKey{key, b.AddrPort()},
+		backend: b,
+		client:  client,
+		ep:      ep,
+		cc:      gonet.NewTCPConn(&wq, ep),
+		bc:      bc,
+	}
+	c.touch()
+	b.Acquire()
+	p.stats.conns.Add(1)
+	p.stats.active.Add(1)
+	if !p.register(c, e) {
+		c.shut(false, nil)
+	}
+	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
+
+	done := make(chan struct{})
+	p.wg.Go(func() {
+		defer close(done)
+		c.pipe(c.bc, c.cc, c.bc.CloseWrite)
+	})
+	c.pipe(c.cc, c.bc, c.cc.CloseWrite)
+	<-done
+	c.finish()
+}
+
+// connect dials the picked backend and, when the dial fails, the others
+// in random order, each at most once. It sends the PROXY v2 header first
+// if the Service asks for one.
+func (p *Proxy) connect(ctx context.Context, e *Entry, client, vip netip.AddrPort) (*net.TCPConn, Backend, error) {
+	f := Flow{Src: client, Dst: vip, Proto: TCP}
+	b, ok := e.Pick(f)
+	if !ok {
+		return nil, Backend{}, errors.New("no backends")
+	}
+	var hdr []byte
+	if e.ProxyProtocol() {
+		hdr = appendProxyV2(nil, client, vip)
+	}
+	backends := e.Backends()
+	tried := make([]netip.AddrPort, 0, 4)
+	var errs []error
+	for {
+		conn, err := p.dial(ctx, b.AddrPort(), hdr)
+		if err == nil {
+			if len(tried) > 0 && e.aff != nil {
+				// Keep the client on the backend that answered,
+				// not on the one its affinity named.
+				e.aff.put(client.Addr(), b.AddrPort(), e.clock.Now(), e.affTimeout)
+			}
+			return conn, b, nil
+		}
+		if ctx.Err() != nil {
+			return nil, Backend{}, ctx.Err()
+		}
+		p.stats.dialFailures.Add(1)
+		p.log.Debug("backend dial failed", zap.Stringer("service", e.Name()), zap.Stringer("backend", b), zap.Error(err))
+		errs = append(errs, err)
+		tried = append(tried, b.AddrPort())
+		next, ok := pickUntried(backends, tried)
+		if !ok {
+			return nil, Backend{}, errors.Join(errs...)
+		}
+		p.stats.retries.Add(1)
+		b = next
+	}
+}
+
+// pickUntried returns one of backends not in tried, at random.
+func pickUntried(backends []Backend, tried []netip.AddrPort) (Backend, bool) {
+	isTried := func(b Backend) bool {
+		for _, t := range tried {
+			if b.AddrPort() == t {
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	for _, b := range backends {
+		if !isTried(b) {
+			n++
+		}
+	}
+	if n == 0 {
+		return Backend{}, false
+	}
+	k := rand.IntN(n)
+	for _, b := range backends {
+		if isTried(b) {
+			continue
+		}
+		if k == 0 {
+			return b, true
+		}
+		k--
+	}
+	return Backend{}, false // not reached
+}
+
+// dial connects to a backend from the node kernel and writes hdr.
+func (p *Proxy) dial(ctx context.Context, to netip.AddrPort, hdr []byte) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: p.opts.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", to.String())
+	if err != nil {
+		return nil, err
+	}
+	tc := conn.(*net.TCPConn)
+	if len(hdr) > 0 {
+		tc.SetWriteDeadline(time.Now().Add(p.opts.DialTimeout))
+		if _, err := tc.Write(hdr); err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("write PROXY header to %v: %w", to, err)
+		}
+		tc.SetWriteDeadline(time.Time{})
+	}
+	return tc, nil
+}
+
+// proxyV2Sig is the PROXY protocol v2 signature.
+var proxyV2Sig = [12]byte{0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A}
+
+// appendProxyV2 appends a PROXY protocol v2 header (version 2, command
+// PROXY, TCP over IPv4 or IPv6) for a connection from src to dst, as the
+// client addressed it, to b.
+func appendProxyV2(b []byte, src, dst netip.AddrPort) []byte {
+	b = append(b, proxyV2Sig[:]...)
+	b = append(b, 0x21) // version 2, command PROXY
+	sa, da := src.Addr().Unmap(), dst.Addr().Unmap()
+	if sa.Is4() && da.Is4() {
+		b = append(b, 0x11, 0, 12) // AF_INET, STREAM; 4+4+2+2 bytes
+		s, d := sa.As4(), da.As4()
+		b = append(b, s[:]...)
+		b = append(b, d[:]...)
+	} else {
+		b = append(b, 0x21, 0, 36) // AF_INET6, STREAM; 16+16+2+2 bytes
+		s, d := sa.As16(), da.As16()
+		b = append(b, s[:]...)
+		b = append(b, d[:]...)
+	}
+	b = append(b, byte(src.Port()>>8), byte(src.Port()), byte(dst.Port()>>8), byte(dst.Port()))
+	return b
+}
+
+// proxyConn is one spliced connection: the client's, terminated in the
+// stack, and the backend's, dialed from the kernel. Its two splice
+// goroutines are the handler goroutine and one it starts; the last of
+// them to finish calls finish.
+type proxyConn struct {
+	p       *Proxy
+	key     backendKey
+	backend Backend
+	client  netip.AddrPort
+	ep      tcpip.Endpoint
+	cc      *gonet.TCPConn
+	bc      *net.TCPConn
+
+	last atomic.Int64 // unix nanoseconds of the last data read either way
+
+	// drainAt is when a draining connection is reset (unix
+	// nanoseconds), or 0. Guarded by p.mu.
+	drainAt int64
+
+	closed atomic.Bool
+}
+
+func (c *proxyConn) touch() { c.last.Store(time.Now().UnixNano()) }
+
+var spliceBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// pipe copies src to dst until src ends. At EOF it passes the half-close
+// on (closeWrite); on any error it resets both connections.
+func (c *proxyConn) pipe(dst io.Writer, src io.Reader, closeWrite func() error) {
+	buf := spliceBufs.Get().(*[32 << 10]byte)
+	defer spliceBufs.Put(buf)
+	for {
+		n, err := src.Read(buf[:])
+		if n > 0 {
+			c.touch()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				c.shut(true, nil)
+				return
+			}
+		}
+		if err == io.EOF {
+			if closeWrite() != nil {
+				c.shut(true, nil)
+			}
+			return
+		}
+		if err != nil {
+			c.shut(true, nil)
+			return
+		}
+	}
+}
+
+// shut closes both connections, with FIN (graceful) or RST (reset),
+// once, and reports whether this call did it; then, and before closing, it
+// counts the close in why (if not nil). The splice goroutines then see
+// their reads fail and finish.
+func (c *proxyConn) shut(reset bool, why *atomic.Uint64) bool {
+	if !c.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	if why != nil {
+		why.Add(1)
+	}
+	if reset {
+		c.ep.Abort()
+		c.bc.SetLinger(0)
+	}
+	c.cc.Close()
+	c.bc.Close()
+	return true
+}
+
+// finish ends a connection whose splice goroutines are done.
+func (c *proxyConn) finish() {
+	c.shut(false, nil)
+	p := c.p
+	p.mu.Lock()
+	if g := p.conns[c.key]; g != nil {
+		if _, ok := g.conns[c]; ok {
+			delete(g.conns, c)
+			if c.drainAt != 0 {
+				p.stats.draining.Add(-1)
+			}
+			if len(g.conns) == 0 {
+				delete(p.conns, c.key)
+			}
+		}
+	}
+	p.mu.Unlock()
+	c.backend.Release()
+	p.limit.Release(c.client.Addr())
+	p.stats.active.Add(-1)
+}
+
+// register adds c, picked from e, to the registry, checking its backend
+// against the current Table at once. It reports false once Run stops.
+func (p *Proxy) register(c *proxyConn, e *Entry) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping {
+		return false
+	}
+	g := p.conns[c.key]
+	if g == nil {
+		g = &backendConns{conns: make(map[*proxyConn]struct{})}
+		p.conns[c.key] = g
+	}
+	g.conns[c] = struct{}{}
+	cur := p.table.Lookup(c.key.svc)
+	if !g.checked || g.entry != cur {
+		// The group's members were checked against another Entry:
+		// the next Sync checks them all again.
+		g.checked = false
+	}
+	if cur != e && !serves(cur, c.key.backend) {
+		p.drainLocked(c, time.Now().UnixNano())
+	}
+	return true
+}
+
+// Sync checks every open connection's backend against the current Table:
+// connections whose backend left its Service (or whose Service is gone or
+// no longer in proxy mode) start draining, and are reset DrainTimeout
+// later; those whose backend came back stop draining. Call it after
+// every Table update; Run also calls it every tick. Its cost is one
+// Lookup per backend with open connections, plus one check per
+// connection of a backend whose Entry changed. Safe for concurrent use.
+func (p *Proxy) Sync() {
+	now := time.Now().UnixNano()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, g := range p.conns {
+		cur := p.table.Lookup(k.svc)
+		if g.checked && g.entry == cur {
+			continue
+		}
+		g.entry, g.checked = cur, true
+		keep := serves(cur, k.backend)
+		for c := range g.conns {
+			if keep {
+				p.undrainLocked(c)
+			} else {
+				p.drainLocked(c, now)
+			}
+		}
+	}
+}
+
+// serves reports whether e is a proxy-mode Entry with backend ap.
+func serves(e *Entry, ap netip.AddrPort) bool {
+	if e == nil || e.Mode() != ModeProxy {
+		return false
+	}
+	_, ok := e.index(ap)
+	return ok
+}
+
+func (p *Proxy) drainLocked(c *proxyConn, now int64) {
+	if c.drainAt != 0 {
+		return
+	}
+	c.drainAt = now + int64(p.opts.DrainTimeout)
+	p.stats.draining.Add(1)
+	p.log.Debug("draining connection: its backend left the Service",
+		zap.Stringer("client", c.client), zap.Stringer("key", c.key.svc), zap.Stringer("backend", c.key.backend),
+		zap.Duration("timeout", p.opts.DrainTimeout))
+}
+
+func (p *Proxy) undrainLocked(c *proxyConn) {
+	if c.drainAt == 0 {
+		return
+	}
+	c.drainAt = 0
+	p.stats.draining.Add(-1)
+}
+
+// sweep resets drained connections past their deadline and closes idle
+// ones.
+func (p *Proxy) sweep() {
+	now := time.Now().UnixNano()
+	idle := int64(p.opts.IdleTimeout)
+	var drained, idled []*proxyConn
+	p.mu.Lock()
+	for _, g := range p.conns {
+		for c := range g.conns {
+			switch {
+			case c.drainAt != 0 && now >= c.drainAt:
+				drained = append(drained, c)
+			case now-c.last.Load() >= idle:
+				idled = append(idled, c)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range drained {
+		if c.shut(true, &p.stats.drained) {
+			p.log.Debug("drained connection reset", zap.Stringer("client", c.client), zap.Stringer("backend", c.key.backend))
+		}
+	}
+	for _, c := range idled {
+		if c.shut(false, &p.stats.idleClosed) {
+			p.log.Debug("idle connection closed", zap.Stringer("client", c.client), zap.Stringer("backend", c.key.backend))
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Proxy) Stats() ProxyStats {
+	c := &p.stats
+	return ProxyStats{
+		Conns: c.conns.Load(), Active: c.active.Load(), Draining: c.draining.Load(),
+		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
+		RefusedNotProxy: c.refusedNotProxy.Load(), RefusedUnreachable: c.refusedUnreachable.Load(),
+		DialFailures: c.dialFailures.Load(), Retries: c.retries.Load(),
+		HandshakeFailures: c.handshakeFailures.Load(),
+		IdleClosed:        c.idleClosed.Load(), Drained: c.drained.Load(),
+		InFlightDrops: p.stack.Stats().TCP.ForwardMaxInFlightDrop.Value(),
+	}
+}
+
+// ProxyConnInfo describes one open proxied connection.
+type ProxyConnInfo struct {
+	Client  netip.AddrPort
+	VIP     netip.AddrPort
+	Backend netip.AddrPort
+	// Draining: the backend left its Service; the connection is reset
+	// at DrainAt.
+	Draining bool
+	DrainAt  time.Time
+}
+
+// Conns lists the open connections (for status commands and tests).
+func (p *Proxy) Conns() []ProxyConnInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []ProxyConnInfo
+	for k, g := range p.conns {
+		for c := range g.conns {
+			ci := ProxyConnInfo{
+				Client:  c.client,
+				VIP:     netip.AddrPortFrom(k.svc.VIP, k.svc.Port),
+				Backend: k.backend,
+			}
+			if c.drainAt != 0 {
+				ci.Draining, ci.DrainAt = true, time.Unix(0, c.drainAt)
+			}
+			out = append(out, ci)
+		}
+	}
+	return out
+}
+
+// VIPs lists the VIPs of open connections. A VIP must stay a stack
+// address while connections to it are open, even after its Service left
+// (they drain), or their packets would be forwarded instead.
+func (p *Proxy) VIPs() []netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := make(map[netip.Addr]bool)
+	var out []netip.Addr
+	for k := range p.conns {
+		if !seen[k.svc.VIP] {
+			seen[k.svc.VIP] = true
+			out = append(out, k.svc.VIP)
+		}
+	}
+	return out
+}
+
+// netipAddr converts a gVisor address without allocating.
+func netipAddr(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
