@@ -1,7 +1,11 @@
-// Package lb is vrouter's Service load balancer, minus the data plane: the
-// Service table, endpoint selection, pickers, session affinity, limits and
-// counters that both load-balancing modes share. It replaces what
-// kube-proxy programs as KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-* chains.
+// Package lb is vrouter's Service load balancer: the Service table,
+// endpoint selection, pickers, session affinity, limits and counters that
+// both load-balancing modes share, and the two modes' data paths — NAT
+// (nat mode: a router ingress hook that rewrites raw packets, with its own
+// flow table) and Proxy (proxy mode: terminates TCP in the router's stack
+// and splices it to a backend dialed from the node kernel). It replaces
+// what kube-proxy programs as KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-*
+// chains.
 //
 // It owns:
 //
@@ -19,9 +23,8 @@
 //   - per-Entry and per-backend counters, and the Limiter that caps
 //     tracked connections in all and per client.
 //
-// It does not touch packets. The NAT target (nat mode) and the proxy
-// listener (proxy mode), which live with the stack, call it once per new
-// connection:
+// The table and pickers do not touch packets. NAT and Proxy call them once
+// per new connection:
 //
 //	packet to VIP:port/proto (first of a connection)
 //	        │
@@ -37,7 +40,8 @@
 //	        ▼
 //	Limiter.Acquire(client) ── false ──▶ refuse (counted)
 //	        │
-//	        ├─ nat:   DNAT to Backend inside netstack; conntrack reverses replies
+//	        ├─ nat:   NAT rewrites VIP → Backend (and, hairpin, the source to the
+//	        │         router address); its flow table reverses replies
 //	        └─ proxy: dial Backend, splice (optional PROXY v2 header)
 //	        │
 //	Backend.Acquire() … connection lives … Backend.Release(), Limiter.Release(client)
@@ -45,5 +49,7 @@
 // Concurrency: Lookup, Entry.Pick, Backend.Acquire/Release and the
 // Limiter are for any number of packet-path goroutines at once; none
 // blocks on an update. Set, Upsert and Delete serialize among themselves.
-// Nothing here starts a goroutine.
+// The table starts no goroutine; NAT.Run (the flow reaper) and Proxy.Run
+// (the forwarder's connections and their splices) own theirs and return
+// after they exit.
 package lb

@@ -128,10 +128,13 @@ type NATStats struct {
 	// HairpinSNAT counts flows whose source was translated to the router
 	// address because client and backend are both local.
 	HairpinSNAT uint64
+	// MidStream counts TCP segments to a VIP that belong to no flow and
+	// do not open one (answered with RST).
+	MidStream uint64
 }
 
 type natCounters struct {
-	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, hairpin atomic.Uint64
+	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, hairpin, midStream atomic.Uint64
 }
 
 const flowShards = 64
@@ -246,7 +249,7 @@ func (n *NAT) Stats() NATStats {
 		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
-		Expired: c.expired.Load(), HairpinSNAT: c.hairpin.Load(),
+		Expired: c.expired.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
 	}
 }
 

@@ -384,3 +384,42 @@ func FuzzNATIngress(f *testing.F) {
 		n.Ingress(fromTUN, b)
 	})
 }
+
+func TestNATResetsMidStreamSegments(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	seg := tcp4(clientA, vip, header.TCPFlagAck|header.TCPFlagPsh, "data of a connection no flow knows")
+	pass, reply := ingress(t, n, true, seg)
+	if pass {
+		t.Fatal("mid-stream segment passed; want it refused")
+	}
+	ip := header.IPv4(reply)
+	if reply == nil || !ip.IsValid(len(reply)) || ip.TransportProtocol() != header.TCPProtocolNumber {
+		t.Fatalf("reply = %x, want a TCP segment", reply)
+	}
+	tc := header.TCP(ip.Payload())
+	if tc.Flags()&header.TCPFlagRst == 0 || tc.SequenceNumber() != header.TCP(seg[header.IPv4MinimumSize:]).AckNumber() {
+		t.Errorf("reply flags %v seq %d, want RST with seq = the segment's ack", tc.Flags(), tc.SequenceNumber())
+	}
+	if src, dst := tuple(t, reply); src != vip || dst != clientA {
+		t.Errorf("RST %s -> %s, want %s -> %s", src, dst, vip, clientA)
+	}
+	if st := n.Stats(); st.MidStream != 1 || st.FlowsTotal != 0 {
+		t.Errorf("stats = %+v, want 1 mid-stream refusal and no flow", st)
+	}
+	// A RST to the VIP is dropped without an answer.
+	if pass, reply := ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagRst, "")); pass || reply != nil {
+		t.Errorf("RST to the VIP: pass=%v reply=%v, want dropped silently", pass, reply != nil)
+	}
+}
+
+func TestNATDropsLocalPolicyWithoutLocalEndpoints(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service", func(s *Service) {
+		s.InternalTrafficPolicy = PolicyLocal
+		s.Endpoints = []Endpoint{makeEndpoint("10.244.1.2")} // on hostgw-node only
+		s.Endpoints[0].NodeName = workerNode
+	}))
+	pass, reply := ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagSyn, ""))
+	if pass || reply != nil {
+		t.Errorf("SYN with no local endpoint: pass=%v reply=%v, want dropped without an answer (kube-proxy drops)", pass, reply != nil)
+	}
+}

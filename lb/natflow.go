@@ -42,12 +42,37 @@ func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
 		n.stats.fragments.Add(1)
 		return false, nil
 	}
+	if p.proto == TCP && p.flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
+		// A segment of a connection no flow knows (this router
+		// restarted, or the Service left proxy mode). A backend picked
+		// now would not know it either: reset it, so the client fails
+		// at once instead of retransmitting until it times out.
+		n.stats.midStream.Add(1)
+		if p.flags&tcpRST != 0 || !n.rejectLimit.Allow() {
+			return false, nil
+		}
+		return false, tcpReset(n.replyBuf[:cap(n.replyBuf)], b, p)
+	}
 	return n.start(e, b, p)
 }
+
+// TCP flags the NAT looks at.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
 
 // start creates the flow for the first packet of a connection to a VIP.
 func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
 	if e.NoEndpoints() {
+		if e.Status() == StatusNoLocalEndpoints {
+			// internalTrafficPolicy Local without a local endpoint:
+			// kube-proxy drops rather than rejects.
+			n.stats.refusedNoEP.Add(1)
+			return false, nil
+		}
 		return n.reject(e, b, p)
 	}
 	limit := n.udpLimit
@@ -217,11 +242,10 @@ func (n *NAT) note(f *flow, p pkt, fwd bool) {
 		set |= stReplied
 	}
 	if p.proto == TCP {
-		const fin, rst = 0x01, 0x04
-		if p.flags&rst != 0 {
+		if p.flags&tcpRST != 0 {
 			set |= stRST
 		}
-		if p.flags&fin != 0 {
+		if p.flags&tcpFIN != 0 {
 			if fwd {
 				set |= stFinFwd
 			} else {

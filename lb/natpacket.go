@@ -192,3 +192,50 @@ func portUnreachable(buf, b []byte, p pkt) []byte {
 	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: src, Dst: dst}))
 	return buf
 }
+
+// tcpReset builds, into buf, the RST a host at the VIP would send for the
+// TCP segment b (RFC 9293 3.10.7.1: a segment for no connection).
+func tcpReset(buf, b []byte, p pkt) []byte {
+	in := header.TCP(b[p.l4:])
+	var ipPayload int
+	if p.v6 {
+		ipPayload = header.IPv6MinimumSize + int(binary.BigEndian.Uint16(b[4:6])) - p.l4
+	} else {
+		ipPayload = int(binary.BigEndian.Uint16(b[2:4])) - p.l4
+	}
+	segLen := uint32(ipPayload - int(in.DataOffset()))
+	if in.Flags()&header.TCPFlagSyn != 0 {
+		segLen++
+	}
+	if in.Flags()&header.TCPFlagFin != 0 {
+		segLen++
+	}
+	fields := header.TCPFields{SrcPort: p.dst.Port(), DstPort: p.src.Port(), DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagRst}
+	if in.Flags()&header.TCPFlagAck != 0 {
+		fields.SeqNum = in.AckNumber()
+	} else {
+		fields.AckNum = in.SequenceNumber() + segLen
+		fields.Flags |= header.TCPFlagAck
+	}
+	src, dst := tcpipAddr(p.dst.Addr()), tcpipAddr(p.src.Addr())
+	var tcp header.TCP
+	if p.v6 {
+		buf = buf[:header.IPv6MinimumSize+header.TCPMinimumSize]
+		clear(buf)
+		header.IPv6(buf).Encode(&header.IPv6Fields{PayloadLength: header.TCPMinimumSize,
+			TransportProtocol: header.TCPProtocolNumber, HopLimit: 64, SrcAddr: src, DstAddr: dst})
+		tcp = header.TCP(buf[header.IPv6MinimumSize:])
+	} else {
+		buf = buf[:header.IPv4MinimumSize+header.TCPMinimumSize]
+		clear(buf)
+		ip := header.IPv4(buf)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(buf)), TTL: 64,
+			Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		tcp = header.TCP(buf[header.IPv4MinimumSize:])
+	}
+	tcp.Encode(&fields)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, header.TCPMinimumSize)
+	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
+	return buf
+}
