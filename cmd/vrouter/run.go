@@ -45,6 +45,13 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *path == "" {
 		return usageErrorf("--config is required")
 	}
+	// Catch SIGHUP (reload) and SIGUSR1 (log level) from the start: their
+	// default action would kill a router that is still coming up. A
+	// SIGHUP that arrives early is kept and served once the watcher runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	signal.Ignore(syscall.SIGUSR1)
 	log, level, err := lf.build()
 	if err != nil {
 		return err
@@ -65,12 +72,12 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	defer o.close()
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, log, o)
+	return runRouter(ctx, *path, cfg, log, o, hup)
 }
 
 // runRouter brings up the data path for cfg and runs it until ctx is done.
 // It owns every goroutine it starts and returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops) error {
+func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal) error {
 	dev, err := openTUN(cfg)
 	if err != nil {
 		return err
@@ -133,9 +140,6 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	var wg sync.WaitGroup
 	var routerErr, watchErr error
