@@ -178,10 +178,6 @@ func TestLBSameClientPortTwoVIPs(t *testing.T) {
 			defer c1.Close()
 			c2, rep2, err := e.dialFrom(client.name, local, netip.AddrPortFrom(tc.sec, 80), 3*time.Second)
 			if err != nil {
-				if tc.bug != "" {
-					t.Skipf("BUG: second connection %v -> %v (same backend %s as %v -> %v, still open): %v; %s",
-						local, tc.sec, tc.backend.name, local, tc.first, err, tc.bug)
-				}
 				t.Fatalf("second connection %v -> %v (same backend %s as %v -> %v, still open): %v",
 					local, tc.sec, tc.backend.name, local, tc.first, err)
 			}

@@ -423,3 +423,79 @@ func TestNATDropsLocalPolicyWithoutLocalEndpoints(t *testing.T) {
 		t.Errorf("SYN with no local endpoint: pass=%v reply=%v, want dropped without an answer (kube-proxy drops)", pass, reply != nil)
 	}
 }
+
+func TestNATSameClientPortToOneBackendThroughTwoVIPs(t *testing.T) {
+	vip2 := netip.MustParseAddrPort("10.103.92.82:80")
+	remoteOnly := func(s *Service) { s.Endpoints = []Endpoint{makeEndpoint("10.244.1.2")} }
+	n, _, _ := newTestNAT(t, NATOptions{},
+		makeService("default", "a", remoteOnly),
+		makeService("default", "b", remoteOnly, func(s *Service) { s.ClusterIPs = []netip.Addr{vip2.Addr()} }))
+	s1 := tcp4(clientA, vip, header.TCPFlagSyn, "")
+	s2 := tcp4(clientA, vip2, header.TCPFlagSyn, "")
+	for _, s := range [][]byte{s1, s2} {
+		if pass, _ := ingress(t, n, true, s); !pass {
+			t.Fatal("SYN dropped; want the second one translated to another source port")
+		}
+	}
+	src1, dst1 := tuple(t, s1)
+	src2, dst2 := tuple(t, s2)
+	if dst1 != dst2 || src1 == src2 {
+		t.Fatalf("backend sees %s and %s from %s and %s; want one backend, two distinct sources", dst1, dst2, src1, src2)
+	}
+	if src2.Addr() != clientA.Addr() {
+		t.Errorf("second connection's source %s, want the client's address %s with another port", src2, clientA.Addr())
+	}
+	// Each reply goes back to the client's own port, from the right VIP.
+	for _, c := range []struct {
+		seen, vip netip.AddrPort
+	}{{src1, vip}, {src2, vip2}} {
+		r := tcp4(dst1, c.seen, header.TCPFlagSyn|header.TCPFlagAck, "")
+		ingress(t, n, false, r)
+		if s, d := tuple(t, r); s != c.vip || d != clientA {
+			t.Errorf("reply translated to %s -> %s, want %s -> %s", s, d, c.vip, clientA)
+		}
+	}
+	if st := n.Stats(); st.HairpinSNAT != 0 {
+		t.Errorf("hairpin count = %d, want 0 (only the port changed)", st.HairpinSNAT)
+	}
+}
+
+func TestNATTranslatesICMPErrorsBack(t *testing.T) {
+	n, _, _ := newTestNAT(t, NATOptions{}, makeKubeDNS(func(s *Service) {
+		s.Endpoints = []Endpoint{makeEndpoint("10.244.1.5")} // remote: no hairpin
+	}))
+	q := udp4(clientA, dnsVIP, "query")
+	ingress(t, n, true, q)
+	seenSrc, backend := tuple(t, q)
+
+	// The backend's kernel has nothing on port 53: port unreachable,
+	// quoting the translated query.
+	quote := q[:header.IPv4MinimumSize+8]
+	icmp := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(quote))
+	ip := header.IPv4(icmp)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(icmp)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpipAddr(backend.Addr()), DstAddr: tcpipAddr(seenSrc.Addr())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	ic := header.ICMPv4(icmp[header.IPv4MinimumSize:])
+	ic.SetType(header.ICMPv4DstUnreachable)
+	ic.SetCode(header.ICMPv4PortUnreachable)
+	copy(ic[header.ICMPv4MinimumSize:], quote)
+	ic.SetChecksum(^checksum.Checksum(ic, 0))
+
+	if pass, _ := ingress(t, n, false, icmp); !pass {
+		t.Fatal("ICMP error dropped")
+	}
+	if !ip.IsChecksumValid() || checksum.Checksum(ic, 0) != 0xffff {
+		t.Fatal("checksums invalid after translation")
+	}
+	if got := ip.SourceAddress(); got != tcpipAddr(dnsVIP.Addr()) {
+		t.Errorf("error comes from %s, want the VIP %s", got, dnsVIP.Addr())
+	}
+	q2 := header.IPv4(ic.Payload())
+	u := header.UDP(q2[header.IPv4MinimumSize:])
+	if q2.SourceAddress() != tcpipAddr(clientA.Addr()) || u.SourcePort() != clientA.Port() ||
+		q2.DestinationAddress() != tcpipAddr(dnsVIP.Addr()) || u.DestinationPort() != dnsVIP.Port() {
+		t.Errorf("quoted packet %s:%d -> %s:%d, want the client's own %s -> %s",
+			q2.SourceAddress(), u.SourcePort(), q2.DestinationAddress(), u.DestinationPort(), clientA, dnsVIP)
+	}
+}

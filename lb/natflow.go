@@ -15,6 +15,9 @@ const closedLinger = 10 * time.Second
 func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
 	p, ok := parsePkt(b)
 	if !ok {
+		if isICMP(b) {
+			n.translateICMPError(b)
+		}
 		return true, nil
 	}
 	key := flowKey{src: p.src, dst: p.dst, proto: p.proto}
@@ -107,7 +110,7 @@ func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
 		n.stats.refusedCap.Add(1)
 		return false, nil
 	}
-	if f.snat.IsValid() {
+	if f.snat.IsValid() && f.snat.Addr() != f.client.Addr() {
 		n.stats.hairpin.Add(1)
 	}
 	bk.Acquire()
@@ -120,14 +123,16 @@ func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
 	return true, nil
 }
 
-// insertWithPort inserts f, choosing another SNAT port when a hairpin
-// flow's reply key is taken.
+// insertWithPort inserts f. When its reply key is taken — the same client
+// address and port already reach the same backend through another VIP —
+// it translates the client's source port too, as Linux conntrack does, so
+// the backend can tell the two connections apart.
 func (n *NAT) insertWithPort(f *flow) bool {
 	if n.insert(f) {
 		return true
 	}
 	if !f.snat.IsValid() {
-		return false
+		f.snat = f.client
 	}
 	port := f.snat.Port()
 	for range 64 {

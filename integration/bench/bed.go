@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/integration/harness"
+	"github.com/vrouter/vrouter/integration/topology"
+)
+
+// mode is one data path under test. Each has its own copy of the seed's
+// cluster (its own namespaces), built once and measured in turns.
+type mode string
+
+const (
+	// modeKernel is the baseline: flannel host-gw routes in the node
+	// kernels and kube-proxy's iptables chains for the Services.
+	modeKernel mode = "kernel"
+	// modeNAT is vrouter with every Service in nat mode (the default).
+	modeNAT mode = "vrouter"
+	// modeProxy is vrouter with my-service in proxy mode.
+	modeProxy mode = "vrouter-proxy"
+)
+
+// The seed cluster's nodes and the pods the measurements use.
+const (
+	masterNode = "hostgw-master"
+	workerNode = "hostgw-node"
+	// clientPod (10.244.0.4, hostgw-master) sends pod-to-pod traffic to
+	// serverPod (10.244.1.2, hostgw-node): iperf3, ping, TCP
+	// request/response.
+	clientPod = "nginx-th5pz"
+	serverPod = "nginx-4k7xw"
+	// httpClientPod (10.244.0.3, hostgw-master) loads my-service's
+	// ClusterIP; it is not one of the Service's backends.
+	httpClientPod = "coredns-8qxfv"
+
+	iperfPort = 5201
+	rrPort    = 5300
+)
+
+var (
+	serverAddr = netip.MustParseAddr("10.244.1.2")
+	myService  = netip.AddrPortFrom(netip.MustParseAddr(harness.MyServiceIP), 80)
+	// httpBackends are my-service's endpoints; each runs ServeHTTP on :80.
+	httpBackends = []string{"nginx-th5pz", "nginx-4k7xw", "nginx-j6zwk"}
+	clusterCIDR  = netip.MustParsePrefix("10.244.0.0/16")
+)
+
+// bed is one mode's cluster with its servers (and routers) running.
+type bed struct {
+	mode mode
+	c    *topology.Cluster
+	dir  string // config files, rules and logs
+
+	routers []*harness.Router // vrouter modes: one per node, in spec order
+	pids    []int             // the routers' process IDs
+
+	iperf     *exec.Cmd
+	iperfDone chan struct{}
+	rr        *rrServer
+
+	// iptablesRestore is the iptables-restore that worked (kernel mode).
+	iptablesRestore string
+}
+
+// bedOptions are what newBed needs beyond the mode.
+type bedOptions struct {
+	prefix   string // namespace name prefix
+	dir      string // where to write configs and logs
+	vrouter  string // the vrouter binary
+	services []configs.ServiceSpec
+}
+
+// newBed builds the seed's cluster for m, programs its data path, starts
+// the servers and checks that pods reach each other and my-service. On
+// error it removes what it made.
+func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
+	spec := topology.Seed()
+	spec.Prefix = o.prefix
+	c, err := topology.Build(spec)
+	if err != nil {
+		return nil, err
+	}
+	b := &bed{mode: m, c: c, dir: o.dir}
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("set up %s: %w", m, err), b.close())
+		}
+	}()
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := b.sysctls(); err != nil {
+		return nil, err
+	}
+	switch m {
+	case modeKernel:
+		if err := b.setupKernel(ctx, o.services); err != nil {
+			return nil, err
+		}
+	default:
+		if err := b.startRouters(o.vrouter, o.services); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.startServers(); err != nil {
+		return nil, err
+	}
+	if err := b.check(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// sysctls sets what a Kubernetes node has: bridged pod traffic seen by
+// iptables (br_netfilter; kube-proxy needs it for same-node Service
+// replies) on both nodes, and the full ephemeral port range in the
+// client pods so connection-rate runs do not wrap ports quickly. Both
+// modes get the same settings.
+func (b *bed) sysctls() error {
+	set := func(ns, name, value string) error {
+		return b.c.Do(ns, func() error {
+			if err := os.WriteFile("/proc/sys/"+name, []byte(value+"\n"), 0); err != nil {
+				return fmt.Errorf("sysctl %s=%s in %s: %w", name, value, ns, err)
+			}
+			return nil
+		})
+	}
+	for _, n := range []string{masterNode, workerNode} {
+		if err := set(n, "net/bridge/bridge-nf-call-iptables", "1"); err != nil {
+			return err
+		}
+	}
+	for _, p := range []string{clientPod, httpClientPod} {
+		if err := set(p, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setupKernel installs flannel's host-gw routes and, on each node,
+// kube-proxy's chains for svcs.
+func (b *bed) setupKernel(ctx context.Context, svcs []configs.ServiceSpec) error {
+	if err := b.c.InstallKernelHostGW(); err != nil {
+		return err
+	}
+	ports, err := kpPorts(svcs)
+	if err != nil {
+		return err
+	}
+	rules := kubeProxyRules(clusterCIDR, ports)
+	if err := os.WriteFile(filepath.Join(b.dir, "iptables-rules.txt"), []byte(rules), 0o644); err != nil {
+		return err
+	}
+	for _, n := range []string{masterNode, workerNode} {
+		prog, err := iptablesRestore(ctx, b.c, n, rules, b.iptablesRestore)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n, err)
+		}
+		b.iptablesRestore = prog
+	}
+	return nil
+}
+
+// restorePrograms are tried in order; the first that works in a
+// namespace is used from then on. iptables-restore is whatever the
+// system's alternatives pick (nf_tables on Debian 12).
+var restorePrograms = []string{"iptables-restore", "iptables-nft-restore", "iptables-legacy-restore"}
+
+// iptablesRestore feeds rules to iptables-restore (with extra arguments,
+// such as --noflush) in namespace ns and returns the program that took
+// them. prefer, when set, is the only program tried.
+func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer string, args ...string) (string, error) {
+	progs := restorePrograms
+	if prefer != "" {
+		progs = []string{prefer}
+	}
+	var errs []error
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cmd := c.CommandContext(ctx, ns, p, args...)
+		cmd.Stdin = strings.NewReader(rules)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, fmt.Errorf("%s %s: %w: %s", p, strings.Join(args, " "), err, firstLines(out, 5)))
+	}
+	return "", errors.Join(errs...)
+}
+
+// startRouters writes each node's config (the seed's Services as given)
+// and starts `vrouter run` on each node.
+func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec) error {
+	spec := b.c.Spec()
+	for _, n := range []string{masterNode, workerNode} {
+		path, err := harness.WriteConfig(b.dir, spec, n, harness.ConfigOptions{Services: svcs})
+		if err != nil {
+			return err
+		}
+		r, err := harness.StartRouter(b.c, bin, n, path, filepath.Join(b.dir, n+".log"))
+		if err != nil {
+			return err
+		}
+		b.routers = append(b.routers, r)
+		pid := r.PID()
+		if comm := procComm(pid); comm != "vrouter" {
+			return fmt.Errorf("router on %s: process %d is %q, want vrouter (nsenter should exec it)", n, pid, comm)
+		}
+		b.pids = append(b.pids, pid)
+	}
+	return nil
+}
+
+// startServers starts iperf3 and the request/response server in
+// serverPod, and an HTTP server on :80 in each of my-service's backends.
+func (b *bed) startServers() error {
+	logf, err := os.Create(filepath.Join(b.dir, "iperf3-server.log"))
+	if err != nil {
+		return err
+	}
+	cmd := b.c.Command(serverPod, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start iperf3 server in %s: %w", serverPod, err)
+	}
+	b.iperf, b.iperfDone = cmd, make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(b.iperfDone)
+	}()
+	for _, p := range httpBackends {
+		if _, err := b.c.ServeHTTP(p, ":80"); err != nil {
+			return err
+		}
+	}
+	rr, err := startRRServer(b.c, serverPod, rrPort)
+	if err != nil {
+		return err
+	}
+	b.rr = rr
+	return b.waitListening(serverPod, iperfPort, 5*time.Second)
+}
+
+// waitListening waits until a TCP socket listens on port in namespace ns.
+func (b *bed) waitListening(ns string, port int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ok bool
+		err := b.c.Do(ns, func() error {
+			ok = listening(port)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-b.iperfDone:
+			return fmt.Errorf("iperf3 server in %s exited; see %s", ns, filepath.Join(b.dir, "iperf3-server.log"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on TCP port %d in %s after %v", port, ns, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// listening reports whether a TCP socket listens on port in the calling
+// thread's network namespace.
+func listening(port int) bool {
+	want := fmt.Sprintf(":%04X ", port)
+	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			// sl local_address rem_address st ...; st 0A is LISTEN.
+			if len(fs) > 3 && strings.HasSuffix(fs[1]+" ", want) && fs[3] == "0A" {
+				fh.Close()
+				return true
+			}
+		}
+		fh.Close()
+	}
+	return false
+}
+
+// check makes sure the data path works before anything is measured: a
+// pod reaches a pod on the other node, and my-service answers.
+func (b *bed) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var errs []error
+	for ctx.Err() == nil {
+		errs = errs[:0]
+		if res, err := b.c.Ping(clientPod, serverAddr, 1, time.Second); err != nil || res.Received == 0 {
+			errs = append(errs, fmt.Errorf("ping %s -> %v: %v %v", clientPod, serverAddr, res, err))
+		}
+		if _, err := b.c.HTTPGet(ctx, httpClientPod, "http://"+myService.String()+"/"); err != nil {
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("data path check: %w", errors.Join(errs...))
+}
+
+// close stops the routers and servers and removes the namespaces.
+func (b *bed) close() error {
+	var errs []error
+	for _, r := range b.routers {
+		if err := r.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop router on %s: %w", r.Node, err))
+		}
+	}
+	if b.iperf != nil && b.iperf.Process != nil {
+		b.iperf.Process.Kill()
+		<-b.iperfDone
+	}
+	if b.rr != nil {
+		b.rr.close()
+	}
+	if err := b.c.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// routersCPU is the routers' summed user+system CPU seconds.
+func (b *bed) routersCPU() (float64, error) {
+	var sum float64
+	for _, pid := range b.pids {
+		s, err := procCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// rrServer answers each rrSize-byte request with the same bytes: the
+// server side of the TCP request/response latency test.
+type rrServer struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]struct{}
+}
+
+const rrSize = 64
+
+func startRRServer(c *topology.Cluster, ns string, port int) (*rrServer, error) {
+	s := &rrServer{conns: make(map[net.Conn]struct{})}
+	err := c.Do(ns, func() error {
+		var err error
+		s.ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen for request/response in %s: %w", ns, err)
+	}
+	s.wg.Go(func() {
+		for {
+			conn, err := s.ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[conn] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Go(func() {
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, conn)
+					s.mu.Unlock()
+					conn.Close()
+				}()
+				buf := make([]byte, rrSize)
+				for {
+					if _, err := io.ReadFull(conn, buf); err != nil {
+						return
+					}
+					if _, err := conn.Write(buf); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return s, nil
+}
+
+func (s *rrServer) close() {
+	s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// firstLines returns up to n lines of b, for error messages.
+func firstLines(b []byte, n int) string {
+	lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", n+1)
+	if len(lines) > n {
+		lines = append(lines[:n], "...")
+	}
+	return strings.Join(lines, "\n")
+}

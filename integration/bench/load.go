@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+)
+
+// The ClusterIP load generator: n workers in httpClientPod, each on a
+// thread inside that pod's namespace, send GET requests to my-service as
+// fast as the answers come back (a closed loop, like wrk). It speaks just
+// enough HTTP/1.1 to stay cheap on the client side, so the data path, not
+// the generator, is what runs out of CPU first.
+//
+//   - new connections: every request on a new connection with
+//     "Connection: close"; the backend closes after answering, so its
+//     side holds TIME_WAIT and the client's ports are reusable. Rate =
+//     completed exchanges per second; every one is a new connection
+//     through the ClusterIP (a new conntrack entry / NAT flow / proxied
+//     connection).
+//   - keep-alive: each worker keeps one connection open and sends its
+//     requests one after the other on it.
+
+var (
+	closeRequest     = []byte("GET / HTTP/1.1\r\nHost: my-service\r\nConnection: close\r\n\r\n")
+	keepAliveRequest = []byte("GET / HTTP/1.1\r\nHost: my-service\r\n\r\n")
+	okStatus         = []byte("HTTP/1.1 200 ")
+)
+
+// loadStats are one worker's counts; the latencies are per exchange
+// (connect included for new connections).
+type loadStats struct {
+	ok, errs int
+	lat      []time.Duration
+	firstErr error
+}
+
+func (s *loadStats) fail(err error) {
+	s.errs++
+	if s.firstErr == nil {
+		s.firstErr = err
+	}
+}
+
+// measureHTTP loads my-service from httpClientPod for dur.
+func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Duration) (map[string]float64, error) {
+	path, err := b.c.Path(httpClientPod)
+	if err != nil {
+		return nil, err
+	}
+	stats := make([]loadStats, n)
+	start := time.Now()
+	deadline := start.Add(dur)
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(10*time.Second))
+	defer cancel()
+	err = workers(path, n, func(i int) error {
+		if keepAlive {
+			keepAliveWorker(ctx, deadline, &stats[i])
+		} else {
+			closeWorker(ctx, deadline, &stats[i])
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		return nil, err
+	}
+	var total loadStats
+	for _, s := range stats {
+		total.ok += s.ok
+		total.errs += s.errs
+		total.lat = append(total.lat, s.lat...)
+		if total.firstErr == nil {
+			total.firstErr = s.firstErr
+		}
+	}
+	name := "http_close"
+	if keepAlive {
+		name = "http_keepalive"
+	}
+	if total.ok == 0 {
+		return nil, fmt.Errorf("%s to %v from %s: no request succeeded (%d errors, first: %v)", name, myService, httpClientPod, total.errs, total.firstErr)
+	}
+	m := map[string]float64{
+		name + "_per_s":      float64(total.ok) / elapsed.Seconds(),
+		name + "_errors":     float64(total.errs),
+		name + "_p50_us":     percentile(total.lat, 0.50),
+		name + "_p99_us":     percentile(total.lat, 0.99),
+		name + "_error_rate": float64(total.errs) / float64(total.ok+total.errs),
+	}
+	return m, nil
+}
+
+// maxLatencies bounds the latencies one worker keeps.
+const maxLatencies = 1 << 18
+
+func closeWorker(ctx context.Context, deadline time.Time, s *loadStats) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	buf := make([]byte, 4096)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		t0 := time.Now()
+		if err := closeExchange(ctx, &d, buf); err != nil {
+			s.fail(err)
+			time.Sleep(10 * time.Millisecond) // do not spin on a refusing Service
+			continue
+		}
+		s.ok++
+		if len(s.lat) < maxLatencies {
+			s.lat = append(s.lat, time.Since(t0))
+		}
+	}
+}
+
+// closeExchange does one request on a new connection and reads the
+// answer up to the server's close.
+func closeExchange(ctx context.Context, d *net.Dialer, buf []byte) error {
+	conn, err := d.DialContext(ctx, "tcp", myService.String())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(closeRequest); err != nil {
+		return err
+	}
+	n := 0
+	for {
+		m, err := conn.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if n == len(buf) {
+			n = copy(buf, buf[:len(okStatus)]) // keep the status line's start
+		}
+	}
+	if !bytes.HasPrefix(buf[:n], okStatus) {
+		return fmt.Errorf("answer %q: want %q", buf[:min(n, 40)], okStatus)
+	}
+	return nil
+}
+
+func keepAliveWorker(ctx context.Context, deadline time.Time, s *loadStats) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	var (
+		conn net.Conn
+		br   *bufio.Reader
+	)
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if conn == nil {
+			c, err := d.DialContext(ctx, "tcp", myService.String())
+			if err != nil {
+				s.fail(err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			c.SetDeadline(deadline.Add(5 * time.Second))
+			conn, br = c, bufio.NewReaderSize(c, 4096)
+		}
+		t0 := time.Now()
+		if err := keepAliveExchange(conn, br); err != nil {
+			s.fail(err)
+			conn.Close()
+			conn = nil
+			continue
+		}
+		s.ok++
+		if len(s.lat) < maxLatencies {
+			s.lat = append(s.lat, time.Since(t0))
+		}
+	}
+}
+
+// keepAliveExchange sends one request and reads one response with a
+// Content-Length body.
+func keepAliveExchange(conn net.Conn, br *bufio.Reader) error {
+	if _, err := conn.Write(keepAliveRequest); err != nil {
+		return err
+	}
+	status, err := br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(status, okStatus) {
+		return fmt.Errorf("status line %q: want %q", status, okStatus)
+	}
+	length := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && bytes.EqualFold(k, []byte("Content-Length")) {
+			length, err = strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil {
+				return fmt.Errorf("Content-Length %q: %w", v, err)
+			}
+		}
+	}
+	if length < 0 {
+		return errors.New("response without Content-Length")
+	}
+	_, err = br.Discard(length)
+	return err
+}

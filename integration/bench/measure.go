@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// params size the measurements; see fullParams and smokeParams.
+type params struct {
+	rounds     int
+	dur        time.Duration // each iperf3 and HTTP run
+	pings      int
+	rrDur      time.Duration
+	httpConns  int // concurrent HTTP workers
+	lbServices int // control plane: Services × lbEndpoints
+	lbEndpts   int
+	lbChanges  int // Upserts timed
+	iptChanges int // kube-proxy partial syncs timed
+	fwdPackets int // in-memory forwarding: packets per route count
+	profileDur time.Duration
+}
+
+var fullParams = params{
+	rounds: 3, dur: 4 * time.Second, pings: 1000, rrDur: 2 * time.Second, httpConns: 16,
+	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 5,
+	fwdPackets: 200000, profileDur: 8 * time.Second,
+}
+
+var smokeParams = params{
+	rounds: 1, dur: time.Second, pings: 100, rrDur: 500 * time.Millisecond, httpConns: 16,
+	lbServices: 1000, lbEndpts: 10, lbChanges: 100, iptChanges: 2,
+	fwdPackets: 20000, profileDur: time.Second,
+}
+
+// measurement is one data-path test, run once per round on each of its
+// modes; it returns values keyed by metric.
+type measurement struct {
+	name  string
+	modes []mode
+	run   func(ctx context.Context, b *bed, p params) (map[string]float64, error)
+}
+
+var (
+	podModes     = []mode{modeKernel, modeNAT}            // proxy mode forwards pods exactly as nat mode
+	serviceModes = []mode{modeKernel, modeNAT, modeProxy} // ClusterIP traffic differs per mode
+)
+
+var measurements = []measurement{
+	{"tcp-1", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureTCP(ctx, b, 1, p.dur)
+	}},
+	{"tcp-4", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureTCP(ctx, b, 4, p.dur)
+	}},
+	{"udp-64", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureUDP(ctx, b, 64, p.dur)
+	}},
+	{"udp-1400", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureUDP(ctx, b, 1400, p.dur)
+	}},
+	{"icmp", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measurePing(b, p.pings)
+	}},
+	{"tcp-rr", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureRR(ctx, b, p.rrDur)
+	}},
+	{"http-close", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureHTTP(ctx, b, false, p.httpConns, p.dur)
+	}},
+	{"http-keepalive", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureHTTP(ctx, b, true, p.httpConns, p.dur)
+	}},
+}
+
+// iperfReport is the part of `iperf3 -J` output the benchmark reads.
+type iperfReport struct {
+	End struct {
+		SumSent     iperfSum `json:"sum_sent"`
+		SumReceived iperfSum `json:"sum_received"`
+		CPU         struct {
+			HostTotal   float64 `json:"host_total"`
+			RemoteTotal float64 `json:"remote_total"`
+		} `json:"cpu_utilization_percent"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+type iperfSum struct {
+	Seconds     float64 `json:"seconds"`
+	Bytes       float64 `json:"bytes"`
+	BitsPerSec  float64 `json:"bits_per_second"`
+	Packets     float64 `json:"packets"`
+	LostPackets float64 `json:"lost_packets"`
+}
+
+// iperf runs an iperf3 client in clientPod against serverPod's server,
+// once more after a short pause if the server was still busy with the
+// previous test.
+func iperf(ctx context.Context, b *bed, dur time.Duration, args ...string) (iperfReport, error) {
+	argv := append([]string{"-c", serverAddr.String(), "-p", fmt.Sprint(iperfPort), "-J",
+		"-t", fmt.Sprint(int(math.Ceil(dur.Seconds())))}, args...)
+	var rep iperfReport
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		if attempt > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		cctx, cancel := context.WithTimeout(ctx, dur+20*time.Second)
+		out, runErr := b.c.CommandContext(cctx, clientPod, "iperf3", argv...).Output()
+		cancel()
+		rep = iperfReport{}
+		jerr := json.Unmarshal(out, &rep)
+		switch {
+		case jerr == nil && rep.Error == "" && runErr == nil:
+			return rep, nil
+		case jerr == nil && rep.Error != "":
+			err = fmt.Errorf("iperf3 %s: %s", strings.Join(argv, " "), rep.Error)
+		case runErr != nil:
+			err = fmt.Errorf("iperf3 %s: %w", strings.Join(argv, " "), runErr)
+		default:
+			err = fmt.Errorf("iperf3 %s: parse output: %w", strings.Join(argv, " "), jerr)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return rep, err
+}
+
+// measureTCP runs iperf3 with streams parallel TCP streams from clientPod
+// to serverPod and reports the throughput and the CPU time it cost.
+func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (map[string]float64, error) {
+	cpu0, err := readCPUStat()
+	if err != nil {
+		return nil, err
+	}
+	r0, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	rep, err := iperf(ctx, b, dur, "-P", fmt.Sprint(streams))
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err := readCPUStat()
+	if err != nil {
+		return nil, err
+	}
+	r1, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	rx := rep.End.SumReceived
+	if rx.Bytes <= 0 || rx.Seconds <= 0 {
+		return nil, fmt.Errorf("iperf3 -P %d: nothing received", streams)
+	}
+	// CPU is taken over the whole client run, so divide by every byte
+	// the client sent (all of it received: TCP).
+	gb := rep.End.SumSent.Bytes / 1e9
+	if gb <= 0 {
+		gb = rx.Bytes / 1e9
+	}
+	d := cpu1.sub(cpu0)
+	sfx := fmt.Sprintf("_%d", streams)
+	m := map[string]float64{
+		"tcp_gbps" + sfx:                  rx.BitsPerSec / 1e9,
+		"cpu_machine_kernel_per_gb" + sfx: d.sysSoftirq() / gb,
+		"cpu_machine_busy_per_gb" + sfx:   d.busy() / gb,
+	}
+	if b.mode == modeKernel {
+		m["cpu_per_gb"+sfx] = d.sysSoftirq() / gb
+	} else {
+		m["cpu_per_gb"+sfx] = (r1 - r0) / gb
+	}
+	return m, nil
+}
+
+// measureUDP sends UDP datagrams of size payload bytes from clientPod to
+// serverPod as fast as iperf3 can and reports the rate received.
+func measureUDP(ctx context.Context, b *bed, size int, dur time.Duration) (map[string]float64, error) {
+	rep, err := iperf(ctx, b, dur, "-u", "-b", "10G", "-l", fmt.Sprint(size))
+	if err != nil {
+		return nil, err
+	}
+	rx := rep.End.SumReceived
+	if rx.Seconds <= 0 || rx.Packets <= 0 {
+		return nil, fmt.Errorf("iperf3 -u -l %d: no packets", size)
+	}
+	got := rx.Bytes / float64(size)
+	sfx := fmt.Sprintf("_%d", size)
+	return map[string]float64{
+		"udp_kpps" + sfx:     got / rx.Seconds / 1e3,
+		"udp_loss_pct" + sfx: 100 * rx.LostPackets / rx.Packets,
+	}, nil
+}
+
+// measurePing sends count ICMP echo requests, one after the other, from
+// clientPod to serverPod.
+func measurePing(b *bed, count int) (map[string]float64, error) {
+	res, err := b.c.Ping(clientPod, serverAddr, count, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if res.Received < count*9/10 {
+		return nil, fmt.Errorf("ping %s -> %v: %v; want at least 90%% answered", clientPod, serverAddr, res)
+	}
+	return map[string]float64{
+		"icmp_p50_us": percentile(res.RTTs, 0.50),
+		"icmp_p99_us": percentile(res.RTTs, 0.99),
+	}, nil
+}
+
+// measureRR does rrSize-byte request/response exchanges on one TCP
+// connection from clientPod to serverPod, one at a time, for dur.
+func measureRR(ctx context.Context, b *bed, dur time.Duration) (map[string]float64, error) {
+	path, err := b.c.Path(clientPod)
+	if err != nil {
+		return nil, err
+	}
+	var rtts []time.Duration
+	err = inNetnsGo(path, func() error {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(serverAddr, rrPort).String())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		buf := make([]byte, rrSize)
+		deadline := time.Now().Add(dur)
+		conn.SetDeadline(deadline.Add(5 * time.Second))
+		rtts = make([]time.Duration, 0, 1<<16)
+		for time.Now().Before(deadline) && len(rtts) < 1<<20 {
+			t0 := time.Now()
+			if _, err := conn.Write(buf); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(conn, buf); err != nil {
+				return err
+			}
+			rtts = append(rtts, time.Since(t0))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tcp request/response %s -> %v:%d: %w", clientPod, serverAddr, rrPort, err)
+	}
+	if len(rtts) == 0 {
+		return nil, errors.New("tcp request/response: no exchange completed")
+	}
+	return map[string]float64{
+		"tcprr_p50_us": percentile(rtts, 0.50),
+		"tcprr_p99_us": percentile(rtts, 0.99),
+	}, nil
+}
+
+// inNetnsGo runs fn on a new goroutine inside the namespace at path (see
+// inNetns) and waits for it.
+func inNetnsGo(path string, fn func() error) error {
+	return workers(path, 1, func(int) error { return fn() })
+}
+
+// percentile returns the q-quantile of ds in microseconds (nearest rank).
+func percentile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	i = max(0, min(i, len(s)-1))
+	return float64(s[i]) / float64(time.Microsecond)
+}

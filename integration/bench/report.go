@@ -1,0 +1,391 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// report is everything one run found; it is printed as tables and
+// written as JSON (--json) for tracking.
+type report struct {
+	Machine machine   `json:"machine"`
+	Run     string    `json:"run"` // "full" or "smoke"
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"duration_s"`
+	Rounds  int       `json:"rounds"`
+	RunSecs float64   `json:"seconds_per_run"`
+	Proxy   string    `json:"proxy_mode"` // "measured", or why not
+	Metrics []metric  `json:"metrics"`
+	Control struct {
+		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
+		VRouter *controlResult `json:"vrouter_lb_table,omitempty"`
+	} `json:"control_plane"`
+	Forwarding []forwardResult `json:"forwarding_in_memory,omitempty"`
+	Profile    []profileResult `json:"profile,omitempty"`
+	ProfileDir string          `json:"profile_dir,omitempty"`
+	Errors     []string        `json:"errors,omitempty"`
+
+	// samples[metric][mode] holds one value per round.
+	samples map[string]map[mode][]float64
+}
+
+// metric is one measured quantity with its statistics per mode.
+type metric struct {
+	Key        string           `json:"key"`
+	Label      string           `json:"label,omitempty"`
+	Unit       string           `json:"unit,omitempty"`
+	Better     string           `json:"better,omitempty"` // "higher" or "lower"
+	Modes      map[mode]summary `json:"modes"`
+	Ratio      *float64         `json:"ratio_vrouter_kernel,omitempty"`
+	ProxyRatio *float64         `json:"ratio_proxy_kernel,omitempty"`
+}
+
+type summary struct {
+	Median  float64   `json:"median"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Samples []float64 `json:"samples"`
+}
+
+// metricDef describes a metric of the main table; metrics not listed go
+// to the JSON only.
+type metricDef struct {
+	key, label, unit string
+	lowerBetter      bool
+}
+
+var tableMetrics = []metricDef{
+	{"tcp_gbps_1", "pod→pod TCP, 1 stream", "Gbit/s", false},
+	{"tcp_gbps_4", "pod→pod TCP, 4 streams", "Gbit/s", false},
+	{"udp_kpps_64", "UDP 64 B payload, received", "kpps", false},
+	{"udp_loss_pct_64", "UDP 64 B payload, loss", "%", true},
+	{"udp_kpps_1400", "UDP 1400 B payload, received", "kpps", false},
+	{"udp_loss_pct_1400", "UDP 1400 B payload, loss", "%", true},
+	{"icmp_p50_us", "ICMP echo RTT p50", "µs", true},
+	{"icmp_p99_us", "ICMP echo RTT p99", "µs", true},
+	{"tcprr_p50_us", "TCP 64 B request/response RTT p50", "µs", true},
+	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
+	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close)", "conn/s", false},
+	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
+	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
+	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
+	{"cpu_machine_busy_per_gb_1", "machine busy CPU per GB, TCP 1 stream ²", "CPU s/GB", true},
+	{"rss_mib_" + masterNode, "router resident memory (VmRSS), " + masterNode, "MiB", true},
+	{"rss_mib_" + workerNode, "router resident memory (VmRSS), " + workerNode, "MiB", true},
+}
+
+func newReport() *report {
+	return &report{samples: make(map[string]map[mode][]float64)}
+}
+
+func (r *report) add(key string, m mode, v float64) {
+	if r.samples[key] == nil {
+		r.samples[key] = make(map[mode][]float64)
+	}
+	r.samples[key][m] = append(r.samples[key][m], v)
+}
+
+func (r *report) errorf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.Errors = append(r.Errors, msg)
+	fmt.Fprintln(os.Stderr, "bench: error:", msg)
+}
+
+// finish computes the per-mode summaries and ratios.
+func (r *report) finish() {
+	defs := map[string]metricDef{}
+	var keys []string
+	for _, d := range tableMetrics {
+		defs[d.key] = d
+		if r.samples[d.key] != nil {
+			keys = append(keys, d.key)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.samples)) {
+		if _, ok := defs[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	r.Metrics = nil
+	for _, k := range keys {
+		m := metric{Key: k, Modes: map[mode]summary{}}
+		if d, ok := defs[k]; ok {
+			m.Label, m.Unit, m.Better = d.label, d.unit, "higher"
+			if d.lowerBetter {
+				m.Better = "lower"
+			}
+		}
+		for md, vs := range r.samples[k] {
+			m.Modes[md] = summarize(vs)
+		}
+		if k, ok := m.Modes[modeKernel]; ok && k.Median != 0 {
+			if v, ok := m.Modes[modeNAT]; ok {
+				x := v.Median / k.Median
+				m.Ratio = &x
+			}
+			if v, ok := m.Modes[modeProxy]; ok {
+				x := v.Median / k.Median
+				m.ProxyRatio = &x
+			}
+		}
+		r.Metrics = append(r.Metrics, m)
+	}
+}
+
+func summarize(vs []float64) summary {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return summary{Median: med, Min: s[0], Max: s[len(s)-1], Samples: vs}
+}
+
+func (r *report) metric(key string) (metric, bool) {
+	for _, m := range r.Metrics {
+		if m.Key == key {
+			return m, true
+		}
+	}
+	return metric{}, false
+}
+
+// num formats v with three significant digits, and thousands as 12,300.
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return "n/a"
+	case v == 0:
+		return "0"
+	}
+	a := math.Abs(v)
+	var s string
+	switch {
+	case a >= 1000:
+		s = fmt.Sprintf("%.0f", math.Round(v/math.Pow(10, math.Floor(math.Log10(a))-2))*math.Pow(10, math.Floor(math.Log10(a))-2))
+		return thousands(s)
+	case a >= 100:
+		s = fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		s = fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		s = fmt.Sprintf("%.2f", v)
+	case a >= 0.01:
+		s = fmt.Sprintf("%.3f", v)
+	default:
+		s = fmt.Sprintf("%.2g", v)
+	}
+	return s
+}
+
+func thousands(s string) string {
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func ratio(x *float64) string {
+	if x == nil {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", *x)
+}
+
+// writeTables prints the report as Markdown tables.
+func (r *report) writeTables(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "vrouter vs kernel (host-gw + kube-proxy iptables), seed cluster in network namespaces, MTU 1500 underlay.\n")
+	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s, %s, %s, iperf %s; load average %.2f at start, %.2f at end.\n",
+		m.CPUs, m.CPUModel, m.Kernel, m.Go, m.Iptables, m.Iperf3, m.LoadStart[0], m.LoadEnd[0])
+	fmt.Fprintf(w, "Run: %s, %d interleaved round(s), %v per throughput/HTTP run, median of rounds; took %.0f s. Commit %s.\n\n",
+		r.Run, r.Rounds, time.Duration(r.RunSecs*float64(time.Second)), r.Seconds, orNA(m.Commit))
+
+	proxyHead := "vrouter-proxy"
+	fmt.Fprintf(w, "| measurement | unit | kernel | vrouter (nat) | vrouter ÷ kernel | %s | proxy ÷ kernel |\n", proxyHead)
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|\n")
+	for _, d := range tableMetrics {
+		mt, ok := r.metric(d.key)
+		kernel, nat, proxy := "n/a", "n/a", "n/a"
+		var rt, prt string
+		if ok {
+			if s, ok := mt.Modes[modeKernel]; ok {
+				kernel = num(s.Median)
+			}
+			if s, ok := mt.Modes[modeNAT]; ok {
+				nat = num(s.Median)
+			}
+			if s, ok := mt.Modes[modeProxy]; ok {
+				proxy = num(s.Median)
+			}
+			rt, prt = ratio(mt.Ratio), ratio(mt.ProxyRatio)
+		}
+		if strings.HasPrefix(d.key, "rss_mib_") {
+			kernel = "in kernel"
+		}
+		if proxy == "n/a" && r.Proxy == "measured" && !slices.Contains([]string{"http_close_per_s", "http_keepalive_per_s"}, d.key) && !strings.HasPrefix(d.key, "rss_") {
+			proxy = "= nat"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", d.label, d.unit, kernel, nat, rt, proxy, prt)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "¹ kernel: the whole machine's system+irq+softirq time, so it includes both iperf3 endpoints' TCP stacks and every other process's kernel time; vrouter: the two vrouter processes' utime+stime only (their system calls included; softirq work the kernel does for their sockets and TUN is not).")
+	fmt.Fprintln(w, "² the whole machine, for both modes: endpoints, routers, kernel, and anything else running on the box. Divided by the bytes iperf3 sent.")
+	if r.Proxy != "measured" {
+		fmt.Fprintf(w, "vrouter-proxy: n/a (%s).\n", r.Proxy)
+	} else {
+		fmt.Fprintln(w, "vrouter-proxy: my-service in proxy mode; pod-to-pod traffic takes the same path as in nat mode (\"= nat\").")
+	}
+
+	if k, v := r.Control.Kernel, r.Control.VRouter; k != nil || v != nil {
+		n, per := 0, 0
+		if v != nil {
+			n, per = v.Services, v.Endpoints
+		} else {
+			n, per = k.Services, k.Endpoints
+		}
+		fmt.Fprintf(w, "\n| control plane, %s Services × %d endpoints | kernel (kube-proxy iptables-restore) | vrouter (lb.Table) | vrouter ÷ kernel |\n", thousands(fmt.Sprint(n)), per)
+		fmt.Fprintf(w, "|---|--:|--:|--:|\n")
+		row := func(label string, kf, vf func(*controlResult) float64) {
+			ks, vs, rs := "n/a", "n/a", ""
+			var kv, vv float64
+			if k != nil {
+				kv = kf(k)
+				ks = num(kv) + " ms"
+			}
+			if v != nil {
+				vv = vf(v)
+				vs = num(vv) + " ms"
+			}
+			if k != nil && v != nil && kv > 0 {
+				rs = fmt.Sprintf("%.3g×", vv/kv)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, ks, vs, rs)
+		}
+		row("program the table from empty", func(c *controlResult) float64 { return c.BuildMS }, func(c *controlResult) float64 { return c.BuildMS })
+		row("re-apply it unchanged (full resync)", func(c *controlResult) float64 { return c.ResyncMS }, func(c *controlResult) float64 { return c.ResyncMS })
+		row("one endpoint change, p50", func(c *controlResult) float64 { return c.ChangeP50MS }, func(c *controlResult) float64 { return c.ChangeP50MS })
+		row("one endpoint change, p99", func(c *controlResult) float64 { return c.ChangeP99MS }, func(c *controlResult) float64 { return c.ChangeP99MS })
+		kc, vc, rules, heap := "n/a", "n/a", "", "n/a"
+		if k != nil {
+			kc, rules = fmt.Sprint(k.Changes), fmt.Sprintf("; %s rules via %s", thousands(fmt.Sprint(k.Rules)), k.RestoreBinary)
+		}
+		if v != nil {
+			vc, heap = fmt.Sprint(v.Changes), fmt.Sprintf("%.1f MiB", v.HeapMiB)
+		}
+		fmt.Fprintf(w, "| memory | not measured | %s | |\n", heap)
+		fmt.Fprintf(w, "\nChanges timed: kernel %s (kube-proxy's partial sync: KUBE-SERVICES rewritten, one KUBE-SVC chain, one KUBE-SEP chain deleted, `iptables-restore --noflush`), vrouter %s (`lb.Table.Upsert`)%s.\n", kc, vc, rules)
+	}
+
+	if len(r.Forwarding) == 2 {
+		a, b := r.Forwarding[0], r.Forwarding[1]
+		fmt.Fprintf(w, "\n| in-memory forwarding, router.Router, 64 B UDP (tuntest → overlaytest) | %d routes | %s routes | %s ÷ %d |\n",
+			a.Routes, thousands(fmt.Sprint(b.Routes)), thousands(fmt.Sprint(b.Routes)), a.Routes)
+		fmt.Fprintf(w, "|---|--:|--:|--:|\n")
+		fr := func(label string, x, y float64) {
+			rs := ""
+			if x > 0 {
+				rs = fmt.Sprintf("%.2f×", y/x)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, num(x), num(y), rs)
+		}
+		fr("wall ns per packet", a.NsPerPacket, b.NsPerPacket)
+		fr("CPU ns per packet (whole process)", a.CPUNsPerPacket, b.CPUNsPerPacket)
+		fr("allocations per packet ³", a.AllocsPerPacket, b.AllocsPerPacket)
+		fr("bytes allocated per packet ³", a.BytesAllocPerPkt, b.BytesAllocPerPkt)
+		fmt.Fprintln(w, "\n³ includes the test fakes' own copy of each datagram (overlaytest: one allocation per packet).")
+	}
+
+	if len(r.Profile) > 0 {
+		fmt.Fprintf(w, "\nProfile of the forwarding path (in-process router on %s, iperf3 TCP 1 stream, CPU profile of user+system time; profiles in %s):\n\n", masterNode, r.ProfileDir)
+		fmt.Fprintf(w, "| where the CPU goes |")
+		for _, p := range r.Profile {
+			fmt.Fprintf(w, " %s: ns/packet (share) |", p.Direction)
+		}
+		fmt.Fprintf(w, "\n|---|")
+		for range r.Profile {
+			fmt.Fprintf(w, "--:|")
+		}
+		fmt.Fprintln(w)
+		names := slices.Clone(categories)
+		for _, p := range r.Profile {
+			for _, s := range p.Inclusive {
+				names = append(names, "(incl.) "+s.Name)
+			}
+		}
+		seen := map[string]bool{}
+		for _, name := range names {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			var cells []string
+			any := false
+			for _, p := range r.Profile {
+				cell := ""
+				for _, s := range slices.Concat(p.Categories, prefixed(p.Inclusive)) {
+					if s.Name == name {
+						cell = fmt.Sprintf("%s (%.0f%%)", num(s.NsPerPacket), s.Percent)
+						any = true
+					}
+				}
+				cells = append(cells, cell)
+			}
+			if any {
+				fmt.Fprintf(w, "| %s | %s |\n", name, strings.Join(cells, " | "))
+			}
+		}
+		for _, p := range r.Profile {
+			fmt.Fprintf(w, "\n%s: %.2f Gbit/s, %s packets into the router, %.0f CPU ns/packet (%.2f CPU s in %.1f s), %.1f allocations and %.0f bytes per packet, %d GCs.\n",
+				p.Direction, p.Gbps, thousands(fmt.Sprint(p.Packets)), p.NsPerPacket, p.CPUSeconds, p.Seconds, p.AllocsPerPacket, p.BytesPerPacket, p.GCs)
+		}
+	}
+	if len(r.Errors) > 0 {
+		fmt.Fprintf(w, "\nErrors (%d):\n", len(r.Errors))
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "- %s\n", e)
+		}
+	}
+}
+
+func prefixed(ss []profileShare) []profileShare {
+	out := make([]profileShare, len(ss))
+	for i, s := range ss {
+		s.Name = "(incl.) " + s.Name
+		out[i] = s
+	}
+	return out
+}
+
+func orNA(s string) string {
+	if s == "" {
+		return "n/a"
+	}
+	return s
+}
+
+// writeJSON writes the report to path.
+func (r *report) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
