@@ -365,6 +365,14 @@ func (o *ops) observeApply(rl *reloader) func(*configs.Config) {
 	}
 }
 
+// observeProgramming records the network programming latency of a change
+// the Kubernetes source applied, which also counts as a sync for /healthz.
+func (o *ops) observeProgramming(d time.Duration) {
+	now := time.Now()
+	o.syncs.ObserveProgramming(d)
+	o.health.Synced(now)
+}
+
 // run serves the admin API until ctx is done, and returns once it has
 // stopped (captures in progress end).
 func (o *ops) run(ctx context.Context) {

@@ -29,9 +29,16 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		tunFD = fs.Int("tun-fd", -1, "adopt this already-open TUN file descriptor instead of creating the device")
 		lf    logFlags
 		of    opsFlags
+		kf    kubeFlags
 	)
 	lf.register(fs)
 	of.register(fs)
+	fs.StringVar(&kf.kubeconfig, "kubeconfig", "", "learn Nodes, Services and EndpointSlices from the API server this kubeconfig names (instead of peers and Services from --config)")
+	fs.BoolVar(&kf.inCluster, "in-cluster", false, "learn them from the API server with the Pod's ServiceAccount (in a DaemonSet or sidecar)")
+	fs.StringVar(&kf.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Node name, with --kubeconfig or --in-cluster (default $NODE_NAME)")
+	fs.StringVar(&kf.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "the pod network, with --kubeconfig or --in-cluster and no --config")
+	fs.StringVar(&kf.serviceCIDR, "service-cidr", "10.96.0.0/12", "the Service ClusterIP range, with --kubeconfig or --in-cluster and no --config")
+	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")
 		fs.PrintDefaults()
@@ -42,8 +49,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
-	if *path == "" {
-		return usageErrorf("--config is required")
+	if *path == "" && !kf.enabled() {
+		return usageErrorf("--config is required (or --kubeconfig / --in-cluster with --node-name)")
+	}
+	if kf.kubeconfig != "" && kf.inCluster {
+		return usageErrorf("--kubeconfig and --in-cluster are exclusive")
 	}
 	// Catch SIGHUP (reload) and SIGUSR1 (log level) from the start: their
 	// default action would kill a router that is still coming up. A
@@ -58,6 +68,16 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
 
+	if kf.enabled() {
+		o, err := of.newOps(fs, log, level)
+		if err != nil {
+			return err
+		}
+		defer o.close()
+		ctx, stop := o.signalContext(context.Background())
+		defer stop()
+		return runKube(ctx, &kf, *path, *tunFD, log, o)
+	}
 	cfg, err := configs.Load(*path)
 	if err != nil {
 		return err
@@ -75,67 +95,25 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	return runRouter(ctx, *path, cfg, log, o, hup)
 }
 
+// dataPath is a node's programmed data path: the router and the load
+// balancer over it.
+type dataPath struct {
+	dev   string
+	r     *router.Router
+	table *lb.Table
+	nat   *lb.NAT
+	proxy *lb.Proxy
+}
+
 // runRouter brings up the data path for cfg and runs it until ctx is done.
 // It owns every goroutine it starts and returns after they exit.
 func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal) error {
-	dev, err := openTUN(cfg)
+	dp, err := bringUp(cfg, log, o)
 	if err != nil {
 		return err
 	}
-	if cfg.TUN.Configure {
-		if err := tun.Configure(dev.Name(), linkConfig(cfg)); err != nil {
-			dev.Close()
-			return err
-		}
-	}
-	conn, err := router.ListenUDP(cfg.Overlay.Listen)
-	if err != nil {
-		dev.Close()
-		return err
-	}
-	r, err := router.New(router.Options{
-		Logger:  log.Named("router"),
-		TUN:     dev,
-		Overlay: conn,
-		MTU:     cfg.Overlay.MTU,
-		TUNMTU:  cfg.TUN.MTU,
-	})
-	if err != nil {
-		dev.Close()
-		conn.Close()
-		return err
-	}
-	if err := r.Set(routerConfig(cfg)); err != nil {
-		r.Close()
-		return fmt.Errorf("program router: %w", err)
-	}
-	table, nat, err := newLB(cfg, log)
-	if err != nil {
-		r.Close()
-		return err
-	}
-	r.SetHook(nat)
-	// The proxy installs its TCP handler in the stack: before the router
-	// runs, as the handler slot is not synchronized with the packet path.
-	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), proxyOptions(cfg))
-	if err != nil {
-		r.Close()
-		return err
-	}
-	log.Info("vrouter running",
-		zap.String("node", cfg.Node.Name),
-		zap.String("tun", dev.Name()),
-		zap.Stringer("overlay", conn.LocalAddr()),
-		zap.Int("mtu", cfg.Overlay.MTU),
-		zap.Int("peers", len(cfg.Peers)),
-		zap.String("version", versionString()))
-
-	if err := o.attach(r, table, nat, proxy); err != nil {
-		r.Close()
-		return err
-	}
-
-	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dev.Name(), cur: cfg}
+	r, table, nat, proxy := dp.r, dp.table, dp.nat, dp.proxy
+	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dp.dev, cur: cfg}
 	w := configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg})
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -146,22 +124,10 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		o.run(ctx) // metrics, health and the admin API, until ctx is done
-	}()
-	wg.Add(5)
-	go func() {
-		defer wg.Done()
-		_ = nat.Run(ctx) // returns nil when ctx is done
-	}()
-	go func() {
-		defer wg.Done()
-		_ = proxy.Run(ctx) // returns nil when ctx is done, its connections closed
-	}()
-	go func() {
-		defer wg.Done()
-		routerErr = r.Run(ctx)
+		routerErr = dp.run(ctx, o)
 		cancel()
 	}()
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		watchErr = w.Run(ctx)
@@ -187,6 +153,99 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		watchErr = fmt.Errorf("watch config: %w", watchErr)
 	}
 	return errors.Join(routerErr, watchErr)
+}
+
+// run runs the data path and the operability servers until ctx is done or
+// the router fails, and returns after every goroutine it started exited.
+func (dp *dataPath) run(ctx context.Context, o *ops) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var routerErr error
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		o.run(ctx) // metrics, health and the admin API, until ctx is done
+	}()
+	go func() {
+		defer wg.Done()
+		_ = dp.nat.Run(ctx) // returns nil when ctx is done
+	}()
+	go func() {
+		defer wg.Done()
+		_ = dp.proxy.Run(ctx) // returns nil when ctx is done, its connections closed
+	}()
+	go func() {
+		defer wg.Done()
+		routerErr = dp.r.Run(ctx)
+		cancel()
+	}()
+	wg.Wait()
+	return routerErr
+}
+
+// bringUp creates and programs the data path for cfg: the TUN (created or
+// adopted, configured when cfg says so), the overlay socket, the router,
+// the Service table, NAT and proxy. It starts no goroutine; on error it
+// releases what it made.
+func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
+	dev, err := openTUN(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TUN.Configure {
+		if err := tun.Configure(dev.Name(), linkConfig(cfg)); err != nil {
+			dev.Close()
+			return nil, err
+		}
+	}
+	conn, err := router.ListenUDP(cfg.Overlay.Listen)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	r, err := router.New(router.Options{
+		Logger:  log.Named("router"),
+		TUN:     dev,
+		Overlay: conn,
+		MTU:     cfg.Overlay.MTU,
+		TUNMTU:  cfg.TUN.MTU,
+	})
+	if err != nil {
+		dev.Close()
+		conn.Close()
+		return nil, err
+	}
+	if err := r.Set(routerConfig(cfg)); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("program router: %w", err)
+	}
+	table, nat, err := newLB(cfg, log)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.SetHook(nat)
+	// The proxy installs its TCP handler in the stack: before the router
+	// runs, as the handler slot is not synchronized with the packet path.
+	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), proxyOptions(cfg))
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	log.Info("vrouter running",
+		zap.String("node", cfg.Node.Name),
+		zap.String("tun", dev.Name()),
+		zap.Stringer("overlay", conn.LocalAddr()),
+		zap.Int("mtu", cfg.Overlay.MTU),
+		zap.Int("peers", len(cfg.Peers)),
+		zap.String("version", versionString()))
+
+	if err := o.attach(r, table, nat, proxy); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return &dataPath{dev: dev.Name(), r: r, table: table, nat: nat, proxy: proxy}, nil
 }
 
 // newLB builds the Service table from cfg and the nat mode data path over it.

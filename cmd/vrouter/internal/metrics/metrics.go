@@ -244,9 +244,10 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric) {
 // last good one finished, and how many were applied or refused. Observe
 // is safe for concurrent use.
 type Syncs struct {
-	duration prometheus.Histogram
-	last     prometheus.Gauge
-	results  *prometheus.CounterVec
+	duration    prometheus.Histogram
+	last        prometheus.Gauge
+	results     *prometheus.CounterVec
+	programming prometheus.Histogram
 }
 
 // NewSyncs returns the sync metrics, to register with NewRegistry.
@@ -267,9 +268,21 @@ func NewSyncs() *Syncs {
 			Help: "Configs applied to the data path, by result: applied, or refused (the running config stays).",
 		}, []string{"result"}),
 	}
+	s.programming = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "vrouter_network_programming_duration_seconds",
+		Help: "Time from a change of a Service, EndpointSlice or Node in the API server to the data path programmed with it (kube-proxy's network programming latency).",
+		// kube-proxy's buckets: 0.25 s to 5 min, plus finer ones below.
+		Buckets: append(prometheus.ExponentialBuckets(0.001, 2, 8), 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 45, 60, 120, 180, 240, 300),
+	})
 	s.results.WithLabelValues("applied")
 	s.results.WithLabelValues("refused")
 	return s
+}
+
+// ObserveProgramming records the network programming latency of one
+// change from the API server.
+func (s *Syncs) ObserveProgramming(d time.Duration) {
+	s.programming.Observe(d.Seconds())
 }
 
 // Observe records one apply that took d and ended at end; ok reports
@@ -291,6 +304,7 @@ func (s *Syncs) Describe(ch chan<- *prometheus.Desc) {
 	s.duration.Describe(ch)
 	s.last.Describe(ch)
 	s.results.Describe(ch)
+	s.programming.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -298,6 +312,7 @@ func (s *Syncs) Collect(ch chan<- prometheus.Metric) {
 	s.duration.Collect(ch)
 	s.last.Collect(ch)
 	s.results.Collect(ch)
+	s.programming.Collect(ch)
 }
 
 // BuildInfo is a collector of the constant vrouter_build_info metric.
