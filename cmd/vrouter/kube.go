@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"sigs.k8s.io/yaml"
@@ -28,6 +29,7 @@ type kubeFlags struct {
 	clusterCIDR string
 	serviceCIDR string
 	proxyName   string
+	minSync     time.Duration
 }
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
@@ -91,10 +93,11 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	}
 	sink := &kubeSink{log: log.Named("kube"), first: make(chan struct{})}
 	src, err := kube.New(client, sink, kube.Options{
-		NodeName:       k.nodeName,
-		ProxyName:      k.proxyName,
-		Logger:         log.Named("kube"),
-		ObserveLatency: o.observeProgramming,
+		NodeName:        k.nodeName,
+		ProxyName:       k.proxyName,
+		MinSyncInterval: k.minSync,
+		Logger:          log.Named("kube"),
+		ObserveLatency:  o.observeProgramming,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -38,6 +39,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&kf.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Node name, with --kubeconfig or --in-cluster (default $NODE_NAME)")
 	fs.StringVar(&kf.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "the pod network, with --kubeconfig or --in-cluster and no --config")
 	fs.StringVar(&kf.serviceCIDR, "service-cidr", "10.96.0.0/12", "the Service ClusterIP range, with --kubeconfig or --in-cluster and no --config")
+	fs.DurationVar(&kf.minSync, "min-sync-period", 250*time.Millisecond,
+		"with --kubeconfig or --in-cluster: the least time between two applies of API changes, so a burst (a rollout) is applied in a few batches; kube-proxy's --iptables-min-sync-period, shorter because one apply here costs what changed, not the whole table")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")

@@ -153,11 +153,35 @@ type Router struct {
 // StartRouter starts `bin run --config config` in node's namespace with
 // its output appended to logPath, and waits until it is up (Ready).
 func StartRouter(c *topology.Cluster, bin, node, config, logPath string, args ...string) (*Router, error) {
+	r, err := Launch(c, bin, node, logPath, append([]string{"run", "--config", config}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	r.Config = config
+	if err := r.WaitReady(c, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// WaitReady waits until the router is up (Ready); if it is not within
+// timeout, it stops the router and returns why, with its log.
+func (r *Router) WaitReady(c *topology.Cluster, timeout time.Duration) error {
+	if err := r.waitReady(c, timeout); err != nil {
+		r.Stop()
+		log, _ := os.ReadFile(r.Log)
+		return fmt.Errorf("router on %s did not come up: %w\n--- %s ---\n%s", r.Node, err, r.Log, log)
+	}
+	return nil
+}
+
+// Launch starts `bin argv...` in node's namespace with its output appended
+// to logPath, without waiting for it to come up (see WaitReady).
+func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Router, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	argv := append([]string{"run", "--config", config}, args...)
 	cmd := c.Command(node, bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The router gets its own process group so a terminal's Ctrl-C goes
@@ -167,17 +191,12 @@ func StartRouter(c *topology.Cluster, bin, node, config, logPath string, args ..
 		logf.Close()
 		return nil, fmt.Errorf("start router on %s: %w", node, err)
 	}
-	r := &Router{Node: node, Config: config, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	r := &Router{Node: node, Log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		r.err = cmd.Wait()
 		logf.Close()
 		close(r.done)
 	}()
-	if err := r.waitReady(c, 10*time.Second); err != nil {
-		r.Stop()
-		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("router on %s did not come up: %w\n--- %s ---\n%s", node, err, logPath, log)
-	}
 	return r, nil
 }
 
