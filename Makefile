@@ -49,3 +49,15 @@ clean:
 .PHONY: kube-tools
 kube-tools:
 	bash integration/tools/build.sh
+
+# vrouter against the kernel (flannel host-gw + kube-proxy iptables) on the
+# seed's cluster in namespaces, as root; see integration/bench and README's
+# Benchmarks. bench: about 4 minutes. bench-smoke: about 30 seconds, fails
+# only if a measurement cannot be taken at all (timings never fail).
+# Extra flags: make bench BENCHFLAGS='--json bench.json'.
+.PHONY: bench bench-smoke
+bench: build
+	$(GO) run ./integration/bench --vrouter $(BIN) $(BENCHFLAGS)
+
+bench-smoke: build
+	$(GO) run ./integration/bench --smoke --vrouter $(BIN) $(BENCHFLAGS)

@@ -173,6 +173,9 @@ const (
 	stFinFwd
 	stFinRev
 	stRST
+	// stReleased: the flow's backend count and limiter slot were given
+	// back when it closed; it lingers only to translate the last packets.
+	stReleased
 )
 
 type flowShard struct {

@@ -258,9 +258,29 @@ func (n *NAT) note(f *flow, p pkt, fwd bool) {
 			}
 		}
 	}
-	if set != 0 && f.state.Load()&set != set {
-		f.state.Or(set)
+	if set == 0 || f.state.Load()&set == set {
+		return
 	}
+	st := f.state.Or(set) | set
+	if closed(st) && st&stReleased == 0 && f.state.Or(stReleased)&stReleased == 0 {
+		// A closed connection no longer counts against its client's cap
+		// or its backend's load while it lingers.
+		n.release(f)
+	}
+}
+
+// closed reports whether TCP state st has ended: RST, or FIN both ways.
+func closed(st uint32) bool {
+	return st&stRST != 0 || st&(stFinFwd|stFinRev) == stFinFwd|stFinRev
+}
+
+// release gives back what a flow holds: its backend's active count and
+// its limiter slot. It runs once per flow (stReleased).
+func (n *NAT) release(f *flow) {
+	f.mu.Lock()
+	f.backend.Release()
+	f.mu.Unlock()
+	f.limit.Release(f.client.Addr())
 }
 
 // expired reports whether f has ended at now.
@@ -271,7 +291,7 @@ func (n *NAT) expired(f *flow, now int64) bool {
 		return idle > n.opts.UDPTimeout
 	}
 	switch {
-	case st&stRST != 0 || st&(stFinFwd|stFinRev) == stFinFwd|stFinRev:
+	case closed(st):
 		return idle > min(closedLinger, n.opts.TCPTransientTimeout)
 	case st&stReplied == 0:
 		return idle > n.opts.TCPTransientTimeout
@@ -306,9 +326,10 @@ func (n *NAT) Reap() {
 			delete(b.m, f.rev)
 		}
 		unlockPair(a, b)
-		f.backend.Release()
 		f.mu.Unlock()
-		f.limit.Release(f.client.Addr())
+		if f.state.Or(stReleased)&stReleased == 0 {
+			n.release(f)
+		}
 		n.stats.flows.Add(^uint64(0))
 		n.stats.expired.Add(1)
 	}

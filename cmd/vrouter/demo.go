@@ -136,7 +136,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		r, err := harness.StartRouter(d.c, bin, n.Name, cfg, filepath.Join(d.dir, n.Name+".log"), "--log-level", d.logLevel)
+		r, err := harness.StartRouter(d.c, bin, n.Name, cfg, filepath.Join(d.dir, n.Name+".log"),
+			"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock"))
 		if err != nil {
 			return err
 		}
@@ -336,6 +337,8 @@ func (d *demo) printKeep(spec topology.Spec) {
 	d.printf("  %sping %s                    # pod to pod across nodes\n", enter(a.Pods[0].Name), b.Pods[0].Addr)
 	d.printf("  %sip route                   # the node's routes: only vr0's\n", enter(a.Name))
 	d.printf("  %stcpdump -ni eth0 udp port %d  # overlay datagrams\n", enter(b.Name), harness.OverlayPort)
+	d.printf("  vrouter routes --socket %s    # the router's table\n", filepath.Join(d.dir, a.Name+".sock"))
+	d.printf("  vrouter services --socket %s  # Services, endpoints, connections\n", filepath.Join(d.dir, a.Name+".sock"))
 	d.printf("  configs and router logs: %s\n", d.dir)
 }
 

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
 	"github.com/vrouter/vrouter/integration/topology"
@@ -75,6 +77,8 @@ type bed struct {
 
 	// iptablesRestore is the iptables-restore that worked (kernel mode).
 	iptablesRestore string
+
+	spawn *spawner
 }
 
 // bedOptions are what newBed needs beyond the mode.
@@ -83,6 +87,8 @@ type bedOptions struct {
 	dir      string // where to write configs and logs
 	vrouter  string // the vrouter binary
 	services []configs.ServiceSpec
+	spawn    *spawner // starts the routers and servers (see spawner)
+	args     []string // extra `vrouter run` arguments
 }
 
 // newBed builds the seed's cluster for m, programs its data path, starts
@@ -95,7 +101,7 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bed{mode: m, c: c, dir: o.dir}
+	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("set up %s: %w", m, err), b.close())
@@ -113,7 +119,7 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 			return nil, err
 		}
 	default:
-		if err := b.startRouters(o.vrouter, o.services); err != nil {
+		if err := b.startRouters(o.vrouter, o.services, o.args); err != nil {
 			return nil, err
 		}
 	}
@@ -209,14 +215,19 @@ func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer
 
 // startRouters writes each node's config (the seed's Services as given)
 // and starts `vrouter run` on each node.
-func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec) error {
+func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string) error {
 	spec := b.c.Spec()
 	for _, n := range []string{masterNode, workerNode} {
 		path, err := harness.WriteConfig(b.dir, spec, n, harness.ConfigOptions{Services: svcs})
 		if err != nil {
 			return err
 		}
-		r, err := harness.StartRouter(b.c, bin, n, path, filepath.Join(b.dir, n+".log"))
+		var r *harness.Router
+		err = b.spawn.do(func() error {
+			var err error
+			r, err = harness.StartRouter(b.c, bin, n, path, filepath.Join(b.dir, n+".log"), args...)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -240,7 +251,7 @@ func (b *bed) startServers() error {
 	cmd := b.c.Command(serverPod, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := b.spawn.do(cmd.Start); err != nil {
 		logf.Close()
 		return fmt.Errorf("start iperf3 server in %s: %w", serverPod, err)
 	}
@@ -367,6 +378,32 @@ func (b *bed) routersCPU() (float64, error) {
 		sum += s
 	}
 	return sum, nil
+}
+
+// linkCounters are a link's transmit counters.
+type linkCounters struct{ packets, bytes uint64 }
+
+// uplinkTX reads the transmit counters of hostgw-master's underlay link
+// (eth0), which carries the pod-to-pod traffic to the other node in both
+// modes: as routed packets (kernel) or inside overlay datagrams (vrouter).
+func (b *bed) uplinkTX() (linkCounters, error) {
+	var c linkCounters
+	err := b.c.Do(masterNode, func() error {
+		l, err := netlink.LinkByName(topology.NodeUplink)
+		if err != nil {
+			return err
+		}
+		st := l.Attrs().Statistics
+		if st == nil {
+			return fmt.Errorf("%s has no statistics", topology.NodeUplink)
+		}
+		c = linkCounters{st.TxPackets, st.TxBytes}
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("read %s counters on %s: %w", topology.NodeUplink, masterNode, err)
+	}
+	return c, nil
 }
 
 // rrServer answers each rrSize-byte request with the same bytes: the

@@ -41,6 +41,20 @@ type loadStats struct {
 	firstErr error
 }
 
+// done counts an exchange that started at t0, if it ended by the
+// deadline: the rate is exchanges completed within the run's duration,
+// so one straggler (a retransmitted SYN, say) cannot stretch the run.
+func (s *loadStats) done(t0, deadline time.Time) {
+	end := time.Now()
+	if end.After(deadline) {
+		return
+	}
+	s.ok++
+	if len(s.lat) < maxLatencies {
+		s.lat = append(s.lat, end.Sub(t0))
+	}
+}
+
 func (s *loadStats) fail(err error) {
 	s.errs++
 	if s.firstErr == nil {
@@ -55,8 +69,7 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 		return nil, err
 	}
 	stats := make([]loadStats, n)
-	start := time.Now()
-	deadline := start.Add(dur)
+	deadline := time.Now().Add(dur)
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(10*time.Second))
 	defer cancel()
 	err = workers(path, n, func(i int) error {
@@ -67,7 +80,6 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 		}
 		return nil
 	})
-	elapsed := time.Since(start)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +99,11 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 	if total.ok == 0 {
 		return nil, fmt.Errorf("%s to %v from %s: no request succeeded (%d errors, first: %v)", name, myService, httpClientPod, total.errs, total.firstErr)
 	}
+	if total.errs > 0 {
+		progress("%s on %s: %d of %d exchanges failed; first: %v", name, b.mode, total.errs, total.ok+total.errs, total.firstErr)
+	}
 	m := map[string]float64{
-		name + "_per_s":      float64(total.ok) / elapsed.Seconds(),
+		name + "_per_s":      float64(total.ok) / dur.Seconds(),
 		name + "_errors":     float64(total.errs),
 		name + "_p50_us":     percentile(total.lat, 0.50),
 		name + "_p99_us":     percentile(total.lat, 0.99),
@@ -100,8 +115,13 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 // maxLatencies bounds the latencies one worker keeps.
 const maxLatencies = 1 << 18
 
+// dialTimeout bounds one connection attempt: a SYN unanswered for this
+// long (the kernel retransmits it after 1 s) counts as an error and the
+// worker dials again, so one lost SYN costs a worker at most this long.
+const dialTimeout = time.Second
+
 func closeWorker(ctx context.Context, deadline time.Time, s *loadStats) {
-	d := net.Dialer{Timeout: 2 * time.Second}
+	d := net.Dialer{Timeout: dialTimeout}
 	buf := make([]byte, 4096)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		t0 := time.Now()
@@ -110,10 +130,7 @@ func closeWorker(ctx context.Context, deadline time.Time, s *loadStats) {
 			time.Sleep(10 * time.Millisecond) // do not spin on a refusing Service
 			continue
 		}
-		s.ok++
-		if len(s.lat) < maxLatencies {
-			s.lat = append(s.lat, time.Since(t0))
-		}
+		s.done(t0, deadline)
 	}
 }
 
@@ -150,7 +167,7 @@ func closeExchange(ctx context.Context, d *net.Dialer, buf []byte) error {
 }
 
 func keepAliveWorker(ctx context.Context, deadline time.Time, s *loadStats) {
-	d := net.Dialer{Timeout: 2 * time.Second}
+	d := net.Dialer{Timeout: dialTimeout}
 	var (
 		conn net.Conn
 		br   *bufio.Reader
@@ -178,10 +195,7 @@ func keepAliveWorker(ctx context.Context, deadline time.Time, s *loadStats) {
 			conn = nil
 			continue
 		}
-		s.ok++
-		if len(s.lat) < maxLatencies {
-			s.lat = append(s.lat, time.Since(t0))
-		}
+		s.done(t0, deadline)
 	}
 }
 

@@ -39,11 +39,13 @@ func run() int {
 		jsonPath   = flag.String("json", "", "also write the results as JSON to this file")
 		bin        = flag.String("vrouter", "", "vrouter binary to benchmark (default: go build ./cmd/vrouter into a temporary directory)")
 		rounds     = flag.Int("rounds", 0, "interleaved rounds (default 3, smoke 1)")
-		dur        = flag.Duration("duration", 0, "length of each iperf3 and HTTP run (default 4s, smoke 1s)")
-		profileDir = flag.String("profile-dir", "", "where to write CPU profiles (default: a new directory under $TMPDIR, kept)")
+		dur        = flag.Duration("duration", 0, "length of each iperf3 and HTTP run (default 4s; smoke 1s, HTTP 2s)")
+		profileDir = flag.String("profile-dir", "", "where to write CPU profiles (default: a new directory under $TMPDIR, kept except after --smoke)")
 		noProfile  = flag.Bool("no-profile", false, "skip profiling the in-process router")
 		noControl  = flag.Bool("no-control-plane", false, "skip the control-plane and in-memory forwarding benchmarks")
 		keep       = flag.Bool("keep-logs", false, "keep the routers' configs and logs (printed at the end)")
+		routerArgs = flag.String("router-args", "", "extra arguments for every `vrouter run`, space-separated (e.g. \"--log-level debug\")")
+		only       = flag.String("only", "", "run only these data-path measurements, comma-separated: "+strings.Join(measurementNames(), ","))
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./integration/bench [flags]   (as root)\n\nBenchmarks vrouter against the kernel (flannel host-gw + kube-proxy iptables) on the seed's\ncluster in network namespaces, and prints the results as tables (see doc.go).\n\nFlags:\n")
@@ -59,14 +61,24 @@ func run() int {
 		p.rounds = *rounds
 	}
 	if *dur > 0 {
-		p.dur = *dur
+		p.dur, p.httpDur = *dur, *dur
+	}
+	if *only != "" {
+		p.only = map[string]bool{}
+		for _, n := range strings.Split(*only, ",") {
+			if !slices.Contains(measurementNames(), n) {
+				fmt.Fprintf(os.Stderr, "bench: --only %q: unknown measurement, want some of %s\n", n, strings.Join(measurementNames(), ","))
+				return 2
+			}
+			p.only[n] = true
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	rep := newReport()
-	rep.Run, rep.Started, rep.Rounds, rep.RunSecs = kind, time.Now(), p.rounds, p.dur.Seconds()
+	rep.Run, rep.Started, rep.Rounds = kind, time.Now(), p.rounds
 	rep.Machine = describeMachine()
 	if err := preflight(&rep.Machine); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -92,10 +104,30 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench: remove a previous run's namespaces:", err)
 	}
 
-	failed := false
-	failed = dataPlane(ctx, rep, p, *bin, work, *profileDir, *noProfile) || failed
+	if abs, err := filepath.Abs(*bin); err == nil {
+		*bin = abs
+	}
+	if !*noProfile {
+		if *profileDir == "" {
+			*profileDir, err = os.MkdirTemp("", "vrouter-bench-profile-")
+			if *smoke && err == nil {
+				defer os.RemoveAll(*profileDir) // a smoke run's profiles are not worth keeping
+			}
+		} else {
+			err = os.MkdirAll(*profileDir, 0o755)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: profile directory:", err)
+			return 2
+		}
+		rep.ProfileDir = *profileDir
+	}
+
+	p.routerArgs = strings.Fields(*routerArgs)
+	rep.RunSecs, rep.HTTPSecs = p.dur.Seconds(), p.httpDur.Seconds()
+	failed := dataPlane(ctx, rep, p, *bin, work, rep.ProfileDir)
 	if !*noControl && ctx.Err() == nil {
-		failed = controlPlane(ctx, rep, p) || failed
+		failed = controlPlane(ctx, rep, p, rep.ProfileDir) || failed
 	}
 	if ctx.Err() != nil {
 		rep.errorf("interrupted: %v", ctx.Err())
@@ -159,9 +191,9 @@ func preflight(m *machine) error {
 }
 
 // dataPlane builds the beds, runs the interleaved rounds, reads the
-// routers' memory and profiles the forwarding path. It reports whether a
-// measurement could not be taken at all.
-func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir string, noProfile bool) bool {
+// routers' memory and, with a profileDir, profiles the forwarding path.
+// It reports whether a measurement could not be taken at all.
+func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir string) bool {
 	failed := false
 	proxyOK, why := proxyAvailable(ctx, bin, work)
 	rep.Proxy = "measured"
@@ -173,6 +205,8 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 	if proxyOK {
 		modes = append(modes, modeProxy)
 	}
+	spawn := newSpawner()
+	defer spawn.stop() // registered first, so it runs after the beds are closed
 	beds := map[mode]*bed{}
 	defer func() {
 		for _, m := range modes {
@@ -188,9 +222,11 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		progress("building the %s cluster", m)
 		o := bedOptions{
 			prefix:   fmt.Sprintf("%s%d-%s-", namePrefix, selfPID, tags[m]),
-			dir:      filepath.Join(work, string(m)),
+			dir:      filepath.Join(work, "bed-"+string(m)),
 			vrouter:  bin,
 			services: harness.SeedServices(""),
+			spawn:    spawn,
+			args:     p.routerArgs,
 		}
 		if m == modeProxy {
 			o.services = proxyServices()
@@ -213,7 +249,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		for _, ms := range measurements {
 			for _, m := range order {
 				b := beds[m]
-				if b == nil || !containsMode(ms.modes, m) || ctx.Err() != nil {
+				if b == nil || !containsMode(ms.modes, m) || !p.selected(ms.name) || ctx.Err() != nil {
 					continue
 				}
 				vals, err := ms.run(ctx, b, p)
@@ -234,7 +270,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 	// failure; slow numbers never are.
 	for _, ms := range measurements {
 		for _, m := range ms.modes {
-			if !containsMode(modes, m) {
+			if !containsMode(modes, m) || !p.selected(ms.name) {
 				continue
 			}
 			if !hasSamples(rep, ms.name, m) {
@@ -261,22 +297,9 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		}
 	}
 
-	if !noProfile && beds[modeNAT] != nil && ctx.Err() == nil {
-		dir := profileDir
-		if dir == "" {
-			var err error
-			dir, err = os.MkdirTemp("", "vrouter-bench-profile-")
-			if err != nil {
-				rep.errorf("profile: %v", err)
-				return true
-			}
-		} else if err := os.MkdirAll(dir, 0o755); err != nil {
-			rep.errorf("profile: %v", err)
-			return true
-		}
-		rep.ProfileDir = dir
+	if profileDir != "" && beds[modeNAT] != nil && ctx.Err() == nil {
 		progress("profiling the forwarding path (in-process router on %s)", masterNode)
-		prof, err := profileForwarding(ctx, beds[modeNAT], p.profileDur, dir)
+		prof, err := profileForwarding(ctx, beds[modeNAT], p.profileDur, profileDir)
 		rep.Profile = prof
 		if err != nil {
 			rep.errorf("profile: %v", err)
@@ -287,8 +310,8 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 }
 
 // controlPlane runs the Service-table and in-memory forwarding
-// benchmarks.
-func controlPlane(ctx context.Context, rep *report, p params) bool {
+// benchmarks; with a profileDir, the forwarding runs are profiled.
+func controlPlane(ctx context.Context, rep *report, p params, profileDir string) bool {
 	failed := false
 	progress("control plane: lb.Table with %d Services × %d endpoints", p.lbServices, p.lbEndpts)
 	v, err := benchTable(p.lbServices, p.lbEndpts, p.lbChanges)
@@ -308,7 +331,11 @@ func controlPlane(ctx context.Context, rep *report, p params) bool {
 	}
 	for _, peers := range []int{2, 1000} {
 		progress("in-memory forwarding with %d peers", peers)
-		f, err := benchForward(ctx, peers, p.fwdPackets)
+		prof := ""
+		if profileDir != "" {
+			prof = filepath.Join(profileDir, fmt.Sprintf("cpu-forward-%d-peers.pprof", peers))
+		}
+		f, err := benchForward(ctx, peers, p.fwdPackets, prof)
 		if err != nil {
 			rep.errorf("forwarding in memory (%d peers): %v", peers, err)
 			failed = true

@@ -17,7 +17,8 @@ import (
 // params size the measurements; see fullParams and smokeParams.
 type params struct {
 	rounds     int
-	dur        time.Duration // each iperf3 and HTTP run
+	dur        time.Duration // each iperf3 run
+	httpDur    time.Duration // each HTTP run
 	pings      int
 	rrDur      time.Duration
 	httpConns  int // concurrent HTTP workers
@@ -27,16 +28,30 @@ type params struct {
 	iptChanges int // kube-proxy partial syncs timed
 	fwdPackets int // in-memory forwarding: packets per route count
 	profileDur time.Duration
+	// only, when set, names the data-path measurements to run.
+	only map[string]bool
+	// routerArgs are added to every `vrouter run`.
+	routerArgs []string
+}
+
+func (p params) selected(name string) bool { return p.only == nil || p.only[name] }
+
+func measurementNames() []string {
+	var ns []string
+	for _, m := range measurements {
+		ns = append(ns, m.name)
+	}
+	return ns
 }
 
 var fullParams = params{
-	rounds: 3, dur: 4 * time.Second, pings: 1000, rrDur: 2 * time.Second, httpConns: 16,
-	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 5,
-	fwdPackets: 200000, profileDur: 8 * time.Second,
+	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, rrDur: 2 * time.Second, httpConns: 16,
+	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 3,
+	fwdPackets: 200000, profileDur: 6 * time.Second,
 }
 
 var smokeParams = params{
-	rounds: 1, dur: time.Second, pings: 100, rrDur: 500 * time.Millisecond, httpConns: 16,
+	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, rrDur: 500 * time.Millisecond, httpConns: 16,
 	lbServices: 1000, lbEndpts: 10, lbChanges: 100, iptChanges: 2,
 	fwdPackets: 20000, profileDur: time.Second,
 }
@@ -74,10 +89,10 @@ var measurements = []measurement{
 		return measureRR(ctx, b, p.rrDur)
 	}},
 	{"http-close", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, false, p.httpConns, p.dur)
+		return measureHTTP(ctx, b, false, p.httpConns, p.httpDur)
 	}},
 	{"http-keepalive", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, true, p.httpConns, p.dur)
+		return measureHTTP(ctx, b, true, p.httpConns, p.httpDur)
 	}},
 }
 
@@ -147,6 +162,10 @@ func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (ma
 	if err != nil {
 		return nil, err
 	}
+	l0, err := b.uplinkTX()
+	if err != nil {
+		return nil, err
+	}
 	rep, err := iperf(ctx, b, dur, "-P", fmt.Sprint(streams))
 	if err != nil {
 		return nil, err
@@ -156,6 +175,10 @@ func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (ma
 		return nil, err
 	}
 	r1, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	l1, err := b.uplinkTX()
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +198,9 @@ func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (ma
 		"tcp_gbps" + sfx:                  rx.BitsPerSec / 1e9,
 		"cpu_machine_kernel_per_gb" + sfx: d.sysSoftirq() / gb,
 		"cpu_machine_busy_per_gb" + sfx:   d.busy() / gb,
+	}
+	if pk := l1.packets - l0.packets; pk > 0 {
+		m["underlay_bytes_per_packet"+sfx] = float64(l1.bytes-l0.bytes) / float64(pk)
 	}
 	if b.mode == modeKernel {
 		m["cpu_per_gb"+sfx] = d.sysSoftirq() / gb

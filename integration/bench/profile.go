@@ -231,11 +231,7 @@ type sample struct {
 // analyzeProfile reads res.File with `go tool pprof -traces` and fills in
 // the categories, the inclusive shares and the top functions.
 func analyzeProfile(ctx context.Context, res *profileResult) error {
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-traces", res.File).Output()
-	if err != nil {
-		return fmt.Errorf("go tool pprof -traces: %w", err)
-	}
-	samples, err := parseTraces(out)
+	samples, err := profileSamples(ctx, res.File)
 	if err != nil {
 		return err
 	}
@@ -283,6 +279,16 @@ func analyzeProfile(ctx context.Context, res *profileResult) error {
 		}
 	}
 	return nil
+}
+
+// profileSamples reads a CPU profile's samples with `go tool pprof
+// -traces`.
+func profileSamples(ctx context.Context, file string) ([]sample, error) {
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-traces", file).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go tool pprof -traces %s: %w", file, err)
+	}
+	return parseTraces(out)
 }
 
 // parseTraces parses `go tool pprof -traces` output: blocks separated by

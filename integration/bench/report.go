@@ -15,15 +15,16 @@ import (
 // report is everything one run found; it is printed as tables and
 // written as JSON (--json) for tracking.
 type report struct {
-	Machine machine   `json:"machine"`
-	Run     string    `json:"run"` // "full" or "smoke"
-	Started time.Time `json:"started"`
-	Seconds float64   `json:"duration_s"`
-	Rounds  int       `json:"rounds"`
-	RunSecs float64   `json:"seconds_per_run"`
-	Proxy   string    `json:"proxy_mode"` // "measured", or why not
-	Metrics []metric  `json:"metrics"`
-	Control struct {
+	Machine  machine   `json:"machine"`
+	Run      string    `json:"run"` // "full" or "smoke"
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"duration_s"`
+	Rounds   int       `json:"rounds"`
+	RunSecs  float64   `json:"seconds_per_iperf3_run"`
+	HTTPSecs float64   `json:"seconds_per_http_run"`
+	Proxy    string    `json:"proxy_mode"` // "measured", or why not
+	Metrics  []metric  `json:"metrics"`
+	Control  struct {
 		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
 		VRouter *controlResult `json:"vrouter_lb_table,omitempty"`
 	} `json:"control_plane"`
@@ -74,6 +75,7 @@ var tableMetrics = []metricDef{
 	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
 	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close)", "conn/s", false},
 	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
+	{"underlay_bytes_per_packet_1", "bytes per packet on the underlay (" + masterNode + " eth0), TCP 1 stream", "B", false},
 	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
 	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
 	{"cpu_machine_busy_per_gb_1", "machine busy CPU per GB, TCP 1 stream ²", "CPU s/GB", true},
@@ -206,7 +208,20 @@ func ratio(x *float64) string {
 	if x == nil {
 		return ""
 	}
-	return fmt.Sprintf("%.2f×", *x)
+	return ratioString(*x)
+}
+
+// ratioString formats a ratio; one far below 1 reads better as 1/N.
+func ratioString(x float64) string {
+	switch {
+	case x <= 0 || math.IsNaN(x) || math.IsInf(x, 0):
+		return "n/a"
+	case x < 0.1:
+		return "1/" + num(1/x) + "×"
+	case x >= 100:
+		return num(x) + "×"
+	}
+	return fmt.Sprintf("%.2f×", x)
 }
 
 // writeTables prints the report as Markdown tables.
@@ -215,8 +230,8 @@ func (r *report) writeTables(w io.Writer) {
 	fmt.Fprintf(w, "vrouter vs kernel (host-gw + kube-proxy iptables), seed cluster in network namespaces, MTU 1500 underlay.\n")
 	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s, %s, %s, iperf %s; load average %.2f at start, %.2f at end.\n",
 		m.CPUs, m.CPUModel, m.Kernel, m.Go, m.Iptables, m.Iperf3, m.LoadStart[0], m.LoadEnd[0])
-	fmt.Fprintf(w, "Run: %s, %d interleaved round(s), %v per throughput/HTTP run, median of rounds; took %.0f s. Commit %s.\n\n",
-		r.Run, r.Rounds, time.Duration(r.RunSecs*float64(time.Second)), r.Seconds, orNA(m.Commit))
+	fmt.Fprintf(w, "Run: %s, %d interleaved round(s), %v per iperf3 run, %v per HTTP run, median of rounds; took %.0f s. Commit %s.\n\n",
+		r.Run, r.Rounds, time.Duration(r.RunSecs*float64(time.Second)), time.Duration(r.HTTPSecs*float64(time.Second)), r.Seconds, orNA(m.Commit))
 
 	proxyHead := "vrouter-proxy"
 	fmt.Fprintf(w, "| measurement | unit | kernel | vrouter (nat) | vrouter ÷ kernel | %s | proxy ÷ kernel |\n", proxyHead)
@@ -236,6 +251,9 @@ func (r *report) writeTables(w io.Writer) {
 				proxy = num(s.Median)
 			}
 			rt, prt = ratio(mt.Ratio), ratio(mt.ProxyRatio)
+			if strings.Contains(d.key, "loss") {
+				rt, prt = "", "" // a ratio of near-zero losses means nothing
+			}
 		}
 		if strings.HasPrefix(d.key, "rss_mib_") {
 			kernel = "in kernel"
@@ -275,7 +293,7 @@ func (r *report) writeTables(w io.Writer) {
 				vs = num(vv) + " ms"
 			}
 			if k != nil && v != nil && kv > 0 {
-				rs = fmt.Sprintf("%.3g×", vv/kv)
+				rs = ratioString(vv / kv)
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, ks, vs, rs)
 		}
@@ -302,7 +320,7 @@ func (r *report) writeTables(w io.Writer) {
 		fr := func(label string, x, y float64) {
 			rs := ""
 			if x > 0 {
-				rs = fmt.Sprintf("%.2f×", y/x)
+				rs = ratioString(y / x)
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", label, num(x), num(y), rs)
 		}
@@ -310,11 +328,18 @@ func (r *report) writeTables(w io.Writer) {
 		fr("CPU ns per packet (whole process)", a.CPUNsPerPacket, b.CPUNsPerPacket)
 		fr("allocations per packet ³", a.AllocsPerPacket, b.AllocsPerPacket)
 		fr("bytes allocated per packet ³", a.BytesAllocPerPkt, b.BytesAllocPerPkt)
+		if a.Profile != "" {
+			fr("of which route lookup, CPU ns per packet (gVisor FindRoute, profiled)", a.RouteLookupNsPerPacket, b.RouteLookupNsPerPacket)
+		}
 		fmt.Fprintln(w, "\n³ includes the test fakes' own copy of each datagram (overlaytest: one allocation per packet).")
 	}
 
 	if len(r.Profile) > 0 {
-		fmt.Fprintf(w, "\nProfile of the forwarding path (in-process router on %s, iperf3 TCP 1 stream, CPU profile of user+system time; profiles in %s):\n\n", masterNode, r.ProfileDir)
+		where := "profiles in " + r.ProfileDir
+		if r.Run == "smoke" {
+			where = "a smoke run's profiles are not kept"
+		}
+		fmt.Fprintf(w, "\nProfile of the forwarding path (in-process router on %s, iperf3 TCP 1 stream, CPU profile of user+system time; %s):\n\n", masterNode, where)
 		fmt.Fprintf(w, "| where the CPU goes |")
 		for _, p := range r.Profile {
 			fmt.Fprintf(w, " %s: ns/packet (share) |", p.Direction)

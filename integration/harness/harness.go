@@ -185,8 +185,10 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 	cmd := c.Command(node, bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The router gets its own process group so a terminal's Ctrl-C goes
-	// to the demo, which then stops the routers in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// to the demo, which then stops the routers in order. No Pdeathsig:
+	// it fires when the forking OS thread exits, not the process, and the
+	// namespace code ends threads it switched; the caller stops routers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start router on %s: %w", node, err)

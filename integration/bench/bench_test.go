@@ -1,0 +1,118 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vrouter/vrouter/integration/harness"
+)
+
+// The kernel baseline must program what kube-proxy programs: the seed
+// article lists kube-dns:metrics' chains, so their names must come out
+// the same.
+func TestKubeProxyChainNamesMatchSeed(t *testing.T) {
+	ports, err := kpPorts(harness.SeedServices(""))
+	if err != nil {
+		t.Fatalf("kpPorts(SeedServices) = %v", err)
+	}
+	var metrics *kpPort
+	for i := range ports {
+		if ports[i].name == "kube-system/kube-dns:metrics" {
+			metrics = &ports[i]
+		}
+	}
+	if metrics == nil {
+		t.Fatalf("kpPorts(SeedServices) = %v, want kube-system/kube-dns:metrics among them", ports)
+	}
+	if got, want := metrics.svcChain(), "KUBE-SVC-JD5MR3NA4I4DYORP"; got != want {
+		t.Errorf("svcChain(kube-dns:metrics) = %s, want %s (the seed's)", got, want)
+	}
+	for ep, want := range map[string]string{
+		"10.244.0.2:9153": "KUBE-SEP-N4G2XR5TDX7PQE7P",
+		"10.244.0.3:9153": "KUBE-SEP-ZP3FB6NMPNCO4VBJ",
+	} {
+		if got := metrics.sepChain(netip.MustParseAddrPort(ep)); got != want {
+			t.Errorf("sepChain(kube-dns:metrics, %s) = %s, want %s (the seed's)", ep, got, want)
+		}
+	}
+}
+
+func TestKubeProxyRulesForMyService(t *testing.T) {
+	ports, err := kpPorts(harness.SeedServices(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := kubeProxyRules(clusterCIDR, ports)
+	var svc kpPort
+	for _, p := range ports {
+		if p.name == "default/my-service" {
+			svc = p
+		}
+	}
+	if len(svc.endpoints) != 3 {
+		t.Fatalf("my-service endpoints = %v, want the seed's three", svc.endpoints)
+	}
+	for _, want := range []string{
+		"-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+		"-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+		"-A KUBE-SERVICES -d 10.103.92.81/32 -p tcp -m comment --comment \"default/my-service cluster IP\" -m tcp --dport 80 -j " + svc.svcChain(),
+		"-A " + svc.svcChain() + " -m comment --comment \"default/my-service -> 10.244.0.4:80\" -m statistic --mode random --probability 0.3333333333 -j " + svc.sepChain(svc.endpoints[0]),
+		"-A " + svc.svcChain() + " -m comment --comment \"default/my-service -> 10.244.1.2:80\" -m statistic --mode random --probability 0.5000000000 -j " + svc.sepChain(svc.endpoints[1]),
+		"-A " + svc.svcChain() + " -m comment --comment \"default/my-service -> 10.244.1.3:80\" -j " + svc.sepChain(svc.endpoints[2]),
+		"-A " + svc.sepChain(svc.endpoints[1]) + " -p tcp -m comment --comment \"default/my-service\" -m tcp -j DNAT --to-destination 10.244.1.2:80",
+		"-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE",
+	} {
+		if !strings.Contains(rules, want+"\n") {
+			t.Errorf("kubeProxyRules(seed) lacks the line\n%s", want)
+		}
+	}
+	if n := strings.Count(rules, "COMMIT\n"); n != 2 {
+		t.Errorf("kubeProxyRules(seed) has %d COMMIT lines, want 2 (filter and nat)", n)
+	}
+}
+
+func TestParseTracesAndClassify(t *testing.T) {
+	out := []byte(`File: bench
+Type: cpu
+Duration: 6s, Total samples = 30ms (0.5%)
+-----------+-------------------------------------------------------
+      20ms   internal/runtime/syscall/linux.Syscall6
+             syscall.Syscall6
+             net.(*UDPConn).WriteToUDPAddrPort
+             github.com/vrouter/vrouter/router.(*overlayEndpoint).WritePackets
+             github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop
+-----------+-------------------------------------------------------
+      10ms   gvisor.dev/gvisor/pkg/tcpip.(*Subnet).Contains (inline)
+             gvisor.dev/gvisor/pkg/tcpip/stack.(*Stack).FindRoute
+             github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop
+-----------+-------------------------------------------------------
+`)
+	samples, err := parseTraces(out)
+	if err != nil {
+		t.Fatalf("parseTraces = %v", err)
+	}
+	if len(samples) != 2 || samples[0].secs != 0.02 || samples[1].secs != 0.01 {
+		t.Fatalf("parseTraces = %+v, want samples of 20ms and 10ms", samples)
+	}
+	if got, want := classify(samples[0].frames), "syscall: UDP send (overlay out)"; got != want {
+		t.Errorf("classify(%v) = %q, want %q", samples[0].frames, got, want)
+	}
+	if got, want := classify(samples[1].frames), "gVisor: stack (forwarding, routing, packet buffers)"; got != want {
+		t.Errorf("classify(%v) = %q, want %q", samples[1].frames, got, want)
+	}
+}
+
+func TestNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{{0.3489, "0.349"}, {4.58, "4.58"}, {29.21, "29.2"}, {134.4, "134"}, {5221, "5,220"}, {247123, "247,000"}} {
+		if got := num(tc.v); got != tc.want {
+			t.Errorf("num(%v) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+	if got, want := ratioString(1/31.9), "1/31.9×"; got != want {
+		t.Errorf("ratioString(1/31.9) = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,96 @@
+// Command bench measures vrouter against the kernel it replaces — flannel
+// host-gw routes plus kube-proxy's iptables chains — on the seed's
+// cluster in network namespaces, side by side on the same machine, and
+// prints the results as Markdown tables (ratios vrouter ÷ kernel) and,
+// with --json, as JSON for tracking.
+//
+//	make bench         # go run ./integration/bench, about 4 minutes, as root
+//	make bench-smoke   # --smoke: about 30 s; fails only if a measurement cannot be taken
+//
+// # Topology
+//
+// One copy of topology.Seed per data path, each in its own namespaces
+// ("vrbench-<pid>-k-…", "-v-…", "-p-…"), all built before the first
+// measurement and measured in turns:
+//
+//	underlay br0 192.168.31.0/24, MTU 1500
+//	 ├─ hostgw-master eth0 .201   cni0 10.244.0.1/24
+//	 │    ├─ nginx-th5pz   10.244.0.4   iperf3/ping/request-response client; HTTP backend
+//	 │    ├─ coredns-xx6mc 10.244.0.2
+//	 │    └─ coredns-8qxfv 10.244.0.3   ClusterIP load generator
+//	 └─ hostgw-node   eth0 .202   cni0 10.244.1.1/24
+//	      ├─ nginx-4k7xw   10.244.1.2   iperf3 server, request/response server; HTTP backend
+//	      └─ nginx-j6zwk   10.244.1.3   HTTP backend
+//
+//	my-service 10.103.92.81:80 -> 10.244.0.4, 10.244.1.2, 10.244.1.3 (ServeHTTP on :80)
+//	kube-dns   10.96.0.10 53/UDP, 53/TCP, 9153/TCP -> 10.244.0.2, 10.244.0.3 (programmed, not loaded)
+//
+//	kernel         topology.InstallKernelHostGW (10.244.1.0/24 via 192.168.31.202 dev eth0 …) and,
+//	               on each node, kube-proxy's filter and nat rules for both Services
+//	               (kubeproxy.go; KUBE-SERVICES from PREROUTING and OUTPUT, KUBE-SVC-<hash> with
+//	               statistic mode random 0.3333333333 / 0.5000000000, KUBE-SEP-<hash> DNAT,
+//	               KUBE-MARK-MASQ / KUBE-POSTROUTING masquerade) through iptables-restore.
+//	vrouter        one `vrouter run` per node (harness.WriteConfig with harness.SeedServices,
+//	               nat mode); the node kernels hold only vr0's routes.
+//	vrouter-proxy  the same with my-service in proxy mode, when lb/proxy.go exists and
+//	               `vrouter validate` accepts mode: proxy; otherwise reported as n/a.
+//
+// Every node has net.bridge.bridge-nf-call-iptables=1 (Kubernetes needs
+// it for same-node Service replies under kube-proxy), and the client pods
+// use ports 1024-65535; both modes get the same settings.
+//
+// # Measurements
+//
+// Each round runs every measurement on every mode before the next
+// measurement (kernel, vrouter, proxy; the order reverses every other
+// round), so drift and load from elsewhere on the machine hit all modes
+// alike. Tables show the median of the rounds; JSON has every sample.
+//
+//   - pod→pod TCP: iperf3 -P 1 and -P 4, nginx-th5pz → nginx-4k7xw; also
+//     the average size of the packets hostgw-master's eth0 sent meanwhile
+//     (GSO super-packets in the kernel, overlay datagrams with vrouter).
+//   - UDP: iperf3 -u -b 10G with 64- and 1400-byte payloads; received
+//     packets per second and loss, as iperf3's receiver counts them.
+//   - latency: ICMP echo (topology.Ping, one probe at a time) and 64-byte
+//     TCP request/response on one connection (a Go client and server);
+//     p50 and p99.
+//   - ClusterIP: 16 Go workers in coredns-8qxfv, each on a thread inside
+//     that pod's namespace, GET my-service as fast as answers come back,
+//     either each on a new connection ("Connection: close": new
+//     connections/s) or on one kept-alive connection each (requests/s).
+//   - CPU per GB: during the TCP runs. vrouter: the routers' utime+stime
+//     from /proc/PID/stat (their system calls included, not the softirq
+//     work the kernel does for their sockets). kernel: the machine's
+//     system+irq+softirq time from /proc/stat, which includes both
+//     iperf3 endpoints' TCP stacks and anything else the machine runs.
+//     The machine-wide numbers are reported for both modes too.
+//   - memory: each router's VmRSS (and VmHWM in JSON) after the rounds.
+//
+// Then, in this process:
+//
+//   - control plane: lb.Table.Set of 10,000 Services × 10 endpoints from
+//     empty, again unchanged, and 1,000 single-endpoint changes through
+//     Upsert (p50/p99), and the heap the table holds; against
+//     kube-proxy's iptables-restore of the same Services (320,000 rules)
+//     in a scratch namespace, again (its full resync), and its partial
+//     sync for an endpoint change (KUBE-SERVICES rewritten, one KUBE-SVC
+//     chain, one KUBE-SEP chain deleted; --noflush).
+//   - forwarding cost in memory: router.Router between tun/tuntest and
+//     router/overlaytest with 2 and 1,000 peers (3 and 1,001 routes), 64 B
+//     UDP packets; wall and CPU time, allocations, and the share of
+//     gVisor's route lookup from a CPU profile.
+//   - profile: the vrouter process on the nat cluster's hostgw-master is
+//     replaced by the same wiring in this process (router.New, tun.Open,
+//     router.ListenUDP from its config file, without the load balancer),
+//     and iperf3 runs through it in both directions under the CPU
+//     profiler. Each sample is put in one category (system calls by
+//     device and direction, copies, allocation, GC, Go scheduler, gVisor,
+//     vrouter) and divided by the packets the router moved. Profiles are
+//     kept (--profile-dir) for `go tool pprof`.
+//
+// Timings never fail the run: it exits non-zero only when a measurement
+// could not be taken at all (a mode that did not come up, a tool that
+// failed every round). Namespaces are removed and every process it
+// started is stopped on exit, also on SIGINT; a crashed run's
+// namespaces are removed by the next run.
+package main
