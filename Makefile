@@ -1,7 +1,9 @@
 # vrouter — see README.md.
 #
 #   make demo   build vrouter and run the seed's two-node cluster in network namespaces
-#   make test   lint, then every test (unit tests, and namespace tests when root)
+#   make test   lint, then every test: unit tests; as root also the namespace
+#               tests, the tests against a real kube-apiserver and etcd (built
+#               or installed first by kube-tools) and a short benchmark run
 
 GO          ?= go
 BIN         := bin/vrouter
@@ -10,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages are listed so that the tools module (if any) stays out.
 PKGS        := ./...
 
-.PHONY: all build demo test lint unit integration tools clean
+.PHONY: all build demo test lint unit smoke integration tools clean
 
 all: build
 
@@ -20,12 +22,19 @@ build:
 demo: build
 	./$(BIN) demo
 
-test: lint unit
+test: lint kube-tools smoke unit
 
 # Unit tests need no privileges; as root, the same run includes the
-# namespace tests in integration/ (they skip themselves otherwise).
+# namespace tests in integration/ (they skip themselves otherwise). With
+# kube-tools done, a missing kube-apiserver or etcd fails the tests rather
+# than skipping them.
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	VROUTER_REQUIRE_KUBE=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+# smoke runs the benchmark briefly so it never rots (root only: it builds
+# namespaces); timings never fail it.
+smoke:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-smoke; else echo "smoke: skipped (needs root)"; fi
 
 integration: build
 	$(GO) test -race -count=1 -timeout 20m -v ./integration/...

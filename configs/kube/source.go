@@ -535,9 +535,7 @@ func (s *Source) syncInitial() (failed bool) {
 			sent[n] = svc
 		}
 	}
-	slices.SortFunc(svcs, func(a, b lb.Service) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
+	slices.SortFunc(svcs, func(a, b lb.Service) int { return compareNames(a.Key(), b.Key()) })
 	if err := s.sink.SetServices(svcs); err != nil {
 		s.sinkError("services", "initial Service table refused; retrying", err, zap.Int("services", len(svcs)))
 		return true

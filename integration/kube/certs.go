@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -99,7 +98,7 @@ func newPKI() (*pki, error) {
 		return nil, err
 	}
 	p.saSigningKey = pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey))
-	pub, err := x509.MarshalPKIXPublicKey(saKey.Public().(crypto.PublicKey))
+	pub, err := x509.MarshalPKIXPublicKey(saKey.Public())
 	if err != nil {
 		return nil, err
 	}

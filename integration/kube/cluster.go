@@ -40,6 +40,14 @@ const (
 	EnvRequireKube = "VROUTER_REQUIRE_KUBE" // "1": missing binaries are an error, not a skip
 )
 
+// stopTimeout is how long Close waits for a process to exit after SIGTERM
+// before it kills it. kube-apiserver usually stops in about a second, but
+// now and then its graceful shutdown waits on an HTTP/2 connection
+// accepted while it was stopping (seen right after start-up, with its own
+// loopback clients); the processes' state is thrown away, so Close does
+// not wait for that.
+const stopTimeout = 5 * time.Second
+
 // DefaultServiceCIDR is the seed cluster's --service-cluster-ip-range.
 const DefaultServiceCIDR = "10.96.0.0/12"
 
@@ -106,6 +114,11 @@ func Start(tb testing.TB, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{Dir: dir}
 	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, p := range c.procs {
+				tb.Logf("%s", tail(p.log, 40))
+			}
+		}
 		if err := c.Close(); err != nil {
 			tb.Errorf("stop the control plane: %v", err)
 		}
@@ -206,14 +219,23 @@ func (c *Cluster) start(ctx context.Context, apiserverBin, etcdBin string, opts 
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	return waitFor(ctx, apiserver, func() bool {
-		resp, err := hc.Get(c.URL + "/readyz")
+	get := func(path string) bool {
+		resp, err := hc.Get(c.URL + path)
 		if err != nil {
 			return false
 		}
 		defer resp.Body.Close()
 		io.Copy(io.Discard, resp.Body)
 		return resp.StatusCode == http.StatusOK
+	}
+	// Ready, and done bootstrapping: the system namespaces and the
+	// kubernetes Service exist. Tests then see a settled cluster, and a
+	// SIGTERM does not land in the middle of the bootstrap (which holds
+	// the API server's shutdown up for 10s and more).
+	return waitFor(ctx, apiserver, func() bool {
+		return get("/readyz") &&
+			get("/api/v1/namespaces/kube-system") &&
+			get("/api/v1/namespaces/default/services/kubernetes")
 	})
 }
 
@@ -291,8 +313,8 @@ func waitFor(ctx context.Context, p *process, ready func() bool) error {
 	return nil
 }
 
-// Close stops kube-apiserver, then etcd (SIGTERM, SIGKILL after 15s), and
-// removes Dir. It is idempotent.
+// Close stops kube-apiserver, then etcd (SIGTERM, SIGKILL after
+// stopTimeout), and removes Dir. It is idempotent.
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
@@ -301,10 +323,13 @@ func (c *Cluster) Close() error {
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
-			case <-time.After(15 * time.Second):
+			case <-time.After(stopTimeout):
 				_ = p.cmd.Process.Kill()
-				<-p.done
-				errs = append(errs, fmt.Errorf("%s ignored SIGTERM for 15s; killed", p.name))
+				select {
+				case <-p.done:
+				case <-time.After(stopTimeout):
+					errs = append(errs, fmt.Errorf("%s (pid %d) still runs after SIGKILL", p.name, p.cmd.Process.Pid))
+				}
 			}
 		}
 		if err := os.RemoveAll(c.Dir); err != nil {
@@ -337,7 +362,7 @@ func binaries() (apiserver, etcd string, err error) {
 	}
 	apiserver, etcd = find(EnvAPIServer, "kube-apiserver"), find(EnvEtcd, "etcd")
 	if len(missing) > 0 {
-		return "", "", fmt.Errorf("control plane binaries not found: %s (looked in $%s/$%s, .cache/bin, PATH); build them with `make kube-tools` (integration/tools/build.sh, ~9 min cold)",
+		return "", "", fmt.Errorf("control plane binaries not found: %s (looked in $%s/$%s, .cache/bin, PATH); build them with `make kube-tools` (integration/tools/build.sh; 7 to 9 minutes cold)",
 			strings.Join(missing, ", "), EnvAPIServer, EnvEtcd)
 	}
 	return apiserver, etcd, nil

@@ -203,7 +203,13 @@ func TestSource(t *testing.T) {
 	createSeedNodes(t, ctx, admin)
 	createSeedServices(t, ctx, admin)
 
-	src, rec, logs := runSource(t, c.Vrouter, kubesource.Options{})
+	// The vrouter user's kubeconfig file, as `vrouter run --kubeconfig`
+	// would load it.
+	cfg, err := kubesource.RESTConfig(c.VrouterKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, rec, logs := runSource(t, cfg, kubesource.Options{})
 	waitUntil(t, "a log line saying vrouter may not list", func() bool {
 		return logged(logs, zapcore.ErrorLevel, "forbidden: these credentials may not list and watch")
 	})

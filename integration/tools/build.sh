@@ -89,7 +89,11 @@ if have_apt_etcd; then
 	# which looks in .cache/bin before PATH, uses the package's.
 	rm -f "$bin/etcd" "$bin/.etcd.stamp"
 else
-	log "etcd-server is not available from apt; building etcd v3.6.16"
+	if [ "${VROUTER_ETCD_BUILD:-}" = 1 ]; then
+		log "VROUTER_ETCD_BUILD=1: building etcd v3.6.16"
+	else
+		log "etcd-server is not available from apt; building etcd v3.6.16"
+	fi
 	build etcd "$tools/etcd" -ldflags "-s -w"
 	etcd=$bin/etcd
 fi

@@ -4,6 +4,7 @@
 package kubetest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -103,7 +104,7 @@ func (r *Recorder) Services() []lb.Service {
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b lb.Service) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out
 }
