@@ -471,7 +471,7 @@ func firstLines(s string, n int) string {
 // them, and floods SYNs past the per-client flow cap. The routers must
 // survive all of it and keep serving.
 func TestLBBadInput(t *testing.T) {
-	e := startLB(t, "bad", []configs.ServiceSpec{myService(), kubeDNS()})
+	e := startLB(t, "bad", []configs.ServiceSpec{myService(), kubeDNS(), silentService()})
 	e.serveOn(e.c.ServeTCPEcho, 80, lbNginx...)
 	e.serveOn(e.c.ServeUDPEcho, 53, lbCoreDNS...)
 	e.serviceWorks(t, "before")
@@ -636,7 +636,20 @@ func (e *lbEnv) logLines(node string) int {
 	return strings.Count(string(b), "\n")
 }
 
-// synFlood sends more SYNs to my-service than one client may have flows,
+// silentVIP is a Service whose one endpoint, 10.244.1.99, is no pod: SYNs
+// to it are never answered, so their flows stay until the unanswered-SYN
+// timeout, as a real SYN flood's (whose spoofed sources never reset).
+var silentVIP = netip.MustParseAddr("10.96.100.20")
+
+func silentService() configs.ServiceSpec {
+	return configs.ServiceSpec{
+		Namespace: "default", Name: "silent", ClusterIPs: []string{silentVIP.String()},
+		Ports:     []configs.ServicePortSpec{{Port: 80, Protocol: "TCP"}},
+		Endpoints: []configs.EndpointSpec{{Addresses: []string{"10.244.1.99"}, NodeName: "hostgw-node"}},
+	}
+}
+
+// synFlood sends more SYNs to a VIP than one client may have flows,
 // from random ports of one pod, and checks that other clients are served
 // throughout, that the flooder's own TCP is refused once it is at the cap
 // while its UDP and its traffic to pods are not, and that the flooder is
@@ -699,7 +712,7 @@ func (e *lbEnv) synFlood(t *testing.T, rnd *rand.Rand) {
 		}
 		for range round {
 			p := ports[syns]
-			if err := raw.send(tcpSYN(netip.AddrPortFrom(flooder.addr, uint16(1024+p)), vip, rnd.Uint32())); err != nil {
+			if err := raw.send(tcpSYN(netip.AddrPortFrom(flooder.addr, uint16(1024+p)), netip.AddrPortFrom(silentVIP, 80), rnd.Uint32())); err != nil {
 				t.Fatalf("SYN %d: %v", syns, err)
 			}
 			if syns++; syns%250 == 0 {
@@ -747,9 +760,9 @@ func (e *lbEnv) synFlood(t *testing.T, rnd *rand.Rand) {
 	}
 	e.serviceWorks(t, "after the SYN flood")
 
-	// The flood's flows end (the flooder's kernel resets every SYN-ACK, and
-	// a reset flow lingers 10 s) and free the flooder's slots.
-	lbEventually(t, 20*time.Second, "flooder admitted again", func() error {
+	// The flood's flows end at the unanswered-SYN timeout (30 s) and free
+	// the flooder's slots.
+	lbEventually(t, 45*time.Second, "flooder admitted again", func() error {
 		conn, _, err := e.dialTCP(flooder.name, vip, 500*time.Millisecond)
 		if err != nil {
 			return err
