@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -59,8 +58,8 @@ var emptyPeers = &peerTable{
 // next hop; inbound (readLoop) it admits datagrams from known peers whose
 // inner source lies in that peer's pod CIDRs.
 type overlayEndpoint struct {
+	ipLink
 	conn      Conn
-	mtu       atomic.Uint32
 	peers     atomic.Pointer[peerTable]
 	drops     *drops
 	hook      *hookSlot
@@ -69,27 +68,10 @@ type overlayEndpoint struct {
 	isLocal   func(netip.Addr) bool
 	hasFamily func(tcpip.NetworkProtocolNumber) bool
 
-	dispatcher dispatcherSlot
-	tap        tapSlot
+	tap tapSlot
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
-
-func (e *overlayEndpoint) MTU() uint32                                  { return e.mtu.Load() }
-func (e *overlayEndpoint) SetMTU(mtu uint32)                            { e.mtu.Store(mtu) }
-func (e *overlayEndpoint) MaxHeaderLength() uint16                      { return 0 }
-func (e *overlayEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
-func (e *overlayEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
-func (e *overlayEndpoint) Capabilities() stack.LinkEndpointCapabilities { return txChecksumOffload }
-func (e *overlayEndpoint) Wait()                                        {}
-func (e *overlayEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
-func (e *overlayEndpoint) AddHeader(*stack.PacketBuffer)                {}
-func (e *overlayEndpoint) ParseHeader(*stack.PacketBuffer) bool         { return true }
-func (e *overlayEndpoint) Close()                                       {}
-func (e *overlayEndpoint) SetOnCloseAction(func())                      {}
-
-func (e *overlayEndpoint) Attach(d stack.NetworkDispatcher) { e.dispatcher.set(d) }
-func (e *overlayEndpoint) IsAttached() bool                 { return e.dispatcher.get() != nil }
 
 // WritePackets sends each packet to its next hop's peer. The stack calls it
 // from whichever goroutine is forwarding; concurrent calls are fine.

@@ -4,10 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
@@ -18,33 +16,17 @@ import (
 // node kernel come in through readLoop; packets routed to a local pod CIDR
 // (or back to the node) leave through WritePackets.
 type tunEndpoint struct {
-	dev        tun.Device
-	mtu        atomic.Uint32
-	drops      *drops
-	hook       *hookSlot
-	counters   linkCounters
-	isLocal    func(netip.Addr) bool
-	hasFamily  func(tcpip.NetworkProtocolNumber) bool
-	dispatcher dispatcherSlot
-	tap        tapSlot
+	ipLink
+	dev       tun.Device
+	drops     *drops
+	hook      *hookSlot
+	counters  linkCounters
+	isLocal   func(netip.Addr) bool
+	hasFamily func(tcpip.NetworkProtocolNumber) bool
+	tap       tapSlot
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
-
-func (e *tunEndpoint) MTU() uint32                                  { return e.mtu.Load() }
-func (e *tunEndpoint) SetMTU(mtu uint32)                            { e.mtu.Store(mtu) }
-func (e *tunEndpoint) MaxHeaderLength() uint16                      { return 0 }
-func (e *tunEndpoint) LinkAddress() tcpip.LinkAddress               { return "" }
-func (e *tunEndpoint) SetLinkAddress(tcpip.LinkAddress)             {}
-func (e *tunEndpoint) Capabilities() stack.LinkEndpointCapabilities { return txChecksumOffload }
-func (e *tunEndpoint) Wait()                                        {}
-func (e *tunEndpoint) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
-func (e *tunEndpoint) AddHeader(*stack.PacketBuffer)                {}
-func (e *tunEndpoint) ParseHeader(*stack.PacketBuffer) bool         { return true }
-func (e *tunEndpoint) Close()                                       {}
-func (e *tunEndpoint) SetOnCloseAction(func())                      {}
-func (e *tunEndpoint) Attach(d stack.NetworkDispatcher)             { e.dispatcher.set(d) }
-func (e *tunEndpoint) IsAttached() bool                             { return e.dispatcher.get() != nil }
 
 // WritePackets writes each packet to the node kernel through the TUN.
 func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
