@@ -30,9 +30,39 @@ type kubeFlags struct {
 	serviceCIDR string
 	proxyName   string
 	minSync     time.Duration
+	sidecar     bool
 }
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
+
+// sidecarFile is the config of a sidecar router: one that serves a single
+// Pod, inside the Pod's network namespace, where the cluster's own network
+// carries pod traffic. It load-balances the Pod's connections to Service
+// ClusterIPs and routes nothing else: the kernel sends only the Service
+// CIDR to the TUN, the stack answers everything back through it, there are
+// no peers (the overlay socket is bound to loopback, unused), and every
+// Service is served in proxy mode: the router terminates the Pod's
+// connection and dials the backend from the Pod's own kernel, so replies
+// come back to it through the cluster's network. (nat mode cannot work
+// here: a backend's reply would reach the Pod directly, untranslated.)
+func (k *kubeFlags) sidecarFile() (*configs.Config, error) {
+	// Parse a minimal file for every default (its placeholder pod range is
+	// replaced below), then make it a sidecar's.
+	base := fmt.Sprintf("apiVersion: %s\nkind: %s\nnode: {name: sidecar, podCIDRs: [198.18.0.0/24], underlayAddress: 127.0.0.1}\nclusterCIDRs: [198.18.0.0/24]\nserviceCIDRs: [%s]\nlb: {mode: proxy}\n",
+		configs.APIVersion, configs.Kind, k.serviceCIDR)
+	cfg, err := configs.Parse([]byte(base))
+	if err != nil {
+		return nil, fmt.Errorf("--service-cidr %q: %w", k.serviceCIDR, err)
+	}
+	cfg.Node.Name = k.nodeName
+	cfg.Node.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} // replies go back to the Pod
+	cfg.ClusterCIDRs = nil
+	cfg.TUN.Addresses = nil // the kernel sources its connections from the Pod's own address
+	cfg.TUN.MTU = 1500      // no encapsulation: the stack and the Pod's kernel only
+	cfg.Overlay.MTU = 1500
+	cfg.Overlay.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	return cfg, nil
+}
 
 // kubeFile is the config the data path starts from in Kubernetes mode: the
 // --config file if given (its node is filled in from this Node; it must
@@ -114,7 +144,12 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	}()
 	defer wg.Wait()
 
-	log.Info("waiting for the API server: informers to sync and this Node to have a pod CIDR", zap.String("node", k.nodeName))
+	sink.sidecar = k.sidecar
+	if k.sidecar {
+		log.Info("sidecar: waiting for the API server's Services", zap.String("node", k.nodeName))
+	} else {
+		log.Info("waiting for the API server: informers to sync and this Node to have a pod CIDR", zap.String("node", k.nodeName))
+	}
 	select {
 	case <-ctx.Done():
 		wg.Wait()
@@ -122,7 +157,12 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	case <-sink.first:
 	}
 	self := sink.selfNode()
-	cfg, err := k.kubeFile(path, self)
+	var cfg *configs.Config
+	if k.sidecar {
+		cfg, err = k.sidecarFile()
+	} else {
+		cfg, err = k.kubeFile(path, self)
+	}
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -155,6 +195,7 @@ type kubeSink struct {
 
 	// mu guards everything below.
 	mu       sync.Mutex
+	sidecar  bool          // serve only this Pod: no peers, every Service in proxy mode
 	first    chan struct{} // closed once this node and the Services are known
 	closed   bool
 	self     kube.Node
@@ -197,7 +238,7 @@ func cmpString(a, b string) int {
 }
 
 func (s *kubeSink) maybeReadyLocked() {
-	if s.haveSelf && s.haveSvcs && !s.closed {
+	if (s.haveSelf || s.sidecar) && s.haveSvcs && !s.closed {
 		s.closed = true
 		close(s.first)
 	}
@@ -236,7 +277,9 @@ func (s *kubeSink) SetServices(svcs []lb.Service) error {
 	defer s.mu.Unlock()
 	s.svcs = make(map[lb.ServiceName]lb.Service, len(svcs))
 	for _, svc := range svcs {
-		s.svcs[lb.ServiceName{Namespace: svc.Namespace, Name: svc.Name}] = svc
+		if svc, ok := s.adapt(svc); ok {
+			s.svcs[lb.ServiceName{Namespace: svc.Namespace, Name: svc.Name}] = svc
+		}
 	}
 	s.haveSvcs = true
 	s.maybeReadyLocked()
@@ -249,6 +292,11 @@ func (s *kubeSink) SetServices(svcs []lb.Service) error {
 func (s *kubeSink) UpsertService(svc lb.Service) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	svc, ok := s.adapt(svc)
+	if !ok {
+		// Nothing a sidecar serves is left of it.
+		return s.deleteLocked(svc.Namespace, svc.Name)
+	}
 	if s.svcs == nil {
 		s.svcs = map[lb.ServiceName]lb.Service{}
 	}
@@ -265,12 +313,37 @@ func (s *kubeSink) UpsertService(svc lb.Service) error {
 func (s *kubeSink) DeleteService(namespace, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.deleteLocked(namespace, name)
+}
+
+func (s *kubeSink) deleteLocked(namespace, name string) error {
 	delete(s.svcs, lb.ServiceName{Namespace: namespace, Name: name})
 	if s.dp == nil {
 		return nil
 	}
 	s.dp.table.Delete(namespace, name)
 	return s.afterServicesLocked()
+}
+
+// adapt makes a Service a sidecar can serve: proxy mode, TCP ports only
+// (a sidecar cannot translate UDP: replies would bypass it). It reports
+// false when no port is left.
+func (s *kubeSink) adapt(svc lb.Service) (lb.Service, bool) {
+	if !s.sidecar {
+		return svc, true
+	}
+	svc.Mode = lb.ModeProxy
+	var ports []lb.ServicePort
+	for _, p := range svc.Ports {
+		if p.Proto == lb.TCP {
+			ports = append(ports, p)
+		}
+	}
+	if len(ports) < len(svc.Ports) {
+		s.log.Debug("sidecar: UDP ports not served", zap.String("service", svc.Namespace+"/"+svc.Name))
+	}
+	svc.Ports = ports
+	return svc, len(ports) > 0
 }
 
 func (s *kubeSink) applyServicesLocked() error {
@@ -297,6 +370,9 @@ func (s *kubeSink) applyNodesLocked() error {
 	}
 	port := uint16(s.cfg.Overlay.Port)
 	for _, p := range s.peers {
+		if s.sidecar {
+			break
+		}
 		if !p.Address.IsValid() || len(p.PodCIDRs) == 0 {
 			continue
 		}

@@ -44,6 +44,7 @@ const (
 	masterNode = "hostgw-master"
 	workerNode = "hostgw-node"
 	manifest   = "../../configs/deploy/daemonset.yaml"
+	sidecar    = "../../configs/deploy/sidecar.yaml"
 )
 
 // decodeManifest decodes every document of the YAML file at path.
@@ -208,7 +209,7 @@ func TestRBAC(t *testing.T) {
 
 	// Server-side dry run of every object in both manifests.
 	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	for _, path := range []string{manifest} {
+	for _, path := range []string{manifest, sidecar} {
 		for _, obj := range decodeManifest(t, path) {
 			var err error
 			switch o := obj.(type) {
