@@ -215,8 +215,8 @@ func TestOps(t *testing.T) {
 			node string
 			want string
 		}{
-			{masterNode, "10.244.0.0/24 dev vr0\n10.244.1.0/24 via 192.168.31.202 dev overlay0\n"},
-			{workerNode, "10.244.0.0/24 via 192.168.31.201 dev overlay0\n10.244.1.0/24 dev vr0\n"},
+			{masterNode, "10.244.0.0/24 dev vr0\n10.244.1.0/24 via 192.168.31.202 dev overlay0\nunreachable 10.244.0.0/16\n"},
+			{workerNode, "10.244.0.0/24 via 192.168.31.201 dev overlay0\n10.244.1.0/24 dev vr0\nunreachable 10.244.0.0/16\n"},
 		} {
 			out, err := exec.Command(vrouterBin, "routes", "--socket", socket(tc.node)).CombinedOutput()
 			if err != nil || string(out) != tc.want {
@@ -234,8 +234,8 @@ func TestOps(t *testing.T) {
 		if err == nil {
 			err = json.Unmarshal(out, &routes)
 		}
-		if err != nil || len(routes) != 2 || routes[1].Peer != workerNode || routes[1].Counters.TxPackets < 5 {
-			t.Errorf("vrouter routes -o json = %v\n%s\nwant 2 routes, the second to peer %s with at least 5 packets sent", err, out, workerNode)
+		if err != nil || len(routes) != 3 || routes[1].Peer != workerNode || routes[1].Counters.TxPackets < 5 {
+			t.Errorf("vrouter routes -o json = %v\n%s\nwant 3 routes, the second to peer %s with at least 5 packets sent", err, out, workerNode)
 		}
 
 		out, err = exec.Command(vrouterBin, "services", "--socket", socket(masterNode)).CombinedOutput()

@@ -98,7 +98,7 @@ type node struct {
 
 var routerAddr4 = netip.MustParseAddr("169.254.244.1")
 
-func startNode(t *testing.T, nw *overlaytest.Network, name, underlay, podCIDR string, opts Options, peers ...Peer) *node {
+func startNode(t testing.TB, nw *overlaytest.Network, name, underlay, podCIDR string, opts Options, peers ...Peer) *node {
 	t.Helper()
 	n := &node{
 		name:     name,

@@ -59,6 +59,8 @@ var emptyPeers = &peerTable{
 // inner source lies in that peer's pod CIDRs.
 type overlayEndpoint struct {
 	ipLink
+	unreach   *unreachable // nil: no route-per-cluster-CIDR, nothing to answer
+	icmpSent  atomic.Uint64
 	conn      Conn
 	peers     atomic.Pointer[peerTable]
 	drops     *drops
@@ -85,6 +87,13 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 		}
 		if p == nil {
 			e.drops.add(DropNoPeer)
+			if e.unreach != nil {
+				v := pkt.ToView()
+				if e.unreach.answer(v.AsSlice()) {
+					e.icmpSent.Add(1)
+				}
+				v.Release()
+			}
 			continue
 		}
 		v := pkt.ToView()

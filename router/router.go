@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -49,6 +50,13 @@ type Config struct {
 	// mode): packets to them are delivered to the stack's own transport
 	// endpoints instead of being forwarded.
 	ServiceAddresses []netip.Addr
+	// ClusterCIDRs, when set, hold every pod CIDR: the stack then routes
+	// each cluster CIDR to the overlay as one route, and the overlay finds
+	// the peer by destination (one map probe per prefix length), so
+	// forwarding costs the same at 1,000 peers as at 2. A destination no
+	// peer owns is answered "net unreachable", as with a route per peer
+	// (which is what the router installs when ClusterCIDRs is empty).
+	ClusterCIDRs []netip.Prefix
 }
 
 // Peer is another node's router.
@@ -94,6 +102,7 @@ type Router struct {
 	tunName string
 
 	local     atomic.Pointer[map[netip.Addr]struct{}]
+	own       atomic.Pointer[[]netip.Addr] // the router's addresses (not Service VIPs)
 	hasV4     atomic.Bool
 	hasV6     atomic.Bool
 	ran       atomic.Bool
@@ -169,6 +178,25 @@ func New(opts Options) (*Router, error) {
 	r.overlay = &overlayEndpoint{conn: opts.Overlay, drops: &r.drops, hook: &r.hook, isLocal: r.isLocal, hasFamily: r.hasFamily}
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
+	r.overlay.unreach = &unreachable{
+		router: r.routerAddr,
+		isLocal: func(src netip.Addr) bool {
+			_, remote := r.overlay.peers.Load().byDst.lookup(src)
+			return !remote
+		},
+		send: func(b []byte) bool {
+			r.tun.tap.see(DirOut, b)
+			if _, err := r.tun.dev.Write(b); err != nil {
+				r.drops.add(DropTxError)
+				return false
+			}
+			r.tun.counters.txPackets.Add(1)
+			r.tun.counters.txBytes.Add(uint64(len(b)))
+			return true
+		},
+		// As gVisor's own ICMP rate limit: a burst, then 1,000 a second.
+		limit: rate.NewLimiter(1000, 1000),
+	}
 
 	if err := r.stack.CreateNICWithOptions(TUNNIC, r.tun, stack.NICOptions{Name: r.tunName}); err != nil {
 		r.stack.Close()
@@ -190,6 +218,18 @@ func New(opts Options) (*Router, error) {
 // Stack is the router's gVisor stack, for packages that add to the data path
 // (the Service load balancer installs its NAT rules here).
 func (r *Router) Stack() *stack.Stack { return r.stack }
+
+// routerAddr is the router's own address of a family, or the zero Addr.
+func (r *Router) routerAddr(v4 bool) netip.Addr {
+	if own := r.own.Load(); own != nil {
+		for _, a := range *own {
+			if a.Is4() == v4 {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
 
 func (r *Router) isLocal(a netip.Addr) bool {
 	_, ok := (*r.local.Load())[a]
@@ -336,6 +376,8 @@ func (r *Router) setAddressesLocked(addrs, vips []netip.Addr) error {
 		r.log.Debug("stack address removed", zap.Stringer("address", a))
 	}
 	r.local.Store(&next)
+	own := slices.Clone(addrs)
+	r.own.Store(&own)
 	var v4, v6 bool
 	for _, a := range addrs {
 		v4 = v4 || a.Is4()
@@ -417,8 +459,14 @@ func desiredRoutes(cfg Config) map[routeKey]tcpip.Route {
 	for _, c := range cfg.PodCIDRs {
 		add(c, TUNNIC, netip.Addr{})
 	}
+	for _, c := range cfg.ClusterCIDRs {
+		add(c, OverlayNIC, netip.Addr{})
+	}
 	for _, p := range cfg.Peers {
 		for _, c := range p.PodCIDRs {
+			if inAny(cfg.ClusterCIDRs, c) {
+				continue // the cluster CIDR's route carries it
+			}
 			gw := p.Endpoint.Addr()
 			if gw.Is4() != c.Addr().Is4() {
 				gw = netip.Addr{}
@@ -427,6 +475,16 @@ func desiredRoutes(cfg Config) map[routeKey]tcpip.Route {
 		}
 	}
 	return want
+}
+
+// inAny reports whether p lies inside one of ps.
+func inAny(ps []netip.Prefix, p netip.Prefix) bool {
+	for _, c := range ps {
+		if c.Bits() <= p.Bits() && c.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 func keyOf(rt tcpip.Route) routeKey {
@@ -449,6 +507,9 @@ func normalize(cfg Config) Config {
 	}
 	for _, a := range cfg.ServiceAddresses {
 		out.ServiceAddresses = append(out.ServiceAddresses, a.Unmap())
+	}
+	for _, c := range cfg.ClusterCIDRs {
+		out.ClusterCIDRs = append(out.ClusterCIDRs, c.Masked())
 	}
 	for _, p := range cfg.Peers {
 		np := Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())}
@@ -484,6 +545,11 @@ func validate(cfg Config) error {
 	for _, p := range cfg.PodCIDRs {
 		claim(p, "this node")
 	}
+	for _, c := range cfg.ClusterCIDRs {
+		if !c.IsValid() {
+			errs = append(errs, errors.New("cluster CIDR: invalid prefix"))
+		}
+	}
 	for _, a := range slices.Concat(cfg.Addresses, cfg.ServiceAddresses) {
 		if !a.IsValid() {
 			errs = append(errs, errors.New("router or Service address: invalid address"))
@@ -515,10 +581,34 @@ func validate(cfg Config) error {
 }
 
 // Routes returns the stack's route table in lookup order.
+//
+// A cluster CIDR's route (Config.ClusterCIDRs) is shown as what it does:
+// each peer's pod CIDR inside it via that peer's underlay address, then the
+// cluster CIDR itself as unreachable, as the same table with a route per
+// peer would be written.
 func (r *Router) Routes() []Route {
+	r.mu.Lock()
+	cfg := r.cfg
+	r.mu.Unlock()
 	var out []Route
 	for _, rt := range r.stack.GetRouteTable() {
 		k := keyOf(rt)
+		if rt.NIC == OverlayNIC && slices.Contains(cfg.ClusterCIDRs, k.dst) {
+			for _, p := range cfg.Peers {
+				for _, c := range p.PodCIDRs {
+					if !inAny([]netip.Prefix{k.dst}, c) {
+						continue
+					}
+					gw := p.Endpoint.Addr()
+					if gw.Is4() != c.Addr().Is4() {
+						gw = netip.Addr{}
+					}
+					out = append(out, Route{Dst: c, Gateway: gw, Dev: OverlayNICName})
+				}
+			}
+			out = append(out, Route{Dst: k.dst, Unreachable: true})
+			continue
+		}
 		out = append(out, Route{Dst: k.dst, Gateway: k.gateway, Dev: r.nicName(rt.NIC)})
 	}
 	return out
@@ -536,11 +626,17 @@ type Route struct {
 	Dst     netip.Prefix
 	Gateway netip.Addr
 	Dev     string
+	// Unreachable marks the rest of a cluster CIDR: no peer owns it, and
+	// the router answers "net unreachable".
+	Unreachable bool
 }
 
 // String formats the route like `ip route`:
-// "10.244.1.0/24 via 192.168.31.202 dev overlay0".
+// "10.244.1.0/24 via 192.168.31.202 dev overlay0", "unreachable 10.244.0.0/16".
 func (rt Route) String() string {
+	if rt.Unreachable {
+		return "unreachable " + rt.Dst.String()
+	}
 	if rt.Gateway.IsValid() {
 		return fmt.Sprintf("%s via %s dev %s", rt.Dst, rt.Gateway, rt.Dev)
 	}
@@ -560,11 +656,11 @@ func (r *Router) Stats() Stats {
 	}
 	s := r.stack.Stats()
 	fw := s.IP.Forwarding
-	st.NoRoute = fw.Unrouteable.Value() + fw.HostUnreachable.Value()
+	st.NoRoute = fw.Unrouteable.Value() + fw.HostUnreachable.Value() + r.drops[DropNoPeer].Load()
 	st.TTLExceeded = fw.ExhaustedTTL.Value()
 	st.TooBig = fw.PacketTooBig.Value()
 	v4, v6 := s.ICMP.V4.PacketsSent, s.ICMP.V6.PacketsSent
-	st.ICMPErrorsSent = v4.DstUnreachable.Value() + v4.TimeExceeded.Value() +
+	st.ICMPErrorsSent = r.overlay.icmpSent.Load() + v4.DstUnreachable.Value() + v4.TimeExceeded.Value() +
 		v6.DstUnreachable.Value() + v6.PacketTooBig.Value() + v6.TimeExceeded.Value()
 	r.mu.Lock()
 	for name, c := range r.peerStats {

@@ -365,8 +365,9 @@ func (s *kubeSink) afterServicesLocked() error {
 // Nodes and Services.
 func (s *kubeSink) applyNodesLocked() error {
 	rc := router.Config{
-		PodCIDRs:  slices.Clone(s.cfg.Node.PodCIDRs),
-		Addresses: slices.Clone(s.cfg.RouterAddresses),
+		PodCIDRs:     slices.Clone(s.cfg.Node.PodCIDRs),
+		Addresses:    slices.Clone(s.cfg.RouterAddresses),
+		ClusterCIDRs: slices.Clone(s.cfg.ClusterCIDRs),
 	}
 	port := uint16(s.cfg.Overlay.Port)
 	for _, p := range s.peers {

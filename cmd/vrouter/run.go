@@ -325,6 +325,7 @@ func routerConfig(cfg *configs.Config) router.Config {
 		PodCIDRs:         slices.Clone(cfg.Node.PodCIDRs),
 		Addresses:        slices.Clone(cfg.RouterAddresses),
 		ServiceAddresses: proxyVIPs(cfg),
+		ClusterCIDRs:     slices.Clone(cfg.ClusterCIDRs),
 	}
 	for _, p := range cfg.Peers {
 		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})

@@ -103,17 +103,20 @@ func (s *Server) Routes() []Route {
 	}
 	out := []Route{}
 	for _, rt := range r.Routes() {
-		ar := Route{Dst: rt.Dst, Gateway: rt.Gateway, Dev: rt.Dev}
-		if rt.Dev == router.OverlayNICName {
+		ar := Route{Dst: rt.Dst, Gateway: rt.Gateway, Dev: rt.Dev, Unreachable: rt.Unreachable}
+		switch {
+		case rt.Unreachable:
+		case rt.Dev == router.OverlayNICName:
 			ar.Peer = owner[rt.Dst]
 			ar.Counters = countersOf(st.Peers[ar.Peer].LinkStats)
-		} else {
+		default:
 			ar.Counters = countersOf(st.TUN)
 		}
 		out = append(out, ar)
 	}
+	// By destination, the unreachable rest of each cluster CIDR last.
 	slices.SortStableFunc(out, func(a, b Route) int {
-		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
+		return cmp.Or(boolCmp(a.Unreachable, b.Unreachable), a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
 	})
 	return out
 }
@@ -441,4 +444,14 @@ const SocketDir = "/run/vrouter"
 // /run/vrouter/<tunName>.sock.
 func DefaultSocket(tunName string) string {
 	return filepath.Join(SocketDir, tunName+".sock")
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

@@ -26,7 +26,10 @@ func countersOf(s router.LinkStats) Counters {
 type Route struct {
 	Dst     netip.Prefix `json:"dst"`
 	Gateway netip.Addr   `json:"gateway,omitzero"`
-	Dev     string       `json:"dev"`
+	Dev     string       `json:"dev,omitempty"`
+	// Unreachable marks what is left of a cluster CIDR once its peers'
+	// routes are taken: answered "net unreachable".
+	Unreachable bool `json:"unreachable,omitempty"`
 	// Peer is the peer router a route over the overlay leads to.
 	Peer string `json:"peer,omitempty"`
 	// Counters are the peer's counters for a route to a peer (tx: sent
@@ -38,7 +41,7 @@ type Route struct {
 // String formats the route as `ip route` does:
 // "10.244.1.0/24 via 192.168.31.202 dev overlay0".
 func (r Route) String() string {
-	return router.Route{Dst: r.Dst, Gateway: r.Gateway, Dev: r.Dev}.String()
+	return router.Route{Dst: r.Dst, Gateway: r.Gateway, Dev: r.Dev, Unreachable: r.Unreachable}.String()
 }
 
 // Peer is one peer router (GET /v1/peers).
