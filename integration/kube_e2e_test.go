@@ -15,12 +15,14 @@ package integration
 // would, and checks that the data path follows each change.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -44,8 +46,10 @@ import (
 )
 
 // relayAPIServer listens on 127.0.0.1:6443 inside node's namespace and
-// forwards each connection to the API server in the host namespace.
-func relayAPIServer(t *testing.T, e *env, node, target string) {
+// forwards each connection to the API server in the host namespace. stop
+// closes the relay (connections to it are then refused, as to a stopped
+// API server); the test's cleanup calls it too.
+func relayAPIServer(t *testing.T, e *env, node, target string) (stop func()) {
 	t.Helper()
 	var ln net.Listener
 	if err := e.c.Do(node, func() error {
@@ -81,15 +85,20 @@ func relayAPIServer(t *testing.T, e *env, node, target string) {
 			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ln.Close()
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // manifestClusterRole is the ClusterRole of configs/deploy/daemonset.yaml.
@@ -170,15 +179,17 @@ func TestKubernetesControlPlane(t *testing.T) {
 	start := func(node string) {
 		t.Helper()
 		r, err := harness.Launch(e.c, vrouterBin, node, e.logPath(node),
-			"run", "--kubeconfig", kubeconfig, "--node-name", node, "--admin-socket", filepath.Join(e.dir, node+".sock"))
+			"run", "--kubeconfig", kubeconfig, "--node-name", node, "--admin-socket", filepath.Join(e.dir, node+".sock"),
+			"--api-unhealthy-after", "1s")
 		if err != nil {
 			t.Fatal(err)
 		}
 		routers[node] = r
 		e.routers[node] = r // stopped, and its log shown on failure, by env
 	}
+	var relays []func()
 	for _, n := range []string{masterNode, workerNode} {
-		relayAPIServer(t, e, n, target)
+		relays = append(relays, relayAPIServer(t, e, n, target))
 		start(n)
 	}
 
@@ -374,5 +385,55 @@ func TestKubernetesControlPlane(t *testing.T) {
 	defer c()
 	if _, err := e.c.HTTPGet(cctx, nginxTh5pz.name, url); err == nil {
 		t.Error("the deleted ClusterIP 10.103.92.81 answers after the restart: stale state")
+	}
+
+	// The API server goes away: readiness turns false, and the last
+	// programmed data path keeps forwarding.
+	readyz := func(node string) (int, error) {
+		// Dial inside the node's namespace (http.Get would dial from
+		// another goroutine, in the test's own namespace).
+		var conn net.Conn
+		if err := e.c.Do(node, func() error {
+			var err error
+			conn, err = net.DialTimeout("tcp", "127.0.0.1:10256", time.Second)
+			return err
+		}); err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(conn, "GET /readyz HTTP/1.0\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := readyz(workerNode); err != nil || code != http.StatusOK {
+		t.Fatalf("/readyz on %s with the API server up = %d, %v; want 200", workerNode, code, err)
+	}
+	if err := kc.Close(); err != nil {
+		t.Logf("stop the API server: %v", err)
+	}
+	for _, stop := range relays {
+		stop()
+	}
+	eventually(t, 15*time.Second, "not ready without the API server", func() error {
+		code, err := readyz(workerNode)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/readyz = %d, want 503", code)
+		}
+		return nil
+	})
+	e.mustPing(nginxTh5pz.name, nginx4k7xw.addr, 60)
+	rep, err := e.c.HTTPGet(ctx, nginxTh5pz.name, "http://10.103.92.82/")
+	if err != nil || rep.Server == "" {
+		t.Errorf("the Service without the API server: %v; want it still served", err)
 	}
 }

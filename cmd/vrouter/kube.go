@@ -30,6 +30,7 @@ type kubeFlags struct {
 	serviceCIDR string
 	proxyName   string
 	minSync     time.Duration
+	unhealthy   time.Duration
 	sidecar     bool
 }
 
@@ -126,12 +127,14 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 		NodeName:        k.nodeName,
 		ProxyName:       k.proxyName,
 		MinSyncInterval: k.minSync,
+		UnhealthyAfter:  k.unhealthy,
 		Logger:          log.Named("kube"),
 		ObserveLatency:  o.observeProgramming,
 	})
 	if err != nil {
 		return err
 	}
+	o.health.SetSource(src.Ready)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -41,6 +41,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&kf.serviceCIDR, "service-cidr", "10.96.0.0/12", "the Service ClusterIP range, with --kubeconfig or --in-cluster and no --config")
 	fs.DurationVar(&kf.minSync, "min-sync-period", 250*time.Millisecond,
 		"with --kubeconfig or --in-cluster: the least time between two applies of API changes, so a burst (a rollout) is applied in a few batches; kube-proxy's --iptables-min-sync-period, shorter because one apply here costs what changed, not the whole table")
+	fs.DurationVar(&kf.unhealthy, "api-unhealthy-after", 30*time.Second,
+		"with --kubeconfig or --in-cluster: how long listing or watching the API server may keep failing before /readyz reports not ready (the data path keeps forwarding)")
 	fs.BoolVar(&kf.sidecar, "sidecar", false,
 		"with --kubeconfig or --in-cluster: serve one Pod from inside its network namespace: its connections to ClusterIPs, in proxy mode; no peers, no pod routes")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")

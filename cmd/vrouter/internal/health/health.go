@@ -37,8 +37,24 @@ type State struct {
 	phase    atomic.Int32
 	lastSync atomic.Int64 // unix nanoseconds, 0: never
 
+	// source, if set, reports whether the source of desired state (the
+	// API server) is healthy; while it is not, /readyz fails although the
+	// last programmed data path keeps forwarding.
+	source atomic.Pointer[func() bool]
+
 	// now tells time; nil means time.Now.
 	now func() time.Time
+}
+
+// SetSource makes readiness also depend on ok, the health of the source
+// of desired state.
+func (s *State) SetSource(ok func() bool) { s.source.Store(&ok) }
+
+func (s *State) sourceOK() bool {
+	if f := s.source.Load(); f != nil {
+		return (*f)()
+	}
+	return true
 }
 
 // SetReady moves Starting to Ready. It does nothing once Stopping.
@@ -83,7 +99,9 @@ type Health struct {
 // Readiness is the /readyz answer.
 type Readiness struct {
 	Status string `json:"status"`
-	// Reason says why not ready: "starting" or "shutting down".
+	// Reason says why not ready: "starting", "shutting down", or
+	// "source unavailable" (the API server cannot be listed or watched;
+	// the last programmed data path keeps forwarding).
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -108,6 +126,10 @@ func (s *State) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 func (s *State) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	if p := s.Phase(); p != Ready {
 		writeJSON(w, http.StatusServiceUnavailable, Readiness{Status: "not ready", Reason: p.String()})
+		return
+	}
+	if !s.sourceOK() {
+		writeJSON(w, http.StatusServiceUnavailable, Readiness{Status: "not ready", Reason: "source unavailable"})
 		return
 	}
 	writeJSON(w, http.StatusOK, Readiness{Status: "ready"})

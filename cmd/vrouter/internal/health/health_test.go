@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,5 +78,29 @@ func TestHandlerMethodsAndPaths(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Errorf("GET /healthz Content-Type = %q, want application/json", ct)
+	}
+}
+
+func TestReadyzFollowsTheSource(t *testing.T) {
+	var s State
+	s.SetReady()
+	up := true
+	s.SetSource(func() bool { return up })
+	h := s.Handler()
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get(); code != 200 {
+		t.Fatalf("/readyz with a healthy source = %d, want 200", code)
+	}
+	up = false
+	if code, body := get(); code != 503 || !strings.Contains(body, "source unavailable") {
+		t.Errorf("/readyz with the source down = %d %s, want 503 source unavailable", code, body)
+	}
+	up = true
+	if code, _ := get(); code != 200 {
+		t.Errorf("/readyz after the source recovered = %d, want 200", code)
 	}
 }
