@@ -139,20 +139,27 @@ func kubeEndpoint(addr, node string) discoveryv1.Endpoint {
 	}
 }
 
-func TestKubernetesControlPlane(t *testing.T) {
-	e := newEnv(t, "kube", topology.Seed(), harness.ConfigOptions{})
+// kubeAPI is a real kube-apiserver and etcd for routers in the test's
+// namespaces: the vrouter user holds the manifest's ClusterRole and
+// nothing more, and kubeconfig points routers at https://127.0.0.1:6443,
+// which relayAPIServer serves inside a namespace.
+type kubeAPI struct {
+	kc         *kube.Cluster
+	admin      kubernetes.Interface
+	kubeconfig string
+	target     string // the API server's host:port in the test's namespace
+}
+
+func startKubeAPI(t *testing.T, ctx context.Context, e *env) *kubeAPI {
+	t.Helper()
 	kc, err := kube.Start(t, kube.Options{})
 	if err != nil {
 		t.Fatalf("start kube-apiserver and etcd: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	admin, err := kubernetes.NewForConfig(kc.Admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// The vrouter user gets the manifest's role, nothing more.
 	cr := manifestClusterRole(t)
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create ClusterRole: %v", err)
@@ -164,9 +171,6 @@ func TestKubernetesControlPlane(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create ClusterRoleBinding: %v", err)
 	}
-
-	// The routers reach the API server through a relay in their node.
-	target := strings.TrimPrefix(kc.URL, "https://")
 	kcfg, err := os.ReadFile(kc.VrouterKubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +179,18 @@ func TestKubernetesControlPlane(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, bytes.ReplaceAll(kcfg, []byte(kc.URL), []byte("https://127.0.0.1:6443")), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return &kubeAPI{kc: kc, admin: admin, kubeconfig: kubeconfig, target: strings.TrimPrefix(kc.URL, "https://")}
+}
+
+func TestKubernetesControlPlane(t *testing.T) {
+	e := newEnv(t, "kube", topology.Seed(), harness.ConfigOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// The vrouter user gets the manifest's role, nothing more; the routers
+	// reach the API server through a relay in their node.
+	api := startKubeAPI(t, ctx, e)
+	kc, admin, kubeconfig, target := api.kc, api.admin, api.kubeconfig, api.target
+	var err error
 	routers := map[string]*harness.Router{}
 	start := func(node string) {
 		t.Helper()

@@ -27,14 +27,11 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/vrouter/vrouter/integration/harness"
-	"github.com/vrouter/vrouter/integration/kube"
 	"github.com/vrouter/vrouter/integration/topology"
 )
 
@@ -43,27 +40,11 @@ func TestKubernetesSidecar(t *testing.T) {
 	if err := e.c.InstallKernelHostGW(); err != nil {
 		t.Fatal(err)
 	}
-	kc, err := kube.Start(t, kube.Options{})
-	if err != nil {
-		t.Fatalf("start kube-apiserver and etcd: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin, err := kubernetes.NewForConfig(kc.Admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cr := manifestClusterRole(t)
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "vrouter"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: kube.VrouterUser}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	api := startKubeAPI(t, ctx, e)
+	admin := api.admin
+	var err error
 	for _, n := range []*corev1.Node{kubeNode(masterNode, "10.244.0.0/24", "192.168.31.201"), kubeNode(workerNode, "10.244.1.0/24", "192.168.31.202")} {
 		if _, err := admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -103,17 +84,9 @@ func TestKubernetesSidecar(t *testing.T) {
 	// The sidecar, in coredns-xx6mc's namespace.
 	const podNS = "coredns-xx6mc"
 	podAddr := netip.MustParseAddr("10.244.0.2")
-	relayAPIServer(t, e, podNS, strings.TrimPrefix(kc.URL, "https://"))
-	kcfg, err := os.ReadFile(kc.VrouterKubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(e.dir, "sidecar.kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(strings.ReplaceAll(string(kcfg), kc.URL, "https://127.0.0.1:6443")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	relayAPIServer(t, e, podNS, api.target)
 	r, err := harness.Launch(e.c, vrouterBin, podNS, e.logPath(podNS),
-		"run", "--sidecar", "--kubeconfig", kubeconfig, "--node-name", masterNode,
+		"run", "--sidecar", "--kubeconfig", api.kubeconfig, "--node-name", masterNode,
 		"--admin-socket", filepath.Join(e.dir, "sidecar.sock"))
 	if err != nil {
 		t.Fatal(err)
