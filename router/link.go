@@ -1,11 +1,13 @@
 package router
 
 import (
+	"net/netip"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -50,6 +52,49 @@ func (s *dispatcherSlot) deliver(proto tcpip.NetworkProtocolNumber, b []byte) {
 type ipLink struct {
 	mtu        atomic.Uint32
 	dispatcher dispatcherSlot
+	tap        tapSlot
+	counters   linkCounters
+
+	// Shared with the Router, set once by New.
+	drops     *drops
+	hook      *hookSlot
+	isLocal   func(netip.Addr) bool
+	hasFamily func(tcpip.NetworkProtocolNumber) bool
+}
+
+// parse checks a received packet as far as the router needs before
+// anything else looks at it: a well-formed IP header, within the MTU. It
+// counts a refusal.
+func (l *ipLink) parse(b []byte) (ipInfo, bool) {
+	info, reason, ok := parseIP(b)
+	if !ok {
+		l.drops.add(reason)
+		return info, false
+	}
+	if info.length > int(l.mtu.Load()) {
+		l.drops.add(DropOversize)
+		return info, false
+	}
+	return info, true
+}
+
+// admitFamily refuses, and counts, a packet of a family the router has no
+// address for.
+func (l *ipLink) admitFamily(info ipInfo) bool {
+	if !l.hasFamily(info.proto) {
+		l.drops.add(DropFamily)
+		return false
+	}
+	return true
+}
+
+// inject hands an admitted packet to the stack. An IPv4 packet to be
+// forwarded with TTL 1 is expired first (see expireTTL).
+func (l *ipLink) inject(info ipInfo, b []byte) {
+	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {
+		expireTTL(b)
+	}
+	l.dispatcher.deliver(info.proto, b)
 }
 
 func (l *ipLink) MTU() uint32                                  { return l.mtu.Load() }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -59,18 +58,11 @@ var emptyPeers = &peerTable{
 // inner source lies in that peer's pod CIDRs.
 type overlayEndpoint struct {
 	ipLink
-	unreach   *unreachable // nil: no route-per-cluster-CIDR, nothing to answer
-	icmpSent  atomic.Uint64
-	conn      Conn
-	peers     atomic.Pointer[peerTable]
-	drops     *drops
-	hook      *hookSlot
-	identity  atomic.Pointer[identity]
-	counters  linkCounters
-	isLocal   func(netip.Addr) bool
-	hasFamily func(tcpip.NetworkProtocolNumber) bool
-
-	tap tapSlot
+	unreach  *unreachable // nil: no route-per-cluster-CIDR, nothing to answer
+	icmpSent atomic.Uint64
+	conn     Conn
+	peers    atomic.Pointer[peerTable]
+	identity atomic.Pointer[identity]
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
@@ -146,21 +138,15 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		e.drops.add(DropUnknownPeer)
 		return
 	}
-	info, reason, ok := parseIP(b)
+	info, ok := e.parse(b)
 	if !ok {
-		e.drops.add(reason)
-		return
-	}
-	if info.length > int(e.mtu.Load()) {
-		e.drops.add(DropOversize)
 		return
 	}
 	if !p.owns(info.src) {
 		e.drops.add(DropSpoofed)
 		return
 	}
-	if !e.hasFamily(info.proto) {
-		e.drops.add(DropFamily)
+	if !e.admitFamily(info) {
 		return
 	}
 	b = b[:info.length]
@@ -175,9 +161,5 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		}
 		info.dst = ipDst(b)
 	}
-	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
-		expireTTL(b)
-	}
-
-	e.dispatcher.deliver(info.proto, b)
+	e.inject(info, b)
 }

@@ -173,9 +173,14 @@ func New(opts Options) (*Router, error) {
 			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
 		},
 	})
-	r.tun = &tunEndpoint{dev: opts.TUN, drops: &r.drops, hook: &r.hook, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	shared := func(l *ipLink) {
+		l.drops, l.hook, l.isLocal, l.hasFamily = &r.drops, &r.hook, r.isLocal, r.hasFamily
+	}
+	r.tun = &tunEndpoint{dev: opts.TUN}
+	shared(&r.tun.ipLink)
 	r.tun.mtu.Store(uint32(tunMTU))
-	r.overlay = &overlayEndpoint{conn: opts.Overlay, drops: &r.drops, hook: &r.hook, isLocal: r.isLocal, hasFamily: r.hasFamily}
+	r.overlay = &overlayEndpoint{conn: opts.Overlay}
+	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
 	r.overlay.unreach = &unreachable{

@@ -2,11 +2,9 @@ package router
 
 import (
 	"errors"
-	"net/netip"
 	"os"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/vrouter/vrouter/tun"
@@ -17,13 +15,7 @@ import (
 // (or back to the node) leave through WritePackets.
 type tunEndpoint struct {
 	ipLink
-	dev       tun.Device
-	drops     *drops
-	hook      *hookSlot
-	counters  linkCounters
-	isLocal   func(netip.Addr) bool
-	hasFamily func(tcpip.NetworkProtocolNumber) bool
-	tap       tapSlot
+	dev tun.Device
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
@@ -54,7 +46,7 @@ func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 // readLoop reads packets from the node kernel until the device is closed.
 // It is run by Router.Run, which owns it.
 func (e *tunEndpoint) readLoop() error {
-	// One byte past the MTU so an oversize packet is seen as such.
+	// Room for any IP packet, so an oversize one is seen whole and counted.
 	buf := make([]byte, maxDatagram)
 	for {
 		n, err := e.dev.Read(buf)
@@ -70,17 +62,8 @@ func (e *tunEndpoint) readLoop() error {
 
 func (e *tunEndpoint) receive(b []byte) {
 	e.tap.see(DirIn, b)
-	info, reason, ok := parseIP(b)
-	if !ok {
-		e.drops.add(reason)
-		return
-	}
-	if info.length > int(e.mtu.Load()) {
-		e.drops.add(DropOversize)
-		return
-	}
-	if !e.hasFamily(info.proto) {
-		e.drops.add(DropFamily)
+	info, ok := e.parse(b)
+	if !ok || !e.admitFamily(info) {
 		return
 	}
 	b = b[:info.length]
@@ -99,8 +82,5 @@ func (e *tunEndpoint) receive(b []byte) {
 		}
 		info.dst = ipDst(b)
 	}
-	if info.proto == ipv4.ProtocolNumber && !e.isLocal(info.dst) {
-		expireTTL(b)
-	}
-	e.dispatcher.deliver(info.proto, b)
+	e.inject(info, b)
 }
