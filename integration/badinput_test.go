@@ -486,16 +486,23 @@ func (s *udpSink) received() []string {
 // the test ends.
 func (e *env) udpSocket(ns string, local netip.AddrPort) *net.UDPConn {
 	e.t.Helper()
+	return listenUDPIn(e.t, e.c, ns, local)
+}
+
+// listenUDPIn opens an unconnected UDP socket bound to local in namespace
+// ns of c, closed when t ends.
+func listenUDPIn(t *testing.T, c *topology.Cluster, ns string, local netip.AddrPort) *net.UDPConn {
+	t.Helper()
 	var conn *net.UDPConn
-	err := e.c.Do(ns, func() error {
+	err := c.Do(ns, func() error {
 		var err error
 		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(local))
 		return err
 	})
 	if err != nil {
-		e.t.Fatalf("%s: listen udp %v: %v", ns, local, err)
+		t.Fatalf("%s: listen udp %v: %v", ns, local, err)
 	}
-	e.t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { conn.Close() })
 	return conn
 }
 

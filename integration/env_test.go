@@ -197,7 +197,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 		if time.Since(start) > timeout {
 			t.Fatalf("%s: not within %v; last attempt: %v", what, timeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -762,7 +762,7 @@ func (e *lbEnv) synFlood(t *testing.T, rnd *rand.Rand) {
 
 	// The flood's flows end at the unanswered-SYN timeout (30 s) and free
 	// the flooder's slots.
-	lbEventually(t, 45*time.Second, "flooder admitted again", func() error {
+	eventually(t, 45*time.Second, "flooder admitted again", func() error {
 		conn, _, err := e.dialTCP(flooder.name, vip, 500*time.Millisecond)
 		if err != nil {
 			return err

@@ -199,7 +199,7 @@ func TestLBNoEndpoints(t *testing.T) {
 		}
 		e.setServices(append([]configs.ServiceSpec{myService(withEndpoints()), kubeDNS(withEndpoints())}, static...)...)
 		for _, from := range clients {
-			took := lbEventually(t, reloadWait, fmt.Sprintf("tcp %s -> %v refused after its endpoints were removed", from, myServiceVIP), func() error {
+			took := eventually(t, reloadWait, fmt.Sprintf("tcp %s -> %v refused after its endpoints were removed", from, myServiceVIP), func() error {
 				return e.refusedTCP(from, netip.AddrPortFrom(myServiceVIP, 80))
 			})
 			t.Logf("%s: my-service refused %v after the config change", from, took)
@@ -253,7 +253,7 @@ func TestLBEndpointRemovedKeepsTCP(t *testing.T) {
 	// has.
 	for _, from := range []string{lbCoredns8qxfv.name, lbNginx4k7xw.name} {
 		inARow := 0
-		took := lbEventually(t, reloadWait, fmt.Sprintf("new connections from %s only to %s", from, kept.name), func() error {
+		took := eventually(t, reloadWait, fmt.Sprintf("new connections from %s only to %s", from, kept.name), func() error {
 			rep, err := e.exchange(from, vip, "new")
 			if err != nil {
 				return err
@@ -424,7 +424,7 @@ func TestLBUDPFlowMigration(t *testing.T) {
 	t.Run("all removed", func(t *testing.T) {
 		e.setServices(kubeDNS(withEndpoints()))
 		for _, c := range clients {
-			lbEventually(t, reloadWait, fmt.Sprintf("%v refused once kube-dns has no endpoints", c.conn.LocalAddr()), func() error {
+			eventually(t, reloadWait, fmt.Sprintf("%v refused once kube-dns has no endpoints", c.conn.LocalAddr()), func() error {
 				server, err := lbQuery(c.conn, "anybody?", 200*time.Millisecond)
 				if errors.Is(err, syscall.ECONNREFUSED) {
 					return nil

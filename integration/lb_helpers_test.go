@@ -362,17 +362,7 @@ func (e *lbEnv) udpSocket(ns string, local, remote netip.AddrPort) *net.UDPConn 
 // local. The test's cleanup closes it.
 func (e *lbEnv) udpListen(ns string, local netip.AddrPort) *net.UDPConn {
 	e.t.Helper()
-	var conn *net.UDPConn
-	err := e.c.Do(ns, func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(local))
-		return err
-	})
-	if err != nil {
-		e.t.Fatalf("udp listen %v in %s: %v", local, ns, err)
-	}
-	e.t.Cleanup(func() { conn.Close() })
-	return conn
+	return listenUDPIn(e.t, e.c, ns, local)
 }
 
 // lbQuery sends payload on conn, a UDP socket connected to a ServeUDPEcho
@@ -398,23 +388,6 @@ func lbQuery(conn *net.UDPConn, payload string, timeout time.Duration) (string, 
 		if got == payload {
 			return id, nil
 		}
-	}
-}
-
-// lbEventually calls f until it returns nil, or fails t with f's last
-// error once timeout has passed. It returns how long it took.
-func lbEventually(t *testing.T, timeout time.Duration, what string, f func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := f()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v; last attempt: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

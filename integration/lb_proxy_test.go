@@ -194,7 +194,7 @@ func TestLBProxyDrain(t *testing.T) {
 	reloads := proxyLogCount(t, e.logPath(lbMaster), "config reloaded")
 	removed := time.Now()
 	writeProxyConfigs(e, tune, myService(proxyMode, withEndpoints(rest...)))
-	took := lbEventually(t, drain/2, "hostgw-master's router reloaded", func() error {
+	took := eventually(t, drain/2, "hostgw-master's router reloaded", func() error {
 		if proxyLogCount(t, e.logPath(lbMaster), "config reloaded") == reloads {
 			return errors.New("no new \"config reloaded\" line in its log")
 		}
@@ -272,7 +272,7 @@ func TestLBProxyModeSwitch(t *testing.T) {
 		t.Helper()
 		n := proxyLogCount(t, e.logPath(lbMaster), "config reloaded")
 		e.setServices(svc)
-		lbEventually(t, 5*time.Second, "hostgw-master's router reloaded", func() error {
+		eventually(t, 5*time.Second, "hostgw-master's router reloaded", func() error {
 			if proxyLogCount(t, e.logPath(lbMaster), "config reloaded") == n {
 				return errors.New("no new \"config reloaded\" line in its log")
 			}
