@@ -54,6 +54,8 @@ type ipLink struct {
 	dispatcher dispatcherSlot
 	tap        tapSlot
 	counters   linkCounters
+	// fast is the reader goroutine's fast path; nil when disabled.
+	fast *fastPath
 
 	// Shared with the Router, set once by New.
 	drops     *drops
@@ -88,9 +90,13 @@ func (l *ipLink) admitFamily(info ipInfo) bool {
 	return true
 }
 
-// inject hands an admitted packet to the stack. An IPv4 packet to be
-// forwarded with TTL 1 is expired first (see expireTTL).
+// inject forwards an admitted packet on the fast path or hands it to the
+// stack. An IPv4 packet to be forwarded with TTL 1 is expired first (see
+// expireTTL).
 func (l *ipLink) inject(info ipInfo, b []byte) {
+	if l.fast.forward(info.proto, b) {
+		return
+	}
 	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {
 		expireTTL(b)
 	}

@@ -89,25 +89,30 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 			continue
 		}
 		v := pkt.ToView()
-		size := v.Size()
 		if !pkt.NetworkPacketInfo.IsForwardedPacket {
 			finishChecksum(v.AsSlice())
 			e.identity.Load().rewriteSource(v.AsSlice())
 		}
-		e.tap.see(DirOut, v.AsSlice())
-		err := e.conn.WriteTo(v.AsSlice(), p.endpoint)
-		v.Release()
-		if err != nil {
-			e.drops.add(DropTxError)
-			continue
+		if e.sendTo(p, v.AsSlice()) {
+			n++
 		}
-		e.counters.txPackets.Add(1)
-		e.counters.txBytes.Add(uint64(size))
-		p.stats.txPackets.Add(1)
-		p.stats.txBytes.Add(uint64(size))
-		n++
+		v.Release()
 	}
 	return n, nil
+}
+
+// sendTo sends one packet to peer p as one datagram, and counts it.
+func (e *overlayEndpoint) sendTo(p *peer, b []byte) bool {
+	e.tap.see(DirOut, b)
+	if err := e.conn.WriteTo(b, p.endpoint); err != nil {
+		e.drops.add(DropTxError)
+		return false
+	}
+	e.counters.txPackets.Add(1)
+	e.counters.txBytes.Add(uint64(len(b)))
+	p.stats.txPackets.Add(1)
+	p.stats.txBytes.Add(uint64(len(b)))
+	return true
 }
 
 // readLoop receives overlay datagrams until the Conn is closed. It is run

@@ -88,6 +88,10 @@ type Options struct {
 	// MTU, the router answers packets that do not fit the tunnel with
 	// ICMP "fragmentation needed" / "packet too big".
 	TUNMTU int
+	// NoFastPath sends every packet through gVisor's IP forwarding
+	// instead of the fast path (see fastPath): slower, for comparison and
+	// for ruling the fast path out when debugging.
+	NoFastPath bool
 }
 
 // Router is one node's userspace router. New builds it; Run moves packets;
@@ -101,10 +105,13 @@ type Router struct {
 	hook    hookSlot
 	tunName string
 
-	local     atomic.Pointer[map[netip.Addr]struct{}]
-	own       atomic.Pointer[[]netip.Addr] // the router's addresses (not Service VIPs)
-	hasV4     atomic.Bool
-	hasV6     atomic.Bool
+	local atomic.Pointer[map[netip.Addr]struct{}]
+	own   atomic.Pointer[[]netip.Addr] // the router's addresses (not Service VIPs)
+	hasV4 atomic.Bool
+	hasV6 atomic.Bool
+	// routeGen changes after every Set: the fast path's cached
+	// forwarding decisions are stale once it moves.
+	routeGen  atomic.Uint64
 	ran       atomic.Bool
 	closeOnce sync.Once
 
@@ -183,6 +190,9 @@ func New(opts Options) (*Router, error) {
 	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
+	if !opts.NoFastPath {
+		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
+	}
 	r.overlay.unreach = &unreachable{
 		router: r.routerAddr,
 		isLocal: func(src netip.Addr) bool {
@@ -310,6 +320,7 @@ func (r *Router) Set(cfg Config) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.routeGen.Add(1)
 	if err := r.setAddressesLocked(cfg.Addresses, cfg.ServiceAddresses); err != nil {
 		return err
 	}

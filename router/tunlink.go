@@ -25,22 +25,27 @@ func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		v := pkt.ToView()
-		size := v.Size()
 		if !pkt.NetworkPacketInfo.IsForwardedPacket {
 			finishChecksum(v.AsSlice())
 		}
-		e.tap.see(DirOut, v.AsSlice())
-		_, err := e.dev.Write(v.AsSlice())
-		v.Release()
-		if err != nil {
-			e.drops.add(DropTxError)
-			continue
+		if e.send(v.AsSlice()) {
+			n++
 		}
-		e.counters.txPackets.Add(1)
-		e.counters.txBytes.Add(uint64(size))
-		n++
+		v.Release()
 	}
 	return n, nil
+}
+
+// send writes one packet to the node kernel, and counts it.
+func (e *tunEndpoint) send(b []byte) bool {
+	e.tap.see(DirOut, b)
+	if _, err := e.dev.Write(b); err != nil {
+		e.drops.add(DropTxError)
+		return false
+	}
+	e.counters.txPackets.Add(1)
+	e.counters.txBytes.Add(uint64(len(b)))
+	return true
 }
 
 // readLoop reads packets from the node kernel until the device is closed.

@@ -1,0 +1,168 @@
+package router
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+// fastPath forwards the common packet without handing it to gVisor: a
+// unicast packet between two global addresses, with TTL to spare and no
+// IPv4 options or IPv6 hop-by-hop header, that fits the outgoing link. The
+// forwarding decision stays the stack's: the first packet to a destination
+// asks gVisor's route table (stack.FindRoute, the call gVisor's own IP
+// forwarding makes) where it goes, and the answer is kept per destination
+// until the route table, the router's addresses or the peers change
+// (Router.routeGen). The fast path then does what gVisor's forwarding does
+// to such a packet — check the IPv4 header checksum, lower the TTL or hop
+// limit, update the checksum — and writes it to the outgoing link.
+//
+// Everything else goes through the stack as before: packets to the router
+// or a proxied Service, TTL or hop limit 1 (time exceeded), no route (net
+// unreachable), too big for the outgoing link (fragmentation needed),
+// IPv4 options, fragments, link-local or multicast addresses.
+//
+// Each reader goroutine owns one fastPath; it is not safe for concurrent
+// use.
+type fastPath struct {
+	r     *Router
+	gen   uint64
+	cache map[netip.Addr]hop
+}
+
+// fastCacheMax bounds the per-reader destination cache; when full it is
+// cleared and refilled from the route table.
+const fastCacheMax = 8192
+
+type hopKind uint8
+
+const (
+	hopStack   hopKind = iota // let gVisor forward it (or answer it)
+	hopTUN                    // out through the TUN
+	hopOverlay                // out through the overlay to peer
+)
+
+// hop is a cached forwarding decision for one destination.
+type hop struct {
+	kind hopKind
+	peer *peer
+}
+
+func newFastPath(r *Router) *fastPath {
+	return &fastPath{r: r, cache: make(map[netip.Addr]hop)}
+}
+
+// forward sends b (one IP packet that passed the link's checks and the
+// hook) towards its destination if it can take the fast path, and reports
+// whether it did. On false the packet is untouched.
+func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte) bool {
+	if f == nil {
+		return false
+	}
+	dst, ok := fastEligible(proto, b)
+	if !ok || f.r.isLocal(dst) {
+		return false
+	}
+	h := f.lookup(proto, dst)
+	switch h.kind {
+	case hopTUN:
+		if len(b) > int(f.r.tun.mtu.Load()) {
+			return false
+		}
+		decrementTTL(b)
+		f.r.tun.send(b)
+		return true
+	case hopOverlay:
+		if len(b) > int(f.r.overlay.mtu.Load()) {
+			return false
+		}
+		decrementTTL(b)
+		f.r.overlay.sendTo(h.peer, b)
+		return true
+	}
+	return false
+}
+
+// lookup returns the forwarding decision for dst, from the cache while the
+// route generation is unchanged, else from the stack's route table.
+func (f *fastPath) lookup(proto tcpip.NetworkProtocolNumber, dst netip.Addr) hop {
+	if g := f.r.routeGen.Load(); g != f.gen {
+		clear(f.cache)
+		f.gen = g
+	}
+	if h, ok := f.cache[dst]; ok {
+		return h
+	}
+	h := f.resolve(proto, dst)
+	if len(f.cache) >= fastCacheMax {
+		clear(f.cache)
+	}
+	f.cache[dst] = h
+	return h
+}
+
+// resolve asks the stack where a packet to dst goes, exactly as gVisor's IP
+// forwarding does, and maps the route to an outgoing link (and peer).
+func (f *fastPath) resolve(proto tcpip.NetworkProtocolNumber, dst netip.Addr) hop {
+	rt, err := f.r.stack.FindRoute(0, tcpip.Address{}, tcpipAddr(dst), proto, false)
+	if err != nil {
+		return hop{}
+	}
+	defer rt.Release()
+	switch rt.NICID() {
+	case TUNNIC:
+		return hop{kind: hopTUN}
+	case OverlayNIC:
+		t := f.r.overlay.peers.Load()
+		p := t.byNextHop[rt.NextHop()]
+		if p == nil {
+			p, _ = t.byDst.lookup(dst)
+		}
+		if p == nil {
+			return hop{} // the stack's path answers "net unreachable"
+		}
+		return hop{kind: hopOverlay, peer: p}
+	}
+	return hop{}
+}
+
+// fastEligible checks the header of packet b (parseIP accepted it) for the
+// fast path and returns its destination.
+func fastEligible(proto tcpip.NetworkProtocolNumber, b []byte) (dst netip.Addr, ok bool) {
+	var src netip.Addr
+	if proto == ipv4.ProtocolNumber {
+		if b[0]&0x0f != 5 || binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 || b[8] <= 1 {
+			return dst, false // options, a fragment, or TTL about to expire
+		}
+		if !header.IPv4(b).IsChecksumValid() {
+			return dst, false // the stack counts and drops it
+		}
+		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+	} else {
+		if b[7] <= 1 || b[6] == uint8(header.IPv6HopByHopOptionsExtHdrIdentifier) {
+			return dst, false
+		}
+		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+	}
+	return dst, src.IsGlobalUnicast() && dst.IsGlobalUnicast()
+}
+
+// decrementTTL lowers a forwarded packet's TTL (IPv4, with the header
+// checksum updated incrementally, RFC 1624) or hop limit (IPv6).
+func decrementTTL(b []byte) {
+	if b[0]>>4 == 6 {
+		b[7]--
+		return
+	}
+	m := uint32(binary.BigEndian.Uint16(b[8:10]))
+	b[8]--
+	m2 := uint32(binary.BigEndian.Uint16(b[8:10]))
+	// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+	sum := uint32(^binary.BigEndian.Uint16(b[10:12])) + (^m & 0xffff) + m2
+	sum = (sum & 0xffff) + (sum >> 16)
+	sum = (sum & 0xffff) + (sum >> 16)
+	binary.BigEndian.PutUint16(b[10:12], ^uint16(sum))
+}
