@@ -2,10 +2,10 @@ package tun
 
 import "errors"
 
-// Errors that Open, OpenQueues, Adopt, Configure and SyncRoutes wrap, for
-// errors.Is. The message
-// around them says what failed and what to do about it; the system call's
-// errno is wrapped too (errors.Is(err, os.ErrPermission) also holds).
+// Errors that Open, OpenQueues, Adopt, Configure, SyncRoutes and the
+// OffloadDevice methods wrap, for errors.Is. The message around them says
+// what failed and what to do about it; the system call's errno is wrapped
+// too (errors.Is(err, os.ErrPermission) also holds).
 var (
 	// ErrNoDevice: the kernel has no TUN support here: /dev/net/tun is
 	// missing or its driver is not loaded.
@@ -21,6 +21,16 @@ var (
 	ErrBusy = errors.New("interface name in use")
 	// ErrNotTUN: a descriptor given to Adopt is not a TUN vrouter can use:
 	// not a TUN at all, a TAP, not attached to an interface, or a TUN that
-	// frames packets with a packet-information or virtio-net header.
+	// frames packets with a packet-information header.
 	ErrNotTUN = errors.New("not a usable TUN descriptor")
+	// ErrOffloadRefused: the kernel refused TUNSETOFFLOAD
+	// (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6), or the header setup around it,
+	// on a device opened or adopted with a virtio-net header. Open
+	// without Options.Offload instead.
+	ErrOffloadRefused = errors.New("TUN offloads refused")
+	// ErrBadOffload: a packet's virtio_net_hdr is unusable: one read from
+	// an OffloadDevice whose header is malformed or does not fit its
+	// packet (the packet is consumed; count it as a drop), or an Offload
+	// given to WriteOffload that cannot describe its packet.
+	ErrBadOffload = errors.New("bad virtio_net_hdr")
 )

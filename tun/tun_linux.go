@@ -56,6 +56,9 @@ func (d *file) Close() error {
 // network namespace to create the interface; the interface is created
 // there.
 //
+// With opts.Offload the Device is an OffloadDevice (see Options.Offload);
+// errors then also wrap ErrOffloadRefused when the kernel refuses the offloads.
+//
 // The descriptor is close-on-exec. If the interface already existed as a
 // persistent TUN it stays persistent; otherwise it disappears with the
 // Device's Close.
@@ -67,7 +70,7 @@ func Open(opts Options) (Device, error) {
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("create TUN: Options.Name: %w", err)
 	}
-	return open(name, opts.MultiQueue)
+	return openDevice(name, opts.MultiQueue, opts.Offload)
 }
 
 // OpenQueues opens n queues of the multiqueue TUN opts.Name (creating it
@@ -84,7 +87,7 @@ func OpenQueues(opts Options, n int) ([]Device, error) {
 	}
 	devs := make([]Device, 0, n)
 	for i := range n {
-		d, err := open(name, true)
+		d, err := openDevice(name, true, opts.Offload)
 		if err != nil {
 			for _, d := range devs {
 				d.Close()
@@ -93,10 +96,27 @@ func OpenQueues(opts Options, n int) ([]Device, error) {
 		}
 		// With "%d" in the name, later queues attach to the one the
 		// kernel picked for the first.
-		name = d.name
+		name = d.Name()
 		devs = append(devs, d)
 	}
 	return devs, nil
+}
+
+// openDevice opens TUN name as Open does: an OffloadDevice if offload is
+// set, a file otherwise.
+func openDevice(name string, multiQueue, offload bool) (Device, error) {
+	if offload {
+		d, err := openOffload(name, multiQueue)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
+	d, err := open(name, multiQueue)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 func open(name string, multiQueue bool) (*file, error) {
@@ -187,10 +207,18 @@ func control(f *os.File, fn func(fd int) error) error {
 // and passed to this process, so that vrouter runs without CAP_NET_ADMIN.
 //
 // The descriptor must be attached to a TUN interface opened with
-// IFF_TUN|IFF_NO_PI and without IFF_VNET_HDR. IFF_NO_PI can only be checked
-// when the interface is in this process's network namespace; elsewhere it
-// is assumed. name, if not empty, must be the interface's name; empty
-// takes the name from the descriptor.
+// IFF_TUN|IFF_NO_PI. IFF_NO_PI can only be checked when the interface is in
+// this process's network namespace; elsewhere it is assumed. name, if not
+// empty, must be the interface's name; empty takes the name from the
+// descriptor.
+//
+// If the helper opened it with IFF_VNET_HDR too, Adopt turns on its
+// offloads (TUNSETOFFLOAD, as Options.Offload does; it needs no
+// privilege) and returns an OffloadDevice; it also sets the header to
+// the 10-byte little-endian struct virtio_net_hdr (TUNSETVNETHDRSZ,
+// TUNSETVNETLE), which the helper must not change. If the kernel refuses
+// the offloads, Adopt fails with an error wrapping ErrOffloadRefused: the
+// helper must open the TUN without IFF_VNET_HDR.
 //
 // On success the Device owns fd: it sets fd close-on-exec and non-blocking
 // (the latter is shared with every process holding the same open file),
@@ -217,15 +245,26 @@ func Adopt(fd int, name string) (Device, error) {
 		return nil, fmt.Errorf("%s: %w: interface %s has flags %#x without IFF_TUN", op, ErrNotTUN, got, flags)
 	case !hasNoPI(got):
 		return nil, fmt.Errorf("%s: %w: TUN %s was opened without IFF_NO_PI, so every packet carries a 4-byte packet-information header; the helper must open it with IFF_TUN|IFF_NO_PI", op, ErrNotTUN, got)
-	case flags&unix.IFF_VNET_HDR != 0:
-		return nil, fmt.Errorf("%s: %w: TUN %s was opened with IFF_VNET_HDR, so every packet carries a virtio-net header vrouter does not read; the helper must open it without IFF_VNET_HDR", op, ErrNotTUN, got)
 	case name != "" && name != got:
 		return nil, fmt.Errorf("%s: it is TUN %s, not %s: pass the name the helper created, or none", op, got, name)
+	}
+	vnetHdr := flags&unix.IFF_VNET_HDR != 0
+	if vnetHdr {
+		if err := enableOffload(fd); err != nil {
+			return nil, fmt.Errorf("%s: TUN %s was opened with IFF_VNET_HDR: %w; the helper must open it without IFF_VNET_HDR", op, got, err)
+		}
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("%s: set non-blocking: %w", op, err)
 	}
 	unix.CloseOnExec(fd)
+	if vnetHdr {
+		d, err := newOffloadFile(fd, got)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		return d, nil
+	}
 	// A non-blocking descriptor given to os.NewFile is registered with the
 	// poller.
 	return &file{f: os.NewFile(uintptr(fd), "tun"), name: got}, nil

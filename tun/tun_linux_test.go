@@ -792,7 +792,7 @@ func TestAdoptRefuses(t *testing.T) {
 	}{
 		{"TAP", "tap0", unix.IFF_TAP | unix.IFF_NO_PI, true, "it is TAP device tap0 (Ethernet frames); vrouter needs a TUN (IFF_TUN) carrying IP packets"},
 		{"no IFF_NO_PI", "pi0", unix.IFF_TUN, true, "TUN pi0 was opened without IFF_NO_PI, so every packet carries a 4-byte packet-information header; the helper must open it with IFF_TUN|IFF_NO_PI"},
-		{"IFF_VNET_HDR", "vnet0", unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR, true, "TUN vnet0 was opened with IFF_VNET_HDR"},
+		{"IFF_VNET_HDR without IFF_NO_PI", "vnet0", unix.IFF_TUN | unix.IFF_VNET_HDR, true, "TUN vnet0 was opened without IFF_NO_PI"},
 		{"not attached", "", 0, false, "it is /dev/net/tun but not attached to an interface: the helper must call TUNSETIFF"},
 	} {
 		fd, _ := rawTUN(t, tc.name, tc.flags, tc.attach)

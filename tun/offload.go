@@ -1,0 +1,210 @@
+package tun
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	tcpipcsum "gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// GSOType is a virtio_net_hdr gso_type.
+type GSOType uint8
+
+// The gso_types an OffloadDevice carries. The kernel sets bit 0x80
+// (VIRTIO_NET_HDR_GSO_ECN) on a super-packet whose segments carry CWR; an
+// OffloadDevice never asks for such packets (it does not set TUN_F_TSO_ECN,
+// so the kernel segments them itself), but ReadOffload reports the bit
+// as-is should it appear: GSOTCPv4|0x80 is not GSOTCPv4.
+const (
+	GSONone  GSOType = 0 // VIRTIO_NET_HDR_GSO_NONE
+	GSOTCPv4 GSOType = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOTCPv6 GSOType = 4 // VIRTIO_NET_HDR_GSO_TCPV6
+)
+
+// gsoECN is VIRTIO_NET_HDR_GSO_ECN, a flag on the TCP gso_types.
+const gsoECN GSOType = 0x80
+
+func (t GSOType) String() string {
+	var s string
+	switch t &^ gsoECN {
+	case GSONone:
+		s = "none"
+	case GSOTCPv4:
+		s = "tcpv4"
+	case GSOTCPv6:
+		s = "tcpv6"
+	default:
+		return fmt.Sprintf("GSOType(%#x)", uint8(t))
+	}
+	if t&gsoECN != 0 {
+		s += "|ecn"
+	}
+	return s
+}
+
+// Offload is the offload metadata carried with a packet (struct virtio_net_hdr).
+//
+// On a packet ReadOffload returns, HdrLen of a TCP super-packet is the
+// length of its IP and TCP headers (CsumStart plus the TCP data offset),
+// computed from the packet: the kernel fills hdr_len with the length of the
+// packet's linear buffer, which may include payload. For other packets it
+// is what the kernel said (0).
+type Offload struct {
+	NeedsCsum  bool // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum at CsumStart+CsumOffset holds only the pseudo-header sum
+	GSOType    GSOType
+	HdrLen     uint16 // IP + TCP header bytes
+	GSOSize    uint16 // TCP payload bytes per segment (MSS)
+	CsumStart  uint16 // offset of the transport header
+	CsumOffset uint16 // offset of the checksum field within it (16 for TCP, 6 for UDP)
+}
+
+// OffloadDevice is a Device opened with IFF_VNET_HDR and TUNSETOFFLOAD
+// (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the kernel hands it TCP super-packets
+// of up to 64 KiB and takes them back.
+//
+// Every packet crossing the device carries a virtio_net_hdr. Read and Write
+// still move plain IP packets: Read completes a partial checksum (so the
+// packet is valid IP, though a TCP super-packet is longer than the MTU:
+// size Read's buffer to 65535 bytes on an OffloadDevice), and Write sends
+// a zero header (no offload). The concurrency and Close rules of Device
+// hold for all four methods together: one reader goroutine calling Read
+// or ReadOffload, any number of writers.
+type OffloadDevice interface {
+	Device
+	// ReadOffload reads one packet — possibly a TCP super-packet longer than
+	// the MTU — and its metadata, unmodified (a NeedsCsum checksum stays partial).
+	// p should hold 65535 bytes; a longer packet is truncated as Read does.
+	// A packet whose header is malformed (or inconsistent with the
+	// packet) is consumed and reported as an error wrapping
+	// ErrBadOffload, which the caller counts as a drop.
+	ReadOffload(p []byte) (int, Offload, error)
+	// WriteOffload writes one packet with its metadata (one writev: header + packet).
+	// It returns len(p) on success. The kernel checks o against p and
+	// refuses a mismatch with EINVAL.
+	WriteOffload(p []byte, o Offload) (int, error)
+}
+
+// virtio_net_hdr, as the kernel's include/uapi/linux/virtio_net.h has it.
+const (
+	virtioNetHdrLen = 10 // sizeof(struct virtio_net_hdr)
+
+	virtioFlagNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+)
+
+// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h); x/sys/unix lacks them.
+const (
+	tunFCsum = 0x01 // TUN_F_CSUM
+	tunFTSO4 = 0x02 // TUN_F_TSO4
+	tunFTSO6 = 0x04 // TUN_F_TSO6
+)
+
+// putOffload encodes o into b[:virtioNetHdrLen] in the kernel's layout
+// (little endian: the device is set to TUNSETVNETLE).
+func putOffload(b []byte, o Offload) {
+	_ = b[virtioNetHdrLen-1]
+	b[0] = 0
+	if o.NeedsCsum {
+		b[0] = virtioFlagNeedsCsum
+	}
+	b[1] = uint8(o.GSOType)
+	binary.LittleEndian.PutUint16(b[2:], o.HdrLen)
+	binary.LittleEndian.PutUint16(b[4:], o.GSOSize)
+	binary.LittleEndian.PutUint16(b[6:], o.CsumStart)
+	binary.LittleEndian.PutUint16(b[8:], o.CsumOffset)
+}
+
+// getOffload decodes b[:virtioNetHdrLen] without checking it. Flags other
+// than NEEDS_CSUM (DATA_VALID, RSC_INFO) are dropped: the kernel sets none
+// of them on a TUN read.
+func getOffload(b []byte) Offload {
+	_ = b[virtioNetHdrLen-1]
+	return Offload{
+		NeedsCsum:  b[0]&virtioFlagNeedsCsum != 0,
+		GSOType:    GSOType(b[1]),
+		HdrLen:     binary.LittleEndian.Uint16(b[2:]),
+		GSOSize:    binary.LittleEndian.Uint16(b[4:]),
+		CsumStart:  binary.LittleEndian.Uint16(b[6:]),
+		CsumOffset: binary.LittleEndian.Uint16(b[8:]),
+	}
+}
+
+// parseOffload decodes the header hdr the kernel gave with pkt and checks
+// it against pkt, so that a caller can use CsumStart, CsumOffset and
+// HdrLen as offsets into pkt without further checks. For a TCP
+// super-packet it replaces HdrLen with the real IP+TCP header length.
+func parseOffload(hdr, pkt []byte) (Offload, error) {
+	if len(hdr) < virtioNetHdrLen {
+		return Offload{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadOffload, len(hdr), virtioNetHdrLen)
+	}
+	o := getOffload(hdr)
+	if err := o.check(pkt); err != nil {
+		return Offload{}, err
+	}
+	if o.GSOType != GSONone {
+		o.HdrLen = o.CsumStart + uint16(pkt[o.CsumStart+12]>>4)*4
+	}
+	return o, nil
+}
+
+// check reports whether o can describe pkt: a known gso_type, checksum
+// offsets inside pkt and, for a TCP super-packet, an IP version that
+// matches, a TCP header inside pkt and a non-zero segment size.
+func (o Offload) check(pkt []byte) error {
+	n := len(pkt)
+	if o.NeedsCsum && int(o.CsumStart)+int(o.CsumOffset)+2 > n {
+		return fmt.Errorf("%w: checksum at %d+%d is past the end of the %d-byte packet", ErrBadOffload, o.CsumStart, o.CsumOffset, n)
+	}
+	var version byte
+	switch o.GSOType &^ gsoECN {
+	case GSONone:
+		if o.GSOType != GSONone {
+			return fmt.Errorf("%w: gso_type %v: ECN flag without a GSO type", ErrBadOffload, o.GSOType)
+		}
+		return nil
+	case GSOTCPv4:
+		version = 4
+	case GSOTCPv6:
+		version = 6
+	default:
+		return fmt.Errorf("%w: unknown gso_type %#x; want none (0), tcpv4 (1) or tcpv6 (4)", ErrBadOffload, uint8(o.GSOType))
+	}
+	switch {
+	case n == 0 || pkt[0]>>4 != version:
+		return fmt.Errorf("%w: gso_type %v on a packet that is not IPv%d", ErrBadOffload, o.GSOType, version)
+	case !o.NeedsCsum || o.CsumOffset != 16:
+		return fmt.Errorf("%w: gso_type %v without a TCP partial checksum (needs_csum %t, csum_offset %d; want true, 16)", ErrBadOffload, o.GSOType, o.NeedsCsum, o.CsumOffset)
+	case o.GSOSize == 0:
+		return fmt.Errorf("%w: gso_type %v with gso_size 0", ErrBadOffload, o.GSOType)
+	}
+	start, minStart := int(o.CsumStart), 20
+	if version == 6 {
+		minStart = 40
+	}
+	if start < minStart {
+		return fmt.Errorf("%w: csum_start %d is inside the IPv%d header", ErrBadOffload, start, version)
+	}
+	if start+20 > n {
+		return fmt.Errorf("%w: TCP header at %d is past the end of the %d-byte packet", ErrBadOffload, start, n)
+	}
+	if doff := int(pkt[start+12]>>4) * 4; doff < 20 || start+doff > n {
+		return fmt.Errorf("%w: TCP data offset %d at %d does not fit the %d-byte packet", ErrBadOffload, doff, start, n)
+	}
+	return nil
+}
+
+// completeChecksum finishes the partial checksum o describes in place:
+// the one's complement of the sum of pkt[CsumStart:] (whose checksum field
+// holds the pseudo-header sum) goes to CsumStart+CsumOffset. A UDP
+// checksum (offset 6) that computes to 0 is sent as 0xffff. o must have
+// passed check against pkt.
+func completeChecksum(pkt []byte, o Offload) {
+	if !o.NeedsCsum {
+		return
+	}
+	at := int(o.CsumStart) + int(o.CsumOffset)
+	sum := ^tcpipcsum.Checksum(pkt[o.CsumStart:], 0)
+	if sum == 0 && o.CsumOffset == 6 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(pkt[at:], sum)
+}

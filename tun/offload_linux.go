@@ -1,0 +1,268 @@
+package tun
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// offloadFile is an OffloadDevice: a TUN descriptor opened with
+// IFF_VNET_HDR, in non-blocking mode and registered with Go's poller like
+// file. Every read and write is one readv or writev of the 10-byte
+// virtio_net_hdr and the packet, so that neither is copied.
+type offloadFile struct {
+	f    *os.File
+	rc   syscall.RawConn // f's, for readv and writev through the poller
+	name string
+
+	closed    atomic.Bool // set before f is closed: the poller's error then means os.ErrClosed
+	closeOnce sync.Once
+	closeErr  error
+
+	// rmu serializes readers and guards r. The Device contract allows
+	// one reader goroutine; the lock makes a second one harmless.
+	rmu sync.Mutex
+	r   *vnetIO
+
+	// writers holds *vnetIO for concurrent writers.
+	writers sync.Pool
+}
+
+var (
+	_ OffloadDevice = (*offloadFile)(nil)
+	_ syscall.Conn  = (*offloadFile)(nil)
+)
+
+// offloadFlags are the TUNSETOFFLOAD flags an OffloadDevice sets: the
+// kernel may hand it TCP super-packets with partial checksums, and takes
+// them back. A variable so that a test can make the kernel refuse.
+var offloadFlags = tunFCsum | tunFTSO4 | tunFTSO6
+
+// vnetIO is the scratch for one readv or writev of header and packet,
+// with the poller callbacks bound once, so that a call allocates nothing.
+type vnetIO struct {
+	hdr   [virtioNetHdrLen]byte
+	iov   [2]unix.Iovec
+	niov  int
+	n     int
+	errno syscall.Errno
+
+	read, write func(fd uintptr) bool
+}
+
+func newVnetIO() *vnetIO {
+	v := new(vnetIO)
+	v.read = func(fd uintptr) bool { return v.do(fd, unix.SYS_READV) }
+	v.write = func(fd uintptr) bool { return v.do(fd, unix.SYS_WRITEV) }
+	return v
+}
+
+// set points the iovecs at v.hdr and p.
+func (v *vnetIO) set(p []byte) {
+	v.iov[0].Base = &v.hdr[0]
+	v.iov[0].SetLen(virtioNetHdrLen)
+	v.niov = 1
+	if len(p) > 0 {
+		v.iov[1].Base = &p[0]
+		v.iov[1].SetLen(len(p))
+		v.niov = 2
+	}
+	v.n, v.errno = 0, 0
+}
+
+// release drops the reference to the caller's buffer.
+func (v *vnetIO) release() { v.iov[1] = unix.Iovec{} }
+
+// do runs readv or writev (trap) on fd; it returns false, for the poller
+// to wait and call again, when fd is not ready.
+func (v *vnetIO) do(fd, trap uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall(trap, fd, uintptr(unsafe.Pointer(&v.iov[0])), uintptr(v.niov))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		v.n, v.errno = int(n), errno
+		return true
+	}
+}
+
+// newOffloadFile makes an offloadFile of fd, a non-blocking, close-on-exec
+// TUN descriptor on which enableOffload succeeded, attached to name.
+func newOffloadFile(fd int, name string) (*offloadFile, error) {
+	// A non-blocking descriptor given to os.NewFile is registered with
+	// the poller.
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	d := &offloadFile{f: f, rc: rc, name: name, r: newVnetIO()}
+	d.writers.New = func() any { return newVnetIO() }
+	return d, nil
+}
+
+// enableOffload turns on the offloads of fd, a TUN descriptor attached
+// with IFF_VNET_HDR, and fixes the header's layout: 10 bytes (struct
+// virtio_net_hdr, no num_buffers), little endian on every host. It sets
+// the offloads first, so that when the kernel refuses them fd is left as
+// it was.
+func enableOffload(fd int) error {
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFlags); err != nil {
+		return fmt.Errorf("%w: the kernel refused TUNSETOFFLOAD %#x (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): %w", ErrOffloadRefused, offloadFlags, err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
+		return fmt.Errorf("%w: set the virtio-net header size to %d (TUNSETVNETHDRSZ): %w", ErrOffloadRefused, virtioNetHdrLen, err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETLE, 1); err != nil {
+		return fmt.Errorf("%w: make the virtio-net header little endian (TUNSETVNETLE): %w", ErrOffloadRefused, err)
+	}
+	return nil
+}
+
+// openOffload creates or attaches to TUN name with IFF_VNET_HDR and turns
+// its offloads on. Unlike open (water), it leaves IFF_PERSIST alone.
+func openOffload(name string, multiQueue bool) (*offloadFile, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		// The shapes water's errors have, which openError explains: the
+		// bare errno from open, an *os.SyscallError from the ioctl.
+		return nil, openError(name, multiQueue, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create TUN %s: %w", name, err)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if multiQueue {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, openError(name, multiQueue, os.NewSyscallError("ioctl", err))
+	}
+	if err := enableOffload(fd); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create TUN %s: %w; open it without Options.Offload", name, err)
+	}
+	d, err := newOffloadFile(fd, ifr.Name())
+	if err != nil {
+		return nil, fmt.Errorf("create TUN %s: %w", name, err)
+	}
+	return d, nil
+}
+
+func (d *offloadFile) Name() string { return d.name }
+
+// SyscallConn gives access to the raw descriptor, as file's does. Every
+// packet on it carries a virtio_net_hdr.
+func (d *offloadFile) SyscallConn() (syscall.RawConn, error) { return d.rc, nil }
+
+// Close closes the descriptor, as file's Close does.
+func (d *offloadFile) Close() error {
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		if err := d.f.Close(); err != nil {
+			d.closeErr = fmt.Errorf("close TUN %s: %w", d.name, err)
+		}
+	})
+	return d.closeErr
+}
+
+// ReadOffload implements OffloadDevice.
+func (d *offloadFile) ReadOffload(p []byte) (int, Offload, error) {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	n, err := d.readLocked(p)
+	if err != nil {
+		return 0, Offload{}, err
+	}
+	o, err := parseOffload(d.r.hdr[:], p[:n])
+	if err != nil {
+		return 0, Offload{}, fmt.Errorf("read TUN %s: %w", d.name, err)
+	}
+	return n, o, nil
+}
+
+// Read reads one packet and completes its partial checksum, if any.
+func (d *offloadFile) Read(p []byte) (int, error) {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	n, err := d.readLocked(p)
+	if err != nil {
+		return 0, err
+	}
+	o, err := parseOffload(d.r.hdr[:], p[:n])
+	if err != nil {
+		return 0, fmt.Errorf("read TUN %s: %w", d.name, err)
+	}
+	completeChecksum(p[:n], o)
+	return n, nil
+}
+
+// readLocked reads the next header into d.r.hdr and its packet into p,
+// and returns the packet's length, capped at len(p).
+func (d *offloadFile) readLocked(p []byte) (int, error) {
+	v := d.r
+	v.set(p)
+	err := d.rc.Read(v.read)
+	v.release()
+	if err != nil {
+		return 0, d.pollError("read", err)
+	}
+	if v.errno != 0 {
+		return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: v.errno}
+	}
+	if v.n < virtioNetHdrLen {
+		return 0, fmt.Errorf("read TUN %s: %w: read %d bytes, shorter than the %d-byte header", d.name, ErrBadOffload, v.n, virtioNetHdrLen)
+	}
+	return min(v.n-virtioNetHdrLen, len(p)), nil
+}
+
+// WriteOffload implements OffloadDevice.
+func (d *offloadFile) WriteOffload(p []byte, o Offload) (int, error) {
+	if err := o.check(p); err != nil {
+		return 0, fmt.Errorf("write TUN %s: %w", d.name, err)
+	}
+	return d.writev(p, o)
+}
+
+// Write writes one packet with a zero header: no offload, a complete
+// checksum.
+func (d *offloadFile) Write(p []byte) (int, error) { return d.writev(p, Offload{}) }
+
+func (d *offloadFile) writev(p []byte, o Offload) (int, error) {
+	v := d.writers.Get().(*vnetIO)
+	putOffload(v.hdr[:], o)
+	v.set(p)
+	err := d.rc.Write(v.write)
+	v.release()
+	n, errno := v.n, v.errno
+	d.writers.Put(v)
+	if err != nil {
+		return 0, d.pollError("write", err)
+	}
+	if errno != 0 {
+		return 0, &os.PathError{Op: "write", Path: d.f.Name(), Err: errno}
+	}
+	return max(n-virtioNetHdrLen, 0), nil
+}
+
+// pollError makes an error from the poller look like os.File's: the
+// poller says "use of closed file" where os.File says os.ErrClosed.
+func (d *offloadFile) pollError(op string, err error) error {
+	if d.closed.Load() {
+		err = os.ErrClosed
+	}
+	return &os.PathError{Op: op, Path: d.f.Name(), Err: err}
+}
