@@ -1,11 +1,16 @@
 package router
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +32,43 @@ type Conn interface {
 	Close() error
 }
 
-// ListenUDP opens the overlay's UDP socket on addr.
+// SegmentConn is a Conn that moves many datagrams per system call.
+//
+// ReadSegments and ReadFrom share the Conn's single reader goroutine: call
+// them from the same one. WriteSegments may be called from many goroutines
+// at once, like WriteTo. After Close, ReadSegments returns an error wrapping
+// net.ErrClosed.
+type SegmentConn interface {
+	Conn
+	// WriteSegments sends b as consecutive datagrams of segSize bytes (the
+	// last may be shorter) to addr: one sendmsg with UDP_SEGMENT when the
+	// kernel supports it, else sendmmsg, else one write per datagram.
+	// segSize >= len(b) sends one datagram. It does not retain b.
+	WriteSegments(b []byte, segSize int, addr netip.AddrPort) error
+	// ReadSegments reads into b one or more datagrams that arrived back to
+	// back from one sender (UDP_GRO), returning their total length n, the
+	// size of each but the last (segSize == n for a single datagram) and
+	// the sender (unmapped). b should hold MaxSegmentsRead bytes: a batch
+	// larger than b keeps only the whole datagrams that fit, and a single
+	// datagram larger than b is truncated, as with ReadFrom.
+	ReadSegments(b []byte) (n, segSize int, from netip.AddrPort, err error)
+}
+
+// MaxSegmentsRead is the buffer size that ReadSegments needs to never lose
+// a datagram: the kernel coalesces at most one IP packet's worth (64 KiB).
+const MaxSegmentsRead = 65535
+
+// Limits of one UDP_SEGMENT send: the kernel's UDP_MAX_SEGMENTS (64 before
+// Linux 6.13, 128 since; the smaller works everywhere) and the largest UDP
+// payload over IPv4 (65535 - 20 - 8).
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65507
+)
+
+// ListenUDP opens the overlay's UDP socket on addr. The Conn it returns is a
+// SegmentConn: it turns on UDP_GRO and uses UDP_SEGMENT when the kernel has
+// them, and works without them when it does not.
 func ListenUDP(addr netip.AddrPort) (Conn, error) {
 	network := "udp4"
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
@@ -38,7 +79,16 @@ func ListenUDP(addr netip.AddrPort) (Conn, error) {
 		return nil, fmt.Errorf("listen overlay on udp %s: %w", addr, err)
 	}
 	setSocketBuffers(c)
-	return &udpConn{c: c}, nil
+	u := &udpConn{c: c}
+	if network == "udp4" {
+		u.batch = ipv4.NewPacketConn(c)
+	} else {
+		u.batch = ipv6.NewPacketConn(c)
+	}
+	u.mmsg.Store(true)
+	gso, _ := setOffloads(c)
+	u.gso.Store(gso)
+	return u, nil
 }
 
 // socketBufferSize is the overlay socket's send and receive buffer. The
@@ -63,18 +113,276 @@ func setSocketBuffers(c *net.UDPConn) {
 	})
 }
 
-type udpConn struct {
-	c *net.UDPConn
+// setOffloads turns on UDP_GRO and reports whether the kernel knows
+// UDP_SEGMENT (Linux 4.18+) and UDP_GRO (5.0+). Lacking either is not
+// fatal, only slower.
+func setOffloads(c *net.UDPConn) (gso, gro bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+		gso = err == nil
+		gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return gso, gro
 }
 
+// udpConn is the overlay's UDP socket. It implements SegmentConn.
+//
+// ReadFrom is built on ReadSegments: a GRO batch is read whole, its first
+// datagram returned and the rest queued in pending for the next calls, so
+// ReadFrom still returns exactly one datagram per call. The read side (rbuf,
+// oob, pending*) belongs to the single reader goroutine and takes no lock.
+type udpConn struct {
+	c *net.UDPConn
+	// batch sends with sendmmsg when UDP_SEGMENT is off.
+	batch batchWriter
+
+	// gso is whether WriteSegments uses UDP_SEGMENT: set at listen when
+	// the kernel knows the option, cleared for good the first time the
+	// kernel refuses a segmented send (EIO, EINVAL, ENOPROTOOPT: a route
+	// whose device cannot checksum, SO_NO_CHECK, an old kernel).
+	gso atomic.Bool
+	// mmsg is whether WriteSegments uses sendmmsg when gso is off, cleared
+	// for good if the kernel lacks it.
+	mmsg atomic.Bool
+
+	// oob receives the UDP_GRO control message (an int segment size).
+	oob [64]byte
+	// rbuf receives batches for a ReadFrom whose buffer is smaller than
+	// MaxSegmentsRead, and holds the queued rest of a batch ReadFrom read
+	// in place; allocated on first need.
+	rbuf []byte
+	// pending is the queued datagrams of the last batch ReadFrom split:
+	// back to back, pendingSeg bytes each (the last may be shorter), all
+	// from pendingFrom.
+	pending     []byte
+	pendingSeg  int
+	pendingFrom netip.AddrPort
+}
+
+var _ SegmentConn = (*udpConn)(nil)
+
+// batchWriter is ipv4.PacketConn or ipv6.PacketConn: sendmmsg.
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// ReadFrom reads one datagram. With UDP_GRO one recvmsg may return a
+// batch of datagrams: ReadFrom returns the first and queues the rest, which
+// the next calls return in order without a system call.
 func (u *udpConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	n, from, err := u.c.ReadFromUDPAddrPort(b)
-	return n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
+	if len(u.pending) == 0 {
+		if len(b) >= MaxSegmentsRead {
+			n, seg, from, err := u.readSegments(b)
+			if err != nil || seg == n {
+				return n, from, err // one datagram, read in place
+			}
+			// A batch read in place: queue all but the first.
+			u.pending = u.readBuffer()[:copy(u.readBuffer(), b[seg:n])]
+			u.pendingSeg, u.pendingFrom = seg, from
+			return seg, from, nil
+		}
+		// A batch must not be truncated: read it into our own buffer.
+		n, seg, from, err := u.readSegments(u.readBuffer())
+		if err != nil {
+			return 0, netip.AddrPort{}, err
+		}
+		u.pending, u.pendingSeg, u.pendingFrom = u.rbuf[:n], seg, from
+	}
+	d := u.pending[:min(u.pendingSeg, len(u.pending))]
+	u.pending = u.pending[len(d):]
+	return copy(b, d), u.pendingFrom, nil
+}
+
+func (u *udpConn) readBuffer() []byte {
+	if u.rbuf == nil {
+		u.rbuf = make([]byte, MaxSegmentsRead)
+	}
+	return u.rbuf
+}
+
+// ReadSegments implements SegmentConn. Datagrams ReadFrom queued come
+// first.
+func (u *udpConn) ReadSegments(b []byte) (n, segSize int, from netip.AddrPort, err error) {
+	if len(u.pending) > 0 {
+		seg := u.pendingSeg
+		n = len(u.pending)
+		if n > len(b) {
+			// Whole datagrams only; the rest stays queued.
+			n = max(len(b)/seg*seg, min(seg, len(u.pending)))
+		}
+		c := copy(b, u.pending[:n])
+		u.pending = u.pending[n:]
+		return c, min(seg, c), u.pendingFrom, nil
+	}
+	return u.readSegments(b)
+}
+
+// readSegments is one recvmsg: a datagram or a GRO batch.
+func (u *udpConn) readSegments(b []byte) (n, segSize int, from netip.AddrPort, err error) {
+	n, oobn, flags, from, err := u.c.ReadMsgUDPAddrPort(b, u.oob[:])
+	if err != nil {
+		return 0, 0, netip.AddrPort{}, err
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	segSize = groSegmentSize(u.oob[:oobn])
+	if segSize <= 0 || segSize > n {
+		segSize = n
+	}
+	if flags&unix.MSG_TRUNC != 0 && segSize < n {
+		// A batch cut short by a small b: its last datagram is partial.
+		n -= n % segSize
+	}
+	return n, segSize, from, nil
+}
+
+// groSegmentSize returns the segment size in a UDP_GRO control message
+// (struct cmsghdr, then a native-endian int), or 0 when there is none. It
+// decodes the bytes itself: x/sys's ParseOneSocketControlMessage casts a
+// buffer shorter than a cmsghdr, which the race detector's checkptr kills.
+func groSegmentSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		var l uint64
+		if unix.SizeofCmsghdr == 16 {
+			l = binary.NativeEndian.Uint64(oob)
+		} else {
+			l = uint64(binary.NativeEndian.Uint32(oob))
+		}
+		if l < unix.SizeofCmsghdr || l > uint64(len(oob)) {
+			return 0
+		}
+		level := int32(binary.NativeEndian.Uint32(oob[unix.SizeofCmsghdr-8:]))
+		typ := int32(binary.NativeEndian.Uint32(oob[unix.SizeofCmsghdr-4:]))
+		if level == unix.SOL_UDP && typ == unix.UDP_GRO && l >= unix.SizeofCmsghdr+4 {
+			return int(int32(binary.NativeEndian.Uint32(oob[unix.SizeofCmsghdr:])))
+		}
+		oob = oob[min(unix.CmsgSpace(int(l)-unix.SizeofCmsghdr), len(oob)):]
+	}
+	return 0
 }
 
 func (u *udpConn) WriteTo(b []byte, addr netip.AddrPort) error {
 	_, err := u.c.WriteToUDPAddrPort(b, addr)
 	return err
+}
+
+// WriteSegments implements SegmentConn.
+func (u *udpConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) error {
+	if segSize < 1 {
+		return fmt.Errorf("send segments to %s: segment size %d, want at least 1", addr, segSize)
+	}
+	if segSize >= len(b) {
+		return u.WriteTo(b, addr)
+	}
+	if u.gso.Load() && segSize <= maxGSOBytes {
+		per := min(maxGSOSegments, maxGSOBytes/segSize) * segSize
+		for len(b) > 0 {
+			chunk := b[:min(per, len(b))]
+			err := u.writeGSO(chunk, segSize, addr)
+			if err != nil && isGSORefused(err) {
+				// Nothing of chunk was sent: send it and the rest below.
+				u.gso.Store(false)
+				break
+			}
+			if err != nil {
+				return err
+			}
+			b = b[len(chunk):]
+		}
+		if len(b) == 0 {
+			return nil
+		}
+	}
+	if u.mmsg.Load() {
+		err := u.writeBatch(b, segSize, addr)
+		if !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		u.mmsg.Store(false)
+	}
+	for ; len(b) > 0; b = b[min(segSize, len(b)):] {
+		if err := u.WriteTo(b[:min(segSize, len(b))], addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeGSO sends b, at most maxGSOSegments datagrams of segSize bytes, in
+// one sendmsg with a UDP_SEGMENT control message.
+func (u *udpConn) writeGSO(b []byte, segSize int, addr netip.AddrPort) error {
+	if segSize >= len(b) {
+		return u.WriteTo(b, addr)
+	}
+	var oob [unix.SizeofCmsghdr + 8]byte
+	_, _, err := u.c.WriteMsgUDPAddrPort(b, putSegmentSize(oob[:], uint16(segSize)), addr)
+	return err
+}
+
+// putSegmentSize writes a UDP_SEGMENT control message for segSize into
+// oob, which holds at least unix.CmsgSpace(2) bytes, and returns it.
+func putSegmentSize(oob []byte, segSize uint16) []byte {
+	oob = oob[:unix.CmsgSpace(2)]
+	clear(oob)
+	// struct cmsghdr: a size_t length, then int level and int type.
+	if unix.SizeofCmsghdr == 16 {
+		binary.NativeEndian.PutUint64(oob, uint64(unix.CmsgLen(2)))
+	} else {
+		binary.NativeEndian.PutUint32(oob, uint32(unix.CmsgLen(2)))
+	}
+	binary.NativeEndian.PutUint32(oob[unix.SizeofCmsghdr-8:], unix.SOL_UDP)
+	binary.NativeEndian.PutUint32(oob[unix.SizeofCmsghdr-4:], unix.UDP_SEGMENT)
+	binary.NativeEndian.PutUint16(oob[unix.SizeofCmsghdr:], segSize)
+	return oob
+}
+
+// isGSORefused reports whether err is the kernel refusing UDP_SEGMENT on
+// this socket or route, rather than failing this one send.
+func isGSORefused(err error) bool {
+	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)
+}
+
+// mmsgBatch is one sendmmsg's scratch, pooled so writes allocate little.
+type mmsgBatch struct {
+	msgs [maxGSOSegments]ipv4.Message
+	bufs [maxGSOSegments][1][]byte
+}
+
+var mmsgBatches = sync.Pool{New: func() any { return new(mmsgBatch) }}
+
+// writeBatch sends b as datagrams of segSize bytes with sendmmsg, up to
+// maxGSOSegments per call.
+func (u *udpConn) writeBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	mb := mmsgBatches.Get().(*mmsgBatch)
+	defer func() {
+		clear(mb.bufs[:])
+		clear(mb.msgs[:])
+		mmsgBatches.Put(mb)
+	}()
+	to := net.UDPAddrFromAddrPort(addr)
+	for len(b) > 0 {
+		k := 0
+		for ; k < len(mb.msgs) && len(b) > 0; k++ {
+			d := b[:min(segSize, len(b))]
+			b = b[len(d):]
+			mb.bufs[k][0] = d
+			mb.msgs[k] = ipv4.Message{Buffers: mb.bufs[k][:], Addr: to}
+		}
+		for sent := 0; sent < k; {
+			n, err := u.batch.WriteBatch(mb.msgs[sent:k], 0)
+			if err == nil && n < 1 {
+				err = errors.New("sendmmsg sent nothing")
+			}
+			if err != nil {
+				return fmt.Errorf("send %d datagrams to %s: %w", k-sent, addr, err)
+			}
+			sent += n
+		}
+	}
+	return nil
 }
 
 func (u *udpConn) LocalAddr() netip.AddrPort {
