@@ -104,6 +104,8 @@ type TUN struct {
 	// Addresses are the kernel's own addresses on the device.
 	Addresses  []netip.Prefix
 	MultiQueue bool
+	// Offload asks for segmentation offload (IFF_VNET_HDR, TSO).
+	Offload bool
 }
 
 // Overlay is the UDP overlay between routers.
@@ -243,7 +245,7 @@ func (n *Node) Equal(o *Node) bool {
 // Equal reports whether t and o are the same.
 func (t *TUN) Equal(o *TUN) bool {
 	return t.Name == o.Name && t.FD == o.FD && t.MTU == o.MTU &&
-		t.Configure == o.Configure && t.MultiQueue == o.MultiQueue &&
+		t.Configure == o.Configure && t.MultiQueue == o.MultiQueue && t.Offload == o.Offload &&
 		slices.Equal(t.Addresses, o.Addresses)
 }
 

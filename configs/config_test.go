@@ -15,7 +15,7 @@ func richFile() *File {
 		f.Node.PodCIDRs = []string{"10.244.0.0/24", "fd00:10:244::/64"}
 		f.ClusterCIDRs = []string{"10.244.0.0/16", "fd00:10:244::/56"}
 		f.ServiceCIDRs = []string{"10.96.0.0/12", "fd00:10:96::/112"}
-		f.TUN = TUNSpec{Name: "vr1", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24"}, MultiQueue: true}
+		f.TUN = TUNSpec{Name: "vr1", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24"}, MultiQueue: true, Offload: ptr(false)}
 		f.Overlay = OverlaySpec{Port: 9000, ListenAddress: "0.0.0.0", UnderlayMTU: 1450, MTU: 1420}
 		f.Router.Addresses = []string{"169.254.1.1", "fd69::1"}
 		f.LB = LBSpec{Mode: "proxy", Picker: "maglev",

@@ -196,6 +196,7 @@ func (f *File) config() (*Config, error) {
 	}
 	t.Configure = f.TUN.Configure == nil || *f.TUN.Configure
 	t.MultiQueue = f.TUN.MultiQueue
+	t.Offload = f.TUN.Offload == nil || *f.TUN.Offload
 	if f.TUN.Addresses == nil {
 		for _, p := range c.Node.PodCIDRs {
 			t.Addresses = append(t.Addresses, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))

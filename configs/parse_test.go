@@ -144,6 +144,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 			MTU:       1472,
 			Configure: true,
 			Addresses: pfxs("10.244.0.0/32"),
+			Offload:   true,
 		},
 		Overlay: Overlay{
 			Port:        8285,
@@ -206,7 +207,7 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 	}, {
 		name: "explicit TUN, overlay and router settings",
 		file: makeFile(func(f *File) {
-			f.TUN = TUNSpec{Name: "tun7", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24", "10.244.0.9"}, MultiQueue: true}
+			f.TUN = TUNSpec{Name: "tun7", FD: 3, MTU: 1400, Configure: ptr(false), Addresses: []string{"10.244.0.1/24", "10.244.0.9"}, MultiQueue: true, Offload: ptr(false)}
 			f.Overlay = OverlaySpec{Port: 8472, ListenAddress: "0.0.0.0", UnderlayMTU: 9000, MTU: 8000}
 			f.Router.Addresses = []string{"169.254.1.1"}
 		}),

@@ -68,6 +68,11 @@ type TUNSpec struct {
 	Addresses []string `json:"addresses,omitempty"`
 	// MultiQueue opens the device with IFF_MULTI_QUEUE.
 	MultiQueue bool `json:"multiQueue,omitempty"`
+	// Offload opens the device with segmentation offload (IFF_VNET_HDR,
+	// TSO): the kernel hands the router TCP super-packets of up to 64 KiB.
+	// Default true; the router falls back to a plain device if the kernel
+	// refuses. An adopted descriptor keeps the flags it was opened with.
+	Offload *bool `json:"offload,omitempty"`
 }
 
 // OverlaySpec configures the UDP overlay between routers.

@@ -28,9 +28,10 @@ import (
 // Each reader goroutine owns one fastPath; it is not safe for concurrent
 // use.
 type fastPath struct {
-	r     *Router
-	gen   uint64
-	cache map[netip.Addr]hop
+	r       *Router
+	gen     uint64
+	cache   map[netip.Addr]hop
+	scratch []byte // segments of a super-packet (offload.go)
 }
 
 // fastCacheMax bounds the per-reader destination cache; when full it is

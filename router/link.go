@@ -56,6 +56,9 @@ type ipLink struct {
 	counters   linkCounters
 	// fast is the reader goroutine's fast path; nil when disabled.
 	fast *fastPath
+	// scratch is the reader goroutine's buffer for cutting super-packets
+	// into segments (offload.go).
+	scratch []byte
 
 	// Shared with the Router, set once by New.
 	drops     *drops

@@ -9,6 +9,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/router/internal/gso"
 )
 
 // maxDatagram is the read buffer size for overlay datagrams: the largest UDP
@@ -63,6 +65,14 @@ type overlayEndpoint struct {
 	conn     Conn
 	peers    atomic.Pointer[peerTable]
 	identity atomic.Pointer[identity]
+
+	// coalesce: the Conn returns runs of datagrams and the TUN takes
+	// super-packets, so the reader coalesces TCP segments (offload.go).
+	// The fields below belong to the reader goroutine.
+	coalesce  bool
+	coalescer gso.Coalescer
+	batch     [][]byte
+	emit      func([]byte, gso.Info)
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
@@ -119,20 +129,31 @@ func (e *overlayEndpoint) sendTo(p *peer, b []byte) bool {
 // by Router.Run, which owns it.
 func (e *overlayEndpoint) readLoop() error {
 	buf := make([]byte, maxDatagram)
+	if sc, ok := e.conn.(SegmentConn); ok && e.coalesce {
+		return e.readLoopSegments(sc, buf)
+	}
 	for {
 		n, from, err := e.conn.ReadFrom(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if done, retry := readError(err); done {
 				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			} else if retry {
 				continue
 			}
 			return err
 		}
 		e.receive(buf[:n], from)
 	}
+}
+
+// readError sorts a read error: done once the Conn is closed, retry on a
+// timeout, else fatal.
+func readError(err error) (done, retry bool) {
+	if errors.Is(err, net.ErrClosed) {
+		return true, false
+	}
+	var ne net.Error
+	return false, errors.As(err, &ne) && ne.Timeout()
 }
 
 // receive admits one datagram into the stack, or counts why not.
@@ -143,28 +164,38 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		e.drops.add(DropUnknownPeer)
 		return
 	}
-	info, ok := e.parse(b)
+	info, ok := e.admit(p, b)
 	if !ok {
 		return
 	}
+	p.stats.lastSeen.Store(time.Now().UnixNano())
+	e.inject(info, b[:info.length])
+}
+
+// admit runs the checks and the hook on one datagram from peer p, and
+// counts it. On true, b[:info.length] is the packet to forward.
+func (e *overlayEndpoint) admit(p *peer, b []byte) (ipInfo, bool) {
+	info, ok := e.parse(b)
+	if !ok {
+		return info, false
+	}
 	if !p.owns(info.src) {
 		e.drops.add(DropSpoofed)
-		return
+		return info, false
 	}
 	if !e.admitFamily(info) {
-		return
+		return info, false
 	}
 	b = b[:info.length]
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))
-	p.stats.lastSeen.Store(time.Now().UnixNano())
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
 	if h := e.hook.get(); h != nil {
 		if pass, _ := h.Ingress(false, b); !pass {
-			return
+			return info, false
 		}
 		info.dst = ipDst(b)
 	}
-	e.inject(info, b)
+	return info, true
 }

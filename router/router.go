@@ -190,8 +190,14 @@ func New(opts Options) (*Router, error) {
 	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
+	r.tun.offload = offloadOf(opts.TUN)
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
+		// Coalescing only pays on the fast path: the stack forwards one
+		// segment at a time (offload.go).
+		_, segments := opts.Overlay.(SegmentConn)
+		r.overlay.coalesce = segments && r.tun.offload != nil
+		r.overlay.emit = r.overlay.emitCoalesced
 	}
 	r.overlay.unreach = &unreachable{
 		router: r.routerAddr,

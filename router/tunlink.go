@@ -16,6 +16,9 @@ import (
 type tunEndpoint struct {
 	ipLink
 	dev tun.Device
+	// offload is dev's offload interface, nil when it has none
+	// (offload.go).
+	offload tun.OffloadDevice
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
@@ -53,6 +56,9 @@ func (e *tunEndpoint) send(b []byte) bool {
 func (e *tunEndpoint) readLoop() error {
 	// Room for any IP packet, so an oversize one is seen whole and counted.
 	buf := make([]byte, maxDatagram)
+	if e.offload != nil {
+		return e.readLoopOffload(e.offload, buf)
+	}
 	for {
 		n, err := e.dev.Read(buf)
 		if err != nil {

@@ -196,7 +196,7 @@ func (dp *dataPath) run(ctx context.Context, o *ops) error {
 // the Service table, NAT and proxy. It starts no goroutine; on error it
 // releases what it made.
 func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
-	dev, err := openTUN(cfg)
+	dev, err := openTUN(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -296,11 +296,25 @@ func proxyOptions(cfg *configs.Config) lb.ProxyOptions {
 	return lb.ProxyOptions{DialTimeout: p.DialTimeout, IdleTimeout: p.IdleTimeout, DrainTimeout: p.DrainTimeout}
 }
 
-func openTUN(cfg *configs.Config) (tun.Device, error) {
+// openTUN creates (or adopts) the TUN. With tun.offload it asks for
+// segmentation offload first and falls back to a plain device, with a
+// warning, if the kernel refuses it.
+func openTUN(cfg *configs.Config, log *zap.Logger) (tun.Device, error) {
 	if cfg.TUN.FD > 0 {
 		return tun.Adopt(cfg.TUN.FD, cfg.TUN.Name)
 	}
-	return tun.Open(tun.Options{Name: cfg.TUN.Name, MultiQueue: cfg.TUN.MultiQueue})
+	opts := tun.Options{Name: cfg.TUN.Name, MultiQueue: cfg.TUN.MultiQueue}
+	if cfg.TUN.Offload {
+		o := opts
+		o.Offload = true
+		dev, err := tun.Open(o)
+		if err == nil || !errors.Is(err, tun.ErrOffloadRefused) {
+			return dev, err
+		}
+		log.Warn("TUN segmentation offload refused; opening a plain device (TCP between nodes will be slower)",
+			zap.String("tun", cfg.TUN.Name), zap.Error(err))
+	}
+	return tun.Open(opts)
 }
 
 // kernelRoutes are the node kernel's routes into the TUN: the cluster and

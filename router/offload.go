@@ -1,0 +1,356 @@
+package router
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
+	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/tun"
+)
+
+// Segmentation offload. With an offload-capable TUN (tun.OffloadDevice) the
+// node kernel hands the router a pod's TCP stream as super-packets of up to
+// 64 KiB (TSO) and takes them back whole; with a SegmentConn the overlay
+// sends a super-packet's segments in one system call (UDP GSO) and
+// receives runs of datagrams in one (UDP GRO). The router then works per
+// super-packet, not per segment:
+//
+//	TUN read (one 64 KiB TSO packet) → hook → fast path → software TSO
+//	  (gso.Segment) → one sendmsg with UDP_SEGMENT to the peer
+//	recvmsg with UDP_GRO (a run of datagrams) → per-datagram checks and
+//	  hook → software GRO (gso.Coalescer: consecutive segments of one flow,
+//	  each checksum verified) → fast path → one TUN write with a GSO header
+//
+// A super-packet the fast path cannot take (for the router, TTL 1, no
+// route, too big for a link, IPv4 options) is cut into its segments, which
+// then go through the stack one by one as any packet does. Counters count
+// segments: what the wire carries.
+
+// maxSegmentScratch bounds the buffer one super-packet is segmented into
+// (64 KiB of payload cut at the smallest MSS Linux sends, 48 bytes, with a
+// header per segment is about 240 KiB).
+const maxSegmentScratch = 256 << 10
+
+// offloadOf is the TUN's offload interface, or nil when it has none.
+func offloadOf(d tun.Device) tun.OffloadDevice {
+	od, _ := d.(tun.OffloadDevice)
+	return od
+}
+
+// readLoopOffload is readLoop for an offload-capable TUN.
+func (e *tunEndpoint) readLoopOffload(od tun.OffloadDevice, buf []byte) error {
+	for {
+		n, o, err := od.ReadOffload(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, tun.ErrBadOffload) {
+				e.drops.add(DropMalformed)
+				continue
+			}
+			return err
+		}
+		b := buf[:n]
+		if o.GSOType == tun.GSONone {
+			if o.NeedsCsum && gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
+				e.drops.add(DropMalformed)
+				continue
+			}
+			e.receive(b)
+			continue
+		}
+		e.receiveSuper(b, o)
+	}
+}
+
+// receiveSuper takes one TSO super-packet from the node kernel.
+func (e *tunEndpoint) receiveSuper(b []byte, o tun.Offload) {
+	e.tap.see(DirIn, b)
+	info, reason, ok := parseIP(b)
+	if !ok {
+		e.drops.add(reason)
+		return
+	}
+	if !e.admitFamily(info) {
+		return
+	}
+	b = b[:info.length]
+	mss := int(o.GSOSize)
+	nseg, wire, ok := superShape(b, mss, o.GSOType)
+	if !ok {
+		e.drops.add(DropMalformed)
+		return
+	}
+	e.counters.rxPackets.Add(uint64(nseg))
+	e.counters.rxBytes.Add(uint64(wire))
+	partial := o.NeedsCsum
+	if h := e.hook.get(); h != nil {
+		// The hook rewrites addresses and ports with incremental checksum
+		// updates, which need a complete checksum to start from.
+		if partial {
+			if gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
+				e.drops.add(DropMalformed)
+				return
+			}
+			partial = false
+		}
+		pass, reply := h.Ingress(true, b)
+		if reply != nil {
+			e.tap.see(DirOut, reply)
+			if _, err := e.dev.Write(reply); err != nil {
+				e.drops.add(DropTxError)
+			}
+		}
+		if !pass {
+			return
+		}
+		info.dst = ipDst(b)
+	}
+	if e.fast.forwardSuper(info.proto, b, mss, partial) {
+		return
+	}
+	e.splitAndInject(info, b, mss)
+}
+
+// superShape checks that b is a TCP super-packet of the family gsoType
+// names, and returns its segment count and the bytes its segments take on
+// the wire.
+func superShape(b []byte, mss int, gsoType tun.GSOType) (nseg, wire int, ok bool) {
+	v4 := b[0]>>4 == 4
+	if mss < 1 || v4 != (gsoType == tun.GSOTCPv4) || (!v4 && gsoType != tun.GSOTCPv6) {
+		return 0, 0, false
+	}
+	hdr, ok := tcpHeaderEnd(b)
+	if !ok {
+		return 0, 0, false
+	}
+	payload := len(b) - hdr
+	nseg = max(1, (payload+mss-1)/mss)
+	return nseg, len(b) + (nseg-1)*hdr, true
+}
+
+// tcpHeaderEnd is the offset of a TCP packet's payload (IPv4 without a
+// fragment offset, or IPv6 whose next header is TCP).
+func tcpHeaderEnd(b []byte) (int, bool) {
+	var l4 int
+	if b[0]>>4 == 4 {
+		if b[9] != 6 {
+			return 0, false
+		}
+		l4 = int(b[0]&0x0f) * 4
+	} else {
+		if b[6] != 6 {
+			return 0, false
+		}
+		l4 = 40
+	}
+	if len(b) < l4+20 {
+		return 0, false
+	}
+	end := l4 + int(b[l4+12]>>4)*4
+	return end, end >= l4+20 && end <= len(b)
+}
+
+// splitAndInject cuts super-packet b into its segments (with complete
+// checksums) and passes each through the fast path or the stack, as a
+// packet read on this link would be; the hook has already seen it.
+func (l *ipLink) splitAndInject(info ipInfo, b []byte, mss int) {
+	need, err := gso.SegmentedSize(b, mss)
+	if err != nil || need > maxSegmentScratch {
+		l.drops.add(DropMalformed)
+		return
+	}
+	if cap(l.scratch) < need {
+		l.scratch = make([]byte, need)
+	}
+	out := l.scratch[:need]
+	n, segSize, total, err := gso.Segment(b, mss, out)
+	if err != nil {
+		l.drops.add(DropMalformed)
+		return
+	}
+	for i := range n {
+		seg := out[i*segSize : min((i+1)*segSize, total)]
+		info.length = len(seg)
+		l.inject(info, seg)
+	}
+}
+
+// forwardSuper is forward for a super-packet whose segments carry mss
+// payload bytes; partial says its TCP checksum holds only the
+// pseudo-header sum. On false the packet is untouched.
+func (f *fastPath) forwardSuper(proto tcpip.NetworkProtocolNumber, b []byte, mss int, partial bool) bool {
+	if f == nil {
+		return false
+	}
+	dst, ok := fastEligible(proto, b)
+	if !ok || f.r.isLocal(dst) {
+		return false
+	}
+	hdr, ok := tcpHeaderEnd(b)
+	if !ok {
+		return false
+	}
+	segLen := hdr + mss
+	h := f.lookup(proto, dst)
+	switch h.kind {
+	case hopOverlay:
+		if segLen > int(f.r.overlay.mtu.Load()) {
+			return false
+		}
+		decrementTTL(b)
+		return f.r.overlay.sendSuper(h.peer, b, mss, &f.scratch)
+	case hopTUN:
+		od := f.r.tun.offload
+		if od == nil || segLen > int(f.r.tun.mtu.Load()) {
+			return false
+		}
+		decrementTTL(b)
+		if !partial {
+			if _, _, err := gso.SetPartial(b); err != nil {
+				return false
+			}
+		}
+		f.r.tun.sendSuper(od, b, hdr, mss)
+		return true
+	}
+	return false
+}
+
+// sendSuper writes super-packet b (partial checksum) to the node kernel as
+// one TSO packet.
+func (e *tunEndpoint) sendSuper(od tun.OffloadDevice, b []byte, hdr, mss int) {
+	e.tap.see(DirOut, b)
+	t := tun.GSOTCPv6
+	if b[0]>>4 == 4 {
+		t = tun.GSOTCPv4
+	}
+	l4 := 40
+	if t == tun.GSOTCPv4 {
+		l4 = int(b[0]&0x0f) * 4
+	}
+	o := tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
+	if _, err := od.WriteOffload(b, o); err != nil {
+		e.drops.add(DropTxError)
+		return
+	}
+	nseg := max(1, (len(b)-hdr+mss-1)/mss)
+	e.counters.txPackets.Add(uint64(nseg))
+	e.counters.txBytes.Add(uint64(len(b) + (nseg-1)*hdr))
+}
+
+// sendSuper cuts super-packet b into segments of mss payload bytes and
+// sends them to peer p, in one system call when the Conn can.
+func (e *overlayEndpoint) sendSuper(p *peer, b []byte, mss int, scratch *[]byte) bool {
+	need, err := gso.SegmentedSize(b, mss)
+	if err != nil || need > maxSegmentScratch {
+		return false
+	}
+	if cap(*scratch) < need {
+		*scratch = make([]byte, need)
+	}
+	out := (*scratch)[:need]
+	n, segSize, total, err := gso.Segment(b, mss, out)
+	if err != nil {
+		return false
+	}
+	out = out[:total]
+	if e.tap.p.Load() != nil {
+		for i := range n {
+			e.tap.see(DirOut, out[i*segSize:min((i+1)*segSize, total)])
+		}
+	}
+	if sc, ok := e.conn.(SegmentConn); ok {
+		err = sc.WriteSegments(out, segSize, p.endpoint)
+	} else {
+		for i := 0; i < n && err == nil; i++ {
+			err = e.conn.WriteTo(out[i*segSize:min((i+1)*segSize, total)], p.endpoint)
+		}
+	}
+	if err != nil {
+		e.drops.add(DropTxError)
+		return true // the packet was taken; its loss is counted
+	}
+	e.counters.txPackets.Add(uint64(n))
+	e.counters.txBytes.Add(uint64(total))
+	p.stats.txPackets.Add(uint64(n))
+	p.stats.txBytes.Add(uint64(total))
+	return true
+}
+
+// readLoopSegments is readLoop for a Conn that returns runs of datagrams
+// (UDP GRO) while the TUN takes super-packets: consecutive TCP segments of
+// one flow are coalesced before they are forwarded.
+func (e *overlayEndpoint) readLoopSegments(sc SegmentConn, buf []byte) error {
+	for {
+		n, segSize, from, err := sc.ReadSegments(buf)
+		if err != nil {
+			if done, retry := readError(err); done {
+				return nil
+			} else if retry {
+				continue
+			}
+			return err
+		}
+		if segSize <= 0 || segSize > n {
+			segSize = n
+		}
+		e.receiveRun(buf[:n], segSize, from)
+	}
+}
+
+// receiveRun admits each datagram of a run from one sender, then forwards
+// what passed, coalesced.
+func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort) {
+	if segSize == len(b) {
+		e.receive(b, from)
+		return
+	}
+	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	e.batch = e.batch[:0]
+	for off := 0; off < len(b); off += segSize {
+		d := b[off:min(off+segSize, len(b))]
+		e.tap.see(DirIn, d)
+		if p == nil {
+			e.drops.add(DropUnknownPeer)
+			continue
+		}
+		if info, ok := e.admit(p, d); ok {
+			e.batch = append(e.batch, d[:info.length])
+		}
+	}
+	if len(e.batch) == 0 {
+		return
+	}
+	p.stats.lastSeen.Store(time.Now().UnixNano())
+	e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
+}
+
+// emitCoalesced forwards one output of the coalescer: a datagram as it
+// arrived, or a super-packet of several.
+func (e *overlayEndpoint) emitCoalesced(pkt []byte, gi gso.Info) {
+	info := ipInfo{proto: ipProto(pkt), dst: ipDst(pkt), length: len(pkt)}
+	if gi.Type == gso.None {
+		e.inject(info, pkt)
+		return
+	}
+	if e.fast.forwardSuper(info.proto, pkt, gi.SegSize, true) {
+		return
+	}
+	e.splitAndInject(info, pkt, gi.SegSize)
+}
+
+// ipProto is the network protocol number of IP packet b.
+func ipProto(b []byte) tcpip.NetworkProtocolNumber {
+	if b[0]>>4 == 4 {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
