@@ -58,7 +58,9 @@ import (
 // backend leaves its Service: Sync (called after every Table update, and
 // by Run every tick) marks them, and they are reset DrainTimeout later
 // unless the backend came back, while new connections go to the backends
-// that remain.
+// that remain. A client connection the stack closed first skips TIME_WAIT
+// (see skipTimeWait), so the client can reuse its port at once, as it can
+// with a kernel server.
 type Proxy struct {
 	log   *zap.Logger
 	stack *stack.Stack
@@ -609,6 +611,7 @@ func (c *proxyConn) shut(reset bool, why *atomic.Uint64) bool {
 
 // finish ends a connection whose splice goroutines are done.
 func (c *proxyConn) finish() {
+	c.skipTimeWait()
 	c.shut(false, nil)
 	p := c.p
 	p.mu.Lock()
@@ -627,6 +630,26 @@ func (c *proxyConn) finish() {
 	c.backend.Release()
 	p.limit.Release(c.client.Addr())
 	p.stats.active.Add(-1)
+}
+
+// skipTimeWait ends the client connection at once if the stack holds it
+// in TIME_WAIT. The stack closed first when the backend did (an HTTP
+// server answering "Connection: close", say), and keeps the connection
+// in TIME_WAIT for 60 s (gVisor's default). Meanwhile gVisor drops every
+// new SYN from that client address and port, silently and uncounted: it
+// hands a SYN that hits a TIME_WAIT connection only to a listening
+// endpoint (RFC 1122's TIME_WAIT reuse, which Linux does too), never to
+// the forwarder the proxy takes its SYNs from. The client closed second,
+// so it holds no TIME_WAIT of its own and reuses the port whenever its
+// kernel picks it again; without this, that SYN goes unanswered until the
+// client gives up or the 60 s pass. In TIME_WAIT the client has acknowledged all our data and our
+// FIN and sent its own FIN, so aborting loses nothing: the RST it sends
+// finds the client's socket closed (or in LAST_ACK, if our last ACK was
+// lost, which it then closes as it would have on that ACK).
+func (c *proxyConn) skipTimeWait() {
+	if tcp.EndpointState(c.ep.State()) == tcp.StateTimeWait {
+		c.ep.Abort()
+	}
 }
 
 // register adds c, picked from e, to the registry, checking its backend

@@ -1,0 +1,61 @@
+package lb
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+// answerAndClose is an HTTP server answering "Connection: close": it
+// reads the request, answers and closes first, so the proxy passes the
+// close on and its client connection ends in TIME_WAIT.
+func answerAndClose(b *testBackend, c *net.TCPConn) {
+	buf := make([]byte, 64)
+	if _, err := c.Read(buf); err != nil {
+		return
+	}
+	c.Write([]byte(b.name))
+}
+
+// TestProxyReusedClientPort reconnects from the client port of a
+// connection the backend closed first, at once, as a client's kernel does
+// when it picks that port again (the client closed second and holds no
+// TIME_WAIT). The new SYN must be answered: gVisor drops a SYN that hits
+// a TIME_WAIT connection unless a listener takes it, and the proxy has
+// none.
+func TestProxyReusedClientPort(t *testing.T) {
+	b := newBackend(t, "b", "127.0.0.1", answerAndClose)
+	e := startProxy(t, ProxyOptions{}, proxyService([]Endpoint{b.endpoint()}))
+	const port = 40000
+	local := tcpip.FullAddress{Addr: tcpipAddr(proxyClientAddr), Port: port}
+	remote := tcpip.FullAddress{Addr: tcpipAddr(proxyVIP.Addr()), Port: proxyVIP.Port()}
+	for i := range 3 {
+		// Well under the client's first SYN retransmission (1 s): a
+		// dropped SYN fails the dial.
+		ctx, cancel := context.WithTimeout(context.Background(), 900*time.Millisecond)
+		c, err := gonet.DialTCPWithBind(ctx, e.client, local, remote, ipv4.ProtocolNumber)
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d from %v:%d: DialTCPWithBind = %v, want it answered at once", i, proxyClientAddr, port, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("GET /")); err != nil {
+			t.Fatalf("connection %d: write request: %v", i, err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "b" {
+			t.Fatalf("connection %d: read answer = %q, %v; want %q, then EOF", i, got, err, "b")
+		}
+		c.Close()
+		eventually(t, "the connection ended in the proxy", func() bool { return e.p.Stats().Active == 0 })
+	}
+	if st := e.p.Stats(); st.Conns != 3 || st.HandshakeFailures != 0 {
+		t.Errorf("Stats() = %+v, want 3 conns, no handshake failures", st)
+	}
+}
