@@ -214,9 +214,11 @@ func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer
 }
 
 // startRouters writes each node's config (the seed's Services as given)
-// and starts `vrouter run` on each node.
+// and starts `vrouter run` on each node, serving /metrics on the node's
+// loopback (conn-mem reads it; args may move it).
 func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string) error {
 	spec := b.c.Spec()
+	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, args...)
 	for _, n := range []string{masterNode, workerNode} {
 		path, err := harness.WriteConfig(b.dir, spec, n, harness.ConfigOptions{Services: svcs})
 		if err != nil {

@@ -116,3 +116,17 @@ func TestNumbers(t *testing.T) {
 		t.Errorf("ratioString(1/31.9) = %q, want %q", got, want)
 	}
 }
+
+func TestParseMetrics(t *testing.T) {
+	text := "# HELP go_memstats_heap_alloc_bytes x\n# TYPE go_memstats_heap_alloc_bytes gauge\ngo_memstats_heap_alloc_bytes 1.2345e+07\n" +
+		"go_gc_duration_seconds{quantile=\"0.5\"} 0.001\ngo_gc_duration_seconds_count 7\nvrouter_nat_flows 2000\n"
+	m := parseMetrics(text)
+	for k, want := range map[string]float64{"go_memstats_heap_alloc_bytes": 12345000, "go_gc_duration_seconds_count": 7, "vrouter_nat_flows": 2000} {
+		if got, ok := m[k]; !ok || got != want {
+			t.Errorf("parseMetrics(...)[%s] = %v, %v; want %v", k, got, ok, want)
+		}
+	}
+	if len(m) != 3 {
+		t.Errorf("parseMetrics(...) = %v, want 3 unlabelled samples", m)
+	}
+}

@@ -64,6 +64,18 @@
 //     system+irq+softirq time from /proc/stat, which includes both
 //     iperf3 endpoints' TCP stacks and anything else the machine runs.
 //     The machine-wide numbers are reported for both modes too.
+//   - memory per idle ClusterIP connection (conn-mem; nat and proxy,
+//     first round only, before any other load): 2,000 connections (smoke:
+//     200) from coredns-8qxfv to my-service, one keep-alive HTTP exchange
+//     each, then left open; the hostgw-master router's Go heap + stacks
+//     (go_memstats_heap_alloc_bytes + go_memstats_stack_inuse_bytes from
+//     its /metrics, which every router serves on 127.0.0.1:9285 of its
+//     node) and VmRSS before and after, divided by the connections it
+//     tracks (vrouter_nat_flows, vrouter_proxy_connections_active).
+//     Each reading is taken just after a garbage collection, which UDP
+//     bursts through the routers bring about (connmem.go). Targets: nat
+//     ≤ 2 KiB, proxy ≤ 64 KiB per connection. `go test -bench
+//     NATFlowMemory ./lb/` measures the nat flow alone, in memory.
 //   - memory: each router's VmRSS (and VmHWM in JSON) after the rounds.
 //
 // Then, in this process:

@@ -249,7 +249,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		for _, ms := range measurements {
 			for _, m := range order {
 				b := beds[m]
-				if b == nil || !containsMode(ms.modes, m) || !p.selected(ms.name) || ctx.Err() != nil {
+				if b == nil || !containsMode(ms.modes, m) || !p.selected(ms.name) || (firstRoundOnly[ms.name] && round > 0) || ctx.Err() != nil {
 					continue
 				}
 				vals, err := ms.run(ctx, b, p)
@@ -446,6 +446,7 @@ func reversed(ms []mode) []mode {
 var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
 	"icmp": "icmp_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
+	"conn-mem": "conn_mem_kib",
 }
 
 func hasSamples(rep *report, name string, m mode) bool {

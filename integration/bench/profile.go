@@ -89,7 +89,7 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 	)
 	err = b.c.Do(hr.Node, func() error {
 		var err error
-		if dev, err = tun.Open(tun.Options{Name: cfg.TUN.Name}); err != nil {
+		if dev, err = tun.Open(tun.Options{Name: cfg.TUN.Name, Offload: cfg.TUN.Offload}); err != nil {
 			return err
 		}
 		routes := slices.Concat(cfg.ClusterCIDRs, cfg.ServiceCIDRs)

@@ -79,6 +79,8 @@ var tableMetrics = []metricDef{
 	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
 	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
 	{"cpu_machine_busy_per_gb_1", "machine busy CPU per GB, TCP 1 stream ²", "CPU s/GB", true},
+	{"conn_mem_kib", "router memory per idle ClusterIP connection (Go heap + stacks), " + masterNode + "; target nat ≤ 2, proxy ≤ 64 ⁴", "KiB", true},
+	{"conn_rss_kib", "router VmRSS growth per idle ClusterIP connection, " + masterNode + " ⁴", "KiB", true},
 	{"rss_mib_" + masterNode, "router resident memory (VmRSS), " + masterNode, "MiB", true},
 	{"rss_mib_" + workerNode, "router resident memory (VmRSS), " + workerNode, "MiB", true},
 }
@@ -255,10 +257,10 @@ func (r *report) writeTables(w io.Writer) {
 				rt, prt = "", "" // a ratio of near-zero losses means nothing
 			}
 		}
-		if strings.HasPrefix(d.key, "rss_mib_") {
+		if strings.HasPrefix(d.key, "rss_mib_") || strings.HasPrefix(d.key, "conn_") {
 			kernel = "in kernel"
 		}
-		if proxy == "n/a" && r.Proxy == "measured" && !slices.Contains([]string{"http_close_per_s", "http_keepalive_per_s"}, d.key) && !strings.HasPrefix(d.key, "rss_") {
+		if proxy == "n/a" && r.Proxy == "measured" && !slices.Contains([]string{"http_close_per_s", "http_keepalive_per_s"}, d.key) && !strings.HasPrefix(d.key, "rss_") && !strings.HasPrefix(d.key, "conn_") {
 			proxy = "= nat"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", d.label, d.unit, kernel, nat, rt, proxy, prt)
@@ -266,6 +268,15 @@ func (r *report) writeTables(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "¹ kernel: the whole machine's system+irq+softirq time, so it includes both iperf3 endpoints' TCP stacks and every other process's kernel time; vrouter: the two vrouter processes' utime+stime only (their system calls included; softirq work the kernel does for their sockets and TUN is not).")
 	fmt.Fprintln(w, "² the whole machine, for both modes: endpoints, routers, kernel, and anything else running on the box. Divided by the bytes iperf3 sent.")
+	if c, ok := r.metric("conn_count"); ok {
+		var parts []string
+		for _, md := range []mode{modeNAT, modeProxy} {
+			if s, ok := c.Modes[md]; ok {
+				parts = append(parts, fmt.Sprintf("%s %s", md, thousands(fmt.Sprint(int(s.Median)))))
+			}
+		}
+		fmt.Fprintf(w, "⁴ first round only: idle connections from %s to my-service (one HTTP exchange each, then left open; tracked: %s), the router's memory read from its /metrics just after a garbage collection before and after opening them, divided by the connections it tracked (nat flows, proxied connections). The kernel keeps a conntrack entry per connection in its nf_conntrack slab (about 0.3 KiB).\n", httpClientPod, strings.Join(parts, ", "))
+	}
 	if r.Proxy != "measured" {
 		fmt.Fprintf(w, "vrouter-proxy: n/a (%s).\n", r.Proxy)
 	} else {
