@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -41,8 +43,9 @@ type Conn interface {
 type SegmentConn interface {
 	Conn
 	// WriteSegments sends b as consecutive datagrams of segSize bytes (the
-	// last may be shorter) to addr: one sendmsg with UDP_SEGMENT when the
-	// kernel supports it, else sendmmsg, else one write per datagram.
+	// last may be shorter) to addr, in order: one sendmmsg of UDP_SEGMENT
+	// messages when the kernel supports it, else sendmmsg of datagrams,
+	// else one write per datagram.
 	// segSize >= len(b) sends one datagram. It does not retain b.
 	WriteSegments(b []byte, segSize int, addr netip.AddrPort) error
 	// ReadSegments reads into b one or more datagrams that arrived back to
@@ -66,6 +69,11 @@ const (
 	maxGSOBytes    = 65507
 )
 
+// maxGSOMessages is how many UDP_SEGMENT messages one sendmmsg carries. A
+// 64 KiB super-packet needs at most two for any segment size from 512
+// bytes up; a longer b takes one more sendmmsg per maxGSOMessages chunks.
+const maxGSOMessages = 8
+
 // ListenUDP opens the overlay's UDP socket on addr. The Conn it returns is a
 // SegmentConn: it turns on UDP_GRO and uses UDP_SEGMENT when the kernel has
 // them, and works without them when it does not.
@@ -79,7 +87,12 @@ func ListenUDP(addr netip.AddrPort) (Conn, error) {
 		return nil, fmt.Errorf("listen overlay on udp %s: %w", addr, err)
 	}
 	setSocketBuffers(c)
-	u := &udpConn{c: c}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("listen overlay on udp %s: %w", addr, err)
+	}
+	u := &udpConn{c: c, rc: rc, is6: network == "udp6"}
 	if network == "udp4" {
 		u.batch = ipv4.NewPacketConn(c)
 	} else {
@@ -137,6 +150,10 @@ func setOffloads(c *net.UDPConn) (gso, gro bool) {
 // oob, pending*) belongs to the single reader goroutine and takes no lock.
 type udpConn struct {
 	c *net.UDPConn
+	// rc is c's descriptor, for the UDP_SEGMENT sendmmsg.
+	rc syscall.RawConn
+	// is6 is whether c is an AF_INET6 socket.
+	is6 bool
 	// batch sends with sendmmsg when UDP_SEGMENT is off.
 	batch batchWriter
 
@@ -148,6 +165,9 @@ type udpConn struct {
 	// mmsg is whether WriteSegments uses sendmmsg when gso is off, cleared
 	// for good if the kernel lacks it.
 	mmsg atomic.Bool
+	// gsoCalls counts the UDP_SEGMENT path's sendmmsg system calls, those
+	// that found the socket buffer full included; tests read it.
+	gsoCalls atomic.Uint64
 
 	// oob receives the UDP_GRO control message (an int segment size).
 	oob [64]byte
@@ -278,23 +298,17 @@ func (u *udpConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) erro
 		return u.WriteTo(b, addr)
 	}
 	if u.gso.Load() && segSize <= maxGSOBytes {
-		per := min(maxGSOSegments, maxGSOBytes/segSize) * segSize
-		for len(b) > 0 {
-			chunk := b[:min(per, len(b))]
-			err := u.writeGSO(chunk, segSize, addr)
-			if err != nil && isGSORefused(err) {
-				// Nothing of chunk was sent: send it and the rest below.
-				u.gso.Store(false)
-				break
-			}
-			if err != nil {
-				return err
-			}
-			b = b[len(chunk):]
-		}
-		if len(b) == 0 {
+		sent, err := u.writeGSO(b, segSize, addr)
+		if err == nil {
 			return nil
 		}
+		if !isGSORefused(err) && !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		// Nothing from b[sent:] went: send it below, for good without
+		// UDP_SEGMENT.
+		u.gso.Store(false)
+		b = b[sent:]
 	}
 	if u.mmsg.Load() {
 		err := u.writeBatch(b, segSize, addr)
@@ -311,15 +325,161 @@ func (u *udpConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) erro
 	return nil
 }
 
-// writeGSO sends b, at most maxGSOSegments datagrams of segSize bytes, in
-// one sendmsg with a UDP_SEGMENT control message.
-func (u *udpConn) writeGSO(b []byte, segSize int, addr netip.AddrPort) error {
-	if segSize >= len(b) {
-		return u.WriteTo(b, addr)
+// gsoBatch is the scratch of the UDP_SEGMENT sendmmsg: one message per
+// chunk of b, each with its own UDP_SEGMENT control message, all to one
+// sockaddr. Pooled, so a send allocates nothing; the message headers point
+// into the batch itself and, until put back, into b.
+type gsoBatch struct {
+	msgs [maxGSOMessages]mmsghdr
+	iovs [maxGSOMessages]unix.Iovec
+	oobs [maxGSOMessages][unix.SizeofCmsghdr + 8]byte
+	// sa is a struct sockaddr_in or sockaddr_in6.
+	sa [unix.SizeofSockaddrInet6]byte
+
+	// n is how many of msgs to send, sent how many went, calls how many
+	// system calls that took and err the error that stopped it.
+	n, sent, calls int
+	err            error
+	// send is b.sendmmsg, bound once so that passing it to RawConn.Write
+	// does not allocate.
+	send func(fd uintptr) bool
+}
+
+// mmsghdr is struct mmsghdr: a msghdr, then msg_len, where the kernel
+// writes how many bytes of it went. Go pads it to the kernel's size (64
+// bytes on 64-bit).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	_   uint32
+}
+
+var gsoBatches = sync.Pool{New: func() any {
+	b := new(gsoBatch)
+	b.send = b.sendmmsg
+	return b
+}}
+
+// sendmmsg is RawConn.Write's callback: it sends msgs[sent:n], resuming
+// after a partial send, and returns false, to wait for the socket to turn
+// writable, on EAGAIN.
+func (b *gsoBatch) sendmmsg(fd uintptr) bool {
+	for b.sent < b.n {
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.sent])), uintptr(b.n-b.sent), 0, 0, 0)
+		b.calls++
+		switch {
+		case errno == unix.EINTR:
+		case errno == unix.EAGAIN:
+			return false
+		case errno != 0:
+			b.err = errno
+			return true
+		case r == 0:
+			b.err = errors.New("sendmmsg sent nothing")
+			return true
+		default:
+			b.sent += int(r)
+		}
 	}
-	var oob [unix.SizeofCmsghdr + 8]byte
-	_, _, err := u.c.WriteMsgUDPAddrPort(b, putSegmentSize(oob[:], uint16(segSize)), addr)
-	return err
+	return true
+}
+
+// writeGSO sends b as datagrams of segSize bytes with UDP_SEGMENT: chunks
+// of at most maxGSOSegments datagrams and maxGSOBytes, up to
+// maxGSOMessages chunks per sendmmsg. On error, sent is how many bytes of
+// b went, a multiple of the chunk size.
+func (u *udpConn) writeGSO(b []byte, segSize int, addr netip.AddrPort) (sent int, err error) {
+	per := min(maxGSOSegments, maxGSOBytes/segSize) * segSize
+	mb := gsoBatches.Get().(*gsoBatch)
+	defer func() {
+		clear(mb.iovs[:]) // let b go
+		mb.err = nil
+		gsoBatches.Put(mb)
+	}()
+	salen := putSockaddr(&mb.sa, u.is6, addr)
+	if salen == 0 {
+		// A zone or an address the socket cannot reach: let Go's
+		// sendmsg resolve or refuse it, one chunk at a time.
+		return u.writeGSOEach(b, segSize, per, addr)
+	}
+	for sent < len(b) {
+		rest := b[sent:]
+		mb.n, mb.sent, mb.calls = 0, 0, 0
+		for ; mb.n < maxGSOMessages && len(rest) > 0; mb.n++ {
+			chunk := rest[:min(per, len(rest))]
+			rest = rest[len(chunk):]
+			iov := &mb.iovs[mb.n]
+			iov.Base = &chunk[0]
+			iov.SetLen(len(chunk))
+			h := &mb.msgs[mb.n].hdr
+			*h = unix.Msghdr{Name: &mb.sa[0], Namelen: uint32(salen), Iov: iov}
+			h.SetIovlen(1)
+			if len(chunk) > segSize {
+				// A one-datagram chunk goes without UDP_SEGMENT,
+				// which SO_NO_CHECK would refuse even then.
+				oob := putSegmentSize(mb.oobs[mb.n][:], uint16(segSize))
+				h.Control = &oob[0]
+				h.SetControllen(len(oob))
+			}
+		}
+		err := u.rc.Write(mb.send)
+		u.gsoCalls.Add(uint64(mb.calls))
+		if err == nil {
+			err = mb.err
+		}
+		if err != nil {
+			sent += min(mb.sent*per, len(b)-sent)
+			return sent, fmt.Errorf("sendmmsg %d bytes in %d-byte segments to %s: %w", len(b)-sent, segSize, addr, err)
+		}
+		sent = len(b) - len(rest)
+	}
+	return len(b), nil
+}
+
+// writeGSOEach is writeGSO with one sendmsg per chunk of per bytes.
+func (u *udpConn) writeGSOEach(b []byte, segSize, per int, addr netip.AddrPort) (sent int, err error) {
+	for sent < len(b) {
+		chunk := b[sent:min(sent+per, len(b))]
+		var oob []byte
+		if len(chunk) > segSize {
+			var buf [unix.SizeofCmsghdr + 8]byte
+			oob = putSegmentSize(buf[:], uint16(segSize))
+		}
+		if _, _, err := u.c.WriteMsgUDPAddrPort(chunk, oob, addr); err != nil {
+			return sent, err
+		}
+		sent += len(chunk)
+	}
+	return sent, nil
+}
+
+// putSockaddr writes addr into sa as the socket's family takes it — a
+// sockaddr_in, or a sockaddr_in6 with IPv4 mapped — and returns its
+// length, or 0 if addr has a zone or the socket cannot send to it.
+func putSockaddr(sa *[unix.SizeofSockaddrInet6]byte, is6 bool, addr netip.AddrPort) int {
+	ip := addr.Addr()
+	if ip.Zone() != "" {
+		return 0
+	}
+	clear(sa[:])
+	// The family is native-endian, the port big-endian (network order).
+	binary.BigEndian.PutUint16(sa[2:], addr.Port())
+	if is6 {
+		if !ip.IsValid() {
+			return 0
+		}
+		binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET6)
+		a := ip.As16()
+		copy(sa[8:24], a[:]) // after sin6_flowinfo
+		return unix.SizeofSockaddrInet6
+	}
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return 0
+	}
+	binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
+	a := ip.As4()
+	copy(sa[4:8], a[:])
+	return unix.SizeofSockaddrInet4
 }
 
 // putSegmentSize writes a UDP_SEGMENT control message for segSize into

@@ -2,10 +2,12 @@ package router
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 	"unsafe"
@@ -88,16 +90,22 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 		{"sendmmsg", false, true},
 		{"one write each", false, false},
 	}
+	// sendmmsgs is how many system calls the UDP_SEGMENT path makes: one
+	// per maxGSOMessages chunks of at most 64 datagrams and 65507 bytes.
 	sizes := []struct {
 		name          string
 		size, segSize int
+		sendmmsgs     uint64
 	}{
-		{"40x1400", 40 * 1400, 1400},
-		{"short last", 40*1400 - 333, 1400},
-		{"one datagram", 900, 1400},
-		{"segSize equals len", 1400, 1400},
-		{"past 64 segments and 64 KiB", 150 * 1472, 1472},
-		{"tiny segments past 64", 200 * 10, 10},
+		{"40x1400", 40 * 1400, 1400, 1},
+		{"short last", 40*1400 - 333, 1400, 1},
+		{"one datagram", 900, 1400, 0},
+		{"segSize equals len", 1400, 1400, 0},
+		{"64 KiB TSO packet, 44+2", 46 * 1472, 1472, 1},
+		{"one datagram past a chunk", 44*1472 + 5, 1472, 1},
+		{"past 64 segments and 64 KiB", 150 * 1472, 1472, 1},
+		{"tiny segments past 64", 200 * 10, 10, 1},
+		{"more chunks than one sendmmsg", (maxGSOMessages*44+3)*1472 - 9, 1472, 2},
 	}
 	for _, fam := range connFamilies {
 		for _, path := range paths {
@@ -133,50 +141,237 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 					if path.gso != send.gso.Load() {
 						t.Errorf("after a send, gso = %v, want %v unchanged", send.gso.Load(), path.gso)
 					}
+					wantCalls := sz.sendmmsgs
+					if !path.gso {
+						wantCalls = 0
+					}
+					if got := send.gsoCalls.Load(); got != wantCalls {
+						t.Errorf("WriteSegments(%d bytes, %d) made %d UDP_SEGMENT sendmmsg calls, want %d", len(want), sz.segSize, got, wantCalls)
+					}
 				})
 			}
 		}
 	}
 }
 
-// A UDP_SEGMENT send over loopback reaches a UDP_GRO socket as one batch:
-// ReadSegments returns every byte and the segment size.
+// A UDP_SEGMENT send over loopback reaches a UDP_GRO socket as batches,
+// one per UDP_SEGMENT chunk: ReadSegments returns every byte in order and
+// the segment size.
 func TestUDPReadSegmentsReturnsBatch(t *testing.T) {
-	for _, fam := range connFamilies {
-		t.Run(fam.name, func(t *testing.T) {
-			send := listenSegmentConn(t, fam.addr)
-			recv := listenSegmentConn(t, fam.addr)
-			readDeadline(t, recv.c)
-			const segSize = 1400
-			want := segmentPayload(40*segSize-100, segSize)
-			if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
-				t.Fatalf("WriteSegments: %v", err)
-			}
-			buf := make([]byte, MaxSegmentsRead)
-			var got []byte
-			reads := 0
-			for len(got) < len(want) {
-				n, seg, from, err := recv.ReadSegments(buf)
-				if err != nil {
-					t.Fatalf("ReadSegments after %d of %d bytes: %v", len(got), len(want), err)
-				}
-				reads++
-				if from != send.LocalAddr() {
-					t.Fatalf("ReadSegments from %s, want %s", from, send.LocalAddr())
-				}
-				if seg != segSize && seg != n {
-					t.Fatalf("ReadSegments = n %d, segSize %d; want segSize %d or n", n, seg, segSize)
-				}
-				got = append(got, buf[:n]...)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("ReadSegments bytes differ from those sent (%d vs %d)", len(got), len(want))
-			}
-			if send.gso.Load() && reads != 1 {
-				t.Errorf("a UDP_SEGMENT send of %d bytes took %d ReadSegments, want 1 batch", len(want), reads)
-			}
-		})
+	sizes := []struct {
+		name          string
+		size, segSize int
+		chunks        int
+	}{
+		{"40x1400 short last", 40*1400 - 100, 1400, 1},
+		{"64 KiB TSO packet, 44+2", 46 * 1472, 1472, 2},
+		{"150x1472", 150 * 1472, 1472, 4},
 	}
+	for _, fam := range connFamilies {
+		for _, sz := range sizes {
+			t.Run(fam.name+"/"+sz.name, func(t *testing.T) {
+				send := listenSegmentConn(t, fam.addr)
+				recv := listenSegmentConn(t, fam.addr)
+				readDeadline(t, recv.c)
+				want := segmentPayload(sz.size, sz.segSize)
+				if err := send.WriteSegments(want, sz.segSize, recv.LocalAddr()); err != nil {
+					t.Fatalf("WriteSegments(%d bytes, %d): %v", len(want), sz.segSize, err)
+				}
+				buf := make([]byte, MaxSegmentsRead)
+				var got []byte
+				reads := 0
+				for len(got) < len(want) {
+					n, seg, from, err := recv.ReadSegments(buf)
+					if err != nil {
+						t.Fatalf("ReadSegments after %d of %d bytes: %v", len(got), len(want), err)
+					}
+					reads++
+					if from != send.LocalAddr() {
+						t.Fatalf("ReadSegments from %s, want %s", from, send.LocalAddr())
+					}
+					if seg != sz.segSize && seg != n {
+						t.Fatalf("ReadSegments = n %d, segSize %d; want segSize %d or n", n, seg, sz.segSize)
+					}
+					got = append(got, buf[:n]...)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("ReadSegments bytes differ from those sent (%d vs %d)", len(got), len(want))
+				}
+				if !send.gso.Load() {
+					return
+				}
+				if reads > sz.chunks {
+					t.Errorf("a UDP_SEGMENT send of %d bytes took %d ReadSegments, want at most %d batches", len(want), reads, sz.chunks)
+				}
+				if calls := send.gsoCalls.Load(); calls != 1 {
+					t.Errorf("WriteSegments(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), sz.segSize, calls)
+				}
+			})
+		}
+	}
+}
+
+// Destinations the UDP_SEGMENT sendmmsg cannot name itself go through Go's
+// sendmsg, which resolves a zone or refuses the address.
+func TestUDPWriteSegmentsAddressForms(t *testing.T) {
+	const segSize = 1000
+	want := segmentPayload(70*segSize+1, segSize)
+
+	t.Run("IPv6 with a zone", func(t *testing.T) {
+		send := listenSegmentConn(t, netip.MustParseAddrPort("[::1]:0"))
+		recv := listenPlainUDP(t, netip.MustParseAddrPort("[::1]:0"))
+		readDeadline(t, recv)
+		lo, err := net.InterfaceByIndex(1)
+		if err != nil {
+			t.Skipf("no loopback interface: %v", err)
+		}
+		port := recv.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+		to := netip.AddrPortFrom(netip.MustParseAddr("::1").WithZone(lo.Name), port)
+		if err := send.WriteSegments(want, segSize, to); err != nil {
+			t.Fatalf("WriteSegments(%d bytes, %d, %s): %v", len(want), segSize, to, err)
+		}
+		buf := make([]byte, 2000)
+		for i, d := range splitSegments(want, segSize) {
+			n, _, err := recv.ReadFromUDPAddrPort(buf)
+			if err != nil || !bytes.Equal(buf[:n], d) {
+				t.Fatalf("datagram %d = %d bytes, %v; want %d bytes", i, n, err, len(d))
+			}
+		}
+		if calls := send.gsoCalls.Load(); calls != 0 {
+			t.Errorf("WriteSegments to %s made %d sendmmsg calls, want 0 (Go's sendmsg)", to, calls)
+		}
+	})
+
+	t.Run("IPv6 from an IPv4 socket", func(t *testing.T) {
+		send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+		if !send.gso.Load() {
+			t.Skip("kernel has no UDP_SEGMENT")
+		}
+		to := netip.MustParseAddrPort("[2001:db8::1]:9")
+		if err := send.WriteSegments(want, segSize, to); err == nil {
+			t.Fatalf("WriteSegments(%d bytes, %d, %s) from %s = nil, want an error", len(want), segSize, to, send.LocalAddr())
+		}
+	})
+}
+
+// putSockaddr lays out the kernel's sockaddr_in and sockaddr_in6.
+func TestUDPSockaddrLayout(t *testing.T) {
+	asBytes := func(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
+	// The port in network order, as the kernel reads a native uint16.
+	port := func(p uint16) uint16 {
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], p)
+		return binary.NativeEndian.Uint16(b[:])
+	}
+	in4 := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port(4789), Addr: [4]byte{10, 1, 2, 3}}
+	in6 := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port(4789), Addr: netip.MustParseAddr("fd00::1").As16()}
+	mapped := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port(4789), Addr: netip.MustParseAddr("::ffff:10.1.2.3").As16()}
+	tests := []struct {
+		name string
+		is6  bool
+		addr string
+		want []byte // nil: putSockaddr refuses
+	}{
+		{"IPv4", false, "10.1.2.3:4789", asBytes(unsafe.Pointer(&in4), unsafe.Sizeof(in4))},
+		{"mapped IPv4 on IPv4", false, "[::ffff:10.1.2.3]:4789", asBytes(unsafe.Pointer(&in4), unsafe.Sizeof(in4))},
+		{"IPv6", true, "[fd00::1]:4789", asBytes(unsafe.Pointer(&in6), unsafe.Sizeof(in6))},
+		{"IPv4 on IPv6", true, "10.1.2.3:4789", asBytes(unsafe.Pointer(&mapped), unsafe.Sizeof(mapped))},
+		{"IPv6 on IPv4", false, "[fd00::1]:4789", nil},
+		{"zone", true, "[fe80::1%eth0]:4789", nil},
+	}
+	for _, tt := range tests {
+		var sa [unix.SizeofSockaddrInet6]byte
+		n := putSockaddr(&sa, tt.is6, netip.MustParseAddrPort(tt.addr))
+		if tt.want == nil {
+			if n != 0 {
+				t.Errorf("putSockaddr(%s, is6 %v) = %d bytes, want 0 (refused)", tt.addr, tt.is6, n)
+			}
+			continue
+		}
+		if !bytes.Equal(sa[:n], tt.want) {
+			t.Errorf("putSockaddr(%s, is6 %v) = %x, want %x", tt.addr, tt.is6, sa[:n], tt.want)
+		}
+	}
+	if putSockaddr(new([unix.SizeofSockaddrInet6]byte), true, netip.AddrPort{}) != 0 {
+		t.Errorf("putSockaddr(invalid address) != 0, want refused")
+	}
+	// struct mmsghdr is a msghdr and an unsigned int, padded to 8 bytes.
+	if want := (unsafe.Sizeof(unix.Msghdr{}) + 4 + 7) &^ 7; unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(mmsghdr{}) != want {
+		t.Errorf("sizeof(mmsghdr) = %d, want %d", unsafe.Sizeof(mmsghdr{}), want)
+	}
+}
+
+// The UDP_SEGMENT path's sendmmsg resumes after a partial send and waits
+// in Go's poller on EAGAIN. A UDP socket on loopback never fills, so this
+// drives gsoBatch.sendmmsg on a unix datagram socket pair with a small send
+// buffer, which takes a few messages per call and then refuses with EAGAIN
+// until the reader drains it.
+func TestUDPSendmmsgResumesPartialSends(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f) // dups fd and sets it non-blocking
+		_ = f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		conns[i] = c
+	}
+	send, recv := conns[0].(*net.UnixConn), conns[1].(*net.UnixConn)
+	rc, err := send.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const size = 3000 // a few per send buffer
+	want := segmentPayload(maxGSOMessages*size, size)
+	mb := gsoBatches.Get().(*gsoBatch)
+	defer gsoBatches.Put(mb)
+	for i := range maxGSOMessages {
+		mb.iovs[i].Base = &want[i*size]
+		mb.iovs[i].SetLen(size)
+		mb.msgs[i].hdr = unix.Msghdr{Iov: &mb.iovs[i]}
+		mb.msgs[i].hdr.SetIovlen(1)
+	}
+	mb.n, mb.sent, mb.calls, mb.err = maxGSOMessages, 0, 0, nil
+
+	got := make(chan []byte, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 2*size)
+		_ = recv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		time.Sleep(50 * time.Millisecond) // let the sender fill its buffer and wait
+		for range maxGSOMessages {
+			n, err := recv.Read(buf)
+			if err != nil {
+				break
+			}
+			all = append(all, buf[:n]...)
+		}
+		got <- all
+	}()
+	if err := rc.Write(mb.send); err != nil || mb.err != nil {
+		t.Fatalf("RawConn.Write(sendmmsg of %d messages) = %v, %v", mb.n, err, mb.err)
+	}
+	if mb.sent != maxGSOMessages {
+		t.Fatalf("sendmmsg sent %d messages, want %d", mb.sent, maxGSOMessages)
+	}
+	if all := <-got; !bytes.Equal(all, want) {
+		t.Fatalf("reader got %d bytes, differing from the %d sent", len(all), len(want))
+	}
+	// At least: a partial send, an EAGAIN, then the rest.
+	if mb.calls < 3 {
+		t.Errorf("sendmmsg of %d messages into a %d-byte buffer took %d calls, want a partial send and EAGAIN (3 or more)", maxGSOMessages, 4096, mb.calls)
+	}
+	clear(mb.iovs[:])
 }
 
 // Datagrams sent one by one come back one per ReadSegments, segSize == n.
@@ -474,14 +669,15 @@ func TestGROSegmentSize(t *testing.T) {
 	}
 }
 
-// BenchmarkWriteSegments sends 44 datagrams of 1472 bytes over loopback
-// per op with one WriteSegments (UDP_SEGMENT), against sendmmsg and against
-// one WriteTo per datagram. A reader drains the socket so the sender never
-// blocks on a full buffer.
+// BenchmarkWriteSegments sends count datagrams of 1472 bytes over loopback
+// per op with one WriteSegments (UDP_SEGMENT), against one WriteSegments
+// per UDP_SEGMENT chunk, sendmmsg without UDP_SEGMENT and one WriteTo per
+// datagram. 44 datagrams fill one UDP_SEGMENT send; 46 are
+// a 64 KiB TSO packet at a tunnel MTU of 1472, two UDP_SEGMENT chunks. A
+// reader drains the socket so the sender never blocks on a full buffer.
 func BenchmarkWriteSegments(b *testing.B) {
-	const segSize, count = 1472, 44
-	payload := segmentPayload(segSize*count, segSize)
-	run := func(b *testing.B, send func(c *udpConn, to netip.AddrPort) error, configure func(c *udpConn)) {
+	const segSize = 1472
+	run := func(b *testing.B, payload []byte, send func(c *udpConn, p []byte, to netip.AddrPort) error, configure func(c *udpConn)) {
 		c := listenSegmentConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
 		configure(c)
 		recv := listenSegmentConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
@@ -501,30 +697,53 @@ func BenchmarkWriteSegments(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for b.Loop() {
-			if err := send(c, to); err != nil {
+			if err := send(c, payload, to); err != nil {
 				b.Fatal(err)
 			}
 		}
+		if calls := c.gsoCalls.Load(); calls > 0 {
+			b.ReportMetric(float64(calls)/float64(b.N), "sendmmsg/op")
+		}
 	}
-	segments := func(c *udpConn, to netip.AddrPort) error { return c.WriteSegments(payload, segSize, to) }
-	b.Run("UDP_SEGMENT", func(b *testing.B) {
-		run(b, segments, func(c *udpConn) {
-			if !c.gso.Load() {
-				b.Skip("kernel has no UDP_SEGMENT")
+	segments := func(c *udpConn, p []byte, to netip.AddrPort) error { return c.WriteSegments(p, segSize, to) }
+	writeEach := func(c *udpConn, p []byte, to netip.AddrPort) error {
+		for ; len(p) > 0; p = p[segSize:] {
+			if err := c.WriteTo(p[:segSize], to); err != nil {
+				return err
 			}
-		})
-	})
-	b.Run("sendmmsg", func(b *testing.B) {
-		run(b, segments, func(c *udpConn) { c.gso.Store(false) })
-	})
-	b.Run("WriteTo", func(b *testing.B) {
-		run(b, func(c *udpConn, to netip.AddrPort) error {
-			for p := payload; len(p) > 0; p = p[segSize:] {
-				if err := c.WriteTo(p[:segSize], to); err != nil {
-					return err
+		}
+		return nil
+	}
+	for _, count := range []int{44, 46} {
+		payload := segmentPayload(segSize*count, segSize)
+		b.Run(fmt.Sprintf("%d/UDP_SEGMENT", count), func(b *testing.B) {
+			run(b, payload, segments, func(c *udpConn) {
+				if !c.gso.Load() {
+					b.Skip("kernel has no UDP_SEGMENT")
 				}
-			}
-			return nil
-		}, func(*udpConn) {})
-	})
+			})
+		})
+		// The baseline for UDP_SEGMENT: one system call per chunk, as
+		// before chunks shared a sendmmsg.
+		b.Run(fmt.Sprintf("%d/UDP_SEGMENT per chunk", count), func(b *testing.B) {
+			run(b, payload, func(c *udpConn, p []byte, to netip.AddrPort) error {
+				for ; len(p) > 0; p = p[min(44*segSize, len(p)):] {
+					if err := c.WriteSegments(p[:min(44*segSize, len(p))], segSize, to); err != nil {
+						return err
+					}
+				}
+				return nil
+			}, func(c *udpConn) {
+				if !c.gso.Load() {
+					b.Skip("kernel has no UDP_SEGMENT")
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("%d/sendmmsg", count), func(b *testing.B) {
+			run(b, payload, segments, func(c *udpConn) { c.gso.Store(false) })
+		})
+		b.Run(fmt.Sprintf("%d/WriteTo", count), func(b *testing.B) {
+			run(b, payload, writeEach, func(*udpConn) {})
+		})
+	}
 }
