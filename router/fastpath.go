@@ -142,6 +142,9 @@ func fastEligible(proto tcpip.NetworkProtocolNumber, b []byte) (dst netip.Addr, 
 			return dst, false // the stack counts and drops it
 		}
 		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+		// gVisor forwards IPv4 from link-local sources (hairpin NAT's
+		// 169.254.244.1), as the kernel does.
+		return dst, (src.IsGlobalUnicast() || src.IsLinkLocalUnicast()) && dst.IsGlobalUnicast()
 	} else {
 		if b[7] <= 1 || b[6] == uint8(header.IPv6HopByHopOptionsExtHdrIdentifier) {
 			return dst, false

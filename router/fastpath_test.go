@@ -179,6 +179,9 @@ func TestFastPathMatchesStack(t *testing.T) {
 		{"ipv4 options", optioned},
 		{"to the router", icmpEcho4(pod, routerAddr4, 64)},
 		{"link-local destination", udp4(pod, addr("169.254.9.9"), 64, true, []byte("ll"))},
+		{"link-local source", udp4(addr("169.254.9.9"), remote, 64, true, []byte("ll"))},
+		{"router's address as source (hairpin NAT)", udp4(routerAddr4, remote, 64, true, []byte("snat"))},
+		{"link-local source, IPv6", udp6(addr("fe80::1"), remote6, 64, []byte("ll6"))},
 	}
 	fa, fb := dualPair(t, Options{})
 	sa, sb := dualPair(t, Options{NoFastPath: true})
