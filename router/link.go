@@ -2,6 +2,7 @@ package router
 
 import (
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -34,15 +35,36 @@ func (s *dispatcherSlot) get() stack.NetworkDispatcher {
 
 // deliver copies b into a packet buffer and hands it to the stack. It is a
 // no-op while the endpoint is detached.
-func (s *dispatcherSlot) deliver(proto tcpip.NetworkProtocolNumber, b []byte) {
+//
+// IPv4 packets the stack may forward (forwarded true) are delivered one at
+// a time in the process: see ipv4ForwardMu.
+func (s *dispatcherSlot) deliver(proto tcpip.NetworkProtocolNumber, b []byte, forwarded bool) {
 	d := s.get()
 	if d == nil {
 		return
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	if forwarded && proto == ipv4.ProtocolNumber {
+		ipv4ForwardMu.Lock()
+		defer ipv4ForwardMu.Unlock()
+	}
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }
+
+// ipv4ForwardMu serializes the packets the routers of this process hand to
+// gVisor's IPv4 forwarding, working around a use-after-free in it:
+// forwardPacketWithRoute reads the TTL through a slice of the packet's
+// buffer chunk taken before DeepCopyForForwarding, which moves the
+// packet's header to a new chunk and releases the old one to the
+// process-wide pool — so the TTL is read from a freed chunk, and a packet
+// another goroutine builds there meanwhile becomes the forwarded packet's
+// TTL (two readers forwarding at once produced TTL 61 for 62). Serialized,
+// no router reader can take the chunk in that window. The fast path
+// forwards nearly every packet without gVisor, so this lock is rarely
+// taken; IPv6 forwarding reads the hop limit before the copy and is not
+// affected.
+var ipv4ForwardMu sync.Mutex
 
 // ipLink is what the TUN and overlay endpoints share of
 // stack.LinkEndpoint: both carry bare IP packets on a point-to-point link,
@@ -100,10 +122,11 @@ func (l *ipLink) inject(info ipInfo, b []byte) {
 	if l.fast.forward(info.proto, b) {
 		return
 	}
-	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {
+	forwarded := !l.isLocal(info.dst)
+	if info.proto == ipv4.ProtocolNumber && forwarded {
 		expireTTL(b)
 	}
-	l.dispatcher.deliver(info.proto, b)
+	l.dispatcher.deliver(info.proto, b, forwarded)
 }
 
 func (l *ipLink) MTU() uint32                                  { return l.mtu.Load() }
