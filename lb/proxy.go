@@ -60,7 +60,9 @@ import (
 // unless the backend came back, while new connections go to the backends
 // that remain. A client connection the stack closed first skips TIME_WAIT
 // (see skipTimeWait), so the client can reuse its port at once, as it can
-// with a kernel server.
+// with a kernel server. A splice goroutine takes a copy buffer only when
+// its side has data to read and gives it back before it waits again, so
+// an idle connection holds none (see spliceBuf).
 type Proxy struct {
 	log   *zap.Logger
 	stack *stack.Stack
@@ -88,6 +90,11 @@ type Proxy struct {
 	conns    map[backendKey]*backendConns
 
 	stats proxyCounters
+
+	// bufsHeld counts the copy buffers the splice goroutines hold now,
+	// bufsTaken those they took from the pool (see spliceBuf).
+	bufsHeld  atomic.Int64
+	bufsTaken atomic.Uint64
 }
 
 // ProxyOptions configure a Proxy. Zero values are the documented defaults.
@@ -408,14 +415,23 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	}
 	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
 
+	// fromClient belongs to the goroutine started here, fromBackend to
+	// this one.
+	fromClient := newStackReader(p.spliceBuf(), ep, &wq, c.cc)
+	fromBackend := newKernelReader(p.spliceBuf(), bc)
 	done := make(chan struct{})
 	p.wg.Go(func() {
 		defer close(done)
-		c.pipe(c.bc, c.cc, c.bc.CloseWrite)
+		c.pipe(c.bc, fromClient, c.bc.CloseWrite)
 	})
-	c.pipe(c.cc, c.bc, c.cc.CloseWrite)
+	c.pipe(c.cc, fromBackend, c.cc.CloseWrite)
 	<-done
 	c.finish()
+}
+
+// spliceBuf returns an empty copy buffer slot counted in p's counters.
+func (p *Proxy) spliceBuf() spliceBuf {
+	return spliceBuf{held: &p.bufsHeld, taken: &p.bufsTaken}
 }
 
 // connect dials the picked backend and, when the dial fails, the others
@@ -560,18 +576,108 @@ type proxyConn struct {
 
 func (c *proxyConn) touch() { c.last.Store(time.Now().UnixNano()) }
 
-var spliceBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+// spliceBufSize is the size of a copy buffer: big enough that a bulk
+// transfer moves in few reads and writes.
+const spliceBufSize = 32 << 10
+
+var spliceBufs = sync.Pool{New: func() any { return new([spliceBufSize]byte) }}
+
+// spliceBuf is the copy buffer of one direction of a connection. It is
+// taken from spliceBufs only while there is data to copy and given back
+// before the direction waits for more, so an idle connection holds none
+// (two held buffers, 64 KiB, were most of an idle connection's memory),
+// while a bulk transfer keeps one for as long as data keeps coming. held
+// and taken point to Proxy.bufsHeld and Proxy.bufsTaken.
+type spliceBuf struct {
+	held  *atomic.Int64
+	taken *atomic.Uint64
+	b     *[spliceBufSize]byte
+}
+
+// get returns the buffer, taking one from the pool if none is held.
+func (s *spliceBuf) get() *[spliceBufSize]byte {
+	if s.b == nil {
+		s.b = spliceBufs.Get().(*[spliceBufSize]byte)
+		s.held.Add(1)
+		s.taken.Add(1)
+	}
+	return s.b
+}
+
+// put returns the buffer, if one is held, to the pool.
+func (s *spliceBuf) put() {
+	if s.b != nil {
+		spliceBufs.Put(s.b)
+		s.b = nil
+		s.held.Add(-1)
+	}
+}
+
+// spliceReader is one side of a connection as pipe reads it. It is used
+// by one goroutine.
+type spliceReader interface {
+	// read waits until data, EOF or an error is ready, reads what is
+	// there into the reader's buffer and returns it (valid until the
+	// next call), or returns what the connection's Read would. It
+	// holds a buffer only from when data is ready on: it gives the
+	// buffer back before it waits.
+	read() ([]byte, error)
+	// close gives back the buffer and whatever else read holds (not
+	// the connection).
+	close()
+}
+
+var (
+	_ spliceReader = (*stackReader)(nil)
+	_ spliceReader = (*kernelReader)(nil)
+)
+
+// stackReader reads the client connection, terminated in the stack. It
+// waits on the endpoint's waiter.Queue for readability with no buffer,
+// then reads through cc (which tunes the receive window as it reads).
+type stackReader struct {
+	buf   spliceBuf
+	ep    tcpip.Endpoint
+	cc    *gonet.TCPConn
+	wq    *waiter.Queue
+	entry waiter.Entry // registered on wq until close
+	ready chan struct{}
+}
+
+func newStackReader(buf spliceBuf, ep tcpip.Endpoint, wq *waiter.Queue, cc *gonet.TCPConn) *stackReader {
+	r := &stackReader{buf: buf, ep: ep, cc: cc, wq: wq}
+	r.entry, r.ready = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	wq.EventRegister(&r.entry)
+	return r
+}
+
+func (r *stackReader) read() ([]byte, error) {
+	// The entry is registered before the first check, so data that
+	// comes after a check finds it; a closed endpoint (shut) is
+	// readable and notifies.
+	for r.ep.Readiness(waiter.ReadableEvents) == 0 {
+		r.buf.put()
+		<-r.ready
+	}
+	b := r.buf.get()
+	n, err := r.cc.Read(b[:])
+	return b[:n], err
+}
+
+func (r *stackReader) close() {
+	r.wq.EventUnregister(&r.entry)
+	r.buf.put()
+}
 
 // pipe copies src to dst until src ends. At EOF it passes the half-close
 // on (closeWrite); on any error it resets both connections.
-func (c *proxyConn) pipe(dst io.Writer, src io.Reader, closeWrite func() error) {
-	buf := spliceBufs.Get().(*[32 << 10]byte)
-	defer spliceBufs.Put(buf)
+func (c *proxyConn) pipe(dst io.Writer, src spliceReader, closeWrite func() error) {
+	defer src.close()
 	for {
-		n, err := src.Read(buf[:])
-		if n > 0 {
+		b, err := src.read()
+		if len(b) > 0 {
 			c.touch()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(b); werr != nil {
 				c.shut(true, nil)
 				return
 			}

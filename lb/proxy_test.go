@@ -43,7 +43,7 @@ var (
 // proxyEnv is a client stack, a proxy stack with a running Proxy, and
 // the Table the Proxy serves.
 type proxyEnv struct {
-	t      *testing.T
+	t      testing.TB
 	client *stack.Stack
 	server *stack.Stack
 	table  *Table
@@ -52,7 +52,7 @@ type proxyEnv struct {
 	done   chan error
 }
 
-func newStack(t *testing.T, ep stack.LinkEndpoint, addrs []netip.Addr, route netip.Prefix) *stack.Stack {
+func newStack(t testing.TB, ep stack.LinkEndpoint, addrs []netip.Addr, route netip.Prefix) *stack.Stack {
 	t.Helper()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
@@ -78,7 +78,7 @@ func newStack(t *testing.T, ep stack.LinkEndpoint, addrs []netip.Addr, route net
 // startProxy builds the two stacks, a Table with services and a Proxy
 // with opts, and runs the Proxy. Cleanup stops it (failing the test if
 // Run does not return) and closes the stacks.
-func startProxy(t *testing.T, opts ProxyOptions, services ...Service) *proxyEnv {
+func startProxy(t testing.TB, opts ProxyOptions, services ...Service) *proxyEnv {
 	t.Helper()
 	a, b := pipe.New("", "", 1500)
 	e := &proxyEnv{
@@ -170,7 +170,7 @@ type testBackend struct {
 
 // newBackend listens on addr:0 and serves each connection with handler
 // (echoServer when nil). Cleanup closes it and its connections.
-func newBackend(t *testing.T, name, addr string, handler func(b *testBackend, c *net.TCPConn)) *testBackend {
+func newBackend(t testing.TB, name, addr string, handler func(b *testBackend, c *net.TCPConn)) *testBackend {
 	t.Helper()
 	if handler == nil {
 		handler = echoServer
@@ -235,7 +235,7 @@ func echoServer(b *testBackend, c *net.TCPConn) {
 }
 
 // deadEndpoint is an endpoint at addr where nothing listens.
-func deadEndpoint(t *testing.T, addr string) Endpoint {
+func deadEndpoint(t testing.TB, addr string) Endpoint {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), 0)))
 	if err != nil {
@@ -264,7 +264,7 @@ func proxyService(eps []Endpoint, mutate ...func(*Service)) Service {
 }
 
 // greeting reads an echoServer's greeting line from c.
-func greeting(t *testing.T, c net.Conn) (name string, client netip.AddrPort) {
+func greeting(t testing.TB, c net.Conn) (name string, client netip.AddrPort) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
@@ -305,7 +305,7 @@ func echo(c net.Conn, msg string) error {
 }
 
 // eventually polls cond every 10ms until it is true or 5s have passed.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
