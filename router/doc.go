@@ -21,4 +21,13 @@
 // peers, and only when the inner packet's source lies in that peer's pod
 // CIDRs. Everything refused is counted by reason (Stats), never logged per
 // packet.
+//
+// The stack's route table decides where every packet goes; the fast path
+// (fastpath.go) keeps those decisions per destination and forwards the
+// common packet — unicast, TTL to spare, no IPv4 options, fits the link —
+// without handing it to gVisor. Everything else (ICMP errors, packets for
+// the router or a proxied Service, IPv4 options) goes through the stack.
+// With an offload-capable TUN and overlay socket (offload.go), a pod's TCP
+// stream crosses as 64 KiB super-packets: one TUN read, one sendmmsg of
+// UDP_SEGMENT datagrams, one UDP_GRO read and one TUN write per 64 KiB.
 package router

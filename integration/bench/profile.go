@@ -291,6 +291,10 @@ func profileSamples(ctx context.Context, file string) ([]sample, error) {
 	return parseTraces(out)
 }
 
+// errNoSamples: the profiled run was too short for the profiler to take a
+// sample.
+var errNoSamples = errors.New("no samples in go tool pprof -traces output")
+
 // parseTraces parses `go tool pprof -traces` output: blocks separated by
 // "-----------+----" lines, each starting with the sample's value and
 // leaf frame, followed by one caller frame per line.
@@ -329,7 +333,7 @@ func parseTraces(out []byte) ([]sample, error) {
 		return nil, err
 	}
 	if len(samples) == 0 {
-		return nil, errors.New("no samples in go tool pprof -traces output")
+		return nil, errNoSamples
 	}
 	return samples, nil
 }
