@@ -101,6 +101,16 @@ Duration: 6s, Total samples = 30ms (0.5%)
 	if got, want := classify(samples[1].frames), "gVisor: stack (forwarding, routing, packet buffers)"; got != want {
 		t.Errorf("classify(%v) = %q, want %q", samples[1].frames, got, want)
 	}
+	// The fast path writes from the other link's reader.
+	for frames, want := range map[[4]string]string{
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).WriteSegments", "github.com/vrouter/vrouter/router.(*overlayEndpoint).sendSuper", "github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop"}:           "syscall: UDP send (overlay out)",
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/tun.(*offloadFile).WriteOffload", "github.com/vrouter/vrouter/router.(*tunEndpoint).sendSuper", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}:           "syscall: TUN write (to node kernel)",
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).ReadSegments", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoopSegments", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}: "syscall: UDP receive (overlay in)",
+	} {
+		if got := classify(frames[:]); got != want {
+			t.Errorf("classify(%v) = %q, want %q", frames, got, want)
+		}
+	}
 }
 
 func TestNumbers(t *testing.T) {

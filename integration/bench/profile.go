@@ -363,9 +363,11 @@ func classify(frames []string) string {
 	leaf := frames[0]
 	if isSyscall(frames) {
 		switch {
-		case anyFrame(frames, "(*overlayEndpoint).WritePackets"):
+		// The stack's writes (WritePackets) and the fast path's
+		// (send, sendTo, sendSuper), made from either reader.
+		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send"):
 			return categories[0]
-		case anyFrame(frames, "(*tunEndpoint).WritePackets"):
+		case anyFrame(frames, "(*tunEndpoint).WritePackets", "(*tunEndpoint).send"):
 			return categories[1]
 		case anyFrame(frames, "(*overlayEndpoint).readLoop"):
 			return categories[2]
