@@ -313,8 +313,23 @@ func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort)
 		e.receive(b, from)
 		return
 	}
-	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
 	e.batch = e.batch[:0]
+	e.collect(b, segSize, from)
+	e.flush()
+}
+
+// flush coalesces and forwards the datagrams collect admitted.
+func (e *overlayEndpoint) flush() {
+	if len(e.batch) > 0 {
+		e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
+	}
+}
+
+// collect admits each datagram of a run from one sender and appends those
+// that passed to e.batch.
+func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
+	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	admitted := len(e.batch)
 	for off := 0; off < len(b); off += segSize {
 		d := b[off:min(off+segSize, len(b))]
 		e.tap.see(DirIn, d)
@@ -326,11 +341,9 @@ func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort)
 			e.batch = append(e.batch, d[:info.length])
 		}
 	}
-	if len(e.batch) == 0 {
-		return
+	if len(e.batch) > admitted {
+		p.stats.lastSeen.Store(time.Now().UnixNano())
 	}
-	p.stats.lastSeen.Store(time.Now().UnixNano())
-	e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
 }
 
 // emitCoalesced forwards one output of the coalescer: a datagram as it

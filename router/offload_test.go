@@ -250,11 +250,19 @@ func TestOffloadStreamEndToEnd(t *testing.T) {
 	if p := tcpPayload(t, got.pkt); !bytes.Equal(p, payload) {
 		t.Errorf("payload of %d bytes differs from the %d sent", len(p), len(payload))
 	}
-	if s := a.r.Stats(); s.TUN.RxPackets != 44 || s.Overlay.TxPackets != 44 {
-		t.Errorf("a counted %d packets in from the TUN and %d out to the overlay, want 44 and 44 (segments)", s.TUN.RxPackets, s.Overlay.TxPackets)
+	// Counters move after the write returns: give them a moment.
+	var sa, sb Stats
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		sa, sb = a.r.Stats(), b.r.Stats()
+		if sa.TUN.RxPackets == 44 && sa.Overlay.TxPackets == 44 && sb.Overlay.RxPackets == 44 && sb.TUN.TxPackets == 44 {
+			break
+		}
 	}
-	if s := b.r.Stats(); s.Overlay.RxPackets != 44 || s.TUN.TxPackets != 44 {
-		t.Errorf("b counted %d packets in from the overlay and %d out to the TUN, want 44 and 44", s.Overlay.RxPackets, s.TUN.TxPackets)
+	if sa.TUN.RxPackets != 44 || sa.Overlay.TxPackets != 44 {
+		t.Errorf("a counted %d packets in from the TUN and %d out to the overlay, want 44 and 44 (segments)", sa.TUN.RxPackets, sa.Overlay.TxPackets)
+	}
+	if sb.Overlay.RxPackets != 44 || sb.TUN.TxPackets != 44 {
+		t.Errorf("b counted %d packets in from the overlay and %d out to the TUN, want 44 and 44", sb.Overlay.RxPackets, sb.TUN.TxPackets)
 	}
 }
 
