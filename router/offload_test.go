@@ -158,7 +158,9 @@ type offloadNode struct {
 	tun *offloadTUN
 }
 
-func startOffloadNode(t *testing.T, nw *segNet, underlay, podCIDR string, opts Options, peer Peer) *offloadNode {
+// startOffloadNode starts a dual-stack router: podCIDR and its IPv6
+// counterpart v6CIDR, peer with its own.
+func startOffloadNode(t *testing.T, nw *segNet, underlay, podCIDR, v6CIDR string, opts Options, peer Peer) *offloadNode {
 	t.Helper()
 	n := &offloadNode{tun: newOffloadTUN()}
 	opts.TUN, opts.Overlay = n.tun, nw.listen(underlay)
@@ -167,7 +169,11 @@ func startOffloadNode(t *testing.T, nw *segNet, underlay, podCIDR string, opts O
 		t.Fatal(err)
 	}
 	n.r = r
-	cfg := Config{PodCIDRs: []netip.Prefix{netip.MustParsePrefix(podCIDR)}, Addresses: []netip.Addr{routerAddr4}, Peers: []Peer{peer}}
+	cfg := Config{
+		PodCIDRs:  []netip.Prefix{netip.MustParsePrefix(podCIDR), netip.MustParsePrefix(v6CIDR)},
+		Addresses: []netip.Addr{routerAddr4, addr("fd69:7672::1")},
+		Peers:     []Peer{peer},
+	}
 	if err := r.Set(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -180,10 +186,11 @@ func startOffloadNode(t *testing.T, nw *segNet, underlay, podCIDR string, opts O
 
 func offloadPair(t *testing.T, opts Options) (*segNet, *offloadNode, *offloadNode) {
 	nw := &segNet{}
-	a := startOffloadNode(t, nw, "192.168.31.201:8285", "10.244.0.0/24", opts,
-		Peer{Name: "b", Endpoint: netip.MustParseAddrPort("192.168.31.202:8285"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}})
-	b := startOffloadNode(t, nw, "192.168.31.202:8285", "10.244.1.0/24", opts,
-		Peer{Name: "a", Endpoint: netip.MustParseAddrPort("192.168.31.201:8285"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}})
+	pfx := netip.MustParsePrefix
+	a := startOffloadNode(t, nw, "192.168.31.201:8285", "10.244.0.0/24", "fd00:10:244::/64", opts,
+		Peer{Name: "b", Endpoint: netip.MustParseAddrPort("192.168.31.202:8285"), PodCIDRs: []netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")}})
+	b := startOffloadNode(t, nw, "192.168.31.202:8285", "10.244.1.0/24", "fd00:10:244:1::/64", opts,
+		Peer{Name: "a", Endpoint: netip.MustParseAddrPort("192.168.31.201:8285"), PodCIDRs: []netip.Prefix{pfx("10.244.0.0/24"), pfx("fd00:10:244::/64")}})
 	return nw, a, b
 }
 
@@ -349,5 +356,56 @@ func TestOffloadTTLExpiry(t *testing.T) {
 	case p := <-b.tun.memTUN.toK:
 		t.Errorf("a segment of a TSO packet with TTL 1 crossed: %x", p[:min(len(p), 28)])
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// tso6Packet is tsoPacket for IPv6: fd00:10:244::4 → fd00:10:244:1::2.
+func tso6Packet(t *testing.T, hops uint8, payload []byte, mss int) offloaded {
+	t.Helper()
+	src, dst := addr("fd00:10:244::4"), addr("fd00:10:244:1::2")
+	b := make([]byte, header.IPv6MinimumSize+header.TCPMinimumSize+len(payload))
+	ip := header.IPv6(b)
+	ip.Encode(&header.IPv6Fields{PayloadLength: uint16(len(b) - header.IPv6MinimumSize), TransportProtocol: header.TCPProtocolNumber,
+		HopLimit: hops, SrcAddr: tcpipAddr(src), DstAddr: tcpipAddr(dst)})
+	tcp := header.TCP(b[header.IPv6MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: 40000, DstPort: 80, SeqNum: 1, AckNum: 2, DataOffset: header.TCPMinimumSize,
+		Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 100})
+	copy(tcp.Payload(), payload)
+	start, off, err := gso.SetPartial(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offloaded{b, tun.Offload{NeedsCsum: true, GSOType: tun.GSOTCPv6, HdrLen: 60, GSOSize: uint16(mss), CsumStart: uint16(start), CsumOffset: uint16(off)}}
+}
+
+// TestOffloadStreamIPv6 is TestOffloadStreamEndToEnd for IPv6 pods over
+// the IPv4 underlay.
+func TestOffloadStreamIPv6(t *testing.T) {
+	_, a, b := offloadPair(t, Options{})
+	payload := streamPayload(40 * 1380)
+	a.tun.fromK <- tso6Packet(t, 64, payload, 1380)
+	var got offloaded
+	select {
+	case got = <-b.tun.toK:
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's kernel got no TSO packet")
+	}
+	if got.o.GSOType != tun.GSOTCPv6 || got.o.GSOSize != 1380 || got.o.CsumStart != 40 || got.o.HdrLen != 60 {
+		t.Errorf("offload header %+v, want TCPv6, GSOSize 1380, CsumStart 40, HdrLen 60", got.o)
+	}
+	ip := header.IPv6(got.pkt)
+	if ip.HopLimit() != 62 {
+		t.Errorf("hop limit %d, want 62", ip.HopLimit())
+	}
+	if err := gso.Complete(got.pkt, int(got.o.CsumStart), int(got.o.CsumOffset)); err != nil {
+		t.Fatal(err)
+	}
+	tcp := header.TCP(ip.Payload())
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
+	if checksum.Checksum(tcp, xsum) != 0xffff {
+		t.Error("TCP checksum invalid after completing it")
+	}
+	if !bytes.Equal(tcp.Payload(), payload) {
+		t.Errorf("payload of %d bytes differs from the %d sent", len(tcp.Payload()), len(payload))
 	}
 }
