@@ -101,14 +101,7 @@ func (e *tunEndpoint) receiveSuper(b []byte, o tun.Offload) {
 			}
 			partial = false
 		}
-		pass, reply := h.Ingress(true, b)
-		if reply != nil {
-			e.tap.see(DirOut, reply)
-			if _, err := e.dev.Write(reply); err != nil {
-				e.drops.add(DropTxError)
-			}
-		}
-		if !pass {
+		if !e.runHook(h, b) {
 			return
 		}
 		info.dst = ipDst(b)
@@ -162,17 +155,8 @@ func tcpHeaderEnd(b []byte) (int, bool) {
 // checksums) and passes each through the fast path or the stack, as a
 // packet read on this link would be; the hook has already seen it.
 func (l *ipLink) splitAndInject(info ipInfo, b []byte, mss int) {
-	need, err := gso.SegmentedSize(b, mss)
-	if err != nil || need > maxSegmentScratch {
-		l.drops.add(DropMalformed)
-		return
-	}
-	if cap(l.scratch) < need {
-		l.scratch = make([]byte, need)
-	}
-	out := l.scratch[:need]
-	n, segSize, total, err := gso.Segment(b, mss, out)
-	if err != nil {
+	out, n, segSize, total, ok := segment(&l.scratch, b, mss)
+	if !ok {
 		l.drops.add(DropMalformed)
 		return
 	}
@@ -181,6 +165,24 @@ func (l *ipLink) splitAndInject(info ipInfo, b []byte, mss int) {
 		info.length = len(seg)
 		l.inject(info, seg)
 	}
+}
+
+// segment cuts super-packet b into segments of mss payload bytes in
+// *scratch (grown as needed, up to maxSegmentScratch): out[:total] holds n
+// segments of segSize bytes, the last possibly shorter.
+func segment(scratch *[]byte, b []byte, mss int) (out []byte, n, segSize, total int, ok bool) {
+	need, err := gso.SegmentedSize(b, mss)
+	if err != nil || need > maxSegmentScratch {
+		return nil, 0, 0, 0, false
+	}
+	if cap(*scratch) < need {
+		*scratch = make([]byte, need)
+	}
+	out = (*scratch)[:need]
+	if n, segSize, total, err = gso.Segment(b, mss, out); err != nil {
+		return nil, 0, 0, 0, false
+	}
+	return out[:total], n, segSize, total, true
 }
 
 // forwardSuper is forward for a super-packet whose segments carry mss
@@ -249,19 +251,11 @@ func (e *tunEndpoint) sendSuper(od tun.OffloadDevice, b []byte, hdr, mss int) {
 // sendSuper cuts super-packet b into segments of mss payload bytes and
 // sends them to peer p, in one system call when the Conn can.
 func (e *overlayEndpoint) sendSuper(p *peer, b []byte, mss int, scratch *[]byte) bool {
-	need, err := gso.SegmentedSize(b, mss)
-	if err != nil || need > maxSegmentScratch {
+	out, n, segSize, total, ok := segment(scratch, b, mss)
+	if !ok {
 		return false
 	}
-	if cap(*scratch) < need {
-		*scratch = make([]byte, need)
-	}
-	out := (*scratch)[:need]
-	n, segSize, total, err := gso.Segment(b, mss, out)
-	if err != nil {
-		return false
-	}
-	out = out[:total]
+	var err error
 	if e.tap.p.Load() != nil {
 		for i := range n {
 			e.tap.see(DirOut, out[i*segSize:min((i+1)*segSize, total)])

@@ -81,17 +81,23 @@ func (e *tunEndpoint) receive(b []byte) {
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
 	if h := e.hook.get(); h != nil {
-		pass, reply := h.Ingress(true, b)
-		if reply != nil {
-			e.tap.see(DirOut, reply)
-			if _, err := e.dev.Write(reply); err != nil {
-				e.drops.add(DropTxError)
-			}
-		}
-		if !pass {
+		if !e.runHook(h, b) {
 			return
 		}
 		info.dst = ipDst(b)
 	}
 	e.inject(info, b)
+}
+
+// runHook shows packet b from the node kernel to h, writes h's reply back
+// to the kernel, and reports whether b passes.
+func (e *tunEndpoint) runHook(h Hook, b []byte) bool {
+	pass, reply := h.Ingress(true, b)
+	if reply != nil {
+		e.tap.see(DirOut, reply)
+		if _, err := e.dev.Write(reply); err != nil {
+			e.drops.add(DropTxError)
+		}
+	}
+	return pass
 }
