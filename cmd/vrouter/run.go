@@ -245,6 +245,7 @@ func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
 		zap.String("tun", dev.Name()),
 		zap.Stringer("overlay", conn.LocalAddr()),
 		zap.Int("mtu", cfg.Overlay.MTU),
+		zap.Bool("offload", isOffload(dev)),
 		zap.Int("peers", len(cfg.Peers)),
 		zap.String("version", versionString()))
 
@@ -315,6 +316,12 @@ func openTUN(cfg *configs.Config, log *zap.Logger) (tun.Device, error) {
 			zap.String("tun", cfg.TUN.Name), zap.Error(err))
 	}
 	return tun.Open(opts)
+}
+
+// isOffload reports whether dev carries TSO super-packets.
+func isOffload(dev tun.Device) bool {
+	_, ok := dev.(tun.OffloadDevice)
+	return ok
 }
 
 // kernelRoutes are the node kernel's routes into the TUN: the cluster and
