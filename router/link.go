@@ -36,35 +36,32 @@ func (s *dispatcherSlot) get() stack.NetworkDispatcher {
 // deliver copies b into a packet buffer and hands it to the stack. It is a
 // no-op while the endpoint is detached.
 //
-// IPv4 packets the stack may forward (forwarded true) are delivered one at
-// a time in the process: see ipv4ForwardMu.
-func (s *dispatcherSlot) deliver(proto tcpip.NetworkProtocolNumber, b []byte, forwarded bool) {
+// Deliveries are one at a time in the process: see deliverMu.
+func (s *dispatcherSlot) deliver(proto tcpip.NetworkProtocolNumber, b []byte) {
 	d := s.get()
 	if d == nil {
 		return
 	}
+	deliverMu.Lock()
+	defer deliverMu.Unlock()
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-	if forwarded && proto == ipv4.ProtocolNumber {
-		ipv4ForwardMu.Lock()
-		defer ipv4ForwardMu.Unlock()
-	}
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }
 
-// ipv4ForwardMu serializes the packets the routers of this process hand to
-// gVisor's IPv4 forwarding, working around a use-after-free in it:
-// forwardPacketWithRoute reads the TTL through a slice of the packet's
-// buffer chunk taken before DeepCopyForForwarding, which moves the
-// packet's header to a new chunk and releases the old one to the
-// process-wide pool — so the TTL is read from a freed chunk, and a packet
-// another goroutine builds there meanwhile becomes the forwarded packet's
-// TTL (two readers forwarding at once produced TTL 61 for 62). Serialized,
-// no router reader can take the chunk in that window. The fast path
-// forwards nearly every packet without gVisor, so this lock is rarely
-// taken; IPv6 forwarding reads the hop limit before the copy and is not
-// affected.
-var ipv4ForwardMu sync.Mutex
+// deliverMu serializes the packets the routers of this process hand to
+// gVisor — building each packet buffer included — working around a
+// use-after-free in gVisor's IPv4 forwarding: forwardPacketWithRoute reads
+// the TTL through a slice of the packet's buffer chunk taken before
+// DeepCopyForForwarding, which moves the packet's header to a new chunk
+// and releases the old one to the process-wide pool. The TTL is read from
+// a freed chunk, and a packet another goroutine builds there meanwhile
+// becomes the forwarded packet's TTL (two readers forwarding at once
+// produced TTL 61 for 62). Serialized, no router reader can take the chunk
+// in that window; gVisor's own goroutines (proxy mode's TCP) still can.
+// The fast path forwards nearly every packet without gVisor, so the lock
+// is seldom contended. IPv6 forwarding reads the hop limit before the copy.
+var deliverMu sync.Mutex
 
 // ipLink is what the TUN and overlay endpoints share of
 // stack.LinkEndpoint: both carry bare IP packets on a point-to-point link,
@@ -122,11 +119,10 @@ func (l *ipLink) inject(info ipInfo, b []byte) {
 	if l.fast.forward(info.proto, b) {
 		return
 	}
-	forwarded := !l.isLocal(info.dst)
-	if info.proto == ipv4.ProtocolNumber && forwarded {
+	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {
 		expireTTL(b)
 	}
-	l.dispatcher.deliver(info.proto, b, forwarded)
+	l.dispatcher.deliver(info.proto, b)
 }
 
 func (l *ipLink) MTU() uint32                                  { return l.mtu.Load() }
