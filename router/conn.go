@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +58,45 @@ type SegmentConn interface {
 	// datagram larger than b is truncated, as with ReadFrom.
 	ReadSegments(b []byte) (n, segSize int, from netip.AddrPort, err error)
 }
+
+// BatchConn is a SegmentConn that reads many messages per system call. A
+// peer sends a 64 KiB super-packet as one sendmmsg of several UDP_SEGMENT
+// messages, which arrive as as many GRO batches: one ReadBatch takes them
+// all, so the reader can coalesce across them.
+//
+// It is an interface of its own, not part of SegmentConn, so that a
+// SegmentConn without recvmmsg (an in-memory fake, another platform) stays
+// one; the reader asks for it with a type assertion.
+//
+// ReadBatch shares the Conn's single reader goroutine with ReadFrom and
+// ReadSegments. After Close, ReadBatch returns an error wrapping
+// net.ErrClosed.
+type BatchConn interface {
+	SegmentConn
+	// ReadBatch reads up to min(len(msgs), MaxReadBatch) messages with
+	// one system call, blocking until at least one is available, and
+	// returns how many it filled: msgs[:n]. Each message is a datagram or
+	// a GRO batch from one sender, read into msgs[i].Buf as ReadSegments
+	// reads into b; the caller sets Buf, MaxSegmentsRead bytes to never
+	// lose a datagram, and ReadBatch sets N, SegSize and From. Datagrams
+	// ReadFrom queued come first, as one message on their own. ReadBatch
+	// does not retain the buffers.
+	ReadBatch(msgs []SegmentBatch) (int, error)
+}
+
+// SegmentBatch is one message of ReadBatch: N bytes in Buf[:N], datagrams
+// of SegSize bytes back to back (the last may be shorter; SegSize == N for
+// a single datagram), all from From (unmapped).
+type SegmentBatch struct {
+	Buf        []byte
+	N, SegSize int
+	From       netip.AddrPort
+}
+
+// MaxReadBatch is the most messages one ReadBatch fills; a longer msgs
+// keeps its tail untouched. Eight hold a few super-packets of two GRO
+// batches each, and the single datagrams between them.
+const MaxReadBatch = 8
 
 // MaxSegmentsRead is the buffer size that ReadSegments needs to never lose
 // a datagram: the kernel coalesces at most one IP packet's worth (64 KiB).
@@ -147,7 +188,8 @@ func setOffloads(c *net.UDPConn) (gso, gro bool) {
 // ReadFrom is built on ReadSegments: a GRO batch is read whole, its first
 // datagram returned and the rest queued in pending for the next calls, so
 // ReadFrom still returns exactly one datagram per call. The read side (rbuf,
-// oob, pending*) belongs to the single reader goroutine and takes no lock.
+// oob, pending*, recv) belongs to the single reader goroutine and takes no
+// lock.
 type udpConn struct {
 	c *net.UDPConn
 	// rc is c's descriptor, for the UDP_SEGMENT sendmmsg.
@@ -181,9 +223,11 @@ type udpConn struct {
 	pending     []byte
 	pendingSeg  int
 	pendingFrom netip.AddrPort
+	// recv is ReadBatch's recvmmsg scratch.
+	recv recvBatch
 }
 
-var _ SegmentConn = (*udpConn)(nil)
+var _ BatchConn = (*udpConn)(nil)
 
 // batchWriter is ipv4.PacketConn or ipv6.PacketConn: sendmmsg.
 type batchWriter interface {
@@ -228,17 +272,166 @@ func (u *udpConn) readBuffer() []byte {
 // first.
 func (u *udpConn) ReadSegments(b []byte) (n, segSize int, from netip.AddrPort, err error) {
 	if len(u.pending) > 0 {
-		seg := u.pendingSeg
-		n = len(u.pending)
-		if n > len(b) {
-			// Whole datagrams only; the rest stays queued.
-			n = max(len(b)/seg*seg, min(seg, len(u.pending)))
-		}
-		c := copy(b, u.pending[:n])
-		u.pending = u.pending[n:]
-		return c, min(seg, c), u.pendingFrom, nil
+		n, segSize, from = u.readPending(b)
+		return n, segSize, from, nil
 	}
 	return u.readSegments(b)
+}
+
+// readPending copies into b the datagrams ReadFrom queued, as many whole
+// ones as fit (at least the first, truncated if b is smaller), and
+// returns them as ReadSegments does.
+func (u *udpConn) readPending(b []byte) (n, segSize int, from netip.AddrPort) {
+	seg := u.pendingSeg
+	n = len(u.pending)
+	if n > len(b) {
+		// Whole datagrams only; the rest stays queued.
+		n = max(len(b)/seg*seg, min(seg, len(u.pending)))
+	}
+	c := copy(b, u.pending[:n])
+	u.pending = u.pending[n:]
+	return c, min(seg, c), u.pendingFrom
+}
+
+// ReadBatch implements BatchConn: one recvmmsg, waiting in Go's poller
+// while the socket is empty.
+func (u *udpConn) ReadBatch(msgs []SegmentBatch) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if len(u.pending) > 0 {
+		m := &msgs[0]
+		m.N, m.SegSize, m.From = u.readPending(m.Buf)
+		return 1, nil
+	}
+	r := &u.recv
+	if r.fn == nil {
+		r.fn = r.recvmmsg // bound once: passing it to RawConn.Read does not allocate
+	}
+	r.n, r.got, r.err = min(len(msgs), MaxReadBatch), 0, nil
+	for i, m := range msgs[:r.n] {
+		iov := &r.iovs[i]
+		iov.Base = nil
+		if len(m.Buf) > 0 {
+			iov.Base = &m.Buf[0]
+		}
+		iov.SetLen(len(m.Buf))
+		h := &r.msgs[i]
+		*h = mmsghdr{hdr: unix.Msghdr{
+			Name:    &r.sas[i][0],
+			Namelen: uint32(len(r.sas[i])),
+			Iov:     iov,
+			Control: &r.oobs[i][0],
+		}}
+		h.hdr.SetIovlen(1)
+		h.hdr.SetControllen(len(r.oobs[i]))
+	}
+	err := u.rc.Read(r.fn)
+	clear(r.iovs[:r.n]) // let the buffers go
+	if err == nil {
+		err = r.err
+	}
+	if err != nil {
+		return 0, err
+	}
+	for i := range r.got {
+		h, m := &r.msgs[i].hdr, &msgs[i]
+		n := int(r.msgs[i].n)
+		seg := groSegmentSize(r.oobs[i][:min(int(h.Controllen), len(r.oobs[i]))])
+		if seg <= 0 || seg > n {
+			seg = n
+		}
+		if h.Flags&unix.MSG_TRUNC != 0 && seg < n {
+			// A batch cut short by a small Buf: its last datagram is
+			// partial.
+			n -= n % seg
+		}
+		m.N, m.SegSize = n, seg
+		m.From = r.sockaddr(r.sas[i][:min(int(h.Namelen), len(r.sas[i]))])
+	}
+	return r.got, nil
+}
+
+// recvBatch is ReadBatch's scratch: one message header per message, each
+// with its own sockaddr and control buffer, its iovec pointing into the
+// caller's buffer for the length of one call. It lives in the udpConn, so
+// a ReadBatch allocates nothing.
+type recvBatch struct {
+	msgs [MaxReadBatch]mmsghdr
+	iovs [MaxReadBatch]unix.Iovec
+	// oobs receive each message's UDP_GRO control message.
+	oobs [MaxReadBatch][64]byte
+	// sas receive each sender's struct sockaddr_in or sockaddr_in6.
+	sas [MaxReadBatch][unix.SizeofSockaddrInet6]byte
+
+	// n is how many of msgs to fill, got how many the kernel filled and
+	// err the error that stopped it.
+	n, got int
+	err    error
+	// fn is recvmmsg, bound on first use.
+	fn func(fd uintptr) bool
+
+	// zoneIndex and zone are the last IPv6 scope ID a sender had and its
+	// interface's name, so that link-local senders read as ReadFrom
+	// reads them (fe80::1%eth0) without a lookup per message.
+	zoneIndex uint32
+	zone      string
+}
+
+// recvmmsg is RawConn.Read's callback: it fills msgs[:n] with what the
+// socket holds and returns false, to wait for it to turn readable, on
+// EAGAIN.
+func (r *recvBatch) recvmmsg(fd uintptr) bool {
+	for {
+		got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.n), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			r.got = int(got)
+			return true
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			r.err = os.NewSyscallError("recvmmsg", errno)
+			return true
+		}
+	}
+}
+
+// sockaddr decodes a struct sockaddr_in or sockaddr_in6 the kernel wrote,
+// IPv4-mapped addresses unmapped; the zero AddrPort for any other family.
+func (r *recvBatch) sockaddr(sa []byte) netip.AddrPort {
+	if len(sa) < unix.SizeofSockaddrInet4 {
+		return netip.AddrPort{}
+	}
+	// The family is native-endian, the port big-endian (network order).
+	port := binary.BigEndian.Uint16(sa[2:])
+	switch binary.NativeEndian.Uint16(sa) {
+	case unix.AF_INET:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(sa[4:8])), port)
+	case unix.AF_INET6:
+		if len(sa) < unix.SizeofSockaddrInet6 {
+			return netip.AddrPort{}
+		}
+		ip := netip.AddrFrom16([16]byte(sa[8:24])).Unmap()
+		if id := binary.NativeEndian.Uint32(sa[24:]); id != 0 && ip.Is6() {
+			ip = ip.WithZone(r.zoneName(id))
+		}
+		return netip.AddrPortFrom(ip, port)
+	}
+	return netip.AddrPort{}
+}
+
+// zoneName is the name of interface index, or the index in decimal if it
+// has none, as Go's net names zones; cached for the last index asked.
+func (r *recvBatch) zoneName(index uint32) string {
+	if index != r.zoneIndex {
+		r.zoneIndex, r.zone = index, strconv.FormatUint(uint64(index), 10)
+		if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+			r.zone = ifi.Name
+		}
+	}
+	return r.zone
 }
 
 // readSegments is one recvmsg: a datagram or a GRO batch.
@@ -345,12 +538,12 @@ type gsoBatch struct {
 	send func(fd uintptr) bool
 }
 
-// mmsghdr is struct mmsghdr: a msghdr, then msg_len, where the kernel
-// writes how many bytes of it went. Go pads it to the kernel's size (64
-// bytes on 64-bit).
+// mmsghdr is struct mmsghdr: a msghdr, then msg_len (n), where the kernel
+// writes how many bytes of it went or came. Go pads it to the kernel's size
+// (64 bytes on 64-bit).
 type mmsghdr struct {
 	hdr unix.Msghdr
-	_   uint32
+	n   uint32
 }
 
 var gsoBatches = sync.Pool{New: func() any {

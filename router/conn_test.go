@@ -594,6 +594,10 @@ func TestUDPCloseUnblocksReads(t *testing.T) {
 			_, _, err := c.ReadFrom(make([]byte, 1500))
 			return err
 		},
+		"ReadBatch": func(c *udpConn) error {
+			_, err := c.ReadBatch(makeBatch(2, MaxSegmentsRead))
+			return err
+		},
 	}
 	for name, read := range reads {
 		t.Run(name, func(t *testing.T) {
@@ -619,6 +623,312 @@ func TestUDPCloseUnblocksReads(t *testing.T) {
 				t.Fatalf("%s on a closed Conn = %v, want net.ErrClosed", name, err)
 			}
 		})
+	}
+}
+
+// makeBatch returns k messages for ReadBatch, each with a size-byte buffer.
+func makeBatch(k, size int) []SegmentBatch {
+	msgs := make([]SegmentBatch, k)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, size)
+	}
+	return msgs
+}
+
+// wantMessage is one message ReadBatch should return.
+type wantMessage struct {
+	data    []byte
+	segSize int
+	from    netip.AddrPort
+}
+
+// checkBatch fails the test unless ReadBatch's msgs[:n] are want.
+func checkBatch(t *testing.T, msgs []SegmentBatch, n int, want []wantMessage) {
+	t.Helper()
+	if n != len(want) {
+		t.Errorf("ReadBatch(%d messages) = %d, want %d", len(msgs), n, len(want))
+	}
+	for i := range min(n, len(want)) {
+		m, w := msgs[i], want[i]
+		if m.N != len(w.data) || m.SegSize != w.segSize || m.From != w.from {
+			t.Errorf("ReadBatch message %d = N %d, SegSize %d, From %s; want N %d, SegSize %d, From %s", i, m.N, m.SegSize, m.From, len(w.data), w.segSize, w.from)
+			continue
+		}
+		if !bytes.Equal(m.Buf[:m.N], w.data) {
+			t.Errorf("ReadBatch message %d: %d bytes differ from those sent", i, m.N)
+		}
+	}
+}
+
+// A TCP super-packet at a 1472-byte tunnel MTU leaves a peer as one
+// sendmmsg of two UDP_SEGMENT messages (44 and 2 datagrams) and arrives as
+// two GRO batches, which one ReadBatch returns as two messages.
+func TestUDPReadBatchTakesSuperPacketWhole(t *testing.T) {
+	const segSize = 1472
+	for _, fam := range connFamilies {
+		t.Run(fam.name, func(t *testing.T) {
+			send := listenSegmentConn(t, fam.addr)
+			if !send.gso.Load() {
+				t.Skip("kernel has no UDP_SEGMENT")
+			}
+			recv := listenSegmentConn(t, fam.addr)
+			readDeadline(t, recv.c)
+			want := segmentPayload(46*segSize, segSize)
+			if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
+				t.Fatalf("WriteSegments(%d bytes, %d): %v", len(want), segSize, err)
+			}
+			if calls := send.gsoCalls.Load(); calls != 1 {
+				t.Fatalf("WriteSegments(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), segSize, calls)
+			}
+			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
+			n, err := recv.ReadBatch(msgs)
+			if err != nil {
+				t.Fatalf("ReadBatch: %v", err)
+			}
+			from := send.LocalAddr()
+			checkBatch(t, msgs, n, []wantMessage{
+				{want[:44*segSize], segSize, from},
+				{want[44*segSize:], segSize, from},
+			})
+		})
+	}
+}
+
+// Messages from several senders, GRO batches and single datagrams of any
+// size, come back in the order they arrived, each with its own sender and
+// segment size.
+func TestUDPReadBatchMixedSenders(t *testing.T) {
+	for _, fam := range connFamilies {
+		t.Run(fam.name, func(t *testing.T) {
+			gsoA := listenSegmentConn(t, fam.addr)
+			if !gsoA.gso.Load() {
+				t.Skip("kernel has no UDP_SEGMENT")
+			}
+			gsoC := listenSegmentConn(t, fam.addr)
+			plainB := listenPlainUDP(t, fam.addr)
+			recv := listenSegmentConn(t, fam.addr)
+			to := recv.LocalAddr()
+			readDeadline(t, recv.c)
+
+			a := segmentPayload(46*1472, 1472)
+			b := [][]byte{[]byte("x"), segmentPayload(1000, 1000), {}}
+			c := segmentPayload(10*1000-1, 1000)
+			if err := gsoA.WriteSegments(a, 1472, to); err != nil {
+				t.Fatalf("WriteSegments from A: %v", err)
+			}
+			for _, d := range b {
+				if _, err := plainB.WriteToUDPAddrPort(d, to); err != nil {
+					t.Fatalf("WriteTo from B: %v", err)
+				}
+			}
+			if err := gsoC.WriteSegments(c, 1000, to); err != nil {
+				t.Fatalf("WriteSegments from C: %v", err)
+			}
+
+			fromA, fromC := gsoA.LocalAddr(), gsoC.LocalAddr()
+			fromB := plainB.LocalAddr().(*net.UDPAddr).AddrPort()
+			fromB = netip.AddrPortFrom(fromB.Addr().Unmap(), fromB.Port())
+			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
+			n, err := recv.ReadBatch(msgs)
+			if err != nil {
+				t.Fatalf("ReadBatch: %v", err)
+			}
+			checkBatch(t, msgs, n, []wantMessage{
+				{a[:44*1472], 1472, fromA},
+				{a[44*1472:], 1472, fromA},
+				{b[0], 1, fromB},
+				{b[1], 1000, fromB},
+				{b[2], 0, fromB},
+				{c, 1000, fromC},
+			})
+		})
+	}
+}
+
+// ReadBatch fills at most MaxReadBatch messages and leaves the rest of
+// msgs alone; the next call takes what is left.
+func TestUDPReadBatchMoreThanMaxReadBatch(t *testing.T) {
+	send := listenPlainUDP(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	readDeadline(t, recv.c)
+	from := send.LocalAddr().(*net.UDPAddr).AddrPort()
+	var want []wantMessage
+	for i := range MaxReadBatch + 3 {
+		d := bytes.Repeat([]byte{byte(i)}, 100+i) // sizes differ: no GRO
+		if _, err := send.WriteToUDPAddrPort(d, recv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, wantMessage{d, len(d), from})
+	}
+	msgs := makeBatch(MaxReadBatch+2, 2000)
+	n, err := recv.ReadBatch(msgs)
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	checkBatch(t, msgs, n, want[:MaxReadBatch])
+	for i, m := range msgs[MaxReadBatch:] {
+		if m.N != 0 || m.SegSize != 0 || m.From.IsValid() {
+			t.Errorf("ReadBatch(%d messages) set message %d past MaxReadBatch: %+v", len(msgs), MaxReadBatch+i, m)
+		}
+	}
+	n, err = recv.ReadBatch(msgs)
+	if err != nil {
+		t.Fatalf("second ReadBatch: %v", err)
+	}
+	checkBatch(t, msgs, n, want[MaxReadBatch:])
+}
+
+// A message larger than its buffer keeps its whole datagrams only, or is
+// truncated if a single datagram, as with ReadSegments.
+func TestUDPReadBatchSmallBuffers(t *testing.T) {
+	send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	if !send.gso.Load() {
+		t.Skip("kernel has no UDP_SEGMENT")
+	}
+	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	readDeadline(t, recv.c)
+	const segSize = 1400
+	batch := segmentPayload(40*segSize, segSize)
+	if err := send.WriteSegments(batch, segSize, recv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	single := segmentPayload(3000, 3000)
+	if err := send.WriteTo(single, recv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := []SegmentBatch{{Buf: make([]byte, 10000)}, {Buf: make([]byte, 1000)}}
+	n, err := recv.ReadBatch(msgs)
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	from := send.LocalAddr()
+	checkBatch(t, msgs, n, []wantMessage{
+		{batch[:7*segSize], segSize, from},
+		{single[:1000], 1000, from},
+	})
+}
+
+// Datagrams ReadFrom queued come first, as one message, before anything
+// on the socket.
+func TestUDPReadBatchAfterReadFrom(t *testing.T) {
+	const segSize = 1400
+	for _, fam := range connFamilies {
+		t.Run(fam.name, func(t *testing.T) {
+			send := listenSegmentConn(t, fam.addr)
+			if !send.gso.Load() {
+				t.Skip("kernel has no UDP_SEGMENT")
+			}
+			other := listenSegmentConn(t, fam.addr)
+			recv := listenSegmentConn(t, fam.addr)
+			readDeadline(t, recv.c)
+			want := segmentPayload(30*segSize-7, segSize)
+			if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
+				t.Fatalf("WriteSegments: %v", err)
+			}
+			buf := make([]byte, 1500)
+			for i := range 2 {
+				if n, _, err := recv.ReadFrom(buf); err != nil || !bytes.Equal(buf[:n], want[i*segSize:(i+1)*segSize]) {
+					t.Fatalf("ReadFrom #%d = %d bytes, %v; want datagram %d", i, n, err, i)
+				}
+			}
+			later := []byte("after the batch")
+			if err := other.WriteTo(later, recv.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
+			n, err := recv.ReadBatch(msgs)
+			if err != nil {
+				t.Fatalf("ReadBatch after ReadFrom: %v", err)
+			}
+			checkBatch(t, msgs, n, []wantMessage{{want[2*segSize:], segSize, send.LocalAddr()}})
+			n, err = recv.ReadBatch(msgs)
+			if err != nil {
+				t.Fatalf("second ReadBatch: %v", err)
+			}
+			checkBatch(t, msgs, n, []wantMessage{{later, len(later), other.LocalAddr()}})
+		})
+	}
+}
+
+// ReadBatch honours the read deadline with a timeout error, which the
+// read loop retries, and reads nothing when given no messages.
+func TestUDPReadBatchDeadline(t *testing.T) {
+	c := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	if n, err := c.ReadBatch(nil); n != 0 || err != nil {
+		t.Fatalf("ReadBatch(nil) = %d, %v; want 0, nil", n, err)
+	}
+	if err := c.c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.ReadBatch(makeBatch(1, 1500))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("ReadBatch past its deadline = %v, want a timeout", err)
+	}
+}
+
+// A ReadBatch allocates nothing.
+func TestUDPReadBatchAllocs(t *testing.T) {
+	send := listenPlainUDP(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	readDeadline(t, recv.c)
+	const runs = 50
+	for range runs + 1 { // AllocsPerRun warms up with one more
+		if _, err := send.WriteToUDPAddrPort([]byte("datagram"), recv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := makeBatch(1, MaxSegmentsRead)
+	var err error
+	allocs := testing.AllocsPerRun(runs, func() {
+		if _, e := recv.ReadBatch(msgs); e != nil {
+			err = e
+		}
+	})
+	if err != nil {
+		t.Fatalf("ReadBatch: %v", err)
+	}
+	if allocs != 0 {
+		t.Errorf("ReadBatch allocated %v times per call, want 0", allocs)
+	}
+}
+
+// sockaddr decodes the kernel's sockaddr_in and sockaddr_in6: IPv4-mapped
+// senders unmapped, an IPv6 scope ID named as Go's net names it.
+func TestUDPReadBatchSockaddr(t *testing.T) {
+	asBytes := func(p unsafe.Pointer, n uintptr) []byte { return unsafe.Slice((*byte)(p), n) }
+	port := func(p uint16) uint16 {
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], p)
+		return binary.NativeEndian.Uint16(b[:])
+	}
+	lo, err := net.InterfaceByIndex(1)
+	if err != nil {
+		t.Skipf("no interface 1: %v", err)
+	}
+	in4 := unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port(4789), Addr: [4]byte{10, 1, 2, 3}}
+	in6 := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port(4789), Addr: netip.MustParseAddr("fd00::1").As16()}
+	mapped := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port(4789), Addr: netip.MustParseAddr("::ffff:10.1.2.3").As16()}
+	zoned := unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port(4789), Addr: netip.MustParseAddr("fe80::1").As16(), Scope_id: 1}
+	unknown := unix.RawSockaddrInet6{Family: unix.AF_UNIX}
+	tests := []struct {
+		name string
+		sa   []byte
+		want netip.AddrPort
+	}{
+		{"IPv4", asBytes(unsafe.Pointer(&in4), unsafe.Sizeof(in4)), netip.MustParseAddrPort("10.1.2.3:4789")},
+		{"IPv6", asBytes(unsafe.Pointer(&in6), unsafe.Sizeof(in6)), netip.MustParseAddrPort("[fd00::1]:4789")},
+		{"IPv4-mapped", asBytes(unsafe.Pointer(&mapped), unsafe.Sizeof(mapped)), netip.MustParseAddrPort("10.1.2.3:4789")},
+		{"scope ID", asBytes(unsafe.Pointer(&zoned), unsafe.Sizeof(zoned)), netip.MustParseAddrPort("[fe80::1%" + lo.Name + "]:4789")},
+		{"short IPv6", asBytes(unsafe.Pointer(&in6), unsafe.Sizeof(in4)), netip.AddrPort{}},
+		{"other family", asBytes(unsafe.Pointer(&unknown), unsafe.Sizeof(unknown)), netip.AddrPort{}},
+		{"empty", nil, netip.AddrPort{}},
+	}
+	var r recvBatch
+	for _, tt := range tests {
+		if got := r.sockaddr(tt.sa); got != tt.want {
+			t.Errorf("sockaddr(%s) = %s, want %s", tt.name, got, tt.want)
+		}
 	}
 }
 
