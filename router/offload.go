@@ -300,6 +300,41 @@ func (e *overlayEndpoint) readLoopSegments(sc SegmentConn, buf []byte) error {
 	}
 }
 
+// readLoopBatch is readLoopSegments for a Conn that returns several runs
+// per system call (recvmmsg). Runs read together are coalesced together:
+// a super-packet the peer sent as two UDP_SEGMENT messages (46 segments at
+// a 1,472-byte MTU do not fit one) comes out whole.
+func (e *overlayEndpoint) readLoopBatch(bc BatchConn) error {
+	msgs := make([]SegmentBatch, MaxReadBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, MaxSegmentsRead)
+	}
+	for {
+		n, err := bc.ReadBatch(msgs)
+		if err != nil {
+			if done, retry := readError(err); done {
+				return nil
+			} else if retry {
+				continue
+			}
+			return err
+		}
+		e.batch = e.batch[:0]
+		for _, m := range msgs[:n] {
+			seg := m.SegSize
+			if seg <= 0 || seg > m.N {
+				seg = m.N
+			}
+			if m.N == 0 {
+				e.receive(m.Buf[:0], m.From) // counted as too short, or from an unknown peer
+				continue
+			}
+			e.collect(m.Buf[:m.N], seg, m.From)
+		}
+		e.flush()
+	}
+}
+
 // receiveRun admits each datagram of a run from one sender, then forwards
 // what passed, coalesced.
 func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort) {

@@ -129,6 +129,9 @@ func (e *overlayEndpoint) sendTo(p *peer, b []byte) bool {
 // by Router.Run, which owns it.
 func (e *overlayEndpoint) readLoop() error {
 	buf := make([]byte, maxDatagram)
+	if bc, ok := e.conn.(BatchConn); ok && e.coalesce {
+		return e.readLoopBatch(bc)
+	}
 	if sc, ok := e.conn.(SegmentConn); ok && e.coalesce {
 		return e.readLoopSegments(sc, buf)
 	}
