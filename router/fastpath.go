@@ -11,7 +11,9 @@ import (
 
 // fastPath forwards the common packet without handing it to gVisor: a
 // unicast packet between two global addresses, with TTL to spare and no
-// IPv4 options or IPv6 hop-by-hop header, that fits the outgoing link. The
+// IPv4 options or IPv6 hop-by-hop header, that fits the outgoing link.
+// Fragments are forwarded as they are, as gVisor forwards them (a router
+// does not reassemble). The
 // forwarding decision stays the stack's: the first packet to a destination
 // asks gVisor's route table (stack.FindRoute, the call gVisor's own IP
 // forwarding makes) where it goes, and the answer is kept per destination
@@ -23,7 +25,7 @@ import (
 // Everything else goes through the stack as before: packets to the router
 // or a proxied Service, TTL or hop limit 1 (time exceeded), no route (net
 // unreachable), too big for the outgoing link (fragmentation needed),
-// IPv4 options, fragments, link-local or multicast addresses.
+// IPv4 options, link-local or multicast addresses.
 //
 // Each reader goroutine owns one fastPath; it is not safe for concurrent
 // use.
@@ -135,8 +137,8 @@ func (f *fastPath) resolve(proto tcpip.NetworkProtocolNumber, dst netip.Addr) ho
 func fastEligible(proto tcpip.NetworkProtocolNumber, b []byte) (dst netip.Addr, ok bool) {
 	var src netip.Addr
 	if proto == ipv4.ProtocolNumber {
-		if b[0]&0x0f != 5 || binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 || b[8] <= 1 {
-			return dst, false // options, a fragment, or TTL about to expire
+		if b[0]&0x0f != 5 || b[8] <= 1 {
+			return dst, false // options, or TTL about to expire
 		}
 		if !header.IPv4(b).IsChecksumValid() {
 			return dst, false // the stack counts and drops it

@@ -159,29 +159,45 @@ func TestFastPathMatchesStack(t *testing.T) {
 		h.SetChecksum(^h.CalculateChecksum())
 		return q
 	}()
+	fragment := func(flagsOffset uint16) []byte {
+		p := udp4(pod, remote, 64, false, make([]byte, 600))
+		binary.BigEndian.PutUint16(p[6:8], flagsOffset)
+		h := header.IPv4(p)
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+		return p
+	}
 	cases := []struct {
-		name string
-		pkt  []byte
+		name    string
+		pkt     []byte
+		crosses bool // reaches the far node (both paths must agree either way)
+		hairpin bool // comes back out of the sender's TUN
 	}{
-		{"udp4", udp4(pod, remote, 64, true, []byte("hello"))},
-		{"udp4 tunnel-sized", udp4(pod, remote, 64, true, make([]byte, DefaultMTU-28))},
-		{"tcp4", tcp4(pod, remote, 64, header.TCPFlagAck|header.TCPFlagPsh, []byte("GET / HTTP/1.1\r\n\r\n"))},
-		{"tcp4 syn", tcp4(pod, remote, 64, header.TCPFlagSyn, nil)},
-		{"icmp echo", icmpEcho4(pod, remote, 64)},
-		{"udp6", udp6(addr("fd00:10:244::4"), remote6, 64, []byte("v6"))},
-		{"ttl 2: the far router expires it", udp4(pod, remote, 2, true, []byte("ttl2"))},
-		{"ttl 1: expires here", udp4(pod, remote, 1, true, []byte("ttl1"))},
-		{"hop limit 2", udp6(addr("fd00:10:244::4"), remote6, 2, []byte("hl2"))},
-		{"too big for the tunnel, DF", udp4(pod, remote, 64, true, make([]byte, 1500-28))},
-		{"too big for the tunnel, fragmentable", udp4(pod, remote, 64, false, make([]byte, 1500-28))},
-		{"no route", udp4(pod, addr("10.99.0.1"), 64, true, []byte("nowhere"))},
-		{"bad header checksum", badSum},
-		{"ipv4 options", optioned},
-		{"to the router", icmpEcho4(pod, routerAddr4, 64)},
-		{"link-local destination", udp4(pod, addr("169.254.9.9"), 64, true, []byte("ll"))},
-		{"link-local source", udp4(addr("169.254.9.9"), remote, 64, true, []byte("ll"))},
-		{"router's address as source (hairpin NAT)", udp4(routerAddr4, remote, 64, true, []byte("snat"))},
-		{"link-local source, IPv6", udp6(addr("fe80::1"), remote6, 64, []byte("ll6"))},
+		{"first fragment", fragment(0x2000), true, false},
+		{"middle fragment", fragment(0x2000 | 185), true, false},
+		{"last fragment", fragment(370), true, false},
+		{"udp4", udp4(pod, remote, 64, true, []byte("hello")), true, false},
+		{"udp4 tunnel-sized", udp4(pod, remote, 64, true, make([]byte, DefaultMTU-28)), true, false},
+		{"tcp4", tcp4(pod, remote, 64, header.TCPFlagAck|header.TCPFlagPsh, []byte("GET / HTTP/1.1\r\n\r\n")), true, false},
+		{"tcp4 syn", tcp4(pod, remote, 64, header.TCPFlagSyn, nil), true, false},
+		{"icmp echo", icmpEcho4(pod, remote, 64), true, false},
+		{"udp6", udp6(addr("fd00:10:244::4"), remote6, 64, []byte("v6")), true, false},
+		{"ttl 2: the far router expires it", udp4(pod, remote, 2, true, []byte("ttl2")), false, false},
+		{"ttl 1: expires here", udp4(pod, remote, 1, true, []byte("ttl1")), false, false},
+		{"hop limit 2", udp6(addr("fd00:10:244::4"), remote6, 2, []byte("hl2")), false, false},
+		{"too big for the tunnel, DF", udp4(pod, remote, 64, true, make([]byte, 1500-28)), false, false},
+		{"too big for the tunnel, fragmentable", udp4(pod, remote, 64, false, make([]byte, 1500-28)), true, false},
+		{"no route", udp4(pod, addr("10.99.0.1"), 64, true, []byte("nowhere")), false, false},
+		{"bad header checksum", badSum, false, false},
+		{"ipv4 options", optioned, true, false},
+		{"to the router", icmpEcho4(pod, routerAddr4, 64), false, false},
+		{"link-local destination", udp4(pod, addr("169.254.9.9"), 64, true, []byte("ll")), false, false},
+		// The far router refuses these as spoofed (not from a's pod CIDRs);
+		// both paths must still treat them alike up to there.
+		{"link-local source", udp4(addr("169.254.9.9"), remote, 64, true, []byte("ll")), false, false},
+		{"router's address as source", udp4(routerAddr4, remote, 64, true, []byte("snat")), false, false},
+		{name: "hairpin NAT: the router's address to a local pod", pkt: udp4(routerAddr4, addr("10.244.0.5"), 64, true, []byte("snat")), hairpin: true},
+		{"link-local source, IPv6", udp6(addr("fe80::1"), remote6, 64, []byte("ll6")), false, false},
 	}
 	fa, fb := dualPair(t, Options{})
 	sa, sb := dualPair(t, Options{NoFastPath: true})
@@ -192,6 +208,12 @@ func TestFastPathMatchesStack(t *testing.T) {
 			const quiet = 80 * time.Millisecond
 			fFar, sFar := drain(fb.tun, quiet), drain(sb.tun, quiet)
 			fBack, sBack := drain(fa.tun, quiet), drain(sa.tun, quiet)
+			if c.crosses && len(sFar) == 0 {
+				t.Errorf("the stack did not forward it; the case expects it to cross")
+			}
+			if c.hairpin && len(sBack) == 0 {
+				t.Errorf("the stack did not send it back to the node; the case expects it to")
+			}
 			if f, s := comparable(fFar), comparable(sFar); f != s {
 				t.Errorf("far kernel got (fast path):\n%s\nwant (stack):\n%s", f, s)
 			}
