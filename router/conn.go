@@ -383,7 +383,7 @@ type recvBatch struct {
 // EAGAIN.
 func (r *recvBatch) recvmmsg(fd uintptr) bool {
 	for {
-		got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.n), unix.MSG_DONTWAIT, 0, 0)
+		got, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.n), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
 			r.got = int(got)
@@ -477,7 +477,18 @@ func groSegmentSize(oob []byte) int {
 	return 0
 }
 
+// WriteTo implements Conn. It goes through the same raw sendmmsg as
+// WriteSegments (one message, no UDP_SEGMENT) rather than Go's net package: the socket is non-blocking,
+// and a raw system call keeps the scheduler from handing the P to another
+// thread while the kernel delivers the datagram inline (see tun's vnetIO).
 func (u *udpConn) WriteTo(b []byte, addr netip.AddrPort) error {
+	if u.mmsg.Load() && len(b) > 0 && len(b) <= maxGSOBytes {
+		_, err := u.writeGSO(b, len(b), addr)
+		if !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		u.mmsg.Store(false)
+	}
 	_, err := u.c.WriteToUDPAddrPort(b, addr)
 	return err
 }
@@ -557,7 +568,7 @@ var gsoBatches = sync.Pool{New: func() any {
 // writable, on EAGAIN.
 func (b *gsoBatch) sendmmsg(fd uintptr) bool {
 	for b.sent < b.n {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.sent])), uintptr(b.n-b.sent), 0, 0, 0)
+		r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.sent])), uintptr(b.n-b.sent), 0, 0, 0)
 		b.calls++
 		switch {
 		case errno == unix.EINTR:
