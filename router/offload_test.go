@@ -230,6 +230,18 @@ func tcpPayload(t *testing.T, b []byte) []byte {
 	return tcp.Payload()
 }
 
+// recvTSO waits for the router to write a TSO packet to m's kernel.
+func recvTSO(t *testing.T, m *offloadTUN) offloaded {
+	t.Helper()
+	select {
+	case got := <-m.toK:
+		return got
+	case <-time.After(5 * time.Second):
+		t.Fatal("the kernel got no TSO packet within 5s")
+		return offloaded{}
+	}
+}
+
 // TestOffloadStreamEndToEnd sends one 61,600-byte TSO packet into a's TUN
 // and expects it at b's TUN as one TSO packet: cut into 44 datagrams on
 // the overlay, coalesced back on b, TTL lowered by each router, payload
@@ -238,13 +250,7 @@ func TestOffloadStreamEndToEnd(t *testing.T) {
 	_, a, b := offloadPair(t, Options{})
 	payload := streamPayload(44 * 1400)
 	a.tun.fromK <- tsoPacket(t, 64, payload, 1400)
-
-	var got offloaded
-	select {
-	case got = <-b.tun.toK:
-	case <-time.After(5 * time.Second):
-		t.Fatal("b's kernel got no TSO packet")
-	}
+	got := recvTSO(t, b.tun)
 	if got.o.GSOType != tun.GSOTCPv4 || got.o.GSOSize != 1400 || !got.o.NeedsCsum || got.o.CsumStart != 20 || got.o.CsumOffset != 16 || got.o.HdrLen != 40 {
 		t.Errorf("offload header %+v, want TCPv4, GSOSize 1400, NeedsCsum, CsumStart 20, CsumOffset 16, HdrLen 40", got.o)
 	}
@@ -384,12 +390,7 @@ func TestOffloadStreamIPv6(t *testing.T) {
 	_, a, b := offloadPair(t, Options{})
 	payload := streamPayload(40 * 1380)
 	a.tun.fromK <- tso6Packet(t, 64, payload, 1380)
-	var got offloaded
-	select {
-	case got = <-b.tun.toK:
-	case <-time.After(5 * time.Second):
-		t.Fatal("b's kernel got no TSO packet")
-	}
+	got := recvTSO(t, b.tun)
 	if got.o.GSOType != tun.GSOTCPv6 || got.o.GSOSize != 1380 || got.o.CsumStart != 40 || got.o.HdrLen != 60 {
 		t.Errorf("offload header %+v, want TCPv6, GSOSize 1380, CsumStart 40, HdrLen 60", got.o)
 	}

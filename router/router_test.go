@@ -290,27 +290,7 @@ func TestSetRefusesWrongTables(t *testing.T) {
 }
 
 func TestDualStack(t *testing.T) {
-	nw := overlaytest.NewNetwork()
-	cfg := func(self string, pods []string, peerName, peerUnderlay string, peerPods []string) Config {
-		c := Config{Addresses: []netip.Addr{routerAddr4, addr("fd69:7672::1")}}
-		for _, p := range pods {
-			c.PodCIDRs = append(c.PodCIDRs, netip.MustParsePrefix(p))
-		}
-		pp := Peer{Name: peerName, Endpoint: netip.MustParseAddrPort(peerUnderlay)}
-		for _, p := range peerPods {
-			pp.PodCIDRs = append(pp.PodCIDRs, netip.MustParsePrefix(p))
-		}
-		c.Peers = []Peer{pp}
-		return c
-	}
-	a := startNode(t, nw, "a", "192.168.31.201:8285", "10.244.0.0/24", Options{})
-	b := startNode(t, nw, "b", "192.168.31.202:8285", "10.244.1.0/24", Options{})
-	if err := a.r.Set(cfg("a", []string{"10.244.0.0/24", "fd00:10:244::/64"}, "b", "192.168.31.202:8285", []string{"10.244.1.0/24", "fd00:10:244:1::/64"})); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.r.Set(cfg("b", []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, "a", "192.168.31.201:8285", []string{"10.244.0.0/24", "fd00:10:244::/64"})); err != nil {
-		t.Fatal(err)
-	}
+	a, b := dualPair(t, Options{})
 	// IPv6 pods over an IPv4 underlay.
 	a.tun.send(udp6(addr("fd00:10:244::4"), addr("fd00:10:244:1::2"), 64, []byte("v6")))
 	got := header.IPv6(b.tun.recv(t))
