@@ -748,10 +748,11 @@ func (c *proxyConn) finish() {
 // the forwarder the proxy takes its SYNs from. The client closed second,
 // so it holds no TIME_WAIT of its own and reuses the port whenever its
 // kernel picks it again; without this, that SYN goes unanswered until the
-// client gives up or the 60 s pass. In TIME_WAIT the client has acknowledged all our data and our
-// FIN and sent its own FIN, so aborting loses nothing: the RST it sends
-// finds the client's socket closed (or in LAST_ACK, if our last ACK was
-// lost, which it then closes as it would have on that ACK).
+// client gives up or the 60 s pass. In TIME_WAIT the client has
+// acknowledged all our data and our FIN and sent its own FIN, so aborting
+// loses nothing: the RST it sends finds the client's socket closed (or in
+// LAST_ACK, if our last ACK was lost, which it then closes as it would
+// have on that ACK).
 func (c *proxyConn) skipTimeWait() {
 	if tcp.EndpointState(c.ep.State()) == tcp.StateTimeWait {
 		c.ep.Abort()
