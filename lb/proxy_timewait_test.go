@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // answerAndClose is an HTTP server answering "Connection: close": it
@@ -36,11 +38,7 @@ func TestProxyReusedClientPort(t *testing.T) {
 	local := tcpip.FullAddress{Addr: tcpipAddr(proxyClientAddr), Port: port}
 	remote := tcpip.FullAddress{Addr: tcpipAddr(proxyVIP.Addr()), Port: proxyVIP.Port()}
 	for i := range 3 {
-		// Well under the client's first SYN retransmission (1 s): a
-		// dropped SYN fails the dial.
-		ctx, cancel := context.WithTimeout(context.Background(), 900*time.Millisecond)
-		c, err := gonet.DialTCPWithBind(ctx, e.client, local, remote, ipv4.ProtocolNumber)
-		cancel()
+		c, err := dialFrom(e.client, local, remote)
 		if err != nil {
 			t.Fatalf("connection %d from %v:%d: DialTCPWithBind = %v, want it answered at once", i, proxyClientAddr, port, err)
 		}
@@ -57,5 +55,23 @@ func TestProxyReusedClientPort(t *testing.T) {
 	}
 	if st := e.p.Stats(); st.Conns != 3 || st.HandshakeFailures != 0 {
 		t.Errorf("Stats() = %+v, want 3 conns, no handshake failures", st)
+	}
+}
+
+// dialFrom connects from local to remote, waiting (up to 2 s) while the
+// client stack still holds local for the connection just closed, as a
+// client's kernel would pick another port meanwhile. Each attempt gives
+// the SYN well under the client's first retransmission (1 s): a dropped
+// SYN fails it.
+func dialFrom(s *stack.Stack, local, remote tcpip.FullAddress) (*gonet.TCPConn, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 900*time.Millisecond)
+		c, err := gonet.DialTCPWithBind(ctx, s, local, remote, ipv4.ProtocolNumber)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "port is in use") || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
