@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -358,7 +357,6 @@ func (e *overlayEndpoint) flush() {
 // that passed to e.batch.
 func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
 	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
-	admitted := len(e.batch)
 	for off := 0; off < len(b); off += segSize {
 		d := b[off:min(off+segSize, len(b))]
 		e.tap.see(DirIn, d)
@@ -369,9 +367,6 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
 		if info, ok := e.admit(p, d); ok {
 			e.batch = append(e.batch, d[:info.length])
 		}
-	}
-	if len(e.batch) > admitted {
-		p.stats.lastSeen.Store(time.Now().UnixNano())
 	}
 }
 

@@ -167,12 +167,9 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		e.drops.add(DropUnknownPeer)
 		return
 	}
-	info, ok := e.admit(p, b)
-	if !ok {
-		return
+	if info, ok := e.admit(p, b); ok {
+		e.inject(info, b[:info.length])
 	}
-	p.stats.lastSeen.Store(time.Now().UnixNano())
-	e.inject(info, b[:info.length])
 }
 
 // admit runs the checks and the hook on one datagram from peer p, and
@@ -192,6 +189,7 @@ func (e *overlayEndpoint) admit(p *peer, b []byte) (ipInfo, bool) {
 	b = b[:info.length]
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))
+	p.stats.lastSeen.Store(time.Now().UnixNano())
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
 	if h := e.hook.get(); h != nil {
