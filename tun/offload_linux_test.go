@@ -87,7 +87,7 @@ func tcpPacket(src, dst netip.AddrPort, seq, ack uint32, flags uint8, opts, payl
 		p[8], p[9] = 64, 6
 		copy(p[12:], s)
 		copy(p[16:], d)
-		binary.BigEndian.PutUint16(p[10:], checksum(p[:20], 0))
+		binary.BigEndian.PutUint16(p[10:], inetChecksum(p[:20], 0))
 	} else {
 		p[0] = 0x60
 		binary.BigEndian.PutUint16(p[4:], uint16(tcpLen))
@@ -107,9 +107,9 @@ func tcpPacket(src, dst netip.AddrPort, seq, ack uint32, flags uint8, opts, payl
 	copy(tcp[20+len(opts):], payload)
 	pseudo := pseudoSum(s, d, 6, tcpLen)
 	if partial {
-		binary.BigEndian.PutUint16(tcp[16:], ^checksum(nil, pseudo))
+		binary.BigEndian.PutUint16(tcp[16:], ^inetChecksum(nil, pseudo))
 	} else {
-		binary.BigEndian.PutUint16(tcp[16:], checksum(tcp, pseudo))
+		binary.BigEndian.PutUint16(tcp[16:], inetChecksum(tcp, pseudo))
 	}
 	return p
 }
@@ -154,7 +154,7 @@ func parseTCP(p []byte) (tcpSegment, bool) {
 
 // tcpChecksumOK reports whether the TCP checksum of s verifies in full.
 func tcpChecksumOK(s tcpSegment) bool {
-	return checksum(s.tcp, pseudoSum(s.src.Addr().AsSlice(), s.dst.Addr().AsSlice(), 6, len(s.tcp))) == 0
+	return inetChecksum(s.tcp, pseudoSum(s.src.Addr().AsSlice(), s.dst.Addr().AsSlice(), 6, len(s.tcp))) == 0
 }
 
 // readOffload reads d until match accepts a packet or timeout passes.
@@ -274,6 +274,18 @@ type streamStats struct {
 	firstGSO                       *[virtioNetHdrLen]byte // the raw header of the first super-packet
 }
 
+// log reports what a stream of n bytes looked like on the device, and the
+// first super-packet's header as the kernel wrote it.
+func (st streamStats) log(t *testing.T, prefix string, n int) {
+	t.Helper()
+	t.Logf("%s%d bytes in %d packets, %d super-packets, largest %d bytes", prefix, n, st.packets, st.superPackets, st.largest)
+	if st.firstGSO != nil {
+		h := getOffload(st.firstGSO[:])
+		t.Logf("%sfirst super-packet's virtio_net_hdr: % x = flags %d gso_type %v hdr_len %d gso_size %d csum_start %d csum_offset %d",
+			prefix, st.firstGSO[:], st.firstGSO[0], h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset)
+	}
+}
+
 // receiveStream receives a TCP stream of want bytes (pattern) the kernel
 // sends over f, acking as it goes, until the kernel's FIN. With plain set
 // it reads with Read, and every TCP checksum must verify; otherwise with
@@ -306,7 +318,7 @@ func receiveStream(t *testing.T, d *offloadFile, f *tcpFlow, want []byte, gso GS
 			// Partial: the field holds the folded pseudo-header sum over
 			// the whole (super-)segment's length, and completing it
 			// gives a valid checksum.
-			partial := ^checksum(nil, pseudoSum(s.src.Addr().AsSlice(), s.dst.Addr().AsSlice(), 6, len(s.tcp)))
+			partial := ^inetChecksum(nil, pseudoSum(s.src.Addr().AsSlice(), s.dst.Addr().AsSlice(), 6, len(s.tcp)))
 			if got := binary.BigEndian.Uint16(s.tcp[16:]); got != partial {
 				t.Errorf("ReadOffload packet %d (%d bytes): checksum field %#04x, want the pseudo-header sum %#04x", st.packets, len(pkt), got, partial)
 			}
@@ -413,12 +425,7 @@ func TestReadOffloadTSO(t *testing.T) {
 				if err := <-errc; err != nil {
 					t.Errorf("kernel socket Write: %v", err)
 				}
-				t.Logf("%d bytes in %d packets, %d super-packets, largest %d bytes", len(data), st.packets, st.superPackets, st.largest)
-				if st.firstGSO != nil {
-					h := getOffload(st.firstGSO[:])
-					t.Logf("first super-packet's virtio_net_hdr as the kernel wrote it: % x = flags %d gso_type %v hdr_len %d gso_size %d csum_start %d csum_offset %d",
-						st.firstGSO[:], st.firstGSO[0], h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset)
-				}
+				st.log(t, "", len(data))
 				if st.largest <= testMTU {
 					t.Errorf("largest packet %d bytes, want a super-packet over the MTU %d", st.largest, testMTU)
 				}
@@ -839,12 +846,7 @@ func TestReadOffloadForwarded(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Errorf("pod socket Write: %v", err)
 	}
-	t.Logf("forwarded: %d bytes in %d packets, %d super-packets, largest %d bytes", len(data), st.packets, st.superPackets, st.largest)
-	if st.firstGSO != nil {
-		h := getOffload(st.firstGSO[:])
-		t.Logf("first forwarded super-packet's virtio_net_hdr as the kernel wrote it: % x = flags %d gso_type %v hdr_len %d gso_size %d csum_start %d csum_offset %d",
-			st.firstGSO[:], st.firstGSO[0], h.GSOType, h.HdrLen, h.GSOSize, h.CsumStart, h.CsumOffset)
-	}
+	st.log(t, "forwarded: ", len(data))
 	if st.superPackets == 0 || st.largest <= testMTU {
 		t.Errorf("no forwarded super-packet over the MTU (%d packets, largest %d bytes)", st.packets, st.largest)
 	}
@@ -909,7 +911,7 @@ func podNetns(t *testing.T) func(fn func(netns.NsHandle) error, here bool) {
 func BenchmarkEcho(b *testing.B) {
 	for _, kind := range []string{"file", "offload/Read", "offload/ReadOffload"} {
 		b.Run(kind, func(b *testing.B) {
-			benchInNetns(b)
+			inNewNetns(b)
 			dev, err := Open(Options{Offload: kind != "file"})
 			if err != nil {
 				b.Fatalf("Open: %v", err)
@@ -945,31 +947,4 @@ func BenchmarkEcho(b *testing.B) {
 			}
 		})
 	}
-}
-
-// benchInNetns is inNewNetns for a benchmark.
-func benchInNetns(b *testing.B) {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		b.Fatalf("netns.Get: %v", err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		b.Skipf("cannot make a network namespace: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		ns.Close()
-		orig.Close()
-	})
 }

@@ -155,7 +155,7 @@ func TestCompleteChecksum(t *testing.T) {
 }
 
 // inetChecksum is the Internet checksum of b starting from the unfolded
-// sum initial (tun_linux_test.go's checksum, for every platform).
+// sum initial; over data that includes a correct checksum it is 0.
 func inetChecksum(b []byte, initial uint32) uint16 {
 	sum := initial
 	for ; len(b) >= 2; b = b[2:] {

@@ -57,7 +57,7 @@ func seedConfig() LinkConfig {
 }
 
 // needRoot skips unless the test can make network namespaces and TUNs.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("real-device test: needs root (CAP_SYS_ADMIN to make a network namespace, CAP_NET_ADMIN in it); run `sudo go test ./tun/...` or inside `unshare -Urn`")
@@ -72,7 +72,7 @@ func needRoot(t *testing.T) {
 // after it run inside the namespace, before it is left. If the thread
 // cannot go back, it stays locked so that the runtime discards it with
 // the goroutine rather than reuse it.
-func inNewNetns(t *testing.T) {
+func inNewNetns(t testing.TB) {
 	t.Helper()
 	needRoot(t)
 	runtime.LockOSThread()
@@ -825,7 +825,7 @@ func checkEcho4Any(t *testing.T, devs []Device, src, dst netip.Addr) {
 	reply := readPacket(t, devs, 5*time.Second, isReply)
 	ihl := int(reply[0]&0xf) * 4
 	icmp := reply[ihl:]
-	if checksum(reply[:ihl], 0) != 0 || checksum(icmp, 0) != 0 {
+	if inetChecksum(reply[:ihl], 0) != 0 || inetChecksum(icmp, 0) != 0 {
 		t.Errorf("echo reply %x has a bad checksum", reply)
 	}
 	if id, seq := binary.BigEndian.Uint16(icmp[4:]), binary.BigEndian.Uint16(icmp[6:]); id != 0x7672 || seq != 1 {
@@ -848,7 +848,7 @@ func checkEcho6(t *testing.T, dev Device, src, dst netip.Addr) {
 			p[40] == 129 // echo reply
 	})
 	icmp := reply[40:]
-	if checksum(icmp, pseudo6(dst, src, len(icmp))) != 0 {
+	if inetChecksum(icmp, pseudo6(dst, src, len(icmp))) != 0 {
 		t.Errorf("echo reply %x has a bad checksum", reply)
 	}
 	if id, seq := binary.BigEndian.Uint16(icmp[4:]), binary.BigEndian.Uint16(icmp[6:]); id != 0x7672 || seq != 2 {
@@ -870,13 +870,13 @@ func echo4(src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(p[12:], s[:])
 	copy(p[16:], d[:])
-	binary.BigEndian.PutUint16(p[10:], checksum(p[:20], 0))
+	binary.BigEndian.PutUint16(p[10:], inetChecksum(p[:20], 0))
 	icmp := p[20:]
 	icmp[0] = 8 // echo request
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
 	copy(icmp[8:], payload)
-	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, 0))
+	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, 0))
 	return p
 }
 
@@ -895,7 +895,7 @@ func echo6(src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
 	copy(icmp[8:], payload)
-	binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, pseudo6(src, dst, len(icmp))))
+	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp, pseudo6(src, dst, len(icmp))))
 	return p
 }
 
@@ -907,20 +907,4 @@ func pseudo6(src, dst netip.Addr, n int) uint32 {
 		sum += uint32(binary.BigEndian.Uint16(s[i:])) + uint32(binary.BigEndian.Uint16(d[i:]))
 	}
 	return sum + uint32(n) + 58
-}
-
-// checksum is the Internet checksum of b, starting from the partial sum
-// initial; over data that includes a correct checksum it is 0.
-func checksum(b []byte, initial uint32) uint16 {
-	sum := initial
-	for ; len(b) >= 2; b = b[2:] {
-		sum += uint32(binary.BigEndian.Uint16(b))
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
