@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -123,9 +124,14 @@ func superShape(b []byte, mss int, gsoType tun.GSOType) (nseg, wire int, ok bool
 	if !ok {
 		return 0, 0, false
 	}
-	payload := len(b) - hdr
-	nseg = max(1, (payload+mss-1)/mss)
+	nseg = segmentCount(len(b)-hdr, mss)
 	return nseg, len(b) + (nseg-1)*hdr, true
+}
+
+// segmentCount is how many segments of at most mss bytes carry payload
+// bytes (one, for none).
+func segmentCount(payload, mss int) int {
+	return max(1, (payload+mss-1)/mss)
 }
 
 // tcpHeaderEnd is the offset of a TCP packet's payload (IPv4 without a
@@ -242,7 +248,7 @@ func (e *tunEndpoint) sendSuper(od tun.OffloadDevice, b []byte, hdr, mss int) {
 		e.drops.add(DropTxError)
 		return
 	}
-	nseg := max(1, (len(b)-hdr+mss-1)/mss)
+	nseg := segmentCount(len(b)-hdr, mss)
 	e.counters.txPackets.Add(uint64(nseg))
 	e.counters.txBytes.Add(uint64(len(b) + (nseg-1)*hdr))
 }
@@ -282,21 +288,13 @@ func (e *overlayEndpoint) sendSuper(p *peer, b []byte, mss int, scratch *[]byte)
 // (UDP GRO) while the TUN takes super-packets: consecutive TCP segments of
 // one flow are coalesced before they are forwarded.
 func (e *overlayEndpoint) readLoopSegments(sc SegmentConn, buf []byte) error {
-	for {
+	return readUntilClosed(func() error {
 		n, segSize, from, err := sc.ReadSegments(buf)
-		if err != nil {
-			if done, retry := readError(err); done {
-				return nil
-			} else if retry {
-				continue
-			}
-			return err
+		if err == nil {
+			e.receiveRun(buf[:n], segSize, from)
 		}
-		if segSize <= 0 || segSize > n {
-			segSize = n
-		}
-		e.receiveRun(buf[:n], segSize, from)
-	}
+		return err
+	})
 }
 
 // readLoopBatch is readLoopSegments for a Conn that returns several runs
@@ -308,36 +306,24 @@ func (e *overlayEndpoint) readLoopBatch(bc BatchConn) error {
 	for i := range msgs {
 		msgs[i].Buf = make([]byte, MaxSegmentsRead)
 	}
-	for {
+	return readUntilClosed(func() error {
 		n, err := bc.ReadBatch(msgs)
 		if err != nil {
-			if done, retry := readError(err); done {
-				return nil
-			} else if retry {
-				continue
-			}
 			return err
 		}
 		e.batch = e.batch[:0]
 		for _, m := range msgs[:n] {
-			seg := m.SegSize
-			if seg <= 0 || seg > m.N {
-				seg = m.N
-			}
-			if m.N == 0 {
-				e.receive(m.Buf[:0], m.From) // counted as too short, or from an unknown peer
-				continue
-			}
-			e.collect(m.Buf[:m.N], seg, m.From)
+			e.collect(m.Buf[:m.N], m.SegSize, m.From)
 		}
 		e.flush()
-	}
+		return nil
+	})
 }
 
 // receiveRun admits each datagram of a run from one sender, then forwards
 // what passed, coalesced.
 func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort) {
-	if segSize == len(b) {
+	if segSize <= 0 || segSize >= len(b) {
 		e.receive(b, from)
 		return
 	}
@@ -353,10 +339,20 @@ func (e *overlayEndpoint) flush() {
 	}
 }
 
-// collect admits each datagram of a run from one sender and appends those
-// that passed to e.batch.
+// collect admits each datagram of a run from one sender (segSize bytes
+// each, the last possibly shorter) and appends those that passed to
+// e.batch. An empty datagram is counted (as too short, or from an unknown
+// peer) like any other.
 func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
+	if len(b) == 0 {
+		e.receive(b, from)
+		return
+	}
+	if segSize <= 0 || segSize > len(b) {
+		segSize = len(b)
+	}
 	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	now := time.Now().UnixNano()
 	for off := 0; off < len(b); off += segSize {
 		d := b[off:min(off+segSize, len(b))]
 		e.tap.see(DirIn, d)
@@ -364,7 +360,7 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
 			e.drops.add(DropUnknownPeer)
 			continue
 		}
-		if info, ok := e.admit(p, d); ok {
+		if info, ok := e.admit(p, d, now); ok {
 			e.batch = append(e.batch, d[:info.length])
 		}
 	}

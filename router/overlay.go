@@ -135,28 +135,30 @@ func (e *overlayEndpoint) readLoop() error {
 	if sc, ok := e.conn.(SegmentConn); ok && e.coalesce {
 		return e.readLoopSegments(sc, buf)
 	}
-	for {
+	return readUntilClosed(func() error {
 		n, from, err := e.conn.ReadFrom(buf)
-		if err != nil {
-			if done, retry := readError(err); done {
-				return nil
-			} else if retry {
-				continue
-			}
-			return err
+		if err == nil {
+			e.receive(buf[:n], from)
 		}
-		e.receive(buf[:n], from)
-	}
+		return err
+	})
 }
 
-// readError sorts a read error: done once the Conn is closed, retry on a
-// timeout, else fatal.
-func readError(err error) (done, retry bool) {
-	if errors.Is(err, net.ErrClosed) {
-		return true, false
+// readUntilClosed calls read until the Conn is closed, and then returns
+// nil. A timeout is retried; any other error ends it.
+func readUntilClosed(read func() error) error {
+	for {
+		err := read()
+		switch {
+		case err == nil:
+		case errors.Is(err, net.ErrClosed):
+			return nil
+		default:
+			if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+				return err
+			}
+		}
 	}
-	var ne net.Error
-	return false, errors.As(err, &ne) && ne.Timeout()
 }
 
 // receive admits one datagram into the stack, or counts why not.
@@ -167,14 +169,15 @@ func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
 		e.drops.add(DropUnknownPeer)
 		return
 	}
-	if info, ok := e.admit(p, b); ok {
+	if info, ok := e.admit(p, b, time.Now().UnixNano()); ok {
 		e.inject(info, b[:info.length])
 	}
 }
 
 // admit runs the checks and the hook on one datagram from peer p, and
-// counts it. On true, b[:info.length] is the packet to forward.
-func (e *overlayEndpoint) admit(p *peer, b []byte) (ipInfo, bool) {
+// counts it; a datagram that passes the checks marks p seen at now. On
+// true, b[:info.length] is the packet to forward.
+func (e *overlayEndpoint) admit(p *peer, b []byte, now int64) (ipInfo, bool) {
 	info, ok := e.parse(b)
 	if !ok {
 		return info, false
@@ -189,7 +192,7 @@ func (e *overlayEndpoint) admit(p *peer, b []byte) (ipInfo, bool) {
 	b = b[:info.length]
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))
-	p.stats.lastSeen.Store(time.Now().UnixNano())
+	p.stats.lastSeen.Store(now)
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
 	if h := e.hook.get(); h != nil {
