@@ -180,6 +180,9 @@ func (c *Cluster) buildNode(ul *netNS, i int, node NodeSpec) error {
 		return fmt.Errorf("node %s: %w", node.Name, err)
 	}
 
+	if !node.PodCIDR.IsValid() {
+		return nil // no cni0: see NodeSpec.PodCIDR
+	}
 	if err := addBridge(n.nl, PodBridge, mtu); err != nil {
 		return fmt.Errorf("node %s: %w", node.Name, err)
 	}

@@ -20,7 +20,7 @@ type hostGWRoute struct {
 func (c *Cluster) hostGWRoutes(n NodeSpec) []hostGWRoute {
 	var rs []hostGWRoute
 	for _, peer := range c.spec.Nodes {
-		if peer.Name == n.Name {
+		if peer.Name == n.Name || !peer.PodCIDR.IsValid() {
 			continue
 		}
 		rs = append(rs, hostGWRoute{peer.PodCIDR.Masked(), peer.Underlay})

@@ -72,7 +72,11 @@ type NodeSpec struct {
 	// Underlay6 is eth0's IPv6 address, inside Spec.Underlay6; required
 	// exactly when Spec.Underlay6 is set.
 	Underlay6 netip.Addr
-	// PodCIDR is the node's IPv4 pod subnet, e.g. 10.244.0.0/24.
+	// PodCIDR is the node's IPv4 pod subnet, e.g. 10.244.0.0/24. A node
+	// without one (and without pods) gets no cni0: that is a node whose
+	// pods someone else makes, such as the kubelet and its CNI plugin in
+	// integration/cluster, once kube-controller-manager allocated the
+	// node's pod CIDR.
 	PodCIDR netip.Prefix
 	// PodCIDR6 is the node's optional IPv6 pod subnet.
 	PodCIDR6 netip.Prefix
@@ -286,9 +290,14 @@ func (s Spec) Validate() error {
 			}
 		}
 
-		if !n.PodCIDR.IsValid() || !n.PodCIDR.Addr().Is4() || n.PodCIDR.Bits() > 30 {
+		switch {
+		case !n.PodCIDR.IsValid() && (n.PodCIDR6.IsValid() || len(n.Pods) > 0):
+			bad("%s.PodCIDR: missing; a node with pods or a PodCIDR6 needs an IPv4 pod CIDR", nf)
+		case !n.PodCIDR.IsValid():
+			// A node without pods of Build's: no cni0 (see NodeSpec.PodCIDR).
+		case !n.PodCIDR.Addr().Is4() || n.PodCIDR.Bits() > 30:
 			bad("%s.PodCIDR %v: want an IPv4 prefix of /30 or shorter", nf, n.PodCIDR)
-		} else {
+		default:
 			useSubnet(nf+".PodCIDR", n.PodCIDR.Masked())
 			useAddr(nf+" cni0 (PodCIDR gateway)", n.Gateway())
 		}
