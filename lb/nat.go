@@ -55,45 +55,59 @@ type NAT struct {
 // NATOptions configure a NAT. Zero values are the documented defaults.
 type NATOptions struct {
 	// TCPEstablishedTimeout ends an idle established TCP flow. Default
-	// 24h, kube-proxy's conntrack setting.
+	// DefaultNATTCPEstablishedTimeout.
 	TCPEstablishedTimeout time.Duration
 	// TCPTransientTimeout ends a TCP flow that has not seen a reply, and
 	// bounds how long a closed (FIN both ways, or RST) one is kept.
-	// Default 30s.
+	// Default DefaultNATTCPTransientTimeout.
 	TCPTransientTimeout time.Duration
-	// UDPTimeout ends an idle UDP flow. Default 30s (nf_conntrack's).
+	// UDPTimeout ends an idle UDP flow. Default DefaultNATUDPTimeout.
 	UDPTimeout time.Duration
 	// MaxTCP and MaxUDP cap the tracked flows; MaxPerClient caps one
-	// client's flows of each protocol. Defaults 262144, 262144, 16384.
+	// client's flows of each protocol. Defaults DefaultNATMaxFlows (each)
+	// and DefaultNATMaxPerClient.
 	MaxTCP, MaxUDP, MaxPerClient int64
 	// RejectsPerSecond bounds the ICMP port unreachable messages sent for
-	// Services without endpoints. Default 1000, burst the same.
+	// Services without endpoints, burst the same. Default
+	// DefaultNATRejectsPerSecond.
 	RejectsPerSecond int
 	// Clock defaults to the system clock.
 	Clock Clock
 }
 
+// Default NATOptions.
+const (
+	// DefaultNATTCPEstablishedTimeout is kube-proxy's conntrack setting.
+	DefaultNATTCPEstablishedTimeout = 24 * time.Hour
+	DefaultNATTCPTransientTimeout   = 30 * time.Second
+	// DefaultNATUDPTimeout is nf_conntrack's.
+	DefaultNATUDPTimeout       = 30 * time.Second
+	DefaultNATMaxFlows         = 1 << 18
+	DefaultNATMaxPerClient     = 1 << 14
+	DefaultNATRejectsPerSecond = 1000
+)
+
 func (o *NATOptions) setDefaults() {
 	if o.TCPEstablishedTimeout <= 0 {
-		o.TCPEstablishedTimeout = 24 * time.Hour
+		o.TCPEstablishedTimeout = DefaultNATTCPEstablishedTimeout
 	}
 	if o.TCPTransientTimeout <= 0 {
-		o.TCPTransientTimeout = 30 * time.Second
+		o.TCPTransientTimeout = DefaultNATTCPTransientTimeout
 	}
 	if o.UDPTimeout <= 0 {
-		o.UDPTimeout = 30 * time.Second
+		o.UDPTimeout = DefaultNATUDPTimeout
 	}
 	if o.MaxTCP <= 0 {
-		o.MaxTCP = 1 << 18
+		o.MaxTCP = DefaultNATMaxFlows
 	}
 	if o.MaxUDP <= 0 {
-		o.MaxUDP = 1 << 18
+		o.MaxUDP = DefaultNATMaxFlows
 	}
 	if o.MaxPerClient <= 0 {
-		o.MaxPerClient = 1 << 14
+		o.MaxPerClient = DefaultNATMaxPerClient
 	}
 	if o.RejectsPerSecond <= 0 {
-		o.RejectsPerSecond = 1000
+		o.RejectsPerSecond = DefaultNATRejectsPerSecond
 	}
 	if o.Clock == nil {
 		o.Clock = systemClock{}

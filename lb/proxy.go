@@ -99,21 +99,23 @@ type Proxy struct {
 
 // ProxyOptions configure a Proxy. Zero values are the documented defaults.
 type ProxyOptions struct {
-	// DialTimeout bounds one dial to a backend. Default 1s.
+	// DialTimeout bounds one dial to a backend. Default
+	// DefaultProxyDialTimeout.
 	DialTimeout time.Duration
 	// IdleTimeout closes a connection that carried no data either way
-	// for this long. Default 1h.
+	// for this long. Default DefaultProxyIdleTimeout.
 	IdleTimeout time.Duration
 	// DrainTimeout is how long a connection whose backend left its
-	// Service keeps working before it is reset. Default 30s.
+	// Service keeps working before it is reset. Default
+	// DefaultProxyDrainTimeout.
 	DrainTimeout time.Duration
 	// MaxInFlight bounds the connections being set up at once (dial and
 	// handshake); SYNs beyond it are dropped, and the clients
-	// retransmit. Default 1024.
+	// retransmit. Default DefaultProxyMaxInFlight.
 	MaxInFlight int
 	// MaxConns caps the open connections, MaxPerClient those of one
 	// client address; connections beyond are refused with RST and
-	// counted. Defaults 65536 and 16384.
+	// counted. Defaults DefaultProxyMaxConns and DefaultProxyMaxPerClient.
 	MaxConns, MaxPerClient int64
 	// ReceiveWindow is the stack's receive window of client
 	// connections. Default: gVisor's default receive buffer size.

@@ -13,9 +13,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultAffinityMaxClients is the default bound of one key's ClientIP
-// affinity map.
-const DefaultAffinityMaxClients = 16384
+// Default Options.
+const (
+	// DefaultMode is the mode of a Service that names none, as
+	// kube-proxy's: nat.
+	DefaultMode = ModeNAT
+	// DefaultPicker is the picker of a Service that names none, as
+	// kube-proxy's iptables "statistic mode random": random.
+	DefaultPicker = PickRandom
+	// DefaultAffinityMaxClients bounds one key's ClientIP affinity map.
+	DefaultAffinityMaxClients = 16384
+)
 
 // Options configures a Table. The zero value of each field is the default
 // its comment names.
@@ -30,10 +38,11 @@ type Options struct {
 	// Rand is the source for random picks and must be safe for concurrent
 	// use. Default: the runtime's lock-free per-thread generator.
 	Rand rand.Source
-	// Mode is the mode of Services with ModeDefault. Default ModeNAT.
+	// Mode is the mode of Services with ModeDefault. Default
+	// DefaultMode.
 	Mode Mode
 	// Picker is the picker of Services with PickDefault. Default
-	// PickRandom, as kube-proxy.
+	// DefaultPicker.
 	Picker PickerKind
 	// Maglev configures Maglev pickers.
 	Maglev MaglevOptions
@@ -97,10 +106,10 @@ func NewTable(log *zap.Logger, opts Options) (*Table, error) {
 		opts.Rand = runtimeSource{}
 	}
 	if opts.Mode == ModeDefault {
-		opts.Mode = ModeNAT
+		opts.Mode = DefaultMode
 	}
 	if opts.Picker == PickDefault {
-		opts.Picker = PickRandom
+		opts.Picker = DefaultPicker
 	}
 	if opts.Mode > ModeProxy {
 		return nil, fmt.Errorf("new lb table: mode %v: want nat or proxy", opts.Mode)
