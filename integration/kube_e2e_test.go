@@ -9,7 +9,7 @@ package integration
 //	hostgw-master 192.168.31.201  vrouter run --kubeconfig … --node-name hostgw-master
 //	hostgw-node   192.168.31.202  vrouter run --kubeconfig … --node-name hostgw-node
 //
-// The routers use the vrouter user bound to configs/deploy/daemonset.yaml's
+// The routers use the vrouter user bound to configs/deploy/rbac.yaml's
 // ClusterRole (list and watch nodes, services, endpointslices), not an
 // admin. The test creates the Nodes and Services as the controllers
 // would, and checks that the data path follows each change.
@@ -101,10 +101,10 @@ func relayAPIServer(t *testing.T, e *env, node, target string) (stop func()) {
 	return stop
 }
 
-// manifestClusterRole is the ClusterRole of configs/deploy/daemonset.yaml.
+// manifestClusterRole is the ClusterRole of configs/deploy/rbac.yaml.
 func manifestClusterRole(t *testing.T) *rbacv1.ClusterRole {
 	t.Helper()
-	b, err := os.ReadFile("../configs/deploy/daemonset.yaml")
+	b, err := os.ReadFile("../configs/deploy/rbac.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func manifestClusterRole(t *testing.T) *rbacv1.ClusterRole {
 		}
 		return &cr
 	}
-	t.Fatal("configs/deploy/daemonset.yaml has no ClusterRole")
+	t.Fatal("configs/deploy/rbac.yaml has no ClusterRole")
 	return nil
 }
 

@@ -13,9 +13,11 @@ package kube_test
 // above are data in the API, never dialed.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -30,6 +32,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 
@@ -43,11 +47,17 @@ func TestMain(m *testing.M) {
 const (
 	masterNode = "hostgw-master"
 	workerNode = "hostgw-node"
-	manifest   = "../../configs/deploy/daemonset.yaml"
-	sidecar    = "../../configs/deploy/sidecar.yaml"
+	deployDir  = "../../configs/deploy"
+	rbac       = deployDir + "/rbac.yaml"
+	manifest   = deployDir + "/daemonset.yaml"
+	sidecar    = deployDir + "/sidecar.yaml"
 )
 
-// decodeManifest decodes every document of the YAML file at path.
+// strict decodes Kubernetes objects as the API server validates them
+// with fieldValidation=Strict: an unknown or duplicate field is an error.
+var strict = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+
+// decodeManifest decodes every document of the YAML file at path, strictly.
 func decodeManifest(t *testing.T, path string) []runtime.Object {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -55,8 +65,19 @@ func decodeManifest(t *testing.T, path string) []runtime.Object {
 		t.Fatal(err)
 	}
 	var objs []runtime.Object
-	for i, doc := range bytes.Split(data, []byte("\n---\n")) {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s document %d: %v", path, i, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := strict.Decode(doc, nil, nil)
 		if err != nil {
 			t.Fatalf("%s document %d: %v", path, i, err)
 		}
@@ -65,15 +86,15 @@ func decodeManifest(t *testing.T, path string) []runtime.Object {
 	return objs
 }
 
-// clusterRole is the ClusterRole of configs/deploy/daemonset.yaml.
+// clusterRole is the ClusterRole of configs/deploy/rbac.yaml.
 func clusterRole(t *testing.T) *rbacv1.ClusterRole {
 	t.Helper()
-	for _, obj := range decodeManifest(t, manifest) {
+	for _, obj := range decodeManifest(t, rbac) {
 		if cr, ok := obj.(*rbacv1.ClusterRole); ok {
 			return cr
 		}
 	}
-	t.Fatalf("%s has no ClusterRole", manifest)
+	t.Fatalf("%s has no ClusterRole", rbac)
 	return nil
 }
 
@@ -137,7 +158,7 @@ func grantVrouter(t *testing.T, ctx context.Context, admin kubernetes.Interface)
 }
 
 // TestRBAC: with the manifest's ClusterRole the vrouter user can list and
-// watch what the Source reads and nothing more; and every object of both
+// watch what the Source reads and nothing more; and every object of the
 // manifests passes the real API server's validation (server-side dry run).
 func TestRBAC(t *testing.T) {
 	c, admin := startCluster(t)
@@ -207,9 +228,9 @@ func TestRBAC(t *testing.T) {
 		}
 	}
 
-	// Server-side dry run of every object in both manifests.
+	// Server-side dry run of every object in the manifests.
 	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	for _, path := range []string{manifest, sidecar} {
+	for _, path := range []string{rbac, manifest, sidecar} {
 		for _, obj := range decodeManifest(t, path) {
 			var err error
 			switch o := obj.(type) {
