@@ -18,9 +18,9 @@
 // than one overlay datagram carries.
 //
 // The package does not install plugin binaries (the node's CNI plugins
-// package does: bridge, host-local, portmap and loopback, which the
-// runtime runs itself for the pod's lo), does not choose the pod CIDRs (the
-// API server or the config file does) and never deletes the file: a
-// runtime that creates a pod while vrouter restarts still needs it, and
-// the bridge it names stays valid.
+// package does: bridge, host-local, portmap, and loopback, which
+// containerd runs itself for each pod's lo), does not choose the pod
+// CIDRs (the API server or the config file does) and never deletes the
+// file: a runtime that creates a pod while vrouter restarts still needs
+// it, and the bridge it names stays valid.
 package cni
