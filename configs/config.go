@@ -4,36 +4,20 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
-// Values of the string enums in Config. The schema spells them the same
-// way.
-const (
-	ProtocolTCP = "TCP"
-	ProtocolUDP = "UDP"
-
-	ModeNAT   = "nat"   // per-connection DNAT inside netstack
-	ModeProxy = "proxy" // terminate and splice
-
-	PickerRandom           = "random"
-	PickerRoundRobin       = "round-robin"
-	PickerLeastConnections = "least-connections"
-	PickerMaglev           = "maglev"
-
-	AffinityNone     = "None"
-	AffinityClientIP = "ClientIP"
-
-	TrafficPolicyCluster = "Cluster"
-	TrafficPolicyLocal   = "Local"
-)
-
-// Defaults applied by Parse when the file leaves a field out.
+// Defaults applied by Parse when the file leaves a field out. The load
+// balancer's defaults are lb's (lb.DefaultMode, lb.DefaultPicker,
+// lb.DefaultAffinityTimeout, lb.DefaultProxy*, lb.DefaultNAT*): Parse
+// resolves a missing field to them, and a Config built in code may leave
+// those fields zero.
 const (
 	DefaultTUNName          = "vr0"
 	DefaultOverlayPort      = 8285
 	DefaultUnderlayMTU      = 1500
 	DefaultNamespace        = "default"
-	DefaultAffinityTimeout  = 10800 * time.Second
 	MaxAffinityTimeout      = 86400 * time.Second
 	OverheadIPv4            = 28 // IPv4 header + UDP header
 	OverheadIPv6            = 48 // IPv6 header + UDP header
@@ -42,14 +26,6 @@ const (
 	defaultRouterAddress4   = "169.254.244.1"
 	defaultRouterAddress6   = "fd69:7672::1"
 	supportedVersionsString = `"` + APIVersion + `"`
-
-	DefaultProxyDialTimeout         = time.Second
-	DefaultProxyIdleTimeout         = time.Hour
-	DefaultProxyDrainTimeout        = 30 * time.Second
-	DefaultNATMaxFlows              = 262144
-	DefaultNATMaxFlowsPerClient     = 16384
-	DefaultNATUDPTimeout            = 30 * time.Second
-	DefaultNATTCPEstablishedTimeout = 24 * time.Hour
 )
 
 // DefaultRouterAddresses are router.addresses when the file leaves it
@@ -61,13 +37,17 @@ var DefaultRouterAddresses = [2]netip.Addr{
 }
 
 // Config is a validated router configuration with every default applied.
-// Parse and Load return it; nothing else should build one by hand except
-// tests. A Config is immutable once returned: consumers keep the pointer
-// and compare a new one with Equal.
+// Parse, Load and File.ForNode return it. A Config is immutable once
+// returned: consumers keep the pointer and compare a new one with Equal.
 //
 // Slices keep the order of the file. Every netip value is valid, and
 // prefixes are canonical (host bits zero) except TUN.Addresses, which are
 // interface addresses.
+//
+// Code may also build a Config as a struct literal, for a router that no
+// file describes (a sidecar). It is then the caller's to keep it
+// consistent, as Parse would; the LB fields and the Services' tuning may
+// stay zero, which lb reads as its documented defaults.
 type Config struct {
 	Node    Node
 	TUN     TUN
@@ -81,7 +61,11 @@ type Config struct {
 	ServiceCIDRs []netip.Prefix
 	Peers        []Peer
 	LB           LB
-	Services     []Service
+	// Services are the static Service table, in the load balancer's own
+	// model: each endpoint address of the file is one lb.Endpoint, and
+	// every field the file leaves out holds its resolved default (the
+	// Service's mode and picker are its own, else lb's).
+	Services []lb.Service
 }
 
 // Node is the node this router runs on.
@@ -131,92 +115,20 @@ type Peer struct {
 }
 
 // LB holds the Service load-balancing defaults and the tuning of both
-// modes. Each Service carries the mode and picker resolved against them.
+// modes, as the load balancer takes them.
 type LB struct {
-	Mode   string // ModeNAT or ModeProxy
-	Picker string // PickerRandom, PickerRoundRobin, ...
-	Proxy  Proxy
-	NAT    NAT
-}
-
-// Proxy tunes proxy mode; every field has its default applied.
-type Proxy struct {
-	DialTimeout  time.Duration
-	IdleTimeout  time.Duration
-	DrainTimeout time.Duration
-}
-
-// NAT tunes nat mode; every field has its default applied.
-type NAT struct {
-	// MaxFlows caps the flows of each protocol; MaxFlowsPerClient one
-	// client's, at most MaxFlows.
-	MaxFlows              int
-	MaxFlowsPerClient     int
-	UDPTimeout            time.Duration
-	TCPEstablishedTimeout time.Duration
-}
-
-// Service is one Service of the static Service table.
-type Service struct {
-	Namespace string
-	Name      string
-	// ClusterIPs holds at most one address per family.
-	ClusterIPs []netip.Addr
-	Ports      []ServicePort
-	// Mode and Picker are the Service's own or else LB's.
-	Mode            string
-	Picker          string
-	SessionAffinity string // AffinityNone or AffinityClientIP
-	// SessionAffinityTimeout is 0 with AffinityNone, else 1s..24h.
-	SessionAffinityTimeout time.Duration
-	InternalTrafficPolicy  string // TrafficPolicyCluster or TrafficPolicyLocal
-	ProxyProtocol          bool
-	Endpoints              []Endpoint
-}
-
-// ServicePort is one port of a Service. Exactly one of TargetPort and
-// TargetPortName is set.
-type ServicePort struct {
-	Name     string
-	Port     int
-	Protocol string // ProtocolTCP or ProtocolUDP
-	// TargetPort is the backend port, or 0 when TargetPortName names an
-	// endpoint port.
-	TargetPort     int
-	TargetPortName string
-}
-
-// Endpoint is one backend of a Service with its conditions resolved.
-type Endpoint struct {
-	Addresses   []netip.Addr
-	NodeName    string
-	Zone        string
-	Ready       bool
-	Serving     bool
-	Terminating bool
-	Ports       []EndpointPort
-}
-
-// EndpointPort is a named port on an endpoint.
-type EndpointPort struct {
-	Name     string
-	Port     int
-	Protocol string
-}
-
-// Target returns the port that traffic for p goes to on e: p.TargetPort,
-// or the port of e named p.TargetPortName with p's protocol. It reports
-// false if e has no such port, which Parse rules out.
-func (p ServicePort) Target(e *Endpoint) (int, bool) {
-	if p.TargetPortName == "" {
-		return p.TargetPort, true
-	}
-	for _, ep := range e.Ports {
-		if ep.Name == p.TargetPortName && ep.Protocol == p.Protocol {
-			return ep.Port, true
-		}
-	}
-	return 0, false
+	// Mode and Picker are the Services' defaults: lb.mode and
+	// lb.picker, resolved (never lb.ModeDefault or lb.PickDefault after
+	// Parse).
+	Mode   lb.Mode
+	Picker lb.PickerKind
+	// Proxy holds lb.proxy: DialTimeout, IdleTimeout and DrainTimeout,
+	// resolved; the other fields are zero (lb's defaults).
+	Proxy lb.ProxyOptions
+	// NAT holds lb.nat: maxFlows is MaxTCP and MaxUDP alike,
+	// maxFlowsPerClient MaxPerClient, and the two timeouts, resolved; the
+	// other fields are zero (lb's defaults).
+	NAT lb.NATOptions
 }
 
 // Equal reports whether c and o describe the same configuration, so that
@@ -233,7 +145,7 @@ func (c *Config) Equal(o *Config) bool {
 		slices.Equal(c.ServiceCIDRs, o.ServiceCIDRs) &&
 		slices.EqualFunc(c.Peers, o.Peers, func(a, b Peer) bool { return a.Equal(&b) }) &&
 		c.LB == o.LB &&
-		slices.EqualFunc(c.Services, o.Services, func(a, b Service) bool { return a.Equal(&b) })
+		slices.EqualFunc(c.Services, o.Services, func(a, b lb.Service) bool { return a.Equal(&b) })
 }
 
 // Equal reports whether n and o are the same.
@@ -253,25 +165,4 @@ func (t *TUN) Equal(o *TUN) bool {
 func (p *Peer) Equal(o *Peer) bool {
 	return p.Name == o.Name && p.Underlay == o.Underlay && p.Zone == o.Zone &&
 		slices.Equal(p.PodCIDRs, o.PodCIDRs)
-}
-
-// Equal reports whether s and o are the same, endpoints included.
-func (s *Service) Equal(o *Service) bool {
-	return s.Namespace == o.Namespace && s.Name == o.Name &&
-		slices.Equal(s.ClusterIPs, o.ClusterIPs) &&
-		slices.Equal(s.Ports, o.Ports) &&
-		s.Mode == o.Mode && s.Picker == o.Picker &&
-		s.SessionAffinity == o.SessionAffinity &&
-		s.SessionAffinityTimeout == o.SessionAffinityTimeout &&
-		s.InternalTrafficPolicy == o.InternalTrafficPolicy &&
-		s.ProxyProtocol == o.ProxyProtocol &&
-		slices.EqualFunc(s.Endpoints, o.Endpoints, func(a, b Endpoint) bool { return a.Equal(&b) })
-}
-
-// Equal reports whether e and o are the same.
-func (e *Endpoint) Equal(o *Endpoint) bool {
-	return e.NodeName == o.NodeName && e.Zone == o.Zone &&
-		e.Ready == o.Ready && e.Serving == o.Serving && e.Terminating == o.Terminating &&
-		slices.Equal(e.Addresses, o.Addresses) &&
-		slices.Equal(e.Ports, o.Ports)
 }

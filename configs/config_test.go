@@ -4,7 +4,12 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 // richFile sets every field of the schema to a non-default value, so that
@@ -84,6 +89,14 @@ func TestEqualSeesEveryField(t *testing.T) {
 	}
 }
 
+// outsideFile are fields of Config that no file sets, left empty by
+// Parse: lb's topology hints, which only the Kubernetes source fills.
+var outsideFile = []string{".ForZones", ".ForNodes"}
+
+type fixedClock struct{}
+
+func (fixedClock) Now() time.Time { return time.Time{} }
+
 var (
 	addrType     = reflect.TypeFor[netip.Addr]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
@@ -120,16 +133,44 @@ func mutate(t *testing.T, v reflect.Value, name string) {
 		v.Set(reflect.ValueOf(netip.MustParseAddrPort("192.0.2.99:1")))
 	case v.Kind() == reflect.Slice:
 		if v.Len() == 0 {
-			t.Fatalf("%s is empty in richFile: fill it so its elements are checked", name)
+			if !slices.ContainsFunc(outsideFile, func(f string) bool { return strings.HasSuffix(name, f) }) {
+				t.Fatalf("%s is empty in richFile: fill it so its elements are checked", name)
+			}
+			v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+			return
 		}
 		v.Set(v.Slice(0, v.Len()-1))
+	case v.Kind() == reflect.Interface:
+		v.Set(reflect.ValueOf(lb.Clock(fixedClock{})))
 	case v.Kind() == reflect.String:
 		v.SetString(v.String() + "x")
 	case v.Kind() == reflect.Int, v.Kind() == reflect.Int64:
 		v.SetInt(v.Int() + 1)
+	case v.Kind() == reflect.Uint8, v.Kind() == reflect.Uint16:
+		v.SetUint(v.Uint() + 1)
 	case v.Kind() == reflect.Bool:
 		v.SetBool(!v.Bool())
 	default:
 		t.Fatalf("mutate(%s): unhandled kind %s; teach the test", name, v.Kind())
+	}
+}
+
+// TestSpellings holds the schema's enum spellings, which code writing a
+// File uses, to what Parse accepts: the lb types' String methods.
+func TestSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		spelling string
+		value    fmt.Stringer
+	}{
+		{ProtocolTCP, lb.TCP}, {ProtocolUDP, lb.UDP},
+		{ModeNAT, lb.ModeNAT}, {ModeProxy, lb.ModeProxy},
+		{PickerRandom, lb.PickRandom}, {PickerRoundRobin, lb.PickRoundRobin},
+		{PickerLeastConnections, lb.PickLeastConn}, {PickerMaglev, lb.PickMaglev},
+		{AffinityNone, lb.AffinityNone}, {AffinityClientIP, lb.AffinityClientIP},
+		{TrafficPolicyCluster, lb.PolicyCluster}, {TrafficPolicyLocal, lb.PolicyLocal},
+	} {
+		if got := tc.value.String(); got != tc.spelling {
+			t.Errorf("%#v.String() = %q, want the schema's spelling %q", tc.value, got, tc.spelling)
+		}
 	}
 }

@@ -131,23 +131,26 @@ func (ck *checker) portNumber(field string, n int) bool {
 	return true
 }
 
-// oneOf checks that s, defaulted to def when empty, is one of want.
-func (ck *checker) oneOf(field, s, def string, want ...string) string {
+// oneOf parses s as one of want, each spelt as its String method prints
+// it (the lb enums): def when s is empty, else the value whose spelling s
+// is, exactly.
+func oneOf[T fmt.Stringer](ck *checker, field, s string, def T, want ...T) T {
 	if s == "" {
 		return def
 	}
-	for _, w := range want {
-		if s == w {
-			return s
+	names := make([]string, len(want))
+	for i, w := range want {
+		if names[i] = w.String(); s == names[i] {
+			return w
 		}
 	}
-	for _, w := range want {
-		if strings.EqualFold(s, w) {
-			ck.addf(field, "%q is not supported (want %q: values are case-sensitive)", s, w)
+	for _, n := range names {
+		if strings.EqualFold(s, n) {
+			ck.addf(field, "%q is not supported (want %q: values are case-sensitive)", s, n)
 			return def
 		}
 	}
-	ck.addf(field, "%q is not supported (want one of %s)", s, quoteList(want))
+	ck.addf(field, "%q is not supported (want one of %s)", s, quoteList(names))
 	return def
 }
 

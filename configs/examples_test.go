@@ -5,8 +5,9 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 // TestExamples loads every file in examples/ and checks what a user of
@@ -41,7 +42,7 @@ func TestExamples(t *testing.T) {
 			node:  "hostgw-master 192.168.31.201 [10.244.0.0/24 fd00:10:244::/64]",
 			peers: []string{"hostgw-node 192.168.31.202:8285 [10.244.1.0/24 fd00:10:244:1::/64]"},
 			services: []string{
-				"default/my-service [10.103.92.81 fd00:10:96::5c51] [80/TCP->http] -> [10.244.0.4,fd00:10:244::4@hostgw-master 10.244.1.2,fd00:10:244:1::2@hostgw-node 10.244.1.3,fd00:10:244:1::3@hostgw-node]",
+				"default/my-service [10.103.92.81 fd00:10:96::5c51] [80/TCP->http] -> [10.244.0.4@hostgw-master fd00:10:244::4@hostgw-master 10.244.1.2@hostgw-node fd00:10:244:1::2@hostgw-node 10.244.1.3@hostgw-node fd00:10:244:1::3@hostgw-node]",
 			},
 		},
 	}
@@ -71,7 +72,7 @@ func TestExamples(t *testing.T) {
 				!slices.Equal(c.ServiceCIDRs[:1], []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}) {
 				t.Errorf("Load(%s) ClusterCIDRs, ServiceCIDRs = %v, %v, want 10.244.0.0/16, 10.96.0.0/12 first", path, c.ClusterCIDRs, c.ServiceCIDRs)
 			}
-			if c.Overlay.MTU != 1472 || c.TUN.Name != "vr0" || c.LB.Mode != ModeNAT {
+			if c.Overlay.MTU != 1472 || c.TUN.Name != "vr0" || c.LB.Mode != lb.ModeNAT {
 				t.Errorf("Load(%s): overlay MTU %d, TUN %s, LB mode %s; want 1472, vr0, nat", path, c.Overlay.MTU, c.TUN.Name, c.LB.Mode)
 			}
 		})
@@ -94,7 +95,7 @@ func TestExamplesAreMirrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.EqualFunc(m.Services, n.Services, func(a, b Service) bool { return a.Equal(&b) }) {
+	if !slices.EqualFunc(m.Services, n.Services, func(a, b lb.Service) bool { return a.Equal(&b) }) {
 		t.Errorf("Services differ between hostgw-master.yaml and hostgw-node.yaml:\n%v\n%v", describeServices(m), describeServices(n))
 	}
 	if p := m.Peers[0]; p.Name != n.Node.Name || p.Underlay.Addr() != n.Node.Underlay || p.Underlay.Port() != uint16(n.Overlay.Port) || !slices.Equal(p.PodCIDRs, n.Node.PodCIDRs) {
@@ -122,14 +123,10 @@ func describeServices(c *Config) []string {
 			if p.TargetPortName != "" {
 				target = p.TargetPortName
 			}
-			ports = append(ports, fmt.Sprintf("%d/%s->%s", p.Port, p.Protocol, target))
+			ports = append(ports, fmt.Sprintf("%d/%s->%s", p.Port, p.Proto, target))
 		}
 		for _, e := range s.Endpoints {
-			var as []string
-			for _, a := range e.Addresses {
-				as = append(as, a.String())
-			}
-			eps = append(eps, strings.Join(as, ",")+"@"+e.NodeName)
+			eps = append(eps, e.Addr.String()+"@"+e.NodeName)
 		}
 		out = append(out, fmt.Sprintf("%s/%s %v %v -> %v", s.Namespace, s.Name, s.ClusterIPs, ports, eps))
 	}

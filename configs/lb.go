@@ -3,6 +3,8 @@ package configs
 import (
 	"strings"
 	"time"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 // Ranges of the lb tuning fields.
@@ -21,24 +23,38 @@ const (
 )
 
 // lb validates the lb section: modes, pickers and the tuning of both
-// modes, with defaults applied.
+// modes, with lb's defaults applied.
 func (ck *checker) lb(f *LBSpec) LB {
 	l := LB{
-		Mode:   ck.oneOf("lb.mode", f.Mode, ModeNAT, ModeNAT, ModeProxy),
-		Picker: ck.oneOf("lb.picker", f.Picker, PickerRandom, pickers...),
+		Mode:   oneOf(ck, "lb.mode", f.Mode, lb.DefaultMode, modes...),
+		Picker: oneOf(ck, "lb.picker", f.Picker, lb.DefaultPicker, pickers...),
 	}
-	l.Proxy.DialTimeout = ck.duration("lb.proxy.dialTimeout", f.Proxy.DialTimeout, DefaultProxyDialTimeout, minProxyDialTimeout, maxProxyDialTimeout)
-	l.Proxy.IdleTimeout = ck.duration("lb.proxy.idleTimeout", f.Proxy.IdleTimeout, DefaultProxyIdleTimeout, minProxyIdleTimeout, maxProxyIdleTimeout)
-	l.Proxy.DrainTimeout = ck.duration("lb.proxy.drainTimeout", f.Proxy.DrainTimeout, DefaultProxyDrainTimeout, minProxyDrainTimeout, maxProxyDrainTimeout)
+	l.Proxy.DialTimeout = ck.duration("lb.proxy.dialTimeout", f.Proxy.DialTimeout, lb.DefaultProxyDialTimeout, minProxyDialTimeout, maxProxyDialTimeout)
+	l.Proxy.IdleTimeout = ck.duration("lb.proxy.idleTimeout", f.Proxy.IdleTimeout, lb.DefaultProxyIdleTimeout, minProxyIdleTimeout, maxProxyIdleTimeout)
+	l.Proxy.DrainTimeout = ck.duration("lb.proxy.drainTimeout", f.Proxy.DrainTimeout, lb.DefaultProxyDrainTimeout, minProxyDrainTimeout, maxProxyDrainTimeout)
 
-	n := &l.NAT
-	n.MaxFlows = ck.count("lb.nat.maxFlows", f.NAT.MaxFlows, DefaultNATMaxFlows, 1, maxNATFlows, "")
-	perClientDef := min(DefaultNATMaxFlowsPerClient, n.MaxFlows)
-	n.MaxFlowsPerClient = ck.count("lb.nat.maxFlowsPerClient", f.NAT.MaxFlowsPerClient, perClientDef, 1, n.MaxFlows, ": at most lb.nat.maxFlows")
-	n.UDPTimeout = ck.duration("lb.nat.udpTimeout", f.NAT.UDPTimeout, DefaultNATUDPTimeout, minNATUDPTimeout, maxNATUDPTimeout)
-	n.TCPEstablishedTimeout = ck.duration("lb.nat.tcpEstablishedTimeout", f.NAT.TCPEstablishedTimeout, DefaultNATTCPEstablishedTimeout, minNATTCPTimeout, maxNATTCPTimeout)
+	maxFlows := ck.count("lb.nat.maxFlows", f.NAT.MaxFlows, lb.DefaultNATMaxFlows, 1, maxNATFlows, "")
+	perClientDef := min(lb.DefaultNATMaxPerClient, maxFlows)
+	perClient := ck.count("lb.nat.maxFlowsPerClient", f.NAT.MaxFlowsPerClient, perClientDef, 1, maxFlows, ": at most lb.nat.maxFlows")
+	l.NAT = lb.NATOptions{
+		MaxTCP:                int64(maxFlows),
+		MaxUDP:                int64(maxFlows),
+		MaxPerClient:          int64(perClient),
+		UDPTimeout:            ck.duration("lb.nat.udpTimeout", f.NAT.UDPTimeout, lb.DefaultNATUDPTimeout, minNATUDPTimeout, maxNATUDPTimeout),
+		TCPEstablishedTimeout: ck.duration("lb.nat.tcpEstablishedTimeout", f.NAT.TCPEstablishedTimeout, lb.DefaultNATTCPEstablishedTimeout, minNATTCPTimeout, maxNATTCPTimeout),
+	}
 	return l
 }
+
+// The values of the schema's enums, in the order messages list them.
+var (
+	protocols = []lb.Protocol{lb.TCP, lb.UDP}
+	modes     = []lb.Mode{lb.ModeNAT, lb.ModeProxy}
+	pickers   = []lb.PickerKind{lb.PickRandom, lb.PickRoundRobin, lb.PickLeastConn, lb.PickMaglev}
+	policies  = []lb.TrafficPolicy{lb.PolicyCluster, lb.PolicyLocal}
+	// affinities lists None first.
+	affinities = []lb.Affinity{lb.AffinityNone, lb.AffinityClientIP}
+)
 
 // duration parses s as a duration ("30s", "1h30m") within lo..hi. An
 // empty or zero duration is def.

@@ -33,6 +33,18 @@ func Load(path string) (*Config, error) {
 // *FieldError per problem, each naming the field path, the value and what
 // was expected.
 func Parse(data []byte) (*Config, error) {
+	f, err := Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return f.Config()
+}
+
+// Decode decodes a config file into its schema without validating the
+// values: apiVersion and kind, unknown fields (with a did-you-mean) and
+// values of the wrong type are reported as Parse reports them. Config or
+// ForNode validates the result.
+func Decode(data []byte) (*File, error) {
 	var generic any
 	if err := yaml.Unmarshal(data, &generic); err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
@@ -76,22 +88,44 @@ func Parse(data []byte) (*Config, error) {
 		// and the like.
 		return nil, fmt.Errorf("parse YAML: %w", err)
 	}
-	return f.config()
+	return &f, nil
 }
 
-// config validates f and returns it as a Config with defaults applied.
-func (f *File) config() (*Config, error) {
+// Config validates f and returns it as a Config with every default
+// applied. The error joins one *FieldError per problem, as Parse's.
+func (f *File) Config() (*Config, error) {
+	return f.config(f.Node)
+}
+
+// ForNode is Config for node n: n takes the place of f's node section,
+// for a source that knows the node (the API server's Node object) while
+// the file tunes the rest. n is checked as that section would be, and a
+// problem is reported under its field path (node.podCIDRs[0]).
+func (f *File) ForNode(n Node) (*Config, error) {
+	spec := NodeSpec{Name: n.Name, Zone: n.Zone}
+	if n.Underlay.IsValid() {
+		spec.UnderlayAddress = n.Underlay.String()
+	}
+	for _, p := range n.PodCIDRs {
+		spec.PodCIDRs = append(spec.PodCIDRs, p.String())
+	}
+	return f.config(spec)
+}
+
+// config validates f with node in place of f.Node and returns it as a
+// Config with defaults applied.
+func (f *File) config(node NodeSpec) (*Config, error) {
 	ck := &checker{}
 	c := &Config{}
 
 	// Node and pod CIDRs.
-	if c.Node.Name = f.Node.Name; c.Node.Name == "" {
+	if c.Node.Name = node.Name; c.Node.Name == "" {
 		ck.addf("node.name", "missing (want the node's name, e.g. hostgw-master)")
 	}
-	c.Node.Zone = f.Node.Zone
-	c.Node.Underlay = ck.addr("node.underlayAddress", f.Node.UnderlayAddress, exUnderlay)
+	c.Node.Zone = node.Zone
+	c.Node.Underlay = ck.addr("node.underlayAddress", node.UnderlayAddress, exUnderlay)
 	var pods []podCIDR
-	c.Node.PodCIDRs, pods = ck.podCIDRs("node.podCIDRs", f.Node.PodCIDRs, c.Node.Name, pods)
+	c.Node.PodCIDRs, pods = ck.podCIDRs("node.podCIDRs", node.PodCIDRs, c.Node.Name, pods)
 
 	c.ClusterCIDRs = ck.prefixes("clusterCIDRs", f.ClusterCIDRs, exCluster, true)
 	c.ServiceCIDRs = ck.prefixes("serviceCIDRs", f.ServiceCIDRs, exService, len(f.Services) > 0)
@@ -251,8 +285,6 @@ func (f *File) config() (*Config, error) {
 	}
 	return c, nil
 }
-
-var pickers = []string{PickerRandom, PickerRoundRobin, PickerLeastConnections, PickerMaglev}
 
 // podCIDR is one pod CIDR of a node, kept for the checks across nodes.
 type podCIDR struct {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 // Builders. makeFile returns the smallest valid file for hostgw-master of
@@ -156,9 +158,9 @@ func TestParseMinimalDefaults(t *testing.T) {
 		ClusterCIDRs:    pfxs("10.244.0.0/16"),
 		ServiceCIDRs:    pfxs("10.96.0.0/12"),
 		LB: LB{
-			Mode: "nat", Picker: "random",
-			Proxy: Proxy{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
-			NAT:   NAT{MaxFlows: 262144, MaxFlowsPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+			Mode: lb.ModeNAT, Picker: lb.PickRandom,
+			Proxy: lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
+			NAT:   lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
 		},
 	}
 	if !got.Equal(want) {
@@ -231,8 +233,9 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 			f.LB.NAT = NATSpec{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: "2m", TCPEstablishedTimeout: "12h"}
 		}),
 		check: func(t *testing.T, c *Config) {
-			wantProxy := Proxy{DialTimeout: 250 * time.Millisecond, IdleTimeout: 90 * time.Minute, DrainTimeout: 5 * time.Second}
-			wantNAT := NAT{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: 2 * time.Minute, TCPEstablishedTimeout: 12 * time.Hour}
+			wantProxy := lb.ProxyOptions{DialTimeout: 250 * time.Millisecond, IdleTimeout: 90 * time.Minute, DrainTimeout: 5 * time.Second}
+			// lb.nat.maxFlows caps each protocol's flows.
+			wantNAT := lb.NATOptions{MaxTCP: 1000, MaxUDP: 1000, MaxPerClient: 10, UDPTimeout: 2 * time.Minute, TCPEstablishedTimeout: 12 * time.Hour}
 			if c.LB.Proxy != wantProxy || c.LB.NAT != wantNAT {
 				t.Errorf("LB.Proxy, LB.NAT = %+v, %+v, want %+v, %+v", c.LB.Proxy, c.LB.NAT, wantProxy, wantNAT)
 			}
@@ -241,8 +244,8 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 		name: "lb.nat.maxFlowsPerClient defaults to at most maxFlows",
 		file: makeFile(func(f *File) { f.LB.NAT.MaxFlows = 100 }),
 		check: func(t *testing.T, c *Config) {
-			if c.LB.NAT.MaxFlows != 100 || c.LB.NAT.MaxFlowsPerClient != 100 {
-				t.Errorf("LB.NAT = %+v, want MaxFlows 100, MaxFlowsPerClient 100", c.LB.NAT)
+			if n := c.LB.NAT; n.MaxTCP != 100 || n.MaxUDP != 100 || n.MaxPerClient != 100 {
+				t.Errorf("LB.NAT = %+v, want MaxTCP and MaxUDP 100, MaxPerClient 100", c.LB.NAT)
 			}
 		},
 	}, {
@@ -258,16 +261,16 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 		file: makeFile(withServices(makeService("", "my-service"))),
 		check: func(t *testing.T, c *Config) {
 			s := c.Services[0]
-			want := Service{
+			want := lb.Service{
 				Namespace: "default", Name: "my-service",
 				ClusterIPs:            []netip.Addr{addr("10.103.92.81")},
-				Ports:                 []ServicePort{{Port: 80, Protocol: "TCP", TargetPort: 80}},
-				Mode:                  "nat",
-				Picker:                "random",
-				SessionAffinity:       "None",
-				InternalTrafficPolicy: "Cluster",
-				Endpoints: []Endpoint{{
-					Addresses: []netip.Addr{addr("10.244.0.4")}, NodeName: "hostgw-master",
+				Ports:                 []lb.ServicePort{{Port: 80, Proto: lb.TCP, TargetPort: 80}},
+				Mode:                  lb.ModeNAT,
+				Picker:                lb.PickRandom,
+				SessionAffinity:       lb.AffinityNone,
+				InternalTrafficPolicy: lb.PolicyCluster,
+				Endpoints: []lb.Endpoint{{
+					Addr: addr("10.244.0.4"), NodeName: "hostgw-master",
 					Ready: true, Serving: true,
 				}},
 			}
@@ -294,16 +297,16 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 		)),
 		check: func(t *testing.T, c *Config) {
 			a, b := c.Services[0], c.Services[1]
-			if a.Mode != "proxy" || a.Picker != "maglev" || b.Mode != "nat" || b.Picker != "least-connections" {
+			if a.Mode != lb.ModeProxy || a.Picker != lb.PickMaglev || b.Mode != lb.ModeNAT || b.Picker != lb.PickLeastConn {
 				t.Errorf("Mode/Picker = %s/%s and %s/%s, want proxy/maglev (from lb) and nat/least-connections (own)", a.Mode, a.Picker, b.Mode, b.Picker)
 			}
 			if a.SessionAffinityTimeout != 3*time.Hour || b.SessionAffinityTimeout != time.Minute {
 				t.Errorf("SessionAffinityTimeout = %v and %v, want 3h (default) and 1m", a.SessionAffinityTimeout, b.SessionAffinityTimeout)
 			}
-			if a.InternalTrafficPolicy != "Local" || !a.ProxyProtocol {
+			if a.InternalTrafficPolicy != lb.PolicyLocal || !a.ProxyProtocol {
 				t.Errorf("Services[0] = %+v, want InternalTrafficPolicy Local and ProxyProtocol", a)
 			}
-			if want := (ServicePort{Port: 80, Protocol: "UDP", TargetPort: 5353}); a.Ports[0] != want {
+			if want := (lb.ServicePort{Port: 80, Proto: lb.UDP, TargetPort: 5353}); a.Ports[0] != want {
 				t.Errorf("Services[0].Ports[0] = %+v, want %+v", a.Ports[0], want)
 			}
 		},
@@ -355,10 +358,10 @@ services:
 		t.Fatalf("Parse() = %v", err)
 	}
 	e := &c.Services[0].Endpoints[0]
-	for i, want := range []int{8080, 8081, 8082} {
+	for i, want := range []uint16{8080, 8081, 8082} {
 		p := c.Services[0].Ports[i]
 		if got, ok := p.Target(e); !ok || got != want {
-			t.Errorf("Ports[%d] (%+v).Target(%v) = %d, %v, want %d, true", i, p, e.Addresses, got, ok, want)
+			t.Errorf("Ports[%d] (%+v).Target(%v) = %d, %v, want %d, true", i, p, e.Addr, got, ok, want)
 		}
 	}
 	if got := c.Services[0].Ports[2].TargetPortName; got != "http-alt" {
@@ -400,8 +403,14 @@ func TestParseDualStack(t *testing.T) {
 	if got, want := c.Peers[0].PodCIDRs, pfxs("10.244.1.0/24", "fd00:10:244:1::/64"); !equalSlices(got, want) {
 		t.Errorf("Peers[0].PodCIDRs = %v, want %v", got, want)
 	}
-	if got := c.Services[0].Endpoints[1].Addresses; len(got) != 1 || got[0] != addr("fd00:10:244:1::2") {
-		t.Errorf("Services[0].Endpoints[1].Addresses = %v, want [fd00:10:244:1::2]", got)
+	// The file's first endpoint has an address per family: one
+	// lb.Endpoint each, both on hostgw-master.
+	var got []string
+	for _, e := range c.Services[0].Endpoints {
+		got = append(got, e.Addr.String()+"@"+e.NodeName)
+	}
+	if want := []string{"10.244.0.4@hostgw-master", "fd00:10:244::4@hostgw-master", "fd00:10:244:1::2@hostgw-node"}; !equalSlices(got, want) {
+		t.Errorf("Services[0].Endpoints = %v, want %v", got, want)
 	}
 
 	// An IPv6-only peer is enough to demand the IPv6 minimum MTU.
@@ -699,5 +708,34 @@ func writeFile(t *testing.T, path string, f *File) {
 	}
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForNode: a source that knows the node (the API server) fills in the
+// node section of a file that tunes the rest, with the file's checks.
+func TestForNode(t *testing.T) {
+	tuning := makeFile(func(f *File) { f.Node = NodeSpec{}; f.Overlay.UnderlayMTU = 9000 })
+	node := Node{Name: "hostgw-master", PodCIDRs: pfxs("10.244.0.0/24"), Underlay: addr("192.168.31.201"), Zone: "zone-a"}
+	got, err := tuning.ForNode(node)
+	if err != nil {
+		t.Fatalf("ForNode(%+v) = %v", node, err)
+	}
+	want := mustParse(t, makeFile(func(f *File) { f.Node.Zone = "zone-a"; f.Overlay.UnderlayMTU = 9000 }))
+	if !got.Equal(want) {
+		t.Errorf("ForNode(%+v) =\n%+v\nwant the file with that node\n%+v", node, *got, *want)
+	}
+
+	for _, tc := range []struct {
+		name               string
+		node               Node
+		field, value, hint string
+	}{
+		{"no address", Node{Name: "n", PodCIDRs: pfxs("10.244.0.0/24")}, "node.underlayAddress", "missing", "IP address"},
+		{"no pod CIDR", Node{Name: "n", Underlay: addr("192.168.31.201")}, "node.podCIDRs", "missing", "10.244.1.0/24"},
+		{"pod CIDR outside the cluster", Node{Name: "n", PodCIDRs: pfxs("10.245.0.0/24"), Underlay: addr("192.168.31.201")}, "node.podCIDRs[0]", "10.245.0.0/24", "subnet of 10.244.0.0/16"},
+	} {
+		if _, err := tuning.ForNode(tc.node); !hasFieldError(err, tc.field, tc.value, tc.hint) {
+			t.Errorf("ForNode(%s: %+v) error =\n%v\nwant a line %q naming %q and %q", tc.name, tc.node, err, tc.field+": ...", tc.value, tc.hint)
+		}
 	}
 }

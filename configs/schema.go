@@ -1,15 +1,40 @@
 package configs
 
 // This file is the on-disk schema: what users write in a vrouter config
-// file. Addresses and prefixes are strings here so that validation can name
-// the field, the value and what was expected. Load turns a File into a
-// validated Config (config.go, parse.go).
+// file. Addresses, prefixes and enums are strings here so that validation
+// can name the field, the value and what was expected. A File is only the
+// parse input: Load and Parse turn it into a validated Config, whose
+// Services are the load balancer's own typed model (config.go, parse.go,
+// services.go).
 
 // APIVersion is the only schema version this build understands.
 const APIVersion = "vrouter.dev/v1alpha1"
 
 // Kind is the kind of a router config file.
 const Kind = "RouterConfig"
+
+// Spellings of the schema's enum values, for code that writes a File. They
+// are what the lb types' String methods print, which Parse matches:
+// lb.TCP, lb.ModeProxy, lb.PickMaglev, lb.AffinityClientIP,
+// lb.PolicyLocal, ...
+const (
+	ProtocolTCP = "TCP"
+	ProtocolUDP = "UDP"
+
+	ModeNAT   = "nat"   // per-connection DNAT inside netstack
+	ModeProxy = "proxy" // terminate and splice
+
+	PickerRandom           = "random"
+	PickerRoundRobin       = "round-robin"
+	PickerLeastConnections = "least-connections"
+	PickerMaglev           = "maglev"
+
+	AffinityNone     = "None"
+	AffinityClientIP = "ClientIP"
+
+	TrafficPolicyCluster = "Cluster"
+	TrafficPolicyLocal   = "Local"
+)
 
 // File is one vrouter config file.
 type File struct {
@@ -119,10 +144,10 @@ type PeerSpec struct {
 // LBSpec holds Service load-balancing defaults and the tuning of both
 // modes.
 type LBSpec struct {
-	// Mode is "nat" (default) or "proxy".
+	// Mode is "nat" or "proxy". Default lb.DefaultMode.
 	Mode string `json:"mode,omitempty"`
-	// Picker is "random" (default), "round-robin", "least-connections" or
-	// "maglev".
+	// Picker is "random", "round-robin", "least-connections" or
+	// "maglev". Default lb.DefaultPicker.
 	Picker string `json:"picker,omitempty"`
 	// Proxy tunes proxy mode (TCP ports of proxy-mode Services).
 	Proxy ProxySpec `json:"proxy,omitempty"`
@@ -131,31 +156,35 @@ type LBSpec struct {
 }
 
 // ProxySpec tunes proxy mode. Durations are strings such as "1s", "30s",
-// "1h30m".
+// "1h30m". The defaults are lb.ProxyOptions' (REFERENCE.md lists them).
 type ProxySpec struct {
 	// DialTimeout bounds one dial to a backend; a backend that does not
-	// answer in time is skipped for another. Default "1s".
+	// answer in time is skipped for another. Default
+	// lb.DefaultProxyDialTimeout.
 	DialTimeout string `json:"dialTimeout,omitempty"`
 	// IdleTimeout closes a connection without data either way for this
-	// long. Default "1h".
+	// long. Default lb.DefaultProxyIdleTimeout.
 	IdleTimeout string `json:"idleTimeout,omitempty"`
 	// DrainTimeout is how long a connection whose endpoint left its
-	// Service keeps working before it is reset. Default "30s".
+	// Service keeps working before it is reset. Default
+	// lb.DefaultProxyDrainTimeout.
 	DrainTimeout string `json:"drainTimeout,omitempty"`
 }
 
-// NATSpec tunes nat mode's flow table.
+// NATSpec tunes nat mode's flow table. The defaults are lb.NATOptions'
+// (REFERENCE.md lists them).
 type NATSpec struct {
 	// MaxFlows caps the tracked flows of each protocol (TCP, UDP).
-	// Default 262144.
+	// Default lb.DefaultNATMaxFlows.
 	MaxFlows int `json:"maxFlows,omitempty"`
 	// MaxFlowsPerClient caps one client address's flows of each
-	// protocol. Default 16384.
+	// protocol, at most MaxFlows. Default lb.DefaultNATMaxPerClient, or
+	// MaxFlows if that is less.
 	MaxFlowsPerClient int `json:"maxFlowsPerClient,omitempty"`
-	// UDPTimeout ends an idle UDP flow. Default "30s".
+	// UDPTimeout ends an idle UDP flow. Default lb.DefaultNATUDPTimeout.
 	UDPTimeout string `json:"udpTimeout,omitempty"`
 	// TCPEstablishedTimeout ends an idle established TCP flow. Default
-	// "24h".
+	// lb.DefaultNATTCPEstablishedTimeout.
 	TCPEstablishedTimeout string `json:"tcpEstablishedTimeout,omitempty"`
 }
 
@@ -173,8 +202,9 @@ type ServiceSpec struct {
 	Picker string `json:"picker,omitempty"`
 	// SessionAffinity is "None" (default) or "ClientIP".
 	SessionAffinity string `json:"sessionAffinity,omitempty"`
-	// SessionAffinityTimeoutSeconds is 1..86400, default 10800; only
-	// valid with sessionAffinity ClientIP.
+	// SessionAffinityTimeoutSeconds is 1..86400, default
+	// lb.DefaultAffinityTimeout; only valid with sessionAffinity
+	// ClientIP.
 	SessionAffinityTimeoutSeconds int `json:"sessionAffinityTimeoutSeconds,omitempty"`
 	// InternalTrafficPolicy is "Cluster" (default) or "Local".
 	InternalTrafficPolicy string `json:"internalTrafficPolicy,omitempty"`
@@ -199,7 +229,8 @@ type ServicePortSpec struct {
 // EndpointSpec is one backend of a Service.
 type EndpointSpec struct {
 	// Addresses are the backend's IPs (a pod has one per family); each
-	// must share a family with one of the Service's ClusterIPs.
+	// must share a family with one of the Service's ClusterIPs. Each
+	// becomes one lb.Endpoint with the rest of this spec.
 	Addresses []string `json:"addresses"`
 	// NodeName is the node hosting the endpoint: node.name or a peer's
 	// name. internalTrafficPolicy Local uses it.

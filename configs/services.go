@@ -7,27 +7,23 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
-// servicePortKey is what the packet path matches a Service port by.
-type servicePortKey struct {
-	ip       netip.Addr
-	port     int
-	protocol string
-}
-
 // services validates the Service table against the rest of c, which is
-// already parsed (names of nodes, service CIDRs, router addresses, pods).
-func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []Service {
+// already parsed (names of nodes, service CIDRs, router addresses, pods),
+// and returns it in the load balancer's model.
+func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Service {
 	if len(in) == 0 {
 		return nil
 	}
-	out := make([]Service, len(in))
+	out := make([]lb.Service, len(in))
 	// Pass 1: everything but endpoints, gathering every VIP so that pass
 	// 2 can keep endpoints off all of them.
 	names := map[string]string{}
 	vips := map[netip.Addr]string{}
-	ports := map[servicePortKey]string{}
+	ports := map[lb.ServiceKey]string{}
 	for i := range in {
 		ss, s, field := &in[i], &out[i], fmt.Sprintf("services[%d]", i)
 		s.Namespace = cmp.Or(ss.Namespace, DefaultNamespace)
@@ -41,28 +37,29 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []Servi
 		ck.clusterIPs(field, ss, s, c, vips)
 		ck.servicePorts(field, ss, s, ports)
 
-		s.Mode = ck.oneOf(field+".mode", ss.Mode, c.LB.Mode, ModeNAT, ModeProxy)
-		s.Picker = ck.oneOf(field+".picker", ss.Picker, c.LB.Picker, pickers...)
-		s.SessionAffinity = ck.oneOf(field+".sessionAffinity", ss.SessionAffinity, AffinityNone, AffinityNone, AffinityClientIP)
+		s.Mode = oneOf(ck, field+".mode", ss.Mode, c.LB.Mode, modes...)
+		s.Picker = oneOf(ck, field+".picker", ss.Picker, c.LB.Picker, pickers...)
+		s.SessionAffinity = oneOf(ck, field+".sessionAffinity", ss.SessionAffinity, lb.AffinityNone, affinities...)
 		switch secs := ss.SessionAffinityTimeoutSeconds; {
-		case s.SessionAffinity != AffinityClientIP:
+		case s.SessionAffinity != lb.AffinityClientIP:
 			if secs != 0 {
-				ck.addf(field+".sessionAffinityTimeoutSeconds", "%d is set but sessionAffinity is %q (want it only with sessionAffinity %q)", secs, s.SessionAffinity, AffinityClientIP)
+				ck.addf(field+".sessionAffinityTimeoutSeconds", "%d is set but sessionAffinity is %q (want it only with sessionAffinity %q)", secs, s.SessionAffinity, lb.AffinityClientIP)
 			}
 		case secs == 0:
-			s.SessionAffinityTimeout = DefaultAffinityTimeout
+			s.SessionAffinityTimeout = lb.DefaultAffinityTimeout
 		case secs < 1 || time.Duration(secs)*time.Second > MaxAffinityTimeout:
 			ck.addf(field+".sessionAffinityTimeoutSeconds", "%d is out of range (want 1..%d)", secs, int(MaxAffinityTimeout.Seconds()))
 		default:
 			s.SessionAffinityTimeout = time.Duration(secs) * time.Second
 		}
-		s.InternalTrafficPolicy = ck.oneOf(field+".internalTrafficPolicy", ss.InternalTrafficPolicy, TrafficPolicyCluster, TrafficPolicyCluster, TrafficPolicyLocal)
-		if s.ProxyProtocol = ss.ProxyProtocol; s.ProxyProtocol && s.Mode != ModeProxy {
-			ck.addf(field+".proxyProtocol", "true needs mode %q, but the Service's mode is %q (want mode: proxy, or no proxyProtocol)", ModeProxy, s.Mode)
+		s.InternalTrafficPolicy = oneOf(ck, field+".internalTrafficPolicy", ss.InternalTrafficPolicy, lb.PolicyCluster, policies...)
+		if s.ProxyProtocol = ss.ProxyProtocol; s.ProxyProtocol && s.Mode != lb.ModeProxy {
+			ck.addf(field+".proxyProtocol", "true needs mode %q, but the Service's mode is %q (want mode: proxy, or no proxyProtocol)", lb.ModeProxy, s.Mode)
 		}
 	}
 
-	// Pass 2: endpoints.
+	// Pass 2: endpoints. An endpoint of the file lists one address per
+	// family; each address becomes one lb.Endpoint.
 	nodes := map[string]bool{c.Node.Name: c.Node.Name != ""}
 	for _, p := range c.Peers {
 		nodes[p.Name] = p.Name != ""
@@ -70,33 +67,52 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []Servi
 	for i := range in {
 		ss, s, field := &in[i], &out[i], fmt.Sprintf("services[%d]", i)
 		seen := map[netip.Addr]string{}
+		eps := make([]fileEndpoint, len(ss.Endpoints))
 		for j := range ss.Endpoints {
-			e := ck.endpoint(fmt.Sprintf("%s.endpoints[%d]", field, j), &ss.Endpoints[j], s, c, pods, vips, nodes, seen)
-			s.Endpoints = append(s.Endpoints, e)
+			eps[j] = ck.endpoint(fmt.Sprintf("%s.endpoints[%d]", field, j), &ss.Endpoints[j], s, c, pods, vips, nodes, seen)
 		}
 		for j, sp := range s.Ports {
 			if sp.TargetPortName == "" {
 				continue
 			}
-			for k := range s.Endpoints {
-				e := &s.Endpoints[k]
-				if _, ok := sp.Target(e); ok {
+			for k := range eps {
+				e := &eps[k].tmpl
+				if hasPort(e.Ports, sp.TargetPortName, sp.Proto) {
 					continue
 				}
 				ef := fmt.Sprintf("%s.endpoints[%d].ports", field, k)
 				if len(e.Ports) == 0 {
-					ck.addf(ef, "missing (want a %s port named %q for %s.ports[%d].targetPort)", sp.Protocol, sp.TargetPortName, field, j)
+					ck.addf(ef, "missing (want a %s port named %q for %s.ports[%d].targetPort)", sp.Proto, sp.TargetPortName, field, j)
 				} else {
-					ck.addf(ef, "has no %s port named %q (want one for %s.ports[%d].targetPort %q)", sp.Protocol, sp.TargetPortName, field, j, sp.TargetPortName)
+					ck.addf(ef, "has no %s port named %q (want one for %s.ports[%d].targetPort %q)", sp.Proto, sp.TargetPortName, field, j, sp.TargetPortName)
 				}
+			}
+		}
+		for _, fe := range eps {
+			for _, a := range fe.addrs {
+				e := fe.tmpl
+				e.Addr, e.Ports = a, slices.Clone(fe.tmpl.Ports)
+				s.Endpoints = append(s.Endpoints, e)
 			}
 		}
 	}
 	return out
 }
 
+// fileEndpoint is one endpoint of the file: its addresses, and what each
+// of them shares as an lb.Endpoint.
+type fileEndpoint struct {
+	addrs []netip.Addr
+	tmpl  lb.Endpoint
+}
+
+// hasPort reports whether ports has one named name for proto.
+func hasPort(ports []lb.EndpointPort, name string, proto lb.Protocol) bool {
+	return slices.ContainsFunc(ports, func(p lb.EndpointPort) bool { return p.Name == name && p.Proto == proto })
+}
+
 // clusterIPs parses the VIPs of a Service into s and vips.
-func (ck *checker) clusterIPs(field string, ss *ServiceSpec, s *Service, c *Config, vips map[netip.Addr]string) {
+func (ck *checker) clusterIPs(field string, ss *ServiceSpec, s *lb.Service, c *Config, vips map[netip.Addr]string) {
 	if len(ss.ClusterIPs) == 0 {
 		ck.addf(field+".clusterIPs", "missing (want the Service's virtual IPs, e.g. [%s])", exClusterIP.v4)
 	}
@@ -127,14 +143,14 @@ func (ck *checker) clusterIPs(field string, ss *ServiceSpec, s *Service, c *Conf
 
 // servicePorts parses the ports of a Service into s, keeping the
 // (ClusterIP, port, protocol) keys of all Services unique.
-func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *Service, keys map[servicePortKey]string) {
+func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *lb.Service, keys map[lb.ServiceKey]string) {
 	if len(ss.Ports) == 0 {
 		ck.addf(field+".ports", "missing (want at least one port, e.g. [{port: 80}])")
 	}
 	names := map[string]string{}
 	for i, ps := range ss.Ports {
 		f := fmt.Sprintf("%s.ports[%d]", field, i)
-		p := ServicePort{Name: ps.Name, Port: ps.Port}
+		p := lb.ServicePort{Name: ps.Name}
 		switch prev, dup := names[p.Name]; {
 		case p.Name == "" && len(ss.Ports) > 1:
 			ck.addf(f+".name", "missing (want a name: a Service with several ports names each, e.g. http)")
@@ -143,15 +159,18 @@ func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *Service, keys 
 		default:
 			names[p.Name] = f
 		}
-		p.Protocol = ck.oneOf(f+".protocol", ps.Protocol, ProtocolTCP, ProtocolTCP, ProtocolUDP)
-		portOK := ck.portNumber(f+".port", p.Port)
+		p.Proto = oneOf(ck, f+".protocol", ps.Protocol, lb.TCP, protocols...)
+		portOK := ck.portNumber(f+".port", ps.Port)
+		if portOK {
+			p.Port = uint16(ps.Port)
+		}
 		switch tp := ps.TargetPort; {
 		case tp == "":
 			p.TargetPort = p.Port
 		case isDigits(tp):
 			n, _ := strconv.Atoi(tp)
 			if ck.portNumber(f+".targetPort", n) {
-				p.TargetPort = n
+				p.TargetPort = uint16(n)
 			}
 		case isPortName(tp):
 			p.TargetPortName = tp
@@ -160,9 +179,9 @@ func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *Service, keys 
 		}
 		if portOK {
 			for _, ip := range s.ClusterIPs {
-				k := servicePortKey{ip, p.Port, p.Protocol}
+				k := lb.ServiceKey{VIP: ip, Port: p.Port, Proto: p.Proto}
 				if prev, dup := keys[k]; dup {
-					ck.addf(f, "%s/%s is already served by %s (want each ClusterIP, port and protocol once)", netip.AddrPortFrom(ip, uint16(p.Port)), p.Protocol, prev)
+					ck.addf(f, "%s is already served by %s (want each ClusterIP, port and protocol once)", k, prev)
 					continue
 				}
 				keys[k] = fmt.Sprintf("%s (%s/%s)", f, s.Namespace, s.Name)
@@ -174,8 +193,10 @@ func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *Service, keys 
 
 // endpoint parses one endpoint of s. seen holds the addresses of s's
 // endpoints so far.
-func (ck *checker) endpoint(field string, es *EndpointSpec, s *Service, c *Config, pods []podCIDR, vips map[netip.Addr]string, nodes map[string]bool, seen map[netip.Addr]string) Endpoint {
-	e := Endpoint{NodeName: es.NodeName, Zone: es.Zone, Terminating: es.Terminating}
+func (ck *checker) endpoint(field string, es *EndpointSpec, s *lb.Service, c *Config, pods []podCIDR, vips map[netip.Addr]string, nodes map[string]bool, seen map[netip.Addr]string) fileEndpoint {
+	var fe fileEndpoint
+	e := &fe.tmpl
+	e.NodeName, e.Zone, e.Terminating = es.NodeName, es.Zone, es.Terminating
 	if e.NodeName != "" && !nodes[e.NodeName] {
 		var known []string
 		for n, ok := range nodes {
@@ -225,7 +246,7 @@ func (ck *checker) endpoint(field string, es *EndpointSpec, s *Service, c *Confi
 			ck.addf(field+".nodeName", "%q does not match address %s, which is in %s %s of node %q (want nodeName: %s)", e.NodeName, a, pods[i].field, pods[i].prefix, pods[i].node, pods[i].node)
 		}
 		fams[fam], seen[a] = f, f
-		e.Addresses = append(e.Addresses, a)
+		fe.addrs = append(fe.addrs, a)
 	}
 
 	e.Serving = es.Serving == nil || *es.Serving
@@ -236,25 +257,31 @@ func (ck *checker) endpoint(field string, es *EndpointSpec, s *Service, c *Confi
 		}
 	}
 
-	ports := map[[2]string]string{}
+	type portName struct {
+		name  string
+		proto lb.Protocol
+	}
+	ports := map[portName]string{}
 	for i, ps := range es.Ports {
 		f := fmt.Sprintf("%s.ports[%d]", field, i)
-		p := EndpointPort{Name: ps.Name, Port: ps.Port}
-		p.Protocol = ck.oneOf(f+".protocol", ps.Protocol, ProtocolTCP, ProtocolTCP, ProtocolUDP)
-		switch k := [2]string{p.Name, p.Protocol}; {
+		p := lb.EndpointPort{Name: ps.Name}
+		p.Proto = oneOf(ck, f+".protocol", ps.Protocol, lb.TCP, protocols...)
+		switch k := (portName{p.Name, p.Proto}); {
 		case p.Name == "":
 			ck.addf(f+".name", "missing (want the port's name, which a Service targetPort refers to, e.g. http)")
 		case !isPortName(p.Name):
 			ck.addf(f+".name", "%q is not a port name (want up to 15 lowercase letters, digits and inner '-', with a letter, e.g. http)", p.Name)
 		case ports[k] != "":
-			ck.addf(f+".name", "%q/%s is already used by %s (want unique port names per protocol)", p.Name, p.Protocol, ports[k])
+			ck.addf(f+".name", "%q/%s is already used by %s (want unique port names per protocol)", p.Name, p.Proto, ports[k])
 		default:
 			ports[k] = f
 		}
-		ck.portNumber(f+".port", p.Port)
+		if ck.portNumber(f+".port", ps.Port) {
+			p.Port = uint16(ps.Port)
+		}
 		e.Ports = append(e.Ports, p)
 	}
-	return e
+	return fe
 }
 
 func addrList(as []netip.Addr) string {

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 // waitFor bounds every wait in these tests. Nothing is timed: a healthy
@@ -156,10 +158,8 @@ func hasEndpoint(addr string) func(*Config) bool {
 	return func(c *Config) bool {
 		for _, s := range c.Services {
 			for _, e := range s.Endpoints {
-				for _, a := range e.Addresses {
-					if a.String() == addr {
-						return true
-					}
+				if e.Addr.String() == addr {
+					return true
 				}
 			}
 		}
@@ -294,7 +294,7 @@ func TestWatchSymlinkTarget(t *testing.T) {
 	h.waitApply()
 
 	atomicWrite(t, target, marshal(t, makeFile(func(f *File) { f.LB.Picker = "maglev" })))
-	if c := h.waitApply(); c.LB.Picker != "maglev" {
+	if c := h.waitApply(); c.LB.Picker != lb.PickMaglev {
 		t.Errorf("apply after editing the symlink target = picker %q, want maglev", c.LB.Picker)
 	}
 }

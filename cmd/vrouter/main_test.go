@@ -79,16 +79,12 @@ func TestServicesFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs, err := lbServices(cfg)
-	if err != nil {
-		t.Fatalf("lbServices: %v", err)
-	}
 	table, err := lb.NewTable(nil, lb.Options{NodeName: cfg.Node.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := table.Set(svcs); err != nil {
-		t.Fatalf("Set(%d services): %v", len(svcs), err)
+	if err := table.Set(cfg.Services); err != nil {
+		t.Fatalf("Set(%d services): %v", len(cfg.Services), err)
 	}
 	for _, tc := range []struct {
 		key      lb.ServiceKey
@@ -109,13 +105,14 @@ func TestServicesFromConfig(t *testing.T) {
 		}
 	}
 
-	cfg.Services[0].Mode, cfg.Services[0].ProxyProtocol = configs.ModeProxy, true
-	svcs, err = lbServices(cfg)
-	if err != nil {
-		t.Fatalf("lbServices with my-service in mode proxy: %v", err)
+	cfg.Services[0].Mode, cfg.Services[0].ProxyProtocol = lb.ModeProxy, true
+	if err := table.Set(cfg.Services); err != nil {
+		t.Fatalf("Set(my-service in mode proxy): %v", err)
 	}
-	if got := svcs[0]; got.Mode != lb.ModeProxy || !got.ProxyProtocol || svcs[1].Mode != lb.ModeNAT {
-		t.Errorf("lbServices: my-service mode %v, proxyProtocol %v, kube-dns mode %v; want proxy, true, nat", got.Mode, got.ProxyProtocol, svcs[1].Mode)
+	my := table.Lookup(lb.ServiceKey{VIP: mustAddr("10.103.92.81"), Port: 80, Proto: lb.TCP})
+	dns := table.Lookup(lb.ServiceKey{VIP: mustAddr("10.96.0.10"), Port: 53, Proto: lb.TCP})
+	if my.Mode() != lb.ModeProxy || !my.ProxyProtocol() || dns.Mode() != lb.ModeNAT {
+		t.Errorf("my-service mode %v, proxyProtocol %v, kube-dns mode %v; want proxy, true, nat", my.Mode(), my.ProxyProtocol(), dns.Mode())
 	}
 }
 
@@ -133,7 +130,7 @@ func TestProxyVIPs(t *testing.T) {
 	udpOnly.Name, udpOnly.ClusterIPs, udpOnly.Ports = "dns-udp", []netip.Addr{mustAddr("10.96.0.11")}, udpOnly.Ports[:1]
 	cfg.Services = append(cfg.Services, udpOnly)
 	for i := range cfg.Services {
-		cfg.Services[i].Mode = configs.ModeProxy
+		cfg.Services[i].Mode = lb.ModeProxy
 	}
 	want := []netip.Addr{mustAddr("10.103.92.81"), mustAddr("10.96.0.10")}
 	if got := routerConfig(cfg).ServiceAddresses; !slices.Equal(got, want) {
@@ -150,15 +147,13 @@ func TestLBOptionsFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.LB.NAT = configs.NAT{MaxFlows: 1000, MaxFlowsPerClient: 10, UDPTimeout: time.Minute, TCPEstablishedTimeout: time.Hour}
-	cfg.LB.Proxy = configs.Proxy{DialTimeout: 2 * time.Second, IdleTimeout: time.Minute, DrainTimeout: 5 * time.Second}
-	wantNAT := lb.NATOptions{MaxTCP: 1000, MaxUDP: 1000, MaxPerClient: 10, UDPTimeout: time.Minute, TCPEstablishedTimeout: time.Hour}
-	if got := natOptions(cfg); got != wantNAT {
-		t.Errorf("natOptions = %+v, want %+v", got, wantNAT)
+	want := lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour}
+	if got := cfg.LB.NAT; got != want {
+		t.Errorf("LB.NAT = %+v, want lb's defaults %+v", got, want)
 	}
-	wantProxy := lb.ProxyOptions{DialTimeout: 2 * time.Second, IdleTimeout: time.Minute, DrainTimeout: 5 * time.Second}
-	if got := proxyOptions(cfg); got != wantProxy {
-		t.Errorf("proxyOptions = %+v, want %+v", got, wantProxy)
+	wantProxy := lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second}
+	if got := cfg.LB.Proxy; got != wantProxy {
+		t.Errorf("LB.Proxy = %+v, want lb's defaults %+v", got, wantProxy)
 	}
 }
 
@@ -178,7 +173,7 @@ func TestRestartNeeded(t *testing.T) {
 	}
 	b, _ = configs.Load("../../configs/examples/hostgw-master.yaml")
 	b.LB.Proxy.DrainTimeout = time.Minute
-	b.LB.NAT.MaxFlows = 10
+	b.LB.NAT.MaxTCP = 10
 	if got := restartNeeded(a, b); strings.Join(got, ",") != "lb.proxy,lb.nat" {
 		t.Errorf("restartNeeded(lb tuning changed) = %v, want [lb.proxy lb.nat]", got)
 	}

@@ -254,7 +254,7 @@ func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
 	r.SetHook(nat)
 	// The proxy installs its TCP handler in the stack: before the router
 	// runs, as the handler slot is not synchronized with the packet path.
-	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), proxyOptions(cfg))
+	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), cfg.LB.Proxy)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -282,39 +282,15 @@ func newLB(cfg *configs.Config, log *zap.Logger) (*lb.Table, *lb.NAT, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	svcs, err := lbServices(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := table.Set(svcs); err != nil {
+	if err := table.Set(cfg.Services); err != nil {
 		return nil, nil, fmt.Errorf("program Services: %w", err)
 	}
-	nat, err := lb.NewNAT(table, log.Named("lb"), natOptions(cfg))
+	nat, err := lb.NewNAT(table, log.Named("lb"), cfg.LB.NAT)
 	if err != nil {
 		return nil, nil, err
 	}
 	nat.SetLocal(cfg.Node.PodCIDRs, cfg.RouterAddresses)
 	return table, nat, nil
-}
-
-// natOptions are the NAT's settings from cfg's lb.nat; they take effect
-// on restart.
-func natOptions(cfg *configs.Config) lb.NATOptions {
-	n := cfg.LB.NAT
-	return lb.NATOptions{
-		MaxTCP:                int64(n.MaxFlows),
-		MaxUDP:                int64(n.MaxFlows),
-		MaxPerClient:          int64(n.MaxFlowsPerClient),
-		UDPTimeout:            n.UDPTimeout,
-		TCPEstablishedTimeout: n.TCPEstablishedTimeout,
-	}
-}
-
-// proxyOptions are the proxy's settings from cfg's lb.proxy; they take
-// effect on restart.
-func proxyOptions(cfg *configs.Config) lb.ProxyOptions {
-	p := cfg.LB.Proxy
-	return lb.ProxyOptions{DialTimeout: p.DialTimeout, IdleTimeout: p.IdleTimeout, DrainTimeout: p.DrainTimeout}
 }
 
 // openTUN creates (or adopts) the TUN. With tun.offload it asks for
@@ -394,11 +370,6 @@ func (rl *reloader) apply(next *configs.Config) {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))
 	}
-	svcs, err := lbServices(next)
-	if err != nil {
-		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
-		return
-	}
 	// A VIP with open proxied connections stays a stack address while
 	// they drain, even if its Service left proxy mode or the file; a
 	// stale one only answers SYNs with RST until the next reload.
@@ -409,7 +380,7 @@ func (rl *reloader) apply(next *configs.Config) {
 		return
 	}
 	rl.nat.SetLocal(next.Node.PodCIDRs, next.RouterAddresses)
-	if err := rl.table.Set(svcs); err != nil {
+	if err := rl.table.Set(next.Services); err != nil {
 		rl.log.Error("Service table update refused; keeping the running Services", zap.Error(err))
 	}
 	// Connections to endpoints that left start draining now.
