@@ -1,0 +1,497 @@
+package dataplane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/tun"
+)
+
+// Desired is a node's desired data path: what the router routes and what
+// the load balancer serves. It is a whole state, never a delta. The
+// DataPlane keeps the slices it is given: do not modify them afterwards.
+type Desired struct {
+	// PodCIDRs are this node's pod subnets.
+	PodCIDRs []netip.Prefix
+	// RouterAddresses are the router's own addresses inside the stack:
+	// the source of its ICMP errors and the hairpin SNAT address.
+	RouterAddresses []netip.Addr
+	// ClusterCIDRs hold every pod CIDR; ServiceCIDRs every ClusterIP.
+	// The node kernel routes both to the TUN (Options.Link).
+	ClusterCIDRs []netip.Prefix
+	ServiceCIDRs []netip.Prefix
+	// Peers are the other nodes' routers.
+	Peers []router.Peer
+	// Services are the Service table.
+	Services []lb.Service
+}
+
+// FromConfig is the desired state a config file describes.
+func FromConfig(cfg *configs.Config) Desired {
+	d := Desired{
+		PodCIDRs:        slices.Clone(cfg.Node.PodCIDRs),
+		RouterAddresses: slices.Clone(cfg.RouterAddresses),
+		ClusterCIDRs:    slices.Clone(cfg.ClusterCIDRs),
+		ServiceCIDRs:    slices.Clone(cfg.ServiceCIDRs),
+		Services:        cfg.Services,
+	}
+	for _, p := range cfg.Peers {
+		d.Peers = append(d.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
+	}
+	return d
+}
+
+// Link is the node kernel's side of the TUN device.
+type Link interface {
+	// SetRoutes makes the kernel's routes into the TUN exactly routes,
+	// adding the missing ones before it removes the others. It is called
+	// from one goroutine at a time; a failed call is repeated with the
+	// next update.
+	SetRoutes(routes []netip.Prefix) error
+}
+
+// KernelLink is the Link of the TUN device name in the current network
+// namespace (tun.SyncRoutes: it needs CAP_NET_ADMIN).
+func KernelLink(name string) Link { return kernelLink(name) }
+
+type kernelLink string
+
+func (l kernelLink) SetRoutes(routes []netip.Prefix) error { return tun.SyncRoutes(string(l), routes) }
+
+// Options configure a DataPlane. Zero values are the documented defaults.
+type Options struct {
+	// Logger is named and passed on to the router and lb. Default: no
+	// logging.
+	Logger *zap.Logger
+	// Link programs the node kernel's routes into the TUN. Default nil:
+	// they are not managed (tun.configure: false).
+	Link Link
+	// ProxyOnly serves every Service in proxy mode and only its TCP
+	// ports; a Service without one is not served. It is a sidecar's data
+	// path: inside a Pod's network namespace a backend's reply would
+	// reach the Pod directly, so only terminated connections work.
+	ProxyOnly bool
+}
+
+// DataPlane is a node's programmed data path: the router and the load
+// balancer over it, kept equal to a Desired state.
+type DataPlane struct {
+	log       *zap.Logger
+	r         *router.Router
+	table     *lb.Table
+	nat       *lb.NAT
+	proxy     *lb.Proxy
+	link      Link
+	proxyOnly bool
+	// mode is the mode of a Service that names none, as the Table
+	// resolves it.
+	mode lb.Mode
+
+	// afterStep, when set (by tests), is called after each step of an
+	// update with the step's name, mu held.
+	afterStep func(step string)
+
+	// mu serializes updates and guards the fields below.
+	mu sync.Mutex
+	// node is the desired state last applied, without its Services
+	// (the Table holds them); applied tells whether there was one.
+	node    Desired
+	applied bool
+	// vips are the ClusterIPs the stack terminates for each Service
+	// (terminated), and refs counts the Services wanting each.
+	vips map[lb.ServiceName][]netip.Addr
+	refs map[netip.Addr]int
+	// rc is the router's configuration as last set; set tells whether
+	// it was.
+	rc  router.Config
+	set bool
+	// routes are the kernel routes Link last took; routesSet tells
+	// whether it did.
+	routes    []netip.Prefix
+	routesSet bool
+}
+
+// New builds the data path of cfg's node over dev and conn: the router,
+// the Service table, the NAT and the proxy, with the settings that take
+// effect on restart (MTUs, the node's name and zone, lb's defaults and
+// tuning). It programs nothing (see Apply) and starts nothing (see Run).
+// The DataPlane owns dev and conn; New closes them if it fails.
+func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*DataPlane, error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r, err := router.New(router.Options{
+		Logger:  log.Named("router"),
+		TUN:     dev,
+		Overlay: conn,
+		MTU:     cfg.Overlay.MTU,
+		TUNMTU:  cfg.TUN.MTU,
+	})
+	if err != nil {
+		return nil, errors.Join(err, dev.Close(), conn.Close())
+	}
+	table, err := lb.NewTable(log.Named("lb"), lb.Options{
+		NodeName: cfg.Node.Name,
+		Zone:     cfg.Node.Zone,
+		Mode:     cfg.LB.Mode,
+		Picker:   cfg.LB.Picker,
+	})
+	if err != nil {
+		return nil, errors.Join(err, r.Close())
+	}
+	nat, err := lb.NewNAT(table, log.Named("lb"), cfg.LB.NAT)
+	if err != nil {
+		return nil, errors.Join(err, r.Close())
+	}
+	r.SetHook(nat)
+	// The proxy installs its TCP handler in the stack: before the router
+	// runs, as the handler slot is not synchronized with the packet path.
+	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), cfg.LB.Proxy)
+	if err != nil {
+		return nil, errors.Join(err, r.Close())
+	}
+	return &DataPlane{
+		log:       log.Named("dataplane"),
+		r:         r,
+		table:     table,
+		nat:       nat,
+		proxy:     proxy,
+		link:      opts.Link,
+		proxyOnly: opts.ProxyOnly,
+		mode:      cmp.Or(cfg.LB.Mode, lb.DefaultMode),
+		vips:      make(map[lb.ServiceName][]netip.Addr),
+		refs:      make(map[netip.Addr]int),
+	}, nil
+}
+
+// Router, Table, NAT and Proxy are the data path's parts, for the
+// metrics, health and admin endpoints. Change them only through the
+// DataPlane.
+func (dp *DataPlane) Router() *router.Router { return dp.r }
+func (dp *DataPlane) Table() *lb.Table       { return dp.table }
+func (dp *DataPlane) NAT() *lb.NAT           { return dp.nat }
+func (dp *DataPlane) Proxy() *lb.Proxy       { return dp.proxy }
+
+// Run moves packets until ctx is done or the router fails, then releases
+// the TUN, the overlay socket and the stack. It owns the router's, the
+// NAT's and the proxy's goroutines and returns after they exited, with the
+// router's error.
+func (dp *DataPlane) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var err error
+	wg.Go(func() { _ = dp.nat.Run(ctx) })   // returns nil when ctx is done
+	wg.Go(func() { _ = dp.proxy.Run(ctx) }) // returns nil when ctx is done, its connections closed
+	wg.Go(func() {
+		err = dp.r.Run(ctx)
+		cancel()
+	})
+	wg.Wait()
+	return err
+}
+
+// Close releases the TUN, the overlay socket and the stack of a DataPlane
+// that will not Run. It is idempotent.
+func (dp *DataPlane) Close() error { return dp.r.Close() }
+
+// Apply makes d the data path's state: its routing, its Services (a
+// Service not listed is removed) and the kernel's routes, in the order the
+// package documents. If the router or the Table refuses d, nothing changes
+// and the error says why. An error after the Table took d (a stack address
+// or a kernel route that could not be removed or added) leaves the rest in
+// place; the next update tries again.
+func (dp *DataPlane) Apply(d Desired) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.applyLocked(d)
+}
+
+func (dp *DataPlane) applyLocked(d Desired) error {
+	svcs := make([]lb.Service, 0, len(d.Services))
+	vips := make(map[lb.ServiceName][]netip.Addr)
+	refs := make(map[netip.Addr]int)
+	for _, svc := range d.Services {
+		svc, ok := dp.adapt(svc)
+		if !ok {
+			continue
+		}
+		svcs = append(svcs, svc)
+		if v := dp.terminated(&svc); len(v) > 0 {
+			vips[svc.Key()] = v
+			for _, a := range v {
+				refs[a]++
+			}
+		}
+	}
+	node := d
+	node.Services = nil
+	return dp.updateLocked(node, keys(refs), func() error {
+		if err := dp.table.Set(svcs); err != nil {
+			return fmt.Errorf("program Services: %w", err)
+		}
+		dp.vips, dp.refs = vips, refs
+		return nil
+	})
+}
+
+// SetPeers sets the other nodes' routers, leaving the rest of the state
+// as it is.
+func (dp *DataPlane) SetPeers(peers []router.Peer) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	node := dp.node
+	node.Peers = slices.Clone(peers)
+	return dp.updateLocked(node, keys(dp.refs), nil)
+}
+
+// SetServices replaces the Service table, leaving the rest of the state
+// as it is.
+func (dp *DataPlane) SetServices(svcs []lb.Service) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	d := dp.node
+	d.Services = svcs
+	return dp.applyLocked(d)
+}
+
+// UpsertService adds svc or replaces the Service of the same namespace and
+// name. Its cost follows svc, not the table.
+func (dp *DataPlane) UpsertService(svc lb.Service) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	svc, ok := dp.adapt(svc)
+	if !ok {
+		// Nothing a sidecar serves is left of it.
+		return dp.deleteLocked(svc.Key())
+	}
+	name, v := svc.Key(), dp.terminated(&svc)
+	return dp.updateLocked(dp.node, dp.afterLocked(name, v), func() error {
+		if err := dp.table.Upsert(svc); err != nil {
+			return fmt.Errorf("program Service %s: %w", name, err)
+		}
+		dp.recordLocked(name, v)
+		return nil
+	})
+}
+
+// DeleteService removes the Service namespace/name, if it is there.
+func (dp *DataPlane) DeleteService(namespace, name string) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.deleteLocked(lb.ServiceName{Namespace: namespace, Name: name})
+}
+
+func (dp *DataPlane) deleteLocked(name lb.ServiceName) error {
+	return dp.updateLocked(dp.node, dp.afterLocked(name, nil), func() error {
+		dp.table.Delete(name.Namespace, name.Name)
+		dp.recordLocked(name, nil)
+		return nil
+	})
+}
+
+// updateLocked moves the data path to node and to the Services that
+// change (nil: none) makes, with want the proxy VIPs wanted afterwards.
+// change applies the Table's part and records the VIPs it wants; when it
+// fails, the earlier steps are undone.
+func (dp *DataPlane) updateLocked(node Desired, want []netip.Addr, change func() error) error {
+	prevRC, prevNode, first := dp.rc, dp.node, !dp.applied
+	rc := routerConfig(node)
+	// 1. The stack holds the VIPs wanted before and after: the Table
+	// may call any of them proxy mode while it changes.
+	rc.ServiceAddresses = union(want, prevRC.ServiceAddresses)
+	if err := dp.setRouterLocked(rc); err != nil {
+		return fmt.Errorf("program router: %w", err)
+	}
+	dp.step("router")
+	// 2. Hairpin SNAT and local backends follow this node's pod CIDRs and
+	// router addresses.
+	setLocal := first || !slices.Equal(node.PodCIDRs, prevNode.PodCIDRs) || !slices.Equal(node.RouterAddresses, prevNode.RouterAddresses)
+	if setLocal {
+		dp.nat.SetLocal(node.PodCIDRs, node.RouterAddresses)
+	}
+	// 3. The Table.
+	if change != nil {
+		if err := change(); err != nil {
+			if setLocal {
+				dp.nat.SetLocal(prevNode.PodCIDRs, prevNode.RouterAddresses)
+			}
+			if rerr := dp.setRouterLocked(prevRC); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restore router: %w", rerr))
+			}
+			return err
+		}
+		dp.step("services")
+		// 4. Connections to endpoints that left start draining now.
+		dp.proxy.Sync()
+	}
+	dp.node, dp.applied = node, true
+	// 5. The stack lets go of the VIPs no longer wanted, but for those
+	// whose proxied connections still drain.
+	rc.ServiceAddresses = union(want, dp.proxy.VIPs())
+	if err := dp.setRouterLocked(rc); err != nil {
+		return fmt.Errorf("remove Service addresses: %w", err)
+	}
+	dp.step("addresses")
+	// 6. The node kernel sends the stack what it is now ready for.
+	if err := dp.setRoutesLocked(kernelRoutes(node)); err != nil {
+		return err
+	}
+	dp.step("routes")
+	return nil
+}
+
+func (dp *DataPlane) step(name string) {
+	if dp.afterStep != nil {
+		dp.afterStep(name)
+	}
+}
+
+// setRouterLocked sets rc unless the router has it already.
+func (dp *DataPlane) setRouterLocked(rc router.Config) error {
+	if dp.set && routerConfigEqual(rc, dp.rc) {
+		return nil
+	}
+	if err := dp.r.Set(rc); err != nil {
+		return err
+	}
+	dp.rc, dp.set = rc, true
+	return nil
+}
+
+// setRoutesLocked hands routes to the Link unless it has them already.
+func (dp *DataPlane) setRoutesLocked(routes []netip.Prefix) error {
+	if dp.link == nil || (dp.routesSet && slices.Equal(routes, dp.routes)) {
+		return nil
+	}
+	if err := dp.link.SetRoutes(routes); err != nil {
+		return fmt.Errorf("sync the kernel's routes into the TUN: %w", err)
+	}
+	dp.routes, dp.routesSet = routes, true
+	return nil
+}
+
+// adapt returns svc as this data path serves it, and false if it serves
+// none of it (ProxyOnly: no TCP port).
+func (dp *DataPlane) adapt(svc lb.Service) (lb.Service, bool) {
+	if !dp.proxyOnly {
+		return svc, true
+	}
+	svc.Mode = lb.ModeProxy
+	var ports []lb.ServicePort
+	for _, p := range svc.Ports {
+		if p.Proto == lb.TCP {
+			ports = append(ports, p)
+		}
+	}
+	if len(ports) < len(svc.Ports) {
+		dp.log.Debug("proxy only: UDP ports not served", zap.Stringer("service", svc.Key()))
+	}
+	svc.Ports = ports
+	return svc, len(ports) > 0
+}
+
+// terminated returns the ClusterIPs of svc that the stack terminates: all
+// of them if svc is in proxy mode (its own, else the default) and has a
+// TCP port, else none. See the package comment for why.
+func (dp *DataPlane) terminated(svc *lb.Service) []netip.Addr {
+	if cmp.Or(svc.Mode, dp.mode) != lb.ModeProxy ||
+		!slices.ContainsFunc(svc.Ports, func(p lb.ServicePort) bool { return p.Proto == lb.TCP }) {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(svc.ClusterIPs))
+	for _, a := range svc.ClusterIPs {
+		out = append(out, a.Unmap())
+	}
+	return out
+}
+
+// afterLocked returns the VIPs wanted once Service name wants v.
+func (dp *DataPlane) afterLocked(name lb.ServiceName, v []netip.Addr) []netip.Addr {
+	refs := maps.Clone(dp.refs)
+	for _, a := range dp.vips[name] {
+		if refs[a]--; refs[a] == 0 {
+			delete(refs, a)
+		}
+	}
+	for _, a := range v {
+		refs[a]++
+	}
+	return keys(refs)
+}
+
+// recordLocked records that Service name wants v.
+func (dp *DataPlane) recordLocked(name lb.ServiceName, v []netip.Addr) {
+	for _, a := range dp.vips[name] {
+		if dp.refs[a]--; dp.refs[a] == 0 {
+			delete(dp.refs, a)
+		}
+	}
+	for _, a := range v {
+		dp.refs[a]++
+	}
+	if len(v) == 0 {
+		delete(dp.vips, name)
+	} else {
+		dp.vips[name] = v
+	}
+}
+
+// routerConfig is the router's part of d, without Service addresses.
+func routerConfig(d Desired) router.Config {
+	return router.Config{
+		PodCIDRs:     d.PodCIDRs,
+		Addresses:    d.RouterAddresses,
+		ClusterCIDRs: d.ClusterCIDRs,
+		Peers:        d.Peers,
+	}
+}
+
+func routerConfigEqual(a, b router.Config) bool {
+	return slices.Equal(a.PodCIDRs, b.PodCIDRs) &&
+		slices.Equal(a.Addresses, b.Addresses) &&
+		slices.Equal(a.ClusterCIDRs, b.ClusterCIDRs) &&
+		slices.Equal(a.ServiceAddresses, b.ServiceAddresses) &&
+		slices.EqualFunc(a.Peers, b.Peers, func(x, y router.Peer) bool {
+			return x.Name == y.Name && x.Endpoint == y.Endpoint && slices.Equal(x.PodCIDRs, y.PodCIDRs)
+		})
+}
+
+// kernelRoutes are the node kernel's routes into the TUN: the cluster and
+// Service CIDRs, and the router's own addresses.
+func kernelRoutes(d Desired) []netip.Prefix {
+	rs := slices.Concat(d.ClusterCIDRs, d.ServiceCIDRs)
+	for _, a := range d.RouterAddresses {
+		rs = append(rs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return rs
+}
+
+// union returns the addresses of a and b, each once, sorted.
+func union(a, b []netip.Addr) []netip.Addr {
+	out := slices.Concat(a, b)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// keys returns the addresses of refs, sorted.
+func keys(refs map[netip.Addr]int) []netip.Addr {
+	out := make([]netip.Addr, 0, len(refs))
+	for a := range refs {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}

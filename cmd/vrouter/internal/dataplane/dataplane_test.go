@@ -1,0 +1,526 @@
+package dataplane
+
+// The data path runs in memory: a fake TUN (tun/tuntest) whose kernel end
+// the test plays, and an in-memory underlay (router/overlaytest). Proxy
+// backends are loopback listeners of the test process, which the proxy
+// dials as it dials pods from the node's kernel.
+//
+//	test as node kernel ⇄ vr0 ⇄ DataPlane hostgw-master ─ overlaytest ─ (hostgw-node, silent)
+//	  pods 10.244.0.0/24, router 169.254.244.1, underlay 192.168.31.201:8285
+//	  default/my-service   10.103.92.81:80/TCP       -> 10.244.0.4, 10.244.1.2, 10.244.1.3
+//	  kube-system/kube-dns 10.96.0.10 53/UDP, 53/TCP, 9153/TCP -> 10.244.0.2, 10.244.0.3
+//	  default/dns-udp      10.96.0.11 53/UDP         -> 10.244.0.2 (when a test adds it)
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
+	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun/tuntest"
+)
+
+var (
+	myVIP      = seedtest.MyServiceVIP
+	dnsVIP     = seedtest.KubeDNSVIP
+	udpVIP     = netip.MustParseAddr("10.96.0.11")
+	serviceNet = netip.MustParsePrefix("10.96.0.0/12")
+	client     = netip.MustParseAddrPort("10.244.0.9:40000")
+)
+
+// seedConfig is hostgw-master's config built in code, as a source that
+// reads no file builds it: the LB tuning left zero is lb's defaults.
+func seedConfig(mods ...func(*configs.Config)) *configs.Config {
+	c := &configs.Config{
+		Node:            configs.Node{Name: "hostgw-master", PodCIDRs: []netip.Prefix{seedtest.MasterPods}, Underlay: seedtest.MasterUnderlay.Addr()},
+		TUN:             configs.TUN{Name: configs.DefaultTUNName, MTU: 1472},
+		Overlay:         configs.Overlay{Port: configs.DefaultOverlayPort, Listen: seedtest.MasterUnderlay, UnderlayMTU: 1500, MTU: 1472},
+		RouterAddresses: []netip.Addr{seedtest.RouterAddr},
+		ClusterCIDRs:    []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		ServiceCIDRs:    []netip.Prefix{serviceNet},
+		Peers: []configs.Peer{{
+			Name: "hostgw-node", Underlay: seedtest.NodeUnderlay, PodCIDRs: []netip.Prefix{seedtest.NodePods},
+		}},
+		Services: seedtest.Services(),
+	}
+	for _, m := range mods {
+		m(c)
+	}
+	return c
+}
+
+// withMode sets the mode of the Services named (all if none).
+func withMode(m lb.Mode, names ...string) func(*configs.Config) {
+	return func(c *configs.Config) {
+		for i := range c.Services {
+			if len(names) == 0 || slices.Contains(names, c.Services[i].Name) {
+				c.Services[i].Mode = m
+			}
+		}
+	}
+}
+
+// withUDPOnly adds default/dns-udp: one UDP port, no TCP.
+func withUDPOnly(m lb.Mode) func(*configs.Config) {
+	return func(c *configs.Config) {
+		c.Services = append(c.Services, lb.Service{
+			Namespace: "default", Name: "dns-udp", Mode: m,
+			ClusterIPs: []netip.Addr{udpVIP},
+			Ports:      []lb.ServicePort{{Name: "dns", Port: 53, Proto: lb.UDP}},
+			Endpoints:  []lb.Endpoint{{Addr: netip.MustParseAddr("10.244.0.2"), NodeName: "hostgw-master", Ready: true, Serving: true}},
+		})
+	}
+}
+
+type harness struct {
+	t      *testing.T
+	dp     *DataPlane
+	kernel *tuntest.Kernel
+}
+
+func newHarness(t *testing.T, cfg *configs.Config, opts Options) *harness {
+	t.Helper()
+	dev, kernel := tuntest.NewPair(tuntest.Options{})
+	conn, err := overlaytest.NewNetwork().Listen(cfg.Overlay.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, err := New(dev, conn, cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	return &harness{t: t, dp: dp, kernel: kernel}
+}
+
+// run runs the data path until the test ends.
+func (h *harness) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.dp.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+func (h *harness) apply(d Desired) {
+	h.t.Helper()
+	if err := h.dp.Apply(d); err != nil {
+		h.t.Fatalf("Apply: %v", err)
+	}
+}
+
+// serviceAddrs are the addresses in the service CIDR that the stack holds:
+// the VIPs it terminates.
+func serviceAddrs(dp *DataPlane) []netip.Addr {
+	var out []netip.Addr
+	for _, pa := range dp.Router().Stack().AllAddresses()[router.TUNNIC] {
+		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok && serviceNet.Contains(a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// TestFromConfig: the example file's Services reach the Table as the file
+// says, in both modes.
+func TestFromConfig(t *testing.T) {
+	cfg, err := configs.Load("../../../../configs/examples/hostgw-master.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, cfg, Options{})
+	h.apply(FromConfig(cfg))
+	for _, tc := range []struct {
+		key      lb.ServiceKey
+		backends int
+	}{
+		{lb.ServiceKey{VIP: myVIP, Port: 80, Proto: lb.TCP}, 3},
+		{lb.ServiceKey{VIP: dnsVIP, Port: 53, Proto: lb.UDP}, 2},
+		{lb.ServiceKey{VIP: dnsVIP, Port: 53, Proto: lb.TCP}, 2},
+		{lb.ServiceKey{VIP: dnsVIP, Port: 9153, Proto: lb.TCP}, 2},
+	} {
+		e := h.dp.Table().Lookup(tc.key)
+		if e == nil {
+			t.Errorf("Lookup(%s) = nil, want an entry", tc.key)
+			continue
+		}
+		if n := len(e.Backends()); n != tc.backends {
+			t.Errorf("Lookup(%s) has %d backends, want %d", tc.key, n, tc.backends)
+		}
+	}
+	if got := h.dp.Router().Config().Peers; len(got) != 1 || got[0].Name != "hostgw-node" || got[0].Endpoint != seedtest.NodeUnderlay {
+		t.Errorf("router peers = %+v, want hostgw-node at %v", got, seedtest.NodeUnderlay)
+	}
+
+	next := *cfg
+	next.Services = slices.Clone(cfg.Services)
+	next.Services[0].Mode, next.Services[0].ProxyProtocol = lb.ModeProxy, true
+	h.apply(FromConfig(&next))
+	my := h.dp.Table().Lookup(lb.ServiceKey{VIP: myVIP, Port: 80, Proto: lb.TCP})
+	dns := h.dp.Table().Lookup(lb.ServiceKey{VIP: dnsVIP, Port: 53, Proto: lb.TCP})
+	if my.Mode() != lb.ModeProxy || !my.ProxyProtocol() || dns.Mode() != lb.ModeNAT {
+		t.Errorf("after my-service went proxy: my-service mode %v, proxyProtocol %v, kube-dns mode %v; want proxy, true, nat", my.Mode(), my.ProxyProtocol(), dns.Mode())
+	}
+	if got, want := serviceAddrs(h.dp), addrs(myVIP.String()); !slices.Equal(got, want) {
+		t.Errorf("stack's Service addresses = %v, want %v", got, want)
+	}
+}
+
+// TestProxyVIPs: the stack terminates the ClusterIPs of proxy-mode Services
+// with a TCP port, and only those, whichever way the mode is set.
+func TestProxyVIPs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  *configs.Config
+		opts Options
+		want []netip.Addr
+	}{
+		{"nat mode", seedConfig(withUDPOnly(lb.ModeNAT)), Options{}, nil},
+		{"every Service in proxy mode", seedConfig(withMode(lb.ModeProxy), withUDPOnly(lb.ModeProxy)), Options{}, addrs("10.103.92.81", "10.96.0.10")},
+		{"one Service in proxy mode", seedConfig(withMode(lb.ModeProxy, "kube-dns")), Options{}, addrs("10.96.0.10")},
+		{"proxy as the default mode", seedConfig(withUDPOnly(lb.ModeDefault), func(c *configs.Config) { c.LB.Mode = lb.ModeProxy }), Options{}, addrs("10.103.92.81", "10.96.0.10")},
+		{"nat as the default mode", seedConfig(withMode(lb.ModeDefault)), Options{}, nil},
+		{"proxy only (sidecar)", seedConfig(withUDPOnly(lb.ModeNAT)), Options{ProxyOnly: true}, addrs("10.103.92.81", "10.96.0.10")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.cfg, tc.opts)
+			h.apply(FromConfig(tc.cfg))
+			if got := serviceAddrs(h.dp); !slices.Equal(got, tc.want) {
+				t.Errorf("stack's Service addresses = %v, want %v (never the UDP-only %s)", got, tc.want, udpVIP)
+			}
+		})
+	}
+}
+
+// TestProxyOnly: a sidecar serves every Service in proxy mode, its TCP
+// ports only, and a Service without a TCP port not at all, from whichever
+// update it comes.
+func TestProxyOnly(t *testing.T) {
+	cfg := seedConfig(withUDPOnly(lb.ModeNAT))
+	h := newHarness(t, cfg, Options{ProxyOnly: true})
+	h.apply(FromConfig(cfg))
+	check := func(when string) {
+		t.Helper()
+		tb := h.dp.Table()
+		for _, k := range []lb.ServiceKey{{VIP: myVIP, Port: 80, Proto: lb.TCP}, {VIP: dnsVIP, Port: 53, Proto: lb.TCP}} {
+			if e := tb.Lookup(k); e == nil || e.Mode() != lb.ModeProxy {
+				t.Errorf("%s: Lookup(%s) = %v, want a proxy-mode entry", when, k, e)
+			}
+		}
+		for _, k := range []lb.ServiceKey{{VIP: dnsVIP, Port: 53, Proto: lb.UDP}, {VIP: udpVIP, Port: 53, Proto: lb.UDP}} {
+			if e := tb.Lookup(k); e != nil {
+				t.Errorf("%s: Lookup(%s) = %v, want nil: a sidecar serves no UDP", when, k, e.Name())
+			}
+		}
+	}
+	check("Apply")
+	udp := cfg.Services[2]
+	if err := h.dp.UpsertService(udp); err != nil {
+		t.Fatalf("UpsertService(%s): %v", udp.Key(), err)
+	}
+	if err := h.dp.UpsertService(cfg.Services[1]); err != nil {
+		t.Fatalf("UpsertService(%s): %v", cfg.Services[1].Key(), err)
+	}
+	check("UpsertService")
+	if cfg.Services[1].Mode != lb.ModeDefault || len(cfg.Services[1].Ports) != 3 {
+		t.Errorf("UpsertService changed its argument: %+v", cfg.Services[1])
+	}
+}
+
+// TestUpdateOrder holds every step of every kind of update to the rule
+// that keeps connections from being refused halfway: whenever the Table
+// calls a TCP port proxy mode, the stack holds its VIP. Between updates,
+// the stack holds exactly the VIPs wanted.
+func TestUpdateOrder(t *testing.T) {
+	cfg := seedConfig()
+	h := newHarness(t, cfg, Options{})
+	var steps []string
+	h.dp.afterStep = func(step string) {
+		steps = append(steps, step)
+		held := serviceAddrs(h.dp)
+		for _, e := range h.dp.Table().Entries() {
+			if k := e.Key(); e.Mode() == lb.ModeProxy && k.Proto == lb.TCP && !slices.Contains(held, k.VIP) {
+				t.Errorf("after step %q: the Table calls %s proxy mode but the stack holds only %v: its SYNs would be forwarded, not answered", step, k, held)
+			}
+		}
+	}
+	base := FromConfig(cfg)
+	proxied := func(names ...string) Desired {
+		d := base
+		d.Services = FromConfig(seedConfig(withMode(lb.ModeProxy, names...))).Services
+		return d
+	}
+	my, dns := cfg.Services[0], cfg.Services[1]
+	myProxy := my
+	myProxy.Mode = lb.ModeProxy
+	dnsProxy := dns
+	dnsProxy.Mode = lb.ModeProxy
+
+	for _, u := range []struct {
+		name   string
+		update func() error
+		want   []netip.Addr
+	}{
+		{"Apply nat", func() error { return h.dp.Apply(base) }, nil},
+		{"Apply my-service proxy", func() error { return h.dp.Apply(proxied("my-service")) }, addrs("10.103.92.81")},
+		{"Apply kube-dns proxy instead", func() error { return h.dp.Apply(proxied("kube-dns")) }, addrs("10.96.0.10")},
+		{"UpsertService my-service proxy", func() error { return h.dp.UpsertService(myProxy) }, addrs("10.103.92.81", "10.96.0.10")},
+		{"UpsertService kube-dns nat", func() error { return h.dp.UpsertService(dns) }, addrs("10.103.92.81")},
+		{"DeleteService my-service", func() error { return h.dp.DeleteService("default", "my-service") }, nil},
+		{"UpsertService kube-dns proxy", func() error { return h.dp.UpsertService(dnsProxy) }, addrs("10.96.0.10")},
+		{"SetServices both proxy", func() error { return h.dp.SetServices([]lb.Service{myProxy, dnsProxy}) }, addrs("10.103.92.81", "10.96.0.10")},
+		{"SetPeers none", func() error { return h.dp.SetPeers(nil) }, addrs("10.103.92.81", "10.96.0.10")},
+		{"Apply nat again", func() error { return h.dp.Apply(base) }, nil},
+	} {
+		steps = nil
+		if err := u.update(); err != nil {
+			t.Fatalf("%s: %v", u.name, err)
+		}
+		if got := serviceAddrs(h.dp); !slices.Equal(got, u.want) {
+			t.Errorf("after %s: stack's Service addresses = %v, want %v", u.name, got, u.want)
+		}
+		if len(steps) == 0 {
+			t.Errorf("%s: no step observed", u.name)
+		}
+	}
+	if got := h.dp.Router().Config().Peers; len(got) != 1 {
+		t.Errorf("after Apply, router peers = %+v, want hostgw-node back", got)
+	}
+}
+
+// TestRefusedUpdateChangesNothing: an update the Table refuses leaves the
+// stack's addresses, the NAT's node and the Table as they were.
+func TestRefusedUpdateChangesNothing(t *testing.T) {
+	cfg := seedConfig()
+	h := newHarness(t, cfg, Options{})
+	h.apply(FromConfig(cfg))
+
+	bad := FromConfig(seedConfig(withMode(lb.ModeProxy)))
+	bad.Services = append(bad.Services, lb.Service{Namespace: "default", Name: "broken", ClusterIPs: []netip.Addr{udpVIP}, Ports: []lb.ServicePort{{Port: 0, Proto: lb.TCP}}})
+	err := h.dp.Apply(bad)
+	if err == nil || !strings.Contains(err.Error(), "default/broken") {
+		t.Fatalf("Apply(a Service with port 0) = %v, want an error naming default/broken", err)
+	}
+	if got := serviceAddrs(h.dp); len(got) != 0 {
+		t.Errorf("after the refused Apply: stack's Service addresses = %v, want none", got)
+	}
+	if e := h.dp.Table().Lookup(lb.ServiceKey{VIP: myVIP, Port: 80, Proto: lb.TCP}); e == nil || e.Mode() != lb.ModeNAT {
+		t.Errorf("after the refused Apply: my-service entry %v, want it in nat mode as before", e)
+	}
+
+	broken := cfg.Services[0]
+	broken.Mode, broken.ClusterIPs = lb.ModeProxy, []netip.Addr{myVIP, myVIP}
+	if err := h.dp.UpsertService(broken); err == nil {
+		t.Fatalf("UpsertService(a ClusterIP twice) = nil, want an error")
+	}
+	if got := serviceAddrs(h.dp); len(got) != 0 {
+		t.Errorf("after the refused UpsertService: stack's Service addresses = %v, want none", got)
+	}
+}
+
+type fakeLink struct {
+	calls [][]netip.Prefix
+	err   error
+}
+
+func (l *fakeLink) SetRoutes(routes []netip.Prefix) error {
+	l.calls = append(l.calls, slices.Clone(routes))
+	return l.err
+}
+
+// TestKernelRoutes: the kernel's routes into the TUN follow the cluster
+// and Service CIDRs and the router addresses, are handed over only when
+// they change, and again after a failure.
+func TestKernelRoutes(t *testing.T) {
+	cfg := seedConfig()
+	link := &fakeLink{}
+	h := newHarness(t, cfg, Options{Link: link})
+	d := FromConfig(cfg)
+	h.apply(d)
+	want := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), serviceNet, netip.MustParsePrefix("169.254.244.1/32")}
+	if len(link.calls) != 1 || !slices.Equal(link.calls[0], want) {
+		t.Fatalf("SetRoutes calls after the first Apply = %v, want one with %v", link.calls, want)
+	}
+	h.apply(d)
+	if err := h.dp.UpsertService(cfg.Services[0]); err != nil {
+		t.Fatal(err)
+	}
+	if len(link.calls) != 1 {
+		t.Errorf("SetRoutes calls after updates that change no route = %v, want still one", link.calls)
+	}
+
+	d.ServiceCIDRs = append(slices.Clone(d.ServiceCIDRs), netip.MustParsePrefix("10.112.0.0/12"))
+	link.err = errors.New("netlink: operation not permitted")
+	if err := h.dp.Apply(d); err == nil || !strings.Contains(err.Error(), "operation not permitted") {
+		t.Errorf("Apply with a failing link = %v, want its error", err)
+	}
+	link.err = nil
+	h.apply(d)
+	if n := len(link.calls); n != 3 || !slices.Contains(link.calls[2], netip.MustParsePrefix("10.112.0.0/12")) {
+		t.Errorf("SetRoutes calls = %v, want the new Service CIDR handed over again after the failure", link.calls)
+	}
+}
+
+// TestProxyConnectionDrains runs the data path and connects to a
+// proxy-mode VIP as a pod would: the stack answers the SYN once the proxy
+// reached the backend, and the VIP stays a stack address while the
+// connection is open, even after its Service is gone.
+func TestProxyConnectionDrains(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	backend := netip.MustParseAddrPort(ln.Addr().String())
+	cfg := seedConfig(func(c *configs.Config) {
+		c.Services = []lb.Service{{
+			Namespace: "default", Name: "my-service", Mode: lb.ModeProxy,
+			ClusterIPs: []netip.Addr{myVIP},
+			Ports:      []lb.ServicePort{{Port: 80, Proto: lb.TCP, TargetPort: backend.Port()}},
+			Endpoints:  []lb.Endpoint{{Addr: backend.Addr(), Ready: true, Serving: true}},
+		}}
+	})
+	h := newHarness(t, cfg, Options{})
+	h.apply(FromConfig(cfg))
+	h.run()
+
+	vip := netip.AddrPortFrom(myVIP, 80)
+	h.send(seedtest.TCPSyn(client, vip))
+	synack := h.recvTCP(vip)
+	if f := synack.Flags(); f != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("answer to the SYN to %s has flags %v, want SYN|ACK", vip, f)
+	}
+	var bc net.Conn
+	select {
+	case bc = <-accepted:
+		defer bc.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend was not dialled")
+	}
+	h.send(tcpSegment(client, vip, 1001, synack.SequenceNumber()+1, header.TCPFlagAck))
+	waitFor(t, "the proxied connection to be open", func() bool { return h.dp.Proxy().Stats().Active == 1 })
+
+	if err := h.dp.DeleteService("default", "my-service"); err != nil {
+		t.Fatal(err)
+	}
+	if got := serviceAddrs(h.dp); !slices.Equal(got, []netip.Addr{myVIP}) {
+		t.Errorf("after DeleteService with a connection open: stack's Service addresses = %v, want %v while it drains", got, myVIP)
+	}
+
+	h.send(tcpSegment(client, vip, 1001, 0, header.TCPFlagRst))
+	waitFor(t, "the proxied connection to end", func() bool { return h.dp.Proxy().Stats().Active == 0 })
+	if err := h.dp.Apply(FromConfig(seedConfig(func(c *configs.Config) { c.Services = nil }))); err != nil {
+		t.Fatal(err)
+	}
+	if got := serviceAddrs(h.dp); len(got) != 0 {
+		t.Errorf("after the connection ended: stack's Service addresses = %v, want none", got)
+	}
+}
+
+// TestNATTranslates: in nat mode the VIP is no stack address and a SYN to
+// it leaves towards a backend, translated.
+func TestNATTranslates(t *testing.T) {
+	cfg := seedConfig(func(c *configs.Config) { c.Services = c.Services[:1] })
+	cfg.Services[0].Endpoints = cfg.Services[0].Endpoints[:1] // 10.244.0.4, on this node
+	h := newHarness(t, cfg, Options{})
+	h.apply(FromConfig(cfg))
+	h.run()
+	h.send(seedtest.TCPSyn(client, netip.AddrPortFrom(myVIP, 80)))
+	ip := h.recv()
+	if dst := netip.AddrFrom4(ip.DestinationAddress().As4()); dst != netip.MustParseAddr("10.244.0.4") {
+		t.Errorf("SYN to %s:80 left for %s, want the backend 10.244.0.4", myVIP, dst)
+	}
+}
+
+func (h *harness) send(pkt []byte) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.kernel.Send(ctx, pkt); err != nil {
+		h.t.Fatalf("kernel: send: %v", err)
+	}
+}
+
+func (h *harness) recv() header.IPv4 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := h.kernel.Recv(ctx)
+	if err != nil {
+		h.t.Fatalf("kernel: no packet from the router: %v", err)
+	}
+	return header.IPv4(b)
+}
+
+// recvTCP returns the next TCP segment from src to the client.
+func (h *harness) recvTCP(src netip.AddrPort) header.TCP {
+	h.t.Helper()
+	for {
+		ip := h.recv()
+		if ip.TransportProtocol() != header.TCPProtocolNumber {
+			h.t.Fatalf("kernel got protocol %d, want TCP from %s", ip.TransportProtocol(), src)
+		}
+		tcp := header.TCP(ip.Payload())
+		if netip.AddrFrom4(ip.SourceAddress().As4()) == src.Addr() && tcp.SourcePort() == src.Port() {
+			return tcp
+		}
+	}
+}
+
+// tcpSegment builds a TCP segment without payload from src to dst.
+func tcpSegment(src, dst netip.AddrPort, seq, ack uint32, flags header.TCPFlags) []byte {
+	b := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
+	ip := header.IPv4(b)
+	s, d := tcpip.AddrFrom4(src.Addr().As4()), tcpip.AddrFrom4(dst.Addr().As4())
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: s, DstAddr: d})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(b[header.IPv4MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, s, d, uint16(len(tcp)))
+	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

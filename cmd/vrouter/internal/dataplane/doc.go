@@ -1,0 +1,54 @@
+// Package dataplane owns the step from desired state to the data path: it
+// builds a node's router and load balancer over a TUN device and an overlay
+// socket, and keeps them equal to the Desired state that the sources hand
+// it, whichever source that is.
+//
+//	config file ── configs.Watcher ── FromConfig ──┐
+//	                                                ├──▶ Apply(Desired)
+//	API server ──── configs/kube.Source ── Sink ───┘     SetPeers, SetServices,
+//	                                                      UpsertService, DeleteService
+//	                                                          │ one update at a time
+//	   ┌──────────────────────────── DataPlane ───────────────▼───────────────────────┐
+//	   │ 1 router.Set      peers, routes, router addresses; Service addresses:       │
+//	   │                   the proxy VIPs wanted after the update ∪ those before     │
+//	   │ 2 NAT.SetLocal    pod CIDRs and router addresses (hairpin SNAT)             │
+//	   │ 3 lb.Table        Set / Upsert / Delete  (refused: 1 and 2 are rolled back) │
+//	   │ 4 Proxy.Sync      connections whose endpoint left start draining            │
+//	   │ 5 router.Set      Service addresses: the proxy VIPs wanted ∪ those still    │
+//	   │                   carrying proxied connections                             │
+//	   │ 6 Link.SetRoutes  the node kernel's routes into the TUN (cluster, Service   │
+//	   │                   CIDRs and router addresses), added before removed         │
+//	   └──────────────────────────────────────────────────────────────────────────────┘
+//
+// The rules, in one place for both sources:
+//
+//   - Proxy VIPs. The stack terminates (holds as its own address) every
+//     ClusterIP of a Service in proxy mode — its own mode, else the
+//     configured default — that has a TCP port, and no other. Proxy mode
+//     applies to TCP only: a proxy-mode Service's UDP ports are translated
+//     by the NAT as in nat mode, so a UDP-only Service is served exactly as
+//     in nat mode, and its VIP answers nothing but its ports (an address of
+//     the stack would answer pings and reset TCP to any port). A VIP also
+//     stays while proxied connections to it are open, so that they drain
+//     instead of being reset.
+//   - Order. An update adds before it removes, so that no connection is
+//     refused halfway through it: the stack holds a VIP before the Table
+//     may call its Service proxy mode (a SYN to a proxy-mode VIP that is not
+//     a stack address would be forwarded, not answered), and lets go of it
+//     only after the Table stopped (a nat-mode VIP that is still a stack
+//     address does no harm: the NAT translates its packets before the stack
+//     sees them). The node kernel's routes change last, once the stack is
+//     ready for what they send it. An update the Table refuses changes
+//     nothing.
+//   - Sidecar (Options.ProxyOnly): every Service in proxy mode, its TCP
+//     ports only; a Service without one is not served.
+//
+// It does not own: opening or configuring the TUN device (its addresses and
+// MTU) or the overlay socket, reading files or the API server, deciding
+// when to apply (the sources coalesce bursts), nor the metrics, health and
+// admin endpoints, which read the router and lb through the accessors.
+//
+// Concurrency: updates may come from any goroutine; they serialize. New
+// starts nothing; Run owns the goroutines of the router, the NAT's reaper
+// and the proxy, and returns after they exited.
+package dataplane
