@@ -196,7 +196,7 @@ func TestKubernetesControlPlane(t *testing.T) {
 		t.Helper()
 		r, err := harness.Launch(e.c, vrouterBin, node, e.logPath(node),
 			"run", "--kubeconfig", kubeconfig, "--node-name", node, "--admin-socket", filepath.Join(e.dir, node+".sock"),
-			"--api-unhealthy-after", "1s")
+			"--cni-conf-dir", filepath.Join(e.dir, node+"-cni"), "--api-unhealthy-after", "1s")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,6 +234,13 @@ func TestKubernetesControlPlane(t *testing.T) {
 	for n, r := range routers {
 		if err := r.WaitReady(e.c, 20*time.Second); err != nil {
 			t.Fatalf("router on %s: %v", n, err)
+		}
+	}
+	// Each router wrote its node's CNI config from its Node's pod CIDR.
+	for n, cidr := range map[string]string{masterNode: "10.244.0.0/24", workerNode: "10.244.1.0/24"} {
+		b, err := os.ReadFile(filepath.Join(e.dir, n+"-cni", "10-vrouter.conflist"))
+		if err != nil || !bytes.Contains(b, []byte(`"subnet": "`+cidr+`"`)) {
+			t.Errorf("router on %s: CNI config %q (%v), want one handing out %s", n, b, err, cidr)
 		}
 	}
 	e.mustPing(nginxTh5pz.name, nginx4k7xw.addr, 60)

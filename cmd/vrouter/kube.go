@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/lb"
@@ -32,6 +33,7 @@ type kubeFlags struct {
 	minSync     time.Duration
 	unhealthy   time.Duration
 	sidecar     bool
+	cni         cni.DirFlag // --cni-conf-dir; its default here is cni.DefaultDir
 }
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
@@ -165,6 +167,11 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 		cfg, err = k.sidecarFile()
 	} else {
 		cfg, err = k.kubeFile(path, self)
+		if err == nil {
+			// The pods' last mile, from the pod CIDRs the router starts
+			// with (SetNodes logs a change to them as needing a restart).
+			err = k.cni.Writer(cni.DefaultDir, log).Write(cni.Network{PodCIDRs: cfg.Node.PodCIDRs, MTU: cfg.TUN.MTU})
+		}
 	}
 	if err != nil {
 		cancel()

@@ -35,6 +35,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run", "--config", "x.yaml", "--log-level", "loud"}, 2, `--log-level "loud"`, ""},
 		{[]string{"run", "--config", "/nonexistent/node.yaml"}, 1, "/nonexistent/node.yaml", ""},
 		{[]string{"validate"}, 2, "no config file given", ""},
+		{[]string{"run", "--in-cluster", "--sidecar", "--cni-conf-dir=/etc/cni/net.d"}, 2, "--cni-conf-dir does not apply with --sidecar", ""},
+		// A chosen CNI directory that cannot be written fails the start,
+		// before anything is brought up.
+		{[]string{"run", "--config", "../../configs/examples/hostgw-master.yaml", "--cni-conf-dir", "main_test.go/net.d"}, 1, "--cni-conf-dir main_test.go/net.d", ""},
 	} {
 		code, stdout, stderr := run(tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.inStderr) || !strings.Contains(stdout, tc.inStdout) {

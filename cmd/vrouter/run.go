@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
@@ -46,6 +47,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		"with --kubeconfig or --in-cluster: how long listing or watching the API server may keep failing before /readyz reports not ready (the data path keeps forwarding)")
 	fs.BoolVar(&kf.sidecar, "sidecar", false,
 		"with --kubeconfig or --in-cluster: serve one Pod from inside its network namespace: its connections to ClusterIPs, in proxy mode; no peers, no pod routes")
+	fs.Var(&kf.cni, "cni-conf-dir", "write the pod network's CNI config ("+cni.FileName+") into `directory` from this node's pod CIDRs; \"\" turns it off (default "+cni.DefaultDir+" with --kubeconfig or --in-cluster, off otherwise)")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")
@@ -62,6 +64,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if kf.kubeconfig != "" && kf.inCluster {
 		return usageErrorf("--kubeconfig and --in-cluster are exclusive")
+	}
+	if kf.sidecar && kf.cni.String() != "" {
+		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
 	}
 	defaultProcs()
 	// Catch SIGHUP (reload) and SIGUSR1 (log level) from the start: their
@@ -94,6 +99,10 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *tunFD >= 0 {
 		cfg.TUN.FD = *tunFD
 	}
+	cw := kf.cni.Writer("", log)
+	if err := cw.Write(cni.Network{PodCIDRs: cfg.Node.PodCIDRs, MTU: cfg.TUN.MTU}); err != nil {
+		return err
+	}
 	o, err := of.newOps(fs, log, level)
 	if err != nil {
 		return err
@@ -101,7 +110,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	defer o.close()
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, log, o, hup)
+	return runRouter(ctx, *path, cfg, log, o, hup, cw)
 }
 
 // defaultProcs runs the router's Go code on one thread at a time
@@ -133,13 +142,13 @@ type dataPath struct {
 
 // runRouter brings up the data path for cfg and runs it until ctx is done.
 // It owns every goroutine it starts and returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal) error {
+func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
 	dp, err := bringUp(cfg, log, o)
 	if err != nil {
 		return err
 	}
 	r, table, nat, proxy := dp.r, dp.table, dp.nat, dp.proxy
-	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dp.dev, cur: cfg}
+	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dp.dev, cur: cfg, cni: cw}
 	w := configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg})
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -362,6 +371,7 @@ type reloader struct {
 	proxy *lb.Proxy
 	dev   string
 	cur   *configs.Config
+	cni   *cni.Writer // --cni-conf-dir: rewritten when node.podCIDRs change
 }
 
 func (rl *reloader) apply(next *configs.Config) {
@@ -393,6 +403,9 @@ func (rl *reloader) apply(next *configs.Config) {
 		} else if err := tun.SyncRoutes(rl.dev, lc.Routes); err != nil {
 			rl.log.Error("sync TUN routes", zap.Error(err))
 		}
+	}
+	if err := rl.cni.Write(cni.Network{PodCIDRs: next.Node.PodCIDRs, MTU: next.TUN.MTU}); err != nil {
+		rl.log.Error("rewrite the CNI config", zap.Error(err))
 	}
 	rl.cur = next
 	rl.log.Info("config reloaded", zap.Int("peers", len(next.Peers)), zap.Int("services", len(next.Services)))
