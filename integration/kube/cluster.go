@@ -344,28 +344,40 @@ func (c *Cluster) Close() error {
 func binaries() (apiserver, etcd string, err error) {
 	var missing []string
 	find := func(env, name string) string {
-		if p := os.Getenv(env); p != "" {
-			if _, err := os.Stat(p); err != nil {
-				missing = append(missing, fmt.Sprintf("$%s=%s: %v", env, p, err))
-				return ""
-			}
-			return p
+		p, err := Binary(env, name)
+		if err != nil {
+			missing = append(missing, err.Error())
 		}
-		if p := inCache(name); p != "" {
-			return p
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-		missing = append(missing, name)
-		return ""
+		return p
 	}
 	apiserver, etcd = find(EnvAPIServer, "kube-apiserver"), find(EnvEtcd, "etcd")
 	if len(missing) > 0 {
-		return "", "", fmt.Errorf("control plane binaries not found: %s (looked in $%s/$%s, .cache/bin, PATH); build them with `make kube-tools` (integration/tools/build.sh; 7 to 9 minutes cold)",
+		return "", "", fmt.Errorf("control plane binaries not found: %s (looked in $%s/$%s, .cache/bin, PATH); build them with `make kube-tools` (integration/tools/build.sh; 20 to 35 minutes cold)",
 			strings.Join(missing, ", "), EnvAPIServer, EnvEtcd)
 	}
 	return apiserver, etcd, nil
+}
+
+// Binary finds the program name: at $env if env is set and non-empty
+// (it must exist), else in .cache/bin in the nearest directory above the
+// working directory that has it (where integration/tools/build.sh puts
+// it), else on PATH. The error names what is missing.
+func Binary(env, name string) (string, error) {
+	if env != "" {
+		if p := os.Getenv(env); p != "" {
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("$%s=%s: %w", env, p, err)
+			}
+			return p, nil
+		}
+	}
+	if p := inCache(name); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", errors.New(name)
 }
 
 // inCache returns .cache/bin/name in the nearest directory above the
