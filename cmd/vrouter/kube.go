@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,9 +12,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"sigs.k8s.io/yaml"
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/dataplane"
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/lb"
@@ -38,43 +39,59 @@ type kubeFlags struct {
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
 
-// sidecarFile is the config of a sidecar router: one that serves a single
-// Pod, inside the Pod's network namespace, where the cluster's own network
-// carries pod traffic. It load-balances the Pod's connections to Service
-// ClusterIPs and routes nothing else: the kernel sends only the Service
-// CIDR to the TUN, the stack answers everything back through it, there are
-// no peers (the overlay socket is bound to loopback, unused), and every
-// Service is served in proxy mode: the router terminates the Pod's
-// connection and dials the backend from the Pod's own kernel, so replies
-// come back to it through the cluster's network. (nat mode cannot work
-// here: a backend's reply would reach the Pod directly, untranslated.)
-func (k *kubeFlags) sidecarFile() (*configs.Config, error) {
-	// Parse a minimal file for every default (its placeholder pod range is
-	// replaced below), then make it a sidecar's.
-	base := fmt.Sprintf("apiVersion: %s\nkind: %s\nnode: {name: sidecar, podCIDRs: [198.18.0.0/24], underlayAddress: 127.0.0.1}\nclusterCIDRs: [198.18.0.0/24]\nserviceCIDRs: [%s]\nlb: {mode: proxy}\n",
-		configs.APIVersion, configs.Kind, k.serviceCIDR)
-	cfg, err := configs.Parse([]byte(base))
-	if err != nil {
-		return nil, fmt.Errorf("--service-cidr %q: %w", k.serviceCIDR, err)
+// sidecarConfig is the config of a sidecar router: one that serves a
+// single Pod, inside the Pod's network namespace, where the cluster's own
+// network carries pod traffic. It load-balances the Pod's connections to
+// Service ClusterIPs and routes nothing else: the kernel sends only the
+// Service CIDR to the TUN, the stack answers everything back through it,
+// there are no peers (the overlay socket is bound to loopback, unused),
+// and every Service is served in proxy mode (dataplane.Options.ProxyOnly):
+// the router terminates the Pod's connection and dials the backend from
+// the Pod's own kernel, so replies come back to it through the cluster's
+// network. (nat mode cannot work here: a backend's reply would reach the
+// Pod directly, untranslated.) No file describes it, so it is built here;
+// what it leaves zero (lb's tuning) takes lb's defaults.
+func (k *kubeFlags) sidecarConfig() (*configs.Config, error) {
+	svc, err := netip.ParsePrefix(k.serviceCIDR)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("--service-cidr %q: not a CIDR prefix (want e.g. 10.96.0.0/12)", k.serviceCIDR)
+	case svc.Masked() != svc:
+		return nil, fmt.Errorf("--service-cidr %q: host bits set (want %s)", k.serviceCIDR, svc.Masked())
 	}
-	cfg.Node.Name = k.nodeName
-	cfg.Node.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} // replies go back to the Pod
-	cfg.ClusterCIDRs = nil
-	cfg.TUN.Addresses = nil // the kernel sources its connections from the Pod's own address
-	cfg.TUN.MTU = 1500      // no encapsulation: the stack and the Pod's kernel only
-	cfg.Overlay.MTU = 1500
-	cfg.Overlay.Listen = netip.MustParseAddrPort("127.0.0.1:0")
-	return cfg, nil
+	return &configs.Config{
+		Node: configs.Node{
+			Name:     k.nodeName,
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, // replies go back to the Pod
+			Underlay: netip.MustParseAddr("127.0.0.1"),
+		},
+		TUN: configs.TUN{
+			Name: configs.DefaultTUNName,
+			// No encapsulation: the stack and the Pod's kernel only. No
+			// addresses: the kernel sources its connections from the
+			// Pod's own address.
+			MTU:       1500,
+			Configure: true,
+			Offload:   true,
+		},
+		Overlay: configs.Overlay{
+			Port:        configs.DefaultOverlayPort,
+			Listen:      netip.MustParseAddrPort("127.0.0.1:0"),
+			UnderlayMTU: configs.DefaultUnderlayMTU,
+			MTU:         1500,
+		},
+		RouterAddresses: []netip.Addr{configs.DefaultRouterAddresses[0]},
+		ServiceCIDRs:    []netip.Prefix{svc},
+		LB:              configs.LB{Mode: lb.ModeProxy},
+	}, nil
 }
 
-// kubeFile is the config the data path starts from in Kubernetes mode: the
-// --config file if given (its node is filled in from this Node; it must
-// not list peers or Services, which come from the API server), else the
-// defaults with --cluster-cidr and --service-cidr.
-func (k *kubeFlags) kubeFile(path string, self kube.Node) (*configs.Config, error) {
-	f := configs.File{
-		APIVersion:   configs.APIVersion,
-		Kind:         configs.Kind,
+// kubeConfig is the config the data path starts from in Kubernetes mode:
+// the --config file if given (it must not list peers or Services, which
+// come from the API server), else the defaults with --cluster-cidr and
+// --service-cidr; with this Node in place of the file's node section.
+func (k *kubeFlags) kubeConfig(path string, self kube.Node) (*configs.Config, error) {
+	f := &configs.File{
 		ClusterCIDRs: []string{k.clusterCIDR},
 		ServiceCIDRs: []string{k.serviceCIDR},
 	}
@@ -83,26 +100,14 @@ func (k *kubeFlags) kubeFile(path string, self kube.Node) (*configs.Config, erro
 		if err != nil {
 			return nil, fmt.Errorf("load config: %w", err)
 		}
-		f = configs.File{}
-		if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		if f, err = configs.Decode(b); err != nil {
 			return nil, fmt.Errorf("load config %s: %w", path, err)
 		}
 		if len(f.Peers) > 0 || len(f.Services) > 0 {
 			return nil, fmt.Errorf("config %s: peers and services come from the API server with --kubeconfig; remove them from the file", path)
 		}
 	}
-	f.Node.Name = self.Name
-	f.Node.Zone = self.Zone
-	f.Node.UnderlayAddress = self.Address.String()
-	f.Node.PodCIDRs = nil
-	for _, p := range self.PodCIDRs {
-		f.Node.PodCIDRs = append(f.Node.PodCIDRs, p.String())
-	}
-	b, err := yaml.Marshal(f)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := configs.Parse(b)
+	cfg, err := f.ForNode(configs.Node{Name: self.Name, Zone: self.Zone, Underlay: self.Address, PodCIDRs: self.PodCIDRs})
 	if err != nil {
 		return nil, fmt.Errorf("config for node %s from the API server: %w", self.Name, err)
 	}
@@ -164,9 +169,9 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	self := sink.selfNode()
 	var cfg *configs.Config
 	if k.sidecar {
-		cfg, err = k.sidecarFile()
+		cfg, err = k.sidecarConfig()
 	} else {
-		cfg, err = k.kubeFile(path, self)
+		cfg, err = k.kubeConfig(path, self)
 		if err == nil {
 			// The pods' last mile, from the pod CIDRs the router starts
 			// with (SetNodes logs a change to them as needing a restart).
@@ -181,7 +186,7 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	if tunFD >= 0 {
 		cfg.TUN.FD = tunFD
 	}
-	dp, err := bringUp(cfg, log, o)
+	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), dataplane.Options{ProxyOnly: k.sidecar}, log, o)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -190,61 +195,38 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	if err := sink.start(dp, cfg); err != nil {
 		log.Error("program the first state from the API server", zap.Error(err))
 	}
-	dpErr = dp.run(ctx, o)
+	dpErr = runDataPath(ctx, dp, o)
 	cancel()
 	wg.Wait()
 	log.Info("vrouter stopped")
 	return errors.Join(dpErr, srcErr)
 }
 
-// kubeSink applies the Kubernetes source's desired state. Until the data
-// path exists it only records it; start programs what was recorded, and
-// later calls apply directly. Its methods run on the Source's goroutine.
+// kubeSink hands the Kubernetes source's desired state to the data path.
+// Until the data path exists it only records it; start applies what was
+// recorded, and later calls go to the data path as they come. Its methods
+// run on the Source's goroutine.
 type kubeSink struct {
 	log *zap.Logger
 
 	// mu guards everything below.
 	mu       sync.Mutex
-	sidecar  bool          // serve only this Pod: no peers, every Service in proxy mode
+	sidecar  bool          // serve only this Pod: no Nodes, no peers
 	first    chan struct{} // closed once this node and the Services are known
 	closed   bool
 	self     kube.Node
 	haveSelf bool
 	haveSvcs bool
 	peers    []kube.Node
-	svcs     map[lb.ServiceName]lb.Service
-	dp       *dataPath
-	cfg      *configs.Config
+	svcs     map[lb.ServiceName]lb.Service // until start
+	dp       *dataplane.DataPlane
+	port     uint16 // the peers' overlay port
 }
 
 func (s *kubeSink) selfNode() kube.Node {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.self
-}
-
-func (s *kubeSink) servicesLocked() []lb.Service {
-	out := make([]lb.Service, 0, len(s.svcs))
-	for _, svc := range s.svcs {
-		out = append(out, svc)
-	}
-	slices.SortFunc(out, func(a, b lb.Service) int {
-		if c := cmpString(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return cmpString(a.Name, b.Name)
-	})
-	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *kubeSink) maybeReadyLocked() {
@@ -254,13 +236,23 @@ func (s *kubeSink) maybeReadyLocked() {
 	}
 }
 
-// start programs the recorded state into dp and makes later calls apply
-// directly.
-func (s *kubeSink) start(dp *dataPath, cfg *configs.Config) error {
+// start applies the recorded state, on the node part of cfg, to dp and
+// makes later calls go to dp.
+func (s *kubeSink) start(dp *dataplane.DataPlane, cfg *configs.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.dp, s.cfg = dp, cfg
-	return errors.Join(s.applyNodesLocked(), s.applyServicesLocked())
+	s.dp, s.port = dp, uint16(cfg.Overlay.Port)
+	d := dataplane.FromConfig(cfg)
+	d.Peers = s.routerPeersLocked()
+	d.Services = make([]lb.Service, 0, len(s.svcs))
+	for _, svc := range s.svcs {
+		d.Services = append(d.Services, svc)
+	}
+	slices.SortFunc(d.Services, func(a, b lb.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	s.svcs = nil // the Table holds them now
+	return dp.Apply(d)
 }
 
 func (s *kubeSink) SetNodes(self kube.Node, peers []kube.Node) error {
@@ -279,122 +271,59 @@ func (s *kubeSink) SetNodes(self kube.Node, peers []kube.Node) error {
 	if s.dp == nil {
 		return nil
 	}
-	return s.applyNodesLocked()
+	return s.dp.SetPeers(s.routerPeersLocked())
 }
 
 func (s *kubeSink) SetServices(svcs []lb.Service) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.svcs = make(map[lb.ServiceName]lb.Service, len(svcs))
-	for _, svc := range svcs {
-		if svc, ok := s.adapt(svc); ok {
-			s.svcs[lb.ServiceName{Namespace: svc.Namespace, Name: svc.Name}] = svc
-		}
-	}
 	s.haveSvcs = true
 	s.maybeReadyLocked()
-	if s.dp == nil {
-		return nil
+	if s.dp != nil {
+		return s.dp.SetServices(svcs)
 	}
-	return s.applyServicesLocked()
+	s.svcs = make(map[lb.ServiceName]lb.Service, len(svcs))
+	for _, svc := range svcs {
+		s.svcs[svc.Key()] = svc
+	}
+	return nil
 }
 
 func (s *kubeSink) UpsertService(svc lb.Service) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	svc, ok := s.adapt(svc)
-	if !ok {
-		// Nothing a sidecar serves is left of it.
-		return s.deleteLocked(svc.Namespace, svc.Name)
+	if s.dp != nil {
+		return s.dp.UpsertService(svc)
 	}
 	if s.svcs == nil {
 		s.svcs = map[lb.ServiceName]lb.Service{}
 	}
-	s.svcs[lb.ServiceName{Namespace: svc.Namespace, Name: svc.Name}] = svc
-	if s.dp == nil {
-		return nil
-	}
-	if err := s.dp.table.Upsert(svc); err != nil {
-		return err
-	}
-	return s.afterServicesLocked()
+	s.svcs[svc.Key()] = svc
+	return nil
 }
 
 func (s *kubeSink) DeleteService(namespace, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.deleteLocked(namespace, name)
+	if s.dp != nil {
+		return s.dp.DeleteService(namespace, name)
+	}
+	delete(s.svcs, lb.ServiceName{Namespace: namespace, Name: name})
+	return nil
 }
 
-func (s *kubeSink) deleteLocked(namespace, name string) error {
-	delete(s.svcs, lb.ServiceName{Namespace: namespace, Name: name})
-	if s.dp == nil {
+// routerPeersLocked are the recorded peer Nodes as the router's peers: none
+// for a sidecar, and none without an address or a pod CIDR.
+func (s *kubeSink) routerPeersLocked() []router.Peer {
+	if s.sidecar {
 		return nil
 	}
-	s.dp.table.Delete(namespace, name)
-	return s.afterServicesLocked()
-}
-
-// adapt makes a Service a sidecar can serve: proxy mode, TCP ports only
-// (a sidecar cannot translate UDP: replies would bypass it). It reports
-// false when no port is left.
-func (s *kubeSink) adapt(svc lb.Service) (lb.Service, bool) {
-	if !s.sidecar {
-		return svc, true
-	}
-	svc.Mode = lb.ModeProxy
-	var ports []lb.ServicePort
-	for _, p := range svc.Ports {
-		if p.Proto == lb.TCP {
-			ports = append(ports, p)
-		}
-	}
-	if len(ports) < len(svc.Ports) {
-		s.log.Debug("sidecar: UDP ports not served", zap.String("service", svc.Namespace+"/"+svc.Name))
-	}
-	svc.Ports = ports
-	return svc, len(ports) > 0
-}
-
-func (s *kubeSink) applyServicesLocked() error {
-	if err := s.dp.table.Set(s.servicesLocked()); err != nil {
-		return err
-	}
-	return s.afterServicesLocked()
-}
-
-// afterServicesLocked updates what depends on the Service table: the
-// proxy-mode VIPs the stack terminates, and the drain of removed endpoints.
-func (s *kubeSink) afterServicesLocked() error {
-	err := s.applyNodesLocked()
-	s.dp.proxy.Sync()
-	return err
-}
-
-// applyNodesLocked sets the router's peers and addresses from the recorded
-// Nodes and Services.
-func (s *kubeSink) applyNodesLocked() error {
-	rc := router.Config{
-		PodCIDRs:     slices.Clone(s.cfg.Node.PodCIDRs),
-		Addresses:    slices.Clone(s.cfg.RouterAddresses),
-		ClusterCIDRs: slices.Clone(s.cfg.ClusterCIDRs),
-	}
-	port := uint16(s.cfg.Overlay.Port)
+	var out []router.Peer
 	for _, p := range s.peers {
-		if s.sidecar {
-			break
-		}
 		if !p.Address.IsValid() || len(p.PodCIDRs) == 0 {
 			continue
 		}
-		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Address, port), PodCIDRs: slices.Clone(p.PodCIDRs)})
+		out = append(out, router.Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Address, s.port), PodCIDRs: slices.Clone(p.PodCIDRs)})
 	}
-	var vips []netip.Addr
-	for _, svc := range s.svcs {
-		if svc.Mode == lb.ModeProxy {
-			vips = append(vips, svc.ClusterIPs...)
-		}
-	}
-	rc.ServiceAddresses = mergeAddrs(vips, s.dp.proxy.VIPs())
-	return s.dp.r.Set(rc)
+	return out
 }

@@ -2,16 +2,13 @@ package main
 
 import (
 	"bytes"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vrouter/vrouter/configs"
-	"github.com/vrouter/vrouter/lb"
 )
 
 func run(args ...string) (code int, stdout, stderr string) {
@@ -78,89 +75,6 @@ func TestValidateNamesTheBrokenField(t *testing.T) {
 	}
 }
 
-func TestServicesFromConfig(t *testing.T) {
-	cfg, err := configs.Load("../../configs/examples/hostgw-master.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := lb.NewTable(nil, lb.Options{NodeName: cfg.Node.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := table.Set(cfg.Services); err != nil {
-		t.Fatalf("Set(%d services): %v", len(cfg.Services), err)
-	}
-	for _, tc := range []struct {
-		key      lb.ServiceKey
-		backends int
-	}{
-		{lb.ServiceKey{VIP: mustAddr("10.103.92.81"), Port: 80, Proto: lb.TCP}, 3},
-		{lb.ServiceKey{VIP: mustAddr("10.96.0.10"), Port: 53, Proto: lb.UDP}, 2},
-		{lb.ServiceKey{VIP: mustAddr("10.96.0.10"), Port: 53, Proto: lb.TCP}, 2},
-		{lb.ServiceKey{VIP: mustAddr("10.96.0.10"), Port: 9153, Proto: lb.TCP}, 2},
-	} {
-		e := table.Lookup(tc.key)
-		if e == nil {
-			t.Errorf("Lookup(%s) = nil, want an entry", tc.key)
-			continue
-		}
-		if n := len(e.Backends()); n != tc.backends {
-			t.Errorf("Lookup(%s) has %d backends, want %d", tc.key, n, tc.backends)
-		}
-	}
-
-	cfg.Services[0].Mode, cfg.Services[0].ProxyProtocol = lb.ModeProxy, true
-	if err := table.Set(cfg.Services); err != nil {
-		t.Fatalf("Set(my-service in mode proxy): %v", err)
-	}
-	my := table.Lookup(lb.ServiceKey{VIP: mustAddr("10.103.92.81"), Port: 80, Proto: lb.TCP})
-	dns := table.Lookup(lb.ServiceKey{VIP: mustAddr("10.96.0.10"), Port: 53, Proto: lb.TCP})
-	if my.Mode() != lb.ModeProxy || !my.ProxyProtocol() || dns.Mode() != lb.ModeNAT {
-		t.Errorf("my-service mode %v, proxyProtocol %v, kube-dns mode %v; want proxy, true, nat", my.Mode(), my.ProxyProtocol(), dns.Mode())
-	}
-}
-
-// TestProxyVIPs: the router's stack terminates the ClusterIPs of
-// proxy-mode Services with a TCP port, and only those.
-func TestProxyVIPs(t *testing.T) {
-	cfg, err := configs.Load("../../configs/examples/hostgw-master.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := routerConfig(cfg).ServiceAddresses; len(got) != 0 {
-		t.Errorf("routerConfig(nat mode only).ServiceAddresses = %v, want none", got)
-	}
-	udpOnly := cfg.Services[1] // kube-dns, its dns port alone
-	udpOnly.Name, udpOnly.ClusterIPs, udpOnly.Ports = "dns-udp", []netip.Addr{mustAddr("10.96.0.11")}, udpOnly.Ports[:1]
-	cfg.Services = append(cfg.Services, udpOnly)
-	for i := range cfg.Services {
-		cfg.Services[i].Mode = lb.ModeProxy
-	}
-	want := []netip.Addr{mustAddr("10.103.92.81"), mustAddr("10.96.0.10")}
-	if got := routerConfig(cfg).ServiceAddresses; !slices.Equal(got, want) {
-		t.Errorf("routerConfig(every Service in proxy mode).ServiceAddresses = %v, want %v (not the UDP-only 10.96.0.11)", got, want)
-	}
-	if got := mergeAddrs(want[:1:1], []netip.Addr{mustAddr("10.96.0.10"), mustAddr("10.103.92.81")}); !slices.Equal(got, want) {
-		t.Errorf("mergeAddrs = %v, want %v", got, want)
-	}
-}
-
-// TestLBOptionsFromConfig: lb.nat and lb.proxy reach the data path.
-func TestLBOptionsFromConfig(t *testing.T) {
-	cfg, err := configs.Load("../../configs/examples/hostgw-master.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour}
-	if got := cfg.LB.NAT; got != want {
-		t.Errorf("LB.NAT = %+v, want lb's defaults %+v", got, want)
-	}
-	wantProxy := lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second}
-	if got := cfg.LB.Proxy; got != wantProxy {
-		t.Errorf("LB.Proxy = %+v, want lb's defaults %+v", got, wantProxy)
-	}
-}
-
 func TestRestartNeeded(t *testing.T) {
 	a, err := configs.Load("../../configs/examples/hostgw-master.yaml")
 	if err != nil {
@@ -182,5 +96,3 @@ func TestRestartNeeded(t *testing.T) {
 		t.Errorf("restartNeeded(lb tuning changed) = %v, want [lb.proxy lb.nat]", got)
 	}
 }
-
-func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -350,14 +350,14 @@ func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.P
 }
 
 // observeApply wraps the reloader's apply: it times each apply for the
-// sync metrics, and a successful one (the reloader took the new config
-// as its current one) counts as the last sync for /healthz.
+// sync metrics, and a successful one (the data path took the new config)
+// counts as the last sync for /healthz.
 func (o *ops) observeApply(rl *reloader) func(*configs.Config) {
 	return func(next *configs.Config) {
 		start := time.Now()
-		rl.apply(next)
+		err := rl.apply(next)
 		end := time.Now()
-		ok := rl.cur == next
+		ok := err == nil
 		o.syncs.Observe(end.Sub(start), end, ok)
 		if ok {
 			o.health.Synced(end)

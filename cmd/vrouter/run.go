@@ -6,11 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -18,8 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/dataplane"
 	"github.com/vrouter/vrouter/configs"
-	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/tun"
 )
@@ -130,25 +128,15 @@ func defaultProcs() {
 	}
 }
 
-// dataPath is a node's programmed data path: the router and the load
-// balancer over it.
-type dataPath struct {
-	dev   string
-	r     *router.Router
-	table *lb.Table
-	nat   *lb.NAT
-	proxy *lb.Proxy
-}
-
-// runRouter brings up the data path for cfg and runs it until ctx is done.
-// It owns every goroutine it starts and returns after they exit.
+// runRouter brings up the data path for cfg and runs it until ctx is done,
+// fed by the config file's watcher. It owns every goroutine it starts and
+// returns after they exit.
 func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
-	dp, err := bringUp(cfg, log, o)
+	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), dataplane.Options{}, log, o)
 	if err != nil {
 		return err
 	}
-	r, table, nat, proxy := dp.r, dp.table, dp.nat, dp.proxy
-	rl := &reloader{log: log, r: r, table: table, nat: nat, proxy: proxy, dev: dp.dev, cur: cfg, cni: cw}
+	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw}
 	w := configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg})
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -159,7 +147,7 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		routerErr = dp.run(ctx, o)
+		routerErr = runDataPath(ctx, dp, o)
 		cancel()
 	}()
 	wg.Add(2)
@@ -190,82 +178,49 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 	return errors.Join(routerErr, watchErr)
 }
 
-// run runs the data path and the operability servers until ctx is done or
-// the router fails, and returns after every goroutine it started exited.
-func (dp *dataPath) run(ctx context.Context, o *ops) error {
+// runDataPath runs the data path and the operability servers until ctx is
+// done or the router fails, and returns after every goroutine it started
+// exited.
+func runDataPath(ctx context.Context, dp *dataplane.DataPlane, o *ops) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	var routerErr error
-	wg.Add(4)
-	go func() {
-		defer wg.Done()
-		o.run(ctx) // metrics, health and the admin API, until ctx is done
-	}()
-	go func() {
-		defer wg.Done()
-		_ = dp.nat.Run(ctx) // returns nil when ctx is done
-	}()
-	go func() {
-		defer wg.Done()
-		_ = dp.proxy.Run(ctx) // returns nil when ctx is done, its connections closed
-	}()
-	go func() {
-		defer wg.Done()
-		routerErr = dp.r.Run(ctx)
-		cancel()
-	}()
+	wg.Go(func() { o.run(ctx) }) // metrics, health and the admin API, until ctx is done
+	err := dp.Run(ctx)
+	cancel()
 	wg.Wait()
-	return routerErr
+	return err
 }
 
-// bringUp creates and programs the data path for cfg: the TUN (created or
-// adopted, configured when cfg says so), the overlay socket, the router,
-// the Service table, NAT and proxy. It starts no goroutine; on error it
+// bringUp opens the TUN (created or adopted; its addresses and MTU set
+// when cfg says so, and then its routes kept by the data path) and the
+// overlay socket, builds the data path for cfg over them, programs d and
+// attaches the operability endpoints. It starts no goroutine; on error it
 // releases what it made.
-func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
+func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, log *zap.Logger, o *ops) (*dataplane.DataPlane, error) {
 	dev, err := openTUN(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.TUN.Configure {
-		if err := tun.Configure(dev.Name(), linkConfig(cfg)); err != nil {
+		if err := tun.Configure(dev.Name(), tun.LinkConfig{Addresses: cfg.TUN.Addresses, MTU: cfg.TUN.MTU}); err != nil {
 			dev.Close()
 			return nil, err
 		}
+		opts.Link = dataplane.KernelLink(dev.Name())
 	}
 	conn, err := router.ListenUDP(cfg.Overlay.Listen)
 	if err != nil {
 		dev.Close()
 		return nil, err
 	}
-	r, err := router.New(router.Options{
-		Logger:  log.Named("router"),
-		TUN:     dev,
-		Overlay: conn,
-		MTU:     cfg.Overlay.MTU,
-		TUNMTU:  cfg.TUN.MTU,
-	})
+	opts.Logger = log
+	dp, err := dataplane.New(dev, conn, cfg, opts)
 	if err != nil {
-		dev.Close()
-		conn.Close()
 		return nil, err
 	}
-	if err := r.Set(routerConfig(cfg)); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("program router: %w", err)
-	}
-	table, nat, err := newLB(cfg, log)
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
-	r.SetHook(nat)
-	// The proxy installs its TCP handler in the stack: before the router
-	// runs, as the handler slot is not synchronized with the packet path.
-	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), cfg.LB.Proxy)
-	if err != nil {
-		r.Close()
+	if err := dp.Apply(d); err != nil {
+		dp.Close()
 		return nil, err
 	}
 	log.Info("vrouter running",
@@ -275,31 +230,14 @@ func bringUp(cfg *configs.Config, log *zap.Logger, o *ops) (*dataPath, error) {
 		zap.Int("mtu", cfg.Overlay.MTU),
 		zap.Bool("offload", isOffload(dev)),
 		zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)),
-		zap.Int("peers", len(cfg.Peers)),
+		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))
 
-	if err := o.attach(r, table, nat, proxy); err != nil {
-		r.Close()
+	if err := o.attach(dp.Router(), dp.Table(), dp.NAT(), dp.Proxy()); err != nil {
+		dp.Close()
 		return nil, err
 	}
-	return &dataPath{dev: dev.Name(), r: r, table: table, nat: nat, proxy: proxy}, nil
-}
-
-// newLB builds the Service table from cfg and the nat mode data path over it.
-func newLB(cfg *configs.Config, log *zap.Logger) (*lb.Table, *lb.NAT, error) {
-	table, err := lb.NewTable(log.Named("lb"), lb.Options{NodeName: cfg.Node.Name, Zone: cfg.Node.Zone})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := table.Set(cfg.Services); err != nil {
-		return nil, nil, fmt.Errorf("program Services: %w", err)
-	}
-	nat, err := lb.NewNAT(table, log.Named("lb"), cfg.LB.NAT)
-	if err != nil {
-		return nil, nil, err
-	}
-	nat.SetLocal(cfg.Node.PodCIDRs, cfg.RouterAddresses)
-	return table, nat, nil
+	return dp, nil
 }
 
 // openTUN creates (or adopts) the TUN. With tun.offload it asks for
@@ -329,86 +267,32 @@ func isOffload(dev tun.Device) bool {
 	return ok
 }
 
-// kernelRoutes are the node kernel's routes into the TUN: the cluster and
-// Service CIDRs, and the router's own addresses.
-func kernelRoutes(cfg *configs.Config) []netip.Prefix {
-	var rs []netip.Prefix
-	rs = append(rs, cfg.ClusterCIDRs...)
-	rs = append(rs, cfg.ServiceCIDRs...)
-	for _, a := range cfg.RouterAddresses {
-		rs = append(rs, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return rs
-}
-
-func linkConfig(cfg *configs.Config) tun.LinkConfig {
-	return tun.LinkConfig{Addresses: cfg.TUN.Addresses, MTU: cfg.TUN.MTU, Routes: kernelRoutes(cfg)}
-}
-
-// routerConfig is the router's desired state from a config file. Its
-// ServiceAddresses are the ClusterIPs of proxy-mode Services, which the
-// stack terminates.
-func routerConfig(cfg *configs.Config) router.Config {
-	rc := router.Config{
-		PodCIDRs:         slices.Clone(cfg.Node.PodCIDRs),
-		Addresses:        slices.Clone(cfg.RouterAddresses),
-		ServiceAddresses: proxyVIPs(cfg),
-		ClusterCIDRs:     slices.Clone(cfg.ClusterCIDRs),
-	}
-	for _, p := range cfg.Peers {
-		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
-	}
-	return rc
-}
-
-// reloader applies config changes to a running router. Its apply runs on
-// the config watcher's goroutine, one call at a time.
+// reloader hands each new config from the file to the data path. Its
+// apply runs on the config watcher's goroutine, one call at a time.
 type reloader struct {
-	log   *zap.Logger
-	r     *router.Router
-	table *lb.Table
-	nat   *lb.NAT
-	proxy *lb.Proxy
-	dev   string
-	cur   *configs.Config
-	cni   *cni.Writer // --cni-conf-dir: rewritten when node.podCIDRs change
+	log *zap.Logger
+	dp  *dataplane.DataPlane
+	cur *configs.Config // the config last applied
+	cni *cni.Writer     // --cni-conf-dir: rewritten when node.podCIDRs change
 }
 
-func (rl *reloader) apply(next *configs.Config) {
-	cur := rl.cur
-	if needs := restartNeeded(cur, next); len(needs) > 0 {
+// apply applies next, or logs why it did not and keeps the running
+// config.
+func (rl *reloader) apply(next *configs.Config) error {
+	if needs := restartNeeded(rl.cur, next); len(needs) > 0 {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))
 	}
-	// A VIP with open proxied connections stays a stack address while
-	// they drain, even if its Service left proxy mode or the file; a
-	// stale one only answers SYNs with RST until the next reload.
-	rc := routerConfig(next)
-	rc.ServiceAddresses = mergeAddrs(rc.ServiceAddresses, rl.proxy.VIPs())
-	if err := rl.r.Set(rc); err != nil {
+	if err := rl.dp.Apply(dataplane.FromConfig(next)); err != nil {
 		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))
-		return
-	}
-	rl.nat.SetLocal(next.Node.PodCIDRs, next.RouterAddresses)
-	if err := rl.table.Set(next.Services); err != nil {
-		rl.log.Error("Service table update refused; keeping the running Services", zap.Error(err))
-	}
-	// Connections to endpoints that left start draining now.
-	rl.proxy.Sync()
-	if next.TUN.Configure && !slices.Equal(kernelRoutes(cur), kernelRoutes(next)) {
-		lc := linkConfig(next)
-		lc.MTU = 0 // the device's MTU is fixed while it runs
-		if err := tun.Configure(rl.dev, lc); err != nil {
-			rl.log.Error("reconfigure TUN", zap.Error(err))
-		} else if err := tun.SyncRoutes(rl.dev, lc.Routes); err != nil {
-			rl.log.Error("sync TUN routes", zap.Error(err))
-		}
+		return err
 	}
 	if err := rl.cni.Write(cni.Network{PodCIDRs: next.Node.PodCIDRs, MTU: next.TUN.MTU}); err != nil {
 		rl.log.Error("rewrite the CNI config", zap.Error(err))
 	}
 	rl.cur = next
 	rl.log.Info("config reloaded", zap.Int("peers", len(next.Peers)), zap.Int("services", len(next.Services)))
+	return nil
 }
 
 // restartNeeded names the changed fields that only take effect on restart.

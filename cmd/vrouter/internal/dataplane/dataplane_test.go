@@ -390,7 +390,8 @@ func TestKernelRoutes(t *testing.T) {
 // TestProxyConnectionDrains runs the data path and connects to a
 // proxy-mode VIP as a pod would: the stack answers the SYN once the proxy
 // reached the backend, and the VIP stays a stack address while the
-// connection is open, even after its Service is gone.
+// connection is open, even after its Service is gone; the connection ends
+// after lb.proxy.drainTimeout.
 func TestProxyConnectionDrains(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -406,6 +407,7 @@ func TestProxyConnectionDrains(t *testing.T) {
 	}()
 	backend := netip.MustParseAddrPort(ln.Addr().String())
 	cfg := seedConfig(func(c *configs.Config) {
+		c.LB.Proxy.DrainTimeout = 200 * time.Millisecond
 		c.Services = []lb.Service{{
 			Namespace: "default", Name: "my-service", Mode: lb.ModeProxy,
 			ClusterIPs: []netip.Addr{myVIP},
@@ -440,8 +442,7 @@ func TestProxyConnectionDrains(t *testing.T) {
 		t.Errorf("after DeleteService with a connection open: stack's Service addresses = %v, want %v while it drains", got, myVIP)
 	}
 
-	h.send(tcpSegment(client, vip, 1001, 0, header.TCPFlagRst))
-	waitFor(t, "the proxied connection to end", func() bool { return h.dp.Proxy().Stats().Active == 0 })
+	waitFor(t, "the proxied connection to be reset after the drain timeout", func() bool { return h.dp.Proxy().Stats().Active == 0 })
 	if err := h.dp.Apply(FromConfig(seedConfig(func(c *configs.Config) { c.Services = nil }))); err != nil {
 		t.Fatal(err)
 	}
@@ -450,19 +451,29 @@ func TestProxyConnectionDrains(t *testing.T) {
 	}
 }
 
-// TestNATTranslates: in nat mode the VIP is no stack address and a SYN to
-// it leaves towards a backend, translated.
+// TestNATTranslates: in nat mode the VIP is no stack address, a SYN to it
+// leaves towards a backend, translated, and lb.nat's caps hold.
 func TestNATTranslates(t *testing.T) {
-	cfg := seedConfig(func(c *configs.Config) { c.Services = c.Services[:1] })
+	cfg := seedConfig(func(c *configs.Config) {
+		c.Services = c.Services[:1]
+		c.LB.NAT = lb.NATOptions{MaxTCP: 1, MaxUDP: 1, MaxPerClient: 1}
+	})
 	cfg.Services[0].Endpoints = cfg.Services[0].Endpoints[:1] // 10.244.0.4, on this node
 	h := newHarness(t, cfg, Options{})
 	h.apply(FromConfig(cfg))
 	h.run()
-	h.send(seedtest.TCPSyn(client, netip.AddrPortFrom(myVIP, 80)))
+	if got := serviceAddrs(h.dp); len(got) != 0 {
+		t.Errorf("stack's Service addresses = %v, want none in nat mode", got)
+	}
+	vip := netip.AddrPortFrom(myVIP, 80)
+	h.send(seedtest.TCPSyn(client, vip))
 	ip := h.recv()
 	if dst := netip.AddrFrom4(ip.DestinationAddress().As4()); dst != netip.MustParseAddr("10.244.0.4") {
-		t.Errorf("SYN to %s:80 left for %s, want the backend 10.244.0.4", myVIP, dst)
+		t.Errorf("SYN to %s left for %s, want the backend 10.244.0.4", vip, dst)
 	}
+	second := netip.AddrPortFrom(client.Addr(), client.Port()+1)
+	h.send(seedtest.TCPSyn(second, vip))
+	waitFor(t, "the NAT to refuse a second flow (lb.nat caps flows at 1)", func() bool { return h.dp.NAT().Stats().RefusedCap == 1 })
 }
 
 func (h *harness) send(pkt []byte) {
