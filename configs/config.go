@@ -37,8 +37,9 @@ var DefaultRouterAddresses = [2]netip.Addr{
 }
 
 // Config is a validated router configuration with every default applied.
-// Parse, Load and File.ForNode return it. A Config is immutable once
-// returned: consumers keep the pointer and compare a new one with Equal.
+// Parse, Load, File.Config and File.ForNode return it. A Config is
+// immutable once returned: consumers keep the pointer and compare a new
+// one with Equal.
 //
 // Slices keep the order of the file. Every netip value is valid, and
 // prefixes are canonical (host bits zero) except TUN.Addresses, which are

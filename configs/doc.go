@@ -3,14 +3,24 @@
 // Load), the typed model the rest of the router consumes (Config) and the
 // file source that keeps it current (Watcher).
 //
-//	vrouter.yaml ──Parse/Load──▶ *Config ──┬──▶ router.Set: TUN, overlay, peers, routes
-//	     ▲          strict YAML,            │     (Node, TUN, Overlay, Peers, CIDRs,
-//	     │          defaults,               │      RouterAddresses)
-//	 fsnotify       every error with        └──▶ lb table: Services, ports, endpoints
-//	 + SIGHUP       field path and value          (LB, Services)
-//	     │
+//	vrouter.yaml ──Decode──▶ File ──Config──▶ *Config ──┬──▶ router: TUN, overlay, peers, routes
+//	     ▲          strict YAML, (strings)  defaults,   │     (Node, TUN, Overlay, Peers, CIDRs,
+//	     │          field paths,            checks,     │      RouterAddresses)
+//	 fsnotify       did-you-mean            every error └──▶ lb: LB (lb.Mode, lb.PickerKind,
+//	 + SIGHUP                               with field        lb.ProxyOptions, lb.NATOptions)
+//	     │                                  path, value       and Services ([]lb.Service)
+//	     │               a Node from the API server ──ForNode──▶ *Config (the file tunes the rest)
 //	  Watcher ── valid and not Equal to the last one ──▶ apply(*Config)
 //	          └─ invalid: one log line, the running config stays
+//
+// A File is only the parse input: strings, so that validation can name the
+// field, the value and what was expected. Parse (Decode, then File.Config)
+// turns it straight into the load balancer's own types: there is one
+// Service model, lb's, and each load-balancing default is lb's (lb.Default*,
+// the zero values of lb's Options), which Parse resolves missing fields to.
+// A source that knows the node (the API server) passes it to File.ForNode
+// instead of writing it into the file; code may build a Config as a struct
+// literal where no file describes the router (a sidecar).
 //
 // A Config is a whole desired state, never a delta: consumers compare it
 // with what they run (Equal skips no-op reloads here) and compute their
