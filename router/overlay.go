@@ -31,7 +31,14 @@ type peerCounters struct {
 	lastSeen atomic.Int64
 }
 
+// owns reports whether a packet from p may have source src: an address
+// of its pod CIDRs, or its node's own underlay address (the node kernel
+// answering for a Service endpoint on the node, such as the API server,
+// to a client pod here; see Config.KernelRoutes).
 func (p *peer) owns(src netip.Addr) bool {
+	if src == p.endpoint.Addr() {
+		return true
+	}
 	for _, c := range p.podCIDRs {
 		if c.Contains(src) {
 			return true

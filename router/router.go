@@ -41,6 +41,14 @@ const DefaultMTU = 1500 - 28
 type Config struct {
 	// PodCIDRs are this node's pod subnets, routed to the TUN.
 	PodCIDRs []netip.Prefix
+	// KernelRoutes are destinations outside the pod network that the
+	// router hands back to the node kernel (routed to the TUN), for the
+	// kernel to reach by its own routes: Service endpoints that are not
+	// pods, such as the API server behind the kubernetes Service or a
+	// host-network pod, after the NAT translated a packet to them. A
+	// prefix inside a pod CIDR or a cluster CIDR is refused: the kernel
+	// would send it straight back.
+	KernelRoutes []netip.Prefix
 	// Addresses are the router's own addresses inside the stack: the
 	// source of ICMP errors. A family without an address is not forwarded.
 	Addresses []netip.Addr
@@ -66,8 +74,8 @@ type Peer struct {
 	Name string
 	// Endpoint is the peer's overlay UDP address.
 	Endpoint netip.AddrPort
-	// PodCIDRs are the peer node's pod subnets: routed to it, and the only
-	// inner sources accepted from it.
+	// PodCIDRs are the peer node's pod subnets: routed to it, and with
+	// the Endpoint's address the only inner sources accepted from it.
 	PodCIDRs []netip.Prefix
 }
 
@@ -478,7 +486,7 @@ func desiredRoutes(cfg Config) map[routeKey]tcpip.Route {
 		}
 		want[keyOf(rt)] = rt
 	}
-	for _, c := range cfg.PodCIDRs {
+	for _, c := range slices.Concat(cfg.PodCIDRs, cfg.KernelRoutes) {
 		add(c, TUNNIC, netip.Addr{})
 	}
 	for _, c := range cfg.ClusterCIDRs {
@@ -523,6 +531,9 @@ func normalize(cfg Config) Config {
 	out := Config{}
 	for _, p := range cfg.PodCIDRs {
 		out.PodCIDRs = append(out.PodCIDRs, p.Masked())
+	}
+	for _, p := range cfg.KernelRoutes {
+		out.KernelRoutes = append(out.KernelRoutes, p.Masked())
 	}
 	for _, a := range cfg.Addresses {
 		out.Addresses = append(out.Addresses, a.Unmap())
@@ -570,6 +581,14 @@ func validate(cfg Config) error {
 	for _, c := range cfg.ClusterCIDRs {
 		if !c.IsValid() {
 			errs = append(errs, errors.New("cluster CIDR: invalid prefix"))
+		}
+	}
+	for _, k := range cfg.KernelRoutes {
+		switch {
+		case !k.IsValid():
+			errs = append(errs, errors.New("kernel route: invalid prefix"))
+		case slices.ContainsFunc(slices.Concat(cfg.PodCIDRs, cfg.ClusterCIDRs), k.Overlaps):
+			errs = append(errs, fmt.Errorf("kernel route %s: inside the pod network, which the node kernel routes back to the router", k))
 		}
 	}
 	for _, a := range slices.Concat(cfg.Addresses, cfg.ServiceAddresses) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -347,5 +348,51 @@ func TestNewRequiresDevices(t *testing.T) {
 	defer conn.Close()
 	if _, err := New(Options{TUN: newMemTUN("x"), Overlay: conn, MTU: 100}); err == nil {
 		t.Error("New with MTU 100 succeeded")
+	}
+}
+
+// TestKernelRoutes: a client pod on hostgw-node reaches a Service endpoint
+// that is not a pod — the API server on hostgw-master's own address — the
+// way the NAT hands such a packet on: the router routes it to the node
+// kernel (KernelRoutes), which reaches 192.168.31.201 by its own routes.
+// The API server's reply leaves hostgw-master's kernel into its router
+// with the node's address as source, and hostgw-node's router admits it
+// from that peer (its underlay address), not as spoofed.
+func TestKernelRoutes(t *testing.T) {
+	_, a, b := seedPair(t, Options{})
+	apiserver := addr("192.168.31.201")
+	toAPI := udp4(addr("10.244.1.2"), apiserver, 64, true, []byte("req"))
+
+	// Without a kernel route the router has nowhere to send it.
+	b.tun.send(toAPI)
+	if _, icmp := icmpFrom(t, b.tun); icmp.Type() != header.ICMPv4DstUnreachable || icmp.Code() != header.ICMPv4NetUnreachable {
+		t.Fatalf("without KernelRoutes: ICMP type %d code %d, want net unreachable", icmp.Type(), icmp.Code())
+	}
+
+	cfg := b.config(a.asPeer())
+	cfg.KernelRoutes = []netip.Prefix{netip.PrefixFrom(apiserver, 32)}
+	if err := b.r.Set(cfg); err != nil {
+		t.Fatalf("Set(KernelRoutes %v): %v", cfg.KernelRoutes, err)
+	}
+	b.tun.send(toAPI)
+	got := header.IPv4(b.tun.recv(t))
+	if got.DestinationAddress() != tcpipAddr(apiserver) || got.TTL() != 63 {
+		t.Errorf("hostgw-node kernel got dst %s ttl %d, want %s ttl 63", got.DestinationAddress(), got.TTL(), apiserver)
+	}
+
+	before := b.r.Stats().Drops[DropSpoofed]
+	a.tun.send(udp4(apiserver, addr("10.244.1.2"), 64, true, []byte("reply")))
+	back := header.IPv4(b.tun.recv(t))
+	if back.SourceAddress() != tcpipAddr(apiserver) {
+		t.Errorf("reply source = %s, want %s", back.SourceAddress(), apiserver)
+	}
+	// Any other address outside the peer's pod CIDRs is still refused.
+	a.tun.send(udp4(addr("192.168.31.77"), addr("10.244.1.2"), 64, true, nil))
+	waitFor(t, "spoofed drop on hostgw-node", func() bool { return b.r.Stats().Drops[DropSpoofed] == before+1 })
+
+	// A kernel route into the pod network would loop through the kernel.
+	cfg.KernelRoutes = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	if err := b.r.Set(cfg); err == nil || !strings.Contains(err.Error(), "kernel route 10.244.0.0/16") {
+		t.Errorf("Set(KernelRoutes 10.244.0.0/16) = %v, want an error naming it", err)
 	}
 }
