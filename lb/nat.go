@@ -117,7 +117,7 @@ func (o *NATOptions) setDefaults() {
 // natLocal is what NAT knows of this node: where local backends live and
 // which address hairpin flows are translated to.
 type natLocal struct {
-	podCIDRs []netip.Prefix
+	local []netip.Prefix
 	snat4    netip.Addr
 	snat6    netip.Addr
 }
@@ -229,11 +229,14 @@ func NewNAT(table *Table, log *zap.Logger, opts NATOptions) (*NAT, error) {
 	return n, nil
 }
 
-// SetLocal tells the NAT this node's pod CIDRs (backends there are local:
-// a local client reaching one is translated to the router address too) and
-// the router's own addresses (one per family), which hairpin flows use.
-func (n *NAT) SetLocal(podCIDRs []netip.Prefix, routerAddrs []netip.Addr) {
-	l := &natLocal{podCIDRs: append([]netip.Prefix(nil), podCIDRs...)}
+// SetLocal tells the NAT where this node's own backends live — its pod
+// CIDRs and its own addresses (as /32 and /128 prefixes: host-network
+// endpoints such as the API server), whose replies would reach a local
+// client without passing the router, so a local client reaching one is
+// translated to the router address too — and the router's own addresses
+// (one per family), which those hairpin flows use.
+func (n *NAT) SetLocal(local []netip.Prefix, routerAddrs []netip.Addr) {
+	l := &natLocal{local: append([]netip.Prefix(nil), local...)}
 	for _, a := range routerAddrs {
 		if a.Is4() {
 			l.snat4 = a

@@ -527,3 +527,50 @@ func TestNATClosedFlowsFreeTheirClientsSlots(t *testing.T) {
 		t.Errorf("limiter = %+v, want 0 active and no unmatched release", st)
 	}
 }
+
+// TestNATHostNetworkEndpoint: the kubernetes Service, whose endpoint is
+// the API server on hostgw-master's own address. A client pod on the same
+// node is translated to the router address (the node kernel would answer
+// it directly otherwise); from the other node the client keeps its
+// address, and the API server's reply, which comes back through a peer,
+// is translated back to the VIP.
+func TestNATHostNetworkEndpoint(t *testing.T) {
+	apiVIP := netip.MustParseAddrPort("10.96.0.1:443")
+	kubernetes := makeService("default", "kubernetes", func(s *Service) {
+		s.ClusterIPs = []netip.Addr{apiVIP.Addr()}
+		s.Ports = []ServicePort{{Name: "https", Port: 443, Proto: TCP, TargetPort: 6443}}
+		s.Endpoints = []Endpoint{makeEndpoint("192.168.31.201")}
+	})
+	apiserver := netip.MustParseAddrPort("192.168.31.201:6443")
+	for _, tc := range []struct {
+		name    string
+		local   []netip.Prefix
+		wantSrc netip.AddrPort
+		fromTUN bool // where the reply comes back from
+	}{
+		{"same node", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("192.168.31.201/32")},
+			netip.AddrPortFrom(routerAddr, clientA.Port()), true},
+		{"other node", []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.MustParsePrefix("192.168.31.202/32")},
+			clientA, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, _, _ := newTestNAT(t, NATOptions{}, kubernetes)
+			n.SetLocal(tc.local, []netip.Addr{routerAddr})
+			syn := tcp4(clientA, apiVIP, header.TCPFlagSyn, "")
+			if pass, _ := ingress(t, n, true, syn); !pass {
+				t.Fatal("SYN to 10.96.0.1:443 dropped")
+			}
+			src, dst := tuple(t, syn)
+			if dst != apiserver || src != tc.wantSrc {
+				t.Fatalf("SYN translated to %s -> %s, want %s -> %s", src, dst, tc.wantSrc, apiserver)
+			}
+			synack := tcp4(apiserver, src, header.TCPFlagSyn|header.TCPFlagAck, "")
+			if pass, _ := ingress(t, n, tc.fromTUN, synack); !pass {
+				t.Fatal("the API server's reply was dropped")
+			}
+			if rs, rd := tuple(t, synack); rs != apiVIP || rd != clientA {
+				t.Errorf("reply translated to %s -> %s, want %s -> %s", rs, rd, apiVIP, clientA)
+			}
+		})
+	}
+}

@@ -151,7 +151,7 @@ func (n *NAT) insertWithPort(f *flow) bool {
 // TUN), or the zero Addr when the backend is remote.
 func (n *NAT) hairpinAddr(backend netip.Addr) netip.Addr {
 	l := n.local.Load()
-	for _, c := range l.podCIDRs {
+	for _, c := range l.local {
 		if c.Contains(backend) {
 			if backend.Is4() {
 				return l.snat4
