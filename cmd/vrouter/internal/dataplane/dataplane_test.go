@@ -420,10 +420,20 @@ func TestProxyConnectionDrains(t *testing.T) {
 	h.run()
 
 	vip := netip.AddrPortFrom(myVIP, 80)
-	h.send(seedtest.TCPSyn(client, vip))
-	synack := h.recvTCP(vip)
-	if f := synack.Flags(); f != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("answer to the SYN to %s has flags %v, want SYN|ACK", vip, f)
+	// Until Proxy.Run has started, the stack resets SYNs to the VIP: try
+	// again from the next port then.
+	from := client
+	var synack header.TCP
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		h.send(seedtest.TCPSyn(from, vip))
+		synack = h.recvTCP(vip)
+		if f := synack.Flags(); f == header.TCPFlagSyn|header.TCPFlagAck {
+			break
+		} else if f&header.TCPFlagRst == 0 || time.Now().After(deadline) {
+			t.Fatalf("answer to the SYN from %s to %s has flags %v, want SYN|ACK", from, vip, f)
+		}
+		from = netip.AddrPortFrom(from.Addr(), from.Port()+1)
+		time.Sleep(10 * time.Millisecond)
 	}
 	var bc net.Conn
 	select {
@@ -432,7 +442,7 @@ func TestProxyConnectionDrains(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the backend was not dialled")
 	}
-	h.send(tcpSegment(client, vip, 1001, synack.SequenceNumber()+1, header.TCPFlagAck))
+	h.send(tcpSegment(from, vip, 1001, synack.SequenceNumber()+1, header.TCPFlagAck))
 	waitFor(t, "the proxied connection to be open", func() bool { return h.dp.Proxy().Stats().Active == 1 })
 
 	if err := h.dp.DeleteService("default", "my-service"); err != nil {
