@@ -461,6 +461,7 @@ func routerConfig(d Desired) router.Config {
 
 func routerConfigEqual(a, b router.Config) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) &&
+		slices.Equal(a.KernelRoutes, b.KernelRoutes) &&
 		slices.Equal(a.Addresses, b.Addresses) &&
 		slices.Equal(a.ClusterCIDRs, b.ClusterCIDRs) &&
 		slices.Equal(a.ServiceAddresses, b.ServiceAddresses) &&

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -543,5 +544,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRouterConfigEqualSeesEveryField: the DataPlane skips router.Set when
+// routerConfigEqual says nothing changed, so a field of router.Config it
+// did not compare would never reach the router.
+func TestRouterConfigEqualSeesEveryField(t *testing.T) {
+	base := router.Config{}
+	typ := reflect.TypeFor[router.Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		c := base
+		v := reflect.ValueOf(&c).Elem().Field(i)
+		if v.Kind() != reflect.Slice {
+			t.Fatalf("router.Config.%s is a %s: teach this test to change it", f.Name, v.Kind())
+		}
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		if routerConfigEqual(base, c) {
+			t.Errorf("routerConfigEqual ignores router.Config.%s", f.Name)
+		}
 	}
 }
