@@ -118,8 +118,8 @@ func (o *NATOptions) setDefaults() {
 // which address hairpin flows are translated to.
 type natLocal struct {
 	local []netip.Prefix
-	snat4    netip.Addr
-	snat6    netip.Addr
+	snat4 netip.Addr
+	snat6 netip.Addr
 }
 
 // NATStats are the NAT's counters.
