@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 )
 
 // getCmd prints the body of GET URL; a non-2xx status is an error (the
@@ -24,11 +28,23 @@ import (
 func getCmd(ctx context.Context, env environ, args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	cacert := fs.String("cacert", "", "verify an https server against the CA certificates (PEM) in this file")
 	pos, err := parseFlags(fs, env, args, 1)
 	if err != nil {
 		return err
 	}
 	tr := &http.Transport{DisableKeepAlives: true}
+	if *cacert != "" {
+		pem, err := os.ReadFile(*cacert)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--cacert %s: no PEM certificate in it", *cacert)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: *timeout}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pos[0], nil)
@@ -357,4 +373,61 @@ func holdCmd(ctx context.Context, env environ, args []string) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// pingCmd sends ICMP echo requests to ADDR from an unprivileged ping
+// socket (containerd's enable_unprivileged_icmp opens ping_group_range in
+// pods) and prints each reply, as ping(8) does.
+func pingCmd(ctx context.Context, env environ, args []string) error {
+	fs := flag.NewFlagSet("ping", flag.ContinueOnError)
+	count := fs.Int("c", 3, "echo requests to send; all must be answered")
+	timeout := fs.Duration("timeout", 2*time.Second, "longest wait for each reply")
+	pos, err := parseFlags(fs, env, args, 1)
+	if err != nil {
+		return err
+	}
+	dst, err := netip.ParseAddr(pos[0])
+	if err != nil || !dst.Is4() {
+		return fmt.Errorf("%w: %q is not an IPv4 address", errUsage, pos[0])
+	}
+	c, err := icmp.ListenPacket("udp4", "0.0.0.0")
+	if err != nil {
+		return fmt.Errorf("open a ping socket: %w", err)
+	}
+	defer c.Close()
+	for seq := 1; seq <= *count; seq++ {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{Seq: seq, Data: []byte("vrtest")}}
+		b, err := msg.Marshal(nil)
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		if _, err := c.WriteTo(b, &net.UDPAddr{IP: dst.AsSlice()}); err != nil {
+			return fmt.Errorf("icmp_seq=%d: %w", seq, err)
+		}
+		for {
+			c.SetReadDeadline(start.Add(*timeout))
+			buf := make([]byte, 1500)
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return fmt.Errorf("icmp_seq=%d: no reply from %s: %w", seq, dst, err)
+			}
+			reply, err := icmp.ParseMessage(1, buf[:n])
+			if err != nil {
+				continue
+			}
+			if echo, ok := reply.Body.(*icmp.Echo); ok && reply.Type == ipv4.ICMPTypeEchoReply && echo.Seq == seq {
+				fmt.Fprintf(env.stdout, "%d bytes from %s: icmp_seq=%d time=%v\n", n, from.(*net.UDPAddr).IP, seq, time.Since(start).Round(time.Microsecond))
+				break
+			}
+		}
+		if seq < *count {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

@@ -19,6 +19,8 @@
 //	dns                   DNS for <svc>.<ns>.svc.<domain> (--domain cluster.local) on :53,
 //	                      ready on :8080/healthz once it has listed Services
 //	get URL               print the body; fail on an error, a non-2xx status or --timeout
+//	                      (--cacert FILE: verify https against those CAs)
+//	ping ADDR             ICMP echo (-c 3) from an unprivileged ping socket, print each reply
 //	tcp ADDR MSG          send MSG as a line to a TCP echo, print the reply
 //	udp ADDR MSG          send MSG to a UDP echo (again each second), print the reply
 //	resolve NAME          print NAME's A (or --type AAAA) records from --server (resolv.conf's first), --tcp

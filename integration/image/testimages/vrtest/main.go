@@ -32,10 +32,11 @@ func commands() []command {
 	return []command{
 		{"serve", "[--http :8080] [--tcp :9000] [--udp :9001]", "HTTP, TCP echo and UDP echo servers", serveCmd},
 		{"dns", "[--domain cluster.local] [--listen :53] [--health :8080]", "DNS for Services", dnsCmd},
-		{"get", "URL [--timeout 5s]", "HTTP GET, print the body", getCmd},
+		{"get", "URL [--timeout 5s] [--cacert FILE]", "HTTP GET, print the body", getCmd},
 		{"tcp", "ADDR MSG [--timeout 5s]", "one line to a TCP echo, print the reply", tcpCmd},
 		{"udp", "ADDR MSG [--timeout 5s]", "one datagram to a UDP echo, print the reply", udpCmd},
 		{"resolve", "NAME [--server IP:53] [--tcp] [--type A|AAAA]", "print NAME's addresses", resolveCmd},
+		{"ping", "ADDR [-c 3] [--timeout 2s]", "ICMP echo from a ping socket, print each reply", pingCmd},
 		{"hold", "ADDR [--interval 200ms] [--duration 10s]", "keep one TCP echo connection busy", holdCmd},
 		{"unready", "[--file /tmp/unready]", "make serve's /healthz fail", unreadyCmd},
 		{"ready", "[--file /tmp/unready]", "make serve's /healthz pass again", readyCmd},
