@@ -10,8 +10,10 @@ func (r *Router) Config() Config {
 	defer r.mu.Unlock()
 	c := Config{
 		PodCIDRs:         slices.Clone(r.cfg.PodCIDRs),
+		KernelRoutes:     slices.Clone(r.cfg.KernelRoutes),
 		Addresses:        slices.Clone(r.cfg.Addresses),
 		ServiceAddresses: slices.Clone(r.cfg.ServiceAddresses),
+		ClusterCIDRs:     slices.Clone(r.cfg.ClusterCIDRs),
 	}
 	for _, p := range r.cfg.Peers {
 		p.PodCIDRs = slices.Clone(p.PodCIDRs)

@@ -24,6 +24,9 @@ import (
 type Desired struct {
 	// PodCIDRs are this node's pod subnets.
 	PodCIDRs []netip.Prefix
+	// NodeAddresses are the node's own addresses (its underlay address):
+	// a Service endpoint there is local, reached by hairpin SNAT.
+	NodeAddresses []netip.Addr
 	// RouterAddresses are the router's own addresses inside the stack:
 	// the source of its ICMP errors and the hairpin SNAT address.
 	RouterAddresses []netip.Addr
@@ -45,6 +48,9 @@ func FromConfig(cfg *configs.Config) Desired {
 		ClusterCIDRs:    slices.Clone(cfg.ClusterCIDRs),
 		ServiceCIDRs:    slices.Clone(cfg.ServiceCIDRs),
 		Services:        cfg.Services,
+	}
+	if cfg.Node.Underlay.IsValid() {
+		d.NodeAddresses = []netip.Addr{cfg.Node.Underlay.Unmap()}
 	}
 	for _, p := range cfg.Peers {
 		d.Peers = append(d.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
@@ -108,10 +114,10 @@ type DataPlane struct {
 	// (the Table holds them); applied tells whether there was one.
 	node    Desired
 	applied bool
-	// vips are the ClusterIPs the stack terminates for each Service
-	// (terminated), and refs counts the Services wanting each.
-	vips map[lb.ServiceName][]netip.Addr
-	refs map[netip.Addr]int
+	// vips are the ClusterIPs the stack terminates, per Service
+	// (terminated); hosts are the Service endpoints outside the pod
+	// network, which the router hands to the node kernel (outside).
+	vips, hosts addrRefs
 	// rc is the router's configuration as last set; set tells whether
 	// it was.
 	rc  router.Config
@@ -171,8 +177,6 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 		link:      opts.Link,
 		proxyOnly: opts.ProxyOnly,
 		mode:      cmp.Or(cfg.LB.Mode, lb.DefaultMode),
-		vips:      make(map[lb.ServiceName][]netip.Addr),
-		refs:      make(map[netip.Addr]int),
 	}, nil
 }
 
@@ -220,29 +224,24 @@ func (dp *DataPlane) Apply(d Desired) error {
 }
 
 func (dp *DataPlane) applyLocked(d Desired) error {
+	node := d
+	node.Services = nil
 	svcs := make([]lb.Service, 0, len(d.Services))
-	vips := make(map[lb.ServiceName][]netip.Addr)
-	refs := make(map[netip.Addr]int)
+	var vips, hosts addrRefs
 	for _, svc := range d.Services {
 		svc, ok := dp.adapt(svc)
 		if !ok {
 			continue
 		}
 		svcs = append(svcs, svc)
-		if v := dp.terminated(&svc); len(v) > 0 {
-			vips[svc.Key()] = v
-			for _, a := range v {
-				refs[a]++
-			}
-		}
+		vips.record(svc.Key(), dp.terminated(&svc))
+		hosts.record(svc.Key(), outside(node, &svc))
 	}
-	node := d
-	node.Services = nil
-	return dp.updateLocked(node, keys(refs), func() error {
+	return dp.updateLocked(node, wants{vips.keys(), hosts.keys()}, func() error {
 		if err := dp.table.Set(svcs); err != nil {
 			return fmt.Errorf("program Services: %w", err)
 		}
-		dp.vips, dp.refs = vips, refs
+		dp.vips, dp.hosts = vips, hosts
 		return nil
 	})
 }
@@ -254,7 +253,7 @@ func (dp *DataPlane) SetPeers(peers []router.Peer) error {
 	defer dp.mu.Unlock()
 	node := dp.node
 	node.Peers = slices.Clone(peers)
-	return dp.updateLocked(node, keys(dp.refs), nil)
+	return dp.updateLocked(node, wants{dp.vips.keys(), dp.hosts.keys()}, nil)
 }
 
 // SetServices replaces the Service table, leaving the rest of the state
@@ -277,12 +276,13 @@ func (dp *DataPlane) UpsertService(svc lb.Service) error {
 		// Nothing a sidecar serves is left of it.
 		return dp.deleteLocked(svc.Key())
 	}
-	name, v := svc.Key(), dp.terminated(&svc)
-	return dp.updateLocked(dp.node, dp.afterLocked(name, v), func() error {
+	name, v, h := svc.Key(), dp.terminated(&svc), outside(dp.node, &svc)
+	return dp.updateLocked(dp.node, wants{dp.vips.after(name, v), dp.hosts.after(name, h)}, func() error {
 		if err := dp.table.Upsert(svc); err != nil {
 			return fmt.Errorf("program Service %s: %w", name, err)
 		}
-		dp.recordLocked(name, v)
+		dp.vips.record(name, v)
+		dp.hosts.record(name, h)
 		return nil
 	})
 }
@@ -295,38 +295,50 @@ func (dp *DataPlane) DeleteService(namespace, name string) error {
 }
 
 func (dp *DataPlane) deleteLocked(name lb.ServiceName) error {
-	return dp.updateLocked(dp.node, dp.afterLocked(name, nil), func() error {
+	return dp.updateLocked(dp.node, wants{dp.vips.after(name, nil), dp.hosts.after(name, nil)}, func() error {
 		dp.table.Delete(name.Namespace, name.Name)
-		dp.recordLocked(name, nil)
+		dp.vips.record(name, nil)
+		dp.hosts.record(name, nil)
 		return nil
 	})
 }
 
+// wants are the addresses the Services want of the router after an
+// update: the proxy VIPs the stack terminates, and the endpoints outside
+// the pod network it routes to the node kernel.
+type wants struct {
+	vips, hosts []netip.Addr
+}
+
 // updateLocked moves the data path to node and to the Services that
-// change (nil: none) makes, with want the proxy VIPs wanted afterwards.
-// change applies the Table's part and records the VIPs it wants; when it
-// fails, the earlier steps are undone.
-func (dp *DataPlane) updateLocked(node Desired, want []netip.Addr, change func() error) error {
+// change (nil: none) makes, with want what they want afterwards. change
+// applies the Table's part and records what it wants; when it fails, the
+// earlier steps are undone.
+func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error) error {
 	prevRC, prevNode, first := dp.rc, dp.node, !dp.applied
 	rc := routerConfig(node)
 	// 1. The stack holds the VIPs wanted before and after: the Table
-	// may call any of them proxy mode while it changes.
-	rc.ServiceAddresses = union(want, prevRC.ServiceAddresses)
+	// may call any of them proxy mode while it changes. Likewise the
+	// routes to endpoints outside the pod network.
+	rc.ServiceAddresses = union(want.vips, prevRC.ServiceAddresses)
+	rc.KernelRoutes = hostRoutes(node, union(want.hosts, addrsOf(prevRC.KernelRoutes)))
 	if err := dp.setRouterLocked(rc); err != nil {
 		return fmt.Errorf("program router: %w", err)
 	}
 	dp.step("router")
-	// 2. Hairpin SNAT and local backends follow this node's pod CIDRs and
-	// router addresses.
-	setLocal := first || !slices.Equal(node.PodCIDRs, prevNode.PodCIDRs) || !slices.Equal(node.RouterAddresses, prevNode.RouterAddresses)
+	// 2. Hairpin SNAT and local backends follow this node's pod CIDRs,
+	// its own addresses and the router addresses.
+	setLocal := first || !slices.Equal(node.PodCIDRs, prevNode.PodCIDRs) ||
+		!slices.Equal(node.NodeAddresses, prevNode.NodeAddresses) ||
+		!slices.Equal(node.RouterAddresses, prevNode.RouterAddresses)
 	if setLocal {
-		dp.nat.SetLocal(node.PodCIDRs, node.RouterAddresses)
+		dp.nat.SetLocal(localPrefixes(node), node.RouterAddresses)
 	}
 	// 3. The Table.
 	if change != nil {
 		if err := change(); err != nil {
 			if setLocal {
-				dp.nat.SetLocal(prevNode.PodCIDRs, prevNode.RouterAddresses)
+				dp.nat.SetLocal(localPrefixes(prevNode), prevNode.RouterAddresses)
 			}
 			if rerr := dp.setRouterLocked(prevRC); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("restore router: %w", rerr))
@@ -339,8 +351,10 @@ func (dp *DataPlane) updateLocked(node Desired, want []netip.Addr, change func()
 	}
 	dp.node, dp.applied = node, true
 	// 5. The stack lets go of the VIPs no longer wanted, but for those
-	// whose proxied connections still drain.
-	rc.ServiceAddresses = union(want, dp.proxy.VIPs())
+	// whose proxied connections still drain, and of the routes to
+	// endpoints no Service has.
+	rc.ServiceAddresses = union(want.vips, dp.proxy.VIPs())
+	rc.KernelRoutes = hostRoutes(node, want.hosts)
 	if err := dp.setRouterLocked(rc); err != nil {
 		return fmt.Errorf("remove Service addresses: %w", err)
 	}
@@ -418,10 +432,20 @@ func (dp *DataPlane) terminated(svc *lb.Service) []netip.Addr {
 	return out
 }
 
-// afterLocked returns the VIPs wanted once Service name wants v.
-func (dp *DataPlane) afterLocked(name lb.ServiceName, v []netip.Addr) []netip.Addr {
-	refs := maps.Clone(dp.refs)
-	for _, a := range dp.vips[name] {
+// addrRefs are addresses wanted per Service, with a count of the Services
+// wanting each. The zero value is empty.
+type addrRefs struct {
+	by   map[lb.ServiceName][]netip.Addr
+	refs map[netip.Addr]int
+}
+
+// after returns the addresses wanted once Service name wants v.
+func (r *addrRefs) after(name lb.ServiceName, v []netip.Addr) []netip.Addr {
+	refs := maps.Clone(r.refs)
+	if refs == nil {
+		refs = make(map[netip.Addr]int)
+	}
+	for _, a := range r.by[name] {
 		if refs[a]--; refs[a] == 0 {
 			delete(refs, a)
 		}
@@ -432,21 +456,81 @@ func (dp *DataPlane) afterLocked(name lb.ServiceName, v []netip.Addr) []netip.Ad
 	return keys(refs)
 }
 
-// recordLocked records that Service name wants v.
-func (dp *DataPlane) recordLocked(name lb.ServiceName, v []netip.Addr) {
-	for _, a := range dp.vips[name] {
-		if dp.refs[a]--; dp.refs[a] == 0 {
-			delete(dp.refs, a)
+// record records that Service name wants v.
+func (r *addrRefs) record(name lb.ServiceName, v []netip.Addr) {
+	if r.by == nil {
+		r.by, r.refs = make(map[lb.ServiceName][]netip.Addr), make(map[netip.Addr]int)
+	}
+	for _, a := range r.by[name] {
+		if r.refs[a]--; r.refs[a] == 0 {
+			delete(r.refs, a)
 		}
 	}
 	for _, a := range v {
-		dp.refs[a]++
+		r.refs[a]++
 	}
 	if len(v) == 0 {
-		delete(dp.vips, name)
+		delete(r.by, name)
 	} else {
-		dp.vips[name] = v
+		r.by[name] = v
 	}
+}
+
+// keys returns the addresses wanted, sorted.
+func (r *addrRefs) keys() []netip.Addr { return keys(r.refs) }
+
+// outside returns svc's endpoint addresses outside node's pod network
+// (its pod CIDRs and cluster CIDRs) and Service CIDRs: host-network
+// endpoints such as the API server, which the router reaches through the
+// node kernel.
+func outside(node Desired, svc *lb.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, e := range svc.Endpoints {
+		a := e.Addr.Unmap()
+		if !a.IsValid() || slices.Contains(out, a) || inAny(slices.Concat(node.PodCIDRs, node.ClusterCIDRs, node.ServiceCIDRs), a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// hostRoutes are the router's KernelRoutes for endpoint addresses hosts:
+// one host route each, but for those a peer's pod CIDR holds (a node
+// without cluster CIDRs knows its pod network only from its peers).
+func hostRoutes(node Desired, hosts []netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range hosts {
+		if slices.ContainsFunc(node.Peers, func(p router.Peer) bool { return inAny(p.PodCIDRs, a) }) {
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// localPrefixes are where node's own backends live, for the NAT's hairpin
+// SNAT: its pod CIDRs and its own addresses.
+func localPrefixes(node Desired) []netip.Prefix {
+	out := slices.Clone(node.PodCIDRs)
+	for _, a := range node.NodeAddresses {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// addrsOf returns the addresses of host prefixes ps.
+func addrsOf(ps []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Addr())
+	}
+	return out
+}
+
+// inAny reports whether a lies in one of ps.
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // routerConfig is the router's part of d, without Service addresses.

@@ -566,3 +566,71 @@ func TestRouterConfigEqualSeesEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestHostNetworkEndpoints: the kubernetes Service's endpoint is the API
+// server on hostgw-master's own address, and another Service's is a
+// host-network pod on hostgw-node's. The router routes both to the node
+// kernel (one host route each, no more than the Services need), and a
+// client pod here reaching the local one is translated to the router
+// address (hairpin), the remote one keeps its address.
+func TestHostNetworkEndpoints(t *testing.T) {
+	master, worker := seedtest.MasterUnderlay.Addr(), seedtest.NodeUnderlay.Addr()
+	hostSvc := func(name, vip string, ep netip.Addr) lb.Service {
+		return lb.Service{
+			Namespace: "default", Name: name,
+			ClusterIPs: []netip.Addr{netip.MustParseAddr(vip)},
+			Ports:      []lb.ServicePort{{Name: "https", Port: 443, Proto: lb.TCP, TargetPort: 6443}},
+			Endpoints:  []lb.Endpoint{{Addr: ep, Ready: true, Serving: true}},
+		}
+	}
+	cfg := seedConfig()
+	h := newHarness(t, cfg, Options{})
+	h.run()
+	d := FromConfig(cfg)
+	h.apply(d)
+	kernelRoutes := func() []netip.Prefix { return h.dp.Router().Config().KernelRoutes }
+	if got := kernelRoutes(); len(got) != 0 {
+		t.Fatalf("KernelRoutes with pod endpoints only = %v, want none", got)
+	}
+
+	if err := h.dp.UpsertService(hostSvc("kubernetes", "10.96.0.1", master)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.dp.UpsertService(hostSvc("on-worker", "10.96.0.2", worker)); err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.PrefixFrom(master, 32), netip.PrefixFrom(worker, 32)}
+	if got := kernelRoutes(); !slices.Equal(got, want) {
+		t.Errorf("KernelRoutes = %v, want %v", got, want)
+	}
+
+	for _, tc := range []struct {
+		vip     string
+		backend netip.Addr
+		src     netip.Addr
+	}{
+		{"10.96.0.1", master, seedtest.RouterAddr}, // hairpin: the node kernel answers it
+		{"10.96.0.2", worker, client.Addr()},
+	} {
+		vip := netip.AddrPortFrom(netip.MustParseAddr(tc.vip), 443)
+		h.send(seedtest.TCPSyn(client, vip))
+		ip := h.recv()
+		src, dst := netip.AddrFrom4(ip.SourceAddress().As4()), netip.AddrFrom4(ip.DestinationAddress().As4())
+		if dst != tc.backend || src != tc.src {
+			t.Errorf("SYN to %s reached the kernel as %s -> %s, want %s -> %s", vip, src, dst, tc.src, tc.backend)
+		}
+	}
+
+	// Routes follow the Services: deleting one removes its route only;
+	// Apply with the Services of the file removes the other.
+	if err := h.dp.DeleteService("default", "on-worker"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := kernelRoutes(), want[:1]; !slices.Equal(got, want) {
+		t.Errorf("after deleting on-worker: KernelRoutes = %v, want %v", got, want)
+	}
+	h.apply(d)
+	if got := kernelRoutes(); len(got) != 0 {
+		t.Errorf("after Apply without them: KernelRoutes = %v, want none", got)
+	}
+}

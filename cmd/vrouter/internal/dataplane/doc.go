@@ -10,12 +10,13 @@
 //	                                                          │ one update at a time
 //	   ┌──────────────────────────── DataPlane ───────────────▼───────────────────────┐
 //	   │ 1 router.Set      peers, routes, router addresses; Service addresses:       │
-//	   │                   the proxy VIPs wanted after the update ∪ those before     │
-//	   │ 2 NAT.SetLocal    pod CIDRs and router addresses (hairpin SNAT)             │
+//	   │                   the proxy VIPs wanted after the update ∪ those before;    │
+//	   │                   kernel routes to host endpoints, after ∪ before           │
+//	   │ 2 NAT.SetLocal    pod CIDRs, node addresses, router addresses (hairpin)     │
 //	   │ 3 lb.Table        Set / Upsert / Delete  (refused: 1 and 2 are rolled back) │
 //	   │ 4 Proxy.Sync      connections whose endpoint left start draining            │
 //	   │ 5 router.Set      Service addresses: the proxy VIPs wanted ∪ those still    │
-//	   │                   carrying proxied connections                             │
+//	   │                   carrying proxied connections; kernel routes wanted        │
 //	   │ 6 Link.SetRoutes  the node kernel's routes into the TUN (cluster, Service   │
 //	   │                   CIDRs and router addresses), added before removed         │
 //	   └──────────────────────────────────────────────────────────────────────────────┘
@@ -40,6 +41,15 @@
 //     sees them). The node kernel's routes change last, once the stack is
 //     ready for what they send it. An update the Table refuses changes
 //     nothing.
+//   - Host endpoints. A Service endpoint outside the pod network and the
+//     Service CIDRs (the API server behind the kubernetes Service, a
+//     host-network pod) is reached through the node kernel: the router
+//     routes it to the TUN (router.Config.KernelRoutes, one host route per
+//     address some Service has), and the kernel by its own routes. One on
+//     this node's own address is local: its replies would bypass the
+//     router, so the NAT translates a local client's flow to it to the
+//     router address (hairpin), as for a local pod. A flow still open to
+//     such an endpoint after its last Service dropped it loses its route.
 //   - Sidecar (Options.ProxyOnly): every Service in proxy mode, its TCP
 //     ports only; a Service without one is not served.
 //
