@@ -294,7 +294,8 @@ func TestLBEndpointRemovedKeepsTCP(t *testing.T) {
 	}
 }
 
-func keys(m map[string]net.Conn) []string {
+// keys is m's keys, sorted.
+func keys[V any](m map[string]V) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)
