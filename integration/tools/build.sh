@@ -10,6 +10,9 @@
 #   etcd            Debian's etcd-server package (apt-get, as root), else built
 #                   from go.etcd.io/etcd/server/v3 v3.6.16 (integration/tools/etcd)
 #                   into .cache/bin
+#   containerd, runc, CNI plugins
+#                   Debian's packages (apt-get, as root), for the real-cluster
+#                   test's nodes
 #
 # Usage: integration/tools/build.sh          (make kube-tools runs the same)
 # Env:   VROUTER_TOOLS_BIN   output directory (default: <repo>/.cache/bin)
@@ -125,6 +128,31 @@ else
 	fi
 	build etcd "$tools/etcd" -ldflags "-s -w"
 	etcd=$bin/etcd
+fi
+
+# The real-cluster test's node runtime (integration/cluster): containerd,
+# runc and the CNI plugins, from Debian, as root. Without them (not root, no
+# apt) that test skips, or fails under VROUTER_REQUIRE_KUBE=1.
+node_runtime_missing() {
+	command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 &&
+		command -v runc >/dev/null 2>&1 && [ -x /usr/lib/cni/bridge ] && return 1
+	return 0
+}
+if node_runtime_missing && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	apt-cache show containerd >/dev/null 2>&1 || apt-get update -qq || true
+	policy=/usr/sbin/policy-rc.d made=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made=1
+	fi
+	log "installing containerd, runc and containernetworking-plugins with apt-get"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		containerd runc containernetworking-plugins >/dev/null || log "apt-get install failed"
+	[ -z "$made" ] || rm -f "$policy"
+fi
+if node_runtime_missing; then
+	log "containerd, runc or the CNI plugins are missing: the real-cluster test will skip"
+else
+	log "$(printf '%-24s' containerd:) $(command -v containerd) ($(containerd --version 2>&1 | awk '{print $3}'), runc $(runc --version 2>&1 | awk 'NR==1 {print $3}'))"
 fi
 
 for c in kube-apiserver kubelet kube-controller-manager kube-scheduler; do
