@@ -91,13 +91,6 @@ const (
 	virtioFlagNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
 )
 
-// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h); x/sys/unix lacks them.
-const (
-	tunFCsum = 0x01 // TUN_F_CSUM
-	tunFTSO4 = 0x02 // TUN_F_TSO4
-	tunFTSO6 = 0x04 // TUN_F_TSO6
-)
-
 // putOffload encodes o into b[:virtioNetHdrLen] in the kernel's layout
 // (little endian: the device is set to TUNSETVNETLE).
 func putOffload(b []byte, o Offload) {

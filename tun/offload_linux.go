@@ -38,6 +38,13 @@ var (
 	_ syscall.Conn  = (*offloadFile)(nil)
 )
 
+// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h); x/sys/unix lacks them.
+const (
+	tunFCsum = 0x01 // TUN_F_CSUM
+	tunFTSO4 = 0x02 // TUN_F_TSO4
+	tunFTSO6 = 0x04 // TUN_F_TSO6
+)
+
 // offloadFlags are the TUNSETOFFLOAD flags an OffloadDevice sets: the
 // kernel may hand it TCP super-packets with partial checksums, and takes
 // them back. A variable so that a test can make the kernel refuse.
