@@ -44,6 +44,8 @@ lint: tools
 	@fmt="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
+	GOOS=darwin $(GO) build $(PKGS)
+	GOOS=darwin $(GO) vet ./router/... ./tun/... ./lb/... ./configs/...
 
 tools: $(STATICCHECK)
 

@@ -24,7 +24,7 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	// Not fatal: reaping orphans of descendants is for when pause is not
 	// PID 1 (as PID 1 it gets every orphan anyway).
-	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	_ = setSubreaper()
 	reap() // children that exited before Notify
 	// The one line pause writes says from when on SIGTERM stops it
 	// cleanly; tests wait for it.

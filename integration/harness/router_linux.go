@@ -1,0 +1,159 @@
+package harness
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vrouter/vrouter/integration/topology"
+)
+
+// Router is one `vrouter run` process inside a node's namespace.
+type Router struct {
+	Node   string
+	Config string
+	Log    string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+}
+
+// StartRouter starts `bin run --config config` in node's namespace with
+// its output appended to logPath, and waits until it is up (Ready).
+func StartRouter(c *topology.Cluster, bin, node, config, logPath string, args ...string) (*Router, error) {
+	r, err := Launch(c, bin, node, logPath, append([]string{"run", "--config", config}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	r.Config = config
+	if err := r.WaitReady(c, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// WaitReady waits until the router is up (Ready); if it is not within
+// timeout, it stops the router and returns why, with its log.
+func (r *Router) WaitReady(c *topology.Cluster, timeout time.Duration) error {
+	if err := r.waitReady(c, timeout); err != nil {
+		r.Stop()
+		log, _ := os.ReadFile(r.Log)
+		return fmt.Errorf("router on %s did not come up: %w\n--- %s ---\n%s", r.Node, err, r.Log, log)
+	}
+	return nil
+}
+
+// Launch starts `bin argv...` in node's namespace with its output appended
+// to logPath, without waiting for it to come up (see WaitReady).
+func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Router, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := c.Command(node, bin, argv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The router gets its own process group so a terminal's Ctrl-C goes
+	// to the demo, which then stops the routers in order. No Pdeathsig:
+	// it fires when the forking OS thread exits, not the process, and the
+	// namespace code ends threads it switched; the caller stops routers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start router on %s: %w", node, err)
+	}
+	r := &Router{Node: node, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		r.err = cmd.Wait()
+		logf.Close()
+		close(r.done)
+	}()
+	return r, nil
+}
+
+// PID is the router's process ID.
+func (r *Router) PID() int { return r.cmd.Process.Pid }
+
+// Exited reports whether the process has exited.
+func (r *Router) Exited() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the router.
+func (r *Router) Signal(sig os.Signal) error { return r.cmd.Process.Signal(sig) }
+
+// Stop sends SIGTERM, waits up to 10 seconds for a clean exit, then
+// kills. It returns the process's exit error (nil for exit status 0).
+// Stop is idempotent.
+func (r *Router) Stop() error {
+	if r.Exited() {
+		return r.err
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+		return errors.New("router did not exit within 10s of SIGTERM; killed")
+	}
+}
+
+// waitReady waits until the router's TUN is up and its overlay socket is
+// bound, or the process exits.
+func (r *Router) waitReady(c *topology.Cluster, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if r.Exited() {
+			return fmt.Errorf("exited: %v", r.err)
+		}
+		ready, err := Ready(c, r.Node)
+		if err != nil {
+			return err
+		}
+		if ready {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Ready reports whether node has a router up: the TUN device vr0 exists
+// and is up, and the overlay port is bound on the node's underlay address.
+func Ready(c *topology.Cluster, node string) (bool, error) {
+	n, ok := c.Spec().Node(node)
+	if !ok {
+		return false, fmt.Errorf("node %q is not in the cluster", node)
+	}
+	var ready bool
+	err := c.Do(node, func() error {
+		l, err := netlink.LinkByName("vr0")
+		if err != nil || l.Attrs().Flags&net.FlagUp == 0 {
+			return nil
+		}
+		addr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(n.Underlay, OverlayPort))
+		probe, err := net.ListenUDP("udp4", addr)
+		if err == nil {
+			probe.Close()
+			return nil
+		}
+		ready = errors.Is(err, syscall.EADDRINUSE)
+		return nil
+	})
+	return ready, err
+}
