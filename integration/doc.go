@@ -12,6 +12,14 @@
 //	      cni0 10.244.2.1/24 ─ busybox 10.244.2.2
 //
 // The tests need root (they create namespaces and TUN devices) and skip
-// otherwise. There is no non-test code here; the package exists for its
-// tests: go test -race ./integration/...
+// otherwise: go test -race ./integration/...
+//
+// This package itself holds only tests. What they are built from lives in
+// packages under it, which are ordinary importable code with users outside
+// the tests: topology (the namespaces, servers and clients) and harness
+// (vrouter processes on a topology) also run `vrouter demo` and the
+// benchmark, and serve namespace tests written elsewhere; kube runs a real
+// control plane for the tests against kube-apiserver; bench is the
+// kernel-vs-vrouter benchmark command (make bench). Each one's doc.go says
+// what it needs and what it promises.
 package integration

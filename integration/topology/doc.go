@@ -86,4 +86,43 @@
 // Command (nsenter) and everything else work in all three modes. What
 // does not work rootless is anything needing the real root namespace,
 // which this package never touches anyway.
+//
+// # As a library
+//
+// This is not test-only code: `vrouter demo` and integration/bench import
+// it, and a namespace test of your own (of vrouter, of a CNI setup, of
+// anything that routes between pods and nodes) can start from it:
+//
+//	func TestAcrossNodes(t *testing.T) {
+//		c := topology.BuildT(t, topology.Seed()) // skips t if it cannot; closed when t ends
+//		srv, err := c.ServeTCPEcho("nginx-4k7xw", "10.244.1.2:0")
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		// ... start a router in each node with Do or Command (see package harness), then:
+//		rep, err := c.TCPExchange(t.Context(), "nginx-th5pz", srv.Addr(), []byte("hello"))
+//		// rep.Server == "nginx-4k7xw"; rep.Client is the address the server saw.
+//	}
+//
+// It offers the Spec (Seed, ThreeNodes, SeedDualStack, or your own,
+// checked by Validate), Build and BuildT with Close and Cleanup, Do and
+// Command to act inside a namespace, Ping, TCP/UDP echo and HTTP servers
+// that answer with their identity and the client address they saw
+// (ServeTCPEcho, ServeUDPEcho, ServeHTTP, and the clients TCPExchange,
+// UDPExchange, HTTPGet), and InstallKernelHostGW for the kernel's own
+// host-gw routes as a baseline.
+//
+// It needs Linux, nsenter (util-linux) for Command, and the right to
+// create network namespaces and configure links in them: root
+// (CAP_SYS_ADMIN for unshare and the bind mounts, CAP_NET_ADMIN for
+// links, addresses and routes), or root inside a user namespace of its
+// own (Rootless above). CanBuild says what is missing; BuildT skips the
+// test with that reason. Off Linux the package builds but holds only the
+// Spec and its presets.
+//
+// It is versioned with vrouter and carries no compatibility promise of its
+// own: exported names change when the tests, the demo or the benchmark
+// need them to, so pin the vrouter version you import. The Seed address
+// plan above is the part that holds still: the README, the demo and the
+// tests all quote it.
 package topology
