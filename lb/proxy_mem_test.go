@@ -90,8 +90,9 @@ func TestProxyIdleConnsHoldNoBuffers(t *testing.T) {
 // proxyConnHeapBudget is the live heap the in-process test may see per
 // idle proxied connection. It counts more than the router's share: the
 // client's gVisor endpoint and the test backend's socket are in the test
-// process too, about 15 KiB for both ends in all (35 KiB with -race).
-// Two copy buffers held while idle add 64 KiB; TestProxyIdleConnsHoldNoBuffers
+// process too (BenchmarkProxyConnMemory prints the total, and
+// TestProxyConnMemoryBudget logs it, with or without -race). Two copy
+// buffers held while idle add 64 KiB; TestProxyIdleConnsHoldNoBuffers
 // catches even one.
 const proxyConnHeapBudget = 56 << 10
 

@@ -93,9 +93,10 @@ func (v *vnetIO) release() { v.iov[1] = unix.Iovec{} }
 // its non-blocking I/O). Through Syscall, a write that runs long — a TUN
 // write runs the receiving pod's TCP inline — lets sysmon hand the P to
 // another thread, and every such hand-off is a thread wakeup and two
-// context switches: the bench measured 0.73–0.76× → 0.81–0.83× the
-// kernel's new connections/s, and TCP request/response p50 231–252 →
-// 185–190 µs, with the overlay socket's calls made the same way.
+// context switches, paid in new connections/s and request/response round
+// trips; the overlay socket's calls are made the same way. `make bench`
+// prints both figures (integration/bench: "ClusterIP new connections/s",
+// "TCP 64 B request/response RTT p50").
 func (v *vnetIO) do(fd, trap uintptr) bool {
 	for {
 		n, _, errno := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&v.iov[0])), uintptr(v.niov))

@@ -117,11 +117,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 // their time in system calls, which do the kernel's share of the work in
 // the caller's thread; with a second P the scheduler hands goroutines
 // between threads, and every hand-off is a wakeup the workload beside
-// the router pays for. The bench on 2 CPUs, two A/B pairs of two rounds:
-// ClusterIP new connections/s 0.80–0.82× → 0.88–0.93× the kernel's, proxy
-// mode 0.53–0.54× → 0.56–0.58×, TCP 1 stream 0.47–0.51× → 0.54×, round
-// trips unchanged. Set GOMAXPROCS for a busy proxy-mode router on a large
-// node, where gVisor's TCP and the splice goroutines need more CPU.
+// the router pays for, in ClusterIP new connections/s (NAT and proxy
+// mode) and single-stream TCP throughput, not in round trips; `make bench`
+// (integration/bench) prints those figures against the kernel's. Set
+// GOMAXPROCS for a busy proxy-mode router on a large node, where gVisor's
+// TCP and the splice goroutines need more CPU.
 func defaultProcs() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
