@@ -68,9 +68,12 @@ image:
 	$(GO) run ./integration/image/mkimage --binary bin/vrouter-static --name vrouter:$(VERSION) \
 		--label org.opencontainers.image.version=$(VERSION) --out bin/vrouter-image.tar
 
-# kube-tools builds kube-apiserver v1.37.2 into .cache/bin and installs etcd
-# (Debian's etcd-server, else built) for the tests in integration/kube, which
-# skip themselves without them. ~9 minutes cold; an up-to-date build is skipped.
+# kube-tools builds kube-apiserver, kubelet, kube-controller-manager,
+# kube-scheduler and kubectl v1.37.2 into .cache/bin and installs etcd
+# (Debian's etcd-server, else built) and, as root, containerd, runc and the
+# CNI plugins: for the tests in integration/kube and the real-cluster test,
+# which skip themselves without them. 20-35 minutes cold; an up-to-date
+# build is skipped.
 .PHONY: kube-tools
 kube-tools:
 	bash integration/tools/build.sh
