@@ -33,7 +33,7 @@ const maxGSOMessages = 8
 
 // newUDPConn makes c, a socket of network "udp4" or "udp6", the Linux
 // overlay socket: larger buffers, UDP_GRO on, and UDP_SEGMENT and
-// sendmmsg for WriteSegments when the kernel has them.
+// sendmmsg for WriteBatch when the kernel has them.
 func newUDPConn(c *net.UDPConn, network string) (Conn, error) {
 	setSocketBuffers(c)
 	rc, err := c.SyscallConn()
@@ -85,139 +85,60 @@ func setOffloads(c *net.UDPConn) (gso, gro bool) {
 	return gso, gro
 }
 
-// udpConn is the overlay's UDP socket. It implements SegmentConn.
-//
-// ReadFrom is built on ReadSegments: a GRO batch is read whole, its first
-// datagram returned and the rest queued in pending for the next calls, so
-// ReadFrom still returns exactly one datagram per call. The read side (rbuf,
-// oob, pending*, recv) belongs to the single reader goroutine and takes no
-// lock.
+// udpConn is the overlay's UDP socket on Linux: ReadBatch is one
+// recvmmsg of UDP_GRO runs, WriteBatch one sendmmsg of UDP_SEGMENT
+// messages where the kernel allows. The read side (recv) belongs to the
+// single reader goroutine and takes no lock.
 type udpConn struct {
 	c *net.UDPConn
-	// rc is c's descriptor, for the UDP_SEGMENT sendmmsg.
+	// rc is c's descriptor, for the raw recvmmsg and sendmmsg.
 	rc syscall.RawConn
 	// is6 is whether c is an AF_INET6 socket.
 	is6 bool
 	// batch sends with sendmmsg when UDP_SEGMENT is off.
 	batch batchWriter
 
-	// gso is whether WriteSegments uses UDP_SEGMENT: set at listen when
+	// gso is whether WriteBatch uses UDP_SEGMENT: set at listen when
 	// the kernel knows the option, cleared for good the first time the
 	// kernel refuses a segmented send (EIO, EINVAL, ENOPROTOOPT: a route
 	// whose device cannot checksum, SO_NO_CHECK, an old kernel).
 	gso atomic.Bool
-	// mmsg is whether WriteSegments uses sendmmsg when gso is off, cleared
+	// mmsg is whether WriteBatch uses sendmmsg when gso is off, cleared
 	// for good if the kernel lacks it.
 	mmsg atomic.Bool
 	// gsoCalls counts the UDP_SEGMENT path's sendmmsg system calls, those
 	// that found the socket buffer full included; tests read it.
 	gsoCalls atomic.Uint64
 
-	// oob receives the UDP_GRO control message (an int segment size).
-	oob [64]byte
-	// rbuf receives batches for a ReadFrom whose buffer is smaller than
-	// MaxSegmentsRead, and holds the queued rest of a batch ReadFrom read
-	// in place; allocated on first need.
-	rbuf []byte
-	// pending is the queued datagrams of the last batch ReadFrom split:
-	// back to back, pendingSeg bytes each (the last may be shorter), all
-	// from pendingFrom.
-	pending     []byte
-	pendingSeg  int
-	pendingFrom netip.AddrPort
 	// recv is ReadBatch's recvmmsg scratch.
 	recv recvBatch
 }
 
-var _ BatchConn = (*udpConn)(nil)
+var _ Conn = (*udpConn)(nil)
 
 // batchWriter is ipv4.PacketConn or ipv6.PacketConn: sendmmsg.
 type batchWriter interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-// ReadFrom reads one datagram. With UDP_GRO one recvmsg may return a
-// batch of datagrams: ReadFrom returns the first and queues the rest, which
-// the next calls return in order without a system call.
-func (u *udpConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if len(u.pending) == 0 {
-		if len(b) >= MaxSegmentsRead {
-			n, seg, from, err := u.readSegments(b)
-			if err != nil || seg == n {
-				return n, from, err // one datagram, read in place
-			}
-			// A batch read in place: queue all but the first.
-			u.pending = u.readBuffer()[:copy(u.readBuffer(), b[seg:n])]
-			u.pendingSeg, u.pendingFrom = seg, from
-			return seg, from, nil
-		}
-		// A batch must not be truncated: read it into our own buffer.
-		n, seg, from, err := u.readSegments(u.readBuffer())
-		if err != nil {
-			return 0, netip.AddrPort{}, err
-		}
-		u.pending, u.pendingSeg, u.pendingFrom = u.rbuf[:n], seg, from
-	}
-	d := u.pending[:min(u.pendingSeg, len(u.pending))]
-	u.pending = u.pending[len(d):]
-	return copy(b, d), u.pendingFrom, nil
-}
-
-func (u *udpConn) readBuffer() []byte {
-	if u.rbuf == nil {
-		u.rbuf = make([]byte, MaxSegmentsRead)
-	}
-	return u.rbuf
-}
-
-// ReadSegments implements SegmentConn. Datagrams ReadFrom queued come
-// first.
-func (u *udpConn) ReadSegments(b []byte) (n, segSize int, from netip.AddrPort, err error) {
-	if len(u.pending) > 0 {
-		n, segSize, from = u.readPending(b)
-		return n, segSize, from, nil
-	}
-	return u.readSegments(b)
-}
-
-// readPending copies into b the datagrams ReadFrom queued, as many whole
-// ones as fit (at least the first, truncated if b is smaller), and
-// returns them as ReadSegments does.
-func (u *udpConn) readPending(b []byte) (n, segSize int, from netip.AddrPort) {
-	seg := u.pendingSeg
-	n = len(u.pending)
-	if n > len(b) {
-		// Whole datagrams only; the rest stays queued.
-		n = max(len(b)/seg*seg, min(seg, len(u.pending)))
-	}
-	c := copy(b, u.pending[:n])
-	u.pending = u.pending[n:]
-	return c, min(seg, c), u.pendingFrom
-}
-
-// ReadBatch implements BatchConn: one recvmmsg, waiting in Go's poller
-// while the socket is empty.
-func (u *udpConn) ReadBatch(msgs []SegmentBatch) (int, error) {
-	if len(msgs) == 0 {
+// ReadBatch implements Conn: one recvmmsg, waiting in Go's poller while
+// the socket is empty.
+func (u *udpConn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	if len(bufs) == 0 {
 		return 0, nil
-	}
-	if len(u.pending) > 0 {
-		m := &msgs[0]
-		m.N, m.SegSize, m.From = u.readPending(m.Buf)
-		return 1, nil
 	}
 	r := &u.recv
 	if r.fn == nil {
 		r.fn = r.recvmmsg // bound once: passing it to RawConn.Read does not allocate
 	}
-	r.n, r.got, r.err = min(len(msgs), MaxReadBatch), 0, nil
-	for i, m := range msgs[:r.n] {
+	r.n, r.got, r.err = min(len(bufs), MaxReadBatch), 0, nil
+	for i, buf := range bufs[:r.n] {
 		iov := &r.iovs[i]
 		iov.Base = nil
-		if len(m.Buf) > 0 {
-			iov.Base = &m.Buf[0]
+		if len(buf) > 0 {
+			iov.Base = &buf[0]
 		}
-		iov.SetLen(len(m.Buf))
+		iov.SetLen(len(buf))
 		h := &r.msgs[i]
 		*h = mmsghdr{hdr: unix.Msghdr{
 			Name:    &r.sas[i][0],
@@ -237,19 +158,19 @@ func (u *udpConn) ReadBatch(msgs []SegmentBatch) (int, error) {
 		return 0, err
 	}
 	for i := range r.got {
-		h, m := &r.msgs[i].hdr, &msgs[i]
+		h := &r.msgs[i].hdr
 		n := int(r.msgs[i].n)
 		seg := groSegmentSize(r.oobs[i][:min(int(h.Controllen), len(r.oobs[i]))])
 		if seg <= 0 || seg > n {
 			seg = n
 		}
 		if h.Flags&unix.MSG_TRUNC != 0 && seg < n {
-			// A batch cut short by a small Buf: its last datagram is
-			// partial.
+			// A batch cut short by a small buffer: its last datagram
+			// is partial.
 			n -= n % seg
 		}
-		m.N, m.SegSize = n, seg
-		m.From = r.sockaddr(r.sas[i][:min(int(h.Namelen), len(r.sas[i]))])
+		sizes[i], segSizes[i] = n, seg
+		from[i] = r.sockaddr(r.sas[i][:min(int(h.Namelen), len(r.sas[i]))])
 	}
 	return r.got, nil
 }
@@ -274,8 +195,8 @@ type recvBatch struct {
 	fn func(fd uintptr) bool
 
 	// zoneIndex and zone are the last IPv6 scope ID a sender had and its
-	// interface's name, so that link-local senders read as ReadFrom
-	// reads them (fe80::1%eth0) without a lookup per message.
+	// interface's name, so that link-local senders read as Go's net
+	// package names them (fe80::1%eth0) without a lookup per message.
 	zoneIndex uint32
 	zone      string
 }
@@ -336,24 +257,6 @@ func (r *recvBatch) zoneName(index uint32) string {
 	return r.zone
 }
 
-// readSegments is one recvmsg: a datagram or a GRO batch.
-func (u *udpConn) readSegments(b []byte) (n, segSize int, from netip.AddrPort, err error) {
-	n, oobn, flags, from, err := u.c.ReadMsgUDPAddrPort(b, u.oob[:])
-	if err != nil {
-		return 0, 0, netip.AddrPort{}, err
-	}
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	segSize = groSegmentSize(u.oob[:oobn])
-	if segSize <= 0 || segSize > n {
-		segSize = n
-	}
-	if flags&unix.MSG_TRUNC != 0 && segSize < n {
-		// A batch cut short by a small b: its last datagram is partial.
-		n -= n % segSize
-	}
-	return n, segSize, from, nil
-}
-
 // groSegmentSize returns the segment size in a UDP_GRO control message
 // (struct cmsghdr, then a native-endian int), or 0 when there is none. It
 // decodes the bytes itself: x/sys's ParseOneSocketControlMessage casts a
@@ -379,11 +282,12 @@ func groSegmentSize(oob []byte) int {
 	return 0
 }
 
-// WriteTo implements Conn. It goes through the same raw sendmmsg as
-// WriteSegments (one message, no UDP_SEGMENT) rather than Go's net package: the socket is non-blocking,
-// and a raw system call keeps the scheduler from handing the P to another
-// thread while the kernel delivers the datagram inline (see tun's vnetIO).
-func (u *udpConn) WriteTo(b []byte, addr netip.AddrPort) error {
+// writeOne sends b as one datagram. It goes through the same raw sendmmsg
+// as a batch (one message, no UDP_SEGMENT) rather than Go's net package:
+// the socket is non-blocking, and a raw system call keeps the scheduler
+// from handing the P to another thread while the kernel delivers the
+// datagram inline (see tun's vnetIO).
+func (u *udpConn) writeOne(b []byte, addr netip.AddrPort) error {
 	if u.mmsg.Load() && len(b) > 0 && len(b) <= maxGSOBytes {
 		_, err := u.writeGSO(b, len(b), addr)
 		if !errors.Is(err, unix.ENOSYS) {
@@ -395,13 +299,15 @@ func (u *udpConn) WriteTo(b []byte, addr netip.AddrPort) error {
 	return err
 }
 
-// WriteSegments implements SegmentConn.
-func (u *udpConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) error {
+// WriteBatch implements Conn: one sendmmsg of UDP_SEGMENT messages when
+// the kernel supports it, else sendmmsg of datagrams, else one write per
+// datagram.
+func (u *udpConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
 	if segSize < 1 {
-		return fmt.Errorf("send segments to %s: segment size %d, want at least 1", addr, segSize)
+		return errSegmentSize(segSize, addr)
 	}
 	if segSize >= len(b) {
-		return u.WriteTo(b, addr)
+		return u.writeOne(b, addr)
 	}
 	if u.gso.Load() && segSize <= maxGSOBytes {
 		sent, err := u.writeGSO(b, segSize, addr)
@@ -424,7 +330,7 @@ func (u *udpConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) erro
 		u.mmsg.Store(false)
 	}
 	for ; len(b) > 0; b = b[min(segSize, len(b)):] {
-		if err := u.WriteTo(b[:min(segSize, len(b))], addr); err != nil {
+		if err := u.writeOne(b[:min(segSize, len(b))], addr); err != nil {
 			return err
 		}
 	}

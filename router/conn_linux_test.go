@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenSegmentConn opens an overlay Conn on addr, closed when the test ends.
-func listenSegmentConn(t testing.TB, addr netip.AddrPort) *udpConn {
+// listenUDPConn opens an overlay Conn on addr, closed when the test ends.
+func listenUDPConn(t testing.TB, addr netip.AddrPort) *udpConn {
 	t.Helper()
 	c, err := ListenUDP(addr)
 	if err != nil {
@@ -40,20 +40,9 @@ func listenPlainUDP(t testing.TB, addr netip.AddrPort) *net.UDPConn {
 	return c
 }
 
-// splitSegments is want cut into datagrams of segSize bytes.
-func splitSegments(want []byte, segSize int) [][]byte {
-	var out [][]byte
-	for len(want) > 0 {
-		k := min(segSize, len(want))
-		out = append(out, want[:k])
-		want = want[k:]
-	}
-	return out
-}
-
 // Every send path — UDP_SEGMENT, sendmmsg, one write per datagram — puts
 // the same datagrams on the wire, as a reader without UDP_GRO sees them.
-func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
+func TestUDPWriteBatchArriveAsDatagrams(t *testing.T) {
 	paths := []struct {
 		name      string
 		gso, mmsg bool
@@ -68,7 +57,7 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 		name          string
 		size, segSize int
 		sendmmsgs     uint64
-		// single: one datagram, which WriteTo sends with a raw sendmmsg
+		// single: one datagram, which writeOne sends with a raw sendmmsg
 		// whatever the UDP_SEGMENT setting (no UDP_SEGMENT needed).
 		single bool
 	}{
@@ -86,7 +75,7 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 		for _, path := range paths {
 			for _, sz := range sizes {
 				t.Run(fmt.Sprintf("%s/%s/%s", fam.name, path.name, sz.name), func(t *testing.T) {
-					send := listenSegmentConn(t, fam.addr)
+					send := listenUDPConn(t, fam.addr)
 					if path.gso && !send.gso.Load() {
 						t.Skip("kernel has no UDP_SEGMENT")
 					}
@@ -96,8 +85,8 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 					to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 
 					want := segmentPayload(sz.size, sz.segSize)
-					if err := send.WriteSegments(want, sz.segSize, to); err != nil {
-						t.Fatalf("WriteSegments(%d bytes, %d, %s): %v", len(want), sz.segSize, to, err)
+					if err := send.WriteBatch(want, sz.segSize, to); err != nil {
+						t.Fatalf("WriteBatch(%d bytes, %d, %s): %v", len(want), sz.segSize, to, err)
 					}
 					buf := make([]byte, 65535)
 					readDeadline(t, recv)
@@ -121,7 +110,7 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 						wantCalls = 0
 					}
 					if got := send.gsoCalls.Load(); got != wantCalls {
-						t.Errorf("WriteSegments(%d bytes, %d) made %d UDP_SEGMENT sendmmsg calls, want %d", len(want), sz.segSize, got, wantCalls)
+						t.Errorf("WriteBatch(%d bytes, %d) made %d UDP_SEGMENT sendmmsg calls, want %d", len(want), sz.segSize, got, wantCalls)
 					}
 				})
 			}
@@ -130,9 +119,9 @@ func TestUDPWriteSegmentsArriveAsDatagrams(t *testing.T) {
 }
 
 // A UDP_SEGMENT send over loopback reaches a UDP_GRO socket as batches,
-// one per UDP_SEGMENT chunk: ReadSegments returns every byte in order and
+// one per UDP_SEGMENT chunk: ReadBatch returns every byte in order and
 // the segment size.
-func TestUDPReadSegmentsReturnsBatch(t *testing.T) {
+func TestUDPReadBatchReturnsBatch(t *testing.T) {
 	sizes := []struct {
 		name          string
 		size, segSize int
@@ -145,41 +134,41 @@ func TestUDPReadSegmentsReturnsBatch(t *testing.T) {
 	for _, fam := range connFamilies {
 		for _, sz := range sizes {
 			t.Run(fam.name+"/"+sz.name, func(t *testing.T) {
-				send := listenSegmentConn(t, fam.addr)
-				recv := listenSegmentConn(t, fam.addr)
+				send := listenUDPConn(t, fam.addr)
+				recv := listenUDPConn(t, fam.addr)
 				readDeadline(t, recv.c)
 				want := segmentPayload(sz.size, sz.segSize)
-				if err := send.WriteSegments(want, sz.segSize, recv.LocalAddr()); err != nil {
-					t.Fatalf("WriteSegments(%d bytes, %d): %v", len(want), sz.segSize, err)
+				if err := send.WriteBatch(want, sz.segSize, recv.LocalAddr()); err != nil {
+					t.Fatalf("WriteBatch(%d bytes, %d): %v", len(want), sz.segSize, err)
 				}
 				buf := make([]byte, MaxSegmentsRead)
 				var got []byte
 				reads := 0
 				for len(got) < len(want) {
-					n, seg, from, err := recv.ReadSegments(buf)
+					n, seg, from, err := readRun(recv, buf)
 					if err != nil {
-						t.Fatalf("ReadSegments after %d of %d bytes: %v", len(got), len(want), err)
+						t.Fatalf("ReadBatch after %d of %d bytes: %v", len(got), len(want), err)
 					}
 					reads++
 					if from != send.LocalAddr() {
-						t.Fatalf("ReadSegments from %s, want %s", from, send.LocalAddr())
+						t.Fatalf("ReadBatch from %s, want %s", from, send.LocalAddr())
 					}
 					if seg != sz.segSize && seg != n {
-						t.Fatalf("ReadSegments = n %d, segSize %d; want segSize %d or n", n, seg, sz.segSize)
+						t.Fatalf("ReadBatch = n %d, segSize %d; want segSize %d or n", n, seg, sz.segSize)
 					}
 					got = append(got, buf[:n]...)
 				}
 				if !bytes.Equal(got, want) {
-					t.Fatalf("ReadSegments bytes differ from those sent (%d vs %d)", len(got), len(want))
+					t.Fatalf("ReadBatch bytes differ from those sent (%d vs %d)", len(got), len(want))
 				}
 				if !send.gso.Load() {
 					return
 				}
 				if reads > sz.chunks {
-					t.Errorf("a UDP_SEGMENT send of %d bytes took %d ReadSegments, want at most %d batches", len(want), reads, sz.chunks)
+					t.Errorf("a UDP_SEGMENT send of %d bytes took %d ReadBatch, want at most %d batches", len(want), reads, sz.chunks)
 				}
 				if calls := send.gsoCalls.Load(); calls != 1 {
-					t.Errorf("WriteSegments(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), sz.segSize, calls)
+					t.Errorf("WriteBatch(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), sz.segSize, calls)
 				}
 			})
 		}
@@ -188,12 +177,12 @@ func TestUDPReadSegmentsReturnsBatch(t *testing.T) {
 
 // Destinations the UDP_SEGMENT sendmmsg cannot name itself go through Go's
 // sendmsg, which resolves a zone or refuses the address.
-func TestUDPWriteSegmentsAddressForms(t *testing.T) {
+func TestUDPWriteBatchAddressForms(t *testing.T) {
 	const segSize = 1000
 	want := segmentPayload(70*segSize+1, segSize)
 
 	t.Run("IPv6 with a zone", func(t *testing.T) {
-		send := listenSegmentConn(t, netip.MustParseAddrPort("[::1]:0"))
+		send := listenUDPConn(t, netip.MustParseAddrPort("[::1]:0"))
 		recv := listenPlainUDP(t, netip.MustParseAddrPort("[::1]:0"))
 		readDeadline(t, recv)
 		lo, err := net.InterfaceByIndex(1)
@@ -202,8 +191,8 @@ func TestUDPWriteSegmentsAddressForms(t *testing.T) {
 		}
 		port := recv.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 		to := netip.AddrPortFrom(netip.MustParseAddr("::1").WithZone(lo.Name), port)
-		if err := send.WriteSegments(want, segSize, to); err != nil {
-			t.Fatalf("WriteSegments(%d bytes, %d, %s): %v", len(want), segSize, to, err)
+		if err := send.WriteBatch(want, segSize, to); err != nil {
+			t.Fatalf("WriteBatch(%d bytes, %d, %s): %v", len(want), segSize, to, err)
 		}
 		buf := make([]byte, 2000)
 		for i, d := range splitSegments(want, segSize) {
@@ -213,18 +202,18 @@ func TestUDPWriteSegmentsAddressForms(t *testing.T) {
 			}
 		}
 		if calls := send.gsoCalls.Load(); calls != 0 {
-			t.Errorf("WriteSegments to %s made %d sendmmsg calls, want 0 (Go's sendmsg)", to, calls)
+			t.Errorf("WriteBatch to %s made %d sendmmsg calls, want 0 (Go's sendmsg)", to, calls)
 		}
 	})
 
 	t.Run("IPv6 from an IPv4 socket", func(t *testing.T) {
-		send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+		send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 		if !send.gso.Load() {
 			t.Skip("kernel has no UDP_SEGMENT")
 		}
 		to := netip.MustParseAddrPort("[2001:db8::1]:9")
-		if err := send.WriteSegments(want, segSize, to); err == nil {
-			t.Fatalf("WriteSegments(%d bytes, %d, %s) from %s = nil, want an error", len(want), segSize, to, send.LocalAddr())
+		if err := send.WriteBatch(want, segSize, to); err == nil {
+			t.Fatalf("WriteBatch(%d bytes, %d, %s) from %s = nil, want an error", len(want), segSize, to, send.LocalAddr())
 		}
 	})
 }
@@ -349,12 +338,12 @@ func TestUDPSendmmsgResumesPartialSends(t *testing.T) {
 	clear(mb.iovs[:])
 }
 
-// Datagrams sent one by one come back one per ReadSegments, segSize == n.
-func TestUDPReadSegmentsSingleDatagrams(t *testing.T) {
+// Datagrams sent one by one come back one per ReadBatch, segSize == n.
+func TestUDPReadBatchSingleDatagrams(t *testing.T) {
 	for _, fam := range connFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			send := listenPlainUDP(t, fam.addr)
-			recv := listenSegmentConn(t, fam.addr)
+			recv := listenUDPConn(t, fam.addr)
 			readDeadline(t, recv.c)
 			want := [][]byte{[]byte("first"), []byte("second datagram"), {}}
 			for _, d := range want {
@@ -364,98 +353,43 @@ func TestUDPReadSegmentsSingleDatagrams(t *testing.T) {
 			}
 			buf := make([]byte, MaxSegmentsRead)
 			for i, d := range want {
-				n, seg, _, err := recv.ReadSegments(buf)
+				n, seg, _, err := readRun(recv, buf)
 				if err != nil || n != len(d) || seg != n || !bytes.Equal(buf[:n], d) {
-					t.Fatalf("ReadSegments #%d = %q, segSize %d, %v; want %q, segSize %d", i, buf[:n], seg, err, d, len(d))
+					t.Fatalf("ReadBatch #%d = %q, segSize %d, %v; want %q, segSize %d", i, buf[:n], seg, err, d, len(d))
 				}
 			}
 		})
 	}
 }
 
-// ReadFrom returns a GRO batch one datagram per call, in order, whatever
-// the size of its buffer; ReadSegments then picks up what ReadFrom queued.
-func TestUDPReadFromSplitsBatch(t *testing.T) {
-	const segSize = 1400
-	for _, fam := range connFamilies {
-		for _, bufSize := range []int{1500, MaxSegmentsRead} {
-			t.Run(fmt.Sprintf("%s/buffer %d", fam.name, bufSize), func(t *testing.T) {
-				send := listenSegmentConn(t, fam.addr)
-				recv := listenSegmentConn(t, fam.addr)
-				readDeadline(t, recv.c)
-				want := segmentPayload(30*segSize-7, segSize)
-				datagrams := splitSegments(want, segSize)
-				for range 2 {
-					if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
-						t.Fatalf("WriteSegments: %v", err)
-					}
-				}
-				buf := make([]byte, bufSize)
-				// First batch: all by ReadFrom.
-				for i, d := range datagrams {
-					n, from, err := recv.ReadFrom(buf)
-					if err != nil {
-						t.Fatalf("ReadFrom #%d: %v", i, err)
-					}
-					if !bytes.Equal(buf[:n], d) || from != send.LocalAddr() {
-						t.Fatalf("ReadFrom #%d = %d bytes from %s, want %d bytes (datagram %d) from %s", i, n, from, len(d), i, send.LocalAddr())
-					}
-				}
-				// Second batch: two by ReadFrom, the rest by ReadSegments.
-				for i := range 2 {
-					n, _, err := recv.ReadFrom(buf)
-					if err != nil || !bytes.Equal(buf[:n], datagrams[i]) {
-						t.Fatalf("ReadFrom #%d of second batch = %d bytes, %v; want datagram %d", i, n, err, i)
-					}
-				}
-				big := make([]byte, MaxSegmentsRead)
-				var rest []byte
-				for len(rest) < len(want)-2*segSize {
-					n, seg, from, err := recv.ReadSegments(big)
-					if err != nil {
-						t.Fatalf("ReadSegments after ReadFrom: %v", err)
-					}
-					if seg != segSize && seg != n || from != send.LocalAddr() {
-						t.Fatalf("ReadSegments after ReadFrom = n %d segSize %d from %s", n, seg, from)
-					}
-					rest = append(rest, big[:n]...)
-				}
-				if !bytes.Equal(rest, want[2*segSize:]) {
-					t.Fatalf("ReadSegments after ReadFrom returned %d bytes that differ from the %d queued", len(rest), len(want)-2*segSize)
-				}
-			})
-		}
-	}
-}
-
-// A batch larger than ReadSegments' buffer keeps its whole datagrams only.
-func TestUDPReadSegmentsSmallBufferKeepsWholeDatagrams(t *testing.T) {
-	send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
-	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+// A batch larger than ReadBatch' buffer keeps its whole datagrams only.
+func TestUDPReadBatchSmallBufferKeepsWholeDatagrams(t *testing.T) {
+	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	if !send.gso.Load() {
 		t.Skip("kernel has no UDP_SEGMENT")
 	}
 	readDeadline(t, recv.c)
 	const segSize = 1400
 	want := segmentPayload(40*segSize, segSize)
-	if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
+	if err := send.WriteBatch(want, segSize, recv.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 10000)
-	n, seg, _, err := recv.ReadSegments(buf)
+	n, seg, _, err := readRun(recv, buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if seg != segSize || n%segSize != 0 || !bytes.Equal(buf[:n], want[:n]) {
-		t.Fatalf("ReadSegments(%d-byte buffer) = n %d, segSize %d; want whole %d-byte datagrams", len(buf), n, seg, segSize)
+		t.Fatalf("ReadBatch(%d-byte buffer) = n %d, segSize %d; want whole %d-byte datagrams", len(buf), n, seg, segSize)
 	}
 }
 
 // When the kernel refuses UDP_SEGMENT (here: SO_NO_CHECK, which it
-// rejects with EINVAL), WriteSegments falls back for good and still
+// rejects with EINVAL), WriteBatch falls back for good and still
 // delivers every datagram.
-func TestUDPWriteSegmentsFallsBackWhenKernelRefuses(t *testing.T) {
-	send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+func TestUDPWriteBatchFallsBackWhenKernelRefuses(t *testing.T) {
+	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	if !send.gso.Load() {
 		t.Skip("kernel has no UDP_SEGMENT")
 	}
@@ -481,8 +415,8 @@ func TestUDPWriteSegmentsFallsBackWhenKernelRefuses(t *testing.T) {
 	const segSize = 1200
 	want := segmentPayload(100*segSize+5, segSize)
 	for range 2 {
-		if err := send.WriteSegments(want, segSize, to); err != nil {
-			t.Fatalf("WriteSegments with UDP_SEGMENT refused: %v", err)
+		if err := send.WriteBatch(want, segSize, to); err != nil {
+			t.Fatalf("WriteBatch with UDP_SEGMENT refused: %v", err)
 		}
 		if send.gso.Load() {
 			t.Fatalf("after a refused UDP_SEGMENT send, gso still on")
@@ -497,11 +431,11 @@ func TestUDPWriteSegmentsFallsBackWhenKernelRefuses(t *testing.T) {
 	}
 }
 
-// WriteSegments from many goroutines at once, while the first refused
+// WriteBatch from many goroutines at once, while the first refused
 // UDP_SEGMENT send switches the Conn to its fallback, delivers every
 // datagram whole.
-func TestUDPWriteSegmentsConcurrent(t *testing.T) {
-	send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+func TestUDPWriteBatchConcurrent(t *testing.T) {
+	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	rc, err := send.c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -516,12 +450,12 @@ func TestUDPWriteSegmentsConcurrent(t *testing.T) {
 	errs := make(chan error, writers)
 	for g := range writers {
 		go func() {
-			errs <- send.WriteSegments(bytes.Repeat([]byte{byte(g)}, size), segSize, to)
+			errs <- send.WriteBatch(bytes.Repeat([]byte{byte(g)}, size), segSize, to)
 		}()
 	}
 	for range writers {
 		if err := <-errs; err != nil {
-			t.Fatalf("concurrent WriteSegments: %v", err)
+			t.Fatalf("concurrent WriteBatch: %v", err)
 		}
 	}
 	got := make(map[byte]int)
@@ -543,40 +477,32 @@ func TestUDPWriteSegmentsConcurrent(t *testing.T) {
 	}
 }
 
-func TestUDPWriteSegmentsRefusesBadSegmentSize(t *testing.T) {
-	c := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+func TestUDPWriteBatchRefusesBadSegmentSize(t *testing.T) {
+	c := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	to := netip.MustParseAddrPort("127.0.0.1:9")
 	for _, seg := range []int{0, -1} {
-		err := c.WriteSegments([]byte("abc"), seg, to)
+		err := c.WriteBatch([]byte("abc"), seg, to)
 		if err == nil {
-			t.Fatalf("WriteSegments(3 bytes, %d, %s) = nil, want an error", seg, to)
+			t.Fatalf("WriteBatch(3 bytes, %d, %s) = nil, want an error", seg, to)
 		}
 		if !bytes.Contains([]byte(err.Error()), []byte(to.String())) {
-			t.Errorf("WriteSegments error %q does not name %s", err, to)
+			t.Errorf("WriteBatch error %q does not name %s", err, to)
 		}
 	}
 }
 
-// Close unblocks ReadSegments and ReadFrom with net.ErrClosed, also when
-// ReadFrom still has datagrams queued.
+// Close unblocks a pending ReadBatch with net.ErrClosed, and later reads
+// fail alike.
 func TestUDPCloseUnblocksReads(t *testing.T) {
 	reads := map[string]func(c *udpConn) error{
-		"ReadSegments": func(c *udpConn) error {
-			_, _, _, err := c.ReadSegments(make([]byte, MaxSegmentsRead))
-			return err
-		},
-		"ReadFrom": func(c *udpConn) error {
-			_, _, err := c.ReadFrom(make([]byte, 1500))
-			return err
-		},
 		"ReadBatch": func(c *udpConn) error {
-			_, err := c.ReadBatch(makeBatch(2, MaxSegmentsRead))
+			_, err := makeBatch(2, MaxSegmentsRead).read(c)
 			return err
 		},
 	}
 	for name, read := range reads {
 		t.Run(name, func(t *testing.T) {
-			c := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+			c := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 			done := make(chan error, 1)
 			go func() { done <- read(c) }()
 			time.Sleep(20 * time.Millisecond) // let it block in recvmsg
@@ -601,14 +527,24 @@ func TestUDPCloseUnblocksReads(t *testing.T) {
 	}
 }
 
-// makeBatch returns k messages for ReadBatch, each with a size-byte buffer.
-func makeBatch(k, size int) []SegmentBatch {
-	msgs := make([]SegmentBatch, k)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, size)
-	}
-	return msgs
+// batch is ReadBatch's arguments: its messages' buffers and what it
+// reports of each.
+type batch struct {
+	bufs            [][]byte
+	sizes, segSizes []int
+	from            []netip.AddrPort
 }
+
+// makeBatch returns k messages for ReadBatch, each with a size-byte buffer.
+func makeBatch(k, size int) *batch {
+	b := &batch{sizes: make([]int, k), segSizes: make([]int, k), from: make([]netip.AddrPort, k)}
+	for range k {
+		b.bufs = append(b.bufs, make([]byte, size))
+	}
+	return b
+}
+
+func (b *batch) read(c Conn) (int, error) { return c.ReadBatch(b.bufs, b.sizes, b.segSizes, b.from) }
 
 // wantMessage is one message ReadBatch should return.
 type wantMessage struct {
@@ -617,20 +553,20 @@ type wantMessage struct {
 	from    netip.AddrPort
 }
 
-// checkBatch fails the test unless ReadBatch's msgs[:n] are want.
-func checkBatch(t *testing.T, msgs []SegmentBatch, n int, want []wantMessage) {
+// checkBatch fails the test unless ReadBatch's first n messages are want.
+func checkBatch(t *testing.T, b *batch, n int, want []wantMessage) {
 	t.Helper()
 	if n != len(want) {
-		t.Errorf("ReadBatch(%d messages) = %d, want %d", len(msgs), n, len(want))
+		t.Errorf("ReadBatch(%d messages) = %d, want %d", len(b.bufs), n, len(want))
 	}
 	for i := range min(n, len(want)) {
-		m, w := msgs[i], want[i]
-		if m.N != len(w.data) || m.SegSize != w.segSize || m.From != w.from {
-			t.Errorf("ReadBatch message %d = N %d, SegSize %d, From %s; want N %d, SegSize %d, From %s", i, m.N, m.SegSize, m.From, len(w.data), w.segSize, w.from)
+		w := want[i]
+		if b.sizes[i] != len(w.data) || b.segSizes[i] != w.segSize || b.from[i] != w.from {
+			t.Errorf("ReadBatch message %d = size %d, segSize %d, from %s; want size %d, segSize %d, from %s", i, b.sizes[i], b.segSizes[i], b.from[i], len(w.data), w.segSize, w.from)
 			continue
 		}
-		if !bytes.Equal(m.Buf[:m.N], w.data) {
-			t.Errorf("ReadBatch message %d: %d bytes differ from those sent", i, m.N)
+		if !bytes.Equal(b.bufs[i][:b.sizes[i]], w.data) {
+			t.Errorf("ReadBatch message %d: %d bytes differ from those sent", i, b.sizes[i])
 		}
 	}
 }
@@ -642,21 +578,21 @@ func TestUDPReadBatchTakesSuperPacketWhole(t *testing.T) {
 	const segSize = 1472
 	for _, fam := range connFamilies {
 		t.Run(fam.name, func(t *testing.T) {
-			send := listenSegmentConn(t, fam.addr)
+			send := listenUDPConn(t, fam.addr)
 			if !send.gso.Load() {
 				t.Skip("kernel has no UDP_SEGMENT")
 			}
-			recv := listenSegmentConn(t, fam.addr)
+			recv := listenUDPConn(t, fam.addr)
 			readDeadline(t, recv.c)
 			want := segmentPayload(46*segSize, segSize)
-			if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
-				t.Fatalf("WriteSegments(%d bytes, %d): %v", len(want), segSize, err)
+			if err := send.WriteBatch(want, segSize, recv.LocalAddr()); err != nil {
+				t.Fatalf("WriteBatch(%d bytes, %d): %v", len(want), segSize, err)
 			}
 			if calls := send.gsoCalls.Load(); calls != 1 {
-				t.Fatalf("WriteSegments(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), segSize, calls)
+				t.Fatalf("WriteBatch(%d bytes, %d) made %d sendmmsg calls, want 1", len(want), segSize, calls)
 			}
 			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
-			n, err := recv.ReadBatch(msgs)
+			n, err := msgs.read(recv)
 			if err != nil {
 				t.Fatalf("ReadBatch: %v", err)
 			}
@@ -675,36 +611,36 @@ func TestUDPReadBatchTakesSuperPacketWhole(t *testing.T) {
 func TestUDPReadBatchMixedSenders(t *testing.T) {
 	for _, fam := range connFamilies {
 		t.Run(fam.name, func(t *testing.T) {
-			gsoA := listenSegmentConn(t, fam.addr)
+			gsoA := listenUDPConn(t, fam.addr)
 			if !gsoA.gso.Load() {
 				t.Skip("kernel has no UDP_SEGMENT")
 			}
-			gsoC := listenSegmentConn(t, fam.addr)
+			gsoC := listenUDPConn(t, fam.addr)
 			plainB := listenPlainUDP(t, fam.addr)
-			recv := listenSegmentConn(t, fam.addr)
+			recv := listenUDPConn(t, fam.addr)
 			to := recv.LocalAddr()
 			readDeadline(t, recv.c)
 
 			a := segmentPayload(46*1472, 1472)
 			b := [][]byte{[]byte("x"), segmentPayload(1000, 1000), {}}
 			c := segmentPayload(10*1000-1, 1000)
-			if err := gsoA.WriteSegments(a, 1472, to); err != nil {
-				t.Fatalf("WriteSegments from A: %v", err)
+			if err := gsoA.WriteBatch(a, 1472, to); err != nil {
+				t.Fatalf("WriteBatch from A: %v", err)
 			}
 			for _, d := range b {
 				if _, err := plainB.WriteToUDPAddrPort(d, to); err != nil {
 					t.Fatalf("WriteTo from B: %v", err)
 				}
 			}
-			if err := gsoC.WriteSegments(c, 1000, to); err != nil {
-				t.Fatalf("WriteSegments from C: %v", err)
+			if err := gsoC.WriteBatch(c, 1000, to); err != nil {
+				t.Fatalf("WriteBatch from C: %v", err)
 			}
 
 			fromA, fromC := gsoA.LocalAddr(), gsoC.LocalAddr()
 			fromB := plainB.LocalAddr().(*net.UDPAddr).AddrPort()
 			fromB = netip.AddrPortFrom(fromB.Addr().Unmap(), fromB.Port())
 			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
-			n, err := recv.ReadBatch(msgs)
+			n, err := msgs.read(recv)
 			if err != nil {
 				t.Fatalf("ReadBatch: %v", err)
 			}
@@ -724,7 +660,7 @@ func TestUDPReadBatchMixedSenders(t *testing.T) {
 // msgs alone; the next call takes what is left.
 func TestUDPReadBatchMoreThanMaxReadBatch(t *testing.T) {
 	send := listenPlainUDP(t, netip.MustParseAddrPort("127.0.0.1:0"))
-	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	readDeadline(t, recv.c)
 	from := send.LocalAddr().(*net.UDPAddr).AddrPort()
 	var want []wantMessage
@@ -736,17 +672,17 @@ func TestUDPReadBatchMoreThanMaxReadBatch(t *testing.T) {
 		want = append(want, wantMessage{d, len(d), from})
 	}
 	msgs := makeBatch(MaxReadBatch+2, 2000)
-	n, err := recv.ReadBatch(msgs)
+	n, err := msgs.read(recv)
 	if err != nil {
 		t.Fatalf("ReadBatch: %v", err)
 	}
 	checkBatch(t, msgs, n, want[:MaxReadBatch])
-	for i, m := range msgs[MaxReadBatch:] {
-		if m.N != 0 || m.SegSize != 0 || m.From.IsValid() {
-			t.Errorf("ReadBatch(%d messages) set message %d past MaxReadBatch: %+v", len(msgs), MaxReadBatch+i, m)
+	for i := MaxReadBatch; i < len(msgs.bufs); i++ {
+		if msgs.sizes[i] != 0 || msgs.segSizes[i] != 0 || msgs.from[i].IsValid() {
+			t.Errorf("ReadBatch(%d messages) set message %d past MaxReadBatch: size %d, segSize %d, from %s", len(msgs.bufs), i, msgs.sizes[i], msgs.segSizes[i], msgs.from[i])
 		}
 	}
-	n, err = recv.ReadBatch(msgs)
+	n, err = msgs.read(recv)
 	if err != nil {
 		t.Fatalf("second ReadBatch: %v", err)
 	}
@@ -754,25 +690,26 @@ func TestUDPReadBatchMoreThanMaxReadBatch(t *testing.T) {
 }
 
 // A message larger than its buffer keeps its whole datagrams only, or is
-// truncated if a single datagram, as with ReadSegments.
+// truncated if a single datagram.
 func TestUDPReadBatchSmallBuffers(t *testing.T) {
-	send := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	if !send.gso.Load() {
 		t.Skip("kernel has no UDP_SEGMENT")
 	}
-	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	readDeadline(t, recv.c)
 	const segSize = 1400
 	batch := segmentPayload(40*segSize, segSize)
-	if err := send.WriteSegments(batch, segSize, recv.LocalAddr()); err != nil {
+	if err := send.WriteBatch(batch, segSize, recv.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	single := segmentPayload(3000, 3000)
-	if err := send.WriteTo(single, recv.LocalAddr()); err != nil {
+	if err := writeTo(send, single, recv.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	msgs := []SegmentBatch{{Buf: make([]byte, 10000)}, {Buf: make([]byte, 1000)}}
-	n, err := recv.ReadBatch(msgs)
+	msgs := makeBatch(2, 10000)
+	msgs.bufs[1] = msgs.bufs[1][:1000]
+	n, err := msgs.read(recv)
 	if err != nil {
 		t.Fatalf("ReadBatch: %v", err)
 	}
@@ -783,59 +720,17 @@ func TestUDPReadBatchSmallBuffers(t *testing.T) {
 	})
 }
 
-// Datagrams ReadFrom queued come first, as one message, before anything
-// on the socket.
-func TestUDPReadBatchAfterReadFrom(t *testing.T) {
-	const segSize = 1400
-	for _, fam := range connFamilies {
-		t.Run(fam.name, func(t *testing.T) {
-			send := listenSegmentConn(t, fam.addr)
-			if !send.gso.Load() {
-				t.Skip("kernel has no UDP_SEGMENT")
-			}
-			other := listenSegmentConn(t, fam.addr)
-			recv := listenSegmentConn(t, fam.addr)
-			readDeadline(t, recv.c)
-			want := segmentPayload(30*segSize-7, segSize)
-			if err := send.WriteSegments(want, segSize, recv.LocalAddr()); err != nil {
-				t.Fatalf("WriteSegments: %v", err)
-			}
-			buf := make([]byte, 1500)
-			for i := range 2 {
-				if n, _, err := recv.ReadFrom(buf); err != nil || !bytes.Equal(buf[:n], want[i*segSize:(i+1)*segSize]) {
-					t.Fatalf("ReadFrom #%d = %d bytes, %v; want datagram %d", i, n, err, i)
-				}
-			}
-			later := []byte("after the batch")
-			if err := other.WriteTo(later, recv.LocalAddr()); err != nil {
-				t.Fatal(err)
-			}
-			msgs := makeBatch(MaxReadBatch, MaxSegmentsRead)
-			n, err := recv.ReadBatch(msgs)
-			if err != nil {
-				t.Fatalf("ReadBatch after ReadFrom: %v", err)
-			}
-			checkBatch(t, msgs, n, []wantMessage{{want[2*segSize:], segSize, send.LocalAddr()}})
-			n, err = recv.ReadBatch(msgs)
-			if err != nil {
-				t.Fatalf("second ReadBatch: %v", err)
-			}
-			checkBatch(t, msgs, n, []wantMessage{{later, len(later), other.LocalAddr()}})
-		})
-	}
-}
-
 // ReadBatch honours the read deadline with a timeout error, which the
 // read loop retries, and reads nothing when given no messages.
 func TestUDPReadBatchDeadline(t *testing.T) {
-	c := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
-	if n, err := c.ReadBatch(nil); n != 0 || err != nil {
+	c := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	if n, err := c.ReadBatch(nil, nil, nil, nil); n != 0 || err != nil {
 		t.Fatalf("ReadBatch(nil) = %d, %v; want 0, nil", n, err)
 	}
 	if err := c.c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := c.ReadBatch(makeBatch(1, 1500))
+	_, err := makeBatch(1, 1500).read(c)
 	var ne net.Error
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("ReadBatch past its deadline = %v, want a timeout", err)
@@ -845,7 +740,7 @@ func TestUDPReadBatchDeadline(t *testing.T) {
 // A ReadBatch allocates nothing.
 func TestUDPReadBatchAllocs(t *testing.T) {
 	send := listenPlainUDP(t, netip.MustParseAddrPort("127.0.0.1:0"))
-	recv := listenSegmentConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	recv := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
 	readDeadline(t, recv.c)
 	const runs = 50
 	for range runs + 1 { // AllocsPerRun warms up with one more
@@ -856,7 +751,7 @@ func TestUDPReadBatchAllocs(t *testing.T) {
 	msgs := makeBatch(1, MaxSegmentsRead)
 	var err error
 	allocs := testing.AllocsPerRun(runs, func() {
-		if _, e := recv.ReadBatch(msgs); e != nil {
+		if _, e := msgs.read(recv); e != nil {
 			err = e
 		}
 	})
@@ -954,24 +849,24 @@ func TestGROSegmentSize(t *testing.T) {
 	}
 }
 
-// BenchmarkWriteSegments sends count datagrams of 1472 bytes over loopback
-// per op with one WriteSegments (UDP_SEGMENT), against one WriteSegments
+// BenchmarkWriteBatch sends count datagrams of 1472 bytes over loopback
+// per op with one WriteBatch (UDP_SEGMENT), against one WriteBatch
 // per UDP_SEGMENT chunk, sendmmsg without UDP_SEGMENT and one WriteTo per
 // datagram. 44 datagrams fill one UDP_SEGMENT send; 46 are
 // a 64 KiB TSO packet at a tunnel MTU of 1472, two UDP_SEGMENT chunks. A
 // reader drains the socket so the sender never blocks on a full buffer.
-func BenchmarkWriteSegments(b *testing.B) {
+func BenchmarkWriteBatch(b *testing.B) {
 	const segSize = 1472
 	run := func(b *testing.B, payload []byte, send func(c *udpConn, p []byte, to netip.AddrPort) error, configure func(c *udpConn)) {
-		c := listenSegmentConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
+		c := listenUDPConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
 		configure(c)
-		recv := listenSegmentConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
+		recv := listenUDPConn(b, netip.MustParseAddrPort("127.0.0.1:0"))
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			buf := make([]byte, MaxSegmentsRead)
 			for {
-				if _, _, _, err := recv.ReadSegments(buf); err != nil {
+				if _, _, _, err := readRun(recv, buf); err != nil {
 					return
 				}
 			}
@@ -990,10 +885,10 @@ func BenchmarkWriteSegments(b *testing.B) {
 			b.ReportMetric(float64(calls)/float64(b.N), "sendmmsg/op")
 		}
 	}
-	segments := func(c *udpConn, p []byte, to netip.AddrPort) error { return c.WriteSegments(p, segSize, to) }
+	segments := func(c *udpConn, p []byte, to netip.AddrPort) error { return c.WriteBatch(p, segSize, to) }
 	writeEach := func(c *udpConn, p []byte, to netip.AddrPort) error {
 		for ; len(p) > 0; p = p[segSize:] {
-			if err := c.WriteTo(p[:segSize], to); err != nil {
+			if err := writeTo(c, p[:segSize], to); err != nil {
 				return err
 			}
 		}
@@ -1013,7 +908,7 @@ func BenchmarkWriteSegments(b *testing.B) {
 		b.Run(fmt.Sprintf("%d/UDP_SEGMENT per chunk", count), func(b *testing.B) {
 			run(b, payload, func(c *udpConn, p []byte, to netip.AddrPort) error {
 				for ; len(p) > 0; p = p[min(44*segSize, len(p)):] {
-					if err := c.WriteSegments(p[:min(44*segSize, len(p))], segSize, to); err != nil {
+					if err := c.WriteBatch(p[:min(44*segSize, len(p))], segSize, to); err != nil {
 						return err
 					}
 				}

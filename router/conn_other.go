@@ -6,9 +6,8 @@ import "net"
 
 // newUDPConn makes c the overlay socket on a platform without
 // conn_linux.go's recvmmsg, UDP_GRO and UDP_SEGMENT: a stdConn, one
-// datagram per system call. The router asks its Conn for SegmentConn and
-// BatchConn and, given neither, reads and writes one datagram per call
-// (router.go, offload.go): it forwards the same packets, more slowly.
+// datagram per system call. The router drives it as any Conn: it forwards
+// the same packets, more slowly.
 func newUDPConn(c *net.UDPConn, network string) (Conn, error) {
 	return newStdConn(c), nil
 }

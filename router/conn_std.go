@@ -7,13 +7,13 @@ import (
 )
 
 // stdConn is the overlay's UDP socket through Go's net package alone: one
-// datagram per system call, no batching, GRO or GSO. It is a Conn and not
-// a SegmentConn. ListenUDP returns it where conn_linux.go's udpConn is
+// datagram per system call, no recvmmsg, GRO or GSO; every batch it reads
+// is one datagram. ListenUDP returns it where conn_linux.go's udpConn is
 // not built (conn_other.go); it builds everywhere, so that Linux tests
 // cover it too.
 //
-// It keeps no state of its own: ReadFrom, WriteTo and Close are
-// net.UDPConn's, which allow the concurrency Conn promises.
+// It keeps no state of its own: its calls are net.UDPConn's, which allow
+// the concurrency Conn promises.
 type stdConn struct {
 	c *net.UDPConn
 }
@@ -28,19 +28,35 @@ func newStdConn(c *net.UDPConn) *stdConn {
 	return &stdConn{c: c}
 }
 
-// ReadFrom implements Conn. The sender is unmapped, as udpConn reports it.
-func (s *stdConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	n, from, err := s.c.ReadFromUDPAddrPort(b)
-	if err != nil {
-		return 0, netip.AddrPort{}, err
+// ReadBatch implements Conn: one datagram into bufs[0]. The sender is
+// unmapped, as udpConn reports it.
+func (s *stdConn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
 	}
-	return n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
+	n, addr, err := s.c.ReadFromUDPAddrPort(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0], segSizes[0] = n, n
+	from[0] = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	return 1, nil
 }
 
-// WriteTo implements Conn.
-func (s *stdConn) WriteTo(b []byte, addr netip.AddrPort) error {
-	_, err := s.c.WriteToUDPAddrPort(b, addr)
-	return err
+// WriteBatch implements Conn, one datagram per system call.
+func (s *stdConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	if segSize < 1 {
+		return errSegmentSize(segSize, addr)
+	}
+	for {
+		d := b[:min(segSize, len(b))]
+		if _, err := s.c.WriteToUDPAddrPort(d, addr); err != nil {
+			return err
+		}
+		if b = b[len(d):]; len(b) == 0 {
+			return nil
+		}
+	}
 }
 
 func (s *stdConn) LocalAddr() netip.AddrPort {

@@ -83,7 +83,7 @@ func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte) bool {
 			return false
 		}
 		decrementTTL(b)
-		f.r.overlay.sendTo(h.peer, b)
+		f.r.overlay.send(h.peer, b, len(b))
 		return true
 	}
 	return false

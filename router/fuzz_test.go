@@ -34,7 +34,7 @@ func FuzzReceive(f *testing.F) {
 		if err := r.Set(cfg); err != nil {
 			t.Fatal(err)
 		}
-		r.overlay.receive(append([]byte(nil), b...), netip.MustParseAddrPort("192.168.31.202:8285"))
+		r.overlay.receive([][]byte{append([]byte(nil), b...)}, []int{len(b)}, []int{len(b)}, []netip.AddrPort{netip.MustParseAddrPort("192.168.31.202:8285")})
 		r.tun.receive(append([]byte(nil), b...))
 	})
 }

@@ -2,9 +2,7 @@ package router
 
 import (
 	"errors"
-	"net/netip"
 	"os"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -16,9 +14,9 @@ import (
 
 // Segmentation offload. With an offload-capable TUN (tun.OffloadDevice) the
 // node kernel hands the router a pod's TCP stream as super-packets of up to
-// 64 KiB (TSO) and takes them back whole; with a SegmentConn the overlay
-// sends a super-packet's segments in one system call (UDP GSO) and
-// receives runs of datagrams in one (UDP GRO). The router then works per
+// 64 KiB (TSO) and takes them back whole; the overlay's Conn sends a
+// super-packet's segments in one WriteBatch (UDP GSO on Linux) and
+// receives runs of datagrams in one ReadBatch (UDP GRO). The router then works per
 // super-packet, not per segment:
 //
 //	TUN read (one 64 KiB TSO packet) → hook → fast path → software TSO
@@ -254,130 +252,14 @@ func (e *tunEndpoint) sendSuper(od tun.OffloadDevice, b []byte, hdr, mss int) {
 }
 
 // sendSuper cuts super-packet b into segments of mss payload bytes and
-// sends them to peer p, in one system call when the Conn can.
+// sends them to peer p in one WriteBatch.
 func (e *overlayEndpoint) sendSuper(p *peer, b []byte, mss int, scratch *[]byte) bool {
-	out, n, segSize, total, ok := segment(scratch, b, mss)
+	out, _, segSize, _, ok := segment(scratch, b, mss)
 	if !ok {
 		return false
 	}
-	var err error
-	if e.tap.p.Load() != nil {
-		for i := range n {
-			e.tap.see(DirOut, out[i*segSize:min((i+1)*segSize, total)])
-		}
-	}
-	if sc, ok := e.conn.(SegmentConn); ok {
-		err = sc.WriteSegments(out, segSize, p.endpoint)
-	} else {
-		for i := 0; i < n && err == nil; i++ {
-			err = e.conn.WriteTo(out[i*segSize:min((i+1)*segSize, total)], p.endpoint)
-		}
-	}
-	if err != nil {
-		e.drops.add(DropTxError)
-		return true // the packet was taken; its loss is counted
-	}
-	e.counters.txPackets.Add(uint64(n))
-	e.counters.txBytes.Add(uint64(total))
-	p.stats.txPackets.Add(uint64(n))
-	p.stats.txBytes.Add(uint64(total))
-	return true
-}
-
-// readLoopSegments is readLoop for a Conn that returns runs of datagrams
-// (UDP GRO) while the TUN takes super-packets: consecutive TCP segments of
-// one flow are coalesced before they are forwarded.
-func (e *overlayEndpoint) readLoopSegments(sc SegmentConn, buf []byte) error {
-	return readUntilClosed(func() error {
-		n, segSize, from, err := sc.ReadSegments(buf)
-		if err == nil {
-			e.receiveRun(buf[:n], segSize, from)
-		}
-		return err
-	})
-}
-
-// readLoopBatch is readLoopSegments for a Conn that returns several runs
-// per system call (recvmmsg). Runs read together are coalesced together:
-// a super-packet the peer sent as two UDP_SEGMENT messages (46 segments at
-// a 1,472-byte MTU do not fit one) comes out whole.
-func (e *overlayEndpoint) readLoopBatch(bc BatchConn) error {
-	msgs := make([]SegmentBatch, MaxReadBatch)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, MaxSegmentsRead)
-	}
-	return readUntilClosed(func() error {
-		n, err := bc.ReadBatch(msgs)
-		if err != nil {
-			return err
-		}
-		e.batch = e.batch[:0]
-		for _, m := range msgs[:n] {
-			e.collect(m.Buf[:m.N], m.SegSize, m.From)
-		}
-		e.flush()
-		return nil
-	})
-}
-
-// receiveRun admits each datagram of a run from one sender, then forwards
-// what passed, coalesced.
-func (e *overlayEndpoint) receiveRun(b []byte, segSize int, from netip.AddrPort) {
-	if segSize <= 0 || segSize >= len(b) {
-		e.receive(b, from)
-		return
-	}
-	e.batch = e.batch[:0]
-	e.collect(b, segSize, from)
-	e.flush()
-}
-
-// flush coalesces and forwards the datagrams collect admitted.
-func (e *overlayEndpoint) flush() {
-	if len(e.batch) > 0 {
-		e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
-	}
-}
-
-// collect admits each datagram of a run from one sender (segSize bytes
-// each, the last possibly shorter) and appends those that passed to
-// e.batch. An empty datagram is counted (as too short, or from an unknown
-// peer) like any other.
-func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort) {
-	if len(b) == 0 {
-		e.receive(b, from)
-		return
-	}
-	if segSize <= 0 || segSize > len(b) {
-		segSize = len(b)
-	}
-	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
-	now := time.Now().UnixNano()
-	for off := 0; off < len(b); off += segSize {
-		d := b[off:min(off+segSize, len(b))]
-		e.tap.see(DirIn, d)
-		if p == nil {
-			e.drops.add(DropUnknownPeer)
-			continue
-		}
-		if info, ok := e.admit(p, d, now); ok {
-			e.batch = append(e.batch, d[:info.length])
-		}
-	}
-}
-
-// emitCoalesced forwards one output of the coalescer: a datagram as it
-// arrived, or a super-packet of several.
-func (e *overlayEndpoint) emitCoalesced(pkt []byte, gi gso.Info) {
-	info := ipInfo{proto: ipProto(pkt), dst: ipDst(pkt), length: len(pkt)}
-	if gi.Type == gso.None {
-		e.inject(info, pkt)
-		return
-	}
-	if e.fast.forwardSuper(info.proto, pkt, gi.SegSize, true) {
-		return
-	}
-	e.splitAndInject(info, pkt, gi.SegSize)
+	e.send(p, out, segSize)
+	return true // the packet was taken; a loss is counted
 }
 
 // ipProto is the network protocol number of IP packet b.

@@ -57,9 +57,9 @@ func (m *offloadTUN) WriteOffload(p []byte, o tun.Offload) (int, error) {
 	}
 }
 
-// segNet is an in-memory underlay whose Conns are SegmentConns: a
-// WriteSegments run arrives as one ReadSegments run, as UDP GSO meets UDP
-// GRO on Linux. corrupt, when set, may alter a datagram in flight.
+// segNet is an in-memory underlay whose Conns carry runs: a WriteBatch
+// run arrives as one ReadBatch message, as UDP GSO meets UDP GRO on Linux.
+// corrupt, when set, may alter a datagram in flight.
 type segNet struct {
 	mu      sync.Mutex
 	conns   map[netip.AddrPort]*segConn
@@ -72,17 +72,16 @@ type segRun struct {
 	from    netip.AddrPort
 }
 
+// segConn returns one run per ReadBatch.
 type segConn struct {
-	n     *segNet
-	addr  netip.AddrPort
-	in    chan segRun
-	done  chan struct{}
-	once  sync.Once
-	queue [][]byte // ReadFrom's datagrams left from a run
-	qfrom netip.AddrPort
+	n    *segNet
+	addr netip.AddrPort
+	in   chan segRun
+	done chan struct{}
+	once sync.Once
 }
 
-var _ SegmentConn = (*segConn)(nil)
+var _ Conn = (*segConn)(nil)
 
 func (n *segNet) listen(addr string) *segConn {
 	n.mu.Lock()
@@ -95,7 +94,7 @@ func (n *segNet) listen(addr string) *segConn {
 	return c
 }
 
-func (c *segConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) error {
+func (c *segConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
 	c.n.mu.Lock()
 	dst, corrupt := c.n.conns[addr], c.n.corrupt
 	c.n.mu.Unlock()
@@ -115,34 +114,14 @@ func (c *segConn) WriteSegments(b []byte, segSize int, addr netip.AddrPort) erro
 	return nil
 }
 
-func (c *segConn) WriteTo(b []byte, addr netip.AddrPort) error {
-	return c.WriteSegments(b, len(b), addr)
-}
-
-func (c *segConn) ReadSegments(b []byte) (int, int, netip.AddrPort, error) {
+func (c *segConn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
 	select {
 	case <-c.done:
-		return 0, 0, netip.AddrPort{}, fmt.Errorf("segConn: %w", net.ErrClosed)
+		return 0, fmt.Errorf("segConn: %w", net.ErrClosed)
 	case r := <-c.in:
-		return copy(b, r.b), r.segSize, r.from, nil
+		sizes[0], segSizes[0], from[0] = copy(bufs[0], r.b), r.segSize, r.from
+		return 1, nil
 	}
-}
-
-func (c *segConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
-	if len(c.queue) == 0 {
-		buf := make([]byte, maxDatagram)
-		n, seg, from, err := c.ReadSegments(buf)
-		if err != nil {
-			return 0, from, err
-		}
-		for off := 0; off < n; off += seg {
-			c.queue = append(c.queue, buf[off:min(off+seg, n)])
-		}
-		c.qfrom = from
-	}
-	d := c.queue[0]
-	c.queue = c.queue[1:]
-	return copy(b, d), c.qfrom, nil
 }
 
 func (c *segConn) LocalAddr() netip.AddrPort { return c.addr }

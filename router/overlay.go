@@ -73,13 +73,15 @@ type overlayEndpoint struct {
 	peers    atomic.Pointer[peerTable]
 	identity atomic.Pointer[identity]
 
-	// coalesce: the Conn returns runs of datagrams and the TUN takes
-	// super-packets, so the reader coalesces TCP segments (offload.go).
-	// The fields below belong to the reader goroutine.
+	// The fields below belong to the reader goroutine. batch holds the
+	// datagrams of one ReadBatch that passed admit. coalesce, fixed by
+	// New, is whether they are coalesced into TCP super-packets first:
+	// when the TUN takes super-packets and the fast path is on
+	// (offload.go).
 	coalesce  bool
 	coalescer gso.Coalescer
 	batch     [][]byte
-	emit      func([]byte, gso.Info)
+	emit      func([]byte, gso.Info) // emitCoalesced, bound once
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
@@ -110,7 +112,7 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 			finishChecksum(v.AsSlice())
 			e.identity.Load().rewriteSource(v.AsSlice())
 		}
-		if e.sendTo(p, v.AsSlice()) {
+		if b := v.AsSlice(); e.send(p, b, len(b)) {
 			n++
 		}
 		v.Release()
@@ -118,34 +120,41 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 	return n, nil
 }
 
-// sendTo sends one packet to peer p as one datagram, and counts it.
-func (e *overlayEndpoint) sendTo(p *peer, b []byte) bool {
-	e.tap.see(DirOut, b)
-	if err := e.conn.WriteTo(b, p.endpoint); err != nil {
+// send sends b to peer p as consecutive datagrams of segSize bytes (one,
+// when segSize >= len(b)) in one WriteBatch, and counts them.
+func (e *overlayEndpoint) send(p *peer, b []byte, segSize int) bool {
+	segSize = max(segSize, 1)
+	if e.tap.p.Load() != nil {
+		for off := 0; off < len(b); off += segSize {
+			e.tap.see(DirOut, b[off:min(off+segSize, len(b))])
+		}
+	}
+	if err := e.conn.WriteBatch(b, segSize, p.endpoint); err != nil {
 		e.drops.add(DropTxError)
 		return false
 	}
-	e.counters.txPackets.Add(1)
+	n := uint64(max(1, (len(b)+segSize-1)/segSize))
+	e.counters.txPackets.Add(n)
 	e.counters.txBytes.Add(uint64(len(b)))
-	p.stats.txPackets.Add(1)
+	p.stats.txPackets.Add(n)
 	p.stats.txBytes.Add(uint64(len(b)))
 	return true
 }
 
-// readLoop receives overlay datagrams until the Conn is closed. It is run
+// readLoop receives overlay datagrams until the Conn is closed: one
+// ReadBatch at a time, whatever the Conn moves per system call. It is run
 // by Router.Run, which owns it.
 func (e *overlayEndpoint) readLoop() error {
-	buf := make([]byte, maxDatagram)
-	if bc, ok := e.conn.(BatchConn); ok && e.coalesce {
-		return e.readLoopBatch(bc)
+	bufs := make([][]byte, MaxReadBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, MaxSegmentsRead)
 	}
-	if sc, ok := e.conn.(SegmentConn); ok && e.coalesce {
-		return e.readLoopSegments(sc, buf)
-	}
+	sizes, segSizes := make([]int, MaxReadBatch), make([]int, MaxReadBatch)
+	from := make([]netip.AddrPort, MaxReadBatch)
 	return readUntilClosed(func() error {
-		n, from, err := e.conn.ReadFrom(buf)
+		n, err := e.conn.ReadBatch(bufs, sizes, segSizes, from)
 		if err == nil {
-			e.receive(buf[:n], from)
+			e.receive(bufs[:n], sizes, segSizes, from)
 		}
 		return err
 	})
@@ -168,17 +177,64 @@ func readUntilClosed(read func() error) error {
 	}
 }
 
-// receive admits one datagram into the stack, or counts why not.
-func (e *overlayEndpoint) receive(b []byte, from netip.AddrPort) {
-	e.tap.see(DirIn, b)
-	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
-	if p == nil {
-		e.drops.add(DropUnknownPeer)
+// receive admits each datagram of the messages one ReadBatch read (message
+// i: sizes[i] bytes in bufs[i], datagrams of segSizes[i] bytes from
+// from[i]), then forwards those that passed: coalesced when e.coalesce, a
+// super-packet the peer sent as two UDP_SEGMENT messages coming out whole;
+// else one by one.
+func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) {
+	e.batch = e.batch[:0]
+	now := time.Now().UnixNano()
+	for i, buf := range bufs {
+		e.collect(buf[:sizes[i]], segSizes[i], from[i], now)
+	}
+	if len(e.batch) == 0 {
 		return
 	}
-	if info, ok := e.admit(p, b, time.Now().UnixNano()); ok {
-		e.inject(info, b[:info.length])
+	if e.coalesce {
+		e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
+		return
 	}
+	for _, d := range e.batch {
+		e.emit(d, gso.Info{})
+	}
+}
+
+// collect admits each datagram of a run from one sender (segSize bytes
+// each, the last possibly shorter) and appends those that passed to
+// e.batch. An empty datagram is counted (as too short, or from an unknown
+// peer) like any other.
+func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, now int64) {
+	if segSize <= 0 || segSize > len(b) {
+		segSize = max(len(b), 1)
+	}
+	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	for off := 0; ; off += segSize {
+		d := b[off:min(off+segSize, len(b))]
+		e.tap.see(DirIn, d)
+		if p == nil {
+			e.drops.add(DropUnknownPeer)
+		} else if info, ok := e.admit(p, d, now); ok {
+			e.batch = append(e.batch, d[:info.length])
+		}
+		if off+segSize >= len(b) {
+			return
+		}
+	}
+}
+
+// emitCoalesced forwards one output of the coalescer, or one admitted
+// datagram: a packet as it arrived, or a super-packet of several.
+func (e *overlayEndpoint) emitCoalesced(pkt []byte, gi gso.Info) {
+	info := ipInfo{proto: ipProto(pkt), dst: ipDst(pkt), length: len(pkt)}
+	if gi.Type == gso.None {
+		e.inject(info, pkt)
+		return
+	}
+	if e.fast.forwardSuper(info.proto, pkt, gi.SegSize, true) {
+		return
+	}
+	e.splitAndInject(info, pkt, gi.SegSize)
 }
 
 // admit runs the checks and the hook on one datagram from peer p, and

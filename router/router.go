@@ -201,12 +201,12 @@ func New(opts Options) (*Router, error) {
 	r.tun.offload = offloadOf(opts.TUN)
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
-		// Coalescing only pays on the fast path: the stack forwards one
-		// segment at a time (offload.go).
-		_, segments := opts.Overlay.(SegmentConn)
-		r.overlay.coalesce = segments && r.tun.offload != nil
-		r.overlay.emit = r.overlay.emitCoalesced
+		// Coalescing only pays on the fast path, which writes
+		// super-packets to the TUN: the stack forwards one segment at a
+		// time (offload.go).
+		r.overlay.coalesce = r.tun.offload != nil
 	}
+	r.overlay.emit = r.overlay.emitCoalesced
 	r.overlay.unreach = &unreachable{
 		router: r.routerAddr,
 		isLocal: func(src netip.Addr) bool {

@@ -65,8 +65,15 @@ func (n *Network) Send(from, to netip.AddrPort, b []byte) bool {
 	}
 }
 
+// maxBatch is router.MaxReadBatch: the most datagrams one ReadBatch
+// returns.
+const maxBatch = 8
+
 // Conn is an in-memory router.Conn (router checks that it satisfies the
-// interface; this package cannot import router without a cycle in its tests).
+// interface; this package cannot import router without a cycle in its
+// tests). Every message ReadBatch returns is one datagram; one ReadBatch
+// returns all that are queued, up to its slices' length. ReadFrom and
+// WriteTo are for tests that play a peer with a Conn of their own.
 type Conn struct {
 	net  *Network
 	addr netip.AddrPort
@@ -75,7 +82,49 @@ type Conn struct {
 	once sync.Once
 }
 
-// ReadFrom implements router.Conn.
+// ReadBatch implements router.Conn: it waits for one datagram, then takes
+// those queued behind it.
+func (c *Conn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	n, f, err := c.ReadFrom(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0], segSizes[0], from[0] = n, n, f
+	k := 1
+	for k < min(len(bufs), maxBatch) {
+		select {
+		case d := <-c.in:
+			n := copy(bufs[k], d.b)
+			sizes[k], segSizes[k], from[k] = n, n, d.from
+			k++
+		default:
+			return k, nil
+		}
+	}
+	return k, nil
+}
+
+// WriteBatch implements router.Conn. Datagrams to unbound addresses
+// vanish, as UDP datagrams do.
+func (c *Conn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	if segSize < 1 {
+		return fmt.Errorf("overlaytest: write to %s: segment size %d, want at least 1", addr, segSize)
+	}
+	for {
+		d := b[:min(segSize, len(b))]
+		if err := c.WriteTo(d, addr); err != nil {
+			return err
+		}
+		if b = b[len(d):]; len(b) == 0 {
+			return nil
+		}
+	}
+}
+
+// ReadFrom reads one datagram into b, returning its length and sender.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	select {
 	case <-c.done:
@@ -85,8 +134,8 @@ func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	}
 }
 
-// WriteTo implements router.Conn. Datagrams to unbound addresses vanish, as
-// UDP datagrams do.
+// WriteTo sends b as one datagram to addr. Datagrams to unbound addresses
+// vanish, as UDP datagrams do.
 func (c *Conn) WriteTo(b []byte, addr netip.AddrPort) error {
 	select {
 	case <-c.done:
