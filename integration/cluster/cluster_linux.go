@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -91,7 +92,7 @@ type Cluster struct {
 
 	bins map[string]string
 	host *hostState
-	cp   []*process // control plane, in start order
+	cp   []*kube.Process // control plane, in start order
 
 	closeOnce sync.Once
 	closeErr  error
@@ -257,7 +258,7 @@ func (c *Cluster) logDir() string { return filepath.Join(c.Dir, "logs") }
 func (c *Cluster) dumpLogs(tb testing.TB) {
 	entries, _ := os.ReadDir(c.logDir())
 	for _, e := range entries {
-		tb.Logf("%s", tail(filepath.Join(c.logDir(), e.Name()), 25))
+		tb.Logf("%s", kube.Tail(filepath.Join(c.logDir(), e.Name()), 25))
 	}
 }
 
@@ -272,7 +273,7 @@ func (c *Cluster) Close() error {
 			errs = append(errs, c.Nodes[i].stop())
 		}
 		for i := len(c.cp) - 1; i >= 0; i-- {
-			errs = append(errs, c.cp[i].stop())
+			errs = append(errs, c.cp[i].Stop(stopTimeout))
 		}
 		if c.Net != nil {
 			errs = append(errs, c.Net.Close())
@@ -286,15 +287,11 @@ func (c *Cluster) Close() error {
 	return c.closeErr
 }
 
-// tail returns the last n lines of the file at path, headed by its name.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- last lines of " + filepath.Base(path) + " ---\n" + strings.Join(lines, "\n")
+// stopTimeout is how long a process gets after SIGTERM before SIGKILL.
+const stopTimeout = 10 * time.Second
+
+// run starts cmd as process name of the cluster, its output in
+// <logs>/<name>.log.
+func (c *Cluster) run(name string, cmd *exec.Cmd) (*kube.Process, error) {
+	return kube.StartProcess(name, cmd, filepath.Join(c.logDir(), name+".log"))
 }

@@ -114,7 +114,7 @@ func (p *pki) kubeconfig(server, name string, spec kube.CertSpec) (string, error
 // and kube-scheduler in the master's network namespace and waits until
 // each is healthy.
 func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
-	inMaster := func(name string, args ...string) (*process, error) {
+	inMaster := func(name string, args ...string) (*kube.Process, error) {
 		proc, err := c.run(name, c.Net.Command(Master, c.bins[name], args...))
 		if err == nil {
 			c.cp = append(c.cp, proc)
@@ -150,7 +150,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, etcd, "health", ok(plain, "http://127.0.0.1:2379/health")); err != nil {
+	if err := etcd.WaitFor(ctx, "health", ok(plain, "http://127.0.0.1:2379/health")); err != nil {
 		return err
 	}
 
@@ -186,7 +186,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
 	defer admin.CloseIdleConnections()
 	// Ready, and done bootstrapping: the system namespaces and the
 	// kubernetes Service exist.
-	if err := waitFor(ctx, apiserver, "readiness", func() bool {
+	if err := apiserver.WaitFor(ctx, "readiness", func() bool {
 		return ok(admin, c.APIServer+"/readyz")() &&
 			ok(admin, c.APIServer+"/api/v1/namespaces/kube-system")() &&
 			ok(admin, c.APIServer+"/api/v1/namespaces/default/services/kubernetes")()
@@ -242,8 +242,8 @@ func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
 		Transport: &http.Transport{DialContext: c.dialIn(Master), DisableKeepAlives: true, TLSClientConfig: insecureTLS()},
 		Timeout:   5 * time.Second,
 	}
-	if err := waitFor(ctx, kcm, "health", ok(insecure, "https://127.0.0.1:10257/healthz")); err != nil {
+	if err := kcm.WaitFor(ctx, "health", ok(insecure, "https://127.0.0.1:10257/healthz")); err != nil {
 		return err
 	}
-	return waitFor(ctx, sched, "health", ok(insecure, "https://127.0.0.1:10259/healthz"))
+	return sched.WaitFor(ctx, "health", ok(insecure, "https://127.0.0.1:10259/healthz"))
 }

@@ -31,9 +31,9 @@ type Node struct {
 	Dir string
 
 	c          *Cluster
-	cgroupRoot string   // the kubelet's cgroupRoot, e.g. /vrt-3fa2c1-hostgw-node
-	proc       *process // sh → kubelet, with containerd beside it
-	socket     string   // containerd's socket
+	cgroupRoot string        // the kubelet's cgroupRoot, e.g. /vrt-3fa2c1-hostgw-node
+	proc       *kube.Process // sh → kubelet, with containerd beside it
+	socket     string        // containerd's socket
 }
 
 // nodeDirs are the node's directories under Node.Dir.
@@ -106,10 +106,10 @@ func (c *Cluster) startNode(ctx context.Context, p *pki, spec topology.NodeSpec,
 		})
 		return ok
 	}
-	if err := waitFor(ctx, n.proc, "the kubelet's health port", kubeletUp); err != nil {
+	if err := n.proc.WaitFor(ctx, "the kubelet's health port", kubeletUp); err != nil {
 		return n, fmt.Errorf("node %s: %w\n%s\n%s", n.Name, err,
-			tail(filepath.Join(c.logDir(), "containerd-"+n.Name+".log"), 20),
-			tail(filepath.Join(c.logDir(), "kubelet-"+n.Name+".log"), 30))
+			kube.Tail(filepath.Join(c.logDir(), "containerd-"+n.Name+".log"), 20),
+			kube.Tail(filepath.Join(c.logDir(), "kubelet-"+n.Name+".log"), 30))
 	}
 	return n, nil
 }
@@ -235,10 +235,10 @@ func (n *Node) stop() error {
 	var errs []error
 	// The kubelet first (SIGTERM to it alone), so it does not restart
 	// what the rest of stop kills.
-	if !n.proc.exited() {
-		_ = syscall.Kill(n.proc.cmd.Process.Pid, syscall.SIGTERM)
+	if !n.proc.Exited() {
+		_ = syscall.Kill(n.proc.Cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-n.proc.done:
+		case <-n.proc.Done():
 		case <-time.After(stopTimeout):
 		}
 	}
@@ -252,7 +252,7 @@ func (n *Node) stop() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	errs = append(errs, n.proc.stop()) // the process group: containerd, and the kubelet if it still runs
+	errs = append(errs, n.proc.Stop(stopTimeout)) // the process group: containerd, and the kubelet if it still runs
 	if b, err := os.ReadFile(filepath.Join(n.Dir, "containerd.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -310,9 +310,9 @@ func (c *Cluster) waitNodes(ctx context.Context) error {
 			case node.Spec.PodCIDR == "":
 				missing = append(missing, n.Name+": no pod CIDR yet")
 			}
-			if n.proc.exited() {
-				return fmt.Errorf("node %s: kubelet exited: %v\n%s", n.Name, n.proc.err,
-					tail(filepath.Join(c.logDir(), "kubelet-"+n.Name+".log"), 30))
+			if n.proc.Exited() {
+				return fmt.Errorf("node %s: kubelet exited: %v\n%s", n.Name, n.proc.Err(),
+					kube.Tail(filepath.Join(c.logDir(), "kubelet-"+n.Name+".log"), 30))
 			}
 		}
 		if len(missing) == 0 {

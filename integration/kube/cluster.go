@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,18 +76,9 @@ type Cluster struct {
 	// (etcd.log, kube-apiserver.log); Close removes it.
 	Dir string
 
-	procs     []*process // started first, stopped last
+	procs     []*Process // started first, stopped last
 	closeOnce sync.Once
 	closeErr  error
-}
-
-// process is a child process and the goroutine that waits for it.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed once cmd.Wait returned
-	err  error         // cmd.Wait's result, set before done closes
 }
 
 // Start runs etcd and kube-apiserver for tb and registers Close with
@@ -116,7 +106,7 @@ func Start(tb testing.TB, opts Options) (*Cluster, error) {
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			for _, p := range c.procs {
-				tb.Logf("%s", tail(p.log, 40))
+				tb.Logf("%s", Tail(p.Log, 40))
 			}
 		}
 		if err := c.Close(); err != nil {
@@ -169,7 +159,7 @@ func (c *Cluster) start(ctx context.Context, apiserverBin, etcdBin string, opts 
 		return err
 	}
 	plain := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	if err := waitFor(ctx, etcd, func() bool {
+	if err := etcd.WaitFor(ctx, "health", func() bool {
 		resp, err := plain.Get(etcdURL + "/health")
 		if err != nil {
 			return false
@@ -232,7 +222,7 @@ func (c *Cluster) start(ctx context.Context, apiserverBin, etcdBin string, opts 
 	// kubernetes Service exist. Tests then see a settled cluster, and a
 	// SIGTERM does not land in the middle of the bootstrap (which holds
 	// the API server's shutdown up for 10s and more).
-	return waitFor(ctx, apiserver, func() bool {
+	return apiserver.WaitFor(ctx, "readiness", func() bool {
 		return get("/readyz") &&
 			get("/api/v1/namespaces/kube-system") &&
 			get("/api/v1/namespaces/default/services/kubernetes")
@@ -270,47 +260,18 @@ func (c *Cluster) Client(tb testing.TB, cfg *rest.Config) kubernetes.Interface {
 }
 
 // run starts a child process whose output goes to <Dir>/<name>.log.
-func (c *Cluster) run(name, bin string, args ...string) (*process, error) {
-	logPath := filepath.Join(c.Dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
+func (c *Cluster) run(name, bin string, args ...string) (*Process, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = os.Environ()
 	if runtime.GOARCH == "arm64" {
 		cmd.Env = append(cmd.Env, "ETCD_UNSUPPORTED_ARCH=arm64") // etcd 3.4
 	}
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	p, err := StartProcess(name, cmd, filepath.Join(c.Dir, name+".log"))
+	if err != nil {
+		return nil, err
 	}
-	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	c.procs = append(c.procs, p)
 	return p, nil
-}
-
-// waitFor polls ready until it holds, p exits, or ctx is done.
-func waitFor(ctx context.Context, p *process, ready func() bool) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !ready() {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(p.log, 30))
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w\n%s", p.name, ctx.Err(), tail(p.log, 30))
-		case <-tick.C:
-		}
-	}
-	return nil
 }
 
 // Close stops kube-apiserver, then etcd (SIGTERM, SIGKILL after
@@ -319,18 +280,7 @@ func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
 		for i := len(c.procs) - 1; i >= 0; i-- {
-			p := c.procs[i]
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(stopTimeout):
-				_ = p.cmd.Process.Kill()
-				select {
-				case <-p.done:
-				case <-time.After(stopTimeout):
-					errs = append(errs, fmt.Errorf("%s (pid %d) still runs after SIGKILL", p.name, p.cmd.Process.Pid))
-				}
-			}
+			errs = append(errs, c.procs[i].Stop(stopTimeout))
 		}
 		if err := os.RemoveAll(c.Dir); err != nil {
 			errs = append(errs, err)
@@ -431,17 +381,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// tail returns the last n lines of the file at path.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "--- last lines of " + filepath.Base(path) + " ---\n" + strings.Join(lines, "\n")
 }

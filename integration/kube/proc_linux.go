@@ -1,12 +1,9 @@
 package kube
 
-import (
-	"os/exec"
-	"syscall"
-)
+import "syscall"
 
-// dieWithParent makes the kernel kill cmd's process when the test binary
-// exits, however it exits.
-func dieWithParent(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+// procAttr puts a child in a process group of its own and makes the
+// kernel kill it when the test binary exits, however it exits.
+func procAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

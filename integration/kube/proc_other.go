@@ -2,6 +2,7 @@
 
 package kube
 
-import "os/exec"
+import "syscall"
 
-func dieWithParent(*exec.Cmd) {}
+// procAttr puts a child in a process group of its own.
+func procAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
