@@ -7,6 +7,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+
+	"github.com/vrouter/vrouter/tun"
 )
 
 // fastPath forwards the common packet without handing it to gVisor: a
@@ -76,7 +78,7 @@ func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte) bool {
 			return false
 		}
 		decrementTTL(b)
-		f.r.tun.send(b)
+		f.r.tun.send(b, tun.Offload{})
 		return true
 	case hopOverlay:
 		if len(b) > int(f.r.overlay.mtu.Load()) {

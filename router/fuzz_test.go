@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun"
 )
 
 // FuzzReceive feeds arbitrary bytes to both link endpoints' receive paths:
@@ -35,6 +36,6 @@ func FuzzReceive(f *testing.F) {
 			t.Fatal(err)
 		}
 		r.overlay.receive([][]byte{append([]byte(nil), b...)}, []int{len(b)}, []int{len(b)}, []netip.AddrPort{netip.MustParseAddrPort("192.168.31.202:8285")})
-		r.tun.receive(append([]byte(nil), b...))
+		r.tun.receive(append([]byte(nil), b...), tun.Offload{})
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun"
 )
 
 // memTUN is an in-memory tun.Device: the test plays the node kernel.
@@ -30,30 +31,48 @@ func newMemTUN(name string) *memTUN {
 
 func (m *memTUN) Name() string { return m.name }
 
-func (m *memTUN) Read(p []byte) (int, error) {
+// Read implements tun.Device: one packet per call.
+func (m *memTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
 	select {
 	case <-m.done:
 		return 0, fmt.Errorf("memTUN read: %w", os.ErrClosed)
 	case b := <-m.fromK:
-		return copy(p, b), nil
+		sizes[0], offs[0] = copy(bufs[0], b), tun.Offload{}
+		return 1, nil
 	}
 }
 
-func (m *memTUN) Write(p []byte) (int, error) {
+// Write implements tun.Device for plain packets.
+func (m *memTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
+	for i, b := range bufs {
+		if offs != nil && offs[i] != (tun.Offload{}) {
+			return i, fmt.Errorf("memTUN write: %w: %+v", tun.ErrBadOffload, offs[i])
+		}
+		if err := m.writePlain(b); err != nil {
+			return i, err
+		}
+	}
+	return len(bufs), nil
+}
+
+func (m *memTUN) writePlain(p []byte) error {
 	select {
 	case <-m.done:
-		return 0, fmt.Errorf("memTUN write: %w", os.ErrClosed)
+		return fmt.Errorf("memTUN write: %w", os.ErrClosed)
 	default:
 	}
 	select {
 	case <-m.done:
-		return 0, fmt.Errorf("memTUN write: %w", os.ErrClosed)
+		return fmt.Errorf("memTUN write: %w", os.ErrClosed)
 	case m.toK <- append([]byte(nil), p...):
-		return len(p), nil
+		return nil
 	default:
-		return 0, fmt.Errorf("memTUN write: queue full")
+		return fmt.Errorf("memTUN write: queue full")
 	}
 }
+
+func (m *memTUN) BatchSize() int { return 1 }
+func (m *memTUN) Offload() bool  { return false }
 
 func (m *memTUN) Close() error {
 	m.closeMu.Do(func() { close(m.done) })

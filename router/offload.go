@@ -1,9 +1,6 @@
 package router
 
 import (
-	"errors"
-	"os"
-
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -12,7 +9,7 @@ import (
 	"github.com/vrouter/vrouter/tun"
 )
 
-// Segmentation offload. With an offload-capable TUN (tun.OffloadDevice) the
+// Segmentation offload. With an offload-capable TUN (tun.Device.Offload) the
 // node kernel hands the router a pod's TCP stream as super-packets of up to
 // 64 KiB (TSO) and takes them back whole; the overlay's Conn sends a
 // super-packet's segments in one WriteBatch (UDP GSO on Linux) and
@@ -34,81 +31,6 @@ import (
 // (64 KiB of payload cut at the smallest MSS Linux sends, 48 bytes, with a
 // header per segment is about 240 KiB).
 const maxSegmentScratch = 256 << 10
-
-// offloadOf is the TUN's offload interface, or nil when it has none.
-func offloadOf(d tun.Device) tun.OffloadDevice {
-	od, _ := d.(tun.OffloadDevice)
-	return od
-}
-
-// readLoopOffload is readLoop for an offload-capable TUN.
-func (e *tunEndpoint) readLoopOffload(od tun.OffloadDevice, buf []byte) error {
-	for {
-		n, o, err := od.ReadOffload(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return nil
-			}
-			if errors.Is(err, tun.ErrBadOffload) {
-				e.drops.add(DropMalformed)
-				continue
-			}
-			return err
-		}
-		b := buf[:n]
-		if o.GSOType == tun.GSONone {
-			if o.NeedsCsum && gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
-				e.drops.add(DropMalformed)
-				continue
-			}
-			e.receive(b)
-			continue
-		}
-		e.receiveSuper(b, o)
-	}
-}
-
-// receiveSuper takes one TSO super-packet from the node kernel.
-func (e *tunEndpoint) receiveSuper(b []byte, o tun.Offload) {
-	e.tap.see(DirIn, b)
-	info, reason, ok := parseIP(b)
-	if !ok {
-		e.drops.add(reason)
-		return
-	}
-	if !e.admitFamily(info) {
-		return
-	}
-	b = b[:info.length]
-	mss := int(o.GSOSize)
-	nseg, wire, ok := superShape(b, mss, o.GSOType)
-	if !ok {
-		e.drops.add(DropMalformed)
-		return
-	}
-	e.counters.rxPackets.Add(uint64(nseg))
-	e.counters.rxBytes.Add(uint64(wire))
-	partial := o.NeedsCsum
-	if h := e.hook.get(); h != nil {
-		// The hook rewrites addresses and ports with incremental checksum
-		// updates, which need a complete checksum to start from.
-		if partial {
-			if gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
-				e.drops.add(DropMalformed)
-				return
-			}
-			partial = false
-		}
-		if !e.runHook(h, b) {
-			return
-		}
-		info.dst = ipDst(b)
-	}
-	if e.fast.forwardSuper(info.proto, b, mss, partial) {
-		return
-	}
-	e.splitAndInject(info, b, mss)
-}
 
 // superShape checks that b is a TCP super-packet of the family gsoType
 // names, and returns its segment count and the bytes its segments take on
@@ -213,8 +135,7 @@ func (f *fastPath) forwardSuper(proto tcpip.NetworkProtocolNumber, b []byte, mss
 		decrementTTL(b)
 		return f.r.overlay.sendSuper(h.peer, b, mss, &f.scratch)
 	case hopTUN:
-		od := f.r.tun.offload
-		if od == nil || segLen > int(f.r.tun.mtu.Load()) {
+		if !f.r.tun.offload || segLen > int(f.r.tun.mtu.Load()) {
 			return false
 		}
 		decrementTTL(b)
@@ -223,32 +144,21 @@ func (f *fastPath) forwardSuper(proto tcpip.NetworkProtocolNumber, b []byte, mss
 				return false
 			}
 		}
-		f.r.tun.sendSuper(od, b, hdr, mss)
+		f.r.tun.send(b, superOffload(b, hdr, mss))
 		return true
 	}
 	return false
 }
 
-// sendSuper writes super-packet b (partial checksum) to the node kernel as
-// one TSO packet.
-func (e *tunEndpoint) sendSuper(od tun.OffloadDevice, b []byte, hdr, mss int) {
-	e.tap.see(DirOut, b)
-	t := tun.GSOTCPv6
+// superOffload is the metadata of TCP super-packet b (partial checksum;
+// hdr bytes of IP and TCP header, segments of mss payload bytes) for the
+// node kernel to take it as one TSO packet.
+func superOffload(b []byte, hdr, mss int) tun.Offload {
+	t, l4 := tun.GSOTCPv6, 40
 	if b[0]>>4 == 4 {
-		t = tun.GSOTCPv4
+		t, l4 = tun.GSOTCPv4, int(b[0]&0x0f)*4
 	}
-	l4 := 40
-	if t == tun.GSOTCPv4 {
-		l4 = int(b[0]&0x0f) * 4
-	}
-	o := tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
-	if _, err := od.WriteOffload(b, o); err != nil {
-		e.drops.add(DropTxError)
-		return
-	}
-	nseg := segmentCount(len(b)-hdr, mss)
-	e.counters.txPackets.Add(uint64(nseg))
-	e.counters.txBytes.Add(uint64(len(b) + (nseg-1)*hdr))
+	return tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
 }
 
 // sendSuper cuts super-packet b into segments of mss payload bytes and

@@ -18,8 +18,9 @@ import (
 	"github.com/vrouter/vrouter/tun"
 )
 
-// offloadTUN is an in-memory tun.OffloadDevice: the test plays a node
-// kernel that sends and takes TSO super-packets.
+// offloadTUN is an in-memory tun.Device with Offload: the test plays a
+// node kernel that sends and takes TSO super-packets (fromK, toK) as well
+// as plain packets (memTUN's).
 type offloadTUN struct {
 	*memTUN
 	fromK chan offloaded
@@ -31,30 +32,42 @@ type offloaded struct {
 	o   tun.Offload
 }
 
-var _ tun.OffloadDevice = (*offloadTUN)(nil)
+var _ tun.Device = (*offloadTUN)(nil)
 
 func newOffloadTUN() *offloadTUN {
 	return &offloadTUN{memTUN: newMemTUN("vr0"), fromK: make(chan offloaded, 256), toK: make(chan offloaded, 256)}
 }
 
-func (m *offloadTUN) ReadOffload(p []byte) (int, tun.Offload, error) {
+func (m *offloadTUN) Offload() bool { return true }
+
+func (m *offloadTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
 	select {
 	case <-m.done:
-		return 0, tun.Offload{}, fmt.Errorf("offloadTUN read: %w", os.ErrClosed)
+		return 0, fmt.Errorf("offloadTUN read: %w", os.ErrClosed)
 	case b := <-m.memTUN.fromK:
-		return copy(p, b), tun.Offload{}, nil
+		sizes[0], offs[0] = copy(bufs[0], b), tun.Offload{}
 	case x := <-m.fromK:
-		return copy(p, x.pkt), x.o, nil
+		sizes[0], offs[0] = copy(bufs[0], x.pkt), x.o
 	}
+	return 1, nil
 }
 
-func (m *offloadTUN) WriteOffload(p []byte, o tun.Offload) (int, error) {
-	select {
-	case m.toK <- offloaded{bytes.Clone(p), o}:
-		return len(p), nil
-	default:
-		return 0, fmt.Errorf("offloadTUN write: queue full")
+// Write hands plain packets to memTUN's queue and the others to toK.
+func (m *offloadTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
+	for i, b := range bufs {
+		if offs == nil || offs[i] == (tun.Offload{}) {
+			if err := m.writePlain(b); err != nil {
+				return i, err
+			}
+			continue
+		}
+		select {
+		case m.toK <- offloaded{bytes.Clone(b), offs[i]}:
+		default:
+			return i, fmt.Errorf("offloadTUN write: queue full")
+		}
 	}
+	return len(bufs), nil
 }
 
 // segNet is an in-memory underlay whose Conns carry runs: a WriteBatch

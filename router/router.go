@@ -198,13 +198,13 @@ func New(opts Options) (*Router, error) {
 	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
-	r.tun.offload = offloadOf(opts.TUN)
+	r.tun.offload = opts.TUN.Offload()
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
 		// Coalescing only pays on the fast path, which writes
 		// super-packets to the TUN: the stack forwards one segment at a
 		// time (offload.go).
-		r.overlay.coalesce = r.tun.offload != nil
+		r.overlay.coalesce = r.tun.offload
 	}
 	r.overlay.emit = r.overlay.emitCoalesced
 	r.overlay.unreach = &unreachable{
@@ -213,16 +213,7 @@ func New(opts Options) (*Router, error) {
 			_, remote := r.overlay.peers.Load().byDst.lookup(src)
 			return !remote
 		},
-		send: func(b []byte) bool {
-			r.tun.tap.see(DirOut, b)
-			if _, err := r.tun.dev.Write(b); err != nil {
-				r.drops.add(DropTxError)
-				return false
-			}
-			r.tun.counters.txPackets.Add(1)
-			r.tun.counters.txBytes.Add(uint64(len(b)))
-			return true
-		},
+		send: func(b []byte) bool { return r.tun.send(b, tun.Offload{}) },
 		// As gVisor's own ICMP rate limit: a burst, then 1,000 a second.
 		limit: rate.NewLimiter(1000, 1000),
 	}

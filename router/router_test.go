@@ -325,7 +325,7 @@ func TestRunStopsOnCancelAndClosesDevices(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	if _, err := tn.Write([]byte{0x45}); err == nil {
+	if _, err := tn.Write([][]byte{{0x45}}, nil); err == nil {
 		t.Error("TUN still writable after Run returned; want it closed")
 	}
 	if err := r.Close(); err != nil {

@@ -3,10 +3,12 @@ package router
 import (
 	"errors"
 	"os"
+	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/vrouter/vrouter/router/internal/gso"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -16,12 +18,17 @@ import (
 type tunEndpoint struct {
 	ipLink
 	dev tun.Device
-	// offload is dev's offload interface, nil when it has none
+	// offload is dev.Offload(), fixed by New: whether the node kernel
+	// hands the router TCP super-packets and takes them back
 	// (offload.go).
-	offload tun.OffloadDevice
+	offload bool
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
+
+// maxTUNBatch bounds the packets one TUN Read returns, whatever the
+// device's BatchSize.
+const maxTUNBatch = 8
 
 // WritePackets writes each packet to the node kernel through the TUN.
 func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
@@ -31,7 +38,7 @@ func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 		if !pkt.NetworkPacketInfo.IsForwardedPacket {
 			finishChecksum(v.AsSlice())
 		}
-		if e.send(v.AsSlice()) {
+		if e.send(v.AsSlice(), tun.Offload{}) {
 			n++
 		}
 		v.Release()
@@ -39,54 +46,129 @@ func (e *tunEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 	return n, nil
 }
 
-// send writes one packet to the node kernel, and counts it.
-func (e *tunEndpoint) send(b []byte) bool {
+// tunWrite is the batch of one that write hands the device; pooled, so
+// that a write allocates nothing.
+type tunWrite struct {
+	bufs [1][]byte
+	offs [1]tun.Offload
+}
+
+var tunWrites = sync.Pool{New: func() any { return new(tunWrite) }}
+
+// write writes packet b with metadata o to the node kernel.
+func (e *tunEndpoint) write(b []byte, o tun.Offload) error {
 	e.tap.see(DirOut, b)
-	if _, err := e.dev.Write(b); err != nil {
+	w := tunWrites.Get().(*tunWrite)
+	w.bufs[0], w.offs[0] = b, o
+	_, err := e.dev.Write(w.bufs[:], w.offs[:])
+	w.bufs[0] = nil // let b go
+	tunWrites.Put(w)
+	return err
+}
+
+// send writes one packet to the node kernel — a TCP super-packet when o
+// says so — and counts it: a super-packet as the segments it carries.
+func (e *tunEndpoint) send(b []byte, o tun.Offload) bool {
+	if err := e.write(b, o); err != nil {
 		e.drops.add(DropTxError)
 		return false
 	}
-	e.counters.txPackets.Add(1)
-	e.counters.txBytes.Add(uint64(len(b)))
+	nseg, wire := 1, len(b)
+	if o.GSOType != tun.GSONone {
+		hdr := int(o.HdrLen)
+		nseg = segmentCount(len(b)-hdr, int(o.GSOSize))
+		wire = len(b) + (nseg-1)*hdr
+	}
+	e.counters.txPackets.Add(uint64(nseg))
+	e.counters.txBytes.Add(uint64(wire))
 	return true
 }
 
-// readLoop reads packets from the node kernel until the device is closed.
-// It is run by Router.Run, which owns it.
+// readLoop reads packets from the node kernel until the device is closed:
+// one Read at a time, whatever the device moves per system call. It is
+// run by Router.Run, which owns it.
 func (e *tunEndpoint) readLoop() error {
-	// Room for any IP packet, so an oversize one is seen whole and counted.
-	buf := make([]byte, maxDatagram)
-	if e.offload != nil {
-		return e.readLoopOffload(e.offload, buf)
+	k := min(max(1, e.dev.BatchSize()), maxTUNBatch)
+	bufs := make([][]byte, k)
+	for i := range bufs {
+		// Room for any IP packet, so an oversize one is seen whole and
+		// counted, and for a 64 KiB super-packet.
+		bufs[i] = make([]byte, maxDatagram)
 	}
+	sizes, offs := make([]int, k), make([]tun.Offload, k)
 	for {
-		n, err := e.dev.Read(buf)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return nil
-			}
+		n, err := e.dev.Read(bufs, sizes, offs)
+		switch {
+		case errors.Is(err, os.ErrClosed):
+			return nil
+		case errors.Is(err, tun.ErrBadOffload):
+			e.drops.add(DropMalformed)
+		case err != nil:
 			return err
 		}
-		e.receive(buf[:n])
+		for i := range n {
+			e.receive(bufs[i][:sizes[i]], offs[i])
+		}
 	}
 }
 
-func (e *tunEndpoint) receive(b []byte) {
+// receive takes one packet from the node kernel — plain, or a TSO
+// super-packet when o says so — through the router's checks and the hook,
+// and forwards it.
+func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
+	super := o.GSOType != tun.GSONone
+	if !super && o.NeedsCsum && gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
+		e.drops.add(DropMalformed)
+		return
+	}
 	e.tap.see(DirIn, b)
-	info, ok := e.parse(b)
-	if !ok || !e.admitFamily(info) {
+	info, reason, ok := parseIP(b)
+	if !ok {
+		e.drops.add(reason)
+		return
+	}
+	if !super && info.length > int(e.mtu.Load()) {
+		e.drops.add(DropOversize)
+		return
+	}
+	if !e.admitFamily(info) {
 		return
 	}
 	b = b[:info.length]
-	e.counters.rxPackets.Add(1)
-	e.counters.rxBytes.Add(uint64(len(b)))
+	nseg, wire, mss := 1, len(b), 0
+	if super {
+		mss = int(o.GSOSize)
+		if nseg, wire, ok = superShape(b, mss, o.GSOType); !ok {
+			e.drops.add(DropMalformed)
+			return
+		}
+	}
+	e.counters.rxPackets.Add(uint64(nseg))
+	e.counters.rxBytes.Add(uint64(wire))
+	partial := super && o.NeedsCsum
 	if h := e.hook.get(); h != nil {
+		// The hook rewrites addresses and ports with incremental checksum
+		// updates, which need a complete checksum to start from.
+		if partial {
+			if gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
+				e.drops.add(DropMalformed)
+				return
+			}
+			partial = false
+		}
 		if !e.runHook(h, b) {
 			return
 		}
 		info.dst = ipDst(b)
 	}
-	e.inject(info, b)
+	if !super {
+		e.inject(info, b)
+		return
+	}
+	if e.fast.forwardSuper(info.proto, b, mss, partial) {
+		return
+	}
+	e.splitAndInject(info, b, mss)
 }
 
 // runHook shows packet b from the node kernel to h, writes h's reply back
@@ -94,8 +176,7 @@ func (e *tunEndpoint) receive(b []byte) {
 func (e *tunEndpoint) runHook(h Hook, b []byte) bool {
 	pass, reply := h.Ingress(true, b)
 	if reply != nil {
-		e.tap.see(DirOut, reply)
-		if _, err := e.dev.Write(reply); err != nil {
+		if err := e.write(reply, tun.Offload{}); err != nil {
 			e.drops.add(DropTxError)
 		}
 	}

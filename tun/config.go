@@ -34,9 +34,9 @@ type Options struct {
 	// ErrBusy. Default false.
 	MultiQueue bool
 	// Offload opens the device with IFF_VNET_HDR and turns on its offloads
-	// (TUNSETOFFLOAD TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the Device is then
-	// an OffloadDevice, which reads and writes TCP super-packets of up to
-	// 64 KiB. If the kernel refuses the offloads, Open fails with an error
+	// (TUNSETOFFLOAD TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the Device's
+	// Offload is then true, and it reads and writes TCP super-packets of
+	// up to 64 KiB. If the kernel refuses the offloads, Open fails with an error
 	// wrapping ErrOffloadRefused; open again without Offload. The offload
 	// setting belongs to the interface, not the queue: open every queue of
 	// a multiqueue TUN with the same Offload. Default false.

@@ -24,12 +24,12 @@
 // (replies, packets for local pods). Everything beyond the device (the
 // stack, the overlay, load balancing) belongs to package router and lb.
 //
+// Read and Write move batches of packets, each with its offload metadata.
 // With Options.Offload (or an adopted descriptor opened with
-// IFF_VNET_HDR) the Device is an OffloadDevice: every packet crosses with
-// a virtio_net_hdr, and the kernel hands over a TCP stream as super-packets
-// of up to 64 KiB with partial checksums (TSO) and takes such packets back
-// (ReadOffload, WriteOffload): one system call per 64 KiB instead of per
-// MTU-sized packet.
+// IFF_VNET_HDR) the Device's Offload is true: every packet crosses with a
+// virtio_net_hdr, and the kernel hands over a TCP stream as super-packets
+// of up to 64 KiB with partial checksums (TSO) and takes such packets back:
+// one system call per 64 KiB instead of per MTU-sized packet.
 //
 // Devices from Open and Adopt are non-blocking descriptors registered with
 // Go's poller, so Close unblocks a pending Read. They also implement

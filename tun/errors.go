@@ -2,8 +2,8 @@ package tun
 
 import "errors"
 
-// Errors that Open, OpenQueues, Adopt, Configure, SyncRoutes and the
-// OffloadDevice methods wrap, for errors.Is. The message around them says
+// Errors that Open, OpenQueues, Adopt, Configure, SyncRoutes and Device's
+// Read and Write wrap, for errors.Is. The message around them says
 // what failed and what to do about it; the system call's errno is wrapped
 // too (errors.Is(err, os.ErrPermission) also holds).
 var (
@@ -28,9 +28,10 @@ var (
 	// on a device opened or adopted with a virtio-net header. Open
 	// without Options.Offload instead.
 	ErrOffloadRefused = errors.New("TUN offloads refused")
-	// ErrBadOffload: a packet's virtio_net_hdr is unusable: one read from
-	// an OffloadDevice whose header is malformed or does not fit its
-	// packet (the packet is consumed; count it as a drop), or an Offload
-	// given to WriteOffload that cannot describe its packet.
+	// ErrBadOffload: a packet's offload metadata is unusable: a
+	// virtio_net_hdr read that is malformed or does not fit its packet
+	// (the packet is consumed; count it as a drop), or an Offload given to
+	// Write that cannot describe its packet or that the device does not
+	// take.
 	ErrBadOffload = errors.New("bad virtio_net_hdr")
 )

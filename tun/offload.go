@@ -3,18 +3,16 @@ package tun
 import (
 	"encoding/binary"
 	"fmt"
-
-	tcpipcsum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // GSOType is a virtio_net_hdr gso_type.
 type GSOType uint8
 
-// The gso_types an OffloadDevice carries. The kernel sets bit 0x80
-// (VIRTIO_NET_HDR_GSO_ECN) on a super-packet whose segments carry CWR; an
-// OffloadDevice never asks for such packets (it does not set TUN_F_TSO_ECN,
-// so the kernel segments them itself), but ReadOffload reports the bit
-// as-is should it appear: GSOTCPv4|0x80 is not GSOTCPv4.
+// The gso_types a Device with Offload carries. The kernel sets bit 0x80
+// (VIRTIO_NET_HDR_GSO_ECN) on a super-packet whose segments carry CWR; such
+// a Device never asks for those (it does not set TUN_F_TSO_ECN, so the
+// kernel segments them itself), but Read reports the bit as-is should it
+// appear: GSOTCPv4|0x80 is not GSOTCPv4.
 const (
 	GSONone  GSOType = 0 // VIRTIO_NET_HDR_GSO_NONE
 	GSOTCPv4 GSOType = 1 // VIRTIO_NET_HDR_GSO_TCPV4
@@ -42,9 +40,15 @@ func (t GSOType) String() string {
 	return s
 }
 
-// Offload is the offload metadata carried with a packet (struct virtio_net_hdr).
+// Offload is the offload metadata carried with a packet (struct
+// virtio_net_hdr); the zero Offload is a plain packet with a complete
+// checksum. A device opened with offloads (Options.Offload: IFF_VNET_HDR
+// and TUNSETOFFLOAD with TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) reads packets
+// with partial checksums (NeedsCsum) and TCP super-packets of up to 64 KiB
+// (GSOType), and takes them back: one system call per 64 KiB instead of
+// per segment.
 //
-// On a packet ReadOffload returns, HdrLen of a TCP super-packet is the
+// On a packet Read returns, HdrLen of a TCP super-packet is the
 // length of its IP and TCP headers (CsumStart plus the TCP data offset),
 // computed from the packet: the kernel fills hdr_len with the length of the
 // packet's linear buffer, which may include payload. For other packets it
@@ -56,32 +60,6 @@ type Offload struct {
 	GSOSize    uint16 // TCP payload bytes per segment (MSS)
 	CsumStart  uint16 // offset of the transport header
 	CsumOffset uint16 // offset of the checksum field within it (16 for TCP, 6 for UDP)
-}
-
-// OffloadDevice is a Device opened with IFF_VNET_HDR and TUNSETOFFLOAD
-// (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the kernel hands it TCP super-packets
-// of up to 64 KiB and takes them back.
-//
-// Every packet crossing the device carries a virtio_net_hdr. Read and Write
-// still move plain IP packets: Read completes a partial checksum (so the
-// packet is valid IP, though a TCP super-packet is longer than the MTU:
-// size Read's buffer to 65535 bytes on an OffloadDevice), and Write sends
-// a zero header (no offload). The concurrency and Close rules of Device
-// hold for all four methods together: one reader goroutine calling Read
-// or ReadOffload, any number of writers.
-type OffloadDevice interface {
-	Device
-	// ReadOffload reads one packet — possibly a TCP super-packet longer than
-	// the MTU — and its metadata, unmodified (a NeedsCsum checksum stays partial).
-	// p should hold 65535 bytes; a longer packet is truncated as Read does.
-	// A packet whose header is malformed (or inconsistent with the
-	// packet) is consumed and reported as an error wrapping
-	// ErrBadOffload, which the caller counts as a drop.
-	ReadOffload(p []byte) (int, Offload, error)
-	// WriteOffload writes one packet with its metadata (one writev: header + packet).
-	// It returns len(p) on success. The kernel checks o against p and
-	// refuses a mismatch with EINVAL.
-	WriteOffload(p []byte, o Offload) (int, error)
 }
 
 // virtio_net_hdr, as the kernel's include/uapi/linux/virtio_net.h has it.
@@ -183,21 +161,4 @@ func (o Offload) check(pkt []byte) error {
 		return fmt.Errorf("%w: TCP data offset %d at %d does not fit the %d-byte packet", ErrBadOffload, doff, start, n)
 	}
 	return nil
-}
-
-// completeChecksum finishes the partial checksum o describes in place:
-// the one's complement of the sum of pkt[CsumStart:] (whose checksum field
-// holds the pseudo-header sum) goes to CsumStart+CsumOffset. A UDP
-// checksum (offset 6) that computes to 0 is sent as 0xffff. o must have
-// passed check against pkt.
-func completeChecksum(pkt []byte, o Offload) {
-	if !o.NeedsCsum {
-		return
-	}
-	at := int(o.CsumStart) + int(o.CsumOffset)
-	sum := ^tcpipcsum.Checksum(pkt[o.CsumStart:], 0)
-	if sum == 0 && o.CsumOffset == 6 {
-		sum = 0xffff
-	}
-	binary.BigEndian.PutUint16(pkt[at:], sum)
 }

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// offloadFile is an OffloadDevice: a TUN descriptor opened with
+// offloadFile is a Device with Offload: a TUN descriptor opened with
 // IFF_VNET_HDR, in non-blocking mode and registered with Go's poller like
 // file. Every read and write is one readv or writev of the 10-byte
 // virtio_net_hdr and the packet, so that neither is copied.
@@ -34,8 +34,8 @@ type offloadFile struct {
 }
 
 var (
-	_ OffloadDevice = (*offloadFile)(nil)
-	_ syscall.Conn  = (*offloadFile)(nil)
+	_ Device       = (*offloadFile)(nil)
+	_ syscall.Conn = (*offloadFile)(nil)
 )
 
 // TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h); x/sys/unix lacks them.
@@ -45,7 +45,7 @@ const (
 	tunFTSO6 = 0x04 // TUN_F_TSO6
 )
 
-// offloadFlags are the TUNSETOFFLOAD flags an OffloadDevice sets: the
+// offloadFlags are the TUNSETOFFLOAD flags an offloadFile sets: the
 // kernel may hand it TCP super-packets with partial checksums, and takes
 // them back. A variable so that a test can make the kernel refuse.
 var offloadFlags = tunFCsum | tunFTSO4 | tunFTSO6
@@ -196,36 +196,27 @@ func (d *offloadFile) Close() error {
 	return d.closeErr
 }
 
-// ReadOffload implements OffloadDevice.
-func (d *offloadFile) ReadOffload(p []byte) (int, Offload, error) {
+// Read implements Device: one packet and its header, one readv.
+func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
-	n, err := d.readLocked(p)
-	if err != nil {
-		return 0, Offload{}, err
-	}
-	o, err := parseOffload(d.r.hdr[:], p[:n])
-	if err != nil {
-		return 0, Offload{}, fmt.Errorf("read TUN %s: %w", d.name, err)
-	}
-	return n, o, nil
-}
-
-// Read reads one packet and completes its partial checksum, if any.
-func (d *offloadFile) Read(p []byte) (int, error) {
-	d.rmu.Lock()
-	defer d.rmu.Unlock()
-	n, err := d.readLocked(p)
+	n, err := d.readLocked(bufs[0])
 	if err != nil {
 		return 0, err
 	}
-	o, err := parseOffload(d.r.hdr[:], p[:n])
+	o, err := parseOffload(d.r.hdr[:], bufs[0][:n])
 	if err != nil {
 		return 0, fmt.Errorf("read TUN %s: %w", d.name, err)
 	}
-	completeChecksum(p[:n], o)
-	return n, nil
+	sizes[0], offs[0] = n, o
+	return 1, nil
 }
+
+func (d *offloadFile) BatchSize() int { return 1 }
+func (d *offloadFile) Offload() bool  { return true }
 
 // readLocked reads the next header into d.r.hdr and its packet into p,
 // and returns the packet's length, capped at len(p).
@@ -246,17 +237,22 @@ func (d *offloadFile) readLocked(p []byte) (int, error) {
 	return min(v.n-virtioNetHdrLen, len(p)), nil
 }
 
-// WriteOffload implements OffloadDevice.
-func (d *offloadFile) WriteOffload(p []byte, o Offload) (int, error) {
-	if err := o.check(p); err != nil {
-		return 0, fmt.Errorf("write TUN %s: %w", d.name, err)
+// Write implements Device: one writev of header and packet per packet.
+func (d *offloadFile) Write(bufs [][]byte, offs []Offload) (int, error) {
+	for i, b := range bufs {
+		var o Offload
+		if offs != nil {
+			o = offs[i]
+		}
+		if err := o.check(b); err != nil {
+			return i, fmt.Errorf("write TUN %s: %w", d.name, err)
+		}
+		if _, err := d.writev(b, o); err != nil {
+			return i, err
+		}
 	}
-	return d.writev(p, o)
+	return len(bufs), nil
 }
-
-// Write writes one packet with a zero header: no offload, a complete
-// checksum.
-func (d *offloadFile) Write(p []byte) (int, error) { return d.writev(p, Offload{}) }
 
 func (d *offloadFile) writev(p []byte, o Offload) (int, error) {
 	v := d.writers.Get().(*vnetIO)

@@ -1,6 +1,6 @@
 package tun
 
-// Real-device tests of OffloadDevice, in a network namespace of their own
+// Real-device tests of the offload device (offloadFile), in a network namespace of their own
 // as in tun_linux_test.go and with its address plan. The test plays the
 // remote pod 10.244.1.2 (fd00:10:244:1::2): it speaks TCP by hand through
 // the TUN with a socket of the node kernel on 10.244.0.0 (fd00:10:244::1),
@@ -41,7 +41,7 @@ func mustOpenOffload(t *testing.T, opts Options) *offloadFile {
 	t.Cleanup(func() { dev.Close() })
 	d, ok := dev.(*offloadFile)
 	if !ok {
-		t.Fatalf("Open(%+v) = %T, want an OffloadDevice (*offloadFile)", opts, dev)
+		t.Fatalf("Open(%+v) = %T, want an *offloadFile", opts, dev)
 	}
 	return d
 }
@@ -158,7 +158,8 @@ func tcpChecksumOK(s tcpSegment) bool {
 }
 
 // readOffload reads d until match accepts a packet or timeout passes.
-// With plain set it reads with Read (and reports a zero Offload).
+// With plain set it completes partial checksums (and reports a zero
+// Offload).
 func readOffload(t *testing.T, d *offloadFile, plain bool, timeout time.Duration, match func([]byte, Offload) bool) ([]byte, Offload) {
 	t.Helper()
 	buf := make([]byte, 65535)
@@ -174,9 +175,9 @@ func readOffload(t *testing.T, d *offloadFile, plain bool, timeout time.Duration
 			err error
 		)
 		if plain {
-			n, err = d.Read(buf)
+			n, err = readComplete(d, buf)
 		} else {
-			n, o, err = d.ReadOffload(buf)
+			n, o, err = readOne(d, buf)
 		}
 		if err != nil {
 			t.Fatalf("read %s: %v (skipped %d packets: %v; kernel counters: %s)", d.name, err, len(skipped), skipped, snmpCounters())
@@ -197,7 +198,7 @@ func connect(t *testing.T, d *offloadFile, ln net.Listener, pod, node netip.Addr
 	// The MSS a kernel with vr0's MTU would advertise.
 	mss := testMTU - ipHdrLen(pod.Addr()) - 20
 	mssOpt := []byte{2, 4, byte(mss >> 8), byte(mss)}
-	if _, err := d.Write(tcpPacket(pod, node, f.sndNxt, 0, tcpSYN, mssOpt, nil, false)); err != nil {
+	if _, err := writePlain(d, tcpPacket(pod, node, f.sndNxt, 0, tcpSYN, mssOpt, nil, false)); err != nil {
 		t.Fatalf("Write(SYN %s > %s): %v", pod, node, err)
 	}
 	f.sndNxt++
@@ -241,7 +242,7 @@ func connect(t *testing.T, d *offloadFile, ln net.Listener, pod, node netip.Addr
 // ack sends a pure ACK of everything received so far.
 func (f *tcpFlow) ack(t *testing.T, d *offloadFile) {
 	t.Helper()
-	if _, err := d.Write(tcpPacket(f.pod, f.node, f.sndNxt, f.rcvNxt, tcpACK, nil, nil, false)); err != nil {
+	if _, err := writePlain(d, tcpPacket(f.pod, f.node, f.sndNxt, f.rcvNxt, tcpACK, nil, nil, false)); err != nil {
 		t.Fatalf("Write(ACK %d): %v", f.rcvNxt, err)
 	}
 }
@@ -288,8 +289,8 @@ func (st streamStats) log(t *testing.T, prefix string, n int) {
 
 // receiveStream receives a TCP stream of want bytes (pattern) the kernel
 // sends over f, acking as it goes, until the kernel's FIN. With plain set
-// it reads with Read, and every TCP checksum must verify; otherwise with
-// ReadOffload, and every super-packet's header must describe it.
+// it completes partial checksums as they are read, and every TCP checksum
+// must verify; otherwise every super-packet's header must describe it.
 func receiveStream(t *testing.T, d *offloadFile, f *tcpFlow, want []byte, gso GSOType, plain bool) streamStats {
 	t.Helper()
 	var st streamStats
@@ -463,7 +464,7 @@ func TestWriteOffloadGSO(t *testing.T) {
 			o := Offload{NeedsCsum: true, GSOType: fam.gso, HdrLen: uint16(ipLen + 20), GSOSize: segSize, CsumStart: uint16(ipLen), CsumOffset: 16}
 
 			before := rxPackets(t, "vr0")
-			n, err := d.WriteOffload(pkt, o)
+			n, err := writePacket(d, pkt, o)
 			if err != nil || n != len(pkt) {
 				t.Fatalf("WriteOffload(%d bytes, %+v) = %d, %v; want %d, nil", len(pkt), o, n, err, len(pkt))
 			}
@@ -497,7 +498,7 @@ func rxPackets(t *testing.T, name string) uint64 {
 	return link.Attrs().Statistics.RxPackets
 }
 
-// TestOffloadPlainPackets: on an OffloadDevice, Write (zero header) and
+// TestOffloadPlainPackets: on an offload device, Write (zero header) and
 // Read carry ordinary packets, and the interface has IFF_VNET_HDR.
 func TestOffloadPlainPackets(t *testing.T) {
 	inNewNetns(t)
@@ -520,7 +521,7 @@ func TestOffloadPlainPackets(t *testing.T) {
 		} else {
 			req = echo6(fam.src, fam.dst, 0x7672, 3, payload)
 		}
-		if n, err := d.Write(req); err != nil || n != len(req) {
+		if n, err := writePlain(d, req); err != nil || n != len(req) {
 			t.Fatalf("Write(echo request %s > %s) = %d, %v; want %d, nil", fam.src, fam.dst, n, err, len(req))
 		}
 		reply, o := readOffload(t, d, false, 5*time.Second, func(p []byte, _ Offload) bool {
@@ -560,31 +561,25 @@ func TestWriteOffloadRefuses(t *testing.T) {
 		// hdr_len longer than the packet: the kernel says EINVAL.
 		{Offload{HdrLen: 5000}, unix.EINVAL, "write /dev/net/tun: invalid argument"},
 	} {
-		n, err := d.WriteOffload(pkt, tc.o)
+		n, err := writePacket(d, pkt, tc.o)
 		if err == nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("WriteOffload(%+v) = %d, %v; want an error wrapping %v containing %q", tc.o, n, err, tc.is, tc.want)
 		}
 	}
 }
 
-// TestOffloadClose: Close unblocks a pending ReadOffload and Read, and
-// every method fails with os.ErrClosed after it; the interface goes away.
+// TestOffloadClose: Close unblocks a pending Read, and every method fails
+// with os.ErrClosed after it; the interface goes away.
 func TestOffloadClose(t *testing.T) {
 	inNewNetns(t)
-	for _, method := range []string{"ReadOffload", "Read"} {
-		dev, err := Open(Options{Offload: true})
+	for _, method := range []string{"Read"} {
+		d, err := Open(Options{Offload: true})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
-		d := dev.(OffloadDevice)
 		errc := make(chan error, 1)
 		go func() {
-			var err error
-			if method == "Read" {
-				_, err = d.Read(make([]byte, 65535))
-			} else {
-				_, _, err = d.ReadOffload(make([]byte, 65535))
-			}
+			_, _, err := readOne(d, make([]byte, 65535))
 			errc <- err
 		}()
 		time.Sleep(50 * time.Millisecond) // let it block; the test is valid either way
@@ -602,17 +597,15 @@ func TestOffloadClose(t *testing.T) {
 		if err := d.Close(); err != nil {
 			t.Errorf("second Close = %v, want nil", err)
 		}
-		if _, _, err := d.ReadOffload(make([]byte, 100)); !errors.Is(err, os.ErrClosed) {
-			t.Errorf("ReadOffload after Close = %v, want os.ErrClosed", err)
-		}
-		if _, err := d.Read(make([]byte, 100)); !errors.Is(err, os.ErrClosed) {
+		if _, _, err := readOne(d, make([]byte, 100)); !errors.Is(err, os.ErrClosed) {
 			t.Errorf("Read after Close = %v, want os.ErrClosed", err)
 		}
-		if _, err := d.Write(echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil)); !errors.Is(err, os.ErrClosed) {
+		if _, err := writePlain(d, echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil)); !errors.Is(err, os.ErrClosed) {
 			t.Errorf("Write after Close = %v, want os.ErrClosed", err)
 		}
-		if _, err := d.WriteOffload(echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil), Offload{}); !errors.Is(err, os.ErrClosed) {
-			t.Errorf("WriteOffload after Close = %v, want os.ErrClosed", err)
+		partial := Offload{NeedsCsum: true, CsumStart: 20, CsumOffset: 2} // the ICMP checksum
+		if _, err := writePacket(d, echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil), partial); !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Write(partial checksum) after Close = %v, want os.ErrClosed", err)
 		}
 		if _, err := netlink.LinkByName("vr0"); !errors.As(err, new(netlink.LinkNotFoundError)) {
 			t.Errorf("LinkByName(vr0) after Close = %v, want not found", err)
@@ -621,7 +614,7 @@ func TestOffloadClose(t *testing.T) {
 }
 
 // TestOffloadDescriptors: Open(Offload), OpenQueues(Offload) and Adopt of
-// an IFF_VNET_HDR descriptor give OffloadDevices whose descriptors are
+// an IFF_VNET_HDR descriptor give offload devices whose descriptors are
 // close-on-exec and non-blocking; Adopt resets a header size the helper
 // changed.
 func TestOffloadDescriptors(t *testing.T) {
@@ -652,8 +645,8 @@ func TestOffloadDescriptors(t *testing.T) {
 	devs = append(devs, adopted)
 
 	for _, dev := range devs {
-		if _, ok := dev.(OffloadDevice); !ok {
-			t.Errorf("%s: %T is not an OffloadDevice", dev.Name(), dev)
+		if !dev.Offload() {
+			t.Errorf("%s: %T has no Offload", dev.Name(), dev)
 			continue
 		}
 		rc, err := dev.(syscall.Conn).SyscallConn()
@@ -688,7 +681,7 @@ func TestOffloadDescriptors(t *testing.T) {
 	if err := Configure("helper0", seedConfig()); err != nil {
 		t.Fatalf("Configure(helper0): %v", err)
 	}
-	if _, err := adopted.Write(echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 9, nil)); err != nil {
+	if _, err := writePlain(adopted, echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 9, nil)); err != nil {
 		t.Fatalf("Write(echo request) on the adopted device: %v", err)
 	}
 	readOffload(t, adopted.(*offloadFile), true, 5*time.Second, func(p []byte, _ Offload) bool {
@@ -732,8 +725,8 @@ func TestAdoptOffloadUnprivileged(t *testing.T) {
 			errc <- err
 			return
 		}
-		if _, ok := dev.(OffloadDevice); !ok {
-			err = fmt.Errorf("Adopt = %T, want an OffloadDevice", dev)
+		if !dev.Offload() {
+			err = fmt.Errorf("Adopt = %T without Offload, want an offload device", dev)
 		}
 		dev.Close()
 		errc <- err
@@ -905,11 +898,11 @@ func podNetns(t *testing.T) func(fn func(netns.NsHandle) error, here bool) {
 }
 
 // BenchmarkEcho writes an ICMP echo request into the device and reads
-// the kernel's reply, on the water device and on an OffloadDevice (plain
-// and offload calls), to compare the per-packet cost and show that the
-// offload path allocates nothing.
+// the kernel's reply, on the water device and on the offload device, to
+// compare the per-packet cost and show that a batch of one allocates
+// nothing.
 func BenchmarkEcho(b *testing.B) {
-	for _, kind := range []string{"file", "offload/Read", "offload/ReadOffload"} {
+	for _, kind := range []string{"file", "offload"} {
 		b.Run(kind, func(b *testing.B) {
 			inNewNetns(b)
 			dev, err := Open(Options{Offload: kind != "file"})
@@ -922,25 +915,20 @@ func BenchmarkEcho(b *testing.B) {
 				b.Fatalf("Configure: %v", err)
 			}
 			req := echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 1, make([]byte, 1000))
-			buf := make([]byte, 65535)
-			read := dev.Read
-			if kind == "offload/ReadOffload" {
-				od := dev.(OffloadDevice)
-				read = func(p []byte) (int, error) { n, _, err := od.ReadOffload(p); return n, err }
-			}
+			wbufs := [][]byte{req}
+			rbufs, sizes, offs := [][]byte{make([]byte, 65535)}, []int{0}, []Offload{{}}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(req)))
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := dev.Write(req); err != nil {
+				if _, err := dev.Write(wbufs, nil); err != nil {
 					b.Fatalf("Write: %v", err)
 				}
 				for {
-					n, err := read(buf)
-					if err != nil {
-						b.Fatalf("read: %v", err)
+					if _, err := dev.Read(rbufs, sizes, offs); err != nil {
+						b.Fatalf("Read: %v", err)
 					}
-					if n == len(req) {
+					if sizes[0] == len(req) {
 						break
 					}
 				}

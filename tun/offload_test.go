@@ -5,7 +5,27 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	tcpipcsum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
+
+// completeChecksum finishes the partial checksum o describes in place, as
+// the kernel would before delivering the packet:
+// the one's complement of the sum of pkt[CsumStart:] (whose checksum field
+// holds the pseudo-header sum) goes to CsumStart+CsumOffset. A UDP
+// checksum (offset 6) that computes to 0 is sent as 0xffff. o must have
+// passed check against pkt.
+func completeChecksum(pkt []byte, o Offload) {
+	if !o.NeedsCsum {
+		return
+	}
+	at := int(o.CsumStart) + int(o.CsumOffset)
+	sum := ^tcpipcsum.Checksum(pkt[o.CsumStart:], 0)
+	if sum == 0 && o.CsumOffset == 6 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(pkt[at:], sum)
+}
 
 // tcpv4Packet is a 20-byte IPv4 header and a 20-byte TCP header (data
 // offset 5) followed by payload bytes; only the fields parseOffload reads

@@ -28,9 +28,36 @@ var (
 	_ syscall.Conn = (*file)(nil)
 )
 
-func (d *file) Read(p []byte) (int, error)  { return d.f.Read(p) }
-func (d *file) Write(p []byte) (int, error) { return d.f.Write(p) }
-func (d *file) Name() string                { return d.name }
+// Read implements Device: one packet, one read(2).
+func (d *file) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	n, err := d.f.Read(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0], offs[0] = n, Offload{}
+	return 1, nil
+}
+
+// Write implements Device: one write(2) per packet. It refuses offload
+// metadata: the device was opened without IFF_VNET_HDR.
+func (d *file) Write(bufs [][]byte, offs []Offload) (int, error) {
+	for i, b := range bufs {
+		if offs != nil && offs[i] != (Offload{}) {
+			return i, fmt.Errorf("write TUN %s: %w: %+v on a device opened without offloads", d.name, ErrBadOffload, offs[i])
+		}
+		if _, err := d.f.Write(b); err != nil {
+			return i, err
+		}
+	}
+	return len(bufs), nil
+}
+
+func (d *file) BatchSize() int { return 1 }
+func (d *file) Offload() bool  { return false }
+func (d *file) Name() string   { return d.name }
 
 // SyscallConn gives access to the raw descriptor. The descriptor belongs to
 // the Device: it is valid only until Close, and callers must not change its
@@ -56,7 +83,8 @@ func (d *file) Close() error {
 // network namespace to create the interface; the interface is created
 // there.
 //
-// With opts.Offload the Device is an OffloadDevice (see Options.Offload);
+// With opts.Offload the Device carries TCP super-packets (see
+// Options.Offload);
 // errors then also wrap ErrOffloadRefused when the kernel refuses the offloads.
 //
 // The descriptor is close-on-exec. If the interface already existed as a
@@ -102,7 +130,7 @@ func OpenQueues(opts Options, n int) ([]Device, error) {
 	return devs, nil
 }
 
-// openDevice opens TUN name as Open does: an OffloadDevice if offload is
+// openDevice opens TUN name as Open does: an offloadFile if offload is
 // set, a file otherwise.
 func openDevice(name string, multiQueue, offload bool) (Device, error) {
 	if offload {
@@ -214,7 +242,7 @@ func control(f *os.File, fn func(fd int) error) error {
 //
 // If the helper opened it with IFF_VNET_HDR too, Adopt turns on its
 // offloads (TUNSETOFFLOAD, as Options.Offload does; it needs no
-// privilege) and returns an OffloadDevice; it also sets the header to
+// privilege) and returns a Device whose Offload is true; it also sets the header to
 // the 10-byte little-endian struct virtio_net_hdr (TUNSETVNETHDRSZ,
 // TUNSETVNETLE), which the helper must not change. If the kernel refuses
 // the offloads, Adopt fails with an error wrapping ErrOffloadRefused: the

@@ -152,7 +152,7 @@ func readPacket(t *testing.T, devs []Device, timeout time.Duration, match func([
 				t.Fatalf("SetReadDeadline: %v (is the descriptor in Go's poller?)", err)
 			}
 			for {
-				n, err := dev.Read(buf)
+				n, err := readComplete(dev, buf)
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					break
 				}
@@ -234,7 +234,7 @@ func TestReadTruncates(t *testing.T) {
 		t.Fatalf("Configure: %v", err)
 	}
 	big := bytes.Repeat([]byte("x"), 1000)
-	if _, err := dev.Write(echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 7, big)); err != nil {
+	if _, err := writePlain(dev, echo4(podAddr4, nodeAddr4.Addr(), 0x7672, 7, big)); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	f := dev.(*file).f
@@ -242,7 +242,7 @@ func TestReadTruncates(t *testing.T) {
 	defer f.SetReadDeadline(time.Time{})
 	small := make([]byte, 64)
 	for {
-		n, err := dev.Read(small)
+		n, err := readComplete(dev, small)
 		if err != nil {
 			t.Fatalf("Read: %v", err)
 		}
@@ -458,7 +458,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 		// The device is down, so nothing arrives and Read blocks.
 		errc := make(chan error, 1)
 		go func() {
-			_, err := dev.Read(make([]byte, 1500))
+			_, err := readComplete(dev, make([]byte, 1500))
 			errc <- err
 		}()
 		time.Sleep(50 * time.Millisecond) // let Read block; the test is valid either way
@@ -476,10 +476,10 @@ func TestCloseUnblocksRead(t *testing.T) {
 		if err := dev.Close(); err != nil {
 			t.Errorf("%s: second Close = %v, want nil", how, err)
 		}
-		if _, err := dev.Read(make([]byte, 10)); !errors.Is(err, os.ErrClosed) {
+		if _, err := readComplete(dev, make([]byte, 10)); !errors.Is(err, os.ErrClosed) {
 			t.Errorf("%s: Read after Close = %v, want os.ErrClosed", how, err)
 		}
-		if _, err := dev.Write(echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil)); !errors.Is(err, os.ErrClosed) {
+		if _, err := writePlain(dev, echo4(podAddr4, nodeAddr4.Addr(), 1, 1, nil)); !errors.Is(err, os.ErrClosed) {
 			t.Errorf("%s: Write after Close = %v, want os.ErrClosed", how, err)
 		}
 		// Closing the last queue of a non-persistent TUN deletes it.
@@ -814,7 +814,7 @@ func checkEcho4(t *testing.T, dev Device, src, dst netip.Addr) {
 func checkEcho4Any(t *testing.T, devs []Device, src, dst netip.Addr) {
 	t.Helper()
 	payload := []byte("vrouter tun test v4")
-	if _, err := devs[0].Write(echo4(src, dst, 0x7672, 1, payload)); err != nil {
+	if _, err := writePlain(devs[0], echo4(src, dst, 0x7672, 1, payload)); err != nil {
 		t.Fatalf("Write(echo request %s > %s): %v", src, dst, err)
 	}
 	isReply := func(p []byte) bool {
@@ -839,7 +839,7 @@ func checkEcho4Any(t *testing.T, devs []Device, src, dst netip.Addr) {
 func checkEcho6(t *testing.T, dev Device, src, dst netip.Addr) {
 	t.Helper()
 	payload := []byte("vrouter tun test v6")
-	if _, err := dev.Write(echo6(src, dst, 0x7672, 2, payload)); err != nil {
+	if _, err := writePlain(dev, echo6(src, dst, 0x7672, 2, payload)); err != nil {
 		t.Fatalf("Write(echo request %s > %s): %v", src, dst, err)
 	}
 	reply := readPacket(t, []Device{dev}, 5*time.Second, func(p []byte) bool {

@@ -10,6 +10,38 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// readPacket reads one packet into p with a batch of one: its length and
+// offload metadata.
+func readOne(d Device, p []byte) (int, Offload, error) {
+	sizes, offs := []int{0}, []Offload{{}}
+	if _, err := d.Read([][]byte{p}, sizes, offs); err != nil {
+		return 0, Offload{}, err
+	}
+	return sizes[0], offs[0], nil
+}
+
+// readComplete is readPacket for a reader that wants complete packets: a
+// partial checksum is completed, as the kernel would.
+func readComplete(d Device, p []byte) (int, error) {
+	n, o, err := readOne(d, p)
+	if err == nil {
+		completeChecksum(p[:n], o)
+	}
+	return n, err
+}
+
+// writePacket writes p with metadata o, a batch of one, and returns its
+// length.
+func writePacket(d Device, p []byte, o Offload) (int, error) {
+	if _, err := d.Write([][]byte{p}, []Offload{o}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writePlain writes p as a plain packet.
+func writePlain(d Device, p []byte) (int, error) { return writePacket(d, p, Offload{}) }
+
 func TestOptionsDefaultName(t *testing.T) {
 	if got := (Options{}).name(); got != "vr0" {
 		t.Errorf("Options{}.name() = %q, want %q", got, "vr0")

@@ -228,7 +228,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		zap.String("tun", dev.Name()),
 		zap.Stringer("overlay", conn.LocalAddr()),
 		zap.Int("mtu", cfg.Overlay.MTU),
-		zap.Bool("offload", isOffload(dev)),
+		zap.Bool("offload", dev.Offload()),
 		zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)),
 		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))
@@ -259,12 +259,6 @@ func openTUN(cfg *configs.Config, log *zap.Logger) (tun.Device, error) {
 			zap.String("tun", cfg.TUN.Name), zap.Error(err))
 	}
 	return tun.Open(opts)
-}
-
-// isOffload reports whether dev carries TSO super-packets.
-func isOffload(dev tun.Device) bool {
-	_, ok := dev.(tun.OffloadDevice)
-	return ok
 }
 
 // reloader hands each new config from the file to the data path. Its

@@ -13,5 +13,6 @@
 //
 // Like a real TUN, the Device checks that what it is given to Write is an
 // IPv4 or IPv6 packet, truncates a packet larger than Read's buffer, and
-// unblocks Read and Write on Close.
+// unblocks Read and Write on Close. It has no offloads; one Read returns
+// every packet queued, up to BatchSize.
 package tuntest

@@ -30,14 +30,18 @@ type pipe struct {
 	closed    chan struct{}
 }
 
-// Device is the router's end of a fake TUN. Read returns the packets the
-// test sends through the Kernel; Write passes packets to the Kernel.
-// Read and Write are safe to call concurrently. Close unblocks both, which
-// then return an error wrapping os.ErrClosed, as do later calls; Close is
+// Device is the router's end of a fake TUN, without offloads. Read returns
+// the packets the test sends through the Kernel, all that are queued up
+// to BatchSize at a time; Write passes packets to the Kernel. Read and
+// Write are safe to call concurrently. Close unblocks both, which then
+// return an error wrapping os.ErrClosed, as do later calls; Close is
 // idempotent.
 type Device struct{ p *pipe }
 
 var _ tun.Device = (*Device)(nil)
+
+// batchSize is what Device.BatchSize reports.
+const batchSize = 8
 
 // Kernel is the test's end of a fake TUN: it plays the node kernel.
 // Its methods are safe to call concurrently. The Kernel never closes the
@@ -61,38 +65,67 @@ func NewPair(opts Options) (*Device, *Kernel) {
 	return &Device{p}, &Kernel{p}
 }
 
-// Read returns the next packet the Kernel sent. A packet longer than b is
-// truncated to len(b), as a TUN does.
-func (d *Device) Read(b []byte) (int, error) {
+// Read waits for the next packet the Kernel sent, then takes those queued
+// behind it, up to len(bufs) and BatchSize. A packet longer than its
+// buffer is truncated to it, as a TUN does. Every packet is plain: offs[i]
+// is the zero Offload.
+func (d *Device) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
 	if d.isClosed() {
 		return 0, d.closedError("read")
+	}
+	if len(bufs) == 0 {
+		return 0, nil
 	}
 	select {
 	case pkt := <-d.p.toRouter:
-		return copy(b, pkt), nil
+		sizes[0], offs[0] = copy(bufs[0], pkt), tun.Offload{}
 	case <-d.p.closed:
 		return 0, d.closedError("read")
 	}
+	n := 1
+	for n < min(len(bufs), batchSize) {
+		select {
+		case pkt := <-d.p.toRouter:
+			sizes[n], offs[n] = copy(bufs[n], pkt), tun.Offload{}
+			n++
+		default:
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
-// Write passes a copy of b to the Kernel. Like a TUN, it refuses with
-// EINVAL what is not an IPv4 or IPv6 packet (by the version nibble). It
-// blocks while the queue to the Kernel is full, until Close.
-func (d *Device) Write(b []byte) (int, error) {
-	if d.isClosed() {
-		return 0, d.closedError("write")
+// Write passes a copy of each of bufs to the Kernel, in order. Like a TUN,
+// it refuses with EINVAL what is not an IPv4 or IPv6 packet (by the
+// version nibble), and as a device without offloads it refuses any but
+// the zero Offload (tun.ErrBadOffload). It blocks while the queue to the
+// Kernel is full, until Close.
+func (d *Device) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
+	for i, b := range bufs {
+		if d.isClosed() {
+			return i, d.closedError("write")
+		}
+		if offs != nil && offs[i] != (tun.Offload{}) {
+			return i, fmt.Errorf("write %s: %w: %+v on a device without offloads", d.p.name, tun.ErrBadOffload, offs[i])
+		}
+		if len(b) == 0 || (b[0]>>4 != 4 && b[0]>>4 != 6) {
+			return i, fmt.Errorf("write %s: not an IPv4 or IPv6 packet: %w", d.p.name, syscall.EINVAL)
+		}
+		pkt := append([]byte(nil), b...)
+		select {
+		case d.p.fromRouter <- pkt:
+		case <-d.p.closed:
+			return i, d.closedError("write")
+		}
 	}
-	if len(b) == 0 || (b[0]>>4 != 4 && b[0]>>4 != 6) {
-		return 0, fmt.Errorf("write %s: not an IPv4 or IPv6 packet: %w", d.p.name, syscall.EINVAL)
-	}
-	pkt := append([]byte(nil), b...)
-	select {
-	case d.p.fromRouter <- pkt:
-		return len(b), nil
-	case <-d.p.closed:
-		return 0, d.closedError("write")
-	}
+	return len(bufs), nil
 }
+
+// BatchSize implements tun.Device.
+func (d *Device) BatchSize() int { return batchSize }
+
+// Offload implements tun.Device: false.
+func (d *Device) Offload() bool { return false }
 
 // Name returns Options.Name.
 func (d *Device) Name() string { return d.p.name }

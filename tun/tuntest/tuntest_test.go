@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vrouter/vrouter/tun"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,6 +20,23 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // ipv4 returns a minimal packet that passes the version check: the first
 // byte says IPv4, the rest is payload for the test to recognise.
 func ipv4(payload string) []byte { return append([]byte{0x45}, payload...) }
+
+// read1 reads one packet into buf with a batch of one.
+func read1(dev *Device, buf []byte) (int, error) {
+	sizes, offs := []int{0}, []tun.Offload{{}}
+	if _, err := dev.Read([][]byte{buf}, sizes, offs); err != nil {
+		return 0, err
+	}
+	return sizes[0], nil
+}
+
+// write1 writes one packet, a batch of one, and returns its length.
+func write1(dev *Device, b []byte) (int, error) {
+	if _, err := dev.Write([][]byte{b}, nil); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -48,7 +67,7 @@ func TestKernelToRouter(t *testing.T) {
 	}
 	pkt[1] = 'X' // Send copied it: the router sees the original.
 	buf := make([]byte, 1500)
-	n, err := dev.Read(buf)
+	n, err := read1(dev, buf)
 	if err != nil {
 		t.Fatalf("Read: %v", err)
 	}
@@ -62,7 +81,7 @@ func TestRouterToKernel(t *testing.T) {
 	defer dev.Close()
 
 	buf := ipv4("to kernel")
-	if n, err := dev.Write(buf); err != nil || n != len(buf) {
+	if n, err := write1(dev, buf); err != nil || n != len(buf) {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(buf))
 	}
 	buf[1] = 'X' // Write copied it: the router may reuse its buffer.
@@ -82,7 +101,7 @@ func TestReadTruncates(t *testing.T) {
 		t.Fatalf("Send: %v", err)
 	}
 	buf := make([]byte, 4)
-	n, err := dev.Read(buf)
+	n, err := read1(dev, buf)
 	if err != nil || n != 4 || !bytes.Equal(buf, ipv4("012")) {
 		t.Errorf("Read(4-byte buffer) = %d, %v, %q; want 4, nil, %q", n, err, buf[:n], ipv4("012"))
 	}
@@ -92,11 +111,11 @@ func TestWriteRejectsNonIP(t *testing.T) {
 	dev, k := NewPair(Options{})
 	defer dev.Close()
 	for _, pkt := range [][]byte{nil, {}, {0x00, 1, 2}, {0x55}, {0xff}} {
-		if _, err := dev.Write(pkt); !errors.Is(err, syscall.EINVAL) {
+		if _, err := write1(dev, pkt); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("Write(%x) error = %v, want EINVAL", pkt, err)
 		}
 	}
-	if _, err := dev.Write([]byte{0x60, 0, 0, 0}); err != nil {
+	if _, err := write1(dev, []byte{0x60, 0, 0, 0}); err != nil {
 		t.Errorf("Write(IPv6 packet) = %v, want nil", err)
 	}
 	select {
@@ -113,7 +132,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 	dev, k := NewPair(Options{})
 	errc := make(chan error, 1)
 	go func() {
-		_, err := dev.Read(make([]byte, 1500))
+		_, err := read1(dev, make([]byte, 1500))
 		errc <- err
 	}()
 	time.Sleep(20 * time.Millisecond) // let Read block; the test passes either way
@@ -137,12 +156,12 @@ func TestCloseUnblocksRead(t *testing.T) {
 
 func TestCloseUnblocksWrite(t *testing.T) {
 	dev, _ := NewPair(Options{QueueLen: 1})
-	if _, err := dev.Write(ipv4("fills the queue")); err != nil {
+	if _, err := write1(dev, ipv4("fills the queue")); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := dev.Write(ipv4("blocks"))
+		_, err := write1(dev, ipv4("blocks"))
 		errc <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
@@ -159,7 +178,7 @@ func TestCloseUnblocksWrite(t *testing.T) {
 
 func TestAfterClose(t *testing.T) {
 	dev, k := NewPair(Options{})
-	if _, err := dev.Write(ipv4("before close")); err != nil {
+	if _, err := write1(dev, ipv4("before close")); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
 	if err := k.Send(ctx(t), ipv4("unread")); err != nil {
@@ -171,10 +190,10 @@ func TestAfterClose(t *testing.T) {
 		}
 	}
 	// Read prefers Close over a queued packet, as a closed file does.
-	if _, err := dev.Read(make([]byte, 100)); !errors.Is(err, os.ErrClosed) {
+	if _, err := read1(dev, make([]byte, 100)); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Read after Close = %v, want os.ErrClosed", err)
 	}
-	if _, err := dev.Write(ipv4("x")); !errors.Is(err, os.ErrClosed) {
+	if _, err := write1(dev, ipv4("x")); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Write after Close = %v, want os.ErrClosed", err)
 	}
 	if err := k.Send(ctx(t), ipv4("x")); !errors.Is(err, os.ErrClosed) {
@@ -217,7 +236,7 @@ func TestConcurrent(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range perWriter {
-				if _, err := dev.Write([]byte{0x45, byte(w), byte(i)}); err != nil {
+				if _, err := write1(dev, []byte{0x45, byte(w), byte(i)}); err != nil {
 					t.Errorf("Write: %v", err)
 					return
 				}
@@ -235,7 +254,7 @@ func TestConcurrent(t *testing.T) {
 	wg.Go(func() {
 		buf := make([]byte, 64)
 		for range writers * perWriter {
-			if _, err := dev.Read(buf); err != nil {
+			if _, err := read1(dev, buf); err != nil {
 				t.Errorf("Read: %v", err)
 				return
 			}
@@ -256,5 +275,62 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(seen) != writers*perWriter {
 		t.Errorf("kernel received %d distinct packets, want %d", len(seen), writers*perWriter)
+	}
+}
+
+// One Read takes every queued packet, up to the batch's length and
+// BatchSize, in order; a Write of several hands them over in order.
+func TestBatches(t *testing.T) {
+	dev, k := NewPair(Options{})
+	defer dev.Close()
+	for i := range batchSize + 2 {
+		if err := k.Send(ctx(t), ipv4(string(rune('a'+i)))); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	if got := dev.BatchSize(); got != batchSize {
+		t.Fatalf("BatchSize() = %d, want %d", got, batchSize)
+	}
+	bufs := make([][]byte, batchSize+1)
+	for i := range bufs {
+		bufs[i] = make([]byte, 100)
+	}
+	sizes, offs := make([]int, len(bufs)), make([]tun.Offload, len(bufs))
+	for _, tc := range []struct {
+		want  int
+		first rune
+	}{{batchSize, 'a'}, {2, 'a' + batchSize}} {
+		want, first := tc.want, tc.first
+		n, err := dev.Read(bufs, sizes, offs)
+		if err != nil || n != want {
+			t.Fatalf("Read(%d buffers) = %d, %v; want %d, nil", len(bufs), n, err, want)
+		}
+		for i := range n {
+			if w := ipv4(string(first + rune(i))); !bytes.Equal(bufs[i][:sizes[i]], w) || offs[i] != (tun.Offload{}) {
+				t.Errorf("Read packet %d = %q, %+v; want %q, no offload", i, bufs[i][:sizes[i]], offs[i], w)
+			}
+		}
+	}
+	if n, err := dev.Write([][]byte{ipv4("x"), ipv4("y")}, nil); err != nil || n != 2 {
+		t.Fatalf("Write(2 packets) = %d, %v; want 2, nil", n, err)
+	}
+	for _, want := range []string{"x", "y"} {
+		if got, err := k.Recv(ctx(t)); err != nil || !bytes.Equal(got, ipv4(want)) {
+			t.Errorf("Recv = %q, %v; want %q", got, err, ipv4(want))
+		}
+	}
+}
+
+// The fake has no offloads: it refuses a packet with offload metadata.
+func TestWriteRefusesOffload(t *testing.T) {
+	dev, _ := NewPair(Options{})
+	defer dev.Close()
+	if dev.Offload() {
+		t.Error("Offload() = true, want false")
+	}
+	o := []tun.Offload{{}, {NeedsCsum: true, CsumStart: 20, CsumOffset: 16}}
+	n, err := dev.Write([][]byte{ipv4("plain"), ipv4("partial")}, o)
+	if n != 1 || !errors.Is(err, tun.ErrBadOffload) {
+		t.Errorf("Write(plain, partial checksum) = %d, %v; want 1, an error wrapping ErrBadOffload", n, err)
 	}
 }
