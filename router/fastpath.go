@@ -8,6 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
+	"github.com/vrouter/vrouter/router/internal/gso"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -60,10 +61,15 @@ func newFastPath(r *Router) *fastPath {
 	return &fastPath{r: r, cache: make(map[netip.Addr]hop)}
 }
 
-// forward sends b (one IP packet that passed the link's checks and the
+// forward sends b (an IP packet that passed the link's checks and the
 // hook) towards its destination if it can take the fast path, and reports
 // whether it did. On false the packet is untouched.
-func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte) bool {
+//
+// With mss > 0, b is a TCP super-packet whose segments carry mss payload
+// bytes, and partial says its checksum holds only the pseudo-header sum:
+// it leaves whole for a TUN that takes super-packets, or cut into
+// segments in one WriteBatch for a peer, if each segment fits the link.
+func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte, mss int, partial bool) bool {
 	if f == nil {
 		return false
 	}
@@ -71,21 +77,45 @@ func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte) bool {
 	if !ok || f.r.isLocal(dst) {
 		return false
 	}
+	segLen, hdr := len(b), 0
+	if mss > 0 {
+		if hdr, ok = tcpHeaderEnd(b); !ok {
+			return false
+		}
+		segLen = hdr + mss
+	}
 	h := f.lookup(proto, dst)
 	switch h.kind {
 	case hopTUN:
-		if len(b) > int(f.r.tun.mtu.Load()) {
+		t := f.r.tun
+		if segLen > int(t.mtu.Load()) || mss > 0 && !t.offload {
 			return false
 		}
+		var o tun.Offload
+		if mss > 0 {
+			if !partial {
+				if _, _, err := gso.SetPartial(b); err != nil {
+					return false
+				}
+			}
+			o = superOffload(b, hdr, mss)
+		}
 		decrementTTL(b)
-		f.r.tun.send(b, tun.Offload{})
+		t.send(b, o)
 		return true
 	case hopOverlay:
-		if len(b) > int(f.r.overlay.mtu.Load()) {
+		if segLen > int(f.r.overlay.mtu.Load()) {
 			return false
 		}
 		decrementTTL(b)
-		f.r.overlay.send(h.peer, b, len(b))
+		segSize := len(b)
+		if mss > 0 {
+			var ok bool
+			if b, _, segSize, _, ok = segment(&f.scratch, b, mss); !ok {
+				return false
+			}
+		}
+		f.r.overlay.send(h.peer, b, segSize)
 		return true
 	}
 	return false

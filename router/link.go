@@ -113,10 +113,26 @@ func (l *ipLink) admitFamily(info ipInfo) bool {
 }
 
 // inject forwards an admitted packet on the fast path or hands it to the
-// stack. An IPv4 packet to be forwarded with TTL 1 is expired first (see
-// expireTTL).
-func (l *ipLink) inject(info ipInfo, b []byte) {
-	if l.fast.forward(info.proto, b) {
+// stack. With mss > 0, b is a TCP super-packet (see fastPath.forward); one
+// the fast path cannot take is cut into its segments, with complete
+// checksums, and each is injected as a packet of its own: the stack
+// forwards one segment at a time. An IPv4 packet to be forwarded with TTL
+// 1 is expired first (see expireTTL).
+func (l *ipLink) inject(info ipInfo, b []byte, mss int, partial bool) {
+	if l.fast.forward(info.proto, b, mss, partial) {
+		return
+	}
+	if mss > 0 {
+		out, n, segSize, total, ok := segment(&l.scratch, b, mss)
+		if !ok {
+			l.drops.add(DropMalformed)
+			return
+		}
+		for i := range n {
+			seg := out[i*segSize : min((i+1)*segSize, total)]
+			info.length = len(seg)
+			l.inject(info, seg, 0, false)
+		}
 		return
 	}
 	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {

@@ -9,23 +9,25 @@ import (
 	"github.com/vrouter/vrouter/tun"
 )
 
-// Segmentation offload. With an offload-capable TUN (tun.Device.Offload) the
-// node kernel hands the router a pod's TCP stream as super-packets of up to
-// 64 KiB (TSO) and takes them back whole; the overlay's Conn sends a
+// Segmentation offload. With an offload-capable TUN (tun.Device.Offload)
+// the node kernel hands the router a pod's TCP stream as super-packets of
+// up to 64 KiB (TSO) and takes them back whole; the overlay's Conn sends a
 // super-packet's segments in one WriteBatch (UDP GSO on Linux) and
-// receives runs of datagrams in one ReadBatch (UDP GRO). The router then works per
-// super-packet, not per segment:
+// receives runs of datagrams in one ReadBatch (UDP GRO). The router then
+// works per super-packet, not per segment, on the same path as any packet:
 //
-//	TUN read (one 64 KiB TSO packet) → hook → fast path → software TSO
-//	  (gso.Segment) → one sendmsg with UDP_SEGMENT to the peer
-//	recvmsg with UDP_GRO (a run of datagrams) → per-datagram checks and
-//	  hook → software GRO (gso.Coalescer: consecutive segments of one flow,
-//	  each checksum verified) → fast path → one TUN write with a GSO header
+//	TUN Read (one 64 KiB TSO packet) → tunEndpoint.receive → hook →
+//	  fastPath.forward: software TSO (gso.Segment) → one WriteBatch to the peer
+//	ReadBatch (runs of datagrams) → overlayEndpoint.receive: per-datagram
+//	  checks and hook → software GRO (gso.Coalescer: consecutive segments
+//	  of one flow, each checksum verified) → fastPath.forward → one TUN
+//	  Write with a GSO header
 //
 // A super-packet the fast path cannot take (for the router, TTL 1, no
-// route, too big for a link, IPv4 options) is cut into its segments, which
-// then go through the stack one by one as any packet does. Counters count
-// segments: what the wire carries.
+// route, too big for a link, IPv4 options) is cut into its segments by
+// ipLink.inject, which then go through the stack one by one as any packet
+// does. Counters count segments: what the wire carries. This file holds
+// the super-packet helpers those steps share.
 
 // maxSegmentScratch bounds the buffer one super-packet is segmented into
 // (64 KiB of payload cut at the smallest MSS Linux sends, 48 bytes, with a
@@ -76,22 +78,6 @@ func tcpHeaderEnd(b []byte) (int, bool) {
 	return end, end >= l4+20 && end <= len(b)
 }
 
-// splitAndInject cuts super-packet b into its segments (with complete
-// checksums) and passes each through the fast path or the stack, as a
-// packet read on this link would be; the hook has already seen it.
-func (l *ipLink) splitAndInject(info ipInfo, b []byte, mss int) {
-	out, n, segSize, total, ok := segment(&l.scratch, b, mss)
-	if !ok {
-		l.drops.add(DropMalformed)
-		return
-	}
-	for i := range n {
-		seg := out[i*segSize : min((i+1)*segSize, total)]
-		info.length = len(seg)
-		l.inject(info, seg)
-	}
-}
-
 // segment cuts super-packet b into segments of mss payload bytes in
 // *scratch (grown as needed, up to maxSegmentScratch): out[:total] holds n
 // segments of segSize bytes, the last possibly shorter.
@@ -110,46 +96,6 @@ func segment(scratch *[]byte, b []byte, mss int) (out []byte, n, segSize, total 
 	return out[:total], n, segSize, total, true
 }
 
-// forwardSuper is forward for a super-packet whose segments carry mss
-// payload bytes; partial says its TCP checksum holds only the
-// pseudo-header sum. On false the packet is untouched.
-func (f *fastPath) forwardSuper(proto tcpip.NetworkProtocolNumber, b []byte, mss int, partial bool) bool {
-	if f == nil {
-		return false
-	}
-	dst, ok := fastEligible(proto, b)
-	if !ok || f.r.isLocal(dst) {
-		return false
-	}
-	hdr, ok := tcpHeaderEnd(b)
-	if !ok {
-		return false
-	}
-	segLen := hdr + mss
-	h := f.lookup(proto, dst)
-	switch h.kind {
-	case hopOverlay:
-		if segLen > int(f.r.overlay.mtu.Load()) {
-			return false
-		}
-		decrementTTL(b)
-		return f.r.overlay.sendSuper(h.peer, b, mss, &f.scratch)
-	case hopTUN:
-		if !f.r.tun.offload || segLen > int(f.r.tun.mtu.Load()) {
-			return false
-		}
-		decrementTTL(b)
-		if !partial {
-			if _, _, err := gso.SetPartial(b); err != nil {
-				return false
-			}
-		}
-		f.r.tun.send(b, superOffload(b, hdr, mss))
-		return true
-	}
-	return false
-}
-
 // superOffload is the metadata of TCP super-packet b (partial checksum;
 // hdr bytes of IP and TCP header, segments of mss payload bytes) for the
 // node kernel to take it as one TSO packet.
@@ -159,17 +105,6 @@ func superOffload(b []byte, hdr, mss int) tun.Offload {
 		t, l4 = tun.GSOTCPv4, int(b[0]&0x0f)*4
 	}
 	return tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
-}
-
-// sendSuper cuts super-packet b into segments of mss payload bytes and
-// sends them to peer p in one WriteBatch.
-func (e *overlayEndpoint) sendSuper(p *peer, b []byte, mss int, scratch *[]byte) bool {
-	out, _, segSize, _, ok := segment(scratch, b, mss)
-	if !ok {
-		return false
-	}
-	e.send(p, out, segSize)
-	return true // the packet was taken; a loss is counted
 }
 
 // ipProto is the network protocol number of IP packet b.

@@ -227,14 +227,11 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, no
 // datagram: a packet as it arrived, or a super-packet of several.
 func (e *overlayEndpoint) emitCoalesced(pkt []byte, gi gso.Info) {
 	info := ipInfo{proto: ipProto(pkt), dst: ipDst(pkt), length: len(pkt)}
-	if gi.Type == gso.None {
-		e.inject(info, pkt)
-		return
+	mss := 0
+	if gi.Type != gso.None {
+		mss = gi.SegSize
 	}
-	if e.fast.forwardSuper(info.proto, pkt, gi.SegSize, true) {
-		return
-	}
-	e.splitAndInject(info, pkt, gi.SegSize)
+	e.inject(info, pkt, mss, true)
 }
 
 // admit runs the checks and the hook on one datagram from peer p, and

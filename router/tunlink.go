@@ -161,14 +161,7 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 		}
 		info.dst = ipDst(b)
 	}
-	if !super {
-		e.inject(info, b)
-		return
-	}
-	if e.fast.forwardSuper(info.proto, b, mss, partial) {
-		return
-	}
-	e.splitAndInject(info, b, mss)
+	e.inject(info, b, mss, partial)
 }
 
 // runHook shows packet b from the node kernel to h, writes h's reply back
