@@ -8,6 +8,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // The NAT as hostgw-master's router runs it: local pods 10.244.0.0/24,
@@ -46,12 +48,12 @@ func tcp4(src, dst netip.AddrPort, flags header.TCPFlags, payload string) []byte
 	b := make([]byte, total)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-		SrcAddr: tcpipAddr(src.Addr()), DstAddr: tcpipAddr(dst.Addr())})
+		SrcAddr: packet.TCPIPAddr(src.Addr()), DstAddr: packet.TCPIPAddr(dst.Addr())})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	tc := header.TCP(b[header.IPv4MinimumSize:])
 	tc.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: 1, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 1000})
 	copy(tc.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src.Addr()), tcpipAddr(dst.Addr()), uint16(len(tc)))
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, packet.TCPIPAddr(src.Addr()), packet.TCPIPAddr(dst.Addr()), uint16(len(tc)))
 	xsum = checksum.Checksum([]byte(payload), xsum)
 	tc.SetChecksum(^tc.CalculateChecksum(xsum))
 	return b
@@ -62,12 +64,12 @@ func udp4(src, dst netip.AddrPort, payload string) []byte {
 	b := make([]byte, total)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpipAddr(src.Addr()), DstAddr: tcpipAddr(dst.Addr())})
+		SrcAddr: packet.TCPIPAddr(src.Addr()), DstAddr: packet.TCPIPAddr(dst.Addr())})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	u := header.UDP(b[header.IPv4MinimumSize:])
 	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(header.UDPMinimumSize + len(payload))})
 	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpipAddr(src.Addr()), tcpipAddr(dst.Addr()), uint16(len(u)))
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, packet.TCPIPAddr(src.Addr()), packet.TCPIPAddr(dst.Addr()), uint16(len(u)))
 	xsum = checksum.Checksum([]byte(payload), xsum)
 	u.SetChecksum(^u.CalculateChecksum(xsum))
 	return b
@@ -203,11 +205,11 @@ func TestNATRefusesServiceWithoutEndpoints(t *testing.T) {
 	if checksum.Checksum(ic, 0) != 0xffff {
 		t.Error("ICMP checksum invalid")
 	}
-	if got, want := ip.DestinationAddress(), tcpipAddr(clientA.Addr()); got != want {
+	if got, want := ip.DestinationAddress(), packet.TCPIPAddr(clientA.Addr()); got != want {
 		t.Errorf("ICMP to %s, want the client %s", got, want)
 	}
 	// The quoted packet is the client's, so its kernel finds the socket.
-	if q := header.IPv4(ic.Payload()); q.DestinationAddress() != tcpipAddr(vip.Addr()) {
+	if q := header.IPv4(ic.Payload()); q.DestinationAddress() != packet.TCPIPAddr(vip.Addr()) {
 		t.Errorf("quoted packet to %s, want the VIP", q.DestinationAddress())
 	}
 	if st := n.Stats(); st.RefusedNoEndpoints != 1 || st.Flows != 0 {
@@ -475,7 +477,7 @@ func TestNATTranslatesICMPErrorsBack(t *testing.T) {
 	icmp := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(quote))
 	ip := header.IPv4(icmp)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(icmp)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-		SrcAddr: tcpipAddr(backend.Addr()), DstAddr: tcpipAddr(seenSrc.Addr())})
+		SrcAddr: packet.TCPIPAddr(backend.Addr()), DstAddr: packet.TCPIPAddr(seenSrc.Addr())})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	ic := header.ICMPv4(icmp[header.IPv4MinimumSize:])
 	ic.SetType(header.ICMPv4DstUnreachable)
@@ -489,13 +491,13 @@ func TestNATTranslatesICMPErrorsBack(t *testing.T) {
 	if !ip.IsChecksumValid() || checksum.Checksum(ic, 0) != 0xffff {
 		t.Fatal("checksums invalid after translation")
 	}
-	if got := ip.SourceAddress(); got != tcpipAddr(dnsVIP.Addr()) {
+	if got := ip.SourceAddress(); got != packet.TCPIPAddr(dnsVIP.Addr()) {
 		t.Errorf("error comes from %s, want the VIP %s", got, dnsVIP.Addr())
 	}
 	q2 := header.IPv4(ic.Payload())
 	u := header.UDP(q2[header.IPv4MinimumSize:])
-	if q2.SourceAddress() != tcpipAddr(clientA.Addr()) || u.SourcePort() != clientA.Port() ||
-		q2.DestinationAddress() != tcpipAddr(dnsVIP.Addr()) || u.DestinationPort() != dnsVIP.Port() {
+	if q2.SourceAddress() != packet.TCPIPAddr(clientA.Addr()) || u.SourcePort() != clientA.Port() ||
+		q2.DestinationAddress() != packet.TCPIPAddr(dnsVIP.Addr()) || u.DestinationPort() != dnsVIP.Port() {
 		t.Errorf("quoted packet %s:%d -> %s:%d, want the client's own %s -> %s",
 			q2.SourceAddress(), u.SourcePort(), q2.DestinationAddress(), u.DestinationPort(), clientA, dnsVIP)
 	}

@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // pkt is what the NAT reads of a packet: its 5-tuple and where the
@@ -82,13 +83,6 @@ func (p pkt) ports(b []byte, src, dst netip.Addr) (pkt, bool) {
 	return p, true
 }
 
-func tcpipAddr(a netip.Addr) tcpip.Address {
-	if a.Is4() {
-		return tcpip.AddrFrom4(a.As4())
-	}
-	return tcpip.AddrFrom16(a.As16())
-}
-
 // rewrite translates p's source and/or destination in b, updating the IP
 // and transport checksums incrementally. Invalid (zero) addresses are left
 // as they are.
@@ -104,7 +98,7 @@ func rewrite(b []byte, p pkt, src, dst netip.AddrPort) {
 	}
 	if src.IsValid() && src != p.src {
 		if src.Addr() != p.src.Addr() {
-			old, nw := tcpipAddr(p.src.Addr()), tcpipAddr(src.Addr())
+			old, nw := packet.TCPIPAddr(p.src.Addr()), packet.TCPIPAddr(src.Addr())
 			if !udpNoSum {
 				tr.UpdateChecksumPseudoHeaderAddress(old, nw, true)
 			}
@@ -124,7 +118,7 @@ func rewrite(b []byte, p pkt, src, dst netip.AddrPort) {
 	}
 	if dst.IsValid() && dst != p.dst {
 		if dst.Addr() != p.dst.Addr() {
-			old, nw := tcpipAddr(p.dst.Addr()), tcpipAddr(dst.Addr())
+			old, nw := packet.TCPIPAddr(p.dst.Addr()), packet.TCPIPAddr(dst.Addr())
 			if !udpNoSum {
 				tr.UpdateChecksumPseudoHeaderAddress(old, nw, true)
 			}
@@ -159,8 +153,8 @@ func portUnreachable(buf, b []byte, p pkt) []byte {
 			TotalLength: uint16(total),
 			TTL:         64,
 			Protocol:    uint8(header.ICMPv4ProtocolNumber),
-			SrcAddr:     tcpipAddr(p.dst.Addr()),
-			DstAddr:     tcpipAddr(p.src.Addr()),
+			SrcAddr:     packet.TCPIPAddr(p.dst.Addr()),
+			DstAddr:     packet.TCPIPAddr(p.src.Addr()),
 		})
 		ip.SetChecksum(^ip.CalculateChecksum())
 		ic := header.ICMPv4(buf[header.IPv4MinimumSize:])
@@ -176,7 +170,7 @@ func portUnreachable(buf, b []byte, p pkt) []byte {
 	buf = buf[:header.IPv6MinimumSize+plen]
 	clear(buf[:header.IPv6MinimumSize+header.ICMPv6MinimumSize])
 	ip := header.IPv6(buf)
-	src, dst := tcpipAddr(p.dst.Addr()), tcpipAddr(p.src.Addr())
+	src, dst := packet.TCPIPAddr(p.dst.Addr()), packet.TCPIPAddr(p.src.Addr())
 	ip.Encode(&header.IPv6Fields{
 		PayloadLength:     uint16(plen),
 		TransportProtocol: header.ICMPv6ProtocolNumber,
@@ -217,7 +211,7 @@ func tcpReset(buf, b []byte, p pkt) []byte {
 		fields.AckNum = in.SequenceNumber() + segLen
 		fields.Flags |= header.TCPFlagAck
 	}
-	src, dst := tcpipAddr(p.dst.Addr()), tcpipAddr(p.src.Addr())
+	src, dst := packet.TCPIPAddr(p.dst.Addr()), packet.TCPIPAddr(p.src.Addr())
 	var tcp header.TCP
 	if p.v6 {
 		buf = buf[:header.IPv6MinimumSize+header.TCPMinimumSize]

@@ -19,6 +19,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // Proxy is the proxy mode data path: it terminates a local client's TCP
@@ -302,7 +304,7 @@ func (p *Proxy) handlePacket(id stack.TransportEndpointID, pkt *stack.PacketBuff
 	if !p.open.Load() {
 		return false
 	}
-	e := p.table.Lookup(ServiceKey{VIP: netipAddr(id.LocalAddress), Port: id.LocalPort, Proto: TCP})
+	e := p.table.Lookup(ServiceKey{VIP: packet.NetipAddr(id.LocalAddress), Port: id.LocalPort, Proto: TCP})
 	switch {
 	case e == nil || e.Mode() != ModeProxy:
 		if isSYN(pkt) {
@@ -361,8 +363,8 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	defer p.wg.Done()
 
 	id := r.ID()
-	client := netip.AddrPortFrom(netipAddr(id.RemoteAddress), id.RemotePort)
-	vip := netip.AddrPortFrom(netipAddr(id.LocalAddress), id.LocalPort)
+	client := netip.AddrPortFrom(packet.NetipAddr(id.RemoteAddress), id.RemotePort)
+	vip := netip.AddrPortFrom(packet.NetipAddr(id.LocalAddress), id.LocalPort)
 	key := ServiceKey{VIP: vip.Addr(), Port: vip.Port(), Proto: TCP}
 	e := p.table.Lookup(key)
 	switch {
@@ -934,12 +936,4 @@ func (p *Proxy) VIPs() []netip.Addr {
 		}
 	}
 	return out
-}
-
-// netipAddr converts a gVisor address without allocating.
-func netipAddr(a tcpip.Address) netip.Addr {
-	if a.Len() == 4 {
-		return netip.AddrFrom4(a.As4())
-	}
-	return netip.AddrFrom16(a.As16())
 }

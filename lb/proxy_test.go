@@ -32,6 +32,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 var (
@@ -62,12 +64,12 @@ func newStack(t testing.TB, ep stack.LinkEndpoint, addrs []netip.Addr, route net
 		t.Fatalf("CreateNIC: %v", err)
 	}
 	for _, a := range addrs {
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpipAddr(a).WithPrefix()}
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: packet.TCPIPAddr(a).WithPrefix()}
 		if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
 			t.Fatalf("AddProtocolAddress(%v): %v", a, err)
 		}
 	}
-	sn, err := tcpip.NewSubnet(tcpipAddr(route.Addr()), tcpip.MaskFromBytes(net.CIDRMask(route.Bits(), 32)))
+	sn, err := tcpip.NewSubnet(packet.TCPIPAddr(route.Addr()), tcpip.MaskFromBytes(net.CIDRMask(route.Bits(), 32)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func (e *proxyEnv) stop() {
 func (e *proxyEnv) dial(to netip.AddrPort) (*gonet.TCPConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{Addr: tcpipAddr(to.Addr()), Port: to.Port()}, ipv4.ProtocolNumber)
+	return gonet.DialContextTCP(ctx, e.client, tcpip.FullAddress{Addr: packet.TCPIPAddr(to.Addr()), Port: to.Port()}, ipv4.ProtocolNumber)
 }
 
 // mustDial connects to to or fails the test; cleanup closes the

@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // answerAndClose is an HTTP server answering "Connection: close": it
@@ -35,8 +37,8 @@ func TestProxyReusedClientPort(t *testing.T) {
 	b := newBackend(t, "b", "127.0.0.1", answerAndClose)
 	e := startProxy(t, ProxyOptions{}, proxyService([]Endpoint{b.endpoint()}))
 	const port = 40000
-	local := tcpip.FullAddress{Addr: tcpipAddr(proxyClientAddr), Port: port}
-	remote := tcpip.FullAddress{Addr: tcpipAddr(proxyVIP.Addr()), Port: proxyVIP.Port()}
+	local := tcpip.FullAddress{Addr: packet.TCPIPAddr(proxyClientAddr), Port: port}
+	remote := tcpip.FullAddress{Addr: packet.TCPIPAddr(proxyVIP.Addr()), Port: proxyVIP.Port()}
 	for i := range 3 {
 		c, err := dialFrom(e.client, local, remote)
 		if err != nil {

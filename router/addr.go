@@ -7,30 +7,14 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
-
-// tcpipAddr converts a netip address to gVisor's representation. IPv4-mapped
-// IPv6 addresses become plain IPv4.
-func tcpipAddr(a netip.Addr) tcpip.Address {
-	a = a.Unmap()
-	if a.Is4() {
-		b := a.As4()
-		return tcpip.AddrFrom4(b)
-	}
-	b := a.As16()
-	return tcpip.AddrFrom16(b)
-}
-
-// netipAddr converts a gVisor address to netip.
-func netipAddr(a tcpip.Address) netip.Addr {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return ip
-}
 
 // subnet converts a prefix to a gVisor subnet.
 func subnet(p netip.Prefix) tcpip.Subnet {
 	p = p.Masked()
-	addr := tcpipAddr(p.Addr())
+	addr := packet.TCPIPAddr(p.Addr())
 	mask := tcpip.MaskFromBytes(netPrefixMask(p))
 	s, err := tcpip.NewSubnet(addr, mask)
 	if err != nil {
@@ -59,7 +43,7 @@ func netPrefixMask(p netip.Prefix) []byte {
 
 // prefixFromSubnet converts a gVisor subnet back to netip.
 func prefixFromSubnet(s tcpip.Subnet) netip.Prefix {
-	return netip.PrefixFrom(netipAddr(s.ID()), s.Prefix())
+	return netip.PrefixFrom(packet.NetipAddr(s.ID()), s.Prefix())
 }
 
 // protoOf is the network protocol number for an address.

@@ -9,6 +9,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // nextCaptured waits for the next packet of c.
@@ -73,7 +75,7 @@ func TestCaptureSeesBothNICsBothWays(t *testing.T) {
 		p := nextCaptured(t, tc.c)
 		ip := header.IPv4(p.Data)
 		if p.Dir != tc.dir || !ip.IsValid(len(p.Data)) || p.Len != len(p.Data) ||
-			ip.SourceAddress() != tcpipAddr(addr(tc.src)) || ip.DestinationAddress() != tcpipAddr(addr(tc.dst)) ||
+			ip.SourceAddress() != packet.TCPIPAddr(addr(tc.src)) || ip.DestinationAddress() != packet.TCPIPAddr(addr(tc.dst)) ||
 			ip.TTL() != tc.ttl || !bytes.Equal(header.UDP(ip.Payload()).Payload(), []byte(tc.payload)) {
 			t.Errorf("capture on %s: got %s %x (len %d), want %s %s -> %s ttl %d payload %q",
 				tc.c.NIC(), p.Dir, p.Data, p.Len, tc.dir, tc.src, tc.dst, tc.ttl, tc.payload)

@@ -8,6 +8,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // txChecksumOffload is what both link endpoints advertise. A router must
@@ -63,7 +65,7 @@ func finishChecksum(b []byte) {
 		return
 	}
 	l4[off], l4[off+1] = 0, 0
-	xsum := header.PseudoHeaderChecksum(tcpipProto(proto), tcpipAddr(src), tcpipAddr(dst), uint16(len(l4)))
+	xsum := header.PseudoHeaderChecksum(tcpipProto(proto), packet.TCPIPAddr(src), packet.TCPIPAddr(dst), uint16(len(l4)))
 	sum := ^checksum.Checksum(l4, xsum)
 	if sum == 0 && proto == uint8(header.UDPProtocolNumber) {
 		sum = 0xffff // RFC 768: a computed zero is sent as all ones
@@ -94,14 +96,14 @@ func (id *identity) rewriteSource(b []byte) {
 		if !ok {
 			return
 		}
-		ip.SetSourceAddressWithChecksumUpdate(tcpipAddr(to))
+		ip.SetSourceAddressWithChecksumUpdate(packet.TCPIPAddr(to))
 	case len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6:
 		to, ok := id.router[netip.AddrFrom16([16]byte(b[8:24]))]
 		if !ok || b[6] != uint8(header.ICMPv6ProtocolNumber) {
 			return
 		}
 		ip := header.IPv6(b)
-		ip.SetSourceAddress(tcpipAddr(to))
+		ip.SetSourceAddress(packet.TCPIPAddr(to))
 		total := header.IPv6MinimumSize + int(ip.PayloadLength())
 		if total > len(b) || total-header.IPv6MinimumSize < header.ICMPv6MinimumSize {
 			return

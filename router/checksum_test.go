@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // tcpBadOffset is an IPv4 TCP segment whose data offset (15 words) points
@@ -14,7 +16,7 @@ func tcpBadOffset(src, dst netip.Addr) []byte {
 	b := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-		SrcAddr: tcpipAddr(src), DstAddr: tcpipAddr(dst)})
+		SrcAddr: packet.TCPIPAddr(src), DstAddr: packet.TCPIPAddr(dst)})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	b[header.IPv4MinimumSize+12] = 0xf0
 	return b
@@ -79,7 +81,7 @@ func TestICMPErrorsToRemotePodsCarryTheNodeAddress(t *testing.T) {
 	if ic.Type() != header.ICMPv4TimeExceeded {
 		t.Fatalf("got ICMP type %d, want time exceeded", ic.Type())
 	}
-	if got, want := ip.SourceAddress(), tcpipAddr(addr("10.244.0.0")); got != want {
+	if got, want := ip.SourceAddress(), packet.TCPIPAddr(addr("10.244.0.0")); got != want {
 		t.Errorf("time exceeded from %s, want hostgw-master's overlay identity %s", got, want)
 	}
 	if !ip.IsChecksumValid() {

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 var clusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
@@ -71,10 +72,10 @@ func TestClusterCIDRRoute(t *testing.T) {
 	if ic.Type() != header.ICMPv4DstUnreachable || ic.Code() != header.ICMPv4NetUnreachable {
 		t.Errorf("got ICMP type %d code %d, want net unreachable", ic.Type(), ic.Code())
 	}
-	if ip.SourceAddress() != tcpipAddr(routerAddr4) || !ip.IsChecksumValid() {
+	if ip.SourceAddress() != packet.TCPIPAddr(routerAddr4) || !ip.IsChecksumValid() {
 		t.Errorf("ICMP error from %s (checksum ok: %v), want %s", ip.SourceAddress(), ip.IsChecksumValid(), routerAddr4)
 	}
-	if q := header.IPv4(ic.Payload()); q.DestinationAddress() != tcpipAddr(addr("10.244.9.9")) {
+	if q := header.IPv4(ic.Payload()); q.DestinationAddress() != packet.TCPIPAddr(addr("10.244.9.9")) {
 		t.Errorf("quoted packet to %s, want 10.244.9.9", q.DestinationAddress())
 	}
 	// The counter moves once the write returned, maybe after the read.

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -142,7 +143,7 @@ func (f *fastPath) lookup(proto tcpip.NetworkProtocolNumber, dst netip.Addr) hop
 // resolve asks the stack where a packet to dst goes, exactly as gVisor's IP
 // forwarding does, and maps the route to an outgoing link (and peer).
 func (f *fastPath) resolve(proto tcpip.NetworkProtocolNumber, dst netip.Addr) hop {
-	rt, err := f.r.stack.FindRoute(0, tcpip.Address{}, tcpipAddr(dst), proto, false)
+	rt, err := f.r.stack.FindRoute(0, tcpip.Address{}, packet.TCPIPAddr(dst), proto, false)
 	if err != nil {
 		return hop{}
 	}

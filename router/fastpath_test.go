@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 func TestDecrementTTLMatchesRecompute(t *testing.T) {
@@ -116,12 +117,12 @@ func tcp4(src, dst netip.Addr, ttl uint8, flags header.TCPFlags, payload []byte)
 	b := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize+len(payload))
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: ttl, Protocol: uint8(header.TCPProtocolNumber),
-		Flags: header.IPv4FlagDontFragment, SrcAddr: tcpipAddr(src), DstAddr: tcpipAddr(dst)})
+		Flags: header.IPv4FlagDontFragment, SrcAddr: packet.TCPIPAddr(src), DstAddr: packet.TCPIPAddr(dst)})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	tcp := header.TCP(b[header.IPv4MinimumSize:])
 	tcp.Encode(&header.TCPFields{SrcPort: 40000, DstPort: 80, SeqNum: 1, AckNum: 2, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 100})
 	copy(tcp.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, tcpipAddr(src), tcpipAddr(dst), uint16(len(tcp)))
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, packet.TCPIPAddr(src), packet.TCPIPAddr(dst), uint16(len(tcp)))
 	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
 	return b
 }
@@ -130,7 +131,7 @@ func icmpEcho4(src, dst netip.Addr, ttl uint8) []byte {
 	b := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+8)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: ttl, Protocol: uint8(header.ICMPv4ProtocolNumber),
-		SrcAddr: tcpipAddr(src), DstAddr: tcpipAddr(dst)})
+		SrcAddr: packet.TCPIPAddr(src), DstAddr: packet.TCPIPAddr(dst)})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	ic := header.ICMPv4(b[header.IPv4MinimumSize:])
 	ic.SetType(header.ICMPv4Echo)
@@ -251,7 +252,7 @@ func TestFastPathFollowsSet(t *testing.T) {
 	}
 	a.tun.send(pkt())
 	ip, ic := icmpFrom(t, a.tun)
-	if ic.Type() != header.ICMPv4DstUnreachable || ip.DestinationAddress() != tcpipAddr(addr("10.244.0.4")) {
+	if ic.Type() != header.ICMPv4DstUnreachable || ip.DestinationAddress() != packet.TCPIPAddr(addr("10.244.0.4")) {
 		t.Errorf("after the peer left: got ICMP type %d to %s, want destination unreachable to 10.244.0.4", ic.Type(), ip.DestinationAddress())
 	}
 	moved.tun.expectNone(t, 50*time.Millisecond)
@@ -275,7 +276,7 @@ func TestStackForwardingBothWays(t *testing.T) {
 			src string
 		}{{b, "10.244.0.4"}, {a, "10.244.1.2"}} {
 			p := header.IPv4(c.at.tun.recv(t))
-			if p.TTL() != 62 || p.SourceAddress() != tcpipAddr(addr(c.src)) || !p.IsChecksumValid() {
+			if p.TTL() != 62 || p.SourceAddress() != packet.TCPIPAddr(addr(c.src)) || !p.IsChecksumValid() {
 				t.Fatalf("packet %d at %s: from %s TTL %d checksum valid %t, want from %s TTL 62 valid",
 					i, c.at.name, p.SourceAddress(), p.TTL(), p.IsChecksumValid(), c.src)
 			}

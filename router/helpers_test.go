@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -181,14 +182,14 @@ func udp4(src, dst netip.Addr, ttl uint8, df bool, payload []byte) []byte {
 		TTL:         ttl,
 		Flags:       flags,
 		Protocol:    uint8(header.UDPProtocolNumber),
-		SrcAddr:     tcpipAddr(src),
-		DstAddr:     tcpipAddr(dst),
+		SrcAddr:     packet.TCPIPAddr(src),
+		DstAddr:     packet.TCPIPAddr(dst),
 	})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	u := header.UDP(b[header.IPv4MinimumSize:])
 	u.Encode(&header.UDPFields{SrcPort: 40000, DstPort: 7, Length: uint16(header.UDPMinimumSize + len(payload))})
 	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpipAddr(src), tcpipAddr(dst), uint16(len(u)))
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, packet.TCPIPAddr(src), packet.TCPIPAddr(dst), uint16(len(u)))
 	xsum = checksum.Checksum(payload, xsum)
 	u.SetChecksum(^u.CalculateChecksum(xsum))
 	return b
@@ -203,13 +204,13 @@ func udp6(src, dst netip.Addr, hops uint8, payload []byte) []byte {
 		PayloadLength:     uint16(ulen),
 		TransportProtocol: header.UDPProtocolNumber,
 		HopLimit:          hops,
-		SrcAddr:           tcpipAddr(src),
-		DstAddr:           tcpipAddr(dst),
+		SrcAddr:           packet.TCPIPAddr(src),
+		DstAddr:           packet.TCPIPAddr(dst),
 	})
 	u := header.UDP(b[header.IPv6MinimumSize:])
 	u.Encode(&header.UDPFields{SrcPort: 40000, DstPort: 7, Length: uint16(ulen)})
 	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, tcpipAddr(src), tcpipAddr(dst), uint16(ulen))
+	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, packet.TCPIPAddr(src), packet.TCPIPAddr(dst), uint16(ulen))
 	xsum = checksum.Checksum(payload, xsum)
 	u.SetChecksum(^u.CalculateChecksum(xsum))
 	return b

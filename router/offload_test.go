@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -364,7 +365,7 @@ func tso6Packet(t *testing.T, hops uint8, payload []byte, mss int) offloaded {
 	b := make([]byte, header.IPv6MinimumSize+header.TCPMinimumSize+len(payload))
 	ip := header.IPv6(b)
 	ip.Encode(&header.IPv6Fields{PayloadLength: uint16(len(b) - header.IPv6MinimumSize), TransportProtocol: header.TCPProtocolNumber,
-		HopLimit: hops, SrcAddr: tcpipAddr(src), DstAddr: tcpipAddr(dst)})
+		HopLimit: hops, SrcAddr: packet.TCPIPAddr(src), DstAddr: packet.TCPIPAddr(dst)})
 	tcp := header.TCP(b[header.IPv6MinimumSize:])
 	tcp.Encode(&header.TCPFields{SrcPort: 40000, DstPort: 80, SeqNum: 1, AckNum: 2, DataOffset: header.TCPMinimumSize,
 		Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 100})

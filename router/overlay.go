@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // maxDatagram is the read buffer size for overlay datagrams: the largest UDP
@@ -94,7 +95,7 @@ func (e *overlayEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.
 	for _, pkt := range pkts.AsSlice() {
 		p := t.byNextHop[pkt.EgressRoute.NextHop]
 		if p == nil {
-			p, _ = t.byDst.lookup(netipAddr(pkt.EgressRoute.RemoteAddress))
+			p, _ = t.byDst.lookup(packet.NetipAddr(pkt.EgressRoute.RemoteAddress))
 		}
 		if p == nil {
 			e.drops.add(DropNoPeer)

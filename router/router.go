@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -376,7 +377,7 @@ func (r *Router) setAddressesLocked(addrs, vips []netip.Addr) error {
 		}
 		pa := tcpip.ProtocolAddress{
 			Protocol:          protoOf(a),
-			AddressWithPrefix: tcpipAddr(a).WithPrefix(),
+			AddressWithPrefix: packet.TCPIPAddr(a).WithPrefix(),
 		}
 		for _, nic := range []tcpip.NICID{TUNNIC, OverlayNIC} {
 			if err := r.stack.AddProtocolAddress(nic, pa, stack.AddressProperties{}); err != nil {
@@ -390,7 +391,7 @@ func (r *Router) setAddressesLocked(addrs, vips []netip.Addr) error {
 			continue
 		}
 		for _, nic := range []tcpip.NICID{TUNNIC, OverlayNIC} {
-			if err := r.stack.RemoveAddress(nic, tcpipAddr(a)); err != nil {
+			if err := r.stack.RemoveAddress(nic, packet.TCPIPAddr(a)); err != nil {
 				return fmt.Errorf("remove router address %s: %w", a, tcpipError(err))
 			}
 		}
@@ -424,7 +425,7 @@ func (r *Router) buildPeerTableLocked(peers []Peer) (*peerTable, map[string]*pee
 		stats[pc.Name] = st
 		p := &peer{name: pc.Name, endpoint: pc.Endpoint, podCIDRs: pc.PodCIDRs, stats: st}
 		t.byUnderlay[pc.Endpoint.Addr()] = p
-		t.byNextHop[tcpipAddr(pc.Endpoint.Addr())] = p
+		t.byNextHop[packet.TCPIPAddr(pc.Endpoint.Addr())] = p
 		for _, c := range pc.PodCIDRs {
 			dst[c] = p
 		}
@@ -473,7 +474,7 @@ func desiredRoutes(cfg Config) map[routeKey]tcpip.Route {
 	add := func(dst netip.Prefix, nic tcpip.NICID, gw netip.Addr) {
 		rt := tcpip.Route{Destination: subnet(dst), NIC: nic}
 		if gw.IsValid() {
-			rt.Gateway = tcpipAddr(gw)
+			rt.Gateway = packet.TCPIPAddr(gw)
 		}
 		want[keyOf(rt)] = rt
 	}
@@ -511,7 +512,7 @@ func inAny(ps []netip.Prefix, p netip.Prefix) bool {
 func keyOf(rt tcpip.Route) routeKey {
 	k := routeKey{dst: prefixFromSubnet(rt.Destination), nic: rt.NIC}
 	if rt.Gateway.Len() > 0 {
-		k.gateway = netipAddr(rt.Gateway)
+		k.gateway = packet.NetipAddr(rt.Gateway)
 	}
 	return k
 }

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // The seed's two nodes, in memory:
@@ -33,7 +34,7 @@ func TestForwardAcrossNodes(t *testing.T) {
 	a.tun.send(pkt)
 	got := b.tun.recv(t)
 	ip := header.IPv4(got)
-	if !ip.IsValid(len(got)) || ip.SourceAddress() != tcpipAddr(addr("10.244.0.4")) || ip.DestinationAddress() != tcpipAddr(addr("10.244.1.2")) {
+	if !ip.IsValid(len(got)) || ip.SourceAddress() != packet.TCPIPAddr(addr("10.244.0.4")) || ip.DestinationAddress() != packet.TCPIPAddr(addr("10.244.1.2")) {
 		t.Fatalf("hostgw-node kernel got %x, want the packet from 10.244.0.4 to 10.244.1.2", got)
 	}
 	// Two router hops: the sending and the receiving router each decrement.
@@ -47,7 +48,7 @@ func TestForwardAcrossNodes(t *testing.T) {
 	// And back.
 	b.tun.send(udp4(addr("10.244.1.2"), addr("10.244.0.4"), 64, true, []byte("world")))
 	back := header.IPv4(a.tun.recv(t))
-	if back.SourceAddress() != tcpipAddr(addr("10.244.1.2")) {
+	if back.SourceAddress() != packet.TCPIPAddr(addr("10.244.1.2")) {
 		t.Errorf("reply source = %s, want 10.244.1.2", back.SourceAddress())
 	}
 
@@ -165,7 +166,7 @@ func TestICMPErrors(t *testing.T) {
 		if ic.Type() != header.ICMPv4DstUnreachable || ic.Code() != header.ICMPv4NetUnreachable {
 			t.Errorf("got ICMP type %d code %d, want destination unreachable / net unreachable", ic.Type(), ic.Code())
 		}
-		if ip.SourceAddress() != tcpipAddr(routerAddr4) || ip.DestinationAddress() != tcpipAddr(addr("10.244.0.4")) {
+		if ip.SourceAddress() != packet.TCPIPAddr(routerAddr4) || ip.DestinationAddress() != packet.TCPIPAddr(addr("10.244.0.4")) {
 			t.Errorf("ICMP error %s -> %s, want %s -> 10.244.0.4", ip.SourceAddress(), ip.DestinationAddress(), routerAddr4)
 		}
 	})
@@ -295,7 +296,7 @@ func TestDualStack(t *testing.T) {
 	// IPv6 pods over an IPv4 underlay.
 	a.tun.send(udp6(addr("fd00:10:244::4"), addr("fd00:10:244:1::2"), 64, []byte("v6")))
 	got := header.IPv6(b.tun.recv(t))
-	if got.DestinationAddress() != tcpipAddr(addr("fd00:10:244:1::2")) || got.HopLimit() != 62 {
+	if got.DestinationAddress() != packet.TCPIPAddr(addr("fd00:10:244:1::2")) || got.HopLimit() != 62 {
 		t.Errorf("got IPv6 packet to %s hop limit %d, want fd00:10:244:1::2 with 62", got.DestinationAddress(), got.HopLimit())
 	}
 	a.tun.send(udp4(addr("10.244.0.4"), addr("10.244.1.2"), 64, true, []byte("v4")))
@@ -376,14 +377,14 @@ func TestKernelRoutes(t *testing.T) {
 	}
 	b.tun.send(toAPI)
 	got := header.IPv4(b.tun.recv(t))
-	if got.DestinationAddress() != tcpipAddr(apiserver) || got.TTL() != 63 {
+	if got.DestinationAddress() != packet.TCPIPAddr(apiserver) || got.TTL() != 63 {
 		t.Errorf("hostgw-node kernel got dst %s ttl %d, want %s ttl 63", got.DestinationAddress(), got.TTL(), apiserver)
 	}
 
 	before := b.r.Stats().Drops[DropSpoofed]
 	a.tun.send(udp4(apiserver, addr("10.244.1.2"), 64, true, []byte("reply")))
 	back := header.IPv4(b.tun.recv(t))
-	if back.SourceAddress() != tcpipAddr(apiserver) {
+	if back.SourceAddress() != packet.TCPIPAddr(apiserver) {
 		t.Errorf("reply source = %s, want %s", back.SourceAddress(), apiserver)
 	}
 	// Any other address outside the peer's pod CIDRs is still refused.

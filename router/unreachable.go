@@ -6,6 +6,8 @@ import (
 	"golang.org/x/time/rate"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // unreachable answers packets the overlay cannot deliver — a cluster
@@ -48,7 +50,7 @@ func (u *unreachable) answer(b []byte) bool {
 		msg = make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+quote)
 		ip := header.IPv4(msg)
 		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(msg)), TTL: 64,
-			Protocol: uint8(header.ICMPv4ProtocolNumber), SrcAddr: tcpipAddr(from), DstAddr: tcpipAddr(info.src)})
+			Protocol: uint8(header.ICMPv4ProtocolNumber), SrcAddr: packet.TCPIPAddr(from), DstAddr: packet.TCPIPAddr(info.src)})
 		ip.SetChecksum(^ip.CalculateChecksum())
 		ic := header.ICMPv4(msg[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4DstUnreachable)
@@ -61,7 +63,7 @@ func (u *unreachable) answer(b []byte) bool {
 		}
 		quote := min(len(b), header.IPv6MinimumMTU-header.IPv6MinimumSize-header.ICMPv6MinimumSize)
 		msg = make([]byte, header.IPv6MinimumSize+header.ICMPv6MinimumSize+quote)
-		src, dst := tcpipAddr(from), tcpipAddr(info.src)
+		src, dst := packet.TCPIPAddr(from), packet.TCPIPAddr(info.src)
 		header.IPv6(msg).Encode(&header.IPv6Fields{PayloadLength: uint16(header.ICMPv6MinimumSize + quote),
 			TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: src, DstAddr: dst})
 		ic := header.ICMPv6(msg[header.IPv6MinimumSize:])
