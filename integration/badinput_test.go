@@ -84,7 +84,10 @@ func TestBadOverlayInput(t *testing.T) {
 		{"header length below 20", badIHL},
 		{"bad header checksum", badChecksum},
 		{"spoofed source in the receiver's pod CIDR", ipv4UDP(spoofSrc, dst, 64, []byte("spoofed: 10.244.0.99"))},
-		{"source on the underlay", ipv4UDP(netip.AddrPortFrom(underlay(workerNode), 5555), dst, 64, []byte("spoofed: underlay"))},
+		// The peer's own node address is a source it may use (its kernel
+		// answering for a host-network Service endpoint); another address
+		// on the underlay is not.
+		{"another source on the underlay", ipv4UDP(netip.AddrPortFrom(stranger, 5555), dst, 64, []byte("spoofed: underlay"))},
 		{"IPv6 to an IPv4-only router", ipv6UDP(netip.MustParseAddrPort("[fd00:10:244:1::99]:5555"), netip.MustParseAddrPort("[fd00:10:244::4]:9000"), []byte("ipv6"))},
 		{"over the tunnel MTU", ipv4UDP(legitSrc, dst, 64, make([]byte, 1472-28+1))},
 		{"TTL 1", ipv4UDP(legitSrc, dst, 1, []byte("ttl 1: time exceeded, not forwarded"))},
