@@ -102,9 +102,20 @@ func tuple(t *testing.T, b []byte) (src, dst netip.AddrPort) {
 	}
 }
 
-func ingress(t *testing.T, n *NAT, fromTUN bool, b []byte) (pass bool, reply []byte) {
+// ingress decodes b as the router does and shows it to n. A packet the
+// router would refuse before its hook fails the test, and so does a
+// Parsed that no longer describes the packet Ingress passed.
+func ingress(t testing.TB, n *NAT, fromTUN bool, b []byte) (pass bool, reply []byte) {
 	t.Helper()
-	pass, reply = n.Ingress(fromTUN, b)
+	var p packet.Parsed
+	if f := p.Decode(b); f != packet.FaultNone {
+		t.Fatalf("Decode(%x) = fault %d: the router drops it before the NAT", b, f)
+	}
+	pass, reply = n.Ingress(fromTUN, &p, b[:p.Length])
+	var again packet.Parsed
+	if again.Decode(b[:p.Length]); pass && again != p {
+		t.Fatalf("after Ingress(%v), Parsed = %+v, but the packet decodes as %+v: the NAT must keep it current", fromTUN, p, again)
+	}
 	if reply != nil {
 		reply = append([]byte(nil), reply...)
 	}
@@ -384,7 +395,11 @@ func FuzzNATIngress(f *testing.F) {
 	f.Add(true, []byte{0x60, 0, 0, 0, 0, 8, 17, 64})
 	f.Fuzz(func(t *testing.T, fromTUN bool, b []byte) {
 		n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"), makeKubeDNS())
-		n.Ingress(fromTUN, b)
+		var p packet.Parsed
+		if p.Decode(b) != packet.FaultNone {
+			return // the router drops it before the NAT
+		}
+		n.Ingress(fromTUN, &p, b[:p.Length])
 	})
 }
 

@@ -3,6 +3,8 @@ package lb
 import (
 	"net/netip"
 	"time"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // closedLinger keeps a TCP flow that saw FIN both ways or RST for a
@@ -11,16 +13,19 @@ const closedLinger = 10 * time.Second
 
 // Ingress implements router.Hook: it translates packets of tracked flows,
 // starts flows for new connections from local clients to VIPs, and refuses
-// those to Services without endpoints with ICMP port unreachable.
-func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
-	p, ok := parsePkt(b)
-	if !ok {
-		if isICMP(b) {
-			n.translateICMPError(b)
+// those to Services without endpoints with ICMP port unreachable. It reads
+// the 5-tuple from p, as the router decoded b, and keeps p current as it
+// translates. What has no ports (other protocols, IPv6 extension headers,
+// IPv4 fragments but the first) passes untouched, but for ICMP errors
+// about a tracked flow.
+func (n *NAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
+	if !p.HasPorts {
+		if p.Version == 4 && p.Proto == packet.ICMPv4 || p.Version == 6 && p.Proto == packet.ICMPv6 {
+			n.translateICMPError(p, b)
 		}
 		return true, nil
 	}
-	key := flowKey{src: p.src, dst: p.dst, proto: p.proto}
+	key := flowKey{src: p.SrcAddrPort(), dst: p.DstAddrPort(), proto: Protocol(p.Proto)}
 	if f := n.lookup(key); f != nil {
 		now := n.clock.Now().UnixNano()
 		if key == f.fwd && fromTUN {
@@ -32,26 +37,26 @@ func (n *NAT) Ingress(fromTUN bool, b []byte) (bool, []byte) {
 	if !fromTUN {
 		return true, nil
 	}
-	e := n.table.Lookup(ServiceKey{VIP: p.dst.Addr(), Port: p.dst.Port(), Proto: p.proto})
-	if e == nil || (e.Mode() == ModeProxy && p.proto == TCP) {
+	e := n.table.Lookup(ServiceKey{VIP: p.Dst, Port: p.DstPort, Proto: Protocol(p.Proto)})
+	if e == nil || (e.Mode() == ModeProxy && Protocol(p.Proto) == TCP) {
 		// Proxy mode applies to TCP, which the stack terminates
 		// (Proxy); UDP ports of a proxy-mode Service are translated
 		// here as in nat mode.
 		return true, nil
 	}
-	if p.fragment {
+	if p.MoreFragments {
 		// The first fragment has the ports, the rest would miss the
 		// translation: refuse the datagram as a whole.
 		n.stats.fragments.Add(1)
 		return false, nil
 	}
-	if p.proto == TCP && p.flags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
+	if Protocol(p.Proto) == TCP && p.TCPFlags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
 		// A segment of a connection no flow knows (this router
 		// restarted, or the Service left proxy mode). A backend picked
 		// now would not know it either: reset it, so the client fails
 		// at once instead of retransmitting until it times out.
 		n.stats.midStream.Add(1)
-		if p.flags&tcpRST != 0 || !n.rejectLimit.Allow() {
+		if p.TCPFlags&tcpRST != 0 || !n.rejectLimit.Allow() {
 			return false, nil
 		}
 		return false, tcpReset(n.replyBuf[:cap(n.replyBuf)], b, p)
@@ -68,7 +73,7 @@ const (
 )
 
 // start creates the flow for the first packet of a connection to a VIP.
-func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
+func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	if e.NoEndpoints() {
 		if e.Status() == StatusNoLocalEndpoints {
 			// internalTrafficPolicy Local without a local endpoint:
@@ -79,34 +84,34 @@ func (n *NAT) start(e *Entry, b []byte, p pkt) (bool, []byte) {
 		return n.reject(e, b, p)
 	}
 	limit := n.udpLimit
-	if p.proto == TCP {
+	if Protocol(p.Proto) == TCP {
 		limit = n.tcpLimit
 	}
-	if !limit.Acquire(p.src.Addr()) {
+	if !limit.Acquire(p.Src) {
 		n.stats.refusedCap.Add(1)
 		return false, nil
 	}
-	bk, ok := e.Pick(Flow{Src: p.src, Dst: p.dst, Proto: p.proto})
+	bk, ok := e.Pick(Flow{Src: p.SrcAddrPort(), Dst: p.DstAddrPort(), Proto: Protocol(p.Proto)})
 	if !ok {
-		limit.Release(p.src.Addr())
+		limit.Release(p.Src)
 		return n.reject(e, b, p)
 	}
 	f := &flow{
-		fwd:     flowKey{src: p.src, dst: p.dst, proto: p.proto},
-		vip:     p.dst,
-		client:  p.src,
+		fwd:     flowKey{src: p.SrcAddrPort(), dst: p.DstAddrPort(), proto: Protocol(p.Proto)},
+		vip:     p.DstAddrPort(),
+		client:  p.SrcAddrPort(),
 		limit:   limit,
 		backend: bk,
 		entry:   e,
 	}
-	replyDst := p.src
+	replyDst := p.SrcAddrPort()
 	if snat := n.hairpinAddr(bk.Addr); snat.IsValid() {
-		f.snat = netip.AddrPortFrom(snat, p.src.Port())
+		f.snat = netip.AddrPortFrom(snat, p.SrcPort)
 		replyDst = f.snat
 	}
-	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: p.proto}
+	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: Protocol(p.Proto)}
 	if !n.insertWithPort(f) {
-		limit.Release(p.src.Addr())
+		limit.Release(p.Src)
 		n.stats.refusedCap.Add(1)
 		return false, nil
 	}
@@ -162,7 +167,7 @@ func (n *NAT) hairpinAddr(backend netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-func (n *NAT) reject(e *Entry, b []byte, p pkt) (bool, []byte) {
+func (n *NAT) reject(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	n.stats.refusedNoEP.Add(1)
 	if !n.rejectLimit.Allow() {
 		return false, nil
@@ -171,7 +176,7 @@ func (n *NAT) reject(e *Entry, b []byte, p pkt) (bool, []byte) {
 }
 
 // forward translates a client's packet of flow f.
-func (n *NAT) forward(f *flow, b []byte, p pkt, now int64) (bool, []byte) {
+func (n *NAT) forward(f *flow, b []byte, p *packet.Parsed, now int64) (bool, []byte) {
 	f.mu.Lock()
 	if f.fwd.proto == UDP {
 		if !n.migrateLocked(f) {
@@ -230,7 +235,7 @@ func (n *NAT) migrateLocked(f *flow) bool {
 }
 
 // reverse translates a backend's reply of flow f back to the VIP.
-func (n *NAT) reverse(f *flow, b []byte, p pkt, now int64) {
+func (n *NAT) reverse(f *flow, b []byte, p *packet.Parsed, now int64) {
 	f.lastSeen.Store(now)
 	n.note(f, p, false)
 	var dst netip.AddrPort
@@ -241,16 +246,16 @@ func (n *NAT) reverse(f *flow, b []byte, p pkt, now int64) {
 }
 
 // note records TCP state from a packet's flags.
-func (n *NAT) note(f *flow, p pkt, fwd bool) {
+func (n *NAT) note(f *flow, p *packet.Parsed, fwd bool) {
 	var set uint32
 	if !fwd {
 		set |= stReplied
 	}
-	if p.proto == TCP {
-		if p.flags&tcpRST != 0 {
+	if Protocol(p.Proto) == TCP {
+		if p.TCPFlags&tcpRST != 0 {
 			set |= stRST
 		}
-		if p.flags&tcpFIN != 0 {
+		if p.TCPFlags&tcpFIN != 0 {
 			if fwd {
 				set |= stFinFwd
 			} else {

@@ -6,61 +6,59 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
-// translateICMPError rewrites an ICMP error about a translated flow —
+// translateICMPError rewrites an ICMP error b about a translated flow —
 // "port unreachable" from a backend with nothing listening, "fragmentation
 // needed", "time exceeded" — as the client must see it: quoting its own
-// packet to the VIP, and from the VIP when the backend sent it. Without
-// this the client's kernel cannot match the error to its socket and waits
-// for a timeout (kube-proxy's conntrack translates these too). Errors
-// about no tracked flow are left alone.
-func (n *NAT) translateICMPError(b []byte) {
+// packet to the VIP, and from the VIP when the backend sent it; p, b's
+// headers, follows. Without this the client's kernel cannot match the
+// error to its socket and waits for a timeout (kube-proxy's conntrack
+// translates these too). Errors about no tracked flow are left alone.
+func (n *NAT) translateICMPError(p *packet.Parsed, b []byte) {
 	var icmp []byte
-	v6 := b[0]>>4 == 6
+	v6 := p.Version == 6
 	if v6 {
-		if len(b) < header.IPv6MinimumSize+header.ICMPv6MinimumSize || b[6] != uint8(header.ICMPv6ProtocolNumber) {
+		if len(b) < p.L4+header.ICMPv6MinimumSize {
 			return
 		}
-		icmp = b[header.IPv6MinimumSize:]
+		icmp = b[p.L4:]
 		if t := icmp[0]; t < 1 || t > 4 { // unreachable, too big, time exceeded, parameter problem
 			return
 		}
 	} else {
-		ihl := int(b[0]&0xf) * 4
-		if ihl < header.IPv4MinimumSize || len(b) < ihl+header.ICMPv4MinimumSize || b[9] != uint8(header.ICMPv4ProtocolNumber) {
+		if len(b) < p.L4+header.ICMPv4MinimumSize || p.IsFragment() {
 			return
 		}
-		if binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 {
-			return
-		}
-		icmp = b[ihl:]
+		icmp = b[p.L4:]
 		if t := icmp[0]; t != 3 && t != 11 && t != 12 {
 			return
 		}
 	}
+	var q packet.Parsed
 	quoted := icmp[8:]
-	q, ok := parseQuoted(quoted)
-	if !ok || q.v6 != v6 {
+	if !q.DecodeQuoted(quoted) || (q.Version == 6) != v6 {
 		return
 	}
 	// The quoted packet went from the client (or its translated address)
 	// to the backend: the reverse of the flow's reply key.
-	f := n.lookup(flowKey{src: q.dst, dst: q.src, proto: q.proto})
+	f := n.lookup(flowKey{src: q.DstAddrPort(), dst: q.SrcAddrPort(), proto: Protocol(q.Proto)})
 	if f == nil {
 		return
 	}
 	f.mu.Lock()
 	rev := f.rev
 	f.mu.Unlock()
-	if rev.src != q.dst || rev.dst != q.src {
+	if rev.src != q.DstAddrPort() || rev.dst != q.SrcAddrPort() {
 		return
 	}
 	// The quoted header: back to client → VIP.
-	rewriteQuoted(quoted, q, f.client, f.vip)
+	rewriteQuoted(quoted, &q, f.client, f.vip)
 	// The outer header: from the VIP if the backend sent it; to the client.
 	outerSrc := netip.Addr{}
-	if src := ipSrc(b); src == q.dst.Addr() {
+	if p.Src == q.Dst {
 		outerSrc = f.vip.Addr()
 	}
 	outerDst := netip.Addr{}
@@ -68,6 +66,12 @@ func (n *NAT) translateICMPError(b []byte) {
 		outerDst = f.client.Addr()
 	}
 	setAddrs(b, outerSrc, outerDst)
+	if outerSrc.IsValid() {
+		p.Src = outerSrc
+	}
+	if outerDst.IsValid() {
+		p.Dst = outerDst
+	}
 	// ICMP checksums cover the quoted bytes (and, for ICMPv6, the
 	// addresses): recompute.
 	icmp[2], icmp[3] = 0, 0
@@ -89,50 +93,15 @@ func (n *NAT) translateICMPError(b []byte) {
 	}
 }
 
-// parseQuoted reads the addresses and ports of the packet an ICMP error
-// quotes: a full IP header and at least the 4 bytes of ports.
-func parseQuoted(b []byte) (pkt, bool) {
-	var p pkt
-	if len(b) < 1 {
-		return p, false
-	}
-	var src, dst netip.Addr
-	switch b[0] >> 4 {
-	case 4:
-		if len(b) < header.IPv4MinimumSize {
-			return p, false
-		}
-		p.l4 = int(b[0]&0xf) * 4
-		p.proto = Protocol(b[9])
-		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
-	case 6:
-		if len(b) < header.IPv6MinimumSize {
-			return p, false
-		}
-		p.v6 = true
-		p.l4 = header.IPv6MinimumSize
-		p.proto = Protocol(b[6])
-		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
-	default:
-		return p, false
-	}
-	if (p.proto != TCP && p.proto != UDP) || p.l4 < header.IPv4MinimumSize || len(b) < p.l4+4 {
-		return p, false
-	}
-	p.src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(b[p.l4:]))
-	p.dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(b[p.l4+2:]))
-	return p, true
-}
-
 // rewriteQuoted sets a quoted packet's source and destination. Its IPv4
 // header checksum is recomputed; its transport checksum, often cut off, is
 // left as quoted (receivers match errors by addresses and ports).
-func rewriteQuoted(b []byte, q pkt, src, dst netip.AddrPort) {
+func rewriteQuoted(b []byte, q *packet.Parsed, src, dst netip.AddrPort) {
 	setAddrs(b, src.Addr(), dst.Addr())
-	binary.BigEndian.PutUint16(b[q.l4:], src.Port())
-	binary.BigEndian.PutUint16(b[q.l4+2:], dst.Port())
-	if !q.v6 {
-		ip := header.IPv4(b[:q.l4])
+	binary.BigEndian.PutUint16(b[q.L4:], src.Port())
+	binary.BigEndian.PutUint16(b[q.L4+2:], dst.Port())
+	if q.Version != 6 {
+		ip := header.IPv4(b[:q.L4])
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
@@ -164,23 +133,4 @@ func setAddrs(b []byte, src, dst netip.Addr) {
 	ip := header.IPv4(b[:ihl])
 	ip.SetChecksum(0)
 	ip.SetChecksum(^ip.CalculateChecksum())
-}
-
-func ipSrc(b []byte) netip.Addr {
-	if b[0]>>4 == 6 {
-		return netip.AddrFrom16([16]byte(b[8:24]))
-	}
-	return netip.AddrFrom4([4]byte(b[12:16]))
-}
-
-// isICMP reports whether b is an ICMP or ICMPv6 packet (without IPv6
-// extension headers), cheaply, for the packet path.
-func isICMP(b []byte) bool {
-	switch {
-	case len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4:
-		return b[9] == uint8(header.ICMPv4ProtocolNumber)
-	case len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6:
-		return b[6] == uint8(header.ICMPv6ProtocolNumber)
-	}
-	return false
 }

@@ -41,7 +41,7 @@ func natFlowMemory(tb testing.TB, n int) float64 {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i, b := range syns {
-		if pass, _ := nat.Ingress(true, b); !pass {
+		if pass, _ := ingress(tb, nat, true, b); !pass {
 			tb.Fatalf("Ingress(SYN %d) dropped it; stats %+v", i, nat.Stats())
 		}
 	}

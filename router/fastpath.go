@@ -6,7 +6,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
 	"github.com/vrouter/vrouter/router/packet"
@@ -63,29 +62,26 @@ func newFastPath(r *Router) *fastPath {
 }
 
 // forward sends b (an IP packet that passed the link's checks and the
-// hook) towards its destination if it can take the fast path, and reports
+// hook, decoded in p) towards its destination if it can take the fast path, and reports
 // whether it did. On false the packet is untouched.
 //
 // With mss > 0, b is a TCP super-packet whose segments carry mss payload
 // bytes, and partial says its checksum holds only the pseudo-header sum:
 // it leaves whole for a TUN that takes super-packets, or cut into
 // segments in one WriteBatch for a peer, if each segment fits the link.
-func (f *fastPath) forward(proto tcpip.NetworkProtocolNumber, b []byte, mss int, partial bool) bool {
-	if f == nil {
-		return false
-	}
-	dst, ok := fastEligible(proto, b)
-	if !ok || f.r.isLocal(dst) {
+func (f *fastPath) forward(p *packet.Parsed, b []byte, mss int, partial bool) bool {
+	if f == nil || !fastEligible(p, b) || f.r.isLocal(p.Dst) {
 		return false
 	}
 	segLen, hdr := len(b), 0
 	if mss > 0 {
-		if hdr, ok = tcpHeaderEnd(b); !ok {
+		var ok bool
+		if hdr, ok = tcpHeaderEnd(p); !ok {
 			return false
 		}
 		segLen = hdr + mss
 	}
-	h := f.lookup(proto, dst)
+	h := f.lookup(netProto(p), p.Dst)
 	switch h.kind {
 	case hopTUN:
 		t := f.r.tun
@@ -165,28 +161,25 @@ func (f *fastPath) resolve(proto tcpip.NetworkProtocolNumber, dst netip.Addr) ho
 	return hop{}
 }
 
-// fastEligible checks the header of packet b (parseIP accepted it) for the
-// fast path and returns its destination.
-func fastEligible(proto tcpip.NetworkProtocolNumber, b []byte) (dst netip.Addr, ok bool) {
-	var src netip.Addr
-	if proto == ipv4.ProtocolNumber {
-		if b[0]&0x0f != 5 || b[8] <= 1 {
-			return dst, false // options, or TTL about to expire
+// fastEligible checks packet b, decoded in p, for the fast path: unicast
+// between global addresses, TTL to spare, no IPv4 options or IPv6
+// hop-by-hop header, a valid IPv4 header checksum.
+func fastEligible(p *packet.Parsed, b []byte) bool {
+	if p.TTL <= 1 {
+		return false // about to expire: the stack answers "time exceeded"
+	}
+	if p.Version == 4 {
+		if p.L4 != header.IPv4MinimumSize || !header.IPv4(b).IsChecksumValid() {
+			return false // options for the stack; a bad checksum it counts and drops
 		}
-		if !header.IPv4(b).IsChecksumValid() {
-			return dst, false // the stack counts and drops it
-		}
-		src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
 		// gVisor forwards IPv4 from link-local sources (hairpin NAT's
 		// 169.254.244.1), as the kernel does.
-		return dst, (src.IsGlobalUnicast() || src.IsLinkLocalUnicast()) && dst.IsGlobalUnicast()
-	} else {
-		if b[7] <= 1 || b[6] == uint8(header.IPv6HopByHopOptionsExtHdrIdentifier) {
-			return dst, false
-		}
-		src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+		return (p.Src.IsGlobalUnicast() || p.Src.IsLinkLocalUnicast()) && p.Dst.IsGlobalUnicast()
 	}
-	return dst, src.IsGlobalUnicast() && dst.IsGlobalUnicast()
+	if p.Proto == uint8(header.IPv6HopByHopOptionsExtHdrIdentifier) {
+		return false
+	}
+	return p.Src.IsGlobalUnicast() && p.Dst.IsGlobalUnicast()
 }
 
 // decrementTTL lowers a forwarded packet's TTL (IPv4, with the header

@@ -9,7 +9,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // dispatcherSlot holds the stack's dispatcher for a link endpoint. The
@@ -86,40 +89,56 @@ type ipLink struct {
 	hasFamily func(tcpip.NetworkProtocolNumber) bool
 }
 
-// parse checks a received packet as far as the router needs before
-// anything else looks at it: a well-formed IP header, within the MTU. It
+// decode fills p from b, a packet just received, as far as the router
+// checks it before anything else looks at it: a well-formed IP header
+// (packet.Parsed.Decode), within the MTU unless it is a super-packet. It
 // counts a refusal.
-func (l *ipLink) parse(b []byte) (ipInfo, bool) {
-	info, reason, ok := parseIP(b)
-	if !ok {
-		l.drops.add(reason)
-		return info, false
+func (l *ipLink) decode(p *packet.Parsed, b []byte, super bool) bool {
+	if f := p.Decode(b); f != packet.FaultNone {
+		l.drops.add(faultDrops[f])
+		return false
 	}
-	if info.length > int(l.mtu.Load()) {
+	if !super && p.Length > int(l.mtu.Load()) {
 		l.drops.add(DropOversize)
-		return info, false
+		return false
 	}
-	return info, true
+	return true
+}
+
+// faultDrops counts each of Decode's refusals as its drop reason.
+var faultDrops = [...]DropReason{
+	packet.FaultNotIP:     DropNotIP,
+	packet.FaultShort:     DropShort,
+	packet.FaultTruncated: DropTruncated,
+	packet.FaultMalformed: DropMalformed,
 }
 
 // admitFamily refuses, and counts, a packet of a family the router has no
 // address for.
-func (l *ipLink) admitFamily(info ipInfo) bool {
-	if !l.hasFamily(info.proto) {
+func (l *ipLink) admitFamily(p *packet.Parsed) bool {
+	if !l.hasFamily(netProto(p)) {
 		l.drops.add(DropFamily)
 		return false
 	}
 	return true
 }
 
-// inject forwards an admitted packet on the fast path or hands it to the
-// stack. With mss > 0, b is a TCP super-packet (see fastPath.forward); one
-// the fast path cannot take is cut into its segments, with complete
-// checksums, and each is injected as a packet of its own: the stack
-// forwards one segment at a time. An IPv4 packet to be forwarded with TTL
-// 1 is expired first (see expireTTL).
-func (l *ipLink) inject(info ipInfo, b []byte, mss int, partial bool) {
-	if l.fast.forward(info.proto, b, mss, partial) {
+// netProto is the network protocol of a decoded packet.
+func netProto(p *packet.Parsed) tcpip.NetworkProtocolNumber {
+	if p.Version == 4 {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// inject forwards an admitted packet, decoded in p, on the fast path or
+// hands it to the stack. With mss > 0, b is a TCP super-packet (see
+// fastPath.forward); one the fast path cannot take is cut into its
+// segments, with complete checksums, and each is injected as a packet of
+// its own: the stack forwards one segment at a time. An IPv4 packet to be
+// forwarded with TTL 1 is expired first (see expireTTL).
+func (l *ipLink) inject(p *packet.Parsed, b []byte, mss int, partial bool) {
+	if l.fast.forward(p, b, mss, partial) {
 		return
 	}
 	if mss > 0 {
@@ -128,17 +147,34 @@ func (l *ipLink) inject(info ipInfo, b []byte, mss int, partial bool) {
 			l.drops.add(DropMalformed)
 			return
 		}
+		sp := *p
 		for i := range n {
 			seg := out[i*segSize : min((i+1)*segSize, total)]
-			info.length = len(seg)
-			l.inject(info, seg, 0, false)
+			sp.Length = len(seg)
+			l.inject(&sp, seg, 0, false)
 		}
 		return
 	}
-	if info.proto == ipv4.ProtocolNumber && !l.isLocal(info.dst) {
+	if p.Version == 4 && !l.isLocal(p.Dst) {
 		expireTTL(b)
 	}
-	l.dispatcher.deliver(info.proto, b)
+	l.dispatcher.deliver(netProto(p), b)
+}
+
+// expireTTL makes gVisor treat an IPv4 packet with TTL 1 as expired. gVisor's
+// IPv4 forwarder only refuses TTL 0 and would forward a TTL 1 packet with
+// TTL 0 (IPv6 refuses hop limit <= 1 correctly). A router must send "time
+// exceeded" for it instead (RFC 1812 5.3.1), so the TTL is lowered to 0 here
+// and the stack's own TTL check answers with the ICMP error. Only packets
+// that are to be forwarded are touched.
+func expireTTL(b []byte) {
+	h := header.IPv4(b)
+	if h.TTL() != 1 {
+		return
+	}
+	h.SetTTL(0)
+	h.SetChecksum(0)
+	h.SetChecksum(^h.CalculateChecksum())
 }
 
 func (l *ipLink) MTU() uint32                                  { return l.mtu.Load() }

@@ -1,11 +1,8 @@
 package router
 
 import (
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-
 	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -34,20 +31,20 @@ import (
 // header per segment is about 240 KiB).
 const maxSegmentScratch = 256 << 10
 
-// superShape checks that b is a TCP super-packet of the family gsoType
-// names, and returns its segment count and the bytes its segments take on
-// the wire.
-func superShape(b []byte, mss int, gsoType tun.GSOType) (nseg, wire int, ok bool) {
-	v4 := b[0]>>4 == 4
+// superShape checks that the packet p decoded is a TCP super-packet of the
+// family gsoType names, and returns its segment count and the bytes its
+// segments take on the wire.
+func superShape(p *packet.Parsed, mss int, gsoType tun.GSOType) (nseg, wire int, ok bool) {
+	v4 := p.Version == 4
 	if mss < 1 || v4 != (gsoType == tun.GSOTCPv4) || (!v4 && gsoType != tun.GSOTCPv6) {
 		return 0, 0, false
 	}
-	hdr, ok := tcpHeaderEnd(b)
+	hdr, ok := tcpHeaderEnd(p)
 	if !ok {
 		return 0, 0, false
 	}
-	nseg = segmentCount(len(b)-hdr, mss)
-	return nseg, len(b) + (nseg-1)*hdr, true
+	nseg = segmentCount(p.Length-hdr, mss)
+	return nseg, p.Length + (nseg-1)*hdr, true
 }
 
 // segmentCount is how many segments of at most mss bytes carry payload
@@ -56,26 +53,10 @@ func segmentCount(payload, mss int) int {
 	return max(1, (payload+mss-1)/mss)
 }
 
-// tcpHeaderEnd is the offset of a TCP packet's payload (IPv4 without a
-// fragment offset, or IPv6 whose next header is TCP).
-func tcpHeaderEnd(b []byte) (int, bool) {
-	var l4 int
-	if b[0]>>4 == 4 {
-		if b[9] != 6 {
-			return 0, false
-		}
-		l4 = int(b[0]&0x0f) * 4
-	} else {
-		if b[6] != 6 {
-			return 0, false
-		}
-		l4 = 40
-	}
-	if len(b) < l4+20 {
-		return 0, false
-	}
-	end := l4 + int(b[l4+12]>>4)*4
-	return end, end >= l4+20 && end <= len(b)
+// tcpHeaderEnd is the offset of the payload of a TCP packet whose TCP
+// header follows the IP header (Decode checked its data offset).
+func tcpHeaderEnd(p *packet.Parsed) (int, bool) {
+	return p.TransportEnd, p.Proto == packet.TCP && p.TransportEnd > 0
 }
 
 // segment cuts super-packet b into segments of mss payload bytes in
@@ -105,12 +86,4 @@ func superOffload(b []byte, hdr, mss int) tun.Offload {
 		t, l4 = tun.GSOTCPv4, int(b[0]&0x0f)*4
 	}
 	return tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
-}
-
-// ipProto is the network protocol number of IP packet b.
-func ipProto(b []byte) tcpip.NetworkProtocolNumber {
-	if b[0]>>4 == 4 {
-		return ipv4.ProtocolNumber
-	}
-	return ipv6.ProtocolNumber
 }

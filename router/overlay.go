@@ -75,14 +75,16 @@ type overlayEndpoint struct {
 	identity atomic.Pointer[identity]
 
 	// The fields below belong to the reader goroutine. batch holds the
-	// datagrams of one ReadBatch that passed admit. coalesce, fixed by
+	// datagrams of one ReadBatch that passed admit, and parsed their
+	// headers. coalesce, fixed by
 	// New, is whether they are coalesced into TCP super-packets first:
 	// when the TUN takes super-packets and the fast path is on
 	// (offload.go).
 	coalesce  bool
 	coalescer gso.Coalescer
 	batch     [][]byte
-	emit      func([]byte, gso.Info) // emitCoalesced, bound once
+	parsed    []packet.Parsed             // batch[i] decoded
+	emit      func(int, []byte, gso.Info) // emitCoalesced, bound once
 }
 
 var _ stack.LinkEndpoint = (*overlayEndpoint)(nil)
@@ -184,7 +186,7 @@ func readUntilClosed(read func() error) error {
 // super-packet the peer sent as two UDP_SEGMENT messages coming out whole;
 // else one by one.
 func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) {
-	e.batch = e.batch[:0]
+	e.batch, e.parsed = e.batch[:0], e.parsed[:0]
 	now := time.Now().UnixNano()
 	for i, buf := range bufs {
 		e.collect(buf[:sizes[i]], segSizes[i], from[i], now)
@@ -196,8 +198,8 @@ func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []n
 		e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
 		return
 	}
-	for _, d := range e.batch {
-		e.emit(d, gso.Info{})
+	for i, d := range e.batch {
+		e.emit(i, d, gso.Info{})
 	}
 }
 
@@ -215,8 +217,13 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, no
 		e.tap.see(DirIn, d)
 		if p == nil {
 			e.drops.add(DropUnknownPeer)
-		} else if info, ok := e.admit(p, d, now); ok {
-			e.batch = append(e.batch, d[:info.length])
+		} else {
+			e.parsed = append(e.parsed, packet.Parsed{})
+			if pp := &e.parsed[len(e.parsed)-1]; e.admit(p, pp, d, now) {
+				e.batch = append(e.batch, d[:pp.Length])
+			} else {
+				e.parsed = e.parsed[:len(e.parsed)-1]
+			}
 		}
 		if off+segSize >= len(b) {
 			return
@@ -225,42 +232,43 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, no
 }
 
 // emitCoalesced forwards one output of the coalescer, or one admitted
-// datagram: a packet as it arrived, or a super-packet of several.
-func (e *overlayEndpoint) emitCoalesced(pkt []byte, gi gso.Info) {
-	info := ipInfo{proto: ipProto(pkt), dst: ipDst(pkt), length: len(pkt)}
-	mss := 0
-	if gi.Type != gso.None {
-		mss = gi.SegSize
+// datagram: batch[first] as it arrived, or a super-packet of it and the
+// datagrams after it.
+func (e *overlayEndpoint) emitCoalesced(first int, pkt []byte, gi gso.Info) {
+	p := &e.parsed[first]
+	if gi.Type == gso.None {
+		e.inject(p, pkt, 0, false)
+		return
 	}
-	e.inject(info, pkt, mss, true)
+	super := *p
+	super.Length = len(pkt)
+	e.inject(&super, pkt, gi.SegSize, true)
 }
 
-// admit runs the checks and the hook on one datagram from peer p, and
-// counts it; a datagram that passes the checks marks p seen at now. On
-// true, b[:info.length] is the packet to forward.
-func (e *overlayEndpoint) admit(p *peer, b []byte, now int64) (ipInfo, bool) {
-	info, ok := e.parse(b)
-	if !ok {
-		return info, false
+// admit decodes into pp, checks and shows to the hook one datagram b from
+// peer p, and counts it; a datagram that passes the checks marks p seen at
+// now. On true, b[:pp.Length] is the packet to forward.
+func (e *overlayEndpoint) admit(p *peer, pp *packet.Parsed, b []byte, now int64) bool {
+	if !e.decode(pp, b, false) {
+		return false
 	}
-	if !p.owns(info.src) {
+	if !p.owns(pp.Src) {
 		e.drops.add(DropSpoofed)
-		return info, false
+		return false
 	}
-	if !e.admitFamily(info) {
-		return info, false
+	if !e.admitFamily(pp) {
+		return false
 	}
-	b = b[:info.length]
+	b = b[:pp.Length]
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))
 	p.stats.lastSeen.Store(now)
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
 	if h := e.hook.get(); h != nil {
-		if pass, _ := h.Ingress(false, b); !pass {
-			return info, false
+		if pass, _ := h.Ingress(false, pp, b); !pass {
+			return false
 		}
-		info.dst = ipDst(b)
 	}
-	return info, true
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -22,6 +23,8 @@ type tunEndpoint struct {
 	// hands the router TCP super-packets and takes them back
 	// (offload.go).
 	offload bool
+	// parsed is the reader goroutine's: the packet being received.
+	parsed packet.Parsed
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
@@ -122,23 +125,16 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 		return
 	}
 	e.tap.see(DirIn, b)
-	info, reason, ok := parseIP(b)
-	if !ok {
-		e.drops.add(reason)
+	p := &e.parsed
+	if !e.decode(p, b, super) || !e.admitFamily(p) {
 		return
 	}
-	if !super && info.length > int(e.mtu.Load()) {
-		e.drops.add(DropOversize)
-		return
-	}
-	if !e.admitFamily(info) {
-		return
-	}
-	b = b[:info.length]
+	b = b[:p.Length]
 	nseg, wire, mss := 1, len(b), 0
 	if super {
+		var ok bool
 		mss = int(o.GSOSize)
-		if nseg, wire, ok = superShape(b, mss, o.GSOType); !ok {
+		if nseg, wire, ok = superShape(p, mss, o.GSOType); !ok {
 			e.drops.add(DropMalformed)
 			return
 		}
@@ -156,18 +152,17 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 			}
 			partial = false
 		}
-		if !e.runHook(h, b) {
+		if !e.runHook(h, p, b) {
 			return
 		}
-		info.dst = ipDst(b)
 	}
-	e.inject(info, b, mss, partial)
+	e.inject(p, b, mss, partial)
 }
 
-// runHook shows packet b from the node kernel to h, writes h's reply back
-// to the kernel, and reports whether b passes.
-func (e *tunEndpoint) runHook(h Hook, b []byte) bool {
-	pass, reply := h.Ingress(true, b)
+// runHook shows packet b from the node kernel, decoded in p, to h, writes
+// h's reply back to the kernel, and reports whether b passes.
+func (e *tunEndpoint) runHook(h Hook, p *packet.Parsed, b []byte) bool {
+	pass, reply := h.Ingress(true, p, b)
 	if reply != nil {
 		if err := e.write(reply, tun.Offload{}); err != nil {
 			e.drops.add(DropTxError)

@@ -30,16 +30,16 @@ type unreachable struct {
 // answer builds and sends the ICMP error for packet b, if it should.
 // It reports whether an error was sent.
 func (u *unreachable) answer(b []byte) bool {
-	info, _, ok := parseIP(b)
-	if !ok || !u.isLocal(info.src) || !u.limit.Allow() {
+	var p packet.Parsed
+	if p.Decode(b) != packet.FaultNone || !u.isLocal(p.Src) || !u.limit.Allow() {
 		return false
 	}
-	from := u.router(info.src.Is4())
+	from := u.router(p.Src.Is4())
 	if !from.IsValid() {
 		return false
 	}
 	var msg []byte
-	if info.src.Is4() {
+	if p.Src.Is4() {
 		// Never answer an ICMP error with one (RFC 1812 4.3.2.7).
 		if b[9] == uint8(header.ICMPv4ProtocolNumber) && len(b) > int(b[0]&0xf)*4 {
 			if t := b[int(b[0]&0xf)*4]; t != uint8(header.ICMPv4Echo) && t != uint8(header.ICMPv4EchoReply) {
@@ -50,7 +50,7 @@ func (u *unreachable) answer(b []byte) bool {
 		msg = make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+quote)
 		ip := header.IPv4(msg)
 		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(msg)), TTL: 64,
-			Protocol: uint8(header.ICMPv4ProtocolNumber), SrcAddr: packet.TCPIPAddr(from), DstAddr: packet.TCPIPAddr(info.src)})
+			Protocol: uint8(header.ICMPv4ProtocolNumber), SrcAddr: packet.TCPIPAddr(from), DstAddr: packet.TCPIPAddr(p.Src)})
 		ip.SetChecksum(^ip.CalculateChecksum())
 		ic := header.ICMPv4(msg[header.IPv4MinimumSize:])
 		ic.SetType(header.ICMPv4DstUnreachable)
@@ -63,7 +63,7 @@ func (u *unreachable) answer(b []byte) bool {
 		}
 		quote := min(len(b), header.IPv6MinimumMTU-header.IPv6MinimumSize-header.ICMPv6MinimumSize)
 		msg = make([]byte, header.IPv6MinimumSize+header.ICMPv6MinimumSize+quote)
-		src, dst := packet.TCPIPAddr(from), packet.TCPIPAddr(info.src)
+		src, dst := packet.TCPIPAddr(from), packet.TCPIPAddr(p.Src)
 		header.IPv6(msg).Encode(&header.IPv6Fields{PayloadLength: uint16(header.ICMPv6MinimumSize + quote),
 			TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: src, DstAddr: dst})
 		ic := header.ICMPv6(msg[header.IPv6MinimumSize:])

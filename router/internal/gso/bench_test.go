@@ -46,7 +46,7 @@ func BenchmarkCoalesce44x1448(b *testing.B) {
 	}
 	var c Coalescer
 	emitted := 0
-	emit := func(pkt []byte, info Info) { emitted++ }
+	emit := func(int, []byte, Info) { emitted++ }
 	if c.Coalesce(pkts, 65535, emit); emitted != 1 {
 		b.Fatalf("Coalesce(44 segments) emitted %d packets, want 1", emitted)
 	}

@@ -168,9 +168,12 @@ func checkCoalesceInvariants(t *testing.T, c *Coalescer, pkts [][]byte, maxSize 
 		inputs = append(inputs, append([]byte(nil), p...))
 	}
 	k := 0
-	c.Coalesce(pkts, maxSize, func(pkt []byte, info Info) {
+	c.Coalesce(pkts, maxSize, func(first int, pkt []byte, info Info) {
 		if k >= len(pkts) {
 			t.Fatalf("Coalesce emitted more than the %d inputs", len(pkts))
+		}
+		if first != k {
+			t.Fatalf("Coalesce emitted an output that starts at input %d as starting at %d", k, first)
 		}
 		if info.Type == None {
 			if info != (Info{}) || !same(pkt, pkts[k]) {

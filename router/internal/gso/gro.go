@@ -18,8 +18,9 @@ type Coalescer struct {
 }
 
 // Coalesce walks pkts in order and calls emit for each output, in the same
-// order as the input: either an input packet unchanged, with the zero Info
-// (Type None), or a super-packet merged from a run of consecutive inputs,
+// order as the input, with first the index in pkts of the output's first
+// input: either an input packet unchanged, with the zero Info (Type None),
+// or a super-packet merged from a run of consecutive inputs,
 // built in the Coalescer's scratch and valid only until emit returns, whose
 // TCP checksum field holds the partial sum (as SetPartial leaves it) and
 // whose Info describes it. emit must not be nil. maxSize bounds a
@@ -42,12 +43,12 @@ type Coalescer struct {
 //
 // The first segment of a run must pass the same checks on its own. A run of
 // one segment is emitted unchanged.
-func (c *Coalescer) Coalesce(pkts [][]byte, maxSize int, emit func(pkt []byte, info Info)) {
+func (c *Coalescer) Coalesce(pkts [][]byte, maxSize int, emit func(first int, pkt []byte, info Info)) {
 	maxSize = min(maxSize, maxIPLen)
 	for i := 0; i < len(pkts); {
 		var head segment
 		if !head.parse(pkts[i]) || !head.verify() {
-			emit(pkts[i], Info{})
+			emit(i, pkts[i], Info{})
 			i++
 			continue
 		}
@@ -62,11 +63,11 @@ func (c *Coalescer) Coalesce(pkts [][]byte, maxSize int, emit func(pkt []byte, i
 			j++
 		}
 		if j == i+1 {
-			emit(pkts[i], Info{})
+			emit(i, pkts[i], Info{})
 			i++
 			continue
 		}
-		emit(c.merge(&head, pkts[i+1:j], size, prev.flags()), head.info())
+		emit(i, c.merge(&head, pkts[i+1:j], size, prev.flags()), head.info())
 		i = j
 	}
 }

@@ -331,7 +331,7 @@ func TestNoAllocs(t *testing.T) {
 	out := make([]byte, 70000)
 	segs := segmentAll(t, pkt, 1448)
 	var c Coalescer
-	emit := func([]byte, Info) {}
+	emit := func(int, []byte, Info) {}
 	other := [][]byte{nil, {0x45}, makePacketUDP, pkt}
 	c.Coalesce(segs, 65535, emit) // warm up: allocates the scratch once
 	for name, f := range map[string]func(){

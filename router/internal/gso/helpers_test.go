@@ -213,7 +213,7 @@ type emitted struct {
 
 func coalesce(c *Coalescer, pkts [][]byte, maxSize int) []emitted {
 	var out []emitted
-	c.Coalesce(pkts, maxSize, func(pkt []byte, info Info) {
+	c.Coalesce(pkts, maxSize, func(_ int, pkt []byte, info Info) {
 		e := emitted{pkt: append([]byte(nil), pkt...), info: info}
 		if info.Type == None {
 			e.in = pkt
