@@ -23,6 +23,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -207,6 +208,7 @@ func TestRealCluster(t *testing.T) {
 	t.Run("Readiness", rc.testReadiness)
 	t.Run("Scale", rc.testScale)
 	t.Run("Operate", rc.testOperate)
+	t.Run("Sidecar", rc.testSidecar)
 	t.Run("RestartVrouter", rc.testRestartVrouter)
 	t.Run("DeleteNode", rc.testDeleteNode)
 }
@@ -669,6 +671,63 @@ func (rc *realCluster) testOperate(t *testing.T) {
 				t.Errorf("/metrics on %s lacks %s", n.Name, want)
 			}
 		}
+	}
+}
+
+// testSidecar: the shipped sidecar manifest (its example app replaced by
+// vrtest, the API server address substituted) runs: the kubelet's startup
+// probe reaches the sidecar's health port on the Pod's IP, the app starts
+// after it, and the app's connections to a ClusterIP go through the
+// sidecar (its own counters show them), not only through the node's
+// router.
+func (rc *realCluster) testSidecar(t *testing.T) {
+	ctx := context.Background()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "configs/deploy/sidecar.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct{ old, new string }{
+		{seedAPIServer, rc.c.APIServer},
+		{"image: nginx:1.27", "image: vrouter.test/vrtest:1\n          imagePullPolicy: Never\n          args: [serve]"},
+	} {
+		if n := bytes.Count(b, []byte(r.old)); n != 1 {
+			t.Fatalf("sidecar.yaml has %q %d times, want once", r.old, n)
+		}
+		b = bytes.ReplaceAll(b, []byte(r.old), []byte(r.new))
+	}
+	rc.apply(ctx, b)
+	rc.kubectl(ctx, nil, "rollout", "status", "deployment/app-with-vrouter", "--timeout=120s")
+	t.Cleanup(func() {
+		rc.kubectl(context.Background(), nil, "delete", "deployment/app-with-vrouter", "--wait=true")
+	})
+	pods := rc.pods(ctx, "default", "app.kubernetes.io/name=app-with-vrouter")
+	if len(pods) != 1 {
+		t.Fatalf("app-with-vrouter pods: %d, want 1", len(pods))
+	}
+	pod := pods[0].Name
+	ip := rc.serviceIP(ctx, "default", "echo")
+	const n = 10
+	for range n {
+		out, err := rc.c.Kubectl(ctx, nil, "exec", pod, "-c", "app", "--", "/vrtest", "get", "http://"+ip+"/")
+		if err != nil {
+			t.Fatalf("GET the echo Service from the app: %v", err)
+		}
+		if _, client := replyFrom(t, out); client != pods[0].Status.PodIP {
+			t.Errorf("backend saw client %s, want the app Pod's address %s (the sidecar dials from it)", client, pods[0].Status.PodIP)
+		}
+	}
+	svcs := rc.kubectl(ctx, nil, "exec", pod, "-c", "vrouter", "--", "vrouter", "services")
+	conns := 0
+	for _, line := range strings.Split(svcs, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "default/echo:http" {
+			var c int
+			if _, err := fmt.Sscan(f[len(f)-1], &c); err == nil {
+				conns += c
+			}
+		}
+	}
+	if conns < n {
+		t.Errorf("the sidecar counts %d connections to default/echo:http, want at least %d:\n%s", conns, n, svcs)
 	}
 }
 
