@@ -235,6 +235,9 @@ func buildClusterImages(t *testing.T, ctx context.Context) []string {
 	return paths
 }
 
+// iptablesCounters are iptables-save's packet and byte counters.
+var iptablesCounters = regexp.MustCompile(`\[\d+:\d+\]`)
+
 // hostIPTables is the host's iptables and ip6tables rules (filter, nat,
 // mangle, raw).
 func hostIPTables(t *testing.T) string {
@@ -251,7 +254,7 @@ func hostIPTables(t *testing.T) string {
 			if strings.HasPrefix(line, "#") {
 				continue
 			}
-			b.WriteString(regexp.MustCompile(`\[\d+:\d+\]`).ReplaceAllString(line, "[0:0]") + "\n")
+			b.WriteString(iptablesCounters.ReplaceAllString(line, "[0:0]") + "\n")
 		}
 	}
 	return b.String()

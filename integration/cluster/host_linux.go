@@ -76,16 +76,8 @@ func (h *hostState) mkdirAll(dir string) error {
 
 // cgroupHierarchies are the cgroup v1 hierarchies (or the v2 root).
 func cgroupHierarchies() ([]string, error) {
-	var fs struct{ v2 bool }
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, " /sys/fs/cgroup ") && strings.Contains(line, " - cgroup2 ") {
-				fs.v2 = true
-			}
-		}
-	}
-	if fs.v2 {
-		return []string{"/sys/fs/cgroup"}, nil
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return []string{"/sys/fs/cgroup"}, nil // the unified hierarchy (v2)
 	}
 	entries, err := os.ReadDir("/sys/fs/cgroup")
 	if err != nil {
