@@ -191,10 +191,12 @@ func (c *Cluster) start(ctx context.Context, tb testing.TB, opts Options) error 
 	}
 	for _, n := range spec.Nodes {
 		node, err := c.startNode(ctx, pki, n, opts.Images)
+		if node != nil {
+			c.Nodes = append(c.Nodes, node) // Close stops what it started, also after an error
+		}
 		if err != nil {
 			return err
 		}
-		c.Nodes = append(c.Nodes, node)
 	}
 	return c.waitNodes(ctx)
 }
