@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -44,8 +45,12 @@ import (
 	"github.com/vrouter/vrouter/router"
 )
 
-// defaultHealthAddress is kube-proxy's healthz address.
-const defaultHealthAddress = "127.0.0.1:10256"
+// The default addresses of the health and metrics endpoints: kube-proxy's
+// (--healthz-bind-address, --metrics-bind-address), on loopback.
+const (
+	defaultHealthAddress  = "127.0.0.1:10256"
+	defaultMetricsAddress = "127.0.0.1:10249"
+)
 
 // opsFlags are run's flags for the operability endpoints and shutdown.
 type opsFlags struct {
@@ -57,8 +62,8 @@ type opsFlags struct {
 }
 
 func (f *opsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.metricsAddr, "metrics-address", "",
-		"serve Prometheus metrics at http://ADDRESS/metrics, e.g. 127.0.0.1:9285 (default off)")
+	fs.StringVar(&f.metricsAddr, "metrics-address", defaultMetricsAddress,
+		"serve Prometheus metrics at http://ADDRESS/metrics; \"\" turns them off")
 	fs.StringVar(&f.healthAddr, "health-address", defaultHealthAddress,
 		"serve /healthz and /readyz on this address; \"\" turns them off")
 	fs.StringVar(&f.adminSocket, "admin-socket", "",
@@ -157,13 +162,26 @@ func (f *opsFlags) newOps(fs *flag.FlagSet, log *zap.Logger, level zap.AtomicLev
 		}
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
-			if o.explicit["health-address"] || a == f.metricsAddr {
+			// Chosen on the command line: fail the start. A default
+			// only warns, so that a second router sharing the network
+			// namespace (or a kube-proxy still running) does not stop
+			// this one from starting.
+			var flags []string
+			chosen := false
+			for _, fl := range []struct{ name, addr string }{{"health-address", f.healthAddr}, {"metrics-address", f.metricsAddr}} {
+				if fl.addr == a {
+					flags = append(flags, "--"+fl.name)
+					chosen = chosen || o.explicit[fl.name]
+				}
+			}
+			if chosen {
 				for _, s := range servers {
 					s.ln.Close()
 				}
-				return nil, fmt.Errorf("serve %s: %w", what, err)
+				return nil, fmt.Errorf("serve %s on %s: %w", what, a, err)
 			}
-			o.log.Warn("health endpoints off: cannot listen on their default address; pass --health-address", zap.Error(err))
+			o.log.Warn(what+" endpoints off: cannot listen on their default address; pass "+strings.Join(flags, " or ")+" (\"\" turns them off)",
+				zap.String("address", a), zap.Error(err))
 			continue
 		}
 		servers = append(servers, opsServer{what: what, ln: ln, handler: muxes[a]})

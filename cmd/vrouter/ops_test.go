@@ -26,7 +26,8 @@ func testOps(t *testing.T, args ...string) (*ops, *observer.ObservedLogs, zap.At
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var of opsFlags
 	of.register(fs)
-	if err := fs.Parse(args); err != nil {
+	// Metrics off unless asked for: the tests need not hold 10249.
+	if err := fs.Parse(append([]string{"--metrics-address="}, args...)); err != nil {
 		t.Fatal(err)
 	}
 	level := zap.NewAtomicLevelAt(zapcore.InfoLevel)
@@ -93,6 +94,51 @@ func TestListenFailures(t *testing.T) {
 			}
 			t.Errorf("newOps(%s %v) with the address taken = %v, want an error", flagName, busy.Addr(), err)
 		}
+	}
+}
+
+// TestDefaultAddressesTaken: health and metrics on their default
+// addresses (kube-proxy's) only warn when those are taken, by another
+// router in the same network namespace or a kube-proxy not yet removed.
+func TestDefaultAddressesTaken(t *testing.T) {
+	for _, a := range []string{defaultHealthAddress, defaultMetricsAddress} {
+		// Held here, or already by someone else: either way taken.
+		if ln, err := net.Listen("tcp", a); err == nil {
+			defer ln.Close()
+		}
+	}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var of opsFlags
+	of.register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	o, err := of.newOps(fs, zap.New(core), zap.NewAtomicLevel())
+	if err != nil {
+		t.Fatalf("newOps(defaults) with %s and %s taken = %v, want a start with warnings", defaultHealthAddress, defaultMetricsAddress, err)
+	}
+	defer o.close()
+	for _, want := range []string{"health endpoints off", "metrics endpoints off"} {
+		found := false
+		for _, e := range logs.FilterLevelExact(zapcore.WarnLevel).All() {
+			found = found || strings.HasPrefix(e.Message, want)
+		}
+		if !found {
+			t.Errorf("newOps(defaults) with the addresses taken logged %v, want a warning %q", logs.All(), want+" ...")
+		}
+	}
+}
+
+// TestMetricsOff: --metrics-address "" serves no metrics.
+func TestMetricsOff(t *testing.T) {
+	o, _, _ := testOps(t, "--health-address", "127.0.0.1:0", "--metrics-address", "")
+	if o.addrs["metrics"] != nil || o.registry != nil {
+		t.Errorf("newOps(--metrics-address \"\") serves metrics at %v, want none", o.addrs["metrics"])
+	}
+	o, _, _ = testOps(t, "--health-address", "", "--metrics-address", "127.0.0.1:0")
+	if o.addrs["metrics"] == nil {
+		t.Errorf("newOps(--metrics-address 127.0.0.1:0) serves no metrics (%v), want them", o.addrs)
 	}
 }
 

@@ -52,7 +52,7 @@ var (
 	peerBytes = desc("vrouter_peer_bytes_total",
 		"Bytes of inner packets exchanged with a peer router over the overlay, by direction.", "peer", "direction")
 	peerLastSeen = desc("vrouter_peer_last_seen_timestamp_seconds",
-		"When the last datagram from a peer was accepted (absent: never).", "peer")
+		"When the last datagram from a peer was accepted, in seconds since the epoch (0: never, so time() minus it is large for a peer never heard from).", "peer")
 	nicPackets = desc("vrouter_nic_packets_total",
 		"Packets that crossed a router NIC (the TUN device, or overlay0 for all peers), by direction.", "nic", "direction")
 	nicBytes = desc("vrouter_nic_bytes_total",
@@ -157,9 +157,9 @@ func (c *Collector) collectRouter(ch chan<- prometheus.Metric) {
 		counter(ch, peerPackets, p.TxPackets, name, "tx")
 		counter(ch, peerBytes, p.RxBytes, name, "rx")
 		counter(ch, peerBytes, p.TxBytes, name, "tx")
-		if p.LastSeenUnixNano != 0 {
-			gauge(ch, peerLastSeen, float64(p.LastSeenUnixNano)/1e9, name)
-		}
+		// 0 for a peer never heard from, so that an alert on
+		// time() - last_seen fires for it too.
+		gauge(ch, peerLastSeen, float64(p.LastSeenUnixNano)/1e9, name)
 	}
 	tunName := r.Stack().FindNICNameFromID(router.TUNNIC)
 	for _, l := range []struct {

@@ -214,6 +214,17 @@ func TestCollectorAfterTraffic(t *testing.T) {
 	}
 }
 
+// TestCollectorPeerNeverHeardFrom: a configured peer that has sent
+// nothing yet has a last-seen time of 0, not no sample, so that an alert
+// on time() - vrouter_peer_last_seen_timestamp_seconds fires for it.
+func TestCollectorPeerNeverHeardFrom(t *testing.T) {
+	c := seedtest.Start(t)
+	s := gather(t, NewCollector(Sources{Router: c.Master.Router}))
+	if got := value(t, s, "vrouter_peer_last_seen_timestamp_seconds", labels{"peer": "hostgw-node"}); got != 0 {
+		t.Errorf("vrouter_peer_last_seen_timestamp_seconds{peer=hostgw-node} before any datagram = %v, want 0", got)
+	}
+}
+
 // TestCollectorProxy checks that a Proxy's counters are exported when the
 // router has one.
 func TestCollectorProxy(t *testing.T) {
