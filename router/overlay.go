@@ -195,7 +195,7 @@ func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []n
 		return
 	}
 	if e.coalesce {
-		e.coalescer.Coalesce(e.batch, maxDatagram, e.emit)
+		e.coalescer.Coalesce(e.batch, e.parsed, maxDatagram, e.emit)
 		return
 	}
 	for i, d := range e.batch {

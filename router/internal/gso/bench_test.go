@@ -47,12 +47,13 @@ func BenchmarkCoalesce44x1448(b *testing.B) {
 	var c Coalescer
 	emitted := 0
 	emit := func(int, []byte, Info) { emitted++ }
-	if c.Coalesce(pkts, 65535, emit); emitted != 1 {
+	parsed := decodeAll(pkts)
+	if c.Coalesce(pkts, parsed, 65535, emit); emitted != 1 {
 		b.Fatalf("Coalesce(44 segments) emitted %d packets, want 1", emitted)
 	}
 	b.SetBytes(n)
 	b.ReportAllocs()
 	for b.Loop() {
-		c.Coalesce(pkts, 65535, emit)
+		c.Coalesce(pkts, parsed, 65535, emit)
 	}
 }

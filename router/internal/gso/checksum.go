@@ -25,7 +25,7 @@ func SetPartial(pkt []byte) (csumStart, csumOffset int, err error) {
 	return p.ipLen, tcpCsumOffset, nil
 }
 
-func setPartial(pkt []byte, p packet) {
+func setPartial(pkt []byte, p shape) {
 	sum := pseudoSum(p.addrSum(pkt), len(pkt)-p.ipLen)
 	binary.BigEndian.PutUint16(pkt[p.ipLen+tcpCsumOffset:], sum)
 }

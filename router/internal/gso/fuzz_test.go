@@ -168,7 +168,7 @@ func checkCoalesceInvariants(t *testing.T, c *Coalescer, pkts [][]byte, maxSize 
 		inputs = append(inputs, append([]byte(nil), p...))
 	}
 	k := 0
-	c.Coalesce(pkts, maxSize, func(first int, pkt []byte, info Info) {
+	c.Coalesce(pkts, decodeAll(pkts), maxSize, func(first int, pkt []byte, info Info) {
 		if k >= len(pkts) {
 			t.Fatalf("Coalesce emitted more than the %d inputs", len(pkts))
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // maxIPLen is the largest total IP length a super-packet may have.
@@ -19,11 +21,14 @@ type Coalescer struct {
 
 // Coalesce walks pkts in order and calls emit for each output, in the same
 // order as the input, with first the index in pkts of the output's first
-// input: either an input packet unchanged, with the zero Info (Type None),
-// or a super-packet merged from a run of consecutive inputs,
-// built in the Coalescer's scratch and valid only until emit returns, whose
-// TCP checksum field holds the partial sum (as SetPartial leaves it) and
-// whose Info describes it. emit must not be nil. maxSize bounds a
+// input. parsed[i] is what packet.Parsed.Decode made of pkts[i] (whatever
+// its fault): Coalesce reads the headers' layout from it instead of
+// parsing again, and takes a packet Decode refused for one that is not a
+// segment. Each output is either an input packet unchanged, with the zero
+// Info (Type None), or a super-packet merged from a run of consecutive
+// inputs, built in the Coalescer's scratch and valid only until emit
+// returns, whose TCP checksum field holds the partial sum (as SetPartial
+// leaves it) and whose Info describes it. emit must not be nil. maxSize bounds a
 // super-packet's total IP length; values above 65535 mean 65535.
 //
 // A segment joins the current run only if:
@@ -43,11 +48,11 @@ type Coalescer struct {
 //
 // The first segment of a run must pass the same checks on its own. A run of
 // one segment is emitted unchanged.
-func (c *Coalescer) Coalesce(pkts [][]byte, maxSize int, emit func(first int, pkt []byte, info Info)) {
+func (c *Coalescer) Coalesce(pkts [][]byte, parsed []packet.Parsed, maxSize int, emit func(first int, pkt []byte, info Info)) {
 	maxSize = min(maxSize, maxIPLen)
 	for i := 0; i < len(pkts); {
 		var head segment
-		if !head.parse(pkts[i]) || !head.verify() {
+		if !head.parse(pkts[i], &parsed[i]) || !head.verify() {
 			emit(i, pkts[i], Info{})
 			i++
 			continue
@@ -55,7 +60,7 @@ func (c *Coalescer) Coalesce(pkts [][]byte, maxSize int, emit func(first int, pk
 		prev, size, j := head, len(head.b), i+1
 		for !prev.last(&head) && j < len(pkts) {
 			var s segment
-			if !s.parse(pkts[j]) || !s.follows(&head, &prev) || size+s.payload > maxSize || !s.verify() {
+			if !s.parse(pkts[j], &parsed[j]) || !s.follows(&head, &prev) || size+s.payload > maxSize || !s.verify() {
 				break
 			}
 			size += s.payload
@@ -91,31 +96,36 @@ func (c *Coalescer) merge(head *segment, rest [][]byte, size int, flags byte) []
 		binary.BigEndian.PutUint16(out[10:], ^checksum.Checksum(out[:head.ipLen], 0))
 	}
 	out[head.ipLen+13] = flags
-	setPartial(out, head.packet)
+	setPartial(out, head.shape)
 	return out
 }
 
 // segment is a packet that may take part in a run.
 type segment struct {
 	b []byte
-	packet
+	shape
 }
 
-// parse reports whether b is a TCP segment that could be merged at all,
-// checking everything but its checksums.
-func (s *segment) parse(b []byte) bool {
-	p, f := parse(b)
-	if f.format != "" || p.payload == 0 {
+// parse reports whether b, decoded in p, is a TCP segment that could be
+// merged at all, checking everything but its checksums: a whole,
+// unfragmented TCP/IP packet with payload (IPv4 without options, IPv6 whose
+// next header is TCP), flags ACK or ACK|PSH.
+func (s *segment) parse(b []byte, p *packet.Parsed) bool {
+	if p.Proto != protoTCP || p.TransportEnd == 0 || p.Length != len(b) || p.IsFragment() {
 		return false
 	}
-	if !p.v6 && p.ipLen != ipv4MinLen {
+	if p.Version == 4 && p.L4 != ipv4MinLen {
 		return false
 	}
-	tcp := b[p.ipLen:]
+	sh := shape{v6: p.Version == 6, ipLen: p.L4, hdrLen: p.TransportEnd, payload: len(b) - p.TransportEnd}
+	if sh.payload == 0 {
+		return false
+	}
+	tcp := b[sh.ipLen:]
 	if tcp[12]&0x0f != 0 || tcp[13]&^tcpPSH != tcpACK {
 		return false
 	}
-	s.b, s.packet = b, p
+	s.b, s.shape = b, sh
 	return true
 }
 

@@ -43,9 +43,9 @@ const (
 	ipv4DF = 0x40 // in byte 6
 )
 
-// packet is what parse learned about a TCP/IP packet. The packet's length
+// shape is what parse learned about a TCP/IP packet. The packet's length
 // equals its IP total length.
-type packet struct {
+type shape struct {
 	v6      bool
 	ipLen   int // IP header length: where the TCP header starts
 	hdrLen  int // IP + TCP header length: where the payload starts
@@ -79,8 +79,8 @@ func fault2(format string, a, b int) fault { return fault{format: format, n: 2, 
 // parse checks that pkt is exactly one whole TCP/IP packet: IPv4 (any
 // header length, not a fragment) or IPv6 whose next header is TCP, with its
 // IP length equal to len(pkt) and a TCP header that fits.
-func parse(pkt []byte) (packet, fault) {
-	var p packet
+func parse(pkt []byte) (shape, fault) {
+	var p shape
 	if len(pkt) == 0 {
 		return p, fault0("empty packet, want an IPv4 or IPv6 TCP packet")
 	}
@@ -137,7 +137,7 @@ func parse(pkt []byte) (packet, fault) {
 
 // segments is how many segments of at most mss payload bytes p splits into
 // (mss >= 1); a packet without payload is one segment.
-func (p packet) segments(mss int) int {
+func (p shape) segments(mss int) int {
 	if p.payload == 0 {
 		return 1
 	}
@@ -145,7 +145,7 @@ func (p packet) segments(mss int) int {
 }
 
 // addrSum is the checksum of the packet's source and destination addresses.
-func (p packet) addrSum(pkt []byte) uint16 {
+func (p shape) addrSum(pkt []byte) uint16 {
 	if p.v6 {
 		return checksum.Checksum(pkt[8:40], 0)
 	}

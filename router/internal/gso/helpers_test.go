@@ -9,6 +9,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // spec describes a TCP/IP packet for makePacket. Checksums are computed
@@ -213,7 +215,7 @@ type emitted struct {
 
 func coalesce(c *Coalescer, pkts [][]byte, maxSize int) []emitted {
 	var out []emitted
-	c.Coalesce(pkts, maxSize, func(_ int, pkt []byte, info Info) {
+	c.Coalesce(pkts, decodeAll(pkts), maxSize, func(_ int, pkt []byte, info Info) {
 		e := emitted{pkt: append([]byte(nil), pkt...), info: info}
 		if info.Type == None {
 			e.in = pkt
@@ -246,4 +248,14 @@ func segmentAll(t testing.TB, pkt []byte, mss int) [][]byte {
 		t.Fatalf("Segment(%d bytes, %d) = %d segments of %d bytes in %d bytes: does not add up", len(pkt), mss, n, segSize, total)
 	}
 	return segs
+}
+
+// decodeAll decodes each of pkts as the router does before it coalesces,
+// faults and all.
+func decodeAll(pkts [][]byte) []packet.Parsed {
+	parsed := make([]packet.Parsed, len(pkts))
+	for i, b := range pkts {
+		parsed[i].Decode(b)
+	}
+	return parsed
 }
