@@ -30,4 +30,12 @@
 // With an offload-capable TUN and overlay socket (offload.go), a pod's TCP
 // stream crosses as 64 KiB super-packets: one TUN read, one sendmmsg of
 // UDP_SEGMENT datagrams, one UDP_GRO read and one TUN write per 64 KiB.
+//
+// Both links move batches, whatever the device underneath: tun.Device's
+// Read and Write, and Conn's ReadBatch and WriteBatch (a plain packet is a
+// batch of one). Each link has one reader goroutine running one loop, and
+// every packet takes one path — receive, the hook, fastPath.forward or
+// ipLink.inject — whether it is plain or a super-packet. Each reader
+// decodes a packet's headers once, into a packet.Parsed that the checks,
+// the Hook, the fast path and the coalescer read.
 package router
