@@ -108,7 +108,7 @@ func (f *fastPath) forward(p *packet.Parsed, b []byte, mss int, partial bool) bo
 		segSize := len(b)
 		if mss > 0 {
 			var ok bool
-			if b, _, segSize, _, ok = segment(&f.scratch, b, mss); !ok {
+			if b, _, segSize, _, ok = segment(&f.scratch, p, b, mss); !ok {
 				return false
 			}
 		}

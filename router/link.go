@@ -142,7 +142,7 @@ func (l *ipLink) inject(p *packet.Parsed, b []byte, mss int, partial bool) {
 		return
 	}
 	if mss > 0 {
-		out, n, segSize, total, ok := segment(&l.scratch, b, mss)
+		out, n, segSize, total, ok := segment(&l.scratch, p, b, mss)
 		if !ok {
 			l.drops.add(DropMalformed)
 			return

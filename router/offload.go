@@ -59,19 +59,25 @@ func tcpHeaderEnd(p *packet.Parsed) (int, bool) {
 	return p.TransportEnd, p.Proto == packet.TCP && p.TransportEnd > 0
 }
 
-// segment cuts super-packet b into segments of mss payload bytes in
-// *scratch (grown as needed, up to maxSegmentScratch): out[:total] holds n
-// segments of segSize bytes, the last possibly shorter.
-func segment(scratch *[]byte, b []byte, mss int) (out []byte, n, segSize, total int, ok bool) {
-	need, err := gso.SegmentedSize(b, mss)
-	if err != nil || need > maxSegmentScratch {
+// segment cuts super-packet b, decoded in p, into segments of mss payload
+// bytes in *scratch (grown as needed, up to maxSegmentScratch): out[:total]
+// holds n segments of segSize bytes, the last possibly shorter. The
+// scratch is sized from p; gso.Segment checks b itself as it cuts.
+func segment(scratch *[]byte, p *packet.Parsed, b []byte, mss int) (out []byte, n, segSize, total int, ok bool) {
+	hdr, ok := tcpHeaderEnd(p)
+	if !ok || mss < 1 || p.Length != len(b) {
+		return nil, 0, 0, 0, false
+	}
+	need := len(b) + (segmentCount(len(b)-hdr, mss)-1)*hdr
+	if need > maxSegmentScratch {
 		return nil, 0, 0, 0, false
 	}
 	if cap(*scratch) < need {
 		*scratch = make([]byte, need)
 	}
 	out = (*scratch)[:need]
-	if n, segSize, total, err = gso.Segment(b, mss, out); err != nil {
+	n, segSize, total, err := gso.Segment(b, mss, out)
+	if err != nil {
 		return nil, 0, 0, 0, false
 	}
 	return out[:total], n, segSize, total, true
