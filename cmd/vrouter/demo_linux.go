@@ -26,6 +26,10 @@ import (
 // found and removed by the next one.
 const demoPrefix = "vrdemo-"
 
+// demoDirPattern names the demo's directory in os.TempDir (its configs,
+// router logs and admin sockets): os.MkdirTemp replaces the "*".
+const demoDirPattern = "vrouter-demo-*"
+
 // demoUserNSEnv marks the demo process re-executed inside a user namespace.
 const demoUserNSEnv = "VROUTER_DEMO_USERNS"
 
@@ -115,10 +119,14 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err := topology.Cleanup(demoPrefix); err != nil {
 		return fmt.Errorf("remove a previous demo's namespaces: %w", err)
 	}
-	d.dir, err = os.MkdirTemp("", "vrouter-demo-")
+	d.dir, err = os.MkdirTemp("", demoDirPattern)
 	if err != nil {
 		return err
 	}
+	d.routers = map[string]*harness.Router{}
+	defer func() {
+		err = errors.Join(err, d.teardown())
+	}()
 	spec := topology.Seed()
 	spec.Prefix = demoPrefix
 	d.printf("Building the seed's cluster in network namespaces (prefix %q)...\n", demoPrefix)
@@ -126,10 +134,6 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("build the cluster: %w", err)
 	}
-	d.routers = map[string]*harness.Router{}
-	defer func() {
-		err = errors.Join(err, d.teardown())
-	}()
 
 	for _, n := range spec.Nodes {
 		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: harness.SeedServices("")})
@@ -166,7 +170,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		d.printf("\nTearing down...\n")
 	}
 	if d.failed > 0 {
-		return fmt.Errorf("%d check(s) failed; router logs are in %s", d.failed, d.dir)
+		return fmt.Errorf("%d check(s) failed", d.failed)
 	}
 	return nil
 }
@@ -342,6 +346,11 @@ func (d *demo) printKeep(spec topology.Spec) {
 	d.printf("  configs and router logs: %s\n", d.dir)
 }
 
+// teardown stops the routers, deletes the namespaces and removes the
+// demo's directory, unless a check failed or a router did not stop
+// cleanly: then the directory stays for its logs, and the error says
+// where it is. It copes with a run that stopped anywhere after the
+// directory was made.
 func (d *demo) teardown() error {
 	var errs []error
 	for name, r := range d.routers {
@@ -350,12 +359,18 @@ func (d *demo) teardown() error {
 		}
 	}
 	if d.c != nil {
-		errs = append(errs, d.c.Close())
+		if err := d.c.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if d.failed == 0 && len(errs) == 0 {
-		os.RemoveAll(d.dir)
+	if d.failed > 0 || len(errs) > 0 {
+		errs = append(errs, fmt.Errorf("configs and router logs are in %s", d.dir))
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	if err := os.RemoveAll(d.dir); err != nil {
+		return fmt.Errorf("remove the demo's directory: %w", err)
+	}
+	return nil
 }
 
 // serviceChecks curls the seed's my-service from pods on both nodes and
