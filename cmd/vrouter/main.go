@@ -11,7 +11,9 @@
 //	vrouter routes|peers|services|conns   a running router's state
 //	vrouter log-level [LEVEL]         print or set a running router's log level
 //	vrouter capture --nic tun         a running router's packets, as pcap
-//	vrouter version
+//	vrouter version                   (or vrouter --version)
+//
+// -h on any command prints its usage to stdout.
 package main
 
 import (
@@ -24,6 +26,20 @@ import (
 
 // errUsage marks command-line mistakes: they exit 2 after the usage text.
 var errUsage = errors.New("usage")
+
+// errFlags marks flags the flag package refused. It has printed the error
+// and the usage already; they exit 2.
+var errFlags = errors.New("bad flags")
+
+// parseFlags parses args with fs; a refused flag comes back as errFlags,
+// a help request as flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errFlags, err)
+}
 
 type command struct {
 	name    string
@@ -51,23 +67,41 @@ func main() {
 }
 
 func mainWithArgs(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args = []string{"version"}
+	case "help": // vrouter help [COMMAND]
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		args = []string{args[1], "-h"}
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(args[1:], stdout, stderr)
+		// Asked for, a command's usage is its output: stdout, exit 0.
+		// A mistake's usage stays on stderr.
+		errOut := stderr
+		if helpRequested(args[1:]) {
+			errOut = stdout
+		}
+		err := c.run(args[1:], stdout, errOut)
 		switch {
 		case err == nil:
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.Is(err, errFlags):
+			return 2
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "vrouter %s: %v\n", c.name, err)
 			return 2
@@ -81,13 +115,27 @@ func mainWithArgs(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// helpRequested reports whether a command's arguments ask for its usage:
+// -h, -help or --help before any "--".
+func helpRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "vrouter — a userspace pod router and Service load balancer on gVisor netstack")
 	fmt.Fprintln(w, "\nUsage: vrouter <command> [flags]\n\nCommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'vrouter <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'vrouter <command> -h' for a command's flags; 'vrouter --version' for the version.")
 }
 
 // usageErrorf wraps a command-line mistake.

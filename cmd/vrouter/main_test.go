@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +43,61 @@ func TestCommandLine(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr, tc.inStderr) || !strings.Contains(stdout, tc.inStdout) {
 			t.Errorf("vrouter %q = exit %d, stdout %q, stderr %q; want exit %d with %q in stderr and %q in stdout",
 				tc.args, code, stdout, stderr, tc.code, tc.inStderr, tc.inStdout)
+		}
+	}
+}
+
+// TestHelp: asked for, usage goes to stdout with exit 0, for the top level
+// and every command; a mistake's usage goes to stderr with exit 2.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}} {
+		if code, stdout, stderr := run(args...); code != 0 || !strings.Contains(stdout, "Commands:") || stderr != "" {
+			t.Errorf("vrouter %q = exit %d, stdout %q, stderr %q; want exit 0 with the command list on stdout", args, code, stdout, stderr)
+		}
+	}
+	for _, c := range commands() {
+		for _, args := range [][]string{{c.name, "-h"}, {c.name, "--help"}, {"help", c.name}} {
+			code, stdout, stderr := run(args...)
+			if code != 0 || !strings.Contains(stdout, "Usage: vrouter "+c.name) || stderr != "" {
+				t.Errorf("vrouter %q = exit %d, stdout %q, stderr %q; want exit 0 with its usage on stdout", args, code, stdout, stderr)
+			}
+		}
+	}
+	code, stdout, stderr := run("run", "--no-such-flag")
+	if code != 2 || stdout != "" || !strings.Contains(stderr, "Usage: vrouter run") {
+		t.Errorf("vrouter run --no-such-flag = exit %d, stdout %q, stderr %q; want exit 2 with the usage on stderr", code, stdout, stderr)
+	}
+	// In Kubernetes mode --config is an optional tuning file.
+	_, stdout, _ = run("run", "-h")
+	if !strings.Contains(stdout, "required unless --kubeconfig or --in-cluster") || strings.Contains(stdout, "(required)") {
+		t.Errorf("vrouter run -h = %q, want --config \"required unless --kubeconfig or --in-cluster\", never plain \"(required)\"", stdout)
+	}
+}
+
+// TestVersion: --version and version print the version and the commit,
+// as stamped by make build's -ldflags, or say the commit is unknown.
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		code, stdout, stderr := run(args...)
+		if code != 0 || !strings.HasPrefix(stdout, "vrouter ") || !strings.Contains(stdout, "commit: ") || !strings.Contains(stdout, runtime.Version()) || stderr != "" {
+			t.Errorf("vrouter %q = exit %d, stdout %q, stderr %q; want exit 0 with the version, commit and Go release", args, code, stdout, stderr)
+		}
+	}
+	defer func(v, c string) { version, commit = v, c }(version, commit)
+	version, commit = "v9.8.7", "0123456789ab"
+	_, stdout, _ := run("--version")
+	if !strings.HasPrefix(stdout, "vrouter v9.8.7\n  commit: 0123456789ab") {
+		t.Errorf("vrouter --version built with -X main.version=v9.8.7 -X main.commit=0123456789ab = %q, want both", stdout)
+	}
+	if got := versionString(); !strings.HasPrefix(got, "vrouter v9.8.7 commit 0123456789ab ") {
+		t.Errorf("versionString() = %q, want the version and commit", got)
+	}
+	// Without stamping (go build with -buildvcs=false, as in this test
+	// binary), the commit is unknown and the output says why.
+	if _, ok := debug.ReadBuildInfo(); ok && readBuildInfo().Commit == "" {
+		version, commit = "", ""
+		if _, stdout, _ := run("version"); !strings.Contains(stdout, "commit: unknown (this build carries no VCS information") {
+			t.Errorf("vrouter version without VCS information = %q, want the commit unknown and why", stdout)
 		}
 	}
 }

@@ -148,7 +148,8 @@ func (f *opsFlags) newOps(fs *flag.FlagSet, log *zap.Logger, level zap.AtomicLev
 		mux(a).Handle("/readyz", h)
 	}
 	if a := f.metricsAddr; a != "" {
-		o.registry = metrics.NewRegistry(attachedCollector{o}, o.syncs, metrics.BuildInfo(version, runtime.Version()))
+		b := readBuildInfo()
+		o.registry = metrics.NewRegistry(attachedCollector{o}, o.syncs, metrics.BuildInfo(b.Version, b.Commit, runtime.Version()))
 		mux(a).Handle("/metrics", metrics.Handler(o.registry))
 	}
 	var servers []opsServer

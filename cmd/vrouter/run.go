@@ -26,7 +26,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		path  = fs.String("config", "", "path of the router's config file (required)")
+		path  = fs.String("config", "", "path of the router's config file: required unless --kubeconfig or --in-cluster, where it is an optional tuning file (no node, peers or services)")
 		tunFD = fs.Int("tun-fd", -1, "adopt this already-open TUN file descriptor instead of creating the device")
 		lf    logFlags
 		of    opsFlags
@@ -48,10 +48,18 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&kf.cni, "cni-conf-dir", "write the pod network's CNI config ("+cni.FileName+") into `directory` from this node's pod CIDRs; \"\" turns it off (default "+cni.DefaultDir+" with --kubeconfig or --in-cluster, off otherwise)")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: vrouter run --config FILE [flags]\n\nRuns the router for this node until SIGINT or SIGTERM. SIGHUP re-reads the config file;\nso does any change to it.\n\nFlags:")
+		fmt.Fprintln(stderr, `Usage: vrouter run --config FILE [flags]
+       vrouter run --kubeconfig FILE|--in-cluster --node-name NAME [--config TUNING-FILE] [flags]
+
+Runs the router for this node until SIGINT or SIGTERM. From a config file,
+SIGHUP re-reads the file; so does any change to it. With --kubeconfig or
+--in-cluster, Nodes, Services and EndpointSlices come from the API server
+and --config, if given, tunes the rest (vrouter validate --tuning checks it).
+
+Flags:`)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

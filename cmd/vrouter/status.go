@@ -50,7 +50,7 @@ func (f *statusFlags) register(fs *flag.FlagSet, withOutput bool) {
 func (f *statusFlags) parse(fs *flag.FlagSet, args []string, maxArgs int) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {

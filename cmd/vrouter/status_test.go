@@ -27,7 +27,7 @@ func TestStatusCommandLine(t *testing.T) {
 		{[]string{"capture", "--nic", "eth0"}, 2, `--nic "eth0": want tun or overlay`},
 		{[]string{"capture", "--nic", "tun", "--count", "-1"}, 2, "--count -1"},
 		{[]string{"capture", "--nic", "tun", "-w", filepath.Join(t.TempDir(), "x.pcap"), "--socket", none}, 1, "is `vrouter run` running?"},
-		{[]string{"routes", "-h"}, 0, "Usage: vrouter routes"},
+		{[]string{"routes", "--bogus"}, 2, "Usage: vrouter routes"},
 	} {
 		var out, errb bytes.Buffer
 		code := mainWithArgs(tc.args, &out, &errb)

@@ -315,12 +315,13 @@ func (s *Syncs) Collect(ch chan<- prometheus.Metric) {
 	s.programming.Collect(ch)
 }
 
-// BuildInfo is a collector of the constant vrouter_build_info metric.
-func BuildInfo(version, goVersion string) prometheus.Collector {
+// BuildInfo is a collector of the constant vrouter_build_info metric;
+// revision is the VCS commit, "" when unknown.
+func BuildInfo(version, revision, goVersion string) prometheus.Collector {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "vrouter_build_info",
 		Help:        "Always 1; its labels say which vrouter build is running.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
 	})
 	g.Set(1)
 	return g

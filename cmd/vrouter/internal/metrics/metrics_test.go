@@ -273,7 +273,7 @@ func TestSyncs(t *testing.T) {
 
 func TestHandlerServesTheRegistry(t *testing.T) {
 	c := seedtest.Start(t)
-	reg := NewRegistry(NewCollector(Sources{Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT}), NewSyncs(), BuildInfo("test", "go"))
+	reg := NewRegistry(NewCollector(Sources{Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT}), NewSyncs(), BuildInfo("test", "abc123def456", "go"))
 	srv := httptest.NewServer(Handler(reg))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
@@ -285,7 +285,7 @@ func TestHandlerServesTheRegistry(t *testing.T) {
 	for _, want := range []string{
 		`vrouter_peers 1`,
 		`vrouter_backend_connections_total{backend="10.244.1.2:80",cluster_ip="10.103.92.81",namespace="default",port="80",port_name="",protocol="TCP",service="my-service"} 0`,
-		`vrouter_build_info{goversion="go",version="test"} 1`,
+		`vrouter_build_info{goversion="go",revision="abc123def456",version="test"} 1`,
 		`# TYPE vrouter_sync_proxy_rules_duration_seconds histogram`,
 		`go_goroutines `,
 	} {
