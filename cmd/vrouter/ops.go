@@ -67,7 +67,7 @@ func (f *opsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.healthAddr, "health-address", defaultHealthAddress,
 		"serve /healthz and /readyz on this address; \"\" turns them off")
 	fs.StringVar(&f.adminSocket, "admin-socket", "",
-		"the admin API's unix socket, which vrouter routes, peers, services, conns, log-level and capture use (default "+admin.DefaultSocket("<tun name>")+")")
+		"the admin API's unix socket, which vrouter routes, peers, services, conns, log-level and capture use (default "+admin.SocketDir+"/<tun name>.netns-<inode>.sock: one per TUN and network namespace, which the status commands run in the same namespace find)")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 5*time.Second,
 		"on SIGTERM, how long proxied connections may drain before the router stops")
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0,

@@ -9,8 +9,8 @@ package main
 //	vrouter log-level [L]  print or set the log level
 //	vrouter capture        packets crossing a NIC, as a pcap file
 //
-// Each takes --socket (default /run/vrouter/vr0.sock) and, except
-// capture, -o json.
+// Each takes --socket (default: the socket of this network namespace's
+// router, admin.DefaultSocket) and, except capture, -o json.
 
 import (
 	"context"
@@ -38,7 +38,8 @@ type statusFlags struct {
 }
 
 func (f *statusFlags) register(fs *flag.FlagSet, withOutput bool) {
-	fs.StringVar(&f.socket, "socket", admin.DefaultSocket(tun.DefaultName), "the router's admin socket (vrouter run --admin-socket)")
+	fs.StringVar(&f.socket, "socket", "", "the router's admin socket, as vrouter run --admin-socket (default: that of the router of this network namespace, "+
+		admin.SocketDir+"/"+tun.DefaultName+".netns-<inode>.sock, as `readlink /proc/self/ns/net` shows net:[inode])")
 	if withOutput {
 		fs.StringVar(&f.output, "o", "", "output format: json (default: a table)")
 	}
@@ -64,6 +65,9 @@ func (f *statusFlags) parse(fs *flag.FlagSet, args []string, maxArgs int) ([]str
 	}
 	if f.output != "" && f.output != "json" {
 		return nil, usageErrorf("-o %q: want json", f.output)
+	}
+	if f.socket == "" {
+		f.socket = admin.DefaultSocket(tun.DefaultName)
 	}
 	return pos, nil
 }

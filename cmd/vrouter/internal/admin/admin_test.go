@@ -348,6 +348,39 @@ func TestClientWithoutRouter(t *testing.T) {
 	}
 }
 
+// TestClientWithoutRouterListsOtherSockets: when no router answers on a
+// socket, the error names the sockets beside it (the routers of other
+// network namespaces), so that --socket can pick one.
+func TestClientWithoutRouterListsOtherSockets(t *testing.T) {
+	dir := t.TempDir()
+	other := filepath.Join(dir, "vr0.netns-4026532999.sock")
+	ln, err := Listen(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = NewClient(filepath.Join(dir, "vr0.netns-1.sock")).Routes(ctx(t))
+	if err == nil || !strings.Contains(err.Error(), "running in this network namespace? "+dir+" holds vr0.netns-4026532999.sock") {
+		t.Errorf("Routes() with no router on the socket = %v, want an error listing vr0.netns-4026532999.sock", err)
+	}
+}
+
+// TestDefaultSocket: the default socket is named after the TUN and the
+// network namespace of the process, as /proc shows it.
+func TestDefaultSocket(t *testing.T) {
+	link, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		if got, want := DefaultSocket("vr0"), "/run/vrouter/vr0.sock"; got != want {
+			t.Errorf("DefaultSocket(vr0) without /proc = %q, want %q", got, want)
+		}
+		return
+	}
+	ino := strings.TrimSuffix(strings.TrimPrefix(link, "net:["), "]")
+	if got, want := DefaultSocket("vr1"), "/run/vrouter/vr1.netns-"+ino+".sock"; got != want {
+		t.Errorf("DefaultSocket(vr1) in network namespace %s = %q, want %q", link, got, want)
+	}
+}
+
 // readPackets reads a pcap stream's records until it ends.
 func readPackets(t *testing.T, r io.Reader) []pcap.Record {
 	t.Helper()

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -77,6 +79,10 @@ func (c *Client) dialError(err error) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT):
 		hint = " (is `vrouter run` running? --socket picks another router's socket)"
+		if others := otherSockets(c.socket); len(others) > 0 {
+			hint = fmt.Sprintf(" (is `vrouter run` running in this network namespace? %s holds %s: --socket picks one)",
+				filepath.Dir(c.socket), strings.Join(others, ", "))
+		}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		hint = " (the router that made it is gone)"
 	case errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES):
@@ -87,6 +93,23 @@ func (c *Client) dialError(err error) error {
 		err = ue.Err
 	}
 	return fmt.Errorf("admin socket %s: %w%s", c.socket, err, hint)
+}
+
+// otherSockets lists the other sockets in the directory of path: the
+// routers of other network namespaces or TUN devices, when path is a
+// default one.
+func otherSockets(path string) []string {
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type()&os.ModeSocket != 0 && e.Name() != filepath.Base(path) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, v any) error {

@@ -3,13 +3,13 @@
 // the status commands (`vrouter routes`, `services`, `conns`, `peers`,
 // `log-level`, `capture`).
 //
-//	vrouter routes ──▶ Client ──unix socket /run/vrouter/vr0.sock──▶ Server
-//	                                                                 ├─ GET /v1/routes     Router.Routes, Stats, Config
-//	                                                                 ├─ GET /v1/peers      Router.Config, Stats
-//	                                                                 ├─ GET /v1/services   lb.Table
-//	                                                                 ├─ GET /v1/conns      lb.NAT.Flows, lb.Proxy.Conns
-//	                                                                 ├─ GET|PUT /v1/log-level
-//	                                                                 └─ GET /v1/capture    Router.StartCapture → pcap stream
+//	vrouter routes ──▶ Client ──unix socket /run/vrouter/vr0.netns-<inode>.sock──▶ Server
+//	                                                                             ├─ GET /v1/routes     Router.Routes, Stats, Config
+//	                                                                             ├─ GET /v1/peers      Router.Config, Stats
+//	                                                                             ├─ GET /v1/services   lb.Table
+//	                                                                             ├─ GET /v1/conns      lb.NAT.Flows, lb.Proxy.Conns
+//	                                                                             ├─ GET|PUT /v1/log-level
+//	                                                                             └─ GET /v1/capture    Router.StartCapture → pcap stream
 //
 // Everything is read on request from the data path's own state; the
 // server keeps none. Its package also formats the answers for the

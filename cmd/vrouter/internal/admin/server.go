@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -440,10 +441,36 @@ func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 // SocketDir is where admin sockets live by default.
 const SocketDir = "/run/vrouter"
 
-// DefaultSocket is the admin socket of the router of TUN device tunName:
+// DefaultSocket is the admin socket of the router of TUN device tunName
+// in the calling process's network namespace:
+// /run/vrouter/<tunName>.netns-<inode>.sock, inode being the namespace's
+// (readlink /proc/self/ns/net says net:[inode]). Routers in different
+// network namespaces sharing one /run (namespace setups on one host)
+// thus never take each other's path, and a status command run in a
+// router's namespace (on the node, in a hostNetwork Pod through kubectl
+// exec, in a sidecar's Pod) finds that router's socket by the same rule.
+// Where the namespace cannot be read (no /proc, off Linux) it is
 // /run/vrouter/<tunName>.sock.
 func DefaultSocket(tunName string) string {
+	if ino := netnsInode(); ino != "" {
+		return filepath.Join(SocketDir, tunName+".netns-"+ino+".sock")
+	}
 	return filepath.Join(SocketDir, tunName+".sock")
+}
+
+// netnsInode returns the inode of the calling process's network
+// namespace, in decimal, or "" if /proc does not say.
+func netnsInode() string {
+	link, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return ""
+	}
+	ino, ok := strings.CutPrefix(link, "net:[")
+	ino, ok2 := strings.CutSuffix(ino, "]")
+	if _, err := strconv.ParseUint(ino, 10, 64); !ok || !ok2 || err != nil {
+		return ""
+	}
+	return ino
 }
 
 func boolCmp(a, b bool) int {
