@@ -37,20 +37,25 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		keep     = fs.Bool("keep", false, "leave the cluster running after the checks, with instructions to explore it; Ctrl-C tears it down")
+		keep     = fs.Bool("keep", false, "leave the cluster running after the checks, with commands to explore it, until Ctrl-C, SIGTERM, SIGHUP (its terminal closed) or demo --down")
+		down     = fs.Bool("down", false, "stop a kept demo and remove whatever demos left (routers, namespaces "+demoPrefix+"*, directories $TMPDIR/"+demoDirPattern+"), then exit")
 		logLevel = fs.String("log-level", "info", "the routers' log level")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep]
+		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep] [--log-level LEVEL]
+       vrouter demo --down
 
 Builds the seed's two-node cluster (flannel host-gw: hostgw-master
 192.168.31.201 with pods in 10.244.0.0/24, hostgw-node 192.168.31.202 with
 pods in 10.244.1.0/24) in network namespaces on this machine, starts one
 vrouter per node from generated config files, checks pod-to-pod ping, TCP
-and UDP across the nodes, prints a report and cleans up.
+and UDP across the nodes and the Services, prints a report and removes
+everything it made.
 
 As root it uses named namespaces (ip netns list shows them while it runs).
-Otherwise it re-runs itself inside a new user namespace, rootless.
+Otherwise it re-runs itself inside a new user namespace, rootless; that
+needs /dev/net/tun read-write for this user. The routers die with the demo;
+whatever a killed demo left, --down removes.
 
 Flags:`)
 		fs.PrintDefaults()
@@ -61,17 +66,27 @@ Flags:`)
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
+	if *down {
+		if *keep {
+			return usageErrorf("--down stops a demo; it does not take --keep")
+		}
+		return demoDown(stdout)
+	}
 	if os.Geteuid() != 0 && os.Getenv(demoUserNSEnv) == "" {
 		return reexecRootless(args, stdout, stderr)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A closed terminal (SIGHUP) tears the demo down like Ctrl-C does.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	d := &demo{out: stdout, keep: *keep, logLevel: *logLevel}
 	return d.run(ctx)
 }
 
 // reexecRootless runs the demo again in a new user, mount and network
-// namespace where this user is root, as `unshare -Urnm` would.
+// namespace where this user is root, as `unshare -Urnm` would. The child
+// dies with this process (SIGTERM, on which it tears down), and the
+// signals that stop a demo are passed on to it, so that it always tears
+// down before this process exits.
 func reexecRootless(args []string, stdout, stderr io.Writer) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -86,15 +101,29 @@ func reexecRootless(args []string, stdout, stderr io.Writer) error {
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
 		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
 		GidMappingsEnableSetgroups: false,
+		Pdeathsig:                  syscall.SIGTERM,
 	}
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("rootless demo failed (%v)", ee)
-		}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done, err := startTied(cmd)
+	if err != nil {
 		return fmt.Errorf("start rootless demo: %w (user namespaces may be disabled: check /proc/sys/kernel/unprivileged_userns_clone or run as root)", err)
 	}
-	return nil
+	for {
+		select {
+		case sig := <-sigs:
+			// From a terminal the child gets its own copy too; a second
+			// one during its teardown changes nothing.
+			_ = cmd.Process.Signal(sig)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("rootless demo failed (%v)", ee)
+			}
+			return err
+		}
+	}
 }
 
 type demo struct {
@@ -116,6 +145,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if pid, ok := runningDemoHere(); ok {
+		return fmt.Errorf("a demo is already running (pid %d; kept with --keep?) and owns the %s* namespaces: stop it with Ctrl-C in its terminal or `%s demo --down`", pid, demoPrefix, bin)
+	}
 	if err := topology.Cleanup(demoPrefix); err != nil {
 		return fmt.Errorf("remove a previous demo's namespaces: %w", err)
 	}
@@ -127,6 +159,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 	defer func() {
 		err = errors.Join(err, d.teardown())
 	}()
+	if err := os.WriteFile(filepath.Join(d.dir, demoPIDFile), fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+		return err
+	}
 	spec := topology.Seed()
 	spec.Prefix = demoPrefix
 	d.printf("Building the seed's cluster in network namespaces (prefix %q)...\n", demoPrefix)
@@ -148,6 +183,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 		d.routers[n.Name] = r
 	}
 	d.printTopology(spec)
+	if ctx.Err() != nil {
+		return d.interrupted(ctx)
+	}
 
 	servers, err := d.startServers(spec)
 	if err != nil {
@@ -163,16 +201,27 @@ func (d *demo) run(ctx context.Context) (err error) {
 	d.checks(ctx, spec)
 	d.printf("\nService load balancing (nat mode, picker random, as kube-proxy)\n")
 	d.serviceChecks(ctx, spec)
+	if ctx.Err() != nil {
+		return d.interrupted(ctx)
+	}
 	d.printf("\n%d passed, %d failed\n", d.passed, d.failed)
-	if d.keep && ctx.Err() == nil {
+	if d.keep {
 		d.printKeep(spec)
 		<-ctx.Done()
-		d.printf("\nTearing down...\n")
+		d.printf("\nTearing down (%v)...\n", context.Cause(ctx))
 	}
 	if d.failed > 0 {
 		return fmt.Errorf("%d check(s) failed", d.failed)
 	}
 	return nil
+}
+
+// interrupted ends a run that a signal cut short: its checks are not
+// worth reading, so teardown removes everything.
+func (d *demo) interrupted(ctx context.Context) error {
+	d.failed = 0
+	d.printf("\nInterrupted (%v): tearing down...\n", context.Cause(ctx))
+	return fmt.Errorf("interrupted before the checks finished (%v)", context.Cause(ctx))
 }
 
 func (d *demo) printTopology(spec topology.Spec) {
@@ -329,7 +378,8 @@ func replyDetail(rep topology.Reply, wantServer string, wantClient netip.Addr, e
 }
 
 func (d *demo) printKeep(spec topology.Spec) {
-	d.printf("\nThe cluster keeps running until you press Ctrl-C. To explore it:\n")
+	bin := selfPath()
+	d.printf("\nThe cluster keeps running until Ctrl-C here, SIGTERM or SIGHUP to pid %d, or `%s demo --down`. To explore it:\n", os.Getpid(), bin)
 	enter := func(ns string) string {
 		p, _ := d.c.Path(ns)
 		return "nsenter --net=" + p + " "
@@ -341,8 +391,8 @@ func (d *demo) printKeep(spec topology.Spec) {
 	d.printf("  %sping %s                    # pod to pod across nodes\n", enter(a.Pods[0].Name), b.Pods[0].Addr)
 	d.printf("  %sip route                   # the node's routes: only vr0's\n", enter(a.Name))
 	d.printf("  %stcpdump -ni eth0 udp port %d  # overlay datagrams\n", enter(b.Name), harness.OverlayPort)
-	d.printf("  vrouter routes --socket %s    # the router's table\n", filepath.Join(d.dir, a.Name+".sock"))
-	d.printf("  vrouter services --socket %s  # Services, endpoints, connections\n", filepath.Join(d.dir, a.Name+".sock"))
+	d.printf("  %s routes --socket %s    # the router's table\n", bin, filepath.Join(d.dir, a.Name+".sock"))
+	d.printf("  %s services --socket %s  # Services, endpoints, connections\n", bin, filepath.Join(d.dir, a.Name+".sock"))
 	d.printf("  configs and router logs: %s\n", d.dir)
 }
 

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,6 +61,10 @@ func newDemoEnv(t *testing.T) *demoEnv {
 	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	t.Cleanup(func() {
+		// A failed test may leave a demo behind; take it down for the next.
+		e.command("demo", "--down").Run()
+	})
 	return e
 }
 
@@ -156,4 +162,176 @@ func TestDemoRootless(t *testing.T) {
 		t.Fatalf("vrouter demo as nobody = exit %d, want 0, rootless, with \"13 passed, 0 failed\":\n%s", code, out)
 	}
 	e.checkNothingLeft("vrouter demo as nobody")
+}
+
+// keptDemo is a running `vrouter demo --keep`.
+type keptDemo struct {
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	done    chan struct{}
+	routers []int // the routers' PIDs, from the demo's report
+	code    int   // exit code, once done is closed
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var routerPIDRE = regexp.MustCompile(`vrouter pid (\d+)`)
+
+// startKept starts `vrouter demo --keep` and waits until its checks passed
+// and it says it keeps running.
+func (e *demoEnv) startKept() *keptDemo {
+	e.t.Helper()
+	k := &keptDemo{cmd: e.command("demo", "--keep"), out: &syncBuffer{}, done: make(chan struct{})}
+	k.cmd.Stdout, k.cmd.Stderr = k.out, k.out
+	if err := k.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() {
+		k.cmd.Wait()
+		k.code = k.cmd.ProcessState.ExitCode()
+		close(k.done)
+	}()
+	e.t.Cleanup(func() {
+		k.cmd.Process.Kill()
+		<-k.done
+	})
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(k.out.String(), "The cluster keeps running") {
+		select {
+		case <-k.done:
+			e.t.Fatalf("vrouter demo --keep exited (code %d) before it kept the cluster running:\n%s", k.code, k.out)
+		case <-deadline:
+			e.t.Fatalf("vrouter demo --keep: no \"The cluster keeps running\" after 60s:\n%s", k.out)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	out := k.out.String()
+	if !strings.Contains(out, "13 passed, 0 failed") {
+		e.t.Fatalf("vrouter demo --keep: want \"13 passed, 0 failed\":\n%s", out)
+	}
+	for _, m := range routerPIDRE.FindAllStringSubmatch(out, -1) {
+		pid, _ := strconv.Atoi(m[1])
+		k.routers = append(k.routers, pid)
+	}
+	if len(k.routers) != 2 {
+		e.t.Fatalf("vrouter demo --keep reported router PIDs %v, want 2:\n%s", k.routers, out)
+	}
+	return k
+}
+
+// wait waits for the demo to exit and returns its exit code.
+func (k *keptDemo) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-k.done:
+		return k.code
+	case <-time.After(timeout):
+		t.Fatalf("vrouter demo --keep still running %v later:\n%s", timeout, k.out)
+		return -1
+	}
+}
+
+// A closed terminal sends SIGHUP: the kept demo tears everything down and
+// exits 0.
+func TestDemoKeepTearsDownOnSIGHUP(t *testing.T) {
+	e := newDemoEnv(t)
+	k := e.startKept()
+	if err := k.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if code := k.wait(t, 40*time.Second); code != 0 || !strings.Contains(k.out.String(), "Tearing down (hangup signal received)") {
+		t.Errorf("vrouter demo --keep after SIGHUP = exit %d, want 0 after \"Tearing down (hangup signal received)\":\n%s", code, k.out)
+	}
+	e.checkNothingLeft("SIGHUP to vrouter demo --keep")
+}
+
+// --down stops a kept demo, which tears down; with nothing left a second
+// --down says so and succeeds.
+func TestDemoDownStopsKeptDemo(t *testing.T) {
+	e := newDemoEnv(t)
+	k := e.startKept()
+	code, out := e.run(e.command("demo", "--down"))
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("Stopping demo pid %d", k.cmd.Process.Pid)) {
+		t.Errorf("vrouter demo --down = exit %d, want 0 after stopping demo pid %d:\n%s", code, k.cmd.Process.Pid, out)
+	}
+	if code := k.wait(t, 5*time.Second); code != 0 {
+		t.Errorf("kept demo stopped by --down: exit %d, want 0:\n%s", code, k.out)
+	}
+	e.checkNothingLeft("vrouter demo --down")
+	code, out = e.run(e.command("demo", "--down"))
+	if code != 0 || !strings.Contains(out, "No demo is running and none left anything behind.") {
+		t.Errorf("second vrouter demo --down = exit %d, %q; want 0 saying nothing was left", code, out)
+	}
+}
+
+// A kept demo killed outright (SIGKILL: no teardown) takes its routers
+// with it (their parent-death signal), leaves its namespaces and
+// directory, and --down removes them.
+func TestDemoDownAfterKill(t *testing.T) {
+	e := newDemoEnv(t)
+	k := e.startKept()
+	if err := k.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	k.wait(t, 5*time.Second)
+	deadline := time.Now().Add(15 * time.Second)
+	for _, pid := range k.routers {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if alive(pid) {
+			t.Errorf("router pid %d still runs 15s after its demo was killed", pid)
+		}
+	}
+	left := e.leftovers()
+	var dirs, namespaces int
+	for _, l := range left {
+		dirs += strings.Count(l, "directory ")
+		namespaces += strings.Count(l, "namespace ")
+	}
+	if dirs != 1 || namespaces != 8 {
+		t.Fatalf("after SIGKILL to the demo: left %q, want its directory and 8 namespaces (else --down is not tested)", left)
+	}
+	code, out := e.run(e.command("demo", "--down"))
+	if code != 0 || !strings.Contains(out, "Deleted namespaces "+demoPrefix) || !strings.Contains(out, "Removed "+e.tmp) {
+		t.Errorf("vrouter demo --down = exit %d, want 0 deleting the namespaces and removing the directory:\n%s", code, out)
+	}
+	e.checkNothingLeft("vrouter demo --down")
+	code, out = e.run(e.command("demo", "--down"))
+	if code != 0 || !strings.Contains(out, "No demo is running") {
+		t.Errorf("second vrouter demo --down = exit %d, %q; want 0 saying nothing was left", code, out)
+	}
+}
+
+// A second demo while one is kept would delete the first one's
+// namespaces: it refuses and says how to stop the first.
+func TestDemoRefusesWhileOneIsKept(t *testing.T) {
+	e := newDemoEnv(t)
+	k := e.startKept()
+	code, out := e.run(e.command("demo"))
+	want := fmt.Sprintf("a demo is already running (pid %d", k.cmd.Process.Pid)
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "demo --down") {
+		t.Errorf("vrouter demo beside a kept one = exit %d, want 1 with %q and the --down hint:\n%s", code, want, out)
+	}
+	// The kept demo is untouched: its routers still run.
+	for _, pid := range k.routers {
+		if !alive(pid) {
+			t.Errorf("router pid %d of the kept demo died", pid)
+		}
+	}
 }

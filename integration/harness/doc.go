@@ -10,6 +10,7 @@
 //	                                  output appended to a log file; ready (Ready) when
 //	                                  TUN vr0 is up and the overlay port is bound
 //	Router.Stop                      SIGTERM, then SIGKILL after 10 s
+//	(our process dies)               the kernel sends the router SIGTERM (ParentDeathSignal)
 //
 // It is a library, not test-only code: `vrouter demo` and
 // integration/bench import it, and a namespace test of your own can put

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -60,22 +61,42 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 	cmd := c.Command(node, bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The router gets its own process group so a terminal's Ctrl-C goes
-	// to the demo, which then stops the routers in order. No Pdeathsig:
-	// it fires when the forking OS thread exits, not the process, and the
-	// namespace code ends threads it switched; the caller stops routers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start router on %s: %w", node, err)
-	}
+	// to the demo, which then stops the routers in order. Its lifetime is
+	// tied to ours: the kernel sends it ParentDeathSignal when we die,
+	// however we die (nsenter keeps the setting across its exec).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: ParentDeathSignal}
 	r := &Router{Node: node, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		// The parent-death signal fires when the OS thread that forked
+		// the child exits, not the process, and package topology ends
+		// threads on purpose (each namespace is made on a thread that is
+		// then thrown away): a fork from an unlocked goroutine could land
+		// on a thread that dies later and take the router with it. So
+		// this goroutine forks from a thread it holds until the router
+		// has exited.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			started <- err
+			return
+		}
+		started <- nil
 		r.err = cmd.Wait()
 		logf.Close()
 		close(r.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start router on %s: %w", node, err)
+	}
 	return r, nil
 }
+
+// ParentDeathSignal is what a router started by Launch receives when the
+// process that started it exits without stopping it (a crash, SIGKILL):
+// SIGTERM, on which the router shuts down as on any stop.
+const ParentDeathSignal = syscall.SIGTERM
 
 // PID is the router's process ID.
 func (r *Router) PID() int { return r.cmd.Process.Pid }
