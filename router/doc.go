@@ -19,8 +19,9 @@
 // The overlay endpoint maps a route's next hop (the peer's underlay address)
 // to the peer's UDP address. Inbound datagrams are accepted only from known
 // peers, and only when the inner packet's source lies in that peer's pod
-// CIDRs. Everything refused is counted by reason (Stats), never logged per
-// packet.
+// CIDRs or is the peer node's own address (its kernel answering for a
+// Service endpoint on the node; see Config.KernelRoutes). Everything
+// refused is counted by reason (Stats), never logged per packet.
 //
 // The stack's route table decides where every packet goes; the fast path
 // (fastpath.go) keeps those decisions per destination and forwards the
