@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -73,6 +74,9 @@ Flags:`)
 		return demoDown(stdout)
 	}
 	if os.Geteuid() != 0 && os.Getenv(demoUserNSEnv) == "" {
+		if err := checkTUN(); err != nil {
+			return err
+		}
 		return reexecRootless(args, stdout, stderr)
 	}
 	// A closed terminal (SIGHUP) tears the demo down like Ctrl-C does.
@@ -143,6 +147,11 @@ func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, a
 func (d *demo) run(ctx context.Context) (err error) {
 	bin, err := os.Executable()
 	if err != nil {
+		return err
+	}
+	// Root in a user namespace of its own (the rootless re-run, or
+	// unshare -Urnm) has no say over a device that real root owns.
+	if err := checkTUN(); err != nil {
 		return err
 	}
 	if pid, ok := runningDemoHere(); ok {
@@ -474,4 +483,49 @@ func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
 		}
 		d.check(fmt.Sprintf("udp  %s -> kube-dns %s", from, vip), detail, err)
 	}
+}
+
+// tunDevice is the device every router opens to create its TUN.
+const tunDevice = "/dev/net/tun"
+
+// checkTUN opens the TUN device read-write, as each router will, so that
+// a demo that cannot work says why before it builds anything.
+func checkTUN() error {
+	f, err := os.OpenFile(tunDevice, os.O_RDWR, 0)
+	if err == nil {
+		return f.Close()
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist, and every router of the demo opens it: load the tun module (sudo modprobe tun) or, in a container, pass the device in (docker run --device %s)", tunDevice, tunDevice)
+	case errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
+		return fmt.Errorf("%s exists but the tun driver is not loaded: sudo modprobe tun", tunDevice)
+	case errors.Is(err, fs.ErrPermission):
+		return tunPermissionError()
+	}
+	return fmt.Errorf("open %s, which every router of the demo opens: %w", tunDevice, err)
+}
+
+// tunPermissionError says how to make the TUN device usable without root.
+func tunPermissionError() error {
+	mode := "its mode"
+	if fi, err := os.Stat(tunDevice); err == nil {
+		mode = fmt.Sprintf("mode %04o", fi.Mode().Perm())
+	}
+	who := fmt.Sprintf("uid %d", os.Getuid())
+	if os.Getuid() == 0 {
+		who = "root of this user namespace, which has no say over real root's devices,"
+	}
+	return fmt.Errorf(`%s cannot open %s read-write (%s), and every router of the demo opens it.
+Run the demo as real root (sudo), or make the device read-write for everyone, as udev does by default:
+  now, until reboot:   sudo chmod 0666 %[2]s
+  for good:            udev's default rule sets it (50-udev-default.rules: KERNEL=="tun", MODE="0666");
+                       0600 means udev does not run there or a local rule overrides it.
+    Debian, Ubuntu:    sudo apt-get install udev
+    Fedora:            sudo dnf install systemd-udev
+    Arch:              udev comes with systemd: check that systemd-udevd runs
+    any, by a rule:    echo 'KERNEL=="tun", MODE="0666"' | sudo tee /etc/udev/rules.d/99-tun.rules  (from the next boot)
+    a container:       no udev there; chmod in its entrypoint, or give it a 0666 device
+0666 is safe: a user who opens the device can create TUN devices only in network namespaces
+where it has CAP_NET_ADMIN, such as its own user namespaces`, who, tunDevice, mode)
 }
