@@ -18,9 +18,16 @@
 // turns it straight into the load balancer's own types: there is one
 // Service model, lb's, and each load-balancing default is lb's (lb.Default*,
 // the zero values of lb's Options), which Parse resolves missing fields to.
+// Every problem of a file is reported in one go, each a FieldError with
+// its field path and its line and column (position.go: the file is also
+// parsed into a YAML node tree for them); ParseFile and Load join them
+// into a FileError that prints one compiler-style line per problem.
+//
 // A source that knows the node (the API server) passes it to File.ForNode
-// instead of writing it into the file; code may build a Config as a struct
-// literal where no file describes the router (a sidecar).
+// instead of writing it into the file, whose file is then a tuning file
+// without node, peers or services (ParseTuning, LoadTuning); code may
+// build a Config as a struct literal where no file describes the router
+// (a sidecar).
 //
 // A Config is a whole desired state, never a delta: consumers compare it
 // with what they run (Equal skips no-op reloads here) and compute their

@@ -14,6 +14,14 @@ type FieldError struct {
 	Field string
 	// Msg names the value found and what was expected.
 	Msg string
+	// Line and Column (1-based) locate the field in the file: its value,
+	// or for a field that is missing, the section that lacks it. Zero
+	// for a Config that no file describes (File.ForNode's node).
+	Line, Column int
+
+	// atKey locates the error at the field's key rather than its value:
+	// the key is what is wrong (an unknown or forbidden field).
+	atKey bool
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
@@ -21,10 +29,20 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 // checker collects FieldErrors while a File becomes a Config.
 type checker struct {
 	errs []error
+	// shadowed are the field paths checkFields dropped from the file
+	// (values of the wrong type) or found misspelt (the field an unknown
+	// one suggests, if absent): validating them as missing would report
+	// the same mistake twice.
+	shadowed []string
 }
 
 func (ck *checker) addf(field, format string, args ...any) {
 	ck.errs = append(ck.errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// keyf is addf for a problem with the field's key, not its value.
+func (ck *checker) keyf(field, format string, args ...any) {
+	ck.errs = append(ck.errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...), atKey: true})
 }
 
 // example is a sample value for an error message, per address family.

@@ -12,24 +12,33 @@ import (
 // checkFields walks a generic decoding of the file (maps, slices and
 // scalars as encoding/json produces them) against the schema type t and
 // reports unknown fields and values of the wrong type with their paths.
+// It removes what it reports from v (an unknown key; a value of the wrong
+// type, from its map or, set to null, from its list), so that the rest
+// still decodes and is validated. It reports whether v itself is of the
+// right type: if not, the caller removes it.
 //
-// sigs.k8s.io/yaml's strict mode rejects unknown fields too, but its
-// message carries no path ("json: unknown field \"podCIDR\"") and, like
-// encoding/json, it matches keys case-insensitively, so "podcidrs" would
-// pass unnoticed. Keys here must match the schema exactly.
-func checkFields(ck *checker, v any, t reflect.Type, path string) {
+// sigs.k8s.io/yaml's strict mode rejects unknown fields too, but it stops
+// at the first, its message carries no path ("json: unknown field
+// \"podCIDR\"") and, like encoding/json, it matches keys
+// case-insensitively, so "podcidrs" would pass unnoticed. Keys here must
+// match the schema exactly.
+func checkFields(ck *checker, v any, t reflect.Type, path string) bool {
 	if v == nil { // YAML null or an absent value: the zero value.
-		return
+		return true
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	bad := func(format string, args ...any) bool {
+		ck.addf(fieldOrTop(path), format, args...)
+		ck.shadowed = append(ck.shadowed, path)
+		return false
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
-			ck.addf(fieldOrTop(path), "%s is not a mapping (want %s fields: %s)", describe(v), t.Name(), strings.Join(jsonNames(t), ", "))
-			return
+			return bad("%s is not a mapping (want one with the fields %s)", describe(v), strings.Join(jsonNames(t), ", "))
 		}
 		keys := make([]string, 0, len(m))
 		for k := range m {
@@ -40,36 +49,45 @@ func checkFields(ck *checker, v any, t reflect.Type, path string) {
 			sub := joinPath(path, k)
 			f, ok := fieldByJSONName(t, k)
 			if !ok {
-				ck.addf(sub, "unknown field (%s)", suggest(k, jsonNames(t)))
+				name, hint := suggest(k, jsonNames(t))
+				ck.keyf(sub, "unknown field (%s)", hint)
+				if _, given := m[name]; name != "" && !given {
+					ck.shadowed = append(ck.shadowed, joinPath(path, name))
+				}
+				delete(m, k)
 				continue
 			}
-			checkFields(ck, m[k], f.Type, sub)
+			if !checkFields(ck, m[k], f.Type, sub) {
+				delete(m, k)
+			}
 		}
 	case reflect.Slice:
 		s, ok := v.([]any)
 		if !ok {
-			ck.addf(fieldOrTop(path), "%s is not a list (want a YAML sequence)", describe(v))
-			return
+			return bad("%s is not a list (want a YAML sequence: [a, b] or one \"- \" line per item)", describe(v))
 		}
 		for i, e := range s {
-			checkFields(ck, e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			if !checkFields(ck, e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) {
+				s[i] = nil
+			}
 		}
 	case reflect.String:
 		switch v.(type) {
 		case string, float64, bool: // sigs.k8s.io/yaml turns scalars into strings.
 		default:
-			ck.addf(path, "%s is not a string", describe(v))
+			return bad("%s is not a string", describe(v))
 		}
 	case reflect.Int:
 		n, ok := v.(float64)
 		if !ok || n != math.Trunc(n) || math.Abs(n) > math.MaxInt32 {
-			ck.addf(path, "%s is not an integer", describe(v))
+			return bad("%s is not an integer", describe(v))
 		}
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
-			ck.addf(path, "%s is not a boolean (want true or false)", describe(v))
+			return bad("%s is not a boolean (want true or false)", describe(v))
 		}
 	}
+	return true
 }
 
 func joinPath(path, key string) string {
@@ -138,21 +156,22 @@ func fieldByJSONName(t reflect.Type, name string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
-// suggest proposes the known field closest to an unknown key.
-func suggest(key string, known []string) string {
+// suggest proposes the known field closest to an unknown key: its name
+// ("" if none is close) and the hint for the message.
+func suggest(key string, known []string) (name, hint string) {
 	best, bestDist := "", 3 // suggest only within an edit distance of 2
 	for _, k := range known {
 		if strings.EqualFold(k, key) {
-			return fmt.Sprintf("did you mean %q?", k)
+			return k, fmt.Sprintf("did you mean %q?", k)
 		}
 		if d := editDistance(strings.ToLower(key), strings.ToLower(k)); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
 	if best != "" {
-		return fmt.Sprintf("did you mean %q?", best)
+		return best, fmt.Sprintf("did you mean %q?", best)
 	}
-	return "want one of " + strings.Join(known, ", ")
+	return "", "want one of " + strings.Join(known, ", ")
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes.

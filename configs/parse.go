@@ -2,6 +2,7 @@ package configs
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,58 +15,148 @@ import (
 )
 
 // Load reads the config file at path and returns it parsed, defaulted and
-// validated. Errors name the file; see Parse.
+// validated. A file that cannot be read gives the read error; an invalid
+// one a *FileError with every problem located in the file (see Parse).
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
+	return ParseFile(path, data)
+}
+
+// ParseFile is Parse for the contents of the file at path: its error is a
+// *FileError naming path, one line per problem, in the order of the file.
+func ParseFile(path string, data []byte) (*Config, error) {
 	c, err := Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, fileError(path, err)
 	}
 	return c, nil
 }
 
 // Parse decodes a config file, applies the defaults documented in the
-// schema and validates the result. Unknown fields are errors. Invalid
-// fields are all reported together: the error joins (errors.Join) one
-// *FieldError per problem, each naming the field path, the value and what
-// was expected.
+// schema and validates the result. Every problem is reported, together:
+// the error joins (errors.Join) one *FieldError per problem, each naming
+// the field path, the value and what was expected, with its line and
+// column in data — unknown fields, values of the wrong type and fields
+// given twice among them, which do not stop the checks of the other
+// fields. Only a YAML syntax error (a *SyntaxError), a document that is
+// not a mapping, or another apiVersion or kind stop it early.
 func Parse(data []byte) (*Config, error) {
-	f, err := Decode(data)
-	if err != nil {
+	d := decode(data)
+	if d.file == nil {
+		return nil, d.err()
+	}
+	c, err := d.file.Config()
+	d.add(err)
+	if err := d.err(); err != nil {
 		return nil, err
 	}
-	return f.Config()
+	return c, nil
 }
 
 // Decode decodes a config file into its schema without validating the
-// values: apiVersion and kind, unknown fields (with a did-you-mean) and
-// values of the wrong type are reported as Parse reports them. Config or
-// ForNode validates the result.
+// values: YAML syntax, apiVersion and kind, unknown fields (with a
+// did-you-mean), values of the wrong type and fields given twice are
+// reported as Parse reports them. Config or ForNode validates the result.
 func Decode(data []byte) (*File, error) {
+	d := decode(data)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return d.file, nil
+}
+
+// decoded is a file decoded into its schema, and the problems found so
+// far.
+type decoded struct {
+	// file holds every field that decoded, the others left zero, so
+	// that validation can go on past the problems; nil if nothing more
+	// can be checked.
+	file *File
+	// top are the document's keys.
+	top map[string]any
+	pos *positions
+	// errs are the problems found, located.
+	errs []error
+	// shadowed are field paths whose validation problems follow from
+	// one in errs (a value of the wrong type is validated as missing),
+	// so they are not reported a second time.
+	shadowed []string
+}
+
+// err joins d's problems, or returns nil.
+func (d *decoded) err() error { return errors.Join(d.errs...) }
+
+// add adds the problems joined in err that are not shadowed, located.
+func (d *decoded) add(err error) {
+	if err == nil {
+		return
+	}
+	var keep []error
+	for _, e := range unjoin(err) {
+		if fe, ok := e.(*FieldError); ok && d.isShadowed(fe.Field) {
+			continue
+		}
+		keep = append(keep, e)
+	}
+	d.pos.locate(keep)
+	d.errs = append(d.errs, keep...)
+}
+
+// addForm adds problems of the file's form, located.
+func (d *decoded) addForm(errs []error) {
+	d.pos.locate(errs)
+	d.errs = append(d.errs, errs...)
+}
+
+func (d *decoded) isShadowed(field string) bool {
+	for _, s := range d.shadowed {
+		if field == s || strings.HasPrefix(field, s+".") || strings.HasPrefix(field, s+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// decode decodes data as Decode does, keeping what decoded.
+func decode(data []byte) *decoded {
+	d := &decoded{}
+	pos, errs := parseYAML(data)
+	if pos == nil { // a syntax error
+		d.errs = errs
+		return d
+	}
+	d.pos = pos
+	var ck checker
+	ck.errs = errs // fields given twice
 	var generic any
 	if err := yaml.Unmarshal(data, &generic); err != nil {
-		return nil, fmt.Errorf("parse YAML: %w", err)
+		d.errs = append(d.errs, syntaxError(err))
+		return d
 	}
-	var ck checker
 	if generic == nil {
 		generic = map[string]any{} // an empty file
 	}
 	m, ok := generic.(map[string]any)
 	if !ok {
 		ck.addf("(file)", "%s is not a mapping (want a %s document with fields %s)", describe(generic), Kind, strings.Join(jsonNames(reflect.TypeFor[File]()), ", "))
-		return nil, errors.Join(ck.errs...)
+		d.addForm(ck.errs)
+		return d
 	}
-	// The version decides the schema, so check it before anything else:
-	// a file for another version has other fields.
+	d.top = m
+	// The version decides the schema, so a file of another version or
+	// kind is checked no further: it has other fields. A file without
+	// them is checked against this version's schema.
+	other := false
 	switch v := m["apiVersion"]; v {
 	case APIVersion:
 	case nil, "":
 		ck.addf("apiVersion", "missing (want %s)", supportedVersionsString)
 	default:
 		ck.addf("apiVersion", "%s is not supported by this build (supported: %s)", describe(v), supportedVersionsString)
+		other = true
 	}
 	switch k := m["kind"]; k {
 	case Kind:
@@ -73,22 +164,38 @@ func Decode(data []byte) (*File, error) {
 		ck.addf("kind", "missing (want %q)", Kind)
 	default:
 		ck.addf("kind", "%s is not supported (want %q)", describe(k), Kind)
+		other = true
 	}
-	if ck.errs != nil {
-		return nil, errors.Join(ck.errs...)
+	if other {
+		d.addForm(ck.errs)
+		return d
 	}
 
+	before := len(ck.errs)
 	checkFields(&ck, generic, reflect.TypeFor[File](), "")
-	if ck.errs != nil {
-		return nil, errors.Join(ck.errs...)
+	clean := len(ck.errs) == before
+	d.addForm(ck.errs)
+	d.shadowed = ck.shadowed
+	// A file without problems of form decodes as written; one with them
+	// decodes from what checkFields kept (JSON is YAML).
+	src := data
+	if !clean {
+		b, err := json.Marshal(generic)
+		if err != nil {
+			d.errs = append(d.errs, fmt.Errorf("re-encode the fields that decoded: %w", err))
+			return d
+		}
+		src = b
 	}
 	var f File
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
-		// Left for UnmarshalStrict after checkFields: duplicate keys
-		// and the like.
-		return nil, fmt.Errorf("parse YAML: %w", err)
+	if err := yaml.Unmarshal(src, &f); err != nil {
+		// checkFields let through a value the decoder refuses: say what
+		// without the decoder's internals.
+		d.errs = append(d.errs, &FieldError{Field: "(file)", Line: 1, Column: 1, Msg: syntaxError(err).Msg})
+		return d
 	}
-	return &f, nil
+	d.file = &f
+	return d
 }
 
 // Config validates f and returns it as a Config with every default

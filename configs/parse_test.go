@@ -657,12 +657,12 @@ func TestParseRawYAML(t *testing.T) {
 		{"number for a duration", head + node + "lb: {proxy: {drainTimeout: 30}}\n", "lb.proxy.drainTimeout", []string{`"30" is not a duration`}},
 		{"misspelt lb field", head + node + "lb: {nat: {maxFlow: 10}}\n", "lb.nat.maxFlow", []string{`did you mean "maxFlows"?`}},
 		{"scalar for a list", head + node + "serviceCIDRs: 10.96.0.0/12\n", "serviceCIDRs", []string{`"10.96.0.0/12" is not a list`}},
-		{"list for a mapping", head + node + "tun: [vr0]\n", "tun", []string{"a list is not a mapping", "TUNSpec fields: name, fd"}},
+		{"list for a mapping", head + node + "tun: [vr0]\n", "tun", []string{"a list is not a mapping", "fields name, fd"}},
 		{"not a mapping", "- a\n- b\n", "(file)", []string{"a list is not a mapping", "RouterConfig"}},
 		{"empty file", "", "apiVersion", []string{"missing"}},
 		{"other kind of document", "apiVersion: v1\nkind: ConfigMap\ndata: {}\n", "apiVersion", []string{`"v1" is not supported`, `"vrouter.dev/v1alpha1"`}},
-		{"duplicate key", head + "node: {name: a, name: b}\n", "", []string{`key "name" already set`}},
-		{"YAML syntax", head + "node: {name: [\n", "", []string{"parse YAML"}},
+		{"duplicate key", head + "node: {name: a, name: b}\n", "node.name", []string{"given twice (first on line 3"}},
+		{"YAML syntax", head + "node: {name: [\n", "", []string{"line 3: YAML syntax error: did not find expected node content"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -737,5 +737,116 @@ func TestForNode(t *testing.T) {
 		if _, err := tuning.ForNode(tc.node); !hasFieldError(err, tc.field, tc.value, tc.hint) {
 			t.Errorf("ForNode(%s: %+v) error =\n%v\nwant a line %q naming %q and %q", tc.name, tc.node, err, tc.field+": ...", tc.value, tc.hint)
 		}
+	}
+}
+
+// TestParseFileReportsEveryProblemLocated: an unknown field, a value of
+// the wrong type and an invalid value are reported in one run, each with
+// its line and column, in the order of the file; the field the unknown one
+// misspells and the one of the wrong type are not reported again as
+// missing.
+func TestParseFileReportsEveryProblemLocated(t *testing.T) {
+	const file = `apiVersion: vrouter.dev/v1alpha1
+kind: RouterConfig
+node:
+  name: hostgw-master
+  podCIDR: [10.244.0.0/24]
+  underlayAddress: 192.168.31.201
+clusterCIDRs: [10.244.0.0/16]
+overlay:
+  port: http
+  mtu: 1473
+peers:
+  - name: hostgw-node
+    underlayAddress: 192.168.31.202
+    podCIDRs: [10.244.1.0/33]
+`
+	_, err := ParseFile("node.yaml", []byte(file))
+	const want = `node.yaml:5:3: node.podCIDR: unknown field (did you mean "podCIDRs"?)
+node.yaml:9:9: overlay.port: "http" is not an integer
+node.yaml:10:8: overlay.mtu: 1473 is above underlayMTU 1500 - 28 (IPv4/UDP header) = 1472 (want 576..1472)
+node.yaml:14:16: peers[0].podCIDRs[0]: "10.244.1.0/33" is not a CIDR prefix (want e.g. 10.244.1.0/24)`
+	if err == nil || err.Error() != want {
+		t.Errorf("ParseFile(node.yaml) error =\n%v\nwant\n%s", err, want)
+	}
+	var fe *FileError
+	if !errors.As(err, &fe) || fe.Path != "node.yaml" || len(fe.Errs) != 4 {
+		t.Errorf("errors.As(%v, *FileError) = %+v, want node.yaml with 4 problems", err, fe)
+	}
+	if got := fieldErrors(err); len(got) != 4 || got[2].Line != 10 || got[2].Column != 8 {
+		t.Errorf("FieldErrors = %+v, want 4, the third on line 10 column 8", got)
+	}
+}
+
+// TestParseLocatesMissingFields: a missing field is located at the section
+// that lacks it, or at the top of the file.
+func TestParseLocatesMissingFields(t *testing.T) {
+	const file = "apiVersion: vrouter.dev/v1alpha1\nkind: RouterConfig\nserviceCIDRs: [10.96.0.0/12]\nnode:\n  name: a\n  podCIDRs: [10.244.0.0/24]\n"
+	_, err := ParseFile("n.yaml", []byte(file))
+	const want = "n.yaml:1:1: clusterCIDRs: missing (want a list of CIDR prefixes, e.g. [10.244.0.0/16])\n" +
+		"n.yaml:4:1: node.underlayAddress: missing (want an IP address such as 192.168.31.202)"
+	if err == nil || err.Error() != want {
+		t.Errorf("ParseFile(n.yaml) error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+// TestParseSpeaksNoLibraryInternals: whatever is wrong with a file, the
+// messages name fields and values, not the YAML or JSON decoder's
+// internals or Go's types.
+func TestParseSpeaksNoLibraryInternals(t *testing.T) {
+	const head = "apiVersion: vrouter.dev/v1alpha1\nkind: RouterConfig\n"
+	for _, body := range []string{
+		"node: {name: a, name: b}\n",
+		"node: {name: [\n",
+		"node: [a]\nclusterCIDRs: {a: b}\n",
+		"node: {name: {x: 1}, podCIDRs: 10.0.0.0/24, underlayAddress: [1]}\n",
+		"overlay: {port: 1e20, mtu: true}\ntun: {configure: yes please, addresses: [[1]]}\n",
+		"services: [{name: a, ports: [{port: x}], endpoints: [{addresses: 10.0.0.1}]}]\n",
+		"\tnode: a\n",
+		"- a\n",
+		"node: &a {name: x}\npeers: [*a, *b]\n",
+	} {
+		_, err := Parse([]byte(head + body))
+		if err == nil {
+			t.Errorf("Parse(%q) = nil error, want one", body)
+			continue
+		}
+		for _, internal := range []string{"yaml:", "json:", "unmarshal", "[]string", "[]interface", "map[", "float64", "string into", "Spec", "reflect"} {
+			if strings.Contains(err.Error(), internal) {
+				t.Errorf("Parse(%q) error =\n%v\nwant no %q in it", body, err, internal)
+			}
+		}
+	}
+}
+
+// TestParseTuning: a Kubernetes-mode tuning file (no node, peers or
+// services) is valid as such, and checked as a config file otherwise.
+func TestParseTuning(t *testing.T) {
+	const head = "apiVersion: vrouter.dev/v1alpha1\nkind: RouterConfig\n"
+	good := head + "clusterCIDRs: [10.244.0.0/16]\nserviceCIDRs: [10.96.0.0/12]\nlb: {mode: proxy, picker: maglev}\ntun: {offload: false}\noverlay: {underlayMTU: 9000}\n"
+	f, err := ParseTuning([]byte(good))
+	if err != nil {
+		t.Fatalf("ParseTuning(good) = %v", err)
+	}
+	c, err := f.ForNode(Node{Name: "n", PodCIDRs: pfxs("10.244.3.0/24"), Underlay: addr("192.168.31.203")})
+	if err != nil || c.LB.Mode != lb.ModeProxy || c.Overlay.MTU != 9000-28 || c.TUN.Offload {
+		t.Errorf("ParseTuning(good).ForNode = %+v, %v; want the file's tuning", c, err)
+	}
+	if _, err := Parse([]byte(good)); !hasFieldError(err, "node.name", "missing") {
+		t.Errorf("Parse(tuning file) = %v, want node.name missing: it is no node's config file", err)
+	}
+
+	bad := head + "clusterCIDRs: [10.244.0.0/16]\nlb: {mode: ipvs, nat: {maxFlow: 10}}\npeers: []\nnode: {name: x}\n"
+	_, err = ParseTuning([]byte(bad))
+	var fe *FileError
+	if !errors.As(fileError("t.yaml", err), &fe) {
+		t.Fatalf("ParseTuning(bad) = %v, want problems", err)
+	}
+	const want = `t.yaml:4:12: lb.mode: "ipvs" is not supported (want one of "nat", "proxy")
+t.yaml:4:24: lb.nat.maxFlow: unknown field (did you mean "maxFlows"?)
+t.yaml:5:1: peers: not allowed in a tuning file: with --kubeconfig or --in-cluster the peers are the other Nodes in the API server (remove it)
+t.yaml:6:1: node: not allowed in a tuning file: with --kubeconfig or --in-cluster the node is its Node in the API server (remove it)`
+	if got := fe.Error(); got != want {
+		t.Errorf("ParseTuning(bad) error =\n%s\nwant\n%s", got, want)
 	}
 }

@@ -118,9 +118,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("load config: %w", err)
 		}
-		c, err := Parse(data)
+		c, err := ParseFile(w.path, data)
 		if err != nil {
-			return fmt.Errorf("load config %s: %w", w.path, err)
+			return err
 		}
 		w.last, w.lastData = c, data
 		w.apply(c)
@@ -171,7 +171,7 @@ func (w *Watcher) check(force bool) {
 		return
 	}
 	w.lastData = data
-	c, err := Parse(data)
+	c, err := ParseFile(w.path, data)
 	if err != nil {
 		w.fail(force, err)
 		return

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -87,24 +86,15 @@ func (k *kubeFlags) sidecarConfig() (*configs.Config, error) {
 }
 
 // kubeConfig is the config the data path starts from in Kubernetes mode:
-// the --config file if given (it must not list peers or Services, which
-// come from the API server), else the defaults with --cluster-cidr and
-// --service-cidr; with this Node in place of the file's node section.
-func (k *kubeFlags) kubeConfig(path string, self kube.Node) (*configs.Config, error) {
-	f := &configs.File{
-		ClusterCIDRs: []string{k.clusterCIDR},
-		ServiceCIDRs: []string{k.serviceCIDR},
-	}
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("load config: %w", err)
-		}
-		if f, err = configs.Decode(b); err != nil {
-			return nil, fmt.Errorf("load config %s: %w", path, err)
-		}
-		if len(f.Peers) > 0 || len(f.Services) > 0 {
-			return nil, fmt.Errorf("config %s: peers and services come from the API server with --kubeconfig; remove them from the file", path)
+// the tuning file (--config, checked by configs.LoadTuning) if given,
+// else the defaults with --cluster-cidr and --service-cidr; with this
+// Node in place of the node section.
+func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.Config, error) {
+	f := tuning
+	if f == nil {
+		f = &configs.File{
+			ClusterCIDRs: []string{k.clusterCIDR},
+			ServiceCIDRs: []string{k.serviceCIDR},
 		}
 	}
 	cfg, err := f.ForNode(configs.Node{Name: self.Name, Zone: self.Zone, Underlay: self.Address, PodCIDRs: self.PodCIDRs})
@@ -117,7 +107,7 @@ func (k *kubeFlags) kubeConfig(path string, self kube.Node) (*configs.Config, er
 // runKube runs the router fed by the API server: it waits until this Node
 // has a pod CIDR and the informers have synced, brings up the data path,
 // and then keeps it equal to the cluster's state.
-func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap.Logger, o *ops) error {
+func runKube(ctx context.Context, k *kubeFlags, tuning *configs.File, tunFD int, log *zap.Logger, o *ops) error {
 	if k.nodeName == "" {
 		return usageErrorf("--node-name (or NODE_NAME) is required with --kubeconfig or --in-cluster")
 	}
@@ -171,7 +161,7 @@ func runKube(ctx context.Context, k *kubeFlags, path string, tunFD int, log *zap
 	if k.sidecar {
 		cfg, err = k.sidecarConfig()
 	} else {
-		cfg, err = k.kubeConfig(path, self)
+		cfg, err = k.kubeConfig(tuning, self)
 		if err == nil {
 			// The pods' last mile, from the pod CIDRs the router starts
 			// with (SetNodes logs a change to them as needing a restart).

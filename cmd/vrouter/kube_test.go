@@ -26,7 +26,7 @@ var hostgwNode = kube.Node{
 // config file's checks.
 func TestKubeConfig(t *testing.T) {
 	k := &kubeFlags{clusterCIDR: "10.244.0.0/16", serviceCIDR: "10.96.0.0/12"}
-	cfg, err := k.kubeConfig("", hostgwNode)
+	cfg, err := k.kubeConfig(nil, hostgwNode)
 	if err != nil {
 		t.Fatalf("kubeConfig(no file, %s) = %v", hostgwNode.Name, err)
 	}
@@ -38,7 +38,11 @@ func TestKubeConfig(t *testing.T) {
 	dir := t.TempDir()
 	tuning := filepath.Join(dir, "tuning.yaml")
 	writeString(t, tuning, head+"clusterCIDRs: [10.244.0.0/16]\nserviceCIDRs: [10.96.0.0/12]\nlb: {mode: proxy, picker: maglev, nat: {maxFlows: 1000}}\ntun: {offload: false}\n")
-	cfg, err = k.kubeConfig(tuning, hostgwNode)
+	f, err := configs.LoadTuning(tuning)
+	if err != nil {
+		t.Fatalf("LoadTuning(%s) = %v", tuning, err)
+	}
+	cfg, err = k.kubeConfig(f, hostgwNode)
 	if err != nil {
 		t.Fatalf("kubeConfig(%s) = %v", tuning, err)
 	}
@@ -46,22 +50,27 @@ func TestKubeConfig(t *testing.T) {
 		t.Errorf("kubeConfig(%s) = LB %+v, TUN %+v, node %q; want the file's tuning for hostgw-node", tuning, cfg.LB, cfg.TUN, cfg.Node.Name)
 	}
 
+	// The file's own problems, found before the API server is asked.
 	for _, tc := range []struct {
 		name, file string
-		node       kube.Node
 		want       []string
 	}{
-		{"misspelt field", "lb: {nat: {maxFlow: 10}}\n", hostgwNode, []string{tuning, "lb.nat.maxFlow", `did you mean "maxFlows"?`}},
-		{"peers", "peers: [{name: x, underlayAddress: 192.168.31.9, podCIDRs: [10.244.9.0/24]}]\n", hostgwNode, []string{"peers and services come from the API server"}},
-		{"Node without an address", "", kube.Node{Name: "n", PodCIDRs: hostgwNode.PodCIDRs}, []string{"config for node n from the API server", "node.underlayAddress: missing"}},
+		{"misspelt field", "lb: {nat: {maxFlow: 10}}\n", []string{tuning + ":4:12: lb.nat.maxFlow", `did you mean "maxFlows"?`}},
+		{"peers", "peers: [{name: x, underlayAddress: 192.168.31.9, podCIDRs: [10.244.9.0/24]}]\n", []string{tuning + ":4:1: peers: not allowed in a tuning file"}},
 	} {
 		writeString(t, tuning, head+"clusterCIDRs: [10.244.0.0/16]\n"+tc.file)
-		_, err := k.kubeConfig(tuning, tc.node)
+		_, err := configs.LoadTuning(tuning)
 		for _, w := range tc.want {
 			if err == nil || !strings.Contains(err.Error(), w) {
-				t.Errorf("kubeConfig(%s) = %v, want an error containing %q", tc.name, err, w)
+				t.Errorf("LoadTuning(%s) = %v, want an error containing %q", tc.name, err, w)
 			}
 		}
+	}
+	// The Node's, once it is known.
+	f = &configs.File{ClusterCIDRs: []string{"10.244.0.0/16"}}
+	if _, err := k.kubeConfig(f, kube.Node{Name: "n", PodCIDRs: hostgwNode.PodCIDRs}); err == nil ||
+		!strings.Contains(err.Error(), "config for node n from the API server") || !strings.Contains(err.Error(), "node.underlayAddress: missing") {
+		t.Errorf("kubeConfig(Node without an address) = %v, want an error naming the node and node.underlayAddress", err)
 	}
 }
 

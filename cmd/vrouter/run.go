@@ -74,6 +74,17 @@ Flags:`)
 	if kf.sidecar && kf.cni.String() != "" {
 		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
 	}
+	// A tuning file is checked before anything starts, so that a broken
+	// one fails the start at once rather than once the API server has
+	// answered.
+	var tuning *configs.File
+	if kf.enabled() && !kf.sidecar && *path != "" {
+		t, err := configs.LoadTuning(*path)
+		if err != nil {
+			return invalidFile("tuning file", err)
+		}
+		tuning = t
+	}
 	defaultProcs()
 	// Catch SIGHUP (reload) and SIGUSR1 (log level) from the start: their
 	// default action would kill a router that is still coming up. A
@@ -96,11 +107,11 @@ Flags:`)
 		defer o.close()
 		ctx, stop := o.signalContext(context.Background())
 		defer stop()
-		return runKube(ctx, &kf, *path, *tunFD, log, o)
+		return runKube(ctx, &kf, tuning, *tunFD, log, o)
 	}
 	cfg, err := configs.Load(*path)
 	if err != nil {
-		return err
+		return invalidFile("config file", err)
 	}
 	if *tunFD >= 0 {
 		cfg.TUN.FD = *tunFD
@@ -117,6 +128,21 @@ Flags:`)
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
 	return runRouter(ctx, *path, cfg, log, o, hup, cw)
+}
+
+// invalidFile introduces the problems of an invalid file, one per line as
+// vrouter validate prints them; other errors (a file that cannot be read)
+// pass unchanged.
+func invalidFile(what string, err error) error {
+	var fe *configs.FileError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	check := "vrouter validate"
+	if what == "tuning file" {
+		check += " --tuning"
+	}
+	return fmt.Errorf("%s %s is invalid (%s checks it):\n%w", what, fe.Path, check, err)
 }
 
 // defaultProcs runs the router's Go code on one thread at a time
