@@ -21,6 +21,7 @@ import (
 
 // What a demo holds while it runs, and where `vrouter demo --down` finds it:
 //
+//	/run/vrouter-demo.lock         flock(2)ed by a demo as root, and its PID
 //	$TMPDIR/vrouter-demo-XXXX/     demo.pid (the demo's PID), NODE.yaml, NODE.log, NODE.sock
 //	/run/netns/vrdemo-*            its namespaces, as root; a rootless demo's live
 //	                               in its own mount namespace and go with it
@@ -75,6 +76,10 @@ func findDemoLeftovers() (demoLeftovers, error) {
 		if pid, ok := demoPID(d); ok {
 			l.demos = append(l.demos, pid)
 		}
+	}
+	// A demo as root in another $TMPDIR is found by its lock.
+	if pid, ok := demoLockHolder(); ok && os.Geteuid() == 0 && !slices.Contains(l.demos, pid) {
+		l.demos = append(l.demos, pid)
 	}
 	l.routers = demoRouters(l.dirs)
 	entries, err := os.ReadDir(topology.DefaultNetnsDir)
@@ -238,24 +243,60 @@ func pidList(pids []int) string {
 	return "pids " + strings.Join(s, ", ")
 }
 
-// runningDemoHere returns the PID of another demo that uses this
-// process's /run/netns (one in the same user namespace), if any: a second
-// demo there would delete its namespaces.
-func runningDemoHere() (int, bool) {
-	l, err := findDemoLeftovers()
-	if err != nil {
-		return 0, false
+// demoLockPath is flock(2)ed by the demo that owns the demoPrefix
+// namespaces in /run/netns, and holds its PID. The kernel drops the lock
+// when the demo exits, however it exits; the file stays, as iptables'
+// /run/xtables.lock does.
+const demoLockPath = "/run/vrouter-demo.lock"
+
+// lockDemo takes the demo lock for this process, or says which demo holds
+// it: a second demo would delete the first one's namespaces. Where /run is
+// not ours to write (a rootless demo, whose namespaces are its own) there
+// is nothing to lock and it returns nil, nil.
+func lockDemo(bin string) (*os.File, error) {
+	f, err := os.OpenFile(demoLockPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		return nil, nil
 	}
-	self, err := os.Readlink("/proc/self/ns/user")
 	if err != nil {
-		return 0, false
+		return nil, err
 	}
-	for _, pid := range l.demos {
-		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", pid)); err == nil && ns == self {
-			return pid, true
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid, _ := demoLockHolder()
+			return nil, fmt.Errorf("a demo is already running (pid %d; kept with --keep?) and owns the %s* namespaces: stop it with Ctrl-C in its terminal or `%s demo --down`", pid, demoPrefix, bin)
 		}
+		return nil, fmt.Errorf("lock %s: %w", demoLockPath, err)
 	}
-	return 0, false
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", os.Getpid()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// demoLockHolder returns the PID of the demo that holds the demo lock, if
+// one does.
+func demoLockHolder() (int, bool) {
+	f, err := os.Open(demoLockPath)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close() // releases the probe's lock, if it got one
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil {
+		return 0, false
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, err == nil && alive(pid)
 }
 
 // selfPath is this binary's path as a user can type it again.

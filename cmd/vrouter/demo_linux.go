@@ -154,8 +154,12 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err := checkTUN(); err != nil {
 		return err
 	}
-	if pid, ok := runningDemoHere(); ok {
-		return fmt.Errorf("a demo is already running (pid %d; kept with --keep?) and owns the %s* namespaces: stop it with Ctrl-C in its terminal or `%s demo --down`", pid, demoPrefix, bin)
+	lock, err := lockDemo(bin)
+	if err != nil {
+		return err
+	}
+	if lock != nil {
+		defer lock.Close() // after teardown, which the next defer runs
 	}
 	if err := topology.Cleanup(demoPrefix); err != nil {
 		return fmt.Errorf("remove a previous demo's namespaces: %w", err)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,13 +64,45 @@ func newDemoEnv(t *testing.T) *demoEnv {
 	}
 	t.Cleanup(func() {
 		// A failed test may leave a demo behind; take it down for the next.
-		e.command("demo", "--down").Run()
+		if t.Failed() {
+			e.command("demo", "--down").Run()
+		}
 	})
 	return e
 }
 
+// otherDemo returns the PID of a demo as root that is not this env's
+// (someone's make demo, another test binary), if one runs.
+func (e *demoEnv) otherDemo() (int, bool) {
+	pid, ok := demoLockHolder()
+	if !ok || strings.Contains(strings.Join(cmdline(pid), " "), e.base) {
+		return 0, false
+	}
+	return pid, true
+}
+
+// waitForOtherDemos waits until no other demo as root runs: only one may
+// own the demo's namespaces at a time, and the demo would refuse to start.
+func (e *demoEnv) waitForOtherDemos() {
+	e.t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		pid, ok := e.otherDemo()
+		if !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("another demo (pid %d) still runs after 3 minutes", pid)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // command is `vrouter args...` with TMPDIR set to the env's.
 func (e *demoEnv) command(args ...string) *exec.Cmd {
+	if len(args) > 0 && args[0] == "demo" && !slices.Contains(args, "--down") {
+		e.waitForOtherDemos()
+	}
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+e.tmp)
 	return cmd
@@ -100,7 +133,10 @@ func (e *demoEnv) leftovers() []string {
 	for _, d := range dirs {
 		left = append(left, "directory "+d)
 	}
-	entries, _ := os.ReadDir(topology.DefaultNetnsDir)
+	var entries []os.DirEntry
+	if _, ok := e.otherDemo(); !ok { // else the namespaces may be its
+		entries, _ = os.ReadDir(topology.DefaultNetnsDir)
+	}
 	for _, en := range entries {
 		if strings.HasPrefix(en.Name(), demoPrefix) {
 			left = append(left, "namespace "+en.Name())
@@ -332,9 +368,9 @@ func TestDemoDownAfterKill(t *testing.T) {
 func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	e := newDemoEnv(t)
 	k := e.startKept()
-	code, out := e.run(e.command("demo"))
+	code, out := e.run(exec.Command(e.bin, "demo")) // in /tmp: its lock, not its directory, finds the kept one
 	want := fmt.Sprintf("a demo is already running (pid %d", k.cmd.Process.Pid)
-	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "demo --down") {
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, e.bin+" demo --down") {
 		t.Errorf("vrouter demo beside a kept one = exit %d, want 1 with %q and the --down hint:\n%s", code, want, out)
 	}
 	// The kept demo is untouched: its routers still run.
