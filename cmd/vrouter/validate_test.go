@@ -44,6 +44,8 @@ func TestValidateGolden(t *testing.T) {
 		// vrouter run checks a tuning file before it asks the API server
 		// (there is none here), with validate's messages.
 		{"run-tuning-bad", []string{"run", "--kubeconfig", "/nonexistent/kubeconfig", "--node-name", "n", "--config", dir + "/tuning-bad.yaml"}, nil},
+		// And a node's file before it opens anything.
+		{"run-config-bad", []string{"run", "--config", dir + "/three-errors.yaml"}, nil},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
