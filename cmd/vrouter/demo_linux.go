@@ -12,14 +12,17 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
 	"github.com/vrouter/vrouter/integration/topology"
+	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -40,10 +43,11 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 	var (
 		keep     = fs.Bool("keep", false, "leave the cluster running after the checks, with commands to explore it, until Ctrl-C, SIGTERM, SIGHUP (its terminal closed) or demo --down")
 		down     = fs.Bool("down", false, "stop a kept demo and remove whatever demos left (routers, namespaces "+demoPrefix+"*, directories $TMPDIR/"+demoDirPattern+"), then exit")
+		mode     = fs.String("mode", lb.ModeNAT.String(), "the Services' load-balancing mode: nat (kube-proxy's: the router translates addresses) or proxy (the router ends TCP connections and dials the backends)")
 		logLevel = fs.String("log-level", "info", "the routers' log level")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep] [--log-level LEVEL]
+		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep] [--mode nat|proxy] [--log-level LEVEL]
        vrouter demo --down
 
 Builds the seed's two-node cluster (flannel host-gw: hostgw-master
@@ -67,6 +71,9 @@ Flags:`)
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
+	if *mode != lb.ModeNAT.String() && *mode != lb.ModeProxy.String() {
+		return usageErrorf("--mode %q: want %s or %s", *mode, lb.ModeNAT, lb.ModeProxy)
+	}
 	if *down {
 		if *keep {
 			return usageErrorf("--down stops a demo; it does not take --keep")
@@ -82,7 +89,7 @@ Flags:`)
 	// A closed terminal (SIGHUP) tears the demo down like Ctrl-C does.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	d := &demo{out: stdout, keep: *keep, logLevel: *logLevel}
+	d := &demo{out: stdout, keep: *keep, mode: *mode, logLevel: *logLevel}
 	return d.run(ctx)
 }
 
@@ -133,6 +140,7 @@ func reexecRootless(args []string, stdout, stderr io.Writer) error {
 type demo struct {
 	out      io.Writer
 	keep     bool
+	mode     string // the Services' lb mode, "nat" or "proxy"
 	logLevel string
 
 	c       *topology.Cluster
@@ -183,8 +191,12 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return fmt.Errorf("build the cluster: %w", err)
 	}
 
+	services := harness.SeedServices("")
+	for i := range services {
+		services[i].Mode = d.mode
+	}
 	for _, n := range spec.Nodes {
-		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: harness.SeedServices("")})
+		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: services})
 		if err != nil {
 			return err
 		}
@@ -212,7 +224,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 	d.printf("\nChecks\n")
 	d.checks(ctx, spec)
-	d.printf("\nService load balancing (nat mode, picker random, as kube-proxy)\n")
+	d.printf("\nService load balancing (%s)\n", d.serviceHeading())
 	d.serviceChecks(ctx, spec)
 	if ctx.Err() != nil {
 		return d.interrupted(ctx)
@@ -401,11 +413,22 @@ func (d *demo) printKeep(spec topology.Spec) {
 		d.printf("  (rootless: first join the demo's namespaces: nsenter --preserve-credentials -U -m -t %d)\n", os.Getpid())
 	}
 	a, b := spec.Nodes[0], spec.Nodes[1]
-	d.printf("  %sping %s                    # pod to pod across nodes\n", enter(a.Pods[0].Name), b.Pods[0].Addr)
-	d.printf("  %sip route                   # the node's routes: only vr0's\n", enter(a.Name))
-	d.printf("  %stcpdump -ni eth0 udp port %d  # overlay datagrams\n", enter(b.Name), harness.OverlayPort)
-	d.printf("  %s routes --socket %s    # the router's table\n", bin, filepath.Join(d.dir, a.Name+".sock"))
-	d.printf("  %s services --socket %s  # Services, endpoints, connections\n", bin, filepath.Join(d.dir, a.Name+".sock"))
+	sock := filepath.Join(d.dir, a.Name+".sock")
+	cmds := [][2]string{
+		{fmt.Sprintf("%sping %s", enter(a.Pods[0].Name), b.Pods[0].Addr), "pod to pod across nodes"},
+		{fmt.Sprintf("%scurl http://%s/", enter(b.Pods[0].Name), harness.MyServiceIP), "my-service, " + d.mode + " mode"},
+		{enter(a.Name) + "ip route", "the node's routes: only vr0's"},
+		{fmt.Sprintf("%stcpdump -ni eth0 udp port %d", enter(b.Name), harness.OverlayPort), "overlay datagrams"},
+		{fmt.Sprintf("%s routes --socket %s", bin, sock), "the router's table"},
+		{fmt.Sprintf("%s services --socket %s", bin, sock), "Services, endpoints, connections"},
+	}
+	width := 0
+	for _, c := range cmds {
+		width = max(width, len(c[0]))
+	}
+	for _, c := range cmds {
+		d.printf("  %-*s  # %s\n", width, c[0], c[1])
+	}
 	d.printf("  configs and router logs: %s\n", d.dir)
 }
 
@@ -438,13 +461,16 @@ func (d *demo) teardown() error {
 
 // serviceChecks curls the seed's my-service from pods on both nodes and
 // from a node, as the seed does, and resolves through kube-dns over UDP.
+// Every backend must answer, and must see the client address that the
+// Services' mode gives it (docs/load-balancing.md): that is what shows
+// the mode asked for is the one at work.
 func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
 	const requests = 30
 	url := "http://" + harness.MyServiceIP + "/"
 	backends := []string{"nginx-th5pz", "nginx-4k7xw", "nginx-j6zwk"}
 	for _, from := range []string{spec.Nodes[0].Pods[0].Name, spec.Nodes[1].Pods[0].Name, spec.Nodes[0].Name} {
 		counts := map[string]int{}
-		clients := map[string]bool{}
+		seen := map[string]map[netip.Addr]bool{}
 		var err error
 		for range requests {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -455,38 +481,121 @@ func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
 				break
 			}
 			counts[rep.Server]++
-			clients[rep.Client.Addr().String()] = true
+			if seen[rep.Server] == nil {
+				seen[rep.Server] = map[netip.Addr]bool{}
+			}
+			seen[rep.Server][rep.Client.Addr()] = true
 		}
 		var parts []string
 		for _, b := range backends {
-			parts = append(parts, fmt.Sprintf("%s %d", b, counts[b]))
-			if err == nil && counts[b] == 0 {
+			var saw []string
+			for a := range seen[b] {
+				saw = append(saw, a.String())
+			}
+			slices.Sort(saw)
+			parts = append(parts, fmt.Sprintf("%s %d (saw %s)", b, counts[b], strings.Join(saw, " ")))
+			if err != nil {
+				continue
+			}
+			if counts[b] == 0 {
 				err = fmt.Errorf("backend %s never answered: %v", b, counts)
+				continue
+			}
+			want, why, werr := d.wantClient(spec, from, b)
+			if werr != nil {
+				err = werr
+				continue
+			}
+			if len(seen[b]) != 1 || !seen[b][want] {
+				err = fmt.Errorf("backend %s saw client %s, want %s (%s mode: %s)", b, strings.Join(saw, " "), want, d.mode, why)
 			}
 		}
-		var seen []string
-		for c := range clients {
-			seen = append(seen, c)
-		}
-		d.check(fmt.Sprintf("curl %s x%d from %s", url, requests, from),
-			strings.Join(parts, ", ")+"; backends saw "+strings.Join(seen, " "), err)
+		d.check(fmt.Sprintf("curl %s x%d from %s", url, requests, from), strings.Join(parts, ", "), err)
 	}
 	{
-		from := spec.Nodes[1].Pods[0].Name
+		// UDP goes by nat mode in both modes; coredns runs on the other
+		// node, so it sees the client pod's own address.
+		from, _, _ := spec.Pod(spec.Nodes[1].Pods[0].Name)
 		vip := netip.AddrPortFrom(netip.MustParseAddr(harness.KubeDNSIP), 53)
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		rep, err := d.c.UDPExchange(cctx, from, vip, []byte("query"))
+		rep, err := d.c.UDPExchange(cctx, from.Name, vip, []byte("query"))
 		cancel()
 		detail := ""
 		if err == nil {
-			if !strings.HasPrefix(rep.Server, "coredns-") {
+			switch {
+			case !strings.HasPrefix(rep.Server, "coredns-"):
 				err = fmt.Errorf("answered by %q, want a coredns pod", rep.Server)
-			} else {
+			case rep.Client.Addr() != from.Addr:
+				err = fmt.Errorf("%s saw client %s, want %s (the client's own address)", rep.Server, rep.Client.Addr(), from.Addr)
+			default:
 				detail = "answered by " + rep.Server + ", which saw client " + rep.Client.Addr().String()
 			}
 		}
-		d.check(fmt.Sprintf("udp  %s -> kube-dns %s", from, vip), detail, err)
+		d.check(fmt.Sprintf("udp  %s -> kube-dns %s", from.Name, vip), detail, err)
 	}
+}
+
+// serviceHeading says what the Services' mode does, as the checks expect it.
+func (d *demo) serviceHeading() string {
+	if d.mode == lb.ModeProxy.String() {
+		return "proxy mode, picker random: the router ends each TCP connection and dials the backend from the client's node; UDP as in nat mode"
+	}
+	return "nat mode, picker random, as kube-proxy: backends on other nodes see the client, those on its node the router address"
+}
+
+// wantClient is the source address backend must see for a connection to
+// a ClusterIP from client (a pod or a node), and why.
+func (d *demo) wantClient(spec topology.Spec, client, backend string) (netip.Addr, string, error) {
+	_, bnode, _ := spec.Pod(backend)
+	cnode, isNode := spec.Node(client)
+	var caddr netip.Addr
+	if isNode {
+		a, err := d.tunAddr(cnode.Name)
+		if err != nil {
+			return netip.Addr{}, "", err
+		}
+		caddr = a // a node's connections through vr0 come from vr0's address
+	} else {
+		var p topology.PodSpec
+		p, cnode, _ = spec.Pod(client)
+		caddr = p.Addr
+	}
+	local := bnode.Name == cnode.Name
+	switch {
+	case d.mode == lb.ModeProxy.String() && local:
+		return cnode.Gateway(), "the router dials a backend on its own node from cni0's address", nil
+	case d.mode == lb.ModeProxy.String():
+		a, err := d.tunAddr(cnode.Name)
+		return a, "the router dials a backend on another node from vr0's address", err
+	case local:
+		return configs.DefaultRouterAddresses[0], "a backend on the client's node sees the router address", nil
+	default:
+		return caddr, "a backend on another node sees the client's own address", nil
+	}
+}
+
+// tunAddr is the IPv4 address of node's TUN, vr0.
+func (d *demo) tunAddr(node string) (netip.Addr, error) {
+	var out netip.Addr
+	err := d.c.Do(node, func() error {
+		l, err := netlink.LinkByName(tun.DefaultName)
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		if len(addrs) == 0 {
+			return fmt.Errorf("no IPv4 address on %s", tun.DefaultName)
+		}
+		out, _ = netip.AddrFromSlice(addrs[0].IP.To4())
+		return nil
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("address of %s on %s: %w", tun.DefaultName, node, err)
+	}
+	return out, nil
 }
 
 // tunDevice is the device every router opens to create its TUN.

@@ -184,6 +184,32 @@ func TestDemoLeavesNothing(t *testing.T) {
 	e.checkNothingLeft("vrouter demo")
 }
 
+// In proxy mode the backends see the client's node, not the client: the
+// demo checks for exactly that, so it passes only if the mode took.
+func TestDemoProxyMode(t *testing.T) {
+	e := newDemoEnv(t)
+	code, out := e.run(e.command("demo", "--mode", "proxy"))
+	for _, want := range []string{"Service load balancing (proxy mode", "13 passed, 0 failed"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("vrouter demo --mode proxy = exit %d, want 0 with %q:\n%s", code, want, out)
+		}
+	}
+	// From nginx-th5pz, the backend on its node saw cni0's address, the
+	// others vr0's.
+	re := regexp.MustCompile(`from nginx-th5pz +nginx-th5pz \d+ \(saw 10\.244\.0\.1\), nginx-4k7xw \d+ \(saw 10\.244\.0\.0\)`)
+	if !re.MatchString(out) {
+		t.Errorf("vrouter demo --mode proxy: want the report to match %s:\n%s", re, out)
+	}
+	e.checkNothingLeft("vrouter demo --mode proxy")
+}
+
+func TestDemoModeFlag(t *testing.T) {
+	code, stdout, stderr := run("demo", "--mode", "ipvs")
+	if code != 2 || !strings.Contains(stderr, `--mode "ipvs": want nat or proxy`) || stdout != "" {
+		t.Errorf("vrouter demo --mode ipvs = exit %d, stdout %q, stderr %q; want exit 2 naming the flag, the value and nat or proxy", code, stdout, stderr)
+	}
+}
+
 // TestDemoRootless runs the demo as nobody, which makes it re-run itself
 // in a user namespace. That needs /dev/net/tun read-write for nobody; on a
 // machine where it is not, the demo must say how to fix that before it
