@@ -43,6 +43,17 @@ func newDemoEnv(t *testing.T) *demoEnv {
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		t.Skip("demo tests need nsenter (util-linux)")
 	}
+	// Demo tests of other test binaries (go test ./... runs packages in
+	// parallel; several people share a machine) would see this test's
+	// namespaces and it theirs: one demo test at a time per machine.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "vrouter-demotest.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // registered first, so it runs last
 	// Not t.TempDir: its directories are 0700, and the rootless test runs
 	// the binary as nobody.
 	base, err := os.MkdirTemp("", "vrouter-demotest-")
@@ -278,8 +289,14 @@ func (e *demoEnv) startKept() *keptDemo {
 		close(k.done)
 	}()
 	e.t.Cleanup(func() {
-		k.cmd.Process.Kill()
-		<-k.done
+		// Gracefully, so that it tears down what it built.
+		k.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-k.done:
+		case <-time.After(40 * time.Second):
+			k.cmd.Process.Kill()
+			<-k.done
+		}
 	})
 	deadline := time.After(60 * time.Second)
 	for !strings.Contains(k.out.String(), "The cluster keeps running") {
@@ -390,7 +407,8 @@ func TestDemoDownAfterKill(t *testing.T) {
 }
 
 // A second demo while one is kept would delete the first one's
-// namespaces: it refuses and says how to stop the first.
+// namespaces: it refuses and says how to stop the first. SIGTERM then
+// tears the kept one down.
 func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	e := newDemoEnv(t)
 	k := e.startKept()
@@ -405,4 +423,11 @@ func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 			t.Errorf("router pid %d of the kept demo died", pid)
 		}
 	}
+	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := k.wait(t, 40*time.Second); code != 0 {
+		t.Errorf("kept demo after SIGTERM: exit %d, want 0:\n%s", code, k.out)
+	}
+	e.checkNothingLeft("SIGTERM to vrouter demo --keep")
 }
