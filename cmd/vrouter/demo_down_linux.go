@@ -212,11 +212,16 @@ func demoDown(out io.Writer) error {
 			fmt.Fprintf(out, "  router %s did not exit within %v of SIGTERM: killed\n", pidList(killed), routerStopTimeout)
 		}
 	}
-	if len(l.namespaces) > 0 {
+	switch {
+	case len(l.namespaces) > 0 && os.Geteuid() != 0:
+		// Only a demo as root names namespaces in /run/netns.
+		what := "left by a demo run as root"
+		if pid, ok := demoLockHolder(); ok {
+			what = fmt.Sprintf("of a demo running as root (pid %d)", pid)
+		}
+		errs = append(errs, fmt.Errorf("namespaces %s* in %s are %s: run `sudo %s demo --down`", demoPrefix, topology.DefaultNetnsDir, what, selfPath()))
+	case len(l.namespaces) > 0:
 		if err := topology.Cleanup(demoPrefix); err != nil {
-			if os.Geteuid() != 0 {
-				err = fmt.Errorf("%w (namespaces in %s are made by a demo run as root: run `sudo %s demo --down`)", err, topology.DefaultNetnsDir, selfPath())
-			}
 			errs = append(errs, err)
 		} else {
 			fmt.Fprintf(out, "Deleted namespaces %s\n", strings.Join(l.namespaces, " "))

@@ -407,8 +407,9 @@ func TestDemoDownAfterKill(t *testing.T) {
 }
 
 // A second demo while one is kept would delete the first one's
-// namespaces: it refuses and says how to stop the first. SIGTERM then
-// tears the kept one down.
+// namespaces: it refuses and says how to stop the first, and --down by
+// another user than root says it needs root. SIGTERM then tears the kept
+// one down.
 func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	e := newDemoEnv(t)
 	k := e.startKept()
@@ -416,6 +417,14 @@ func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	want := fmt.Sprintf("a demo is already running (pid %d", k.cmd.Process.Pid)
 	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, e.bin+" demo --down") {
 		t.Errorf("vrouter demo beside a kept one = exit %d, want 1 with %q and the --down hint:\n%s", code, want, out)
+	}
+	// Nor may a user other than root take it down.
+	down := e.command("demo", "--down")
+	down.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	code, out = e.run(down)
+	want = fmt.Sprintf("are of a demo running as root (pid %d): run `sudo %s demo --down`", k.cmd.Process.Pid, e.bin)
+	if code != 1 || !strings.Contains(out, want) {
+		t.Errorf("vrouter demo --down as nobody beside a kept demo of root's = exit %d, want 1 with %q:\n%s", code, want, out)
 	}
 	// The kept demo is untouched: its routers still run.
 	for _, pid := range k.routers {
