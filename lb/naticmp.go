@@ -77,19 +77,10 @@ func (n *NAT) translateICMPError(p *packet.Parsed, b []byte) {
 	icmp[2], icmp[3] = 0, 0
 	if v6 {
 		ip := header.IPv6(b)
-		plen := int(ip.PayloadLength())
-		if header.IPv6MinimumSize+plen > len(b) {
-			return
-		}
-		ic := header.ICMPv6(b[header.IPv6MinimumSize : header.IPv6MinimumSize+plen])
+		ic := header.ICMPv6(b[p.L4:p.Length])
 		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: ip.SourceAddress(), Dst: ip.DestinationAddress()}))
 	} else {
-		total := int(binary.BigEndian.Uint16(b[2:4]))
-		ihl := int(b[0]&0xf) * 4
-		if total > len(b) || total < ihl {
-			return
-		}
-		binary.BigEndian.PutUint16(icmp[2:4], ^checksum.Checksum(b[ihl:total], 0))
+		binary.BigEndian.PutUint16(icmp[2:4], ^checksum.Checksum(b[p.L4:p.Length], 0))
 	}
 }
 

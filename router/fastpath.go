@@ -95,7 +95,7 @@ func (f *fastPath) forward(p *packet.Parsed, b []byte, mss int, partial bool) bo
 					return false
 				}
 			}
-			o = superOffload(b, hdr, mss)
+			o = superOffload(p, mss)
 		}
 		decrementTTL(b)
 		t.send(b, o)

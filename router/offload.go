@@ -83,13 +83,13 @@ func segment(scratch *[]byte, p *packet.Parsed, b []byte, mss int) (out []byte, 
 	return out[:total], n, segSize, total, true
 }
 
-// superOffload is the metadata of TCP super-packet b (partial checksum;
-// hdr bytes of IP and TCP header, segments of mss payload bytes) for the
-// node kernel to take it as one TSO packet.
-func superOffload(b []byte, hdr, mss int) tun.Offload {
-	t, l4 := tun.GSOTCPv6, 40
-	if b[0]>>4 == 4 {
-		t, l4 = tun.GSOTCPv4, int(b[0]&0x0f)*4
+// superOffload is the metadata of the TCP super-packet p decoded (partial
+// checksum, segments of mss payload bytes) for the node kernel to take it
+// as one TSO packet.
+func superOffload(p *packet.Parsed, mss int) tun.Offload {
+	t := tun.GSOTCPv6
+	if p.Version == 4 {
+		t = tun.GSOTCPv4
 	}
-	return tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(hdr), GSOSize: uint16(mss), CsumStart: uint16(l4), CsumOffset: 16}
+	return tun.Offload{NeedsCsum: true, GSOType: t, HdrLen: uint16(p.TransportEnd), GSOSize: uint16(mss), CsumStart: uint16(p.L4), CsumOffset: 16}
 }

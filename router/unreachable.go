@@ -41,8 +41,8 @@ func (u *unreachable) answer(b []byte) bool {
 	var msg []byte
 	if p.Src.Is4() {
 		// Never answer an ICMP error with one (RFC 1812 4.3.2.7).
-		if b[9] == uint8(header.ICMPv4ProtocolNumber) && len(b) > int(b[0]&0xf)*4 {
-			if t := b[int(b[0]&0xf)*4]; t != uint8(header.ICMPv4Echo) && t != uint8(header.ICMPv4EchoReply) {
+		if p.Proto == packet.ICMPv4 && len(b) > p.L4 {
+			if t := b[p.L4]; t != uint8(header.ICMPv4Echo) && t != uint8(header.ICMPv4EchoReply) {
 				return false
 			}
 		}
