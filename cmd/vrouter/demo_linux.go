@@ -450,7 +450,7 @@ func (d *demo) teardown() error {
 		}
 	}
 	if d.failed > 0 || len(errs) > 0 {
-		errs = append(errs, fmt.Errorf("configs and router logs are in %s", d.dir))
+		errs = append(errs, fmt.Errorf("configs and router logs are in %s (`%s demo --down` removes it)", d.dir, selfPath()))
 		return errors.Join(errs...)
 	}
 	if err := os.RemoveAll(d.dir); err != nil {
