@@ -329,7 +329,7 @@ func openError(name string, multiQueue bool, err error) error {
 		case unix.ENODEV, unix.ENXIO:
 			return fmt.Errorf("%s: %w: /dev/net/tun exists but the tun driver is not loaded: load the tun module (modprobe tun) (open: %w)", op, ErrNoDevice, err)
 		case unix.EACCES, unix.EPERM:
-			return fmt.Errorf("%s: %w: cannot open /dev/net/tun: run as root, make /dev/net/tun read-write for this user (mode 0666 is the usual default; in a container pass --device /dev/net/tun), or let a privileged helper open the TUN and pass --tun-fd (open: %w)", op, ErrPermission, err)
+			return fmt.Errorf("%s: %w: cannot open /dev/net/tun: run as root, make /dev/net/tun read-write for this user (mode 0666, which udev sets where it runs: `chmod 0666 /dev/net/tun`; in a container pass --device /dev/net/tun), or let a privileged helper open the TUN and pass --tun-fd (open: %w)", op, ErrPermission, err)
 		}
 		return fmt.Errorf("%s: open /dev/net/tun: %w", op, err)
 	}
