@@ -6,8 +6,8 @@ package tun
 // the TUN with a socket of the node kernel on 10.244.0.0 (fd00:10:244::1),
 // which the kernel reaches through vr0 (MTU 1400):
 //
-//	kernel socket 10.244.0.0:5201 ──vr0──▶ test: ReadOffload, hand-built ACKs
-//	kernel socket 10.244.0.0:5201 ◀──vr0── test: WriteOffload of a super-packet
+//	kernel socket 10.244.0.0:5201 ──vr0──▶ test: Read with offload, hand-built ACKs
+//	kernel socket 10.244.0.0:5201 ◀──vr0── test: Write of a super-packet
 
 import (
 	"bytes"
@@ -321,19 +321,19 @@ func receiveStream(t *testing.T, d *offloadFile, f *tcpFlow, want []byte, gso GS
 			// gives a valid checksum.
 			partial := ^inetChecksum(nil, pseudoSum(s.src.Addr().AsSlice(), s.dst.Addr().AsSlice(), 6, len(s.tcp)))
 			if got := binary.BigEndian.Uint16(s.tcp[16:]); got != partial {
-				t.Errorf("ReadOffload packet %d (%d bytes): checksum field %#04x, want the pseudo-header sum %#04x", st.packets, len(pkt), got, partial)
+				t.Errorf("Read packet %d (%d bytes): checksum field %#04x, want the pseudo-header sum %#04x", st.packets, len(pkt), got, partial)
 			}
 			if int(o.CsumStart) != s.ipLen || o.CsumOffset != 16 {
-				t.Errorf("ReadOffload packet %d: csum_start %d csum_offset %d, want %d 16", st.packets, o.CsumStart, o.CsumOffset, s.ipLen)
+				t.Errorf("Read packet %d: csum_start %d csum_offset %d, want %d 16", st.packets, o.CsumStart, o.CsumOffset, s.ipLen)
 			}
 			c := bytes.Clone(pkt)
 			completeChecksum(c, o)
 			if cs, _ := parseTCP(c); !tcpChecksumOK(cs) {
-				t.Errorf("ReadOffload packet %d: completed checksum does not verify", st.packets)
+				t.Errorf("Read packet %d: completed checksum does not verify", st.packets)
 			}
 		case len(s.payload) > 0:
 			if !tcpChecksumOK(s) {
-				t.Errorf("ReadOffload packet %d: no NEEDS_CSUM, but the checksum does not verify", st.packets)
+				t.Errorf("Read packet %d: no NEEDS_CSUM, but the checksum does not verify", st.packets)
 			}
 		}
 		if !plain && o.GSOType != GSONone {
@@ -401,14 +401,14 @@ func sendAll(c net.Conn, data []byte) <-chan error {
 	return errc
 }
 
-// TestReadOffloadTSO: a kernel TCP stream out of the device arrives as
+// TestReadTSO: a kernel TCP stream out of the device arrives as
 // GSO super-packets longer than the MTU, their headers describe them and
 // their checksums stay partial; with plain Read, the same stream arrives
 // with every checksum complete.
-func TestReadOffloadTSO(t *testing.T) {
+func TestReadTSO(t *testing.T) {
 	for _, fam := range offloadFamilies {
 		for _, plain := range []bool{false, true} {
-			name := fam.name + "/ReadOffload"
+			name := fam.name + "/Read"
 			if plain {
 				name = fam.name + "/Read"
 			}
@@ -438,10 +438,10 @@ func TestReadOffloadTSO(t *testing.T) {
 	}
 }
 
-// TestWriteOffloadGSO: a hand-built super-packet with a partial checksum,
+// TestWriteGSO: a hand-built super-packet with a partial checksum,
 // written once, reaches a kernel socket whole and in order, and counts as
 // one received packet on the device.
-func TestWriteOffloadGSO(t *testing.T) {
+func TestWriteGSO(t *testing.T) {
 	for _, fam := range offloadFamilies {
 		t.Run(fam.name, func(t *testing.T) {
 			inNewNetns(t)
@@ -466,10 +466,10 @@ func TestWriteOffloadGSO(t *testing.T) {
 			before := rxPackets(t, "vr0")
 			n, err := writePacket(d, pkt, o)
 			if err != nil || n != len(pkt) {
-				t.Fatalf("WriteOffload(%d bytes, %+v) = %d, %v; want %d, nil", len(pkt), o, n, err, len(pkt))
+				t.Fatalf("Write(%d bytes, %+v) = %d, %v; want %d, nil", len(pkt), o, n, err, len(pkt))
 			}
 			if got := rxPackets(t, "vr0") - before; got != 1 {
-				t.Errorf("vr0 rx_packets grew by %d for one WriteOffload, want 1", got)
+				t.Errorf("vr0 rx_packets grew by %d for one Write, want 1", got)
 			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			got := make([]byte, len(data))
@@ -539,10 +539,10 @@ func TestOffloadPlainPackets(t *testing.T) {
 	}
 }
 
-// TestWriteOffloadRefuses: an Offload that cannot describe its packet is
+// TestWriteRefusesOffload: an Offload that cannot describe its packet is
 // refused before the kernel sees it; one the kernel refuses comes back
 // with the kernel's errno.
-func TestWriteOffloadRefuses(t *testing.T) {
+func TestWriteRefusesOffload(t *testing.T) {
 	inNewNetns(t)
 	d := mustOpenOffload(t, Options{})
 	if err := Configure("vr0", seedConfig()); err != nil {
@@ -563,7 +563,7 @@ func TestWriteOffloadRefuses(t *testing.T) {
 	} {
 		n, err := writePacket(d, pkt, tc.o)
 		if err == nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("WriteOffload(%+v) = %d, %v; want an error wrapping %v containing %q", tc.o, n, err, tc.is, tc.want)
+			t.Errorf("Write(%+v) = %d, %v; want an error wrapping %v containing %q", tc.o, n, err, tc.is, tc.want)
 		}
 	}
 }
@@ -764,15 +764,15 @@ func TestOffloadRefused(t *testing.T) {
 	}
 }
 
-// TestReadOffloadForwarded: what vrouter meets in production. A pod's
+// TestReadTSOForwarded: what vrouter meets in production. A pod's
 // TCP stream is forwarded by the node kernel into vr0; its TSO
 // super-packets cross the veth and the forwarding path whole and come out
-// of ReadOffload as super-packets.
+// of Read as super-packets.
 //
 //	pod netns                    test's netns (node)
 //	eth0 10.244.0.4/24 ──veth── veth0 10.244.0.1/24, ip_forward=1
 //	default via 10.244.0.1       vr0 (seedConfig) ── test plays 10.244.1.2
-func TestReadOffloadForwarded(t *testing.T) {
+func TestReadTSOForwarded(t *testing.T) {
 	inNewNetns(t)
 	d := mustOpenOffload(t, Options{})
 	if err := Configure("vr0", seedConfig()); err != nil {

@@ -366,7 +366,7 @@ func classify(frames []string) string {
 	if isSyscall(frames) {
 		switch {
 		// The stack's writes (WritePackets) and the fast path's
-		// (send, sendTo, sendSuper), made from either reader.
+		// (send), made from either reader.
 		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send"):
 			return categories[0]
 		case anyFrame(frames, "(*tunEndpoint).WritePackets", "(*tunEndpoint).send"):
