@@ -105,8 +105,8 @@ Duration: 6s, Total samples = 30ms (0.5%)
 	}
 	// The fast path writes from the other link's reader.
 	for frames, want := range map[[4]string]string{
-		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).WriteBatch", "github.com/vrouter/vrouter/router.(*overlayEndpoint).send", "github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop"}:           "syscall: UDP send (overlay out)",
-		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/tun.(*offloadFile).Write", "github.com/vrouter/vrouter/router.(*tunEndpoint).send", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}:           "syscall: TUN write (to node kernel)",
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).WriteBatch", "github.com/vrouter/vrouter/router.(*overlayEndpoint).send", "github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop"}:        "syscall: UDP send (overlay out)",
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/tun.(*offloadFile).Write", "github.com/vrouter/vrouter/router.(*tunEndpoint).send", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}:            "syscall: TUN write (to node kernel)",
 		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).ReadBatch", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}: "syscall: UDP receive (overlay in)",
 	} {
 		if got := classify(frames[:]); got != want {
