@@ -17,12 +17,23 @@ import (
 // DefaultDebounce is WatchOptions.Debounce when left zero.
 const DefaultDebounce = 100 * time.Millisecond
 
+// maxDelayFactor sets WatchOptions.MaxDelay when left zero: so many
+// debounce periods.
+const maxDelayFactor = 10
+
 // WatchOptions configure a Watcher. The zero value is ready to use.
 type WatchOptions struct {
 	// Debounce is how long the file's directory must stay quiet after a
 	// change before the file is read again, so that a burst of writes is
 	// read once. Zero means DefaultDebounce.
 	Debounce time.Duration
+	// MaxDelay bounds the debounce: the file is read at most MaxDelay
+	// after the first change of a burst even if the directory never
+	// stays quiet for Debounce (another file there written every few
+	// milliseconds), so that a busy directory cannot hold a change back
+	// forever. Zero means 10 × Debounce (1 s by default); it is never
+	// below Debounce.
+	MaxDelay time.Duration
 	// Initial is the config the caller has already applied, usually from
 	// Load at startup. Run then applies the file only once it differs
 	// from Initial. If Initial is nil, Run loads the file first, applies
@@ -36,7 +47,9 @@ type WatchOptions struct {
 //
 // It watches the file's directory, not the file: rename-replace and
 // symlink swaps leave a watch on the old inode blind. Any event there
-// starts the debounce timer; when it fires, the file is read and, only if
+// (re)starts the debounce timer, but never past WatchOptions.MaxDelay after
+// the first event since the last read; when it fires, the file is read
+// and, only if
 // its bytes changed, parsed. A file that fails to parse is logged once and
 // the running config stays: apply is not called. A config Equal to the one
 // last applied is skipped. The router computes its own diffs; apply gets
@@ -68,6 +81,10 @@ func NewWatcher(path string, log *zap.Logger, apply func(*Config), opts WatchOpt
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
 	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = maxDelayFactor * opts.Debounce
+	}
+	opts.MaxDelay = max(opts.MaxDelay, opts.Debounce)
 	return &Watcher{
 		path:   path,
 		log:    log.Named("configs").With(zap.String("path", path)),
@@ -131,6 +148,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 	debounce := time.NewTimer(w.opts.Debounce)
 	debounce.Stop()
 	defer debounce.Stop()
+	// first is when the first event since the last read came; zero when
+	// no read is pending. The timer fires Debounce after the last event,
+	// or at first+MaxDelay, whichever is earlier.
+	var first time.Time
+	arm := func() {
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		debounce.Reset(min(w.opts.Debounce, first.Add(w.opts.MaxDelay).Sub(now)))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,15 +167,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("watch config: fsnotify closed its event channel")
 			}
-			debounce.Reset(w.opts.Debounce)
+			arm()
 		case err, ok := <-fsw.Errors:
 			if !ok {
 				return errors.New("watch config: fsnotify closed its error channel")
 			}
 			// An overflow loses events: read the file to be sure.
 			w.log.Warn("config watch error", zap.Error(err))
-			debounce.Reset(w.opts.Debounce)
+			arm()
 		case <-debounce.C:
+			first = time.Time{}
 			w.check(false)
 			w.watchTarget(fsw, dir)
 		case <-w.reload:

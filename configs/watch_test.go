@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -390,4 +391,57 @@ func TestWatchCancel(t *testing.T) {
 		t.Error("second Run() = nil, want an error")
 	}
 	w.Reload() // after Run: must not block
+}
+
+// TestWatchBusyDirectory: another file in the config's directory is
+// written every few milliseconds, for ever, so the directory is never
+// quiet for a whole debounce period. A change of the config must still be
+// applied: MaxDelay bounds the debounce. The writer stops only once the
+// change is applied, so without the bound the test fails (at waitFor).
+func TestWatchBusyDirectory(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vrouter.yaml")
+	writeFile(t, path, makeFile())
+	h := startWatch(t, path, WatchOptions{Debounce: 200 * time.Millisecond, MaxDelay: 400 * time.Millisecond})
+	h.waitApply()
+
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		other := filepath.Join(dir, "busy.log")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := os.WriteFile(other, []byte(strconv.Itoa(i)), 0o644); err != nil {
+				t.Errorf("churn: %v", err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+
+	time.Sleep(50 * time.Millisecond) // the churn runs
+	atomicWrite(t, path, marshal(t, makeFile(func(f *File) { f.Node.Zone = "busy" })))
+	if c := h.waitApply(); c.Node.Zone != "busy" {
+		t.Errorf("apply under directory churn = zone %q, want busy", c.Node.Zone)
+	}
+}
+
+func TestWatchMaxDelayDefault(t *testing.T) {
+	for _, tc := range []struct {
+		in, want WatchOptions
+	}{
+		{WatchOptions{}, WatchOptions{Debounce: DefaultDebounce, MaxDelay: 10 * DefaultDebounce}},
+		{WatchOptions{Debounce: time.Second}, WatchOptions{Debounce: time.Second, MaxDelay: 10 * time.Second}},
+		{WatchOptions{Debounce: time.Second, MaxDelay: time.Millisecond}, WatchOptions{Debounce: time.Second, MaxDelay: time.Second}},
+		{WatchOptions{MaxDelay: 2 * time.Second}, WatchOptions{Debounce: DefaultDebounce, MaxDelay: 2 * time.Second}},
+	} {
+		w := NewWatcher("x.yaml", nil, func(*Config) {}, tc.in)
+		if w.opts.Debounce != tc.want.Debounce || w.opts.MaxDelay != tc.want.MaxDelay {
+			t.Errorf("NewWatcher(%+v): Debounce %v, MaxDelay %v; want %v, %v", tc.in, w.opts.Debounce, w.opts.MaxDelay, tc.want.Debounce, tc.want.MaxDelay)
+		}
+	}
 }
