@@ -54,13 +54,18 @@ type NAT struct {
 
 // NATOptions configure a NAT. Zero values are the documented defaults.
 type NATOptions struct {
-	// TCPEstablishedTimeout ends an idle established TCP flow. Default
-	// DefaultNATTCPEstablishedTimeout.
+	// TCPEstablishedTimeout ends an idle established TCP flow: one whose
+	// handshake completed (client SYN, backend SYN-ACK, client ACK).
+	// Default DefaultNATTCPEstablishedTimeout.
 	TCPEstablishedTimeout time.Duration
-	// TCPTransientTimeout ends a TCP flow that has not seen a reply, and
-	// bounds how long a closed (FIN both ways, or RST) one is kept.
-	// Default DefaultNATTCPTransientTimeout.
-	TCPTransientTimeout time.Duration
+	// TCPSynSentTimeout ends an idle TCP flow that has seen the client's
+	// SYN and no SYN-ACK from the backend (conntrack's SYN_SENT). Default
+	// DefaultNATTCPSynSentTimeout.
+	TCPSynSentTimeout time.Duration
+	// TCPSynRecvTimeout ends an idle TCP flow whose backend answered with
+	// a SYN-ACK that the client has not acknowledged (conntrack's
+	// SYN_RECV). Default DefaultNATTCPSynRecvTimeout.
+	TCPSynRecvTimeout time.Duration
 	// UDPTimeout ends an idle UDP flow. Default DefaultNATUDPTimeout.
 	UDPTimeout time.Duration
 	// MaxTCP and MaxUDP cap the tracked flows; MaxPerClient caps one
@@ -79,7 +84,15 @@ type NATOptions struct {
 const (
 	// DefaultNATTCPEstablishedTimeout is kube-proxy's conntrack setting.
 	DefaultNATTCPEstablishedTimeout = 24 * time.Hour
-	DefaultNATTCPTransientTimeout   = 30 * time.Second
+	// DefaultNATTCPSynSentTimeout is a quarter of nf_conntrack's 120 s:
+	// a flow that expires in SYN_SENT costs its client nothing (the next
+	// retransmitted SYN starts a new flow), while each one a SYN flood
+	// leaves holds a flow slot until it does.
+	DefaultNATTCPSynSentTimeout = 30 * time.Second
+	// DefaultNATTCPSynRecvTimeout is nf_conntrack's; the backend's SYN-ACK
+	// retransmissions (about 63 s with Linux's defaults) keep the flow
+	// alive while the client's ACK may still come.
+	DefaultNATTCPSynRecvTimeout = 60 * time.Second
 	// DefaultNATUDPTimeout is nf_conntrack's.
 	DefaultNATUDPTimeout       = 30 * time.Second
 	DefaultNATMaxFlows         = 1 << 18
@@ -91,8 +104,11 @@ func (o *NATOptions) setDefaults() {
 	if o.TCPEstablishedTimeout <= 0 {
 		o.TCPEstablishedTimeout = DefaultNATTCPEstablishedTimeout
 	}
-	if o.TCPTransientTimeout <= 0 {
-		o.TCPTransientTimeout = DefaultNATTCPTransientTimeout
+	if o.TCPSynSentTimeout <= 0 {
+		o.TCPSynSentTimeout = DefaultNATTCPSynSentTimeout
+	}
+	if o.TCPSynRecvTimeout <= 0 {
+		o.TCPSynRecvTimeout = DefaultNATTCPSynRecvTimeout
 	}
 	if o.UDPTimeout <= 0 {
 		o.UDPTimeout = DefaultNATUDPTimeout
@@ -139,6 +155,10 @@ type NATStats struct {
 	Fragments uint64
 	// Expired counts flows ended by timeout or close.
 	Expired uint64
+	// ExpiredHalfOpen counts the TCP flows among Expired that timed out
+	// before their handshake completed (SYN_SENT or SYN_RECV): a SYN
+	// flood, often from spoofed sources, or backends that do not answer.
+	ExpiredHalfOpen uint64
 	// HairpinSNAT counts flows whose source was translated to the router
 	// address because client and backend are both local.
 	HairpinSNAT uint64
@@ -148,7 +168,7 @@ type NATStats struct {
 }
 
 type natCounters struct {
-	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, hairpin, midStream atomic.Uint64
+	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, expiredHalfOpen, hairpin, midStream atomic.Uint64
 }
 
 const flowShards = 64
@@ -178,12 +198,19 @@ type flow struct {
 	entry   *Entry // the Entry the backend was picked from
 
 	lastSeen atomic.Int64 // unix nanoseconds
-	// state bits: replied, finFwd, finRev, rst
+	// state bits: synAck, established, finFwd, finRev, rst, released
 	state atomic.Uint32
 }
 
+// A TCP flow's state bits follow conntrack's states: no bit is SYN_SENT
+// (the client's SYN started the flow); stSynAck is SYN_RECV (the backend
+// answered with a SYN-ACK); stEstablished is ESTABLISHED (the client
+// acknowledged it). A reply that is not a SYN-ACK — a challenge ACK, data
+// from a backend that still holds an old connection — moves nothing:
+// only a completed handshake earns the established timeout.
 const (
-	stReplied uint32 = 1 << iota
+	stSynAck uint32 = 1 << iota
+	stEstablished
 	stFinFwd
 	stFinRev
 	stRST
@@ -269,7 +296,7 @@ func (n *NAT) Stats() NATStats {
 		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
-		Expired: c.expired.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
+		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
 	}
 }
 

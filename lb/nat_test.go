@@ -324,6 +324,7 @@ func TestNATReapsAndReleases(t *testing.T) {
 	ingress(t, n, true, s)
 	esrc, edst := tuple(t, s)
 	ingress(t, n, edst.Addr() == netip.MustParseAddr("10.244.0.4"), tcp4(edst, esrc, header.TCPFlagSyn|header.TCPFlagAck, ""))
+	ingress(t, n, true, tcp4(est, vip, header.TCPFlagAck, ""))
 
 	active := func() int64 {
 		var sum int64
@@ -341,7 +342,7 @@ func TestNATReapsAndReleases(t *testing.T) {
 		flows uint64
 	}{
 		{11 * time.Second, 3}, // the closed flow lingers 10s
-		{20 * time.Second, 1}, // UDP idle 30s, unanswered SYN 30s
+		{20 * time.Second, 1}, // UDP idle 30s, unanswered SYN 30s (SYN_SENT)
 		{24 * time.Hour, 0},   // established, idle 24h
 	}
 	for _, st := range steps {
@@ -356,6 +357,97 @@ func TestNATReapsAndReleases(t *testing.T) {
 	}
 	if st := n.tcpLimit.Stats(); st.Active != 0 {
 		t.Errorf("TCP limiter still holds %d, want 0", st.Active)
+	}
+}
+
+// TestNATTCPHandshakeTimeouts holds TCP flows to conntrack's states: a
+// SYN alone times out as SYN_SENT, a SYN answered by a SYN-ACK as
+// SYN_RECV, and only the client's ACK of that SYN-ACK earns the
+// established timeout. A reply that is not a SYN-ACK does not move a
+// flow out of SYN_SENT.
+func TestNATTCPHandshakeTimeouts(t *testing.T) {
+	const (
+		synSent = 5 * time.Second
+		synRecv = 20 * time.Second
+		est     = time.Hour
+	)
+	// Each step is a packet of the connection: from the client (fwd) or
+	// from the backend with these flags.
+	type step struct {
+		fwd   bool
+		flags header.TCPFlags
+	}
+	syn := step{true, header.TCPFlagSyn}
+	synAck := step{false, header.TCPFlagSyn | header.TCPFlagAck}
+	ack := step{true, header.TCPFlagAck}
+	for _, tc := range []struct {
+		name     string
+		steps    []step
+		lifetime time.Duration // the flow lives this long idle, and no longer
+		halfOpen bool          // its expiry counts as half-open
+	}{
+		{"SYN only", []step{syn}, synSent, true},
+		{"SYN retransmitted", []step{syn, syn}, synSent, true},
+		{"SYN, SYN-ACK", []step{syn, synAck}, synRecv, true},
+		{"SYN, SYN-ACK retransmitted", []step{syn, synAck, synAck}, synRecv, true},
+		{"SYN, bare ACK from the backend", []step{syn, {false, header.TCPFlagAck}}, synSent, true},
+		{"SYN, ACK before any SYN-ACK", []step{syn, ack}, synSent, true},
+		{"SYN, SYN-ACK, ACK", []step{syn, synAck, ack}, est, false},
+		{"SYN, SYN-ACK, data", []step{syn, synAck, {true, header.TCPFlagAck | header.TCPFlagPsh}}, est, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, _, clk := newTestNAT(t, NATOptions{TCPSynSentTimeout: synSent, TCPSynRecvTimeout: synRecv, TCPEstablishedTimeout: est},
+				makeService("default", "my-service"))
+			first := tcp4(clientA, vip, header.TCPFlagSyn, "")
+			ingress(t, n, true, first)
+			bsrc, bdst := tuple(t, first) // as the backend sees the client
+			local := bdst.Addr() == netip.MustParseAddr("10.244.0.4")
+			for _, s := range tc.steps[1:] {
+				if s.fwd {
+					ingress(t, n, true, tcp4(clientA, vip, s.flags, ""))
+				} else {
+					ingress(t, n, local, tcp4(bdst, bsrc, s.flags, ""))
+				}
+			}
+			clk.Advance(tc.lifetime)
+			n.Reap()
+			if got := n.Stats().Flows; got != 1 {
+				t.Fatalf("after %v idle: %d flows, want 1 (the flow lives %v)", tc.lifetime, got, tc.lifetime)
+			}
+			clk.Advance(time.Millisecond)
+			n.Reap()
+			st := n.Stats()
+			if st.Flows != 0 || st.Expired != 1 {
+				t.Fatalf("after %v idle: %d flows, %d expired; want 0 and 1", tc.lifetime+time.Millisecond, st.Flows, st.Expired)
+			}
+			if want := map[bool]uint64{true: 1}[tc.halfOpen]; st.ExpiredHalfOpen != want {
+				t.Errorf("ExpiredHalfOpen = %d, want %d", st.ExpiredHalfOpen, want)
+			}
+			if got := n.tcpLimit.Stats().Active; got != 0 {
+				t.Errorf("TCP limiter holds %d after expiry, want 0", got)
+			}
+		})
+	}
+}
+
+// TestNATDefaultHandshakeTimeouts: with default options a SYN flood
+// answered by the backends (the spoofed clients never send the final
+// ACK) leaves its flows for SYN_RECV's 60 s, not the established 24 h.
+func TestNATDefaultHandshakeTimeouts(t *testing.T) {
+	n, _, clk := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	const flood = 100
+	for i := range flood {
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(10 + i)}), 5000)
+		s := tcp4(client, vip, header.TCPFlagSyn, "")
+		ingress(t, n, true, s)
+		src, dst := tuple(t, s)
+		ingress(t, n, dst.Addr() == netip.MustParseAddr("10.244.0.4"), tcp4(dst, src, header.TCPFlagSyn|header.TCPFlagAck, ""))
+	}
+	clk.Advance(DefaultNATTCPSynRecvTimeout + time.Second)
+	n.Reap()
+	if st := n.Stats(); st.Flows != 0 || st.ExpiredHalfOpen != flood {
+		t.Fatalf("%v after a flood of %d answered SYNs: %d flows, %d half-open expired; want 0 and %d",
+			DefaultNATTCPSynRecvTimeout+time.Second, flood, st.Flows, st.ExpiredHalfOpen, flood)
 	}
 }
 

@@ -245,25 +245,35 @@ func (n *NAT) reverse(f *flow, b []byte, p *packet.Parsed, now int64) {
 	rewrite(b, p, f.vip, dst)
 }
 
-// note records TCP state from a packet's flags.
+// note records TCP state from a packet's flags: the handshake's progress
+// (see stSynAck) and FIN and RST.
 func (n *NAT) note(f *flow, p *packet.Parsed, fwd bool) {
+	if Protocol(p.Proto) != TCP {
+		return
+	}
 	var set uint32
-	if !fwd {
-		set |= stReplied
+	flags := p.TCPFlags
+	if flags&tcpRST != 0 {
+		set |= stRST
 	}
-	if Protocol(p.Proto) == TCP {
-		if p.TCPFlags&tcpRST != 0 {
-			set |= stRST
-		}
-		if p.TCPFlags&tcpFIN != 0 {
-			if fwd {
-				set |= stFinFwd
-			} else {
-				set |= stFinRev
-			}
+	if flags&tcpFIN != 0 {
+		if fwd {
+			set |= stFinFwd
+		} else {
+			set |= stFinRev
 		}
 	}
-	if set == 0 || f.state.Load()&set == set {
+	old := f.state.Load()
+	switch {
+	case !fwd && flags&(tcpSYN|tcpACK|tcpRST) == tcpSYN|tcpACK:
+		set |= stSynAck
+	case fwd && old&stSynAck != 0 && flags&(tcpSYN|tcpACK|tcpRST) == tcpACK:
+		// The SYN-ACK was translated before the client could see it,
+		// so its bit is set by the time the client's ACK arrives,
+		// whichever reader goroutine carried the SYN-ACK.
+		set |= stEstablished
+	}
+	if set == 0 || old&set == set {
 		return
 	}
 	st := f.state.Or(set) | set
@@ -291,18 +301,30 @@ func (n *NAT) release(f *flow) {
 // expired reports whether f has ended at now.
 func (n *NAT) expired(f *flow, now int64) bool {
 	idle := time.Duration(now - f.lastSeen.Load())
-	st := f.state.Load()
 	if f.fwd.proto == UDP {
 		return idle > n.opts.UDPTimeout
 	}
+	return idle > n.tcpTimeout(f.state.Load())
+}
+
+// tcpTimeout is how long a TCP flow in state st may stay idle.
+func (n *NAT) tcpTimeout(st uint32) time.Duration {
 	switch {
 	case closed(st):
-		return idle > min(closedLinger, n.opts.TCPTransientTimeout)
-	case st&stReplied == 0:
-		return idle > n.opts.TCPTransientTimeout
+		return closedLinger
+	case st&stEstablished != 0:
+		return n.opts.TCPEstablishedTimeout
+	case st&stSynAck != 0:
+		return n.opts.TCPSynRecvTimeout
 	default:
-		return idle > n.opts.TCPEstablishedTimeout
+		return n.opts.TCPSynSentTimeout
 	}
+}
+
+// halfOpen reports whether a TCP flow in state st never completed its
+// handshake and did not close either.
+func halfOpen(st uint32) bool {
+	return st&stEstablished == 0 && !closed(st)
 }
 
 // Reap ends the flows that have timed out or closed, releasing their
@@ -332,10 +354,14 @@ func (n *NAT) Reap() {
 		}
 		unlockPair(a, b)
 		f.mu.Unlock()
-		if f.state.Or(stReleased)&stReleased == 0 {
+		st := f.state.Or(stReleased)
+		if st&stReleased == 0 {
 			n.release(f)
 		}
 		n.stats.flows.Add(^uint64(0))
 		n.stats.expired.Add(1)
+		if f.fwd.proto == TCP && halfOpen(st) {
+			n.stats.expiredHalfOpen.Add(1)
+		}
 	}
 }

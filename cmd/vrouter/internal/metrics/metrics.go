@@ -93,6 +93,8 @@ var (
 		"Fragments to a Service address, which cannot be translated.")
 	natExpired = desc("vrouter_nat_flows_expired_total",
 		"Flows ended by timeout or close.")
+	natHalfOpenExpired = desc("vrouter_nat_half_open_expired_total",
+		"TCP flows that timed out before their handshake completed (no SYN-ACK, or no ACK of it): SYN floods, unanswering backends.")
 	natHairpin = desc("vrouter_nat_hairpin_flows_total",
 		"Flows whose source was translated to the router address because client and endpoint are on this node.")
 
@@ -119,7 +121,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
 		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
-		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHairpin,
+		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
 		proxyHandshakeFailures, proxyClosed,
 	} {
@@ -220,6 +222,7 @@ func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {
 	counter(ch, natMigrated, st.Migrated)
 	counter(ch, natFragments, st.Fragments)
 	counter(ch, natExpired, st.Expired)
+	counter(ch, natHalfOpenExpired, st.ExpiredHalfOpen)
 	counter(ch, natHairpin, st.HairpinSNAT)
 }
 
@@ -265,7 +268,7 @@ func NewSyncs() *Syncs {
 		}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vrouter_config_reloads_total",
-			Help: "Configs applied to the data path, by result: applied, or refused (the running config stays).",
+			Help: "Config reloads, by result: applied, or refused (unreadable, invalid, or refused by the data path; the running config stays).",
 		}, []string{"result"}),
 	}
 	s.programming = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -295,6 +298,13 @@ func (s *Syncs) Observe(d time.Duration, end time.Time, ok bool) {
 	}
 	s.results.WithLabelValues("applied").Inc()
 	s.last.Set(float64(end.UnixNano()) / 1e9)
+}
+
+// Refused records a config refused before it reached the data path (a
+// file that cannot be read or does not validate): a refused reload that
+// is no apply, so it is not timed.
+func (s *Syncs) Refused() {
+	s.results.WithLabelValues("refused").Inc()
 }
 
 var _ prometheus.Collector = (*Syncs)(nil)

@@ -194,6 +194,7 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nat_hairpin_flows_total", nil, 1},
 		{"vrouter_nat_refused_total", labels{"reason": "no_endpoints"}, 1},
 		{"vrouter_nat_refused_total", labels{"reason": "cap"}, 0},
+		{"vrouter_nat_half_open_expired_total", nil, 0},
 		{"vrouter_icmp_errors_sent_total", nil, 0},
 	} {
 		if got := value(t, s, tc.name, tc.labels); got != tc.want {
@@ -254,6 +255,7 @@ func TestSyncs(t *testing.T) {
 	end := time.Unix(1764090000, 500_000_000)
 	s.Observe(3*time.Millisecond, end, true)
 	s.Observe(time.Millisecond, end.Add(time.Minute), false) // refused: not the last good sync
+	s.Refused()                                              // an invalid file: refused, not timed
 	got := gather(t, s)
 	for _, tc := range []struct {
 		name   string
@@ -263,7 +265,7 @@ func TestSyncs(t *testing.T) {
 		{"vrouter_sync_proxy_rules_duration_seconds", nil, 2},
 		{"vrouter_sync_proxy_rules_last_timestamp_seconds", nil, 1764090000.5},
 		{"vrouter_config_reloads_total", labels{"result": "applied"}, 1},
-		{"vrouter_config_reloads_total", labels{"result": "refused"}, 1},
+		{"vrouter_config_reloads_total", labels{"result": "refused"}, 2},
 	} {
 		if v := value(t, got, tc.name, tc.labels); v != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, v, tc.want)
