@@ -149,6 +149,11 @@ type NATStats struct {
 	// RefusedCap counts new flows refused by MaxTCP, MaxUDP or
 	// MaxPerClient.
 	RefusedCap uint64
+	// RefusedPorts counts new flows refused because no source port was
+	// free for their translation: every port tried of the router address
+	// (hairpin) or of the client's address already reaches that backend
+	// port.
+	RefusedPorts uint64
 	// Migrated counts UDP flows moved off an endpoint that left.
 	Migrated uint64
 	// Fragments counts fragments to a VIP, which cannot be translated.
@@ -168,7 +173,7 @@ type NATStats struct {
 }
 
 type natCounters struct {
-	flows, flowsTotal, refusedNoEP, refusedCap, migrated, fragments, expired, expiredHalfOpen, hairpin, midStream atomic.Uint64
+	flows, flowsTotal, refusedNoEP, refusedCap, refusedPorts, migrated, fragments, expired, expiredHalfOpen, hairpin, midStream atomic.Uint64
 }
 
 const flowShards = 64
@@ -294,7 +299,7 @@ func (n *NAT) Stats() NATStats {
 	c := &n.stats
 	return NATStats{
 		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
-		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
+		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(), RefusedPorts: c.refusedPorts.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
 		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
 	}

@@ -469,6 +469,33 @@ func TestNATCapsFlowsPerClient(t *testing.T) {
 	}
 }
 
+// TestNATCountsPortExhaustion: when every source port the NAT could
+// translate a hairpin flow to already reaches the backend, the new flow is
+// refused and counted as port exhaustion, not as a cap, and gives its
+// client's slot back.
+func TestNATCountsPortExhaustion(t *testing.T) {
+	local := netip.MustParseAddrPort("10.244.0.4:80")
+	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service", func(s *Service) {
+		s.Endpoints = []Endpoint{makeEndpoint(local.Addr().String())}
+	}))
+	// Every port of the router address is taken toward the backend.
+	taken := &flow{}
+	for port := range 1 << 16 {
+		k := flowKey{src: local, dst: netip.AddrPortFrom(routerAddr, uint16(port)), proto: TCP}
+		n.shard(k).m[k] = taken
+	}
+	if pass, _ := ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagSyn, "")); pass {
+		t.Fatal("SYN passed with no hairpin port free")
+	}
+	st := n.Stats()
+	if st.RefusedPorts != 1 || st.RefusedCap != 0 || st.Flows != 0 {
+		t.Errorf("stats = %+v, want RefusedPorts 1, RefusedCap 0, Flows 0", st)
+	}
+	if got := n.tcpLimit.Stats().Active; got != 0 {
+		t.Errorf("TCP limiter holds %d after the refusal, want 0", got)
+	}
+}
+
 func TestNATRunStops(t *testing.T) {
 	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
 	ctx, cancel := context.WithCancel(context.Background())

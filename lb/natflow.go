@@ -112,7 +112,7 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: Protocol(p.Proto)}
 	if !n.insertWithPort(f) {
 		limit.Release(p.Src)
-		n.stats.refusedCap.Add(1)
+		n.stats.refusedPorts.Add(1)
 		return false, nil
 	}
 	if f.snat.IsValid() && f.snat.Addr() != f.client.Addr() {

@@ -86,7 +86,7 @@ var (
 	natFlowsTotal = desc("vrouter_nat_flows_total",
 		"Flows the nat mode data path created.")
 	natRefused = desc("vrouter_nat_refused_total",
-		"New flows the nat mode data path refused, by reason: no_endpoints (answered with ICMP port unreachable) or cap (flow limits).", "reason")
+		"New flows the nat mode data path refused, by reason: no_endpoints (answered with ICMP port unreachable), cap (flow limits) or ports (no source port free for the translation).", "reason")
 	natMigrated = desc("vrouter_nat_udp_migrations_total",
 		"UDP flows moved off an endpoint that left their Service.")
 	natFragments = desc("vrouter_nat_fragments_dropped_total",
@@ -219,6 +219,7 @@ func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {
 	counter(ch, natFlowsTotal, st.FlowsTotal)
 	counter(ch, natRefused, st.RefusedNoEndpoints, "no_endpoints")
 	counter(ch, natRefused, st.RefusedCap, "cap")
+	counter(ch, natRefused, st.RefusedPorts, "ports")
 	counter(ch, natMigrated, st.Migrated)
 	counter(ch, natFragments, st.Fragments)
 	counter(ch, natExpired, st.Expired)

@@ -194,6 +194,7 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nat_hairpin_flows_total", nil, 1},
 		{"vrouter_nat_refused_total", labels{"reason": "no_endpoints"}, 1},
 		{"vrouter_nat_refused_total", labels{"reason": "cap"}, 0},
+		{"vrouter_nat_refused_total", labels{"reason": "ports"}, 0},
 		{"vrouter_nat_half_open_expired_total", nil, 0},
 		{"vrouter_icmp_errors_sent_total", nil, 0},
 	} {
