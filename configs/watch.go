@@ -39,6 +39,13 @@ type WatchOptions struct {
 	// from Initial. If Initial is nil, Run loads the file first, applies
 	// it, and returns the error if it is unreadable or invalid.
 	Initial *Config
+	// Refused, if not nil, is called with the error each time a reload
+	// is refused because the file cannot be read or is invalid: once per
+	// failure logged, that is once per new content of the file (or new
+	// read error) and once per Reload that fails. It is called from Run's
+	// goroutine, like apply. A config apply refuses is the caller's to
+	// count.
+	Refused func(error)
 }
 
 // Watcher delivers validated configs from a file as it changes: on writes
@@ -219,6 +226,9 @@ func (w *Watcher) fail(force bool, err error) {
 	if msg := err.Error(); force || msg != w.lastErr {
 		w.lastErr = msg
 		w.log.Error("config reload failed, keeping the running config", zap.Error(err))
+		if w.opts.Refused != nil {
+			w.opts.Refused(err)
+		}
 	}
 }
 

@@ -445,3 +445,48 @@ func TestWatchMaxDelayDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchRefused: each refusal the watcher logs is also reported to
+// WatchOptions.Refused, so that it can be counted; a file that is not
+// read again (unchanged bytes) is not refused again.
+func TestWatchRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vrouter.yaml")
+	writeFile(t, path, makeFile())
+	refused := make(chan error, 10)
+	h := startWatch(t, path, WatchOptions{Refused: func(err error) { refused <- err }})
+	h.waitApply()
+	wantRefused := func(why, field string) {
+		t.Helper()
+		select {
+		case err := <-refused:
+			if !strings.Contains(err.Error(), field) {
+				t.Errorf("Refused(%v) after %s, want an error naming %s", err, why, field)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("Refused not called within %v after %s; logs: %v", waitFor, why, h.messages())
+		}
+	}
+
+	atomicWrite(t, path, marshal(t, makeFile(func(f *File) { f.LB.Mode = "ipvs" })))
+	wantRefused("an invalid file", "lb.mode")
+	h.w.Reload()
+	wantRefused("Reload of the invalid file", "lb.mode")
+	// Another file in the directory: the config is read again, its bytes
+	// have not changed, nothing is refused again.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "other"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * 20 * time.Millisecond) // five debounce periods: the re-read happens before the fix
+	atomicWrite(t, path, marshal(t, makeFile(func(f *File) { f.Node.Zone = "fixed" })))
+	if c := h.waitApply(); c.Node.Zone != "fixed" {
+		t.Errorf("apply after the fix = zone %q, want fixed", c.Node.Zone)
+	}
+	select {
+	case err := <-refused:
+		t.Errorf("Refused(%v) called again, want the two refusals only", err)
+	default:
+	}
+	if n := h.logs.FilterMessage(msgFailed).Len(); n != 2 {
+		t.Errorf("%d %q log lines, want 2 (one per refusal)", n, msgFailed)
+	}
+}

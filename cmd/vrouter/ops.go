@@ -9,6 +9,7 @@ package main
 //	       ── signalContext: SIGTERM/SIGINT → shutdown, SIGUSR1 → debug toggle
 //	runRouter ── attach(router, table, nat, proxy) ── binds the admin socket, marks ready
 //	          ── observeApply(reloader) ── times each config apply
+//	          ── observeRefused ── counts each file the watcher refused
 //	          ── run (one goroutine of runRouter's) ── serves the admin API until the router stops
 //
 // Shutdown on SIGTERM or SIGINT, in order: /readyz fails at once; the
@@ -382,6 +383,12 @@ func (o *ops) observeApply(rl *reloader) func(*configs.Config) {
 			o.health.Synced(end)
 		}
 	}
+}
+
+// observeRefused counts a config file the watcher refused (unreadable or
+// invalid) as a refused reload. The watcher calls it from its goroutine.
+func (o *ops) observeRefused(error) {
+	o.syncs.Refused()
 }
 
 // observeProgramming records the network programming latency of a change

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/health"
+	"github.com/vrouter/vrouter/configs"
 )
 
 // testOps returns ops built from run's command line args, with its logs
@@ -211,4 +214,72 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestRefusedReloadCounted: a config file the watcher refuses (invalid,
+// so the data path never sees it) shows in
+// vrouter_config_reloads_total{result="refused"}.
+func TestRefusedReloadCounted(t *testing.T) {
+	o, _, _ := testOps(t, "--health-address", "", "--metrics-address", "127.0.0.1:0")
+	good, err := os.ReadFile("../../configs/examples/hostgw-master.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "vrouter.yaml")
+	if err := os.WriteFile(path, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No data path: a valid change would reach the nil reloader; this test
+	// writes only an invalid one, which must not.
+	w := newWatcher(path, cfg, zap.NewNop(), o, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watcher Run() = %v after cancel, want nil", err)
+		}
+	}()
+
+	if got := scrapeReloads(t, o, "refused"); got != "0" {
+		t.Fatalf(`vrouter_config_reloads_total{result="refused"} = %s before any change, want 0`, got)
+	}
+	if err := os.WriteFile(path, append(good, "peers: not-a-list\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got := ""; got != "1"; {
+		if got = scrapeReloads(t, o, "refused"); time.Now().After(deadline) {
+			t.Fatalf(`vrouter_config_reloads_total{result="refused"} = %s after an invalid config file, want 1`, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := scrapeReloads(t, o, "applied"); got != "0" {
+		t.Errorf(`vrouter_config_reloads_total{result="applied"} = %s, want 0`, got)
+	}
+}
+
+// scrapeReloads GETs o's /metrics and returns the value of
+// vrouter_config_reloads_total{result=result}, as written there.
+func scrapeReloads(t *testing.T, o *ops, result string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + o.addrs["metrics"].String() + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	prefix := `vrouter_config_reloads_total{result="` + result + `"} `
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			return v
+		}
+	}
+	t.Fatalf("GET /metrics has no %s...:\n%s", prefix, b)
+	return ""
 }

@@ -171,7 +171,7 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		return err
 	}
 	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw}
-	w := configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg})
+	w := newWatcher(path, cfg, log, o, rl)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -210,6 +210,14 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.L
 		watchErr = fmt.Errorf("watch config: %w", watchErr)
 	}
 	return errors.Join(routerErr, watchErr)
+}
+
+// newWatcher returns the watcher of the config file at path, which cfg
+// was loaded from: it hands each new config to rl, and the metrics count
+// both the configs rl applies or refuses and the files the watcher
+// refuses before rl sees them.
+func newWatcher(path string, cfg *configs.Config, log *zap.Logger, o *ops, rl *reloader) *configs.Watcher {
+	return configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg, Refused: o.observeRefused})
 }
 
 // runDataPath runs the data path and the operability servers until ctx is
