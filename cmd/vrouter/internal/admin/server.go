@@ -14,7 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -381,14 +381,22 @@ var ErrSocketInUse = errors.New("another process is serving it")
 // makes the socket 0600 so that only its owner (root) can use it. It
 // fails with ErrSocketInUse if a live process serves path, and refuses to
 // replace anything that is not a socket.
+//
+// The socket is 0600 from the moment path names it: it is bound in a
+// fresh 0700 directory beside path, where no other user can reach it,
+// chmod'ed there, and then linked to path, which fails like bind(2) if
+// path exists. Binding at path and chmod'ing afterwards would leave a
+// window in which, under a loose umask, any local user could connect;
+// setting the umask around the bind would change it for every goroutine
+// of the process. The listener's Close removes path (if it is still this
+// socket).
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	ln, err := net.Listen("unix", path)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		fi, serr := os.Lstat(path)
-		if serr != nil || fi.Mode()&os.ModeSocket == 0 {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("admin socket %s: the path exists and is not a socket; remove it or choose another path", path)
 		}
 		if c, derr := net.DialTimeout("unix", path, time.Second); derr == nil {
@@ -399,16 +407,57 @@ func Listen(path string) (net.Listener, error) {
 		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			return nil, fmt.Errorf("admin socket %s: remove stale socket: %w", path, rerr)
 		}
-		ln, err = net.Listen("unix", path)
 	}
+
+	tmp, err := os.MkdirTemp(dir, ".s")
 	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	ln.SetUnlinkOnClose(false) // it unlinks path instead
+	if err := os.Chmod(bound, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	return ln, nil
+	if err := os.Link(bound, path); err != nil {
+		ln.Close()
+		if errors.Is(err, os.ErrExist) {
+			// Another process took path since the check above.
+			return nil, fmt.Errorf("admin socket %s: %w", path, ErrSocketInUse)
+		}
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return &listener{UnixListener: ln, path: path, fi: fi}, nil
+}
+
+// listener is the admin socket's listener: its Close removes the socket
+// at path, as a net.UnixListener does at the path it bound, but only if
+// path still names this socket and not a successor's.
+type listener struct {
+	*net.UnixListener
+	path string
+	fi   os.FileInfo
+	once sync.Once
+}
+
+func (l *listener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.fi) {
+			os.Remove(l.path)
+		}
+	})
+	return err
 }
 
 // ServeHTTP serves h on ln until ctx is done, then shuts the server down:
