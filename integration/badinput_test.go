@@ -10,15 +10,18 @@ package integration
 //	 ├─ hostgw-master eth0 .201  vrouter :8285 (--log-level debug)  ◀── every datagram
 //	 │     nginx-th5pz 10.244.0.4  UDP sink :9000: records every datagram it gets
 //	 └─ hostgw-node   eth0 .202  vrouter :8285
-//	       a second socket on 192.168.31.202 (a known peer's address) sends:
+//	       a raw socket sends datagrams from 192.168.31.202:8285 (the peer's
+//	       endpoint, as its router would; see peerSender):
 //	         an empty datagram, garbage, a truncated IPv4 header, headers
 //	         claiming more bytes than sent or fewer than the header, a bad
 //	         header checksum, an inner source in hostgw-master's own pod CIDR
 //	         (10.244.0.99, spoofed) or on the underlay, an IPv6 packet, a
 //	         packet over the tunnel MTU, a packet with TTL 1, and 1,000
 //	         datagrams of seeded random junk
+//	       a UDP socket on 192.168.31.202, another port: a well-formed
+//	         packet (the peer's address, not its router's socket)
 //
-// Then the same socket sends a well-formed packet 10.244.1.99:5555 ->
+// Then the raw socket sends a well-formed packet 10.244.1.99:5555 ->
 // 10.244.0.4:9000 ("control"): it must arrive, with its source intact, and
 // be the only thing that does. The overlay socket is read in order, so
 // once the control packet is through, everything sent before it has been
@@ -57,7 +60,8 @@ func TestBadOverlayInput(t *testing.T) {
 	legitSrc := netip.MustParseAddrPort("10.244.1.99:5555") // in hostgw-node's pod CIDR
 	spoofSrc := netip.MustParseAddrPort("10.244.0.99:5555") // in hostgw-master's own
 	dst := sink.addr
-	fromPeer := e.udpSocket(workerNode, netip.AddrPortFrom(underlay(workerNode), 0))
+	fromPeer := e.peerSender(workerNode, target)
+	otherPort := e.udpSocket(workerNode, netip.AddrPortFrom(underlay(workerNode), 0))
 	stranger := netip.MustParseAddr("192.168.31.250")
 	e.addAddr(topology.UnderlayNS, topology.UnderlayBridge, netip.PrefixFrom(stranger, 24))
 	fromStranger := e.udpSocket(topology.UnderlayNS, netip.AddrPortFrom(stranger, 0))
@@ -93,16 +97,19 @@ func TestBadOverlayInput(t *testing.T) {
 		{"TTL 1", ipv4UDP(legitSrc, dst, 1, []byte("ttl 1: time exceeded, not forwarded"))},
 	}
 	for _, c := range cases {
-		if _, err := fromPeer.WriteToUDPAddrPort(c.b, target); err != nil {
+		if err := fromPeer.send(c.b); err != nil {
 			t.Fatalf("send %s: %v", c.name, err)
 		}
 	}
 	if _, err := fromStranger.WriteToUDPAddrPort(good, target); err != nil {
 		t.Fatalf("send from %v: %v", stranger, err)
 	}
+	if _, err := otherPort.WriteToUDPAddrPort(good, target); err != nil {
+		t.Fatalf("send from %v: %v", otherPort.LocalAddr(), err)
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 1000 {
-		if _, err := fromPeer.WriteToUDPAddrPort(junk(rng, i, legitSrc, dst), target); err != nil {
+		if err := fromPeer.send(junk(rng, i, legitSrc, dst)); err != nil {
 			t.Fatalf("send junk datagram %d: %v", i, err)
 		}
 	}
@@ -111,7 +118,7 @@ func TestBadOverlayInput(t *testing.T) {
 	// socket's buffer may have overflowed with junk.
 	control := ipv4UDP(legitSrc, dst, 64, []byte("control"))
 	eventually(t, 5*time.Second, "control packet from the peer reaches nginx-th5pz", func() error {
-		if _, err := fromPeer.WriteToUDPAddrPort(control, target); err != nil {
+		if err := fromPeer.send(control); err != nil {
 			return err
 		}
 		if !slices.ContainsFunc(sink.received(), func(s string) bool { return strings.HasPrefix(s, "control ") }) {
@@ -136,7 +143,7 @@ func TestBadOverlayInput(t *testing.T) {
 	added := e.logLines(masterNode) - logBefore
 	t.Logf("router log of %s grew by %d lines", masterNode, added)
 	if added >= 20 {
-		t.Errorf("router log of %s grew by %d lines for %d bad datagrams, want no per-packet lines (< 20)", masterNode, added, len(cases)+1001)
+		t.Errorf("router log of %s grew by %d lines for %d bad datagrams, want no per-packet lines (< 20)", masterNode, added, len(cases)+1002)
 	}
 }
 
@@ -149,8 +156,8 @@ func TestBadOverlayInput(t *testing.T) {
 //	 ├─ hostgw-master eth0 .201  vrouter
 //	 │     nginx-th5pz 10.244.0.4  raw socket ─▶ cni0 ─▶ vr0 (TUN path), to 10.244.1.2
 //	 └─ hostgw-node   eth0 .202  vrouter
-//	       a socket on 192.168.31.202 ═▶ hostgw-master :8285 (overlay path),
-//	       inner 10.244.1.99 -> 10.244.0.4
+//	       a raw socket: 192.168.31.202:8285 ═▶ hostgw-master :8285 (overlay
+//	       path, as the peer's router sends), inner 10.244.1.99 -> 10.244.0.4
 //
 // Any pod can send such packets (a raw socket needs only CAP_NET_RAW, which
 // pods have by default), so a router that trusts these headers can be
@@ -162,7 +169,7 @@ func TestBadTransportHeaders(t *testing.T) {
 	e.mustPing(nginx4k7xw.name, nginxTh5pz.addr, ttlAcrossNodes)
 
 	target := netip.AddrPortFrom(underlay(masterNode), harness.OverlayPort)
-	fromPeer := e.udpSocket(workerNode, netip.AddrPortFrom(underlay(workerNode), 0))
+	fromPeer := e.peerSender(workerNode, target)
 	raw := e.rawSocket(nginxTh5pz.name)
 
 	type path struct {
@@ -171,10 +178,7 @@ func TestBadTransportHeaders(t *testing.T) {
 		send     func(b []byte) error
 	}
 	paths := []path{
-		{"overlay", netip.MustParseAddr("10.244.1.99"), nginxTh5pz.addr, func(b []byte) error {
-			_, err := fromPeer.WriteToUDPAddrPort(b, target)
-			return err
-		}},
+		{"overlay", netip.MustParseAddr("10.244.1.99"), nginxTh5pz.addr, fromPeer.send},
 		{"tun", nginxTh5pz.addr, nginx4k7xw.addr, func(b []byte) error {
 			return unix.Sendto(raw, b, 0, &unix.SockaddrInet4{Addr: nginx4k7xw.addr.As4()})
 		}},
@@ -227,14 +231,14 @@ func TestBadTransportHeaders(t *testing.T) {
 // mend a corrupt datagram into a valid one.
 //
 //	hostgw-node   nginx-4k7xw 10.244.1.2  raw socket ─▶ vr0 ─▶ router (TUN path) ═╗
-//	              a socket on 192.168.31.202 ═══════ inner 10.244.1.99 (overlay path) ═╣
+//	              raw socket: 192.168.31.202:8285 ══ inner 10.244.1.99 (overlay path) ═╣
 //	hostgw-master router ─▶ vr0 ─▶ cni0 ─▶ nginx-th5pz 10.244.0.4 UDP sink :9001   ◀═╝
 func TestForwardingKeepsChecksums(t *testing.T) {
 	e := newEnv(t, "csum", topology.Seed(), harness.ConfigOptions{})
 	e.startAll()
 	sink := e.udpSink(nginxTh5pz, 9001)
 	target := netip.AddrPortFrom(underlay(masterNode), harness.OverlayPort)
-	fromPeer := e.udpSocket(workerNode, netip.AddrPortFrom(underlay(workerNode), 0))
+	fromPeer := e.peerSender(workerNode, target)
 	raw := e.rawSocket(nginx4k7xw.name)
 
 	paths := []struct {
@@ -242,10 +246,7 @@ func TestForwardingKeepsChecksums(t *testing.T) {
 		src  netip.AddrPort
 		send func(b []byte) error
 	}{
-		{"overlay", netip.MustParseAddrPort("10.244.1.99:5555"), func(b []byte) error {
-			_, err := fromPeer.WriteToUDPAddrPort(b, target)
-			return err
-		}},
+		{"overlay", netip.MustParseAddrPort("10.244.1.99:5555"), fromPeer.send},
 		{"tun", netip.AddrPortFrom(nginx4k7xw.addr, 5556), func(b []byte) error {
 			return unix.Sendto(raw, b, 0, &unix.SockaddrInet4{Addr: sink.addr.Addr().As4()})
 		}},
@@ -307,6 +308,61 @@ func (e *env) rawSocket(ns string) int {
 	}
 	e.t.Cleanup(func() { unix.Close(fd) })
 	return fd
+}
+
+// peerSender sends overlay datagrams to the router at to as the router of
+// node ns sends them: from the node's underlay address and the overlay
+// port. That router holds the port, so a socket of the test cannot bind
+// it, and a datagram from another port is refused as not from the peer;
+// the datagrams are built here (UDP in IPv4, with its checksum) and sent
+// through a raw socket in the node's namespace, in fragments of the
+// underlay MTU as the node's kernel would send a larger one.
+type peerSender struct {
+	fd       int
+	from, to netip.AddrPort
+	id       uint16
+}
+
+// underlayMTU is the MTU of the nodes' eth0.
+const underlayMTU = 1500
+
+func (e *env) peerSender(ns string, to netip.AddrPort) *peerSender {
+	e.t.Helper()
+	return &peerSender{fd: e.rawSocket(ns), from: netip.AddrPortFrom(underlay(ns), harness.OverlayPort), to: to}
+}
+
+// send sends inner as the payload of one overlay datagram.
+func (s *peerSender) send(inner []byte) error {
+	pkt := ipv4UDP(s.from, s.to, 64, inner)
+	s.id++
+	if s.id == 0 {
+		s.id = 1 // zero asks the kernel for one, and fragments must share theirs
+	}
+	binary.BigEndian.PutUint16(pkt[4:], s.id)
+	binary.BigEndian.PutUint16(pkt[10:], 0)
+	binary.BigEndian.PutUint16(pkt[10:], ipChecksum(pkt[:20]))
+	to := &unix.SockaddrInet4{Addr: s.to.Addr().As4()}
+	if len(pkt) <= underlayMTU {
+		return unix.Sendto(s.fd, pkt, 0, to)
+	}
+	hdr, payload := pkt[:20], pkt[20:]
+	const chunk = (underlayMTU - 20) &^ 7 // fragment offsets count 8 bytes
+	for off := 0; off < len(payload); off += chunk {
+		n := min(chunk, len(payload)-off)
+		frag := append(append([]byte(nil), hdr...), payload[off:off+n]...)
+		binary.BigEndian.PutUint16(frag[2:], uint16(len(frag)))
+		fo := uint16(off / 8)
+		if off+n < len(payload) {
+			fo |= 0x2000 // more fragments
+		}
+		binary.BigEndian.PutUint16(frag[6:], fo)
+		binary.BigEndian.PutUint16(frag[10:], 0)
+		binary.BigEndian.PutUint16(frag[10:], ipChecksum(frag[:20]))
+		if err := unix.Sendto(s.fd, frag, 0, to); err != nil {
+			return fmt.Errorf("send fragment at %d of %d bytes: %w", off, len(payload), err)
+		}
+	}
+	return nil
 }
 
 // junk is datagram i of the random junk: fully random bytes, or random

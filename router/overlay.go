@@ -207,11 +207,22 @@ func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []n
 // each, the last possibly shorter) and appends those that passed to
 // e.batch. An empty datagram is counted (as too short, or from an unknown
 // peer) like any other.
+//
+// A sender is a peer only at the peer's endpoint, address and port: a
+// datagram from the peer's address but another port comes from another
+// socket on that node (any process there can send UDP, while the peer's
+// router holds its overlay port), and is counted as from an unknown peer.
+// This only narrows who can inject; it authenticates nothing (a node that
+// can forge its source port still passes, which only encryption such as
+// WireGuard's would stop).
 func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, now int64) {
 	if segSize <= 0 || segSize > len(b) {
 		segSize = max(len(b), 1)
 	}
 	p := e.peers.Load().byUnderlay[from.Addr().Unmap()]
+	if p != nil && p.endpoint.Port() != from.Port() {
+		p = nil
+	}
 	for off := 0; ; off += segSize {
 		d := b[off:min(off+segSize, len(b))]
 		e.tap.see(DirIn, d)
