@@ -152,7 +152,7 @@ func (n *node) config(peers ...Peer) Config {
 	if n.podCIDR.Addr().Is6() {
 		addrs = []netip.Addr{netip.MustParseAddr("fd69:7672::1")}
 	}
-	return Config{PodCIDRs: []netip.Prefix{n.podCIDR}, Addresses: addrs, Peers: peers}
+	return Config{PodCIDRs: []netip.Prefix{n.podCIDR}, Addresses: addrs, NodeAddresses: []netip.Addr{n.underlay.Addr()}, Peers: peers}
 }
 
 func (n *node) asPeer() Peer {

@@ -53,6 +53,15 @@ type Config struct {
 	// Addresses are the router's own addresses inside the stack: the
 	// source of ICMP errors. A family without an address is not forwarded.
 	Addresses []netip.Addr
+	// NodeAddresses are the node kernel's own addresses that lie outside
+	// PodCIDRs: its underlay address and its addresses on the TUN, the
+	// sources it picks for its own connections into the TUN. Packets from
+	// the TUN are accepted only from PodCIDRs and NodeAddresses, from
+	// IPv6 link-local addresses, and ICMP errors from anywhere (routers
+	// on the kernel's own paths send those; they start no flow); the rest
+	// are dropped and counted (DropSourceNotLocal), so that a pod cannot
+	// pass as another client.
+	NodeAddresses []netip.Addr
 	// Peers are the other nodes' routers.
 	Peers []Peer
 	// ServiceAddresses are Service VIPs the stack terminates itself (proxy
@@ -115,9 +124,12 @@ type Router struct {
 	tunName string
 
 	local atomic.Pointer[map[netip.Addr]struct{}]
-	own   atomic.Pointer[[]netip.Addr] // the router's addresses (not Service VIPs)
-	hasV4 atomic.Bool
-	hasV6 atomic.Bool
+	// sources are the addresses packets from the TUN may come from
+	// (Config.NodeAddresses).
+	sources atomic.Pointer[prefixMap[struct{}]]
+	own     atomic.Pointer[[]netip.Addr] // the router's addresses (not Service VIPs)
+	hasV4   atomic.Bool
+	hasV6   atomic.Bool
 	// routeGen changes after every Set: the fast path's cached
 	// forwarding decisions are stale once it moves.
 	routeGen  atomic.Uint64
@@ -192,7 +204,8 @@ func New(opts Options) (*Router, error) {
 	shared := func(l *ipLink) {
 		l.drops, l.hook, l.isLocal, l.hasFamily = &r.drops, &r.hook, r.isLocal, r.hasFamily
 	}
-	r.tun = &tunEndpoint{dev: opts.TUN}
+	r.sources.Store(newPrefixMap[struct{}](nil))
+	r.tun = &tunEndpoint{dev: opts.TUN, sources: &r.sources}
 	shared(&r.tun.ipLink)
 	r.tun.mtu.Store(uint32(tunMTU))
 	r.overlay = &overlayEndpoint{conn: opts.Overlay}
@@ -336,6 +349,7 @@ func (r *Router) Set(cfg Config) error {
 	r.logPeerChangesLocked(r.cfg.Peers, cfg.Peers)
 	r.overlay.peers.Store(table)
 	r.overlay.identity.Store(newIdentity(cfg))
+	r.sources.Store(localSources(cfg))
 	r.peerStats = stats
 
 	// Routes: add what is new, then remove what is stale. A route whose
@@ -530,6 +544,9 @@ func normalize(cfg Config) Config {
 	for _, a := range cfg.Addresses {
 		out.Addresses = append(out.Addresses, a.Unmap())
 	}
+	for _, a := range cfg.NodeAddresses {
+		out.NodeAddresses = append(out.NodeAddresses, a.Unmap())
+	}
 	for _, a := range cfg.ServiceAddresses {
 		out.ServiceAddresses = append(out.ServiceAddresses, a.Unmap())
 	}
@@ -544,6 +561,20 @@ func normalize(cfg Config) Config {
 		out.Peers = append(out.Peers, np)
 	}
 	return out
+}
+
+// localSources are the sources packets from the TUN may come from (see
+// Config.NodeAddresses).
+func localSources(cfg Config) *prefixMap[struct{}] {
+	m := make(map[netip.Prefix]struct{})
+	for _, p := range cfg.PodCIDRs {
+		m[p] = struct{}{}
+	}
+	for _, a := range cfg.NodeAddresses {
+		m[netip.PrefixFrom(a, a.BitLen())] = struct{}{}
+	}
+	m[netip.MustParsePrefix("fe80::/10")] = struct{}{}
+	return newPrefixMap(m)
 }
 
 // validate refuses configs that would make a wrong table: overlapping pod
@@ -586,6 +617,11 @@ func validate(cfg Config) error {
 	for _, a := range slices.Concat(cfg.Addresses, cfg.ServiceAddresses) {
 		if !a.IsValid() {
 			errs = append(errs, errors.New("router or Service address: invalid address"))
+		}
+	}
+	for _, a := range cfg.NodeAddresses {
+		if !a.IsValid() {
+			errs = append(errs, errors.New("node address: invalid address"))
 		}
 	}
 	names := map[string]bool{}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
@@ -143,6 +144,93 @@ func TestTUNRefusesBadPackets(t *testing.T) {
 		before := a.r.Stats().Drops[tc.reason]
 		a.tun.send(tc.b)
 		waitFor(t, "drop "+tc.reason.String(), func() bool { return a.r.Stats().Drops[tc.reason] == before+1 })
+	}
+}
+
+// TestTUNAdmitsOnlyLocalSources: hostgw-master's router takes from its
+// kernel only packets from its pods, its node's own addresses and ICMP
+// errors; a pod spoofing any other source is dropped and counted, so it
+// cannot pass as another client (of the NAT's per-client cap, say).
+func TestTUNAdmitsOnlyLocalSources(t *testing.T) {
+	_, a, b := seedPair(t, Options{})
+	remotePod := addr("10.244.1.2")
+	// An ICMP error from a router on the kernel's own path, about a
+	// datagram remotePod sent.
+	icmpErr := func(from netip.Addr) []byte {
+		quoted := udp4(remotePod, addr("192.0.2.7"), 64, true, nil)
+		total := header.IPv4MinimumSize + header.ICMPv4MinimumSize + len(quoted)
+		pkt := make([]byte, total)
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr: packet.TCPIPAddr(from), DstAddr: packet.TCPIPAddr(remotePod)})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		ic := header.ICMPv4(ip.Payload())
+		ic.SetType(header.ICMPv4DstUnreachable)
+		ic.SetCode(header.ICMPv4HostUnreachable)
+		copy(ic.Payload(), quoted)
+		ic.SetChecksum(^checksum.Checksum(ic, 0))
+		return pkt
+	}
+	for _, tc := range []struct {
+		name  string
+		pkt   []byte
+		admit bool
+	}{
+		{"a pod", udp4(addr("10.244.0.4"), remotePod, 64, true, []byte("pod")), true},
+		{"the node's underlay address", udp4(addr("192.168.31.201"), remotePod, 64, true, []byte("node")), true},
+		{"a source in the peer's pod CIDR", udp4(addr("10.244.1.99"), remotePod, 64, true, nil), false},
+		{"a source outside the cluster", udp4(addr("203.0.113.9"), remotePod, 64, true, nil), false},
+		{"the router's own address", udp4(routerAddr4, remotePod, 64, true, nil), false},
+		{"an ICMP error from elsewhere", icmpErr(addr("203.0.113.1")), true},
+		{"an ICMP echo from elsewhere", func() []byte {
+			pkt := icmpErr(addr("203.0.113.1"))
+			ic := header.ICMPv4(header.IPv4(pkt).Payload())
+			ic.SetType(header.ICMPv4Echo)
+			ic.SetCode(0)
+			ic.SetChecksum(0)
+			ic.SetChecksum(^checksum.Checksum(ic, 0))
+			return pkt
+		}(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := a.r.Stats().Drops[DropSourceNotLocal]
+			beforeRx := a.r.Stats().TUN.RxPackets
+			a.tun.send(tc.pkt)
+			if !tc.admit {
+				waitFor(t, "drop counted as "+DropSourceNotLocal.String(), func() bool {
+					return a.r.Stats().Drops[DropSourceNotLocal] == before+1
+				})
+				b.tun.expectNone(t, 50*time.Millisecond)
+				if got := a.r.Stats().TUN.RxPackets; got != beforeRx {
+					t.Errorf("TUN rx packets = %d, want %d: a refused packet is not received", got, beforeRx)
+				}
+				return
+			}
+			waitFor(t, "the packet to leave the TUN reader", func() bool { return a.r.Stats().TUN.RxPackets == beforeRx+1 })
+			if tc.pkt[9] == uint8(header.UDPProtocolNumber) {
+				// It crosses to the pod; the ICMP error does too, and
+				// hostgw-node refuses it: its source is not the peer's.
+				if got := header.IPv4(b.tun.recv(t)).SourceAddress(); got != header.IPv4(tc.pkt).SourceAddress() {
+					t.Errorf("hostgw-node's kernel got source %s, want %s", got, header.IPv4(tc.pkt).SourceAddress())
+				}
+			}
+			if got := a.r.Stats().Drops[DropSourceNotLocal]; got != before {
+				t.Errorf("%s drops = %d, want %d", DropSourceNotLocal, got, before)
+			}
+		})
+	}
+
+	// A node whose pod CIDR is everything (a sidecar router) refuses no
+	// source: the router answers a datagram to its own address from
+	// anywhere with port unreachable.
+	cfg := a.config()
+	cfg.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	if err := a.r.Set(cfg); err != nil {
+		t.Fatalf("Set(PodCIDRs 0.0.0.0/0): %v", err)
+	}
+	a.tun.send(udp4(addr("203.0.113.9"), routerAddr4, 64, true, nil))
+	if _, icmp := icmpFrom(t, a.tun); icmp.Type() != header.ICMPv4DstUnreachable || icmp.Code() != header.ICMPv4PortUnreachable {
+		t.Errorf("sidecar: answer to a datagram for the router is ICMP type %d code %d, want port unreachable", icmp.Type(), icmp.Code())
 	}
 }
 
@@ -360,7 +448,7 @@ func TestNewRequiresDevices(t *testing.T) {
 // with the node's address as source, and hostgw-node's router admits it
 // from that peer (its underlay address), not as spoofed.
 func TestKernelRoutes(t *testing.T) {
-	_, a, b := seedPair(t, Options{})
+	nw, a, b := seedPair(t, Options{})
 	apiserver := addr("192.168.31.201")
 	toAPI := udp4(addr("10.244.1.2"), apiserver, 64, true, []byte("req"))
 
@@ -388,7 +476,9 @@ func TestKernelRoutes(t *testing.T) {
 		t.Errorf("reply source = %s, want %s", back.SourceAddress(), apiserver)
 	}
 	// Any other address outside the peer's pod CIDRs is still refused.
-	a.tun.send(udp4(addr("192.168.31.77"), addr("10.244.1.2"), 64, true, nil))
+	// (hostgw-master's router would not take it from its kernel either:
+	// TestTUNAdmitsOnlyLocalSources.)
+	nw.Send(a.underlay, b.underlay, udp4(addr("192.168.31.77"), addr("10.244.1.2"), 64, true, nil))
 	waitFor(t, "spoofed drop on hostgw-node", func() bool { return b.r.Stats().Drops[DropSpoofed] == before+1 })
 
 	// A kernel route into the pod network would loop through the kernel.

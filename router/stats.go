@@ -32,20 +32,25 @@ const (
 	DropFamily
 	// DropTxError: the TUN or the overlay socket refused a write.
 	DropTxError
+	// DropSourceNotLocal: a packet from the TUN whose source is neither
+	// in this node's pod CIDRs nor one of the node's addresses (see
+	// Config.NodeAddresses): a spoofed source.
+	DropSourceNotLocal
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	DropShort:       "short",
-	DropNotIP:       "not_ip",
-	DropMalformed:   "malformed",
-	DropTruncated:   "truncated",
-	DropOversize:    "oversize",
-	DropUnknownPeer: "unknown_peer",
-	DropSpoofed:     "spoofed_source",
-	DropNoPeer:      "no_peer",
-	DropFamily:      "address_family",
-	DropTxError:     "tx_error",
+	DropShort:          "short",
+	DropNotIP:          "not_ip",
+	DropMalformed:      "malformed",
+	DropTruncated:      "truncated",
+	DropOversize:       "oversize",
+	DropUnknownPeer:    "unknown_peer",
+	DropSpoofed:        "spoofed_source",
+	DropNoPeer:         "no_peer",
+	DropFamily:         "address_family",
+	DropTxError:        "tx_error",
+	DropSourceNotLocal: "source_not_local",
 }
 
 // String is the reason's metric label.

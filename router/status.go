@@ -12,6 +12,7 @@ func (r *Router) Config() Config {
 		PodCIDRs:         slices.Clone(r.cfg.PodCIDRs),
 		KernelRoutes:     slices.Clone(r.cfg.KernelRoutes),
 		Addresses:        slices.Clone(r.cfg.Addresses),
+		NodeAddresses:    slices.Clone(r.cfg.NodeAddresses),
 		ServiceAddresses: slices.Clone(r.cfg.ServiceAddresses),
 		ClusterCIDRs:     slices.Clone(r.cfg.ClusterCIDRs),
 	}

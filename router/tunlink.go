@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -25,6 +26,9 @@ type tunEndpoint struct {
 	offload bool
 	// parsed is the reader goroutine's: the packet being received.
 	parsed packet.Parsed
+	// sources is the Router's: where packets from the node kernel may
+	// come from.
+	sources *atomic.Pointer[prefixMap[struct{}]]
 }
 
 var _ stack.LinkEndpoint = (*tunEndpoint)(nil)
@@ -126,7 +130,7 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 	}
 	e.tap.see(DirIn, b)
 	p := &e.parsed
-	if !e.decode(p, b, super) || !e.admitFamily(p) {
+	if !e.decode(p, b, super) || !e.admitFamily(p) || !e.admitSource(p, b) {
 		return
 	}
 	b = b[:p.Length]
@@ -157,6 +161,33 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 		}
 	}
 	e.inject(p, b, mss, partial)
+}
+
+// admitSource refuses, and counts, a packet decoded in p whose source the
+// node kernel could not have sent it from (see Config.NodeAddresses).
+func (e *tunEndpoint) admitSource(p *packet.Parsed, b []byte) bool {
+	if _, ok := e.sources.Load().lookup(p.Src); ok || isICMPError(p, b) {
+		return true
+	}
+	e.drops.add(DropSourceNotLocal)
+	return false
+}
+
+// isICMPError reports whether packet b, decoded in p, is an ICMP or ICMPv6
+// error message (destination unreachable, time exceeded, parameter
+// problem; for ICMPv6 packet too big too).
+func isICMPError(p *packet.Parsed, b []byte) bool {
+	if p.IsFragment() || len(b) <= p.L4 {
+		return false
+	}
+	typ := b[p.L4]
+	switch {
+	case p.Version == 4 && p.Proto == packet.ICMPv4:
+		return typ == 3 || typ == 11 || typ == 12
+	case p.Version == 6 && p.Proto == packet.ICMPv6:
+		return typ >= 1 && typ <= 4
+	}
+	return false
 }
 
 // runHook shows packet b from the node kernel, decoded in p, to h, writes

@@ -27,6 +27,11 @@ type Desired struct {
 	// NodeAddresses are the node's own addresses (its underlay address):
 	// a Service endpoint there is local, reached by hairpin SNAT.
 	NodeAddresses []netip.Addr
+	// TUNAddresses are the node kernel's addresses on the TUN, which it
+	// picks as the source of its own connections into the TUN: with the
+	// pod CIDRs and NodeAddresses, the only sources the router takes from
+	// the TUN (router.Config.NodeAddresses).
+	TUNAddresses []netip.Addr
 	// RouterAddresses are the router's own addresses inside the stack:
 	// the source of its ICMP errors and the hairpin SNAT address.
 	RouterAddresses []netip.Addr
@@ -51,6 +56,9 @@ func FromConfig(cfg *configs.Config) Desired {
 	}
 	if cfg.Node.Underlay.IsValid() {
 		d.NodeAddresses = []netip.Addr{cfg.Node.Underlay.Unmap()}
+	}
+	for _, p := range cfg.TUN.Addresses {
+		d.TUNAddresses = append(d.TUNAddresses, p.Addr().Unmap())
 	}
 	for _, p := range cfg.Peers {
 		d.Peers = append(d.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
@@ -536,15 +544,31 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 // routerConfig is the router's part of d, without Service addresses.
 func routerConfig(d Desired) router.Config {
 	return router.Config{
-		PodCIDRs:     d.PodCIDRs,
-		Addresses:    d.RouterAddresses,
-		ClusterCIDRs: d.ClusterCIDRs,
-		Peers:        d.Peers,
+		PodCIDRs:      d.PodCIDRs,
+		Addresses:     d.RouterAddresses,
+		NodeAddresses: nodeSources(d),
+		ClusterCIDRs:  d.ClusterCIDRs,
+		Peers:         d.Peers,
 	}
+}
+
+// nodeSources are the node kernel's addresses outside its pod CIDRs, as
+// the router admits them as sources from the TUN: its own addresses and
+// its TUN addresses, each once, sorted.
+func nodeSources(d Desired) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range slices.Concat(d.NodeAddresses, d.TUNAddresses) {
+		if a.IsValid() && !slices.Contains(out, a) && !inAny(d.PodCIDRs, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 func routerConfigEqual(a, b router.Config) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) &&
+		slices.Equal(a.NodeAddresses, b.NodeAddresses) &&
 		slices.Equal(a.KernelRoutes, b.KernelRoutes) &&
 		slices.Equal(a.Addresses, b.Addresses) &&
 		slices.Equal(a.ClusterCIDRs, b.ClusterCIDRs) &&

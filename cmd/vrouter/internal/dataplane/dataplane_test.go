@@ -178,6 +178,20 @@ func TestFromConfig(t *testing.T) {
 	if got := h.dp.Router().Config().Peers; len(got) != 1 || got[0].Name != "hostgw-node" || got[0].Endpoint != seedtest.NodeUnderlay {
 		t.Errorf("router peers = %+v, want hostgw-node at %v", got, seedtest.NodeUnderlay)
 	}
+	// The router takes from the TUN the node's own sources: its underlay
+	// address; the default TUN address 10.244.0.0 lies in its pod CIDR.
+	if got, want := h.dp.Router().Config().NodeAddresses, []netip.Addr{seedtest.MasterUnderlay.Addr()}; !slices.Equal(got, want) {
+		t.Errorf("router node addresses = %v, want %v", got, want)
+	}
+	withTUN := *cfg
+	withTUN.TUN.Addresses = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/32"), netip.MustParsePrefix("172.31.0.1/30")}
+	if got, want := FromConfig(&withTUN).TUNAddresses, addrs("10.244.0.0", "172.31.0.1"); !slices.Equal(got, want) {
+		t.Errorf("FromConfig(tun.addresses %v).TUNAddresses = %v, want %v", withTUN.TUN.Addresses, got, want)
+	}
+	h.apply(FromConfig(&withTUN))
+	if got, want := h.dp.Router().Config().NodeAddresses, addrs(seedtest.MasterUnderlay.Addr().String(), "172.31.0.1"); !slices.Equal(got, want) {
+		t.Errorf("with tun.addresses %v: router node addresses = %v, want %v", withTUN.TUN.Addresses, got, want)
+	}
 
 	next := *cfg
 	next.Services = slices.Clone(cfg.Services)
