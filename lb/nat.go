@@ -222,6 +222,9 @@ const (
 	// stReleased: the flow's backend count and limiter slot were given
 	// back when it closed; it lingers only to translate the last packets.
 	stReleased
+	// stEnded: the flow left the table (end), by the reaper or for a
+	// new connection on its 5-tuple.
+	stEnded
 )
 
 type flowShard struct {

@@ -451,6 +451,70 @@ func TestNATDefaultHandshakeTimeouts(t *testing.T) {
 	}
 }
 
+// TestNATNewConnectionOnClosedFlow: a client that reuses the 5-tuple of a
+// connection closed moments ago (FIN both ways, or RST) opens a new
+// connection: its SYN starts a flow of its own, which lives on as any
+// other, instead of inheriting the closed flow and losing it 10 s after
+// its last packet.
+func TestNATNewConnectionOnClosedFlow(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(t *testing.T, n *NAT, bsrc, bdst netip.AddrPort, local bool)
+	}{
+		{"after FIN both ways", func(t *testing.T, n *NAT, bsrc, bdst netip.AddrPort, local bool) {
+			ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagFin|header.TCPFlagAck, ""))
+			ingress(t, n, local, tcp4(bdst, bsrc, header.TCPFlagFin|header.TCPFlagAck, ""))
+			ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagAck, ""))
+		}},
+		{"after RST", func(t *testing.T, n *NAT, bsrc, bdst netip.AddrPort, local bool) {
+			ingress(t, n, local, tcp4(bdst, bsrc, header.TCPFlagRst|header.TCPFlagAck, ""))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, _, clk := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+			// connect opens a connection from clientA and returns the
+			// backend's view of it.
+			connect := func() (bsrc, bdst netip.AddrPort, local bool) {
+				syn := tcp4(clientA, vip, header.TCPFlagSyn, "")
+				if pass, _ := ingress(t, n, true, syn); !pass {
+					t.Fatal("SYN to the VIP dropped")
+				}
+				bsrc, bdst = tuple(t, syn)
+				local = bdst.Addr() == netip.MustParseAddr("10.244.0.4")
+				ingress(t, n, local, tcp4(bdst, bsrc, header.TCPFlagSyn|header.TCPFlagAck, ""))
+				ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagAck, ""))
+				return bsrc, bdst, local
+			}
+			bsrc, bdst, local := connect()
+			tc.close(t, n, bsrc, bdst, local)
+			clk.Advance(2 * time.Second)
+
+			_, second, _ := connect()
+			if second == bdst {
+				t.Errorf("the new connection went to %s, the closed one's backend: round-robin should pick anew", second)
+			}
+			st := n.Stats()
+			if st.Flows != 1 || st.FlowsTotal != 2 || st.Expired != 1 || st.ExpiredHalfOpen != 0 {
+				t.Errorf("after a new SYN on the closed flow: stats = %+v, want 1 flow, 2 created, 1 expired, 0 half-open", st)
+			}
+			if got := n.tcpLimit.Stats().Active; got != 1 {
+				t.Errorf("TCP limiter holds %d, want 1 (the new connection)", got)
+			}
+			// Idle for longer than a closed flow lingers, the new
+			// connection is still tracked and still translated.
+			clk.Advance(closedLinger + time.Second)
+			n.Reap()
+			data := tcp4(clientA, vip, header.TCPFlagAck|header.TCPFlagPsh, "GET / HTTP/1.1\r\n\r\n")
+			if pass, reply := ingress(t, n, true, data); !pass || reply != nil {
+				t.Fatalf("data %v after idling: pass %v, reply %x; want it forwarded", closedLinger+time.Second, pass, reply)
+			}
+			if _, d := tuple(t, data); d != second {
+				t.Errorf("data after idling went to %s, want the new connection's backend %s", d, second)
+			}
+		})
+	}
+}
+
 func TestNATCapsFlowsPerClient(t *testing.T) {
 	n, _, _ := newTestNAT(t, NATOptions{MaxPerClient: 2}, makeService("default", "my-service"))
 	for i := range 3 {

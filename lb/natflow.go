@@ -28,11 +28,18 @@ func (n *NAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
 	key := flowKey{src: p.SrcAddrPort(), dst: p.DstAddrPort(), proto: Protocol(p.Proto)}
 	if f := n.lookup(key); f != nil {
 		now := n.clock.Now().UnixNano()
-		if key == f.fwd && fromTUN {
+		switch {
+		case key != f.fwd || !fromTUN:
+			n.reverse(f, b, p, now)
+			return true, nil
+		case !newConnection(f, p):
 			return n.forward(f, b, p, now)
 		}
-		n.reverse(f, b, p, now)
-		return true, nil
+		// A new connection on the 5-tuple of one that closed: as the
+		// kernel's conntrack does, the old flow ends and the SYN starts
+		// a flow of its own (a new pick, the SYN_SENT timeout), rather
+		// than inheriting a flow about to be reaped.
+		n.end(f)
 	}
 	if !fromTUN {
 		return true, nil
@@ -62,6 +69,12 @@ func (n *NAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
 		return false, tcpReset(n.replyBuf[:cap(n.replyBuf)], b, p)
 	}
 	return n.start(e, b, p)
+}
+
+// newConnection reports whether p, a client's packet of flow f, opens a
+// new connection: a SYN (without ACK or RST) on a TCP flow that closed.
+func newConnection(f *flow, p *packet.Parsed) bool {
+	return f.fwd.proto == TCP && p.TCPFlags&(tcpSYN|tcpACK|tcpRST) == tcpSYN && closed(f.state.Load())
 }
 
 // TCP flags the NAT looks at.
@@ -344,24 +357,33 @@ func (n *NAT) Reap() {
 		s.mu.Unlock()
 	}
 	for _, f := range dead {
-		f.mu.Lock()
-		a, b := n.lockPair(f.fwd, f.rev)
-		if a.m[f.fwd] == f {
-			delete(a.m, f.fwd)
-		}
-		if b.m[f.rev] == f {
-			delete(b.m, f.rev)
-		}
-		unlockPair(a, b)
-		f.mu.Unlock()
-		st := f.state.Or(stReleased)
-		if st&stReleased == 0 {
-			n.release(f)
-		}
-		n.stats.flows.Add(^uint64(0))
-		n.stats.expired.Add(1)
-		if f.fwd.proto == TCP && halfOpen(st) {
-			n.stats.expiredHalfOpen.Add(1)
-		}
+		n.end(f)
+	}
+}
+
+// end removes f from the table and gives back what it holds, once:
+// the reaper and a new connection on f's 5-tuple may both end it.
+func (n *NAT) end(f *flow) {
+	if f.state.Or(stEnded)&stEnded != 0 {
+		return
+	}
+	f.mu.Lock()
+	a, b := n.lockPair(f.fwd, f.rev)
+	if a.m[f.fwd] == f {
+		delete(a.m, f.fwd)
+	}
+	if b.m[f.rev] == f {
+		delete(b.m, f.rev)
+	}
+	unlockPair(a, b)
+	f.mu.Unlock()
+	st := f.state.Or(stReleased)
+	if st&stReleased == 0 {
+		n.release(f)
+	}
+	n.stats.flows.Add(^uint64(0))
+	n.stats.expired.Add(1)
+	if f.fwd.proto == TCP && halfOpen(st) {
+		n.stats.expiredHalfOpen.Add(1)
 	}
 }
