@@ -9,7 +9,8 @@
 //	                                                      UpsertService, DeleteService
 //	                                                          │ one update at a time
 //	   ┌──────────────────────────── DataPlane ───────────────▼───────────────────────┐
-//	   │ 1 router.Set      peers, routes, router addresses; Service addresses:       │
+//	   │ 1 router.Set      peers, routes, router addresses, node addresses (sources  │
+//	   │                   taken from the TUN); Service addresses:                   │
 //	   │                   the proxy VIPs wanted after the update ∪ those before;    │
 //	   │                   kernel routes to host endpoints, after ∪ before           │
 //	   │ 2 NAT.SetLocal    pod CIDRs, node addresses, router addresses (hairpin)     │
@@ -50,6 +51,12 @@
 //     router, so the NAT translates a local client's flow to it to the
 //     router address (hairpin), as for a local pod. A flow still open to
 //     such an endpoint after its last Service dropped it loses its route.
+//   - Sources. The router takes from the TUN only packets from this node's
+//     pod CIDRs and the node kernel's own addresses: its underlay address
+//     and its TUN addresses (router.Config.NodeAddresses), the sources it
+//     picks for its own connections into the TUN. A pod that spoofs
+//     another source is dropped there, before the NAT counts it against a
+//     client's cap.
 //   - Sidecar (Options.ProxyOnly): every Service in proxy mode, its TCP
 //     ports only; a Service without one is not served.
 //

@@ -174,6 +174,7 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nic_packets_total", labels{"nic": "overlay0", "direction": "tx"}, 7},
 		{"vrouter_packets_dropped_total", labels{"reason": "unknown_peer"}, 1},
 		{"vrouter_packets_dropped_total", labels{"reason": "spoofed_source"}, 0},
+		{"vrouter_packets_dropped_total", labels{"reason": "source_not_local"}, 0},
 		{"vrouter_packets_dropped_total", labels{"reason": "no_route"}, 0},
 		{"vrouter_routes", nil, 2},
 		{"vrouter_peers", nil, 1},
