@@ -18,13 +18,14 @@
 //
 // The overlay endpoint maps a route's next hop (the peer's underlay address)
 // to the peer's UDP address. Inbound datagrams are accepted only from known
-// peers, and only when the inner packet's source lies in that peer's pod
-// CIDRs or is the peer node's own address (its kernel answering for a
-// Service endpoint on the node; see Config.KernelRoutes). Likewise packets
-// from the TUN are accepted only from this node's pod CIDRs and the node
-// kernel's own addresses (Config.NodeAddresses), and ICMP errors from
-// anywhere: a pod cannot send as another client. Everything refused is
-// counted by reason (Stats), never logged per packet.
+// peers' UDP addresses (address and overlay port), and only when the inner
+// packet's source lies in that peer's pod CIDRs or is the peer node's own
+// address (its kernel answering for a Service endpoint on the node; see
+// Config.KernelRoutes). Likewise packets from the TUN are accepted only
+// from this node's pod CIDRs and the node kernel's own addresses
+// (Config.NodeAddresses), and ICMP errors from anywhere: a pod cannot send
+// as another client. Everything refused is counted by reason (Stats),
+// never logged per packet.
 //
 // The stack's route table decides where every packet goes; the fast path
 // (fastpath.go) keeps those decisions per destination and forwards the

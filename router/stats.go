@@ -18,8 +18,9 @@ const (
 	DropTruncated
 	// DropOversize: a packet larger than the tunnel MTU.
 	DropOversize
-	// DropUnknownPeer: an overlay datagram from an address that is not a
-	// configured peer.
+	// DropUnknownPeer: an overlay datagram from an address and port that
+	// is not a configured peer's endpoint (a peer's address but another
+	// port is another socket on that node, not the peer's router).
 	DropUnknownPeer
 	// DropSpoofed: an overlay datagram from a known peer whose inner source
 	// is not in that peer's pod CIDRs.
