@@ -440,15 +440,18 @@ func Listen(path string) (net.Listener, error) {
 	return &listener{UnixListener: ln, path: path, fi: fi}, nil
 }
 
-// listener is the admin socket's listener: its Close removes the socket
-// at path, as a net.UnixListener does at the path it bound, but only if
-// path still names this socket and not a successor's.
+// listener is the admin socket's listener: its Addr is path, not the
+// temporary name it was bound at, and its Close removes the socket at
+// path, as a net.UnixListener does at the path it bound, but only if path
+// still names this socket and not a successor's.
 type listener struct {
 	*net.UnixListener
 	path string
 	fi   os.FileInfo
 	once sync.Once
 }
+
+func (l *listener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
 
 func (l *listener) Close() error {
 	err := l.UnixListener.Close()

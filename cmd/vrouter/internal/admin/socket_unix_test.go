@@ -45,6 +45,9 @@ func TestSocketModeFromCreation(t *testing.T) {
 			wg.Wait()
 			t.Fatalf("Listen(%s) #%d: %v", socket, i, err)
 		}
+		if got := ln.Addr().String(); got != socket {
+			t.Errorf("Listen(%s) #%d: Addr() = %s, want the socket's path", socket, i, got)
+		}
 		// Right after Listen returns.
 		if fi, err := os.Lstat(socket); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 			t.Errorf("Listen(%s) #%d: Lstat = %v, %v; want a socket with mode 0600", socket, i, fi.Mode(), err)
