@@ -174,7 +174,7 @@ func (c *Cluster) start(ctx context.Context, tb testing.TB, opts Options) error 
 	spec := topology.Spec{
 		Underlay: netip.MustParsePrefix("192.168.31.0/24"),
 		Nodes: []topology.NodeSpec{
-			{Name: Master, Underlay: netip.MustParseAddr("192.168.31.201")},
+			{Name: Master, Underlay: netip.MustParseAddr(masterIP)},
 			{Name: Worker, Underlay: netip.MustParseAddr("192.168.31.202")},
 		},
 	}
