@@ -33,7 +33,7 @@ func bigCluster(n, eps int) []Service {
 }
 
 func bigKey(i int) ServiceKey {
-	return ServiceKey{netip.AddrFrom4([4]byte{10, 96 + byte(i>>16), byte(i >> 8), byte(i)}), 80, TCP}
+	return ServiceKey{VIP: netip.AddrFrom4([4]byte{10, 96 + byte(i>>16), byte(i >> 8), byte(i)}), Port: 80, Proto: TCP}
 }
 
 // TestPacketPathAllocs asserts what the packet path promises: Lookup,

@@ -17,7 +17,7 @@ const (
 	// kube-proxy REJECTs: answer TCP with RST, UDP with ICMP port
 	// unreachable, at once.
 	StatusNoEndpoints
-	// StatusNoLocalEndpoints: internalTrafficPolicy is Local and this
+	// StatusNoLocalEndpoints: the key's traffic policy is Local and this
 	// node has no usable endpoint, though other nodes do. kube-proxy
 	// DROPs such traffic (KUBE-MARK-DROP) rather than rejecting it.
 	StatusNoLocalEndpoints
@@ -50,7 +50,8 @@ func (c *candidate) ready() bool { return c.ep.Ready }
 func (c *candidate) servingTerminating() bool { return c.ep.Serving && c.ep.Terminating }
 
 // usableEndpoints returns the endpoints of s that back port p on the
-// address family of vip, chosen with kube-proxy's rules
+// address family of vip, chosen with kube-proxy's rules and policy (the
+// internal or the external traffic policy, by the key)
 // (pkg/proxy/topology.go CategorizeEndpoints), sorted by address and port
 // without duplicates:
 //
@@ -62,7 +63,7 @@ func (c *candidate) servingTerminating() bool { return c.ep.Serving && c.ep.Term
 //
 // With none usable it reports why (StatusNoEndpoints or
 // StatusNoLocalEndpoints).
-func usableEndpoints(s *Service, p *ServicePort, vip netip.Addr, node, zone string) ([]candidate, Status) {
+func usableEndpoints(s *Service, p *ServicePort, vip netip.Addr, policy TrafficPolicy, node, zone string) ([]candidate, Status) {
 	is4 := vip.Is4()
 	all := make([]candidate, 0, len(s.Endpoints))
 	for i := range s.Endpoints {
@@ -79,7 +80,7 @@ func usableEndpoints(s *Service, p *ServicePort, vip netip.Addr, node, zone stri
 	}
 
 	var out []candidate
-	if s.InternalTrafficPolicy == PolicyLocal {
+	if policy == PolicyLocal {
 		local := func(c *candidate) bool { return node != "" && c.ep.NodeName == node }
 		out = filterCandidates(all, func(c *candidate) bool { return local(c) && c.ready() })
 		if len(out) == 0 {

@@ -16,7 +16,7 @@ type Flow struct {
 
 // Key returns the ServiceKey a flow to f.Dst matches.
 func (f Flow) Key() ServiceKey {
-	return ServiceKey{f.Dst.Addr().Unmap(), f.Dst.Port(), f.Proto}
+	return ServiceKey{VIP: f.Dst.Addr().Unmap(), Port: f.Dst.Port(), Proto: f.Proto}
 }
 
 // Backend is one usable endpoint of an Entry: where a connection goes,

@@ -121,7 +121,7 @@ func mustLookup(t testing.TB, tb *Table, key ServiceKey) *Entry {
 
 func serviceKey(addrPort string, proto Protocol) ServiceKey {
 	ap := netip.MustParseAddrPort(addrPort)
-	return ServiceKey{ap.Addr(), ap.Port(), proto}
+	return ServiceKey{VIP: ap.Addr(), Port: ap.Port(), Proto: proto}
 }
 
 var (

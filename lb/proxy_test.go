@@ -360,7 +360,7 @@ func TestProxySplices(t *testing.T) {
 	if got := e.p.Conns(); len(got) != 1 || got[0].VIP != proxyVIP || got[0].Backend != b1.addrPort() || got[0].Client.Addr() != proxyClientAddr {
 		t.Errorf("Conns() = %+v, want one from %v to %v via %v", got, proxyClientAddr, b1.addrPort(), proxyVIP)
 	}
-	entry := mustLookup(t, e.table, ServiceKey{proxyVIP.Addr(), proxyVIP.Port(), TCP})
+	entry := mustLookup(t, e.table, ServiceKey{VIP: proxyVIP.Addr(), Port: proxyVIP.Port(), Proto: TCP})
 	if got := entry.Backends()[0].Active(); got != 1 {
 		t.Errorf("backend active count = %d while connected, want 1", got)
 	}

@@ -180,6 +180,42 @@ func (p TrafficPolicy) String() string {
 	return fmt.Sprintf("TrafficPolicy(%d)", uint8(p))
 }
 
+// ServiceType is a Service's spec.type, as far as the data path cares.
+// A Service of any type is served on its ClusterIPs, external IPs and
+// load-balancer IPs; node ports are served for every port with a
+// NodePort, whatever the type says (a LoadBalancer Service may have
+// none).
+type ServiceType uint8
+
+const (
+	TypeClusterIP ServiceType = iota
+	TypeNodePort
+	TypeLoadBalancer
+)
+
+var serviceTypeNames = [...]string{TypeClusterIP: "ClusterIP", TypeNodePort: "NodePort", TypeLoadBalancer: "LoadBalancer"}
+
+func (t ServiceType) String() string {
+	if int(t) < len(serviceTypeNames) {
+		return serviceTypeNames[t]
+	}
+	return fmt.Sprintf("ServiceType(%d)", uint8(t))
+}
+
+// ParseServiceType parses "ClusterIP", "NodePort" or "LoadBalancer"; ""
+// is TypeClusterIP.
+func ParseServiceType(s string) (ServiceType, error) {
+	if s == "" {
+		return TypeClusterIP, nil
+	}
+	for t, name := range serviceTypeNames {
+		if name == s {
+			return ServiceType(t), nil
+		}
+	}
+	return 0, fmt.Errorf("type %q: want ClusterIP, NodePort or LoadBalancer", s)
+}
+
 // ParseTrafficPolicy parses "Cluster" or "Local"; "" is PolicyCluster.
 func ParseTrafficPolicy(s string) (TrafficPolicy, error) {
 	switch s {
@@ -195,16 +231,48 @@ func ParseTrafficPolicy(s string) (TrafficPolicy, error) {
 // sessionAffinityConfig.clientIP.timeoutSeconds: 3 hours.
 const DefaultAffinityTimeout = 10800 * time.Second
 
-// ServiceKey is what the data path matches a packet against: a ClusterIP,
-// a port and a protocol. One Service expands into one key per ClusterIP
-// per port.
+// ServiceKey is what the data path matches a connection against: a
+// virtual IP, a port and a protocol. One Service expands into one key per
+// VIP (ClusterIP, external IP or load-balancer IP) per port, which the
+// router's data path serves to pods and nodes, and, for traffic that
+// enters the node from outside (External keys), one key per node port
+// and per external and load-balancer IP, which the node's host sockets
+// serve (see HostPorts).
 type ServiceKey struct {
 	VIP   netip.Addr
 	Port  uint16
 	Proto Protocol
+	// External marks a key for traffic from outside the cluster:
+	// endpoints are chosen by externalTrafficPolicy. A node port's key
+	// has the unspecified address of its family as VIP (0.0.0.0 or ::)
+	// and the node port as Port.
+	External bool
 }
 
+// NodePortKey returns the External key of node port port/proto for
+// endpoints of family is4.
+func NodePortKey(port uint16, proto Protocol, is4 bool) ServiceKey {
+	vip := netip.IPv6Unspecified()
+	if is4 {
+		vip = netip.IPv4Unspecified()
+	}
+	return ServiceKey{VIP: vip, Port: port, Proto: proto, External: true}
+}
+
+// IsNodePort reports whether k is a node port's key.
+func (k ServiceKey) IsNodePort() bool { return k.External && k.VIP.IsUnspecified() }
+
 func (k ServiceKey) String() string {
+	switch {
+	case k.IsNodePort():
+		fam := "IPv4"
+		if k.VIP.Is6() {
+			fam = "IPv6"
+		}
+		return fmt.Sprintf("nodePort %d/%v (%s)", k.Port, k.Proto, fam)
+	case k.External:
+		return netip.AddrPortFrom(k.VIP, k.Port).String() + "/" + k.Proto.String() + " (external)"
+	}
 	return netip.AddrPortFrom(k.VIP, k.Port).String() + "/" + k.Proto.String()
 }
 
@@ -256,8 +324,28 @@ type Service struct {
 	SessionAffinityTimeout time.Duration
 	InternalTrafficPolicy  TrafficPolicy
 	// ProxyProtocol sends a PROXY protocol v2 header to backends in
-	// proxy mode.
+	// proxy mode, and from the host relays of node ports and external
+	// addresses.
 	ProxyProtocol bool
+
+	// Type is spec.type.
+	Type ServiceType
+	// ExternalIPs are spec.externalIPs, LoadBalancerIPs the IPs of
+	// status.loadBalancer.ingress. Each is a VIP for pods and nodes
+	// (as a ClusterIP, with the Cluster policy, as kube-proxy
+	// short-circuits such traffic) and, for traffic from outside, an
+	// External key with ExternalTrafficPolicy.
+	ExternalIPs     []netip.Addr
+	LoadBalancerIPs []netip.Addr
+	// ExternalTrafficPolicy is spec.externalTrafficPolicy: which
+	// endpoints serve traffic from outside the cluster (External
+	// keys).
+	ExternalTrafficPolicy TrafficPolicy
+	// HealthCheckNodePort is spec.healthCheckNodePort (0: none): with
+	// ExternalTrafficPolicy Local the node answers HTTP there with its
+	// count of local ready endpoints, 200 while there are some and 503
+	// otherwise, as kube-proxy does.
+	HealthCheckNodePort uint16
 }
 
 // ServicePort is one port of a Service.
@@ -276,6 +364,9 @@ type ServicePort struct {
 	// TargetPortName names a port of each endpoint (Endpoint.Ports). An
 	// endpoint without such a port does not back this Service port.
 	TargetPortName string
+	// NodePort is the port every node serves this Service port on from
+	// outside (0: none).
+	NodePort uint16
 }
 
 // Endpoint is one endpoint of a Service: one address with its
@@ -307,15 +398,66 @@ type EndpointPort struct {
 // Key returns s's name.
 func (s *Service) Key() ServiceName { return ServiceName{s.Namespace, s.Name} }
 
-// Keys returns the keys s expands into: one per ClusterIP per port.
+// Keys returns the keys s expands into: one per VIP (ClusterIP, external
+// IP, load-balancer IP) per port; one External key per external and
+// load-balancer IP per port; and one External key per node port per
+// address family of the ClusterIPs.
 func (s *Service) Keys() []ServiceKey {
-	keys := make([]ServiceKey, 0, len(s.ClusterIPs)*len(s.Ports))
-	for _, vip := range s.ClusterIPs {
-		for _, p := range s.Ports {
-			keys = append(keys, ServiceKey{vip.Unmap(), p.Port, p.Proto})
-		}
+	specs := s.keySpecs()
+	keys := make([]ServiceKey, len(specs))
+	for i, k := range specs {
+		keys[i] = k.key
 	}
 	return keys
+}
+
+// keySpec is one key of a Service with the port it serves and the
+// traffic policy that picks its endpoints.
+type keySpec struct {
+	key    ServiceKey
+	port   int // index into Service.Ports
+	policy TrafficPolicy
+}
+
+// keySpecs lists s's keys in a fixed order (see Keys).
+func (s *Service) keySpecs() []keySpec {
+	n := (len(s.ClusterIPs) + 2*len(s.ExternalIPs) + 2*len(s.LoadBalancerIPs) + 2) * len(s.Ports)
+	out := make([]keySpec, 0, n)
+	for _, vip := range s.ClusterIPs {
+		for i, p := range s.Ports {
+			out = append(out, keySpec{ServiceKey{VIP: vip.Unmap(), Port: p.Port, Proto: p.Proto}, i, s.InternalTrafficPolicy})
+		}
+	}
+	for _, ips := range [][]netip.Addr{s.ExternalIPs, s.LoadBalancerIPs} {
+		for _, vip := range ips {
+			for i, p := range s.Ports {
+				k := ServiceKey{VIP: vip.Unmap(), Port: p.Port, Proto: p.Proto}
+				out = append(out, keySpec{k, i, PolicyCluster})
+				k.External = true
+				out = append(out, keySpec{k, i, s.ExternalTrafficPolicy})
+			}
+		}
+	}
+	var has4, has6 bool
+	for _, vip := range s.ClusterIPs {
+		if vip.Unmap().Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	for i, p := range s.Ports {
+		if p.NodePort == 0 {
+			continue
+		}
+		if has4 {
+			out = append(out, keySpec{NodePortKey(p.NodePort, p.Proto, true), i, s.ExternalTrafficPolicy})
+		}
+		if has6 {
+			out = append(out, keySpec{NodePortKey(p.NodePort, p.Proto, false), i, s.ExternalTrafficPolicy})
+		}
+	}
+	return out
 }
 
 // Target returns the port that traffic for p goes to on e, and false if e
@@ -413,6 +555,45 @@ func (s *Service) Validate() error {
 	default:
 		bad("internalTrafficPolicy", "%v (want Cluster or Local)", s.InternalTrafficPolicy)
 	}
+	switch s.ExternalTrafficPolicy {
+	case PolicyCluster, PolicyLocal:
+	default:
+		bad("externalTrafficPolicy", "%v (want Cluster or Local)", s.ExternalTrafficPolicy)
+	}
+	if s.Type > TypeLoadBalancer {
+		bad("type", "%v (want ClusterIP, NodePort or LoadBalancer)", s.Type)
+	}
+	for _, l := range []struct {
+		field string
+		ips   []netip.Addr
+	}{{"externalIPs", s.ExternalIPs}, {"loadBalancerIPs", s.LoadBalancerIPs}} {
+		for i, a := range l.ips {
+			f := fmt.Sprintf("%s[%d]", l.field, i)
+			switch {
+			case !a.IsValid():
+				bad(f, "invalid address (want an IPv4 or IPv6 address)")
+			case a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+				bad(f, "%s is not a unicast address without zone", a)
+			case slices.ContainsFunc(l.ips[:i], func(b netip.Addr) bool { return b.Unmap() == a.Unmap() }):
+				bad(f, "%s is listed twice (want unique addresses)", a)
+			case slices.ContainsFunc(s.ClusterIPs, func(b netip.Addr) bool { return b.Unmap() == a.Unmap() }):
+				bad(f, "%s is also a ClusterIP of the Service", a)
+			}
+		}
+	}
+	for i, p := range s.Ports {
+		if p.NodePort == 0 {
+			continue
+		}
+		for j, q := range s.Ports[:i] {
+			if q.NodePort == p.NodePort && q.Proto == p.Proto {
+				bad(fmt.Sprintf("ports[%d].nodePort", i), "%d/%v is also ports[%d].nodePort (want each node port and protocol once)", p.NodePort, p.Proto, j)
+			}
+		}
+		if p.NodePort == s.HealthCheckNodePort && p.Proto == TCP {
+			bad(fmt.Sprintf("ports[%d].nodePort", i), "%d/TCP is also the healthCheckNodePort", p.NodePort)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -428,6 +609,11 @@ func (s *Service) Equal(o *Service) bool {
 		s.SessionAffinityTimeout == o.SessionAffinityTimeout &&
 		s.InternalTrafficPolicy == o.InternalTrafficPolicy &&
 		s.ProxyProtocol == o.ProxyProtocol &&
+		s.Type == o.Type &&
+		slices.Equal(s.ExternalIPs, o.ExternalIPs) &&
+		slices.Equal(s.LoadBalancerIPs, o.LoadBalancerIPs) &&
+		s.ExternalTrafficPolicy == o.ExternalTrafficPolicy &&
+		s.HealthCheckNodePort == o.HealthCheckNodePort &&
 		endpointsEqual(s.Endpoints, o.Endpoints)
 }
 
@@ -454,6 +640,8 @@ func (e *Endpoint) equal(o *Endpoint) bool {
 func (s *Service) clone() *Service {
 	c := *s
 	c.ClusterIPs = slices.Clone(s.ClusterIPs)
+	c.ExternalIPs = slices.Clone(s.ExternalIPs)
+	c.LoadBalancerIPs = slices.Clone(s.LoadBalancerIPs)
 	c.Ports = slices.Clone(s.Ports)
 	c.Endpoints = slices.Clone(s.Endpoints)
 	for i := range c.Endpoints {

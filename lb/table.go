@@ -314,12 +314,12 @@ func (t *Table) checkLocked(changed []*Service, deleted []ServiceName) error {
 			name := s.Key()
 			for _, k := range s.Keys() {
 				if other, dup := claimed[k]; dup {
-					errs = append(errs, fmt.Errorf("service %s: key %v is also Service %s's (want each ClusterIP, port and protocol in one Service)", name, k, other))
+					errs = append(errs, fmt.Errorf("service %s: key %v is also Service %s's (want each VIP or node port, port and protocol in one Service)", name, k, other))
 					continue
 				}
 				claimed[k] = name
 				if e := cur.shards[shardOf(k)][k]; e != nil && !moving[e.name.ServiceName] {
-					errs = append(errs, fmt.Errorf("service %s: key %v is also Service %s's (want each ClusterIP, port and protocol in one Service)", name, k, e.name.ServiceName))
+					errs = append(errs, fmt.Errorf("service %s: key %v is also Service %s's (want each VIP or node port, port and protocol in one Service)", name, k, e.name.ServiceName))
 				}
 			}
 		}
@@ -362,16 +362,12 @@ func (t *Table) applyLocked(changed []*Service, deleted []ServiceName) {
 		name := s.Key()
 		old := t.services[name]
 		st := &serviceState{svc: s, seen: t.gen}
-		for _, vip := range s.ClusterIPs {
-			for i := range s.Ports {
-				p := &s.Ports[i]
-				key := ServiceKey{vip.Unmap(), p.Port, p.Proto}
-				var prev *Entry
-				if old != nil {
-					prev = old.entry(key)
-				}
-				st.entries = append(st.entries, t.buildEntry(s, p, key, prev, mc))
+		for _, ks := range s.keySpecs() {
+			var prev *Entry
+			if old != nil {
+				prev = old.entry(ks.key)
 			}
+			st.entries = append(st.entries, t.buildEntry(s, &s.Ports[ks.port], ks, prev, mc))
 		}
 		if old != nil {
 			for _, e := range old.entries {
@@ -410,7 +406,8 @@ func (st *serviceState) entry(key ServiceKey) *Entry {
 // the round-robin cursor and the affinity map of prev (the same key's
 // Entry in the previous version of s), and the counters of every backend
 // that stays.
-func (t *Table) buildEntry(s *Service, p *ServicePort, key ServiceKey, prev *Entry, mc maglevCache) *Entry {
+func (t *Table) buildEntry(s *Service, p *ServicePort, ks keySpec, prev *Entry, mc maglevCache) *Entry {
+	key := ks.key
 	e := &Entry{
 		key:           key,
 		name:          ServicePortName{s.Key(), p.Name},
@@ -425,7 +422,7 @@ func (t *Table) buildEntry(s *Service, p *ServicePort, key ServiceKey, prev *Ent
 		e.c = new(entryCounters)
 	}
 
-	cands, status := usableEndpoints(s, p, key.VIP, t.opts.NodeName, t.opts.Zone)
+	cands, status := usableEndpoints(s, p, key.VIP, ks.policy, t.opts.NodeName, t.opts.Zone)
 	e.status = status
 	if len(cands) > 0 {
 		e.backends = make([]Backend, len(cands))
