@@ -54,6 +54,12 @@ import (
 // Proxy mode applies to TCP only: UDP ports of a proxy-mode Service are
 // translated by the NAT as in nat mode.
 //
+// The Proxy also relays TCP connections that host sockets accepted for
+// External keys (node ports, external and load-balancer IPs answered from
+// outside; see ServeHost and HostPorts), in every mode: the same picking,
+// limits, dial, splice, idle timeout and draining, with a kernel socket on
+// both sides.
+//
 // Connections are spliced both ways with half-close (a FIN one way is
 // passed on as a FIN, and the other way keeps flowing), closed after
 // ProxyOptions.IdleTimeout without data either way, and drained when their
@@ -172,9 +178,16 @@ type ProxyStats struct {
 	// now, Draining those of them whose backend left its Service.
 	Conns            uint64
 	Active, Draining int64
+	// HostConns counts the connections among Conns that came from a
+	// host socket (ServeHost).
+	HostConns uint64
 	// RefusedNoEndpoints counts connections refused with RST because
 	// their Service had no usable endpoint.
 	RefusedNoEndpoints uint64
+	// RefusedNoLocalEndpoints counts host connections reset because
+	// their External key's policy is Local and this node has no usable
+	// endpoint (see ServeHost).
+	RefusedNoLocalEndpoints uint64
 	// RefusedCap counts connections refused by MaxConns or MaxPerClient.
 	RefusedCap uint64
 	// RefusedNotProxy counts SYNs to a stack address and port that is no
@@ -198,7 +211,7 @@ type ProxyStats struct {
 }
 
 type proxyCounters struct {
-	conns, refusedNoEP, refusedCap, refusedNotProxy, refusedUnreachable,
+	conns, hostConns, refusedNoEP, refusedNoLocalEP, refusedCap, refusedNotProxy, refusedUnreachable,
 	dialFailures, retries, handshakeFailures, idleClosed, drained atomic.Uint64
 	active, draining atomic.Int64
 }
@@ -401,28 +414,33 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	}
 	complete(false)
 
+	cc := gonet.NewTCPConn(&wq, ep)
 	c := &proxyConn{
 		p:       p,
 		key:     backendKey{key, b.AddrPort()},
 		backend: b,
 		client:  client,
+		vip:     vip,
 		ep:      ep,
-		cc:      gonet.NewTCPConn(&wq, ep),
+		cc:      cc,
 		bc:      bc,
 	}
+	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
+	p.splice(c, e, newStackReader(p.spliceBuf(), ep, &wq, cc))
+}
+
+// splice counts and registers c, picked from e, and splices it until both
+// directions end: fromClient in a goroutine it starts, the backend's side
+// in the calling one, which then finishes c.
+func (p *Proxy) splice(c *proxyConn, e *Entry, fromClient spliceReader) {
 	c.touch()
-	b.Acquire()
+	c.backend.Acquire()
 	p.stats.conns.Add(1)
 	p.stats.active.Add(1)
 	if !p.register(c, e) {
 		c.shut(false, nil)
 	}
-	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
-
-	// fromClient belongs to the goroutine started here, fromBackend to
-	// this one.
-	fromClient := newStackReader(p.spliceBuf(), ep, &wq, c.cc)
-	fromBackend := newKernelReader(p.spliceBuf(), bc)
+	fromBackend := newKernelReader(p.spliceBuf(), c.bc)
 	done := make(chan struct{})
 	p.wg.Go(func() {
 		defer close(done)
@@ -431,6 +449,134 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	c.pipe(c.cc, fromBackend, c.cc.CloseWrite)
 	<-done
 	c.finish()
+}
+
+// hostCounters count what one host binding (a node port or external
+// address socket, see HostPorts) did: TCP connections relayed or UDP
+// flows opened, and refusals by reason.
+type hostCounters struct {
+	conns, refusedNoEP, refusedNoLocalEP, refusedCap, refusedUnreachable atomic.Uint64
+	active                                                               atomic.Int64
+}
+
+// add adds 1 to the counter of c that field selects, when c is not nil.
+func (c *hostCounters) add(field func(*hostCounters) *atomic.Uint64) {
+	if c != nil {
+		field(c).Add(1)
+	}
+}
+
+// ServeHost relays conn, a TCP connection accepted on a host socket that
+// serves the External key key (a node port's, or an external or
+// load-balancer IP's as answered from outside), to a backend of key's
+// Entry, with everything a connection to a VIP gets: the Limiter, Pick
+// with affinity, a dial from the node kernel that tries the other
+// backends when one fails, the PROXY v2 header when the Service asks for
+// it (source: the client; destination: the address and port the client
+// connected to), the half-close splice, the idle timeout, and draining
+// when the backend leaves the Service (whatever the Service's mode). It
+// takes ownership of conn and returns at once: the relay runs in a
+// goroutine of the Proxy, which Run's shutdown ends. It reports false,
+// and resets conn, when Run is not taking connections.
+//
+// A connection that cannot be served is reset (RST), and counted: when
+// key has no Entry or no usable endpoint anywhere (kube-proxy REJECTs a
+// node port without endpoints with a RST: RefusedNoEndpoints); when the
+// key's externalTrafficPolicy is Local and this node has none
+// (RefusedNoLocalEndpoints: kube-proxy DROPs the SYN, and the client
+// times out, but the kernel has already completed the handshake of an
+// accepted socket, so a reset is the honest equivalent); by the caps
+// (RefusedCap); and when no backend answers (RefusedUnreachable).
+func (p *Proxy) ServeHost(conn *net.TCPConn, key ServiceKey) bool {
+	return p.serveHost(conn, key, nil)
+}
+
+// serveHost is ServeHost, counting also in hc (nil: nowhere else).
+func (p *Proxy) serveHost(conn *net.TCPConn, key ServiceKey, hc *hostCounters) bool {
+	ctx, ok := p.begin()
+	if !ok {
+		resetTCP(conn)
+		return false
+	}
+	go func() {
+		defer p.wg.Done()
+		p.relayHost(ctx, conn, key, hc)
+	}()
+	return true
+}
+
+// relayHost sets up and splices one host connection (see ServeHost). It
+// runs in a goroutine counted in p.wg and becomes one of the connection's
+// two splice goroutines.
+func (p *Proxy) relayHost(ctx context.Context, conn *net.TCPConn, key ServiceKey, hc *hostCounters) {
+	client := unmapAddrPort(conn.RemoteAddr())
+	local := unmapAddrPort(conn.LocalAddr())
+	e := p.table.Lookup(key)
+	switch {
+	case e != nil && e.NoEndpoints() && e.Status() == StatusNoLocalEndpoints:
+		p.stats.refusedNoLocalEP.Add(1)
+		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedNoLocalEP })
+		resetTCP(conn)
+		return
+	case e == nil || e.NoEndpoints():
+		p.stats.refusedNoEP.Add(1)
+		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedNoEP })
+		resetTCP(conn)
+		return
+	}
+	if !p.limit.Acquire(client.Addr()) {
+		p.stats.refusedCap.Add(1)
+		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedCap })
+		resetTCP(conn)
+		return
+	}
+	bc, b, err := p.connect(ctx, e, client, local)
+	if err != nil {
+		p.limit.Release(client.Addr())
+		if ctx.Err() == nil {
+			p.stats.refusedUnreachable.Add(1)
+			hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedUnreachable })
+			p.log.Debug("no backend answered; resetting the host connection",
+				zap.Stringer("client", client), zap.Stringer("service", e.Name()), zap.Error(err))
+		}
+		resetTCP(conn)
+		return
+	}
+	c := &proxyConn{
+		p:       p,
+		key:     backendKey{key, b.AddrPort()},
+		backend: b,
+		client:  client,
+		vip:     local,
+		cc:      conn,
+		hc:      conn,
+		bc:      bc,
+		hcnt:    hc,
+	}
+	p.stats.hostConns.Add(1)
+	if hc != nil {
+		hc.conns.Add(1)
+		hc.active.Add(1)
+	}
+	p.log.Debug("relaying host connection", zap.Stringer("client", client), zap.Stringer("to", local), zap.Stringer("backend", b))
+	p.splice(c, e, newKernelReader(p.spliceBuf(), conn))
+}
+
+// resetTCP closes c with a RST.
+func resetTCP(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+// unmapAddrPort returns a's address and port with an IPv4-mapped
+// address unmapped.
+func unmapAddrPort(a net.Addr) netip.AddrPort {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // spliceBuf returns an empty copy buffer slot counted in p's counters.
@@ -565,9 +711,18 @@ type proxyConn struct {
 	key     backendKey
 	backend Backend
 	client  netip.AddrPort
-	ep      tcpip.Endpoint
-	cc      *gonet.TCPConn
-	bc      *net.TCPConn
+	// vip is the address and port the client connected to.
+	vip netip.AddrPort
+	// The client's connection: terminated in the stack (ep, and cc a
+	// *gonet.TCPConn on it), or accepted on a host socket (hc, and cc
+	// is hc; ep is nil).
+	ep tcpip.Endpoint
+	cc clientConn
+	hc *net.TCPConn
+	bc *net.TCPConn
+	// hcnt are the counters of the host binding that accepted a host
+	// client, or nil.
+	hcnt *hostCounters
 
 	last atomic.Int64 // unix nanoseconds of the last data read either way
 
@@ -576,6 +731,14 @@ type proxyConn struct {
 	drainAt int64
 
 	closed atomic.Bool
+}
+
+// clientConn is what the splice writes and closes of the client's
+// connection: a *gonet.TCPConn or a *net.TCPConn.
+type clientConn interface {
+	io.Writer
+	CloseWrite() error
+	Close() error
 }
 
 func (c *proxyConn) touch() { c.last.Store(time.Now().UnixNano()) }
@@ -711,7 +874,11 @@ func (c *proxyConn) shut(reset bool, why *atomic.Uint64) bool {
 		why.Add(1)
 	}
 	if reset {
-		c.ep.Abort()
+		if c.ep != nil {
+			c.ep.Abort()
+		} else {
+			c.hc.SetLinger(0)
+		}
 		c.bc.SetLinger(0)
 	}
 	c.cc.Close()
@@ -740,6 +907,9 @@ func (c *proxyConn) finish() {
 	c.backend.Release()
 	p.limit.Release(c.client.Addr())
 	p.stats.active.Add(-1)
+	if c.hcnt != nil {
+		c.hcnt.active.Add(-1)
+	}
 }
 
 // skipTimeWait ends the client connection at once if the stack holds it
@@ -758,6 +928,9 @@ func (c *proxyConn) finish() {
 // LAST_ACK, if our last ACK was lost, which it then closes as it would
 // have on that ACK).
 func (c *proxyConn) skipTimeWait() {
+	if c.ep == nil {
+		return // a host socket: the kernel handles TIME_WAIT reuse
+	}
 	if tcp.EndpointState(c.ep.State()) == tcp.StateTimeWait {
 		c.ep.Abort()
 	}
@@ -817,9 +990,11 @@ func (p *Proxy) Sync() {
 	}
 }
 
-// serves reports whether e is a proxy-mode Entry with backend ap.
+// serves reports whether e is an Entry the Proxy serves (proxy mode, or
+// an External key, whose host relay the Proxy runs whatever the mode)
+// with backend ap.
 func serves(e *Entry, ap netip.AddrPort) bool {
-	if e == nil || e.Mode() != ModeProxy {
+	if e == nil || (e.Mode() != ModeProxy && !e.Key().External) {
 		return false
 	}
 	_, ok := e.index(ap)
@@ -879,8 +1054,9 @@ func (p *Proxy) sweep() {
 func (p *Proxy) Stats() ProxyStats {
 	c := &p.stats
 	return ProxyStats{
-		Conns: c.conns.Load(), Active: c.active.Load(), Draining: c.draining.Load(),
-		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(),
+		Conns: c.conns.Load(), HostConns: c.hostConns.Load(), Active: c.active.Load(), Draining: c.draining.Load(),
+		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedNoLocalEndpoints: c.refusedNoLocalEP.Load(),
+		RefusedCap:      c.refusedCap.Load(),
 		RefusedNotProxy: c.refusedNotProxy.Load(), RefusedUnreachable: c.refusedUnreachable.Load(),
 		DialFailures: c.dialFailures.Load(), Retries: c.retries.Load(),
 		HandshakeFailures: c.handshakeFailures.Load(),
@@ -891,9 +1067,14 @@ func (p *Proxy) Stats() ProxyStats {
 
 // ProxyConnInfo describes one open proxied connection.
 type ProxyConnInfo struct {
-	Client  netip.AddrPort
+	Client netip.AddrPort
+	// VIP is the address and port the client connected to: a VIP, or
+	// for a host relay the node's (or external) address and port.
 	VIP     netip.AddrPort
 	Backend netip.AddrPort
+	// Host: the client connected to a host socket (a node port or an
+	// external address; see ServeHost), not to a VIP in the stack.
+	Host bool
 	// Draining: the backend left its Service; the connection is reset
 	// at DrainAt.
 	Draining bool
@@ -909,8 +1090,9 @@ func (p *Proxy) Conns() []ProxyConnInfo {
 		for c := range g.conns {
 			ci := ProxyConnInfo{
 				Client:  c.client,
-				VIP:     netip.AddrPortFrom(k.svc.VIP, k.svc.Port),
+				VIP:     c.vip,
 				Backend: k.backend,
+				Host:    c.ep == nil,
 			}
 			if c.drainAt != 0 {
 				ci.Draining, ci.DrainAt = true, time.Unix(0, c.drainAt)
@@ -921,7 +1103,8 @@ func (p *Proxy) Conns() []ProxyConnInfo {
 	return out
 }
 
-// VIPs lists the VIPs of open connections. A VIP must stay a stack
+// VIPs lists the VIPs of open connections from the stack (host relays
+// have none). A VIP must stay a stack
 // address while connections to it are open, even after its Service left
 // (they drain), or their packets would be forwarded instead.
 func (p *Proxy) VIPs() []netip.Addr {
@@ -930,6 +1113,9 @@ func (p *Proxy) VIPs() []netip.Addr {
 	seen := make(map[netip.Addr]bool)
 	var out []netip.Addr
 	for k := range p.conns {
+		if k.svc.External {
+			continue // a host relay's: not a stack address
+		}
 		if !seen[k.svc.VIP] {
 			seen[k.svc.VIP] = true
 			out = append(out, k.svc.VIP)
