@@ -122,10 +122,12 @@ type DataPlane struct {
 	// (the Table holds them); applied tells whether there was one.
 	node    Desired
 	applied bool
-	// vips are the ClusterIPs the stack terminates, per Service
+	// vips are the VIPs the stack terminates, per Service
 	// (terminated); hosts are the Service endpoints outside the pod
-	// network, which the router hands to the node kernel (outside).
-	vips, hosts addrRefs
+	// network, which the router hands to the node kernel (outside);
+	// exts are the Services' external and load-balancer IPs, which the
+	// node kernel routes into the TUN (externals).
+	vips, hosts, exts addrRefs
 	// rc is the router's configuration as last set; set tells whether
 	// it was.
 	rc  router.Config
@@ -235,7 +237,7 @@ func (dp *DataPlane) applyLocked(d Desired) error {
 	node := d
 	node.Services = nil
 	svcs := make([]lb.Service, 0, len(d.Services))
-	var vips, hosts addrRefs
+	var vips, hosts, exts addrRefs
 	for _, svc := range d.Services {
 		svc, ok := dp.adapt(svc)
 		if !ok {
@@ -244,12 +246,13 @@ func (dp *DataPlane) applyLocked(d Desired) error {
 		svcs = append(svcs, svc)
 		vips.record(svc.Key(), dp.terminated(&svc))
 		hosts.record(svc.Key(), outside(node, &svc))
+		exts.record(svc.Key(), externals(&svc))
 	}
-	return dp.updateLocked(node, wants{vips.keys(), hosts.keys()}, func() error {
+	return dp.updateLocked(node, wants{vips.keys(), hosts.keys(), exts.keys()}, func() error {
 		if err := dp.table.Set(svcs); err != nil {
 			return fmt.Errorf("program Services: %w", err)
 		}
-		dp.vips, dp.hosts = vips, hosts
+		dp.vips, dp.hosts, dp.exts = vips, hosts, exts
 		return nil
 	})
 }
@@ -261,7 +264,7 @@ func (dp *DataPlane) SetPeers(peers []router.Peer) error {
 	defer dp.mu.Unlock()
 	node := dp.node
 	node.Peers = slices.Clone(peers)
-	return dp.updateLocked(node, wants{dp.vips.keys(), dp.hosts.keys()}, nil)
+	return dp.updateLocked(node, wants{dp.vips.keys(), dp.hosts.keys(), dp.exts.keys()}, nil)
 }
 
 // SetServices replaces the Service table, leaving the rest of the state
@@ -284,13 +287,14 @@ func (dp *DataPlane) UpsertService(svc lb.Service) error {
 		// Nothing a sidecar serves is left of it.
 		return dp.deleteLocked(svc.Key())
 	}
-	name, v, h := svc.Key(), dp.terminated(&svc), outside(dp.node, &svc)
-	return dp.updateLocked(dp.node, wants{dp.vips.after(name, v), dp.hosts.after(name, h)}, func() error {
+	name, v, h, x := svc.Key(), dp.terminated(&svc), outside(dp.node, &svc), externals(&svc)
+	return dp.updateLocked(dp.node, wants{dp.vips.after(name, v), dp.hosts.after(name, h), dp.exts.after(name, x)}, func() error {
 		if err := dp.table.Upsert(svc); err != nil {
 			return fmt.Errorf("program Service %s: %w", name, err)
 		}
 		dp.vips.record(name, v)
 		dp.hosts.record(name, h)
+		dp.exts.record(name, x)
 		return nil
 	})
 }
@@ -303,19 +307,21 @@ func (dp *DataPlane) DeleteService(namespace, name string) error {
 }
 
 func (dp *DataPlane) deleteLocked(name lb.ServiceName) error {
-	return dp.updateLocked(dp.node, wants{dp.vips.after(name, nil), dp.hosts.after(name, nil)}, func() error {
+	return dp.updateLocked(dp.node, wants{dp.vips.after(name, nil), dp.hosts.after(name, nil), dp.exts.after(name, nil)}, func() error {
 		dp.table.Delete(name.Namespace, name.Name)
 		dp.vips.record(name, nil)
 		dp.hosts.record(name, nil)
+		dp.exts.record(name, nil)
 		return nil
 	})
 }
 
 // wants are the addresses the Services want of the router after an
-// update: the proxy VIPs the stack terminates, and the endpoints outside
-// the pod network it routes to the node kernel.
+// update: the proxy VIPs the stack terminates, the endpoints outside the
+// pod network it routes to the node kernel, and the external and
+// load-balancer IPs the node kernel routes into the TUN.
 type wants struct {
-	vips, hosts []netip.Addr
+	vips, hosts, exts []netip.Addr
 }
 
 // updateLocked moves the data path to node and to the Services that
@@ -368,7 +374,7 @@ func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error)
 	}
 	dp.step("addresses")
 	// 6. The node kernel sends the stack what it is now ready for.
-	if err := dp.setRoutesLocked(kernelRoutes(node)); err != nil {
+	if err := dp.setRoutesLocked(kernelRoutes(node, want.exts)); err != nil {
 		return err
 	}
 	dp.step("routes")
@@ -425,17 +431,31 @@ func (dp *DataPlane) adapt(svc lb.Service) (lb.Service, bool) {
 	return svc, len(ports) > 0
 }
 
-// terminated returns the ClusterIPs of svc that the stack terminates: all
-// of them if svc is in proxy mode (its own, else the default) and has a
-// TCP port, else none. See the package comment for why.
+// terminated returns the VIPs of svc that the stack terminates: all of
+// them (ClusterIPs, external and load-balancer IPs) if svc is in proxy
+// mode (its own, else the default) and has a TCP port, else none. See the
+// package comment for why.
 func (dp *DataPlane) terminated(svc *lb.Service) []netip.Addr {
 	if cmp.Or(svc.Mode, dp.mode) != lb.ModeProxy ||
 		!slices.ContainsFunc(svc.Ports, func(p lb.ServicePort) bool { return p.Proto == lb.TCP }) {
 		return nil
 	}
-	out := make([]netip.Addr, 0, len(svc.ClusterIPs))
-	for _, a := range svc.ClusterIPs {
+	out := make([]netip.Addr, 0, len(svc.ClusterIPs)+len(svc.ExternalIPs)+len(svc.LoadBalancerIPs))
+	for _, a := range slices.Concat(svc.ClusterIPs, svc.ExternalIPs, svc.LoadBalancerIPs) {
 		out = append(out, a.Unmap())
+	}
+	return out
+}
+
+// externals returns svc's external and load-balancer IPs: pods and the
+// node reach them through the router, as ClusterIPs, so the node kernel
+// routes each into the TUN (kernelRoutes).
+func externals(svc *lb.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range slices.Concat(svc.ExternalIPs, svc.LoadBalancerIPs) {
+		if a = a.Unmap(); a.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
 	}
 	return out
 }
@@ -579,10 +599,21 @@ func routerConfigEqual(a, b router.Config) bool {
 }
 
 // kernelRoutes are the node kernel's routes into the TUN: the cluster and
-// Service CIDRs, and the router's own addresses.
-func kernelRoutes(d Desired) []netip.Prefix {
+// Service CIDRs, the router's own addresses, and a host route for each of
+// exts (the Services' external and load-balancer IPs) that those do not
+// cover and that is not the node's own: the node's own addresses stay
+// local, and a Service's external IP there is answered by a host socket
+// (lb.HostPorts).
+func kernelRoutes(d Desired, exts []netip.Addr) []netip.Prefix {
 	rs := slices.Concat(d.ClusterCIDRs, d.ServiceCIDRs)
 	for _, a := range d.RouterAddresses {
+		rs = append(rs, netip.PrefixFrom(a, a.BitLen()))
+	}
+	covered := slices.Clone(rs)
+	for _, a := range exts {
+		if inAny(covered, a) || slices.Contains(d.NodeAddresses, a) || slices.Contains(d.TUNAddresses, a) {
+			continue
+		}
 		rs = append(rs, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return rs

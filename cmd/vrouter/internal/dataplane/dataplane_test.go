@@ -648,3 +648,74 @@ func TestHostNetworkEndpoints(t *testing.T) {
 		t.Errorf("after Apply without them: KernelRoutes = %v, want none", got)
 	}
 }
+
+// TestExternalAddresses: a Service's external and load-balancer IPs get a
+// kernel route into the TUN while a Service has them (but for the node's
+// own address and those a Service CIDR covers), the stack terminates them
+// with the ClusterIPs in proxy mode, and the NAT translates them in nat
+// mode as it does a ClusterIP.
+func TestExternalAddresses(t *testing.T) {
+	ext, lbIP := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.7")
+	inSvcNet := netip.MustParseAddr("10.96.0.99")
+	cfg := seedConfig(func(c *configs.Config) {
+		s := &c.Services[0]
+		s.Type = lb.TypeLoadBalancer
+		s.ExternalIPs = []netip.Addr{ext, c.Node.Underlay, inSvcNet}
+		s.LoadBalancerIPs = []netip.Addr{lbIP}
+	})
+	link := &fakeLink{}
+	h := newHarness(t, cfg, Options{Link: link})
+	h.apply(FromConfig(cfg))
+	base := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), serviceNet, netip.MustParsePrefix("169.254.244.1/32")}
+	want := append(slices.Clone(base), netip.PrefixFrom(ext, 32), netip.PrefixFrom(lbIP, 32))
+	if got := link.calls[len(link.calls)-1]; !slices.Equal(got, want) {
+		t.Fatalf("kernel routes = %v, want %v", got, want)
+	}
+	svc := cfg.Services[0]
+	h.run()
+	backends := make(map[netip.Addr]bool)
+	for _, ep := range svc.Endpoints {
+		backends[ep.Addr] = true
+	}
+	for i, vip := range []netip.Addr{ext, lbIP} {
+		to := netip.AddrPortFrom(vip, svc.Ports[0].Port)
+		h.send(seedtest.TCPSyn(netip.AddrPortFrom(client.Addr(), client.Port()+uint16(i)), to))
+		ip := h.recv()
+		if dst := netip.AddrFrom4(ip.DestinationAddress().As4()); !backends[dst] {
+			t.Errorf("nat mode: SYN to %s left for %s, want one of the Service's endpoints", to, dst)
+		}
+	}
+
+	// Proxy mode: the stack holds the external addresses too.
+	svc.Mode = lb.ModeProxy
+	if err := h.dp.UpsertService(svc); err != nil {
+		t.Fatal(err)
+	}
+	held := func(a netip.Addr) bool {
+		for _, pa := range h.dp.Router().Stack().AllAddresses()[router.TUNNIC] {
+			if b, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok && b == a {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range []netip.Addr{ext, lbIP} {
+		if !held(a) {
+			t.Errorf("proxy mode: stack does not hold external address %v", a)
+		}
+	}
+
+	// The Service loses them: the routes and the addresses go.
+	svc.ExternalIPs, svc.LoadBalancerIPs, svc.Type = nil, nil, lb.TypeClusterIP
+	if err := h.dp.UpsertService(svc); err != nil {
+		t.Fatal(err)
+	}
+	if got := link.calls[len(link.calls)-1]; !slices.Equal(got, base) {
+		t.Errorf("kernel routes after the Service dropped its external IPs = %v, want %v", got, base)
+	}
+	for _, a := range []netip.Addr{ext, lbIP} {
+		if held(a) {
+			t.Errorf("stack still holds %v after its Service dropped it", a)
+		}
+	}
+}
