@@ -453,18 +453,44 @@ func (p *Proxy) splice(c *proxyConn, e *Entry, fromClient spliceReader) {
 
 // hostCounters count what one host binding (a node port or external
 // address socket, see HostPorts) did: TCP connections relayed or UDP
-// flows opened, and refusals by reason.
+// flows opened, and refusals by reason. Each count is also made in total,
+// when it is not nil (HostPorts' totals).
 type hostCounters struct {
 	conns, refusedNoEP, refusedNoLocalEP, refusedCap, refusedUnreachable atomic.Uint64
 	active                                                               atomic.Int64
+
+	total *hostCounters
 }
 
-// add adds 1 to the counter of c that field selects, when c is not nil.
-func (c *hostCounters) add(field func(*hostCounters) *atomic.Uint64) {
-	if c != nil {
+// count adds 1 to the counter field selects, in c and its totals; c may
+// be nil.
+func (c *hostCounters) count(field func(*hostCounters) *atomic.Uint64) {
+	for ; c != nil; c = c.total {
 		field(c).Add(1)
 	}
 }
+
+// open counts a new connection or flow (conns and active) in c and its
+// totals; c may be nil.
+func (c *hostCounters) open() {
+	for ; c != nil; c = c.total {
+		c.conns.Add(1)
+		c.active.Add(1)
+	}
+}
+
+// closed ends a connection or flow counted by open.
+func (c *hostCounters) closed() {
+	for ; c != nil; c = c.total {
+		c.active.Add(-1)
+	}
+}
+
+// Fields of hostCounters for count.
+func hcNoEP(c *hostCounters) *atomic.Uint64        { return &c.refusedNoEP }
+func hcNoLocalEP(c *hostCounters) *atomic.Uint64   { return &c.refusedNoLocalEP }
+func hcCap(c *hostCounters) *atomic.Uint64         { return &c.refusedCap }
+func hcUnreachable(c *hostCounters) *atomic.Uint64 { return &c.refusedUnreachable }
 
 // ServeHost relays conn, a TCP connection accepted on a host socket that
 // serves the External key key (a node port's, or an external or
@@ -515,18 +541,18 @@ func (p *Proxy) relayHost(ctx context.Context, conn *net.TCPConn, key ServiceKey
 	switch {
 	case e != nil && e.NoEndpoints() && e.Status() == StatusNoLocalEndpoints:
 		p.stats.refusedNoLocalEP.Add(1)
-		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedNoLocalEP })
+		hc.count(hcNoLocalEP)
 		resetTCP(conn)
 		return
 	case e == nil || e.NoEndpoints():
 		p.stats.refusedNoEP.Add(1)
-		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedNoEP })
+		hc.count(hcNoEP)
 		resetTCP(conn)
 		return
 	}
 	if !p.limit.Acquire(client.Addr()) {
 		p.stats.refusedCap.Add(1)
-		hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedCap })
+		hc.count(hcCap)
 		resetTCP(conn)
 		return
 	}
@@ -535,7 +561,7 @@ func (p *Proxy) relayHost(ctx context.Context, conn *net.TCPConn, key ServiceKey
 		p.limit.Release(client.Addr())
 		if ctx.Err() == nil {
 			p.stats.refusedUnreachable.Add(1)
-			hc.add(func(c *hostCounters) *atomic.Uint64 { return &c.refusedUnreachable })
+			hc.count(hcUnreachable)
 			p.log.Debug("no backend answered; resetting the host connection",
 				zap.Stringer("client", client), zap.Stringer("service", e.Name()), zap.Error(err))
 		}
@@ -554,10 +580,7 @@ func (p *Proxy) relayHost(ctx context.Context, conn *net.TCPConn, key ServiceKey
 		hcnt:    hc,
 	}
 	p.stats.hostConns.Add(1)
-	if hc != nil {
-		hc.conns.Add(1)
-		hc.active.Add(1)
-	}
+	hc.open()
 	p.log.Debug("relaying host connection", zap.Stringer("client", client), zap.Stringer("to", local), zap.Stringer("backend", b))
 	p.splice(c, e, newKernelReader(p.spliceBuf(), conn))
 }
@@ -907,9 +930,7 @@ func (c *proxyConn) finish() {
 	c.backend.Release()
 	p.limit.Release(c.client.Addr())
 	p.stats.active.Add(-1)
-	if c.hcnt != nil {
-		c.hcnt.active.Add(-1)
-	}
+	c.hcnt.closed()
 }
 
 // skipTimeWait ends the client connection at once if the stack holds it
