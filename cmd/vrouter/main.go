@@ -52,6 +52,7 @@ func commands() []command {
 		{"run", "run the router for this node", runCmd},
 		{"validate", "check config files and print what they configure", validateCmd},
 		{"demo", "build the seed's two-node cluster in network namespaces and show it working", demoCmd},
+		{"publish", "publish a rootless router's node ports on this namespace's addresses", publishCmd},
 		{"routes", "print a running router's route table", routesCmd},
 		{"peers", "print a running router's peers", peersCmd},
 		{"services", "print a running router's Services and their endpoints", servicesCmd},
