@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -130,7 +131,34 @@ type LB struct {
 	// maxFlowsPerClient MaxPerClient, and the two timeouts, resolved; the
 	// other fields are zero (lb's defaults).
 	NAT lb.NATOptions
+
+	// NodePortRange is lb.nodePortRange, resolved: every nodePort and
+	// healthCheckNodePort of the file's Services lies in it. The
+	// Kubernetes source does not check it (the API server does).
+	NodePortRange NodePortRange
+	// NodePortAddresses are lb.nodePortAddresses: node ports are served
+	// on the node's addresses inside any of them. nil means "primary":
+	// the node's primary addresses (Node.Underlay), as kube-proxy's
+	// --nodeport-addresses primary.
+	NodePortAddresses []netip.Prefix
+	// LocalhostNodePorts is lb.localhostNodePorts, resolved (Parse's
+	// default is true): node ports are also served on 127.0.0.1. A
+	// Config built in code has false unless it sets it.
+	LocalhostNodePorts bool
 }
+
+// NodePortRange is an inclusive range of node ports, as the API server's
+// --service-node-port-range.
+type NodePortRange struct{ Min, Max uint16 }
+
+// DefaultNodePortRange is lb.nodePortRange's default, the API server's.
+var DefaultNodePortRange = NodePortRange{Min: 30000, Max: 32767}
+
+// Contains reports whether port p lies in r.
+func (r NodePortRange) Contains(p int) bool { return p >= int(r.Min) && p <= int(r.Max) }
+
+// String formats r as the file writes it: "30000-32767".
+func (r NodePortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // Equal reports whether c and o describe the same configuration, so that
 // a reload that changes nothing can be skipped. Two nil configs are equal.
@@ -145,8 +173,15 @@ func (c *Config) Equal(o *Config) bool {
 		slices.Equal(c.ClusterCIDRs, o.ClusterCIDRs) &&
 		slices.Equal(c.ServiceCIDRs, o.ServiceCIDRs) &&
 		slices.EqualFunc(c.Peers, o.Peers, func(a, b Peer) bool { return a.Equal(&b) }) &&
-		c.LB == o.LB &&
+		c.LB.Equal(&o.LB) &&
 		slices.EqualFunc(c.Services, o.Services, func(a, b lb.Service) bool { return a.Equal(&b) })
+}
+
+// Equal reports whether l and o are the same.
+func (l *LB) Equal(o *LB) bool {
+	return l.Mode == o.Mode && l.Picker == o.Picker && l.Proxy == o.Proxy && l.NAT == o.NAT &&
+		l.NodePortRange == o.NodePortRange && slices.Equal(l.NodePortAddresses, o.NodePortAddresses) &&
+		l.LocalhostNodePorts == o.LocalhostNodePorts
 }
 
 // Equal reports whether n and o are the same.

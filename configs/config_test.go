@@ -24,8 +24,11 @@ func richFile() *File {
 		f.Overlay = OverlaySpec{Port: 9000, ListenAddress: "0.0.0.0", UnderlayMTU: 1450, MTU: 1420}
 		f.Router.Addresses = []string{"169.254.1.1", "fd69::1"}
 		f.LB = LBSpec{Mode: "proxy", Picker: "maglev",
-			Proxy: ProxySpec{DialTimeout: "2s", IdleTimeout: "2h", DrainTimeout: "10s"},
-			NAT:   NATSpec{MaxFlows: 5000, MaxFlowsPerClient: 50, UDPTimeout: "1m", TCPEstablishedTimeout: "1h"},
+			Proxy:              ProxySpec{DialTimeout: "2s", IdleTimeout: "2h", DrainTimeout: "10s"},
+			NAT:                NATSpec{MaxFlows: 5000, MaxFlowsPerClient: 50, UDPTimeout: "1m", TCPEstablishedTimeout: "1h"},
+			NodePortRange:      "20000-29999",
+			NodePortAddresses:  []string{"192.168.31.0/24", "fd00:31::/64"},
+			LocalhostNodePorts: ptr(false),
 		}
 	}, withPeers(hostgwNode(func(p *PeerSpec) { p.Zone = "zone-b"; p.Port = 9001 })),
 		withServices(makeService("kube-system", "web", func(s *ServiceSpec) {
@@ -34,6 +37,11 @@ func richFile() *File {
 			s.Mode, s.Picker = "nat", "round-robin"
 			s.SessionAffinity, s.SessionAffinityTimeoutSeconds = "ClientIP", 60
 			s.InternalTrafficPolicy = "Local"
+			s.Type = "LoadBalancer"
+			s.Ports[0].NodePort, s.Ports[1].NodePort = 20080, 20053
+			s.ExternalIPs = []string{"203.0.113.10", "2001:db8::10"}
+			s.LoadBalancerIPs = []string{"203.0.113.20", "2001:db8::20"}
+			s.ExternalTrafficPolicy, s.HealthCheckNodePort = "Local", 20100
 			s.Endpoints = []EndpointSpec{makeEndpoint("10.244.1.2", "hostgw-node", func(e *EndpointSpec) {
 				e.Addresses = append(e.Addresses, "fd00:10:244:1::2")
 				e.Zone = "zone-b"
@@ -42,6 +50,9 @@ func richFile() *File {
 			})}
 		}), makeService("", "pp", func(s *ServiceSpec) {
 			s.Mode, s.ProxyProtocol = "proxy", true
+			// A LoadBalancer Service without node ports.
+			s.Type = "LoadBalancer"
+			s.ExternalIPs, s.LoadBalancerIPs = []string{"203.0.113.30"}, []string{"203.0.113.31"}
 			s.Endpoints[0].Ports = []EndpointPortSpec{{Name: "metrics", Port: 9153}}
 		})))
 }
@@ -168,6 +179,8 @@ func TestSpellings(t *testing.T) {
 		{PickerLeastConnections, lb.PickLeastConn}, {PickerMaglev, lb.PickMaglev},
 		{AffinityNone, lb.AffinityNone}, {AffinityClientIP, lb.AffinityClientIP},
 		{TrafficPolicyCluster, lb.PolicyCluster}, {TrafficPolicyLocal, lb.PolicyLocal},
+		{ServiceTypeClusterIP, lb.TypeClusterIP}, {ServiceTypeNodePort, lb.TypeNodePort},
+		{ServiceTypeLoadBalancer, lb.TypeLoadBalancer},
 	} {
 		if got := tc.value.String(); got != tc.spelling {
 			t.Errorf("%#v.String() = %q, want the schema's spelling %q", tc.value, got, tc.spelling)

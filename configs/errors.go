@@ -65,6 +65,9 @@ var (
 	exEndpoint  = example{"10.244.1.2", "fd00:10:244:1::2"}
 	exRouter    = example{defaultRouterAddress4, defaultRouterAddress6}
 	exTUNAddr   = example{"10.244.0.0/32", "fd00:10:244::/128"}
+	// The documentation ranges: an address outside the cluster.
+	exExternalIP   = example{"203.0.113.10", "2001:db8::10"}
+	exNodePortCIDR = example{"192.168.31.0/24", "fd00:31::/64"}
 )
 
 // addr parses s as a plain IP address. It returns the zero Addr (not

@@ -1,6 +1,10 @@
 package configs
 
 import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +47,60 @@ func (ck *checker) lb(f *LBSpec) LB {
 		UDPTimeout:            ck.duration("lb.nat.udpTimeout", f.NAT.UDPTimeout, lb.DefaultNATUDPTimeout, minNATUDPTimeout, maxNATUDPTimeout),
 		TCPEstablishedTimeout: ck.duration("lb.nat.tcpEstablishedTimeout", f.NAT.TCPEstablishedTimeout, lb.DefaultNATTCPEstablishedTimeout, minNATTCPTimeout, maxNATTCPTimeout),
 	}
+	l.NodePortRange = ck.nodePortRange("lb.nodePortRange", f.NodePortRange)
+	l.NodePortAddresses = ck.nodePortAddresses("lb.nodePortAddresses", f.NodePortAddresses)
+	l.LocalhostNodePorts = f.LocalhostNodePorts == nil || *f.LocalhostNodePorts
 	return l
+}
+
+// nodePortRange parses s as "MIN-MAX", 1 <= MIN <= MAX <= 65535; "" is
+// DefaultNodePortRange.
+func (ck *checker) nodePortRange(field, s string) NodePortRange {
+	if s == "" {
+		return DefaultNodePortRange
+	}
+	lo, hi, ok := strings.Cut(s, "-")
+	if !ok || !isDigits(lo) || !isDigits(hi) {
+		ck.addf(field, "%q is not a port range (want MIN-MAX, e.g. %q)", s, DefaultNodePortRange.String())
+		return DefaultNodePortRange
+	}
+	min, err1 := strconv.Atoi(lo)
+	max, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || min < 1 || max > 65535 || min > max {
+		ck.addf(field, "%q is out of range (want MIN-MAX with 1 <= MIN <= MAX <= 65535, e.g. %q)", s, DefaultNodePortRange.String())
+		return DefaultNodePortRange
+	}
+	return NodePortRange{Min: uint16(min), Max: uint16(max)}
+}
+
+// nodePortAddresses parses lb.nodePortAddresses: nil for "primary" alone,
+// left out or [], else canonical CIDR prefixes.
+func (ck *checker) nodePortAddresses(field string, in []string) []netip.Prefix {
+	if len(in) == 0 || len(in) == 1 && in[0] == NodePortAddressesPrimary {
+		return nil
+	}
+	var out []netip.Prefix
+	for i, s := range in {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case s == NodePortAddressesPrimary:
+			ck.addf(f, "%q is listed with CIDR prefixes (want [%s] alone, or CIDR prefixes only)", s, NodePortAddressesPrimary)
+			continue
+		case strings.EqualFold(s, NodePortAddressesPrimary):
+			ck.addf(f, "%q is not supported (want %q: values are case-sensitive)", s, NodePortAddressesPrimary)
+			continue
+		}
+		p := ck.prefix(f, s, exNodePortCIDR)
+		if !p.IsValid() {
+			continue
+		}
+		if j := slices.Index(out, p); j >= 0 {
+			ck.addf(f, "%s is listed twice (want each prefix once)", p)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // The values of the schema's enums, in the order messages list them.
@@ -52,6 +109,7 @@ var (
 	modes     = []lb.Mode{lb.ModeNAT, lb.ModeProxy}
 	pickers   = []lb.PickerKind{lb.PickRandom, lb.PickRoundRobin, lb.PickLeastConn, lb.PickMaglev}
 	policies  = []lb.TrafficPolicy{lb.PolicyCluster, lb.PolicyLocal}
+	types     = []lb.ServiceType{lb.TypeClusterIP, lb.TypeNodePort, lb.TypeLoadBalancer}
 	// affinities lists None first.
 	affinities = []lb.Affinity{lb.AffinityNone, lb.AffinityClientIP}
 )

@@ -161,6 +161,10 @@ func TestParseMinimalDefaults(t *testing.T) {
 			Mode: lb.ModeNAT, Picker: lb.PickRandom,
 			Proxy: lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
 			NAT:   lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+			// The API server's --service-node-port-range; primary
+			// addresses (nil); localhost node ports on.
+			NodePortRange:      NodePortRange{Min: 30000, Max: 32767},
+			LocalhostNodePorts: true,
 		},
 	}
 	if !got.Equal(want) {
@@ -308,6 +312,78 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 			}
 			if want := (lb.ServicePort{Port: 80, Proto: lb.UDP, TargetPort: 5353}); a.Ports[0] != want {
 				t.Errorf("Services[0].Ports[0] = %+v, want %+v", a.Ports[0], want)
+			}
+		},
+	}, {
+		name: "node ports, external and load-balancer IPs",
+		file: makeFile(withServices(
+			makeService("default", "np", func(s *ServiceSpec) {
+				s.Type = "NodePort"
+				s.Ports = []ServicePortSpec{{Name: "http", Port: 80, NodePort: 30080}, {Name: "dns", Port: 53, Protocol: "UDP", NodePort: 30080}}
+				s.ExternalIPs = []string{"203.0.113.10"}
+				s.ExternalTrafficPolicy = "Local"
+			}),
+			makeService("default", "lb", func(s *ServiceSpec) {
+				s.ClusterIPs = []string{"10.96.0.20"}
+				s.Type = "LoadBalancer"
+				s.Ports[0].Port, s.Ports[0].NodePort = 8080, 30081
+				// np's external IP too, on another port.
+				s.LoadBalancerIPs = []string{"203.0.113.20", "203.0.113.10"}
+				s.ExternalTrafficPolicy, s.HealthCheckNodePort = "Local", 32000
+			}),
+			makeService("default", "lb-without-node-ports", func(s *ServiceSpec) {
+				s.ClusterIPs = []string{"10.96.0.21"}
+				s.Type = "LoadBalancer"
+			}),
+			makeService("default", "external", func(s *ServiceSpec) {
+				s.ClusterIPs = []string{"10.96.0.22"}
+				s.ExternalIPs = []string{"192.168.31.201"} // the node's own address may be one
+				s.ExternalTrafficPolicy = "Local"
+			}),
+		)),
+		check: func(t *testing.T, c *Config) {
+			np, lbs, bare, ext := c.Services[0], c.Services[1], c.Services[2], c.Services[3]
+			if np.Type != lb.TypeNodePort || np.Ports[0].NodePort != 30080 || np.Ports[1].NodePort != 30080 ||
+				!equalSlices(np.ExternalIPs, []netip.Addr{addr("203.0.113.10")}) || np.ExternalTrafficPolicy != lb.PolicyLocal || np.HealthCheckNodePort != 0 {
+				t.Errorf("Services[0] = %+v, want NodePort with 30080/TCP and 30080/UDP, external IP 203.0.113.10, policy Local", np)
+			}
+			if lbs.Type != lb.TypeLoadBalancer || lbs.Ports[0].NodePort != 30081 || lbs.HealthCheckNodePort != 32000 ||
+				!equalSlices(lbs.LoadBalancerIPs, []netip.Addr{addr("203.0.113.20"), addr("203.0.113.10")}) || lbs.ExternalIPs != nil {
+				t.Errorf("Services[1] = %+v, want LoadBalancer with nodePort 30081, health check 32000, LB IPs in file order", lbs)
+			}
+			if bare.Type != lb.TypeLoadBalancer || bare.Ports[0].NodePort != 0 || bare.ExternalTrafficPolicy != lb.PolicyCluster {
+				t.Errorf("Services[2] = %+v, want LoadBalancer without node ports, policy Cluster", bare)
+			}
+			if ext.Type != lb.TypeClusterIP || !equalSlices(ext.ExternalIPs, []netip.Addr{addr("192.168.31.201")}) || ext.ExternalTrafficPolicy != lb.PolicyLocal {
+				t.Errorf("Services[3] = %+v, want ClusterIP with external IP 192.168.31.201, policy Local", ext)
+			}
+			for i := range c.Services {
+				if err := c.Services[i].Validate(); err != nil {
+					t.Errorf("Services[%d].Validate() = %v, want nil: the file's checks cover lb's", i, err)
+				}
+			}
+		},
+	}, {
+		name: "lb node port settings",
+		file: makeFile(func(f *File) {
+			f.LB.NodePortRange = "20000-20999"
+			f.LB.NodePortAddresses = []string{"192.168.31.0/24", "0.0.0.0/0"}
+			f.LB.LocalhostNodePorts = ptr(false)
+		}, withServices(makeService("", "np", func(s *ServiceSpec) { s.Type, s.Ports[0].NodePort = "NodePort", 20999 }))),
+		check: func(t *testing.T, c *Config) {
+			if c.LB.NodePortRange != (NodePortRange{Min: 20000, Max: 20999}) || !equalSlices(c.LB.NodePortAddresses, pfxs("192.168.31.0/24", "0.0.0.0/0")) || c.LB.LocalhostNodePorts {
+				t.Errorf("LB node port fields = %v, %v, %v; want 20000-20999, [192.168.31.0/24 0.0.0.0/0], false", c.LB.NodePortRange, c.LB.NodePortAddresses, c.LB.LocalhostNodePorts)
+			}
+		},
+	}, {
+		name: "nodePortAddresses primary is the default",
+		file: makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"primary"} }),
+		check: func(t *testing.T, c *Config) {
+			if c.LB.NodePortAddresses != nil || !c.LB.LocalhostNodePorts {
+				t.Errorf("LB.NodePortAddresses, LocalhostNodePorts = %v, %v; want nil (primary), true", c.LB.NodePortAddresses, c.LB.LocalhostNodePorts)
+			}
+			if !c.Equal(mustParse(t, makeFile())) {
+				t.Errorf("nodePortAddresses: [primary] parses unlike leaving it out")
 			}
 		},
 	}, {
@@ -571,6 +647,101 @@ func TestParseInvalid(t *testing.T) {
 		{"service mode", makeFile(svc(func(s *ServiceSpec) { s.Mode = "dsr" })), "services[0].mode", `"dsr"`, `"proxy"`},
 		{"proxy protocol in nat mode", makeFile(svc(func(s *ServiceSpec) { s.ProxyProtocol = true })), "services[0].proxyProtocol", `"nat"`, "mode: proxy"},
 
+		// Service types, node ports, external and load-balancer IPs.
+		{"service type", makeFile(svc(func(s *ServiceSpec) { s.Type = "ExternalName" })), "services[0].type", `"ExternalName"`, `"ClusterIP", "NodePort", "LoadBalancer"`},
+		{"service type case", makeFile(svc(func(s *ServiceSpec) { s.Type = "nodeport" })), "services[0].type", `"nodeport"`, `want "NodePort"`},
+		{"nodePort on a ClusterIP Service", makeFile(svc(func(s *ServiceSpec) { s.Ports[0].NodePort = 30080 })), "services[0].ports[0].nodePort", "30080 may not be used when type is ClusterIP", "type NodePort or LoadBalancer"},
+		{"NodePort Service without nodePort", makeFile(svc(func(s *ServiceSpec) {
+			s.Type = "NodePort"
+			s.Ports = []ServicePortSpec{{Name: "a", Port: 80, NodePort: 30080}, {Name: "b", Port: 81}}
+		})), "services[0].ports[1].nodePort", "missing", "want nodePort on every port of a NodePort Service; the file has no allocator"},
+		{"nodePort below the range", makeFile(svc(func(s *ServiceSpec) { s.Type, s.Ports[0].NodePort = "NodePort", 8080 })), "services[0].ports[0].nodePort", "8080 is outside lb.nodePortRange 30000-32767", "30000..32767"},
+		{"nodePort above a set range", makeFile(func(f *File) { f.LB.NodePortRange = "20000-20999" }, svc(func(s *ServiceSpec) { s.Type, s.Ports[0].NodePort = "LoadBalancer", 30080 })), "services[0].ports[0].nodePort", "30080 is outside lb.nodePortRange 20000-20999", "20000..20999"},
+		{"negative nodePort", makeFile(svc(func(s *ServiceSpec) { s.Type, s.Ports[0].NodePort = "NodePort", -1 })), "services[0].ports[0].nodePort", "-1 is outside", "30000..32767"},
+		{"nodePort twice across Services", makeFile(withServices(
+			makeService("", "a", func(s *ServiceSpec) { s.Type, s.Ports[0].NodePort = "NodePort", 30080 }),
+			makeService("", "b", func(s *ServiceSpec) {
+				s.ClusterIPs, s.Type, s.Ports[0].NodePort = []string{"10.96.0.20"}, "LoadBalancer", 30080
+			}),
+		)), "services[1].ports[0].nodePort", "30080/TCP is already the nodePort of services[0].ports[0].nodePort (default/a)", "once"},
+		{"nodePort twice in a Service", makeFile(svc(func(s *ServiceSpec) {
+			s.Type = "NodePort"
+			s.Ports = []ServicePortSpec{{Name: "a", Port: 80, NodePort: 30080}, {Name: "b", Port: 81, NodePort: 30080}}
+		})), "services[0].ports[1].nodePort", "30080/TCP is already the nodePort of services[0].ports[0].nodePort", "once"},
+		{"healthCheckNodePort on a NodePort Service", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.Ports[0].NodePort, s.ExternalTrafficPolicy, s.HealthCheckNodePort = "NodePort", 30080, "Local", 30081
+		})), "services[0].healthCheckNodePort", "30081 is set on a Service of type NodePort", "only with type LoadBalancer and externalTrafficPolicy Local"},
+		{"healthCheckNodePort with policy Cluster", makeFile(svc(func(s *ServiceSpec) { s.Type, s.HealthCheckNodePort = "LoadBalancer", 30081 })), "services[0].healthCheckNodePort", "externalTrafficPolicy Cluster", "only with type LoadBalancer and externalTrafficPolicy Local"},
+		{"healthCheckNodePort outside the range", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.ExternalTrafficPolicy, s.HealthCheckNodePort = "LoadBalancer", "Local", 10256
+		})), "services[0].healthCheckNodePort", "10256 is outside lb.nodePortRange 30000-32767", "30000..32767"},
+		{"healthCheckNodePort is a nodePort", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.ExternalTrafficPolicy, s.HealthCheckNodePort = "LoadBalancer", "Local", 30080
+			s.Ports[0].Protocol, s.Ports[0].NodePort = "UDP", 30080
+		})), "services[0].healthCheckNodePort", "30080 is already the nodePort of services[0].ports[0].nodePort (default/my-service)", "no nodePort uses"},
+		{"nodePort is another Service's healthCheckNodePort", makeFile(withServices(
+			makeService("", "a", func(s *ServiceSpec) {
+				s.Type, s.ExternalTrafficPolicy, s.HealthCheckNodePort = "LoadBalancer", "Local", 30080
+			}),
+			makeService("", "b", func(s *ServiceSpec) {
+				s.ClusterIPs, s.Type, s.Ports[0].NodePort = []string{"10.96.0.20"}, "NodePort", 30080
+			}),
+		)), "services[1].ports[0].nodePort", "30080 is already the healthCheckNodePort of services[0].healthCheckNodePort (default/a)", "no healthCheckNodePort uses"},
+		{"healthCheckNodePort twice", makeFile(withServices(
+			makeService("", "a", func(s *ServiceSpec) {
+				s.Type, s.ExternalTrafficPolicy, s.HealthCheckNodePort = "LoadBalancer", "Local", 30080
+			}),
+			makeService("", "b", func(s *ServiceSpec) {
+				s.ClusterIPs, s.Type, s.ExternalTrafficPolicy, s.HealthCheckNodePort = []string{"10.96.0.20"}, "LoadBalancer", "Local", 30080
+			}),
+		)), "services[1].healthCheckNodePort", "30080 is already the healthCheckNodePort of services[0].healthCheckNodePort (default/a)", "once"},
+		{"externalTrafficPolicy Local on a ClusterIP Service", makeFile(svc(func(s *ServiceSpec) { s.ExternalTrafficPolicy = "Local" })), "services[0].externalTrafficPolicy", `"Local" on a Service of type ClusterIP without externalIPs`, "type NodePort or LoadBalancer, or with externalIPs"},
+		{"externalTrafficPolicy value", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.Ports[0].NodePort, s.ExternalTrafficPolicy = "NodePort", 30080, "Global"
+		})), "services[0].externalTrafficPolicy", `"Global"`, `"Cluster", "Local"`},
+		{"external IP not an address", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"example.com"} })), "services[0].externalIPs[0]", `"example.com" is not an IP address`, "203.0.113.10"},
+		{"external IP is a prefix", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"203.0.113.0/24"} })), "services[0].externalIPs[0]", `"203.0.113.0/24" is a CIDR prefix`, "single address"},
+		{"external IP multicast", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"224.0.0.1"} })), "services[0].externalIPs[0]", "224.0.0.1 is not a routable unicast address", "203.0.113.10"},
+		{"external IP loopback", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"127.0.0.1"} })), "services[0].externalIPs[0]", "127.0.0.1 is not a routable unicast address", "outside the cluster"},
+		{"external IP unspecified", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"0.0.0.0"} })), "services[0].externalIPs[0]", "0.0.0.0 is not a routable unicast address", "outside the cluster"},
+		{"external IP in the service CIDR", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"10.96.0.99"} })), "services[0].externalIPs[0]", "10.96.0.99 is inside serviceCIDRs[0] 10.96.0.0/12", "outside the cluster's pod and service ranges"},
+		{"external IP in the cluster CIDR", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"10.244.200.1"} })), "services[0].externalIPs[0]", "10.244.200.1 is inside clusterCIDRs[0] 10.244.0.0/16", "outside the cluster's pod and service ranges"},
+		{"external IP is a router address", makeFile(func(f *File) { f.Router.Addresses = []string{"192.0.2.1"} }, svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"192.0.2.1"} })), "services[0].externalIPs[0]", "192.0.2.1 is a router address", "outside the cluster"},
+		{"external IP family", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"2001:db8::10"} })), "services[0].externalIPs[0]", "2001:db8::10 is IPv6 but the Service has no IPv6 ClusterIP", "10.103.92.81"},
+		{"external IP twice", makeFile(svc(func(s *ServiceSpec) { s.ExternalIPs = []string{"203.0.113.10", "203.0.113.10"} })), "services[0].externalIPs[1]", "203.0.113.10 is already listed by services[0].externalIPs[0]", "once per Service"},
+		{"load-balancer IP is an external IP", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.ExternalIPs, s.LoadBalancerIPs = "LoadBalancer", []string{"203.0.113.10"}, []string{"203.0.113.10"}
+		})), "services[0].loadBalancerIPs[0]", "203.0.113.10 is already listed by services[0].externalIPs[0]", "once per Service"},
+		{"load-balancer IPs without type LoadBalancer", makeFile(svc(func(s *ServiceSpec) {
+			s.Type, s.Ports[0].NodePort, s.LoadBalancerIPs = "NodePort", 30080, []string{"203.0.113.20"}
+		})), "services[0].loadBalancerIPs", "type NodePort", "only with type LoadBalancer"},
+		{"load-balancer IP in a pod CIDR", makeFile(svc(func(s *ServiceSpec) { s.Type, s.LoadBalancerIPs = "LoadBalancer", []string{"10.244.0.9"} })), "services[0].loadBalancerIPs[0]", `10.244.0.9 is inside node.podCIDRs[0] 10.244.0.0/24 (node "hostgw-master")`, "outside the cluster's"},
+		{"load-balancer IP with zone", makeFile(svc(func(s *ServiceSpec) { s.Type, s.LoadBalancerIPs = "LoadBalancer", []string{"fe80::1%eth0"} })), "services[0].loadBalancerIPs[0]", `"fe80::1%eth0" has an IPv6 zone`, "fe80::1"},
+		{"external IP and port served twice", makeFile(withServices(
+			makeService("", "a", func(s *ServiceSpec) { s.ExternalIPs = []string{"203.0.113.10"} }),
+			makeService("", "b", func(s *ServiceSpec) {
+				s.ClusterIPs, s.Type, s.LoadBalancerIPs = []string{"10.96.0.20"}, "LoadBalancer", []string{"203.0.113.10"}
+			}),
+		)), "services[1].loadBalancerIPs[0]", "203.0.113.10:80/TCP is already served by services[0].externalIPs[0] (default/a)", "each address, port and protocol once"},
+		{"endpoint is an external IP", makeFile(withServices(
+			makeService("", "a", func(s *ServiceSpec) { s.ExternalIPs = []string{"192.168.31.50"} }),
+			makeService("", "b", func(s *ServiceSpec) {
+				s.ClusterIPs = []string{"10.96.0.20"}
+				s.Endpoints = []EndpointSpec{makeEndpoint("192.168.31.50", "")}
+			}),
+		)), "services[1].endpoints[0].addresses[0]", "192.168.31.50 is the external IP services[0].externalIPs[0]", "not a Service VIP"},
+
+		// lb node port settings.
+		{"node port range not a range", makeFile(func(f *File) { f.LB.NodePortRange = "30000:32767" }), "lb.nodePortRange", `"30000:32767" is not a port range`, `MIN-MAX, e.g. "30000-32767"`},
+		{"node port range reversed", makeFile(func(f *File) { f.LB.NodePortRange = "32767-30000" }), "lb.nodePortRange", `"32767-30000" is out of range`, "1 <= MIN <= MAX <= 65535"},
+		{"node port range too high", makeFile(func(f *File) { f.LB.NodePortRange = "30000-70000" }), "lb.nodePortRange", `"30000-70000" is out of range`, "MAX <= 65535"},
+		{"node port range from zero", makeFile(func(f *File) { f.LB.NodePortRange = "0-100" }), "lb.nodePortRange", `"0-100" is out of range`, "1 <= MIN"},
+		{"node port address not a CIDR", makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"192.168.31.201"} }), "lb.nodePortAddresses[0]", `"192.168.31.201" is an address, not a CIDR prefix`, "192.168.31.0/24"},
+		{"node port address host bits", makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"192.168.31.1/24"} }), "lb.nodePortAddresses[0]", `"192.168.31.1/24" has host bits set`, "192.168.31.0/24"},
+		{"node port addresses primary with CIDRs", makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"192.168.31.0/24", "primary"} }), "lb.nodePortAddresses[1]", `"primary" is listed with CIDR prefixes`, "[primary] alone"},
+		{"node port addresses primary case", makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"Primary"} }), "lb.nodePortAddresses[0]", `"Primary" is not supported`, `want "primary"`},
+		{"node port address twice", makeFile(func(f *File) { f.LB.NodePortAddresses = []string{"10.0.0.0/8", "10.0.0.0/8"} }), "lb.nodePortAddresses[1]", "10.0.0.0/8 is listed twice", "once"},
+
 		// Endpoints.
 		{"endpoint without addresses", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = nil })), "services[0].endpoints[0].addresses", "missing", "10.244.1.2"},
 		{"endpoint address invalid", makeFile(svc(func(s *ServiceSpec) { s.Endpoints[0].Addresses = []string{"10.244.0.256"} })), "services[0].endpoints[0].addresses[0]", `"10.244.0.256"`, "not an IP address"},
@@ -656,6 +827,15 @@ func TestParseRawYAML(t *testing.T) {
 		{"string for a boolean", head + node + "tun: {configure: maybe}\n", "tun.configure", []string{`"maybe" is not a boolean`}},
 		{"number for a duration", head + node + "lb: {proxy: {drainTimeout: 30}}\n", "lb.proxy.drainTimeout", []string{`"30" is not a duration`}},
 		{"misspelt lb field", head + node + "lb: {nat: {maxFlow: 10}}\n", "lb.nat.maxFlow", []string{`did you mean "maxFlows"?`}},
+		{"primary as a scalar", head + node + "lb: {nodePortAddresses: primary}\n", "lb.nodePortAddresses", []string{`"primary" is not a list`}},
+		{"one port for a range", head + node + "lb: {nodePortRange: 30000}\n", "lb.nodePortRange", []string{`"30000" is not a port range`}},
+		{"string for localhostNodePorts", head + node + "lb: {localhostNodePorts: \"no\"}\n", "lb.localhostNodePorts", []string{`"no" is not a boolean`}},
+		{"string for a nodePort", head + node + "serviceCIDRs: [10.96.0.0/12]\nservices: [{name: a, clusterIPs: [10.96.0.1], type: NodePort, ports: [{port: 80, nodePort: http}]}]\n",
+			"services[0].ports[0].nodePort", []string{`"http" is not an integer`}},
+		{"misspelt nodePort", head + node + "serviceCIDRs: [10.96.0.0/12]\nservices: [{name: a, clusterIPs: [10.96.0.1], ports: [{port: 80, nodeport: 30080}]}]\n",
+			"services[0].ports[0].nodeport", []string{`did you mean "nodePort"?`}},
+		{"misspelt externalIPs", head + node + "serviceCIDRs: [10.96.0.0/12]\nservices: [{name: a, clusterIPs: [10.96.0.1], externalIP: [203.0.113.10], ports: [{port: 80}]}]\n",
+			"services[0].externalIP", []string{`did you mean "externalIPs"?`}},
 		{"scalar for a list", head + node + "serviceCIDRs: 10.96.0.0/12\n", "serviceCIDRs", []string{`"10.96.0.0/12" is not a list`}},
 		{"list for a mapping", head + node + "tun: [vr0]\n", "tun", []string{"a list is not a mapping", "fields name, fd"}},
 		{"not a mapping", "- a\n- b\n", "(file)", []string{"a list is not a mapping", "RouterConfig"}},
@@ -848,5 +1028,78 @@ t.yaml:5:1: peers: not allowed in a tuning file: with --kubeconfig or --in-clust
 t.yaml:6:1: node: not allowed in a tuning file: with --kubeconfig or --in-cluster the node is its Node in the API server (remove it)`
 	if got := fe.Error(); got != want {
 		t.Errorf("ParseTuning(bad) error =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestParseFileLocatesNodePortProblems: the checks of node ports, external
+// addresses and traffic policies name the field, the value and what was
+// expected, at the line and column of the value, and a node port used
+// twice names both uses.
+func TestParseFileLocatesNodePortProblems(t *testing.T) {
+	const file = `apiVersion: vrouter.dev/v1alpha1
+kind: RouterConfig
+node: {name: hostgw-master, podCIDRs: [10.244.0.0/24], underlayAddress: 192.168.31.201}
+clusterCIDRs: [10.244.0.0/16]
+serviceCIDRs: [10.96.0.0/12]
+services:
+  - name: web
+    type: NodePort
+    clusterIPs: [10.96.0.20]
+    externalIPs: [10.96.0.30]
+    ports:
+      - {name: http, port: 80, nodePort: 30080}
+      - {name: https, port: 443}
+  - name: api
+    type: LoadBalancer
+    clusterIPs: [10.96.0.21]
+    externalTrafficPolicy: Local
+    healthCheckNodePort: 30080
+    ports:
+      - {port: 80, nodePort: 30080}
+`
+	_, err := ParseFile("np.yaml", []byte(file))
+	const want = `np.yaml:10:19: services[0].externalIPs[0]: 10.96.0.30 is inside serviceCIDRs[0] 10.96.0.0/12 (want an address outside the cluster's pod and service ranges, e.g. 203.0.113.10)
+np.yaml:13:9: services[0].ports[1].nodePort: missing (want nodePort on every port of a NodePort Service; the file has no allocator: pick one in lb.nodePortRange 30000-32767, e.g. 30000)
+np.yaml:18:26: services[1].healthCheckNodePort: 30080 is already the nodePort of services[0].ports[0].nodePort (default/web) (want a port that no nodePort uses)
+np.yaml:20:30: services[1].ports[0].nodePort: 30080/TCP is already the nodePort of services[0].ports[0].nodePort (default/web) (want each node port and protocol once)`
+	if err == nil || err.Error() != want {
+		t.Errorf("ParseFile(np.yaml) error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+// TestParseTuningNodePorts: a tuning file takes the lb section's node
+// port settings, and ForNode keeps them.
+func TestParseTuningNodePorts(t *testing.T) {
+	const file = "apiVersion: vrouter.dev/v1alpha1\nkind: RouterConfig\nclusterCIDRs: [10.244.0.0/16]\n" +
+		"lb: {nodePortRange: 20000-22767, nodePortAddresses: [192.168.31.0/24, 'fd00:31::/64'], localhostNodePorts: false}\n"
+	f, err := ParseTuning([]byte(file))
+	if err != nil {
+		t.Fatalf("ParseTuning = %v, want the node port settings accepted", err)
+	}
+	c, err := f.ForNode(Node{Name: "n", PodCIDRs: pfxs("10.244.3.0/24"), Underlay: addr("192.168.31.203")})
+	if err != nil {
+		t.Fatalf("ForNode = %v", err)
+	}
+	if c.LB.NodePortRange != (NodePortRange{Min: 20000, Max: 22767}) || !equalSlices(c.LB.NodePortAddresses, pfxs("192.168.31.0/24", "fd00:31::/64")) || c.LB.LocalhostNodePorts {
+		t.Errorf("ForNode LB = range %v, addresses %v, localhost %v; want 20000-22767, [192.168.31.0/24 fd00:31::/64], false", c.LB.NodePortRange, c.LB.NodePortAddresses, c.LB.LocalhostNodePorts)
+	}
+	_, err = ParseTuning([]byte(strings.Replace(file, "20000-22767", "22767-20000", 1)))
+	if !hasFieldError(err, "lb.nodePortRange", `"22767-20000" is out of range`) {
+		t.Errorf("ParseTuning(reversed range) = %v, want an lb.nodePortRange error", err)
+	}
+}
+
+func TestNodePortRange(t *testing.T) {
+	r := NodePortRange{Min: 30000, Max: 32767}
+	for _, tc := range []struct {
+		port int
+		want bool
+	}{{29999, false}, {30000, true}, {32767, true}, {32768, false}, {0, false}, {-30000, false}, {30000 + 65536, false}} {
+		if got := r.Contains(tc.port); got != tc.want {
+			t.Errorf("%v.Contains(%d) = %v, want %v", r, tc.port, got, tc.want)
+		}
+	}
+	if got := r.String(); got != "30000-32767" {
+		t.Errorf("String() = %q, want %q", got, "30000-32767")
 	}
 }

@@ -34,6 +34,14 @@ const (
 
 	TrafficPolicyCluster = "Cluster"
 	TrafficPolicyLocal   = "Local"
+
+	ServiceTypeClusterIP    = "ClusterIP"
+	ServiceTypeNodePort     = "NodePort"
+	ServiceTypeLoadBalancer = "LoadBalancer"
+
+	// NodePortAddressesPrimary, alone in lb.nodePortAddresses, selects
+	// the node's primary addresses (kube-proxy's "primary").
+	NodePortAddressesPrimary = "primary"
 )
 
 // File is one vrouter config file.
@@ -153,6 +161,18 @@ type LBSpec struct {
 	Proxy ProxySpec `json:"proxy,omitempty"`
 	// NAT tunes nat mode (and the UDP ports of proxy-mode Services).
 	NAT NATSpec `json:"nat,omitempty"`
+	// NodePortRange is the range every nodePort and healthCheckNodePort
+	// of the file lies in, "MIN-MAX" as the API server's
+	// --service-node-port-range. Default "30000-32767".
+	NodePortRange string `json:"nodePortRange,omitempty"`
+	// NodePortAddresses select the node addresses node ports are served
+	// on: CIDR prefixes (every node address inside one), or ["primary"],
+	// the node's primary addresses, as kube-proxy's
+	// --nodeport-addresses. Default ["primary"].
+	NodePortAddresses []string `json:"nodePortAddresses,omitempty"`
+	// LocalhostNodePorts also serves node ports on 127.0.0.1, as
+	// kube-proxy's iptables mode does. Default true.
+	LocalhostNodePorts *bool `json:"localhostNodePorts,omitempty"`
 }
 
 // ProxySpec tunes proxy mode. Durations are strings such as "1s", "30s",
@@ -210,8 +230,28 @@ type ServiceSpec struct {
 	InternalTrafficPolicy string `json:"internalTrafficPolicy,omitempty"`
 	// ProxyProtocol enables PROXY protocol v2 towards backends; only
 	// valid in proxy mode.
-	ProxyProtocol bool           `json:"proxyProtocol,omitempty"`
-	Endpoints     []EndpointSpec `json:"endpoints,omitempty"`
+	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	// Type is "ClusterIP" (default), "NodePort" or "LoadBalancer". A
+	// NodePort Service has a nodePort on every port; a LoadBalancer
+	// Service may (allocateLoadBalancerNodePorts false) or may not.
+	Type string `json:"type,omitempty"`
+	// ExternalIPs are addresses outside the cluster's ranges that the
+	// Service is also served on (spec.externalIPs).
+	ExternalIPs []string `json:"externalIPs,omitempty"`
+	// LoadBalancerIPs are the addresses a load balancer sends the
+	// Service's traffic to, the file's stand-in for
+	// status.loadBalancer.ingress[].ip; only with type LoadBalancer.
+	LoadBalancerIPs []string `json:"loadBalancerIPs,omitempty"`
+	// ExternalTrafficPolicy is "Cluster" (default) or "Local" for
+	// traffic from outside the cluster (node ports, external and
+	// load-balancer IPs); Local only with type NodePort or
+	// LoadBalancer, or with externalIPs.
+	ExternalTrafficPolicy string `json:"externalTrafficPolicy,omitempty"`
+	// HealthCheckNodePort is the TCP node port of the load balancer's
+	// health check; only with type LoadBalancer and
+	// externalTrafficPolicy Local, inside lb.nodePortRange.
+	HealthCheckNodePort int            `json:"healthCheckNodePort,omitempty"`
+	Endpoints           []EndpointSpec `json:"endpoints,omitempty"`
 }
 
 // ServicePortSpec is one port of a Service.
@@ -224,6 +264,10 @@ type ServicePortSpec struct {
 	// port listed by every endpoint (http). Default: port. A YAML number
 	// decodes into this string (sigs.k8s.io/yaml converts it).
 	TargetPort string `json:"targetPort,omitempty"`
+	// NodePort is the port every node serves this port on from outside,
+	// inside lb.nodePortRange; only with type NodePort (required) or
+	// LoadBalancer (optional).
+	NodePort int `json:"nodePort,omitempty"`
 }
 
 // EndpointSpec is one backend of a Service.

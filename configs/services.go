@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vrouter/vrouter/lb"
@@ -24,6 +25,7 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Se
 	names := map[string]string{}
 	vips := map[netip.Addr]string{}
 	ports := map[lb.ServiceKey]string{}
+	nodePorts := map[int][]nodePortUse{}
 	for i := range in {
 		ss, s, field := &in[i], &out[i], fmt.Sprintf("services[%d]", i)
 		s.Namespace = cmp.Or(ss.Namespace, DefaultNamespace)
@@ -34,8 +36,11 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Se
 		} else {
 			names[s.Namespace+"/"+s.Name] = field
 		}
+		s.Type = oneOf(ck, field+".type", ss.Type, lb.TypeClusterIP, types...)
 		ck.clusterIPs(field, ss, s, c, vips)
 		ck.servicePorts(field, ss, s, ports)
+		ck.externalAddrs(field, ss, s, c, pods, vips, ports)
+		ck.nodePorts(field, ss, s, c, nodePorts)
 
 		s.Mode = oneOf(ck, field+".mode", ss.Mode, c.LB.Mode, modes...)
 		s.Picker = oneOf(ck, field+".picker", ss.Picker, c.LB.Picker, pickers...)
@@ -53,6 +58,14 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Se
 			s.SessionAffinityTimeout = time.Duration(secs) * time.Second
 		}
 		s.InternalTrafficPolicy = oneOf(ck, field+".internalTrafficPolicy", ss.InternalTrafficPolicy, lb.PolicyCluster, policies...)
+		s.ExternalTrafficPolicy = oneOf(ck, field+".externalTrafficPolicy", ss.ExternalTrafficPolicy, lb.PolicyCluster, policies...)
+		// The API server's rule: the policy of traffic from outside is
+		// only for a Service reachable from outside.
+		if s.ExternalTrafficPolicy == lb.PolicyLocal && s.Type == lb.TypeClusterIP && len(ss.ExternalIPs) == 0 {
+			ck.addf(field+".externalTrafficPolicy", "%q on a Service of type %s without externalIPs (want it only with type %s or %s, or with externalIPs: it governs traffic from outside the cluster)",
+				ss.ExternalTrafficPolicy, s.Type, lb.TypeNodePort, lb.TypeLoadBalancer)
+		}
+		ck.healthCheckNodePort(field, ss, s, c, nodePorts)
 		if s.ProxyProtocol = ss.ProxyProtocol; s.ProxyProtocol && s.Mode != lb.ModeProxy {
 			ck.addf(field+".proxyProtocol", "true needs mode %q, but the Service's mode is %q (want mode: proxy, or no proxyProtocol)", lb.ModeProxy, s.Mode)
 		}
@@ -141,6 +154,145 @@ func (ck *checker) clusterIPs(field string, ss *ServiceSpec, s *lb.Service, c *C
 	}
 }
 
+// vipNoun names the Service address at field for a message: "the
+// ClusterIP services[0].clusterIPs[0]".
+func vipNoun(field string) string {
+	switch {
+	case strings.Contains(field, ".externalIPs["):
+		return "the external IP " + field
+	case strings.Contains(field, ".loadBalancerIPs["):
+		return "the load-balancer IP " + field
+	}
+	return "the ClusterIP " + field
+}
+
+// externalAddrs parses the external and load-balancer IPs of a Service
+// into s and vips, keeping the (address, port, protocol) keys of all
+// Services unique, as a ClusterIP's.
+func (ck *checker) externalAddrs(field string, ss *ServiceSpec, s *lb.Service, c *Config, pods []podCIDR, vips map[netip.Addr]string, keys map[lb.ServiceKey]string) {
+	if len(ss.LoadBalancerIPs) > 0 && s.Type != lb.TypeLoadBalancer {
+		ck.addf(field+".loadBalancerIPs", "set on a Service of type %s (want them only with type %s: they stand for status.loadBalancer.ingress)", s.Type, lb.TypeLoadBalancer)
+	}
+	seen := map[netip.Addr]string{}
+	for _, l := range []struct {
+		name string
+		in   []string
+		out  *[]netip.Addr
+	}{{"externalIPs", ss.ExternalIPs, &s.ExternalIPs}, {"loadBalancerIPs", ss.LoadBalancerIPs, &s.LoadBalancerIPs}} {
+		for i, str := range l.in {
+			f := fmt.Sprintf("%s.%s[%d]", field, l.name, i)
+			a := ck.addr(f, str, exExternalIP)
+			if !a.IsValid() {
+				continue
+			}
+			switch in := insideAny(a, pods, c.ClusterCIDRs, c.ServiceCIDRs); {
+			case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast():
+				ck.addf(f, "%s is not a routable unicast address (want an address outside the cluster, e.g. %s)", a, exExternalIP.pick(str))
+				continue
+			case in != "":
+				ck.addf(f, "%s is inside %s (want an address outside the cluster's pod and service ranges, e.g. %s)", a, in, exExternalIP.pick(str))
+				continue
+			case slices.Contains(c.RouterAddresses, a):
+				ck.addf(f, "%s is a router address (want an address outside the cluster, e.g. %s)", a, exExternalIP.pick(str))
+				continue
+			case seen[a] != "":
+				ck.addf(f, "%s is already listed by %s (want each address once per Service)", a, seen[a])
+				continue
+			case len(s.ClusterIPs) > 0 && !slices.ContainsFunc(s.ClusterIPs, func(v netip.Addr) bool { return v.Is4() == a.Is4() }):
+				ck.addf(f, "%s is %s but the Service has no %s ClusterIP (want an address of the family of %s)", a, family(a), family(a), addrList(s.ClusterIPs))
+				continue
+			}
+			seen[a] = f
+			if _, ok := vips[a]; !ok {
+				vips[a] = f
+			}
+			*l.out = append(*l.out, a)
+			for _, p := range s.Ports {
+				if p.Port == 0 {
+					continue // an invalid port, reported
+				}
+				k := lb.ServiceKey{VIP: a, Port: p.Port, Proto: p.Proto}
+				if prev, dup := keys[k]; dup {
+					ck.addf(f, "%s is already served by %s (want each address, port and protocol once)", k, prev)
+					continue
+				}
+				keys[k] = fmt.Sprintf("%s (%s/%s)", f, s.Namespace, s.Name)
+			}
+		}
+	}
+}
+
+// nodePortUse is a node port claimed by a Service of the file.
+type nodePortUse struct {
+	field string // services[0].ports[1].nodePort
+	svc   string // namespace/name
+	proto lb.Protocol
+	// health marks a healthCheckNodePort (TCP), which no nodePort of any
+	// protocol may share.
+	health bool
+}
+
+// claimNodePort records use of port in used, reporting a clash with an
+// earlier use: the same nodePort and protocol twice, or a
+// healthCheckNodePort and any other use.
+func (ck *checker) claimNodePort(used map[int][]nodePortUse, port int, u nodePortUse) {
+clashes:
+	for _, prev := range used[port] {
+		switch {
+		case !u.health && !prev.health && u.proto == prev.proto:
+			ck.addf(u.field, "%d/%s is already the nodePort of %s (%s) (want each node port and protocol once)", port, u.proto, prev.field, prev.svc)
+		case u.health && prev.health:
+			ck.addf(u.field, "%d is already the healthCheckNodePort of %s (%s) (want each health check node port once)", port, prev.field, prev.svc)
+		case u.health:
+			ck.addf(u.field, "%d is already the nodePort of %s (%s) (want a port that no nodePort uses)", port, prev.field, prev.svc)
+		case prev.health:
+			ck.addf(u.field, "%d is already the healthCheckNodePort of %s (%s) (want a port that no healthCheckNodePort uses)", port, prev.field, prev.svc)
+		default:
+			continue
+		}
+		break clashes // one message names the first clash
+	}
+	used[port] = append(used[port], u)
+}
+
+// nodePorts checks the nodePort of each port of a Service, whose type and
+// ports are parsed, and sets it in s.Ports.
+func (ck *checker) nodePorts(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse) {
+	r := c.LB.NodePortRange
+	for i, ps := range ss.Ports {
+		f := fmt.Sprintf("%s.ports[%d].nodePort", field, i)
+		switch np := ps.NodePort; {
+		case np == 0 && s.Type == lb.TypeNodePort:
+			ck.addf(f, "missing (want nodePort on every port of a NodePort Service; the file has no allocator: pick one in lb.nodePortRange %s, e.g. %d)", r, r.Min)
+		case np == 0:
+		case s.Type == lb.TypeClusterIP:
+			ck.addf(f, "%d may not be used when type is %s (want type %s or %s, or no nodePort)", np, s.Type, lb.TypeNodePort, lb.TypeLoadBalancer)
+		case !r.Contains(np):
+			ck.addf(f, "%d is outside lb.nodePortRange %s (want a port in %d..%d)", np, r, r.Min, r.Max)
+		default:
+			ck.claimNodePort(used, np, nodePortUse{field: f, svc: s.Namespace + "/" + s.Name, proto: s.Ports[i].Proto})
+			s.Ports[i].NodePort = uint16(np)
+		}
+	}
+}
+
+// healthCheckNodePort checks a Service's healthCheckNodePort, once its
+// type and externalTrafficPolicy are parsed, and sets it in s.
+func (ck *checker) healthCheckNodePort(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse) {
+	f, hc, r := field+".healthCheckNodePort", ss.HealthCheckNodePort, c.LB.NodePortRange
+	switch {
+	case hc == 0:
+	case s.Type != lb.TypeLoadBalancer || s.ExternalTrafficPolicy != lb.PolicyLocal:
+		ck.addf(f, "%d is set on a Service of type %s with externalTrafficPolicy %s (want it only with type %s and externalTrafficPolicy %s)",
+			hc, s.Type, s.ExternalTrafficPolicy, lb.TypeLoadBalancer, lb.PolicyLocal)
+	case !r.Contains(hc):
+		ck.addf(f, "%d is outside lb.nodePortRange %s (want a port in %d..%d)", hc, r, r.Min, r.Max)
+	default:
+		ck.claimNodePort(used, hc, nodePortUse{field: f, svc: s.Namespace + "/" + s.Name, proto: lb.TCP, health: true})
+		s.HealthCheckNodePort = uint16(hc)
+	}
+}
+
 // servicePorts parses the ports of a Service into s, keeping the
 // (ClusterIP, port, protocol) keys of all Services unique.
 func (ck *checker) servicePorts(field string, ss *ServiceSpec, s *lb.Service, keys map[lb.ServiceKey]string) {
@@ -223,7 +375,7 @@ func (ck *checker) endpoint(field string, es *EndpointSpec, s *lb.Service, c *Co
 			ck.addf(f, "%s is not a routable unicast address (want a pod or node IP, e.g. %s)", a, exEndpoint.pick(str))
 			continue
 		case vips[a] != "":
-			ck.addf(f, "%s is the ClusterIP %s (want a backend address, not a Service VIP)", a, vips[a])
+			ck.addf(f, "%s is %s (want a backend address, not a Service VIP)", a, vipNoun(vips[a]))
 			continue
 		case slices.Contains(c.RouterAddresses, a):
 			ck.addf(f, "%s is a router address (want a backend address)", a)
