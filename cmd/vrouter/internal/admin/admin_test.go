@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/pcap"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
+	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
 )
 
@@ -44,7 +47,7 @@ type served struct {
 	logs   *observer.ObservedLogs
 }
 
-func serve(t *testing.T) *served {
+func serve(t *testing.T, mods ...func(*Options)) *served {
 	t.Helper()
 	c := seedtest.Start(t)
 	socket := filepath.Join(t.TempDir(), "run", "vr0.sock")
@@ -54,7 +57,11 @@ func serve(t *testing.T) *served {
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
 	s := &served{c: c, socket: socket, level: zap.NewAtomicLevelAt(zapcore.InfoLevel), logs: logs}
-	srv := NewServer(Options{Log: zap.New(core), Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT, Level: s.level})
+	opts := Options{Log: zap.New(core), Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT, Level: s.level}
+	for _, m := range mods {
+		m(&opts)
+	}
+	srv := NewServer(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeHTTP(ctx, ln, srv.Handler()) }()
@@ -184,9 +191,9 @@ func TestServices(t *testing.T) {
 	if err := WriteServices(&out, svcs); err != nil {
 		t.Fatal(err)
 	}
-	want := `NAMESPACE     NAME         TYPE        CLUSTER-IP     PORT(S)
-default       my-service   ClusterIP   10.103.92.81   80/TCP
-kube-system   kube-dns     ClusterIP   10.96.0.10     53/UDP,53/TCP,9153/TCP
+	want := `NAMESPACE     NAME         TYPE        CLUSTER-IP     EXTERNAL-IP   PORT(S)
+default       my-service   ClusterIP   10.103.92.81   <none>        80/TCP
+kube-system   kube-dns     ClusterIP   10.96.0.10     <none>        53/UDP,53/TCP,9153/TCP
 
 SERVICE                        PORT                  ENDPOINT          STATE   NODE            IN USE   ACTIVE   CONNS
 default/my-service             10.103.92.81:80/TCP   10.244.0.4:80     ready   hostgw-master   yes      1        1
@@ -233,6 +240,59 @@ func TestServicesShowsUnusedEndpoints(t *testing.T) {
 			t.Errorf("vrouter services: no line %q in\n%s", line, out.String())
 		}
 	}
+}
+
+// TestServicesNodePort: a NodePort Service with an external IP prints as
+// kubectl prints it, its node-port and external keys have their own
+// endpoint lines (externalTrafficPolicy Local: the local endpoint only),
+// and its host sockets show their state.
+func TestServicesNodePort(t *testing.T) {
+	svcs := seedtest.Services()[:1]
+	my := &svcs[0]
+	my.Type, my.ExternalTrafficPolicy, my.HealthCheckNodePort = lb.TypeLoadBalancer, lb.PolicyLocal, 32000
+	my.Ports[0].NodePort = 30080
+	my.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	s := serve(t, func(o *Options) {
+		o.HostPorts = func(n lb.ServiceName) []HostPort {
+			if n != my.Key() {
+				return nil
+			}
+			return []HostPort{
+				{Address: netip.MustParseAddrPort("192.168.31.201:30080"), Protocol: "TCP", State: "listening"},
+				{Address: netip.MustParseAddrPort("127.0.0.1:30080"), Protocol: "TCP", State: "failed", Error: "address already in use"},
+			}
+		}
+	})
+	if err := s.c.Master.Table.Set(svcs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.client.Services(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ExternalTrafficPolicy != "Local" || got[0].HealthCheckNodePort != 32000 || len(got[0].HostPorts) != 2 {
+		t.Fatalf("Services = %+v, want my-service with externalTrafficPolicy Local, healthCheckNodePort 32000 and 2 host ports", got)
+	}
+	var out bytes.Buffer
+	WriteServices(&out, got)
+	// Columns compared with their padding squeezed to one space.
+	lines := strings.Split(regexp.MustCompile(` +`).ReplaceAllString(out.String(), " "), "\n")
+	for _, line := range []string{
+		"default my-service LoadBalancer 10.103.92.81 192.0.2.10 80:30080/TCP",
+		"default/my-service 10.103.92.81:80/TCP 10.244.1.2:80 ready hostgw-node yes 0 0",
+		"default/my-service nodePort 30080/TCP 10.244.0.4:80 ready hostgw-master yes 0 0",
+		"default/my-service nodePort 30080/TCP 10.244.1.2:80 ready hostgw-node no 0 0",
+		"default/my-service 192.0.2.10:80/TCP 10.244.1.2:80 ready hostgw-node yes 0 0",
+		"default/my-service 192.0.2.10:80/TCP (external) 10.244.0.4:80 ready hostgw-master yes 0 0",
+		"default/my-service 192.0.2.10:80/TCP (external) 10.244.1.2:80 ready hostgw-node no 0 0",
+		"default/my-service 192.168.31.201:30080 TCP listening",
+		"default/my-service 127.0.0.1:30080 TCP failed: address already in use",
+	} {
+		if !slices.Contains(lines, line) {
+			t.Errorf("vrouter services: no line %q in\n%s", line, out.String())
+		}
+	}
+	roundTrip(t, "services", got)
 }
 
 func TestConns(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -76,24 +77,47 @@ func WritePeers(w io.Writer, peers []Peer, now time.Time) error {
 // new connections may go to them, and their connection counts.
 func WriteServices(w io.Writer, svcs []Service) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER-IP\tPORT(S)")
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)")
 	for _, s := range svcs {
 		clusterIP := "None"
 		if len(s.ClusterIPs) > 0 {
 			clusterIP = s.ClusterIPs[0].String()
 		}
-		// One PORT(S) item per Service port: the ClusterIPs of other
-		// families repeat them.
+		external := "<none>"
+		if ext := slices.Concat(s.LoadBalancerIPs, s.ExternalIPs); len(ext) > 0 {
+			var items []string
+			for _, a := range ext {
+				items = append(items, a.String())
+			}
+			external = strings.Join(items, ",")
+		} else if s.Type == "LoadBalancer" {
+			external = "<pending>"
+		}
+		// One PORT(S) item per Service port, "port[:nodePort]/proto":
+		// the ClusterIPs of other families and the external keys
+		// repeat them.
+		nodePorts := map[string]uint16{}
+		for _, p := range s.Ports {
+			if p.NodePort {
+				nodePorts[p.Name+"/"+p.Protocol] = p.Port
+			}
+		}
 		var ports []string
 		seen := map[string]bool{}
 		for _, p := range s.Ports {
+			if p.External {
+				continue
+			}
 			item := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+			if np, ok := nodePorts[p.Name+"/"+p.Protocol]; ok {
+				item = fmt.Sprintf("%d:%d/%s", p.Port, np, p.Protocol)
+			}
 			if !seen[p.Name+" "+item] {
 				seen[p.Name+" "+item] = true
 				ports = append(ports, item)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Type, clusterIP, strings.Join(ports, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Type, clusterIP, external, strings.Join(ports, ","))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -111,6 +135,15 @@ func WriteServices(w io.Writer, svcs []Service) error {
 				name += ":" + p.Name
 			}
 			port := fmt.Sprintf("%s/%s", netip.AddrPortFrom(p.ClusterIP, p.Port), p.Protocol)
+			switch {
+			case p.NodePort:
+				port = fmt.Sprintf("nodePort %d/%s", p.Port, p.Protocol)
+				if p.ClusterIP.Is6() {
+					port += " (IPv6)"
+				}
+			case p.External:
+				port += " (external)"
+			}
 			if len(p.Endpoints) == 0 {
 				fmt.Fprintf(tw, "%s\t%s\t<none>\t%s\t\t\t%d\t%d\n", name, port, p.Status, p.Active, p.Conns)
 				continue
@@ -126,6 +159,28 @@ func WriteServices(w io.Writer, svcs []Service) error {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", name, port, e.Address, e.State(), node, inUse, e.Active, e.Conns)
 			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(svcs, func(s Service) bool { return len(s.HostPorts) > 0 }) {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "SERVICE\tHOST PORT\tPROTO\tSTATE")
+	for _, s := range svcs {
+		for _, h := range s.HostPorts {
+			name := s.Namespace + "/" + s.Name
+			if h.Port != "" {
+				name += ":" + h.Port
+			}
+			state := h.State
+			if h.Error != "" {
+				state += ": " + h.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, h.Address, h.Protocol, state)
 		}
 	}
 	return tw.Flush()

@@ -36,6 +36,9 @@ type Options struct {
 	Table  *lb.Table
 	NAT    *lb.NAT
 	Proxy  *lb.Proxy
+	// HostPorts returns the host sockets of a Service (node ports,
+	// external addresses, health check) with their state. Default: none.
+	HostPorts func(lb.ServiceName) []HostPort
 	// Level is the process's log level, which PUT /v1/log-level sets.
 	// Default: a level of its own, so the API works but changes nothing.
 	Level zap.AtomicLevel
@@ -165,10 +168,18 @@ func (s *Server) Services() []Service {
 			if svc, ok = t.Service(name.Namespace, name.Name); !ok {
 				continue // deleted since Entries
 			}
-			out = append(out, Service{
-				Namespace: name.Namespace, Name: name.Name, Type: "ClusterIP",
-				ClusterIPs: svc.ClusterIPs, Ports: []ServicePort{},
-			})
+			as := Service{
+				Namespace: name.Namespace, Name: name.Name, Type: svc.Type.String(),
+				ClusterIPs: svc.ClusterIPs, ExternalIPs: svc.ExternalIPs, LoadBalancerIPs: svc.LoadBalancerIPs,
+				HealthCheckNodePort: svc.HealthCheckNodePort, Ports: []ServicePort{},
+			}
+			if svc.Type != lb.TypeClusterIP || len(svc.ExternalIPs) > 0 {
+				as.ExternalTrafficPolicy = svc.ExternalTrafficPolicy.String()
+			}
+			if s.opts.HostPorts != nil {
+				as.HostPorts = s.opts.HostPorts(name)
+			}
+			out = append(out, as)
 			cur = &out[len(out)-1]
 		}
 		cur.Ports = append(cur.Ports, servicePort(e, &svc))
@@ -181,6 +192,7 @@ func servicePort(e *lb.Entry, svc *lb.Service) ServicePort {
 	k := e.Key()
 	sp := ServicePort{
 		Name: e.Name().Port, ClusterIP: k.VIP, Port: k.Port, Protocol: k.Proto.String(),
+		External: k.External, NodePort: k.IsNodePort(),
 		Mode: e.Mode().String(), Picker: e.PickerKind().String(), Status: st.Status.String(),
 		Conns: st.Conns, Active: st.Active, Refused: st.Refused, Endpoints: []Endpoint{},
 	}
@@ -190,7 +202,11 @@ func servicePort(e *lb.Entry, svc *lb.Service) ServicePort {
 	}
 	var port *lb.ServicePort
 	for i := range svc.Ports {
-		if p := &svc.Ports[i]; p.Name == sp.Name && p.Port == k.Port && p.Proto == k.Proto {
+		p := &svc.Ports[i]
+		if p.Name != sp.Name || p.Proto != k.Proto {
+			continue
+		}
+		if k.IsNodePort() && p.NodePort == k.Port || !k.IsNodePort() && p.Port == k.Port {
 			port = p
 		}
 	}

@@ -57,23 +57,53 @@ type Peer struct {
 
 // Service is one Service of the load balancer's table (GET /v1/services).
 type Service struct {
-	Namespace  string        `json:"namespace"`
-	Name       string        `json:"name"`
-	Type       string        `json:"type"`
-	ClusterIPs []netip.Addr  `json:"clusterIPs"`
-	Ports      []ServicePort `json:"ports"`
+	Namespace  string       `json:"namespace"`
+	Name       string       `json:"name"`
+	Type       string       `json:"type"`
+	ClusterIPs []netip.Addr `json:"clusterIPs"`
+	// ExternalIPs and LoadBalancerIPs are the Service's external
+	// addresses; ExternalTrafficPolicy picks the endpoints of traffic
+	// from outside (node ports, external addresses answered here).
+	ExternalIPs           []netip.Addr  `json:"externalIPs,omitempty"`
+	LoadBalancerIPs       []netip.Addr  `json:"loadBalancerIPs,omitempty"`
+	ExternalTrafficPolicy string        `json:"externalTrafficPolicy,omitempty"`
+	HealthCheckNodePort   uint16        `json:"healthCheckNodePort,omitempty"`
+	Ports                 []ServicePort `json:"ports"`
+	// HostPorts are the host sockets serving the Service's node ports,
+	// external addresses and health-check node port, with their state.
+	HostPorts []HostPort `json:"hostPorts,omitempty"`
 }
 
-// ServicePort is one (ClusterIP, port, protocol) of a Service, with its
-// endpoints and counters.
+// HostPort is one host socket of a Service.
+type HostPort struct {
+	// Port names the Service port ("" for the health check or an
+	// unnamed port).
+	Port     string         `json:"port,omitempty"`
+	Address  netip.AddrPort `json:"address"`
+	Protocol string         `json:"protocol"` // TCP, UDP or HTTP (health check)
+	// State is "listening", or "failed" with Error saying why (it is
+	// retried).
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// ServicePort is one key of a Service — a (ClusterIP, port, protocol), or
+// for traffic from outside (External) a node port or an external
+// address — with its endpoints and counters.
 type ServicePort struct {
 	// Name is the Service port's name ("" for an unnamed port).
-	Name      string     `json:"name,omitempty"`
+	Name string `json:"name,omitempty"`
+	// ClusterIP is the key's VIP: a ClusterIP, external or
+	// load-balancer IP, or for a node port 0.0.0.0 or ::.
 	ClusterIP netip.Addr `json:"clusterIP"`
 	Port      uint16     `json:"port"`
 	Protocol  string     `json:"protocol"`
-	Mode      string     `json:"mode"`
-	Picker    string     `json:"picker"`
+	// External marks traffic from outside the cluster; NodePort that
+	// Port is a node port.
+	External bool   `json:"external,omitempty"`
+	NodePort bool   `json:"nodePort,omitempty"`
+	Mode     string `json:"mode"`
+	Picker   string `json:"picker"`
 	// Status is "ok", "no endpoints" or "no local endpoints".
 	Status    string     `json:"status"`
 	Conns     uint64     `json:"conns"`
