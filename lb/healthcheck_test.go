@@ -61,7 +61,10 @@ func TestHealthServer(t *testing.T) {
 	cnt := new(hostCounters)
 	s := newHealthServer(ln, healthHandler{state: st, cnt: cnt}, log.New(io.Discard, "", 0))
 	go s.serve()
-	defer s.close()
+	defer func() {
+		s.close()
+		<-s.done
+	}()
 	url := "http://" + ln.Addr().String()
 
 	checkHealth(t, url+"/", "default", "web", 0)
