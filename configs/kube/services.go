@@ -87,6 +87,14 @@ type built struct {
 //     means false, as the discovery/v1 API documents (and kube-proxy reads).
 //   - Slices labelled service.kubernetes.io/headless, FQDN slices and
 //     ports without a name or number are ignored (kube-proxy ignores them).
+//   - Traffic from outside (see externalAccess): spec.type, each port's
+//     nodePort, spec.externalIPs, the IPs of status.loadBalancer.ingress,
+//     spec.externalTrafficPolicy and spec.healthCheckNodePort, each read
+//     as kube-proxy reads it.
+//
+// An object the API server would not have written (an address that does
+// not parse, a port out of range) never makes a wrong Service: what is
+// odd is left out with a problem sentence, and the rest is served.
 func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, proxyName string) built {
 	var b built
 	if b.skip = skipReason(svc, proxyName); b.skip != "" {
@@ -127,9 +135,20 @@ func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, proxyNa
 			problem("spec.ports[%d].port %d is out of range (want 1..65535); not serving this port", i, p.Port)
 			continue
 		}
-		out.Ports = append(out.Ports, lb.ServicePort{
-			Name: p.Name, Port: uint16(p.Port), Proto: proto, TargetPortName: portKey(p.Name),
-		})
+		sp := lb.ServicePort{Name: p.Name, Port: uint16(p.Port), Proto: proto, TargetPortName: portKey(p.Name)}
+		// kube-proxy serves a port's nodePort whatever the type (the
+		// API server allows one only on NodePort and LoadBalancer
+		// Services, and drops it when the type changes).
+		switch np := p.NodePort; {
+		case np == 0:
+		case np < 1 || np > 65535:
+			problem("spec.ports[%d].nodePort %d is out of range (want 1..65535); not serving a node port for this port", i, np)
+		case slices.ContainsFunc(out.Ports, func(q lb.ServicePort) bool { return q.NodePort == uint16(np) && q.Proto == proto }):
+			problem("spec.ports[%d].nodePort %d/%v is another port's node port too; serving it for the first only", i, np, proto)
+		default:
+			sp.NodePort = uint16(np)
+		}
+		out.Ports = append(out.Ports, sp)
 	}
 
 	if v, ok := svc.Annotations[AnnotationMode]; ok {
@@ -157,6 +176,8 @@ func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, proxyNa
 		out.InternalTrafficPolicy = lb.PolicyLocal
 	}
 
+	externalAccess(svc, out, problem)
+
 	out.Endpoints = mergeSlices(eps, problem)
 
 	if len(out.Ports) == 0 {
@@ -171,6 +192,110 @@ func buildService(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, proxyNa
 	}
 	b.svc = out
 	return b
+}
+
+// externalAccess reads into out, whose ClusterIPs and ports are set, how
+// svc is reached from outside the cluster, as kube-proxy reads it:
+//
+//   - spec.type; ExternalName never gets here (skipReason).
+//   - spec.externalIPs, and the IPs of status.loadBalancer.ingress of a
+//     LoadBalancer Service. An ingress entry with a hostname only has no
+//     IP to serve; one whose ipMode is Proxy is not served either:
+//     kube-proxy does not short-circuit such an IP to the Service, so
+//     that traffic to it from inside the cluster goes out to the load
+//     balancer, which proxies it to a node port or a pod as it does for
+//     clients outside. An address of a family the Service has no
+//     ClusterIP of is dropped, as kube-proxy drops it; one listed twice
+//     (in both lists, as some controllers publish an external IP as
+//     ingress too) is served once.
+//   - spec.externalTrafficPolicy Local only for a Service reachable from
+//     outside (type NodePort or LoadBalancer, or with externalIPs), as
+//     kube-proxy's ExternalPolicyLocal.
+//   - spec.healthCheckNodePort only with type LoadBalancer and the
+//     Local policy, as kube-proxy serves it.
+func externalAccess(svc *corev1.Service, out *lb.Service, problem func(string, ...any)) {
+	switch t := svc.Spec.Type; t {
+	case corev1.ServiceTypeClusterIP, "":
+		out.Type = lb.TypeClusterIP
+	case corev1.ServiceTypeNodePort:
+		out.Type = lb.TypeNodePort
+	case corev1.ServiceTypeLoadBalancer:
+		out.Type = lb.TypeLoadBalancer
+	default:
+		problem("spec.type %q is not ClusterIP, NodePort, LoadBalancer or ExternalName; serving it as ClusterIP", t)
+	}
+
+	type source struct{ field, ip string }
+	var ext, ing []source
+	for i, ip := range svc.Spec.ExternalIPs {
+		ext = append(ext, source{fmt.Sprintf("spec.externalIPs[%d]", i), ip})
+	}
+	ingress := svc.Status.LoadBalancer.Ingress
+	if len(ingress) > 0 && out.Type != lb.TypeLoadBalancer {
+		problem("status.loadBalancer.ingress is set on a Service of type %v; ignoring it (want it only with type LoadBalancer)", out.Type)
+		ingress = nil
+	}
+	for i, e := range ingress {
+		switch {
+		case e.IP == "":
+			continue // a hostname: nothing to serve
+		case e.IPMode != nil && *e.IPMode == corev1.LoadBalancerIPModeProxy:
+			continue // the load balancer proxies: see the doc comment
+		}
+		ing = append(ing, source{fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), e.IP})
+	}
+	seen := map[netip.Addr]bool{}
+	for _, l := range []struct {
+		in  []source
+		out *[]netip.Addr
+	}{{ext, &out.ExternalIPs}, {ing, &out.LoadBalancerIPs}} {
+		for _, src := range l.in {
+			a, err := netip.ParseAddr(src.ip)
+			if err != nil || a.Zone() != "" {
+				problem("%s %q is not an IP address; ignoring it", src.field, src.ip)
+				continue
+			}
+			a = a.Unmap()
+			switch {
+			case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast():
+				problem("%s %s is not a unicast address; ignoring it", src.field, a)
+			case slices.Contains(out.ClusterIPs, a):
+				problem("%s %s is also a ClusterIP of the Service; ignoring it", src.field, a)
+			case !slices.ContainsFunc(out.ClusterIPs, func(c netip.Addr) bool { return c.Is4() == a.Is4() }):
+				problem("%s %s has no ClusterIP of its family; ignoring it", src.field, a)
+			case seen[a]:
+				// Listed twice: served once.
+			default:
+				seen[a] = true
+				*l.out = append(*l.out, a)
+			}
+		}
+	}
+
+	external := out.Type != lb.TypeClusterIP || len(svc.Spec.ExternalIPs) > 0
+	switch p := svc.Spec.ExternalTrafficPolicy; p {
+	case corev1.ServiceExternalTrafficPolicyLocal:
+		if external {
+			out.ExternalTrafficPolicy = lb.PolicyLocal
+		}
+	case corev1.ServiceExternalTrafficPolicyCluster, "":
+	default:
+		problem("spec.externalTrafficPolicy %q is not Cluster or Local; using Cluster", p)
+	}
+
+	if out.Type != lb.TypeLoadBalancer || out.ExternalTrafficPolicy != lb.PolicyLocal {
+		return
+	}
+	switch hc := svc.Spec.HealthCheckNodePort; {
+	case hc == 0:
+		problem("spec.healthCheckNodePort is not set on a LoadBalancer Service with externalTrafficPolicy Local; not serving a health check")
+	case hc < 1 || hc > 65535:
+		problem("spec.healthCheckNodePort %d is out of range (want 1..65535); not serving a health check", hc)
+	case slices.ContainsFunc(out.Ports, func(p lb.ServicePort) bool { return p.NodePort == uint16(hc) && p.Proto == lb.TCP }):
+		problem("spec.healthCheckNodePort %d is also a TCP node port of the Service; not serving a health check", hc)
+	default:
+		out.HealthCheckNodePort = uint16(hc)
+	}
 }
 
 // mergeSlices returns the endpoints of a Service's EndpointSlices, one per
@@ -268,7 +393,8 @@ func mergePorts(e *lb.Endpoint, ports []lb.EndpointPort) {
 
 // trimService keeps what buildService reads, dropping managed fields and
 // annotations that are not vrouter's (kubectl's last-applied-configuration
-// can be larger than the rest of the Service).
+// can be larger than the rest of the Service), and of the status all but
+// the load balancer's ingress IPs and their mode.
 func trimService(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -278,6 +404,11 @@ func trimService(obj any) (any, error) {
 	c.ManagedFields = nil
 	c.Annotations = keep(s.Annotations, AnnotationMode, AnnotationPicker)
 	c.Status = corev1.ServiceStatus{}
+	for _, e := range s.Status.LoadBalancer.Ingress {
+		if e.IP != "" {
+			c.Status.LoadBalancer.Ingress = append(c.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: e.IP, IPMode: e.IPMode})
+		}
+	}
 	return &c, nil
 }
 

@@ -115,13 +115,269 @@ func TestServices(t *testing.T) {
 			})},
 			want: nil,
 		},
+
+		// Service types and traffic from outside.
 		{
-			name: "NodePort and LoadBalancer Services load-balance their ClusterIP",
+			name: "ClusterIP Service with externalIPs and externalTrafficPolicy Local",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"203.0.113.10", "192.168.31.201"}
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.ExternalIPs = addrs("203.0.113.10", "192.168.31.201")
+				s.ExternalTrafficPolicy = lb.PolicyLocal
+			})},
+		},
+		{
+			name: "ClusterIP Service without externalIPs: externalTrafficPolicy Local does not apply",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service")},
+		},
+		{
+			name: "NodePort Service: a node port per port, TCP and UDP",
+			objs: []runtime.Object{makeKubeDNS(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+				s.Spec.Ports[0].NodePort, s.Spec.Ports[1].NodePort, s.Spec.Ports[2].NodePort = 30053, 30053, 30153
+			}), dnsSlice()},
+			want: []lb.Service{func() lb.Service {
+				s := wantKubeDNS()
+				s.Type = lb.TypeNodePort
+				s.Ports[0].NodePort, s.Ports[1].NodePort, s.Ports[2].NodePort = 30053, 30053, 30153
+				return s
+			}()},
+		},
+		{
+			name: "NodePort Service with externalTrafficPolicy Local has no health check",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				s.Spec.HealthCheckNodePort = 32000 // the API server allows none: ignored
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.Ports[0].NodePort, s.ExternalTrafficPolicy = lb.TypeNodePort, 30080, lb.PolicyLocal
+			})},
+		},
+		{
+			name: "LoadBalancer Service: ingress IPs, but not hostnames or ipMode Proxy",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30080
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{
+					{IP: "203.0.113.20"},
+					{Hostname: "my-service.elb.example.com"},
+					{IP: "203.0.113.21", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)},
+					{IP: "203.0.113.22", IPMode: ptr.To(corev1.LoadBalancerIPModeProxy)},
+					{IP: "203.0.113.23", Hostname: "both.example.com", Ports: []corev1.PortStatus{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+				}
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.Ports[0].NodePort = lb.TypeLoadBalancer, 30080
+				s.LoadBalancerIPs = addrs("203.0.113.20", "203.0.113.21", "203.0.113.23")
+			})},
+		},
+		{
+			name: "LoadBalancer Service with externalTrafficPolicy Local and its health check node port",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				s.Spec.HealthCheckNodePort = 32000
+				s.Spec.ExternalIPs = []string{"203.0.113.10"}
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.20"}}
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.Ports[0].NodePort = lb.TypeLoadBalancer, 30080
+				s.ExternalTrafficPolicy, s.HealthCheckNodePort = lb.PolicyLocal, 32000
+				s.ExternalIPs, s.LoadBalancerIPs = addrs("203.0.113.10"), addrs("203.0.113.20")
+			})},
+		},
+		{
+			name: "LoadBalancer Service without node ports (allocateLoadBalancerNodePorts false)",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.AllocateLoadBalancerNodePorts = ptr.To(false)
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.20"}}
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.LoadBalancerIPs = lb.TypeLoadBalancer, addrs("203.0.113.20")
+			})},
+		},
+		{
+			name: "LoadBalancer Service still pending: no ingress yet",
 			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
 				s.Spec.Type = corev1.ServiceTypeLoadBalancer
 				s.Spec.Ports[0].NodePort = 30080
 			}), mySlice()},
-			want: []lb.Service{wantService("default", "my-service")},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.Ports[0].NodePort = lb.TypeLoadBalancer, 30080 })},
+		},
+		{
+			name: "dual-stack external and ingress IPs",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.ClusterIPs = []string{"10.103.92.81", "fd00:10:96::5c51"}
+				s.Spec.ExternalIPs = []string{"2001:db8::10", "203.0.113.10"}
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.20"}, {IP: "2001:db8::20"}}
+			})},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.ClusterIPs = addrs("10.103.92.81", "fd00:10:96::5c51")
+				s.Type, s.Endpoints = lb.TypeLoadBalancer, nil
+				s.ExternalIPs, s.LoadBalancerIPs = addrs("2001:db8::10", "203.0.113.10"), addrs("203.0.113.20", "2001:db8::20")
+			})},
+		},
+		{
+			name: "an address in both externalIPs and the ingress is served once",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.ExternalIPs = []string{"203.0.113.10"}
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}, {IP: "203.0.113.20"}, {IP: "203.0.113.20"}}
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.ExternalIPs, s.LoadBalancerIPs = lb.TypeLoadBalancer, addrs("203.0.113.10"), addrs("203.0.113.20")
+			})},
+		},
+		{
+			name: "ExternalName Service with node ports and externalIPs still skipped",
+			objs: []runtime.Object{makeService("default", "ext", func(s *corev1.Service) {
+				s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, "example.com"
+				s.Spec.ClusterIP, s.Spec.ClusterIPs = "", nil
+				s.Spec.ExternalIPs = []string{"203.0.113.10"}
+				s.Spec.Ports[0].NodePort = 30080
+			})},
+			want: nil,
+		},
+
+		// Odd objects: what is odd is dropped and logged, the rest served.
+		{
+			name: "unparsable external IP dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"not-an-ip", "203.0.113.10", "fe80::1%eth0"}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.ExternalIPs = addrs("203.0.113.10") })},
+			logged: `spec.externalIPs[0] "not-an-ip" is not an IP address; ignoring it`,
+		},
+		{
+			name: "unparsable ingress IP dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.256"}, {IP: "203.0.113.20"}}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.LoadBalancerIPs = lb.TypeLoadBalancer, addrs("203.0.113.20") })},
+			logged: `status.loadBalancer.ingress[0].ip "203.0.113.256" is not an IP address; ignoring it`,
+		},
+		{
+			name: "loopback and unspecified external IPs dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"127.0.0.1", "0.0.0.0", "224.0.0.1", "203.0.113.10"}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.ExternalIPs = addrs("203.0.113.10") })},
+			logged: "spec.externalIPs[0] 127.0.0.1 is not a unicast address",
+		},
+		{
+			name: "external IP that is the ClusterIP dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"10.103.92.81"}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service")},
+			logged: "spec.externalIPs[0] 10.103.92.81 is also a ClusterIP of the Service",
+		},
+		{
+			name: "external IP of a family without ClusterIP dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.ExternalIPs = []string{"2001:db8::10"}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service")},
+			logged: "spec.externalIPs[0] 2001:db8::10 has no ClusterIP of its family",
+		},
+		{
+			name: "ingress on a Service that is not a LoadBalancer ignored",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.20"}}
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.Ports[0].NodePort = lb.TypeNodePort, 30080 })},
+			logged: "status.loadBalancer.ingress is set on a Service of type NodePort; ignoring it",
+		},
+		{
+			name: "nodePort out of range dropped, the port served",
+			objs: []runtime.Object{makeKubeDNS(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort, s.Spec.Ports[1].NodePort, s.Spec.Ports[2].NodePort = 70000, -1, 30153
+			}), dnsSlice()},
+			want: []lb.Service{func() lb.Service {
+				s := wantKubeDNS()
+				s.Type, s.Ports[2].NodePort = lb.TypeNodePort, 30153
+				return s
+			}()},
+			logged: "spec.ports[0].nodePort 70000 is out of range (want 1..65535); not serving a node port for this port",
+		},
+		{
+			name: "nodePort twice with one protocol: the first port keeps it",
+			objs: []runtime.Object{makeKubeDNS(func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort, s.Spec.Ports[1].NodePort, s.Spec.Ports[2].NodePort = 30053, 30053, 30053
+			}), dnsSlice()},
+			want: []lb.Service{func() lb.Service {
+				s := wantKubeDNS()
+				s.Type, s.Ports[0].NodePort, s.Ports[1].NodePort = lb.TypeNodePort, 30053, 30053
+				return s
+			}()},
+			logged: "spec.ports[2].nodePort 30053/TCP is another port's node port too",
+		},
+		{
+			name: "unknown externalTrafficPolicy is Cluster",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeNodePort
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = "Global"
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.Ports[0].NodePort = lb.TypeNodePort, 30080 })},
+			logged: `spec.externalTrafficPolicy "Global" is not Cluster or Local; using Cluster`,
+		},
+		{
+			name: "healthCheckNodePort out of range dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				s.Spec.HealthCheckNodePort = 65536
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.ExternalTrafficPolicy = lb.TypeLoadBalancer, lb.PolicyLocal })},
+			logged: "spec.healthCheckNodePort 65536 is out of range",
+		},
+		{
+			name: "healthCheckNodePort that is a TCP node port dropped",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30080
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				s.Spec.HealthCheckNodePort = 30080
+			}), mySlice()},
+			want: []lb.Service{wantService("default", "my-service", func(s *lb.Service) {
+				s.Type, s.Ports[0].NodePort, s.ExternalTrafficPolicy = lb.TypeLoadBalancer, 30080, lb.PolicyLocal
+			})},
+			logged: "spec.healthCheckNodePort 30080 is also a TCP node port of the Service",
+		},
+		{
+			name: "LoadBalancer Service with policy Local but no healthCheckNodePort",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeLoadBalancer
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service", func(s *lb.Service) { s.Type, s.ExternalTrafficPolicy = lb.TypeLoadBalancer, lb.PolicyLocal })},
+			logged: "spec.healthCheckNodePort is not set",
+		},
+		{
+			name: "unknown type served as ClusterIP",
+			objs: []runtime.Object{makeService("default", "my-service", func(s *corev1.Service) {
+				s.Spec.Type = "Gateway"
+				s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			}), mySlice()},
+			want:   []lb.Service{wantService("default", "my-service")},
+			logged: `spec.type "Gateway" is not ClusterIP, NodePort, LoadBalancer or ExternalName; serving it as ClusterIP`,
 		},
 		{
 			name: "SCTP port skipped, the rest served",
@@ -334,6 +590,14 @@ func TestServices(t *testing.T) {
 			}
 		})
 	}
+}
+
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
+	}
+	return out
 }
 
 func dump(svcs []lb.Service) string {

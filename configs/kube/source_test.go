@@ -26,6 +26,7 @@ import (
 
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/configs/kube/kubetest"
+	"github.com/vrouter/vrouter/lb"
 )
 
 func node(name, addr string, cidrs ...string) kube.Node {
@@ -551,5 +552,50 @@ func TestSinkErrorRetried(t *testing.T) {
 	}
 	if !e.logged(zapcore.ErrorLevel, "Service refused; retrying") {
 		t.Errorf("the refusal was not logged; logs %v", messages(e))
+	}
+}
+
+// TestLoadBalancerStatus: a load-balancer controller publishes the ingress
+// IP with a status-only update (the spec and its generation unchanged, a
+// new resourceVersion), which reaches the Sink, as does its withdrawal; a
+// status update that changes nothing vrouter reads (a condition) reaches
+// it as nothing.
+func TestLoadBalancerStatus(t *testing.T) {
+	lbService := func(rv string, mutate func(*corev1.Service), ingress ...string) *corev1.Service {
+		return makeService("default", "my-service", func(s *corev1.Service) {
+			s.ResourceVersion, s.Generation = rv, 1
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.Ports[0].NodePort = 30080
+			for _, ip := range ingress {
+				s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+			}
+			if mutate != nil {
+				mutate(s)
+			}
+		})
+	}
+	e := newEnv(t, kube.Options{}, makeNode(masterNode), lbService("1", nil), mySlice()).start()
+	e.waitSynced()
+	if s, ok := e.rec.Service("default", "my-service"); !ok || s.Type != lb.TypeLoadBalancer || len(s.LoadBalancerIPs) != 0 {
+		t.Fatalf("Service before the load balancer is ready = %+v, %v; want a LoadBalancer Service without LB IPs", s, ok)
+	}
+	svcs := e.client.CoreV1().Services("default")
+
+	mustUpdate(t, svcs.UpdateStatus, lbService("2", nil, "203.0.113.20"))
+	e.wait("the ingress IP", func() bool {
+		s, _ := e.rec.Service("default", "my-service")
+		return slices.Equal(s.LoadBalancerIPs, []netip.Addr{netip.MustParseAddr("203.0.113.20")})
+	})
+	before := len(e.rec.Calls())
+	mustUpdate(t, svcs.UpdateStatus, lbService("3", func(s *corev1.Service) {
+		s.Status.Conditions = []metav1.Condition{{Type: "LoadBalancerReady", Status: metav1.ConditionTrue, Reason: "Provisioned", LastTransitionTime: metav1.Now()}}
+	}, "203.0.113.20"))
+	mustUpdate(t, svcs.UpdateStatus, lbService("4", nil))
+	e.wait("the ingress IP withdrawn", func() bool {
+		s, _ := e.rec.Service("default", "my-service")
+		return len(s.LoadBalancerIPs) == 0
+	})
+	if got, want := e.rec.Calls()[before:], []string{"UpsertService default/my-service"}; !slices.Equal(got, want) {
+		t.Errorf("sink calls for a condition, then the ingress withdrawn = %q, want %q", got, want)
 	}
 }
