@@ -90,7 +90,7 @@ func startHostPorts(t *testing.T, opts Options, popts ProxyOptions, hopts HostPo
 	t.Cleanup(func() {
 		bs := h.Bindings()
 		e.stopH()
-		checkSocketsClosed(t, bs)
+		checkSocketsClosed(t, bs, hopts.Binder)
 		e.stopP()
 		s.Close()
 		s.Wait()
@@ -120,9 +120,13 @@ func runUntilStopped(t *testing.T, what string, run func(context.Context) error)
 	}
 }
 
-// checkSocketsClosed binds every address of bs again: each must be free.
-func checkSocketsClosed(t *testing.T, bs []HostBinding) {
+// checkSocketsClosed binds every address of bs again with binder (when
+// not nil: the kernel's): each must be free.
+func checkSocketsClosed(t *testing.T, bs []HostBinding, binder Binder) {
 	t.Helper()
+	if binder == nil {
+		binder = KernelBinder{}
+	}
 	for _, b := range bs {
 		if b.State == BindFailed {
 			continue // someone else's
@@ -130,12 +134,12 @@ func checkSocketsClosed(t *testing.T, bs []HostBinding) {
 		var err error
 		if b.Proto == HostUDP {
 			var c *net.UDPConn
-			if c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(b.Addr)); err == nil {
+			if c, err = binder.ListenUDP(b.Addr); err == nil {
 				c.Close()
 			}
 		} else {
 			var l *net.TCPListener
-			if l, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(b.Addr)); err == nil {
+			if l, err = binder.ListenTCP(b.Addr); err == nil {
 				l.Close()
 			}
 		}
@@ -236,6 +240,21 @@ func mustDialHost(t *testing.T, to netip.AddrPort) *net.TCPConn {
 	return c
 }
 
+// expectHostReset connects to to and expects a reset: the kernel
+// completes the handshake before the relay resets, so the reset may come
+// before the dial returns, or on the first read.
+func expectHostReset(t *testing.T, to netip.AddrPort, why string) {
+	t.Helper()
+	c, err := dialHost(t, to)
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial %v (%s) = %v, want a reset", to, why, err)
+		}
+		return
+	}
+	expectReset(t, c, why)
+}
+
 // onNode returns e on node.
 func onNode(e Endpoint, node string) Endpoint {
 	e.NodeName = node
@@ -294,8 +313,7 @@ func TestHostPortsNodePortTCP(t *testing.T) {
 
 	// No endpoints: reset, counted.
 	e.update(webService(np, nil))
-	c := mustDialHost(t, netip.AddrPortFrom(nodeAddr1, np))
-	expectReset(t, c, "node port without endpoints")
+	expectHostReset(t, netip.AddrPortFrom(nodeAddr1, np), "node port without endpoints")
 	if b := e.binding(netip.AddrPortFrom(nodeAddr1, np), HostTCP); b.RefusedNoEndpoints != 1 {
 		t.Errorf("binding %v: RefusedNoEndpoints %d, want 1", b.Addr, b.RefusedNoEndpoints)
 	}
@@ -390,8 +408,7 @@ func TestHostPortsLocalPolicy(t *testing.T) {
 	elsewhere := onNode(remote.endpoint(), "there")
 	elsewhere.Ports = append(elsewhere.Ports, EndpointPort{Name: "u", Port: 9})
 	e.update(svc(elsewhere))
-	c := mustDialHost(t, netip.AddrPortFrom(nodeAddr1, np))
-	expectReset(t, c, "Local policy without local endpoints")
+	expectHostReset(t, netip.AddrPortFrom(nodeAddr1, np), "Local policy without local endpoints")
 	u := newUDPClient(t)
 	u.conn.WriteToUDPAddrPort([]byte("dropped"), netip.AddrPortFrom(nodeAddr1, unp))
 	eventually(t, "the UDP drop counted", func() bool { return e.h.Stats().RefusedNoLocalEndpoints == 2 })
@@ -412,5 +429,237 @@ func TestHostPortsLocalPolicy(t *testing.T) {
 	e.update(cluster)
 	if _, err := dialHost(t, netip.AddrPortFrom(nodeAddr1, hc)); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial the health-check port with policy Cluster = %v, want connection refused", err)
+	}
+}
+
+// countingBinder is a Binder that counts the attempts per address and
+// maps addresses (a test cannot bind non-loopback ones).
+type countingBinder struct {
+	mu       sync.Mutex
+	attempts map[netip.AddrPort]int
+	mapTo    map[netip.Addr]netip.Addr
+}
+
+func (b *countingBinder) addr(a netip.AddrPort) netip.AddrPort {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.attempts == nil {
+		b.attempts = make(map[netip.AddrPort]int)
+	}
+	b.attempts[a]++
+	if to, ok := b.mapTo[a.Addr()]; ok {
+		return netip.AddrPortFrom(to, a.Port())
+	}
+	return a
+}
+
+func (b *countingBinder) tries(a netip.AddrPort) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.attempts[a]
+}
+
+func (b *countingBinder) ListenTCP(a netip.AddrPort) (*net.TCPListener, error) {
+	return KernelBinder{}.ListenTCP(b.addr(a))
+}
+
+func (b *countingBinder) ListenUDP(a netip.AddrPort) (*net.UDPConn, error) {
+	return KernelBinder{}.ListenUDP(b.addr(a))
+}
+
+// TestHostPortsBindFailure: a port already taken is reported failed and
+// counted once however often it is retried, the other addresses work,
+// and it opens once freed.
+func TestHostPortsBindFailure(t *testing.T) {
+	b1 := newBackend(t, "b1", "127.0.0.1", nil)
+	np := freePort(t, nodeAddr1, nodeAddr2)
+	taken := netip.AddrPortFrom(nodeAddr1, np)
+	squatter, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(taken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	binder := &countingBinder{}
+	e := startHostPorts(t, Options{}, ProxyOptions{}, HostPortsOptions{Binder: binder, RetryInterval: 20 * time.Millisecond},
+		[]netip.Addr{nodeAddr1, nodeAddr2}, nil, webService(np, []Endpoint{b1.endpoint()}))
+
+	eventually(t, "three attempts at the taken port", func() bool { return binder.tries(taken) >= 3 })
+	b := e.binding(taken, HostTCP)
+	if b.State != BindFailed || !errors.Is(errFromText(b.Err), syscall.EADDRINUSE) || b.RetryAt.IsZero() {
+		t.Errorf("binding of the taken port = %+v, want failed with address in use and a retry time", b)
+	}
+	if st := e.h.Stats(); st.BindFailures != 1 || st.Failed != 1 || st.Listening != 1 {
+		t.Errorf("Stats() = %+v after %d attempts, want BindFailures 1 (once per socket), Failed 1, Listening 1", st, binder.tries(taken))
+	}
+	if n := e.logs.FilterMessage("cannot open host socket; retrying").Len(); n != 1 {
+		t.Errorf("bind failure logged %d times, want once", n)
+	}
+	c := mustDialHost(t, netip.AddrPortFrom(nodeAddr2, np))
+	if name, _ := greeting(t, c); name != "b1" {
+		t.Errorf("the other address answered by %q, want b1", name)
+	}
+
+	squatter.Close()
+	eventually(t, "the freed port opens", func() bool { return e.binding(taken, HostTCP).State == BindListening })
+	c = mustDialHost(t, taken)
+	if name, _ := greeting(t, c); name != "b1" {
+		t.Errorf("the freed port answered by %q, want b1", name)
+	}
+	if b := e.binding(taken, HostTCP); b.Err != "" || !b.RetryAt.IsZero() {
+		t.Errorf("binding once open = %+v, want no error nor retry time", b)
+	}
+	if st := e.h.Stats(); st.BindFailures != 1 || st.Failed != 0 || st.Listening != 2 {
+		t.Errorf("Stats() = %+v, want BindFailures 1, Failed 0, Listening 2", st)
+	}
+}
+
+// errFromText maps a socket error's text back to its errno, for
+// HostBinding.Err.
+func errFromText(s string) error {
+	for _, errno := range []syscall.Errno{syscall.EADDRINUSE, syscall.EACCES, syscall.EADDRNOTAVAIL} {
+		if len(s) >= len(errno.Error()) && s[len(s)-len(errno.Error()):] == errno.Error() {
+			return errno
+		}
+	}
+	return errors.New(s)
+}
+
+// TestHostPortsDeleteDrains: deleting a Service closes its sockets (new
+// connections are refused) while a relayed connection keeps working
+// until the Proxy drains it.
+func TestHostPortsDeleteDrains(t *testing.T) {
+	b1 := newBackend(t, "b1", "127.0.0.1", nil)
+	np := freePort(t, nodeAddr1)
+	const drain = 300 * time.Millisecond
+	svc := webService(np, []Endpoint{b1.endpoint()})
+	e := startHostPorts(t, Options{}, ProxyOptions{DrainTimeout: drain}, HostPortsOptions{},
+		[]netip.Addr{nodeAddr1}, nil, svc)
+	to := netip.AddrPortFrom(nodeAddr1, np)
+	c := mustDialHost(t, to)
+	greeting(t, c)
+
+	if !e.table.Delete(svc.Namespace, svc.Name) {
+		t.Fatal("Table.Delete: not there")
+	}
+	e.h.Delete(svc.Key())
+	e.p.Sync()
+	deleted := time.Now()
+	if _, err := dialHost(t, to); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial %v after Delete = %v, want connection refused", to, err)
+	}
+	if bs := e.h.Bindings(); len(bs) != 0 {
+		t.Errorf("Bindings() after Delete = %+v, want none", bs)
+	}
+	if err := echo(c, "still relayed"); err != nil {
+		t.Fatalf("relayed connection right after Delete: %v, want it to work until drained", err)
+	}
+	if err := waitClosed(c, 5*time.Second); err != nil {
+		t.Fatalf("relayed connection of a deleted Service: %v, want it reset after the drain timeout", err)
+	}
+	if took := time.Since(deleted); took < drain {
+		t.Errorf("relayed connection ended %v after Delete, want after the drain timeout %v", took, drain)
+	}
+	eventually(t, "TCPActive back to 0", func() bool { return e.h.Stats().TCPActive == 0 })
+}
+
+// TestHostPortsExternalIPs: external and load-balancer IPs are served
+// from outside where they are local, with their External keys, and stop
+// being served when they no longer are.
+func TestHostPortsExternalIPs(t *testing.T) {
+	b1 := newBackend(t, "b1", "127.0.0.1", nil)
+	extIP, lbIP, elsewhere := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("203.0.113.11")
+	hostExt, hostLB := netip.MustParseAddr("127.0.0.5"), netip.MustParseAddr("127.0.0.6")
+	port := freePort(t, hostExt, hostLB)
+	binder := &countingBinder{mapTo: map[netip.Addr]netip.Addr{extIP: hostExt, lbIP: hostLB}}
+	svc := webService(0, []Endpoint{b1.endpoint()}, func(s *Service) {
+		s.Type = TypeLoadBalancer
+		s.Ports[0].Port = port
+		s.ExternalIPs = []netip.Addr{extIP, elsewhere}
+		s.LoadBalancerIPs = []netip.Addr{lbIP}
+	})
+	e := startHostPorts(t, Options{}, ProxyOptions{}, HostPortsOptions{Binder: binder},
+		[]netip.Addr{nodeAddr1}, []netip.Addr{nodeAddr1, extIP, lbIP}, svc)
+
+	bs := e.h.Bindings()
+	if len(bs) != 2 {
+		t.Fatalf("Bindings() = %+v, want 2 (%v and %v, not %v, which is not local)", bs, extIP, lbIP, elsewhere)
+	}
+	for _, ip := range []netip.Addr{extIP, lbIP} {
+		b := e.binding(netip.AddrPortFrom(ip, port), HostTCP)
+		want := ServiceKey{VIP: ip, Port: port, Proto: TCP, External: true}
+		if b.State != BindListening || b.Key != want {
+			t.Errorf("binding %+v, want listening for %v", b, want)
+		}
+	}
+	c := mustDialHost(t, netip.AddrPortFrom(hostExt, port))
+	if name, _ := greeting(t, c); name != "b1" {
+		t.Errorf("external IP answered by %q, want b1", name)
+	}
+
+	// The load-balancer IP is no longer local: its socket closes.
+	e.h.SetAddresses([]netip.Addr{nodeAddr1}, []netip.Addr{nodeAddr1, extIP})
+	if _, err := dialHost(t, netip.AddrPortFrom(hostLB, port)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial the load-balancer IP's socket once not local = %v, want connection refused", err)
+	}
+	if bs := e.h.Bindings(); len(bs) != 1 || bs[0].Addr.Addr() != extIP {
+		t.Errorf("Bindings() = %+v, want only %v's", bs, extIP)
+	}
+}
+
+// TestHostPortsShared: two Services wanting one socket: the first keeps
+// it, and the second gets it when the first leaves.
+func TestHostPortsShared(t *testing.T) {
+	b1 := newBackend(t, "b1", "127.0.0.1", nil)
+	b2 := newBackend(t, "b2", "127.0.0.2", nil)
+	extIP, host := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("127.0.0.5")
+	np := freePort(t, host)
+	binder := &countingBinder{mapTo: map[netip.Addr]netip.Addr{extIP: host}}
+	// web's node port on extIP (a node port address) is other's
+	// external IP and port.
+	web := webService(np, []Endpoint{b1.endpoint()})
+	other := webService(0, []Endpoint{b2.endpoint()}, func(s *Service) {
+		s.Name, s.ClusterIPs = "other", []netip.Addr{netip.MustParseAddr("10.96.0.81")}
+		s.Ports[0].Port, s.ExternalIPs = np, []netip.Addr{extIP}
+	})
+	e := startHostPorts(t, Options{}, ProxyOptions{}, HostPortsOptions{Binder: binder},
+		[]netip.Addr{extIP}, []netip.Addr{extIP}, web)
+	e.update(web, other)
+	to := netip.AddrPortFrom(host, np)
+	if name, _ := greeting(t, mustDialHost(t, to)); name != "b1" {
+		t.Errorf("shared socket answered by %q, want b1 (web claimed it first)", name)
+	}
+	e.update(other)
+	eventually(t, "the socket reopened for other", func() bool {
+		bs := e.h.Bindings()
+		return len(bs) == 1 && bs[0].Service.Name == "other" && bs[0].State == BindListening
+	})
+	if name, _ := greeting(t, mustDialHost(t, to)); name != "b2" {
+		t.Errorf("shared socket answered by %q after web left, want b2", name)
+	}
+}
+
+func TestHostPortsRunOnce(t *testing.T) {
+	table := newTable(t, Options{})
+	s := stack.New(stack.Options{TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol}})
+	defer s.Wait()
+	defer s.Close()
+	p, err := NewProxy(s, table, nil, ProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewHostPorts(table, p, nil, HostPortsOptions{UDPTimeout: -time.Second}); err == nil {
+		t.Errorf("NewHostPorts with a negative UDP timeout = nil error, want one")
+	}
+	h, err := NewHostPorts(table, p, nil, HostPortsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.Run(ctx); err != nil {
+		t.Errorf("Run() = %v, want nil", err)
+	}
+	if err := h.Run(context.Background()); err == nil {
+		t.Errorf("second Run() = nil, want an error")
 	}
 }
