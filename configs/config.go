@@ -134,7 +134,9 @@ type LB struct {
 
 	// NodePortRange is lb.nodePortRange, resolved: every nodePort and
 	// healthCheckNodePort of the file's Services lies in it. The
-	// Kubernetes source does not check it (the API server does).
+	// Kubernetes source does not check it (the API server does), and
+	// nothing reads it after Parse: a Config built in code may leave it
+	// zero.
 	NodePortRange NodePortRange
 	// NodePortAddresses are lb.nodePortAddresses: node ports are served
 	// on the node's addresses inside any of them. nil means "primary":

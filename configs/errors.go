@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -173,6 +174,12 @@ func oneOf[T fmt.Stringer](ck *checker, field, s string, def T, want ...T) T {
 	}
 	ck.addf(field, "%q is not supported (want one of %s)", s, quoteList(names))
 	return def
+}
+
+// valid reports whether oneOf takes s without an error: s is empty or
+// the spelling of one of want.
+func valid[T fmt.Stringer](s string, want ...T) bool {
+	return s == "" || slices.ContainsFunc(want, func(w T) bool { return w.String() == s })
 }
 
 func quoteList(ss []string) string {

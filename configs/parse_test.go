@@ -1103,3 +1103,21 @@ func TestNodePortRange(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, "30000-32767")
 	}
 }
+
+// TestParseMisspeltTypeReportedOnce: a type or externalTrafficPolicy that
+// is not valid is reported once, not again as every field it would allow.
+func TestParseMisspeltTypeReportedOnce(t *testing.T) {
+	_, err := parseFile(t, makeFile(withServices(makeService("", "web", func(s *ServiceSpec) {
+		s.Type, s.ExternalTrafficPolicy = "nodeport", "local"
+		s.LoadBalancerIPs = []string{"203.0.113.20"}
+		s.HealthCheckNodePort = 30081
+		s.Ports[0].NodePort = 30080
+	}))))
+	var got []string
+	for _, fe := range fieldErrors(err) {
+		got = append(got, fe.Field)
+	}
+	if want := []string{"services[0].type", "services[0].externalTrafficPolicy"}; !equalSlices(got, want) {
+		t.Errorf("Parse() error fields = %v, want %v; error:\n%v", got, want, err)
+	}
+}

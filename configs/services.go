@@ -39,8 +39,12 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Se
 		s.Type = oneOf(ck, field+".type", ss.Type, lb.TypeClusterIP, types...)
 		ck.clusterIPs(field, ss, s, c, vips)
 		ck.servicePorts(field, ss, s, ports)
-		ck.externalAddrs(field, ss, s, c, pods, vips, ports)
-		ck.nodePorts(field, ss, s, c, nodePorts)
+		// What depends on the type or the external policy is checked
+		// only when they are valid: a misspelt type is reported once,
+		// not again as every field it allows.
+		typeOK := valid(ss.Type, types...)
+		ck.externalAddrs(field, ss, s, c, pods, vips, ports, typeOK)
+		ck.nodePorts(field, ss, s, c, nodePorts, typeOK)
 
 		s.Mode = oneOf(ck, field+".mode", ss.Mode, c.LB.Mode, modes...)
 		s.Picker = oneOf(ck, field+".picker", ss.Picker, c.LB.Picker, pickers...)
@@ -61,11 +65,11 @@ func (ck *checker) services(in []ServiceSpec, c *Config, pods []podCIDR) []lb.Se
 		s.ExternalTrafficPolicy = oneOf(ck, field+".externalTrafficPolicy", ss.ExternalTrafficPolicy, lb.PolicyCluster, policies...)
 		// The API server's rule: the policy of traffic from outside is
 		// only for a Service reachable from outside.
-		if s.ExternalTrafficPolicy == lb.PolicyLocal && s.Type == lb.TypeClusterIP && len(ss.ExternalIPs) == 0 {
+		if s.ExternalTrafficPolicy == lb.PolicyLocal && typeOK && s.Type == lb.TypeClusterIP && len(ss.ExternalIPs) == 0 {
 			ck.addf(field+".externalTrafficPolicy", "%q on a Service of type %s without externalIPs (want it only with type %s or %s, or with externalIPs: it governs traffic from outside the cluster)",
 				ss.ExternalTrafficPolicy, s.Type, lb.TypeNodePort, lb.TypeLoadBalancer)
 		}
-		ck.healthCheckNodePort(field, ss, s, c, nodePorts)
+		ck.healthCheckNodePort(field, ss, s, c, nodePorts, typeOK && valid(ss.ExternalTrafficPolicy, policies...))
 		if s.ProxyProtocol = ss.ProxyProtocol; s.ProxyProtocol && s.Mode != lb.ModeProxy {
 			ck.addf(field+".proxyProtocol", "true needs mode %q, but the Service's mode is %q (want mode: proxy, or no proxyProtocol)", lb.ModeProxy, s.Mode)
 		}
@@ -169,8 +173,8 @@ func vipNoun(field string) string {
 // externalAddrs parses the external and load-balancer IPs of a Service
 // into s and vips, keeping the (address, port, protocol) keys of all
 // Services unique, as a ClusterIP's.
-func (ck *checker) externalAddrs(field string, ss *ServiceSpec, s *lb.Service, c *Config, pods []podCIDR, vips map[netip.Addr]string, keys map[lb.ServiceKey]string) {
-	if len(ss.LoadBalancerIPs) > 0 && s.Type != lb.TypeLoadBalancer {
+func (ck *checker) externalAddrs(field string, ss *ServiceSpec, s *lb.Service, c *Config, pods []podCIDR, vips map[netip.Addr]string, keys map[lb.ServiceKey]string, typeOK bool) {
+	if len(ss.LoadBalancerIPs) > 0 && typeOK && s.Type != lb.TypeLoadBalancer {
 		ck.addf(field+".loadBalancerIPs", "set on a Service of type %s (want them only with type %s: they stand for status.loadBalancer.ingress)", s.Type, lb.TypeLoadBalancer)
 	}
 	seen := map[netip.Addr]string{}
@@ -255,9 +259,9 @@ clashes:
 	used[port] = append(used[port], u)
 }
 
-// nodePorts checks the nodePort of each port of a Service, whose type and
-// ports are parsed, and sets it in s.Ports.
-func (ck *checker) nodePorts(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse) {
+// nodePorts checks the nodePort of each port of a Service, whose type
+// (valid if typeOK) and ports are parsed, and sets it in s.Ports.
+func (ck *checker) nodePorts(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse, typeOK bool) {
 	r := c.LB.NodePortRange
 	for i, ps := range ss.Ports {
 		f := fmt.Sprintf("%s.ports[%d].nodePort", field, i)
@@ -265,7 +269,7 @@ func (ck *checker) nodePorts(field string, ss *ServiceSpec, s *lb.Service, c *Co
 		case np == 0 && s.Type == lb.TypeNodePort:
 			ck.addf(f, "missing (want nodePort on every port of a NodePort Service; the file has no allocator: pick one in lb.nodePortRange %s, e.g. %d)", r, r.Min)
 		case np == 0:
-		case s.Type == lb.TypeClusterIP:
+		case typeOK && s.Type == lb.TypeClusterIP:
 			ck.addf(f, "%d may not be used when type is %s (want type %s or %s, or no nodePort)", np, s.Type, lb.TypeNodePort, lb.TypeLoadBalancer)
 		case !r.Contains(np):
 			ck.addf(f, "%d is outside lb.nodePortRange %s (want a port in %d..%d)", np, r, r.Min, r.Max)
@@ -277,12 +281,13 @@ func (ck *checker) nodePorts(field string, ss *ServiceSpec, s *lb.Service, c *Co
 }
 
 // healthCheckNodePort checks a Service's healthCheckNodePort, once its
-// type and externalTrafficPolicy are parsed, and sets it in s.
-func (ck *checker) healthCheckNodePort(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse) {
+// type and externalTrafficPolicy are parsed (both valid if
+// knownPolicy), and sets it in s.
+func (ck *checker) healthCheckNodePort(field string, ss *ServiceSpec, s *lb.Service, c *Config, used map[int][]nodePortUse, knownPolicy bool) {
 	f, hc, r := field+".healthCheckNodePort", ss.HealthCheckNodePort, c.LB.NodePortRange
 	switch {
 	case hc == 0:
-	case s.Type != lb.TypeLoadBalancer || s.ExternalTrafficPolicy != lb.PolicyLocal:
+	case knownPolicy && (s.Type != lb.TypeLoadBalancer || s.ExternalTrafficPolicy != lb.PolicyLocal):
 		ck.addf(f, "%d is set on a Service of type %s with externalTrafficPolicy %s (want it only with type %s and externalTrafficPolicy %s)",
 			hc, s.Type, s.ExternalTrafficPolicy, lb.TypeLoadBalancer, lb.PolicyLocal)
 	case !r.Contains(hc):

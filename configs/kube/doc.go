@@ -28,7 +28,10 @@
 // label hands a Service to another proxy, the endpoints of a Service are
 // the union of its EndpointSlices (deduplicated by address) and each
 // Service port's backends are the slice ports of the same name, whatever
-// the Service's targetPort says (see buildService).
+// the Service's targetPort says (see buildService). Node ports, external
+// IPs, load-balancer ingress IPs (status included), the external traffic
+// policy and the health check node port are read as kube-proxy reads them
+// (see externalAccess).
 //
 // Ownership: New starts nothing. Run starts the informers and the sync
 // goroutine, and returns after all of them have exited. Handlers, the
