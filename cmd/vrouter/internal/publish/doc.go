@@ -4,10 +4,11 @@
 // there, so that they answer on the host's addresses, and serves them as
 // if it had bound them itself.
 //
-//	node namespace (vrouter run --publish-socket PATH)     parent namespace (vrouter publish --socket PATH)
-//	lb.HostPorts ── Client.ListenTCP(127.0.0.1:30080) ──unix socket PATH──▶ Server: policy, then bind(2)
-//	            ◀── *net.TCPListener ◀── net.FileListener ◀── the socket's fd, SCM_RIGHTS ──┘
-//	accept(2) on it, here: the host's connections to 127.0.0.1:30080 arrive in the node namespace
+//	node namespace: vrouter run --publish-socket PATH       parent namespace: vrouter publish --socket PATH
+//	lb.HostPorts
+//	  Client.ListenTCP(127.0.0.1:30080) ──"bind tcp 127.0.0.1:30080"──▶ Server: policy, bind(2)
+//	  *net.TCPListener ◀── net.FileListener ◀──"ok" + the fd (SCM_RIGHTS)── close(fd)
+//	  accept(2) on it: the host's connections to 127.0.0.1:30080 arrive in the node namespace
 //
 // A socket belongs to the network namespace it was created in, wherever
 // its file descriptor goes: once passed, the router accepts and reads on

@@ -27,6 +27,14 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // serve runs a Server with opts on a socket in a fresh directory until
 // the test ends, and checks that it stops cleanly and removes its socket.
 func serve(t *testing.T, opts Options) *Client {
+	c, _ := serveStoppable(t, opts)
+	return c
+}
+
+// serveStoppable is serve, and returns stop, which stops the Server and
+// returns once Serve has (every connection's goroutine, and so every copy
+// of a socket the Server held, is gone).
+func serveStoppable(t *testing.T, opts Options) (*Client, func()) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "publish.sock")
 	s, err := Listen(path, zap.NewNop(), opts)
@@ -36,7 +44,7 @@ func serve(t *testing.T, opts Options) *Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
@@ -45,7 +53,8 @@ func serve(t *testing.T, opts Options) *Client {
 			t.Errorf("socket %s after Serve returned: %v, want it removed", path, err)
 		}
 	})
-	return &Client{Socket: path}
+	t.Cleanup(stop)
+	return &Client{Socket: path}, stop
 }
 
 // freePorts returns n TCP and UDP ports that were free on loopback a
@@ -84,11 +93,12 @@ func allow(ports ...uint16) Options {
 	return o
 }
 
-// TestTCP: the listener the client gets accepts connections, and is the
-// only copy of the socket: once the client closes it, the port is free.
+// TestTCP: the listener the client gets accepts connections, outlives
+// the helper, and is the only copy of the socket: once the client closes
+// it, the port is free.
 func TestTCP(t *testing.T) {
 	port := freePorts(t, 1)[0]
-	c := serve(t, allow(port))
+	c, stop := serveStoppable(t, allow(port))
 	addr := netip.AddrPortFrom(loopback, port)
 	ln, err := c.ListenTCP(addr)
 	if err != nil {
@@ -97,6 +107,7 @@ func TestTCP(t *testing.T) {
 	if got := ln.Addr().String(); got != addr.String() {
 		t.Errorf("ListenTCP(%v).Addr() = %s", addr, got)
 	}
+	stop()
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		conn, err := ln.Accept()

@@ -39,11 +39,14 @@ type Server struct {
 // directory must exist) and returns the Server that will serve it. A
 // stale socket at path is replaced; a live one fails with ErrSocketInUse.
 // Clients may connect as soon as it returns; they are answered once Serve
-// runs.
+// runs. It logs each socket it hands over or refuses to log (nil: none).
 func Listen(path string, log *zap.Logger, opts Options) (*Server, error) {
 	ln, err := listenSocket(path)
 	if err != nil {
 		return nil, fmt.Errorf("publish socket %s: %w", path, err)
+	}
+	if log == nil {
+		log = zap.NewNop()
 	}
 	return &Server{opts: opts, log: log, ln: ln, conns: map[*net.UnixConn]struct{}{}}, nil
 }
