@@ -318,6 +318,10 @@ func NewHostPorts(table *Table, proxy *Proxy, log *zap.Logger, opts HostPortsOpt
 // 127.0.0.1 for localhost node ports), and the node's local addresses (an
 // external or load-balancer IP is served from outside where it is one of
 // them). Every Service's sockets are worked out again.
+//
+// Name specific addresses, not 0.0.0.0 or ::: a UDP reply leaves from
+// the socket it came to, and only a socket bound to the address the
+// client sent to answers from that address.
 func (h *HostPorts) SetAddresses(nodePort, local []netip.Addr) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

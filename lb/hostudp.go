@@ -109,23 +109,30 @@ func (r *udpRelay) run() {
 }
 
 // forward sends one datagram from client to its flow's backend, making
-// the flow if there is none.
+// the flow if there is none. A flow that a sync or sweep ended while this
+// datagram was on its way is made again, once.
 func (r *udpRelay) forward(client netip.AddrPort, b []byte) {
-	r.mu.Lock()
-	f := r.flows[client]
-	r.mu.Unlock()
-	if f == nil {
-		if f = r.open(client); f == nil {
+	for range 2 {
+		r.mu.Lock()
+		f := r.flows[client]
+		r.mu.Unlock()
+		if f == nil {
+			if f = r.open(client); f == nil {
+				return
+			}
+		}
+		f.touch()
+		_, err := f.bc.Write(b)
+		if err == nil {
 			return
 		}
-	}
-	f.touch()
-	if _, err := f.bc.Write(b); err != nil {
-		// The connected socket reports an earlier ICMP error (the
-		// backend's port is closed, say): end the flow, and the
-		// client's next datagram picks again.
-		r.log.Debug("udp flow failed", zap.Stringer("client", client), zap.Stringer("backend", f.backend), zap.Error(err))
-		r.closeFlow(f)
+		if r.closeFlow(f) {
+			// The connected socket reports an earlier ICMP error
+			// (the backend's port is closed, say): the flow ends,
+			// and the client's next datagram picks again.
+			r.log.Debug("udp flow failed", zap.Stringer("client", client), zap.Stringer("backend", f.backend), zap.Error(err))
+			return
+		}
 	}
 }
 
