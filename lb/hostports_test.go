@@ -663,3 +663,50 @@ func TestHostPortsRunOnce(t *testing.T) {
 		t.Errorf("second Run() = nil, want an error")
 	}
 }
+
+// TestHostPortsDualStack: a dual-stack Service's node port is served on
+// the node port addresses of both families, each with its family's key
+// and endpoints.
+func TestHostPortsDualStack(t *testing.T) {
+	b4 := newBackend(t, "b4", "127.0.0.1", nil)
+	ln6, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln6.Close()
+	wg.Go(func() {
+		for {
+			c, err := ln6.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "b6 %s\n", c.RemoteAddr())
+			c.Close()
+		}
+	})
+	ap6 := ln6.Addr().(*net.TCPAddr).AddrPort()
+	v6 := netip.MustParseAddr("::1")
+	np := freePort(t, nodeAddr1)
+	svc := webService(np, []Endpoint{
+		b4.endpoint(),
+		{Addr: ap6.Addr(), Ports: []EndpointPort{{Name: "p", Port: ap6.Port()}}, Ready: true, Serving: true},
+	}, func(s *Service) { s.ClusterIPs = append(s.ClusterIPs, netip.MustParseAddr("fd00::80")) })
+	e := startHostPorts(t, Options{}, ProxyOptions{}, HostPortsOptions{}, []netip.Addr{nodeAddr1, v6}, nil, svc)
+
+	for _, tc := range []struct {
+		addr netip.Addr
+		key  ServiceKey
+		want string
+	}{{nodeAddr1, NodePortKey(np, TCP, true), "b4"}, {v6, NodePortKey(np, TCP, false), "b6"}} {
+		to := netip.AddrPortFrom(tc.addr, np)
+		if b := e.binding(to, HostTCP); b.State != BindListening || b.Key != tc.key {
+			t.Errorf("binding %+v, want listening for %v", b, tc.key)
+			continue
+		}
+		if name, _ := greeting(t, mustDialHost(t, to)); name != tc.want {
+			t.Errorf("node port on %v answered by %q, want %s", to, name, tc.want)
+		}
+	}
+}
