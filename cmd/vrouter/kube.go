@@ -107,7 +107,7 @@ func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.C
 // runKube runs the router fed by the API server: it waits until this Node
 // has a pod CIDR and the informers have synced, brings up the data path,
 // and then keeps it equal to the cluster's state.
-func runKube(ctx context.Context, k *kubeFlags, tuning *configs.File, tunFD int, log *zap.Logger, o *ops) error {
+func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *configs.File, tunFD int, log *zap.Logger, o *ops) error {
 	if k.nodeName == "" {
 		return usageErrorf("--node-name (or NODE_NAME) is required with --kubeconfig or --in-cluster")
 	}
@@ -176,7 +176,15 @@ func runKube(ctx context.Context, k *kubeFlags, tuning *configs.File, tunFD int,
 	if tunFD >= 0 {
 		cfg.TUN.FD = tunFD
 	}
-	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), dataplane.Options{ProxyOnly: k.sidecar}, log, o)
+	opts := dataplane.Options{ProxyOnly: k.sidecar}
+	if !k.sidecar {
+		nf.config(cfg)
+		err = nf.options(&opts)
+	}
+	var dp *dataplane.DataPlane
+	if err == nil {
+		dp, err = bringUp(cfg, dataplane.FromConfig(cfg), opts, log, o)
+	}
 	if err != nil {
 		cancel()
 		wg.Wait()

@@ -338,8 +338,8 @@ func (o *ops) shutdown(ctx context.Context, sig os.Signal, sigs <-chan os.Signal
 // run serves the admin API. An admin socket that cannot be bound fails
 // attach if --admin-socket was given, and is only logged (the admin API
 // stays off) on the default.
-func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy) error {
-	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy}
+func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy, hp *lb.HostPorts) error {
+	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy, HostPorts: hp}
 	o.src.Store(&src)
 
 	fields := o.endpoints
@@ -350,9 +350,13 @@ func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.P
 	ln, err := admin.Listen(socket)
 	switch {
 	case err == nil:
-		srv := admin.NewServer(admin.Options{
+		opts := admin.Options{
 			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Level: o.level,
-		})
+		}
+		if hp != nil {
+			opts.HostPorts = hostPortsOf(hp)
+		}
+		srv := admin.NewServer(opts)
 		o.admin = opsServer{what: "admin", ln: ln, handler: srv.Handler()}
 		fields = append(fields, zap.String("admin", socket))
 	case o.explicit["admin-socket"]:
@@ -404,5 +408,25 @@ func (o *ops) observeProgramming(d time.Duration) {
 func (o *ops) run(ctx context.Context) {
 	if o.admin.ln != nil {
 		o.serve(ctx, o.admin)
+	}
+}
+
+// hostPortsOf returns the admin API's view of hp's sockets, per Service.
+func hostPortsOf(hp *lb.HostPorts) func(lb.ServiceName) []admin.HostPort {
+	return func(name lb.ServiceName) []admin.HostPort {
+		var out []admin.HostPort
+		for _, b := range hp.Bindings() {
+			if b.Service.ServiceName != name {
+				continue
+			}
+			proto := b.Proto.String()
+			if b.Proto == lb.HostHealth {
+				proto = "HTTP"
+			}
+			out = append(out, admin.HostPort{
+				Port: b.Service.Port, Address: b.Addr, Protocol: proto, State: b.State.String(), Error: b.Err,
+			})
+		}
+		return out
 	}
 }

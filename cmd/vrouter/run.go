@@ -31,9 +31,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		lf    logFlags
 		of    opsFlags
 		kf    kubeFlags
+		nf    nodePortFlags
 	)
 	lf.register(fs)
 	of.register(fs)
+	nf.register(fs)
 	fs.StringVar(&kf.kubeconfig, "kubeconfig", "", "learn Nodes, Services and EndpointSlices from the API server this kubeconfig names (instead of peers and Services from --config)")
 	fs.BoolVar(&kf.inCluster, "in-cluster", false, "learn them from the API server with the Pod's ServiceAccount (in a DaemonSet or sidecar)")
 	fs.StringVar(&kf.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Node name, with --kubeconfig or --in-cluster (default $NODE_NAME)")
@@ -71,6 +73,12 @@ Flags:`)
 	if kf.kubeconfig != "" && kf.inCluster {
 		return usageErrorf("--kubeconfig and --in-cluster are exclusive")
 	}
+	if err := nf.check(); err != nil {
+		return err
+	}
+	if kf.sidecar && (nf.socket != "" || nf.addrs != "") {
+		return usageErrorf("--nodeport-addresses and --publish-socket do not apply with --sidecar: a sidecar serves no node ports")
+	}
 	if kf.sidecar && kf.cni.String() != "" {
 		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
 	}
@@ -107,7 +115,7 @@ Flags:`)
 		defer o.close()
 		ctx, stop := o.signalContext(context.Background())
 		defer stop()
-		return runKube(ctx, &kf, tuning, *tunFD, log, o)
+		return runKube(ctx, &kf, &nf, tuning, *tunFD, log, o)
 	}
 	cfg, err := configs.Load(*path)
 	if err != nil {
@@ -116,6 +124,7 @@ Flags:`)
 	if *tunFD >= 0 {
 		cfg.TUN.FD = *tunFD
 	}
+	nf.config(cfg)
 	cw := kf.cni.Writer("", log)
 	if err := cw.Write(cni.Network{PodCIDRs: cfg.Node.PodCIDRs, MTU: cfg.TUN.MTU}); err != nil {
 		return err
@@ -127,7 +136,7 @@ Flags:`)
 	defer o.close()
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, log, o, hup, cw)
+	return runRouter(ctx, *path, cfg, &nf, log, o, hup, cw)
 }
 
 // invalidFile introduces the problems of an invalid file, one per line as
@@ -165,12 +174,16 @@ func defaultProcs() {
 // runRouter brings up the data path for cfg and runs it until ctx is done,
 // fed by the config file's watcher. It owns every goroutine it starts and
 // returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
-	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), dataplane.Options{}, log, o)
+func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePortFlags, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
+	var opts dataplane.Options
+	if err := nf.options(&opts); err != nil {
+		return err
+	}
+	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), opts, log, o)
 	if err != nil {
 		return err
 	}
-	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw}
+	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw, nf: nf}
 	w := newWatcher(path, cfg, log, o, rl)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -275,7 +288,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))
 
-	if err := o.attach(dp.Router(), dp.Table(), dp.NAT(), dp.Proxy()); err != nil {
+	if err := o.attach(dp.Router(), dp.Table(), dp.NAT(), dp.Proxy(), dp.HostPorts()); err != nil {
 		dp.Close()
 		return nil, err
 	}
@@ -310,11 +323,15 @@ type reloader struct {
 	dp  *dataplane.DataPlane
 	cur *configs.Config // the config last applied
 	cni *cni.Writer     // --cni-conf-dir: rewritten when node.podCIDRs change
+	nf  *nodePortFlags  // --nodeport-addresses overrides every config's
 }
 
 // apply applies next, or logs why it did not and keeps the running
 // config.
 func (rl *reloader) apply(next *configs.Config) error {
+	if rl.nf != nil {
+		rl.nf.config(next)
+	}
 	if needs := restartNeeded(rl.cur, next); len(needs) > 0 {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))

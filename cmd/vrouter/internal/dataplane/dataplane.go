@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -43,6 +45,13 @@ type Desired struct {
 	Peers []router.Peer
 	// Services are the Service table.
 	Services []lb.Service
+	// NodePortAddresses select the node's addresses node ports are
+	// served on: those inside any of the prefixes; nil means the node's
+	// primary addresses (NodeAddresses), as kube-proxy's
+	// --nodeport-addresses default. LocalhostNodePorts serves them on
+	// 127.0.0.1 too.
+	NodePortAddresses  []netip.Prefix
+	LocalhostNodePorts bool
 }
 
 // FromConfig is the desired state a config file describes.
@@ -53,6 +62,9 @@ func FromConfig(cfg *configs.Config) Desired {
 		ClusterCIDRs:    slices.Clone(cfg.ClusterCIDRs),
 		ServiceCIDRs:    slices.Clone(cfg.ServiceCIDRs),
 		Services:        cfg.Services,
+
+		NodePortAddresses:  slices.Clone(cfg.LB.NodePortAddresses),
+		LocalhostNodePorts: cfg.LB.LocalhostNodePorts,
 	}
 	if cfg.Node.Underlay.IsValid() {
 		d.NodeAddresses = []netip.Addr{cfg.Node.Underlay.Unmap()}
@@ -94,8 +106,25 @@ type Options struct {
 	// ProxyOnly serves every Service in proxy mode and only its TCP
 	// ports; a Service without one is not served. It is a sidecar's data
 	// path: inside a Pod's network namespace a backend's reply would
-	// reach the Pod directly, so only terminated connections work.
+	// reach the Pod directly, so only terminated connections work. It
+	// serves no host sockets (node ports, external addresses).
 	ProxyOnly bool
+	// Binder opens the host sockets of node ports, external addresses
+	// and health-check node ports. Default lb.KernelBinder{}: sockets in
+	// this network namespace.
+	Binder lb.Binder
+	// PublishAddresses, when set, are where node ports are served instead
+	// of the node's addresses (Desired.NodePortAddresses and
+	// LocalhostNodePorts do not apply), and external addresses are not
+	// answered from outside: Binder opens its sockets in another
+	// namespace (a rootless router's parent, vrouter publish), whose
+	// addresses these are.
+	PublishAddresses []netip.Addr
+	// InterfaceAddrs lists the node's local addresses: node ports are
+	// served on those NodePortAddresses select, and a Service's external
+	// address is answered from outside where it is local. Default: the
+	// addresses of this network namespace's interfaces.
+	InterfaceAddrs func() ([]netip.Addr, error)
 }
 
 // DataPlane is a node's programmed data path: the router and the load
@@ -106,6 +135,7 @@ type DataPlane struct {
 	table     *lb.Table
 	nat       *lb.NAT
 	proxy     *lb.Proxy
+	hp        *lb.HostPorts // nil with ProxyOnly
 	link      Link
 	proxyOnly bool
 	// mode is the mode of a Service that names none, as the Table
@@ -136,6 +166,15 @@ type DataPlane struct {
 	// whether it did.
 	routes    []netip.Prefix
 	routesSet bool
+
+	// publish and ifaddrs are Options.PublishAddresses and
+	// InterfaceAddrs; hostAddrs are the node-port and local addresses
+	// HostPorts last took.
+	publish            []netip.Addr
+	ifaddrs            func() ([]netip.Addr, error)
+	hostAddrs          [2][]netip.Addr
+	hostAddrsSet       bool
+	ifaddrsErrReported bool
 }
 
 // New builds the data path of cfg's node over dev and conn: the router,
@@ -178,15 +217,32 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 	if err != nil {
 		return nil, errors.Join(err, r.Close())
 	}
+	var hp *lb.HostPorts
+	if !opts.ProxyOnly {
+		hp, err = lb.NewHostPorts(table, proxy, log.Named("lb"), lb.HostPortsOptions{
+			Binder:     opts.Binder,
+			UDPTimeout: cfg.LB.NAT.UDPTimeout,
+		})
+		if err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+	}
+	ifaddrs := opts.InterfaceAddrs
+	if ifaddrs == nil {
+		ifaddrs = interfaceAddrs
+	}
 	return &DataPlane{
 		log:       log.Named("dataplane"),
 		r:         r,
 		table:     table,
 		nat:       nat,
 		proxy:     proxy,
+		hp:        hp,
 		link:      opts.Link,
 		proxyOnly: opts.ProxyOnly,
 		mode:      cmp.Or(cfg.LB.Mode, lb.DefaultMode),
+		publish:   slices.Clone(opts.PublishAddresses),
+		ifaddrs:   ifaddrs,
 	}, nil
 }
 
@@ -197,6 +253,10 @@ func (dp *DataPlane) Router() *router.Router { return dp.r }
 func (dp *DataPlane) Table() *lb.Table       { return dp.table }
 func (dp *DataPlane) NAT() *lb.NAT           { return dp.nat }
 func (dp *DataPlane) Proxy() *lb.Proxy       { return dp.proxy }
+
+// HostPorts returns the host sockets' manager, nil for a sidecar
+// (Options.ProxyOnly).
+func (dp *DataPlane) HostPorts() *lb.HostPorts { return dp.hp }
 
 // Run moves packets until ctx is done or the router fails, then releases
 // the TUN, the overlay socket and the stack. It owns the router's, the
@@ -209,6 +269,10 @@ func (dp *DataPlane) Run(ctx context.Context) error {
 	var err error
 	wg.Go(func() { _ = dp.nat.Run(ctx) })   // returns nil when ctx is done
 	wg.Go(func() { _ = dp.proxy.Run(ctx) }) // returns nil when ctx is done, its connections closed
+	if dp.hp != nil {
+		wg.Go(func() { _ = dp.hp.Run(ctx) }) // returns nil when ctx is done, its sockets closed
+		wg.Go(func() { dp.watchAddresses(ctx) })
+	}
 	wg.Go(func() {
 		err = dp.r.Run(ctx)
 		cancel()
@@ -252,6 +316,9 @@ func (dp *DataPlane) applyLocked(d Desired) error {
 		if err := dp.table.Set(svcs); err != nil {
 			return fmt.Errorf("program Services: %w", err)
 		}
+		if dp.hp != nil {
+			dp.hp.Set(svcs)
+		}
 		dp.vips, dp.hosts, dp.exts = vips, hosts, exts
 		return nil
 	})
@@ -292,6 +359,9 @@ func (dp *DataPlane) UpsertService(svc lb.Service) error {
 		if err := dp.table.Upsert(svc); err != nil {
 			return fmt.Errorf("program Service %s: %w", name, err)
 		}
+		if dp.hp != nil {
+			dp.hp.Upsert(svc)
+		}
 		dp.vips.record(name, v)
 		dp.hosts.record(name, h)
 		dp.exts.record(name, x)
@@ -309,6 +379,9 @@ func (dp *DataPlane) DeleteService(namespace, name string) error {
 func (dp *DataPlane) deleteLocked(name lb.ServiceName) error {
 	return dp.updateLocked(dp.node, wants{dp.vips.after(name, nil), dp.hosts.after(name, nil), dp.exts.after(name, nil)}, func() error {
 		dp.table.Delete(name.Namespace, name.Name)
+		if dp.hp != nil {
+			dp.hp.Delete(name)
+		}
 		dp.vips.record(name, nil)
 		dp.hosts.record(name, nil)
 		dp.exts.record(name, nil)
@@ -364,6 +437,8 @@ func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error)
 		dp.proxy.Sync()
 	}
 	dp.node, dp.applied = node, true
+	// 4b. The host sockets serve the node's addresses as they are now.
+	dp.setHostAddrsLocked()
 	// 5. The stack lets go of the VIPs no longer wanted, but for those
 	// whose proxied connections still drain, and of the routes to
 	// endpoints no Service has.
@@ -379,6 +454,95 @@ func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error)
 	}
 	dp.step("routes")
 	return nil
+}
+
+// setHostAddrsLocked hands HostPorts the addresses node ports are served
+// on and the node's local addresses, if they changed.
+func (dp *DataPlane) setHostAddrsLocked() {
+	if dp.hp == nil || !dp.applied {
+		return
+	}
+	var nodePort, local []netip.Addr
+	if dp.publish != nil {
+		nodePort = dp.publish
+	} else {
+		ifaddrs, err := dp.ifaddrs()
+		if err != nil {
+			if !dp.ifaddrsErrReported {
+				dp.log.Warn("cannot list the node's addresses; node ports are served on its primary addresses only", zap.Error(err))
+				dp.ifaddrsErrReported = true
+			}
+			ifaddrs = nil
+		} else {
+			dp.ifaddrsErrReported = false
+		}
+		nodePort = nodePortAddrs(dp.node, ifaddrs)
+		local = union(ifaddrs, dp.node.NodeAddresses)
+	}
+	if dp.hostAddrsSet && slices.Equal(nodePort, dp.hostAddrs[0]) && slices.Equal(local, dp.hostAddrs[1]) {
+		return
+	}
+	dp.hp.SetAddresses(nodePort, local)
+	dp.hostAddrs, dp.hostAddrsSet = [2][]netip.Addr{nodePort, local}, true
+	dp.log.Info("host sockets serve node ports", zap.Stringers("addresses", nodePort))
+}
+
+// addressRefresh is how often Run looks for node addresses that came or
+// went (an address added to an interface after start, say).
+const addressRefresh = 10 * time.Second
+
+// watchAddresses refreshes the host sockets' addresses every
+// addressRefresh until ctx is done.
+func (dp *DataPlane) watchAddresses(ctx context.Context) {
+	t := time.NewTicker(addressRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			dp.mu.Lock()
+			dp.setHostAddrsLocked()
+			dp.mu.Unlock()
+		}
+	}
+}
+
+// nodePortAddrs are the addresses node ports are served on, sorted: the
+// node's primary addresses, or with d.NodePortAddresses the interface
+// addresses inside one of them (never a link-local one: it needs a zone);
+// and 127.0.0.1 with d.LocalhostNodePorts.
+func nodePortAddrs(d Desired, ifaddrs []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	if d.NodePortAddresses == nil {
+		out = slices.Clone(d.NodeAddresses)
+	} else {
+		for _, a := range ifaddrs {
+			if !a.IsLinkLocalUnicast() && inAny(d.NodePortAddresses, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	if d.LocalhostNodePorts {
+		out = append(out, netip.AddrFrom4([4]byte{127, 0, 0, 1}))
+	}
+	return union(out, nil)
+}
+
+// interfaceAddrs lists the addresses of this network namespace's
+// interfaces.
+func interfaceAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Zone() == "" {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return union(out, nil), nil
 }
 
 func (dp *DataPlane) step(name string) {

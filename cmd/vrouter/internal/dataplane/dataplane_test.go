@@ -719,3 +719,61 @@ func TestExternalAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestNodePortAddresses: node ports are served on the node's primary
+// address and 127.0.0.1 by default, on the interface addresses that
+// lb.nodePortAddresses select otherwise, and on the publish addresses
+// alone when a helper publishes them; a sidecar serves none.
+func TestNodePortAddresses(t *testing.T) {
+	ifaddrs := addrs("10.0.0.1", "192.168.31.201", "192.168.31.250", "127.0.0.1", "fe80::1")
+	withNodePort := func(c *configs.Config) {
+		c.Services = c.Services[:1]
+		c.Services[0].Type = lb.TypeNodePort
+		c.Services[0].Ports[0].NodePort = 30080
+		c.LB.LocalhostNodePorts = true
+	}
+	bound := func(dp *DataPlane) []netip.Addr {
+		var out []netip.Addr
+		for _, b := range dp.HostPorts().Bindings() {
+			if b.Addr.Port() != 30080 || b.Proto != lb.HostTCP {
+				t.Errorf("binding %+v, want only 30080/TCP", b)
+			}
+			out = append(out, b.Addr.Addr())
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*configs.Config)
+		opts Options
+		want []netip.Addr
+	}{
+		{"primary", func(*configs.Config) {}, Options{}, addrs("127.0.0.1", "192.168.31.201")},
+		{"no localhost", func(c *configs.Config) { c.LB.LocalhostNodePorts = false }, Options{}, addrs("192.168.31.201")},
+		{"cidrs", func(c *configs.Config) {
+			c.LB.NodePortAddresses = []netip.Prefix{netip.MustParsePrefix("192.168.31.0/24"), netip.MustParsePrefix("fe80::/10")}
+		}, Options{}, addrs("127.0.0.1", "192.168.31.201", "192.168.31.250")},
+		{"published", func(*configs.Config) {}, Options{PublishAddresses: addrs("127.0.0.1", "::1")}, addrs("127.0.0.1", "::1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := seedConfig(withNodePort, tc.mod)
+			tc.opts.InterfaceAddrs = func() ([]netip.Addr, error) { return ifaddrs, nil }
+			h := newHarness(t, cfg, tc.opts)
+			h.apply(FromConfig(cfg))
+			// 30080 exists for IPv4 only (an IPv4 ClusterIP): ::1 gets none.
+			want := slices.DeleteFunc(slices.Clone(tc.want), func(a netip.Addr) bool { return a.Is6() })
+			if got := bound(h.dp); !slices.Equal(got, want) {
+				t.Errorf("node port 30080 served on %v, want %v", got, want)
+			}
+		})
+	}
+	t.Run("sidecar", func(t *testing.T) {
+		cfg := seedConfig(withNodePort)
+		h := newHarness(t, cfg, Options{ProxyOnly: true})
+		h.apply(FromConfig(cfg))
+		if h.dp.HostPorts() != nil {
+			t.Errorf("a sidecar's data path has host ports")
+		}
+	})
+}

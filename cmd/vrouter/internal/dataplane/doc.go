@@ -16,6 +16,8 @@
 //	   │ 2 NAT.SetLocal    pod CIDRs, node addresses, router addresses (hairpin)     │
 //	   │ 3 lb.Table        Set / Upsert / Delete  (refused: 1 and 2 are rolled back) │
 //	   │ 4 Proxy.Sync      connections whose endpoint left start draining            │
+//	   │   HostPorts       host sockets of node ports, external addresses, health   │
+//	   │                   checks follow the Services and the node's addresses      │
 //	   │ 5 router.Set      Service addresses: the proxy VIPs wanted ∪ those still    │
 //	   │                   carrying proxied connections; kernel routes wanted        │
 //	   │ 6 Link.SetRoutes  the node kernel's routes into the TUN (cluster, Service   │
@@ -51,6 +53,19 @@
 //     router, so the NAT translates a local client's flow to it to the
 //     router address (hairpin), as for a local pod. A flow still open to
 //     such an endpoint after its last Service dropped it loses its route.
+//   - External addresses. A Service's external and load-balancer IPs are
+//     VIPs like its ClusterIPs for pods and the node (translated by the NAT,
+//     terminated in proxy mode): the node kernel routes each into the TUN
+//     (one host route, unless a Service CIDR covers it or it is the node's
+//     own). Traffic from outside the cluster — node ports, and external
+//     addresses that are local to this node — arrives on host sockets
+//     (lb.HostPorts), which relay it with the Service's
+//     externalTrafficPolicy. Node ports are served on the node's primary
+//     addresses, or those lb.nodePortAddresses select among its interfaces,
+//     and on 127.0.0.1 (lb.localhostNodePorts); with a publish helper
+//     (Options.Binder, PublishAddresses) on the parent namespace's
+//     addresses instead. The addresses are looked up again on every update
+//     and every 10 s.
 //   - Sources. The router takes from the TUN only packets from this node's
 //     pod CIDRs and the node kernel's own addresses: its underlay address
 //     and its TUN addresses (router.Config.NodeAddresses), the sources it

@@ -21,6 +21,9 @@ type Sources struct {
 	Table  *lb.Table
 	NAT    *lb.NAT
 	Proxy  *lb.Proxy
+	// HostPorts are the host sockets of node ports, external addresses
+	// and health checks.
+	HostPorts *lb.HostPorts
 }
 
 // Collector is a prometheus.Collector over the router's and the load
@@ -37,7 +40,11 @@ func NewCollector(src Sources) *Collector { return &Collector{src: src} }
 
 // Label sets.
 var (
-	serviceLabels = []string{"namespace", "service", "port_name", "cluster_ip", "port", "protocol"}
+	// scope is "cluster" for a key pods and nodes reach through the
+	// router, "external" for one served by host sockets (a node port,
+	// whose cluster_ip is 0.0.0.0 or :: and port the node port, or an
+	// external address from outside).
+	serviceLabels = []string{"namespace", "service", "port_name", "cluster_ip", "port", "protocol", "scope"}
 	backendLabels = append(append([]string(nil), serviceLabels...), "backend")
 )
 
@@ -114,6 +121,23 @@ var (
 		"Clients that went away after their backend answered and before their handshake completed.")
 	proxyClosed = desc("vrouter_proxy_closed_total",
 		"Proxied connections the router closed, by reason: idle (idle timeout) or drained (reset after their backend left).", "reason")
+
+	hostSockets = desc("vrouter_hostport_sockets",
+		"Host sockets of node ports, external addresses and health-check node ports, by state: listening, failed (could not be bound; retried) or pending.", "state")
+	hostBindFailures = desc("vrouter_hostport_bind_failures_total",
+		"Host sockets that could not be bound (port in use, privileged port), each counted once until it binds.")
+	hostConns = desc("vrouter_hostport_connections_total",
+		"Connections (TCP) or flows (UDP) relayed from host sockets to endpoints.", "protocol")
+	hostActive = desc("vrouter_hostport_connections_active",
+		"Connections (TCP) or flows (UDP) from host sockets open now.", "protocol")
+	hostRefused = desc("vrouter_hostport_refused_total",
+		"Connections (TCP, reset) or datagrams (UDP, dropped) on host sockets that could not be served, by reason: no_endpoints, no_local_endpoints (externalTrafficPolicy Local), cap, unreachable (no endpoint answered).", "reason")
+	hostUDPIdle = desc("vrouter_hostport_udp_flows_expired_total",
+		"UDP flows from host sockets ended by the UDP timeout.")
+	hostHealth = desc("vrouter_healthcheck_requests_total",
+		"Requests answered on health-check node ports.")
+	hostAcceptErrors = desc("vrouter_hostport_accept_errors_total",
+		"Failed accepts on host TCP sockets (out of file descriptors, say).")
 )
 
 // Describe implements prometheus.Collector.
@@ -124,6 +148,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
 		proxyHandshakeFailures, proxyClosed,
+		hostSockets, hostBindFailures, hostConns, hostActive, hostRefused, hostUDPIdle, hostHealth, hostAcceptErrors,
 	} {
 		ch <- d
 	}
@@ -141,6 +166,34 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Proxy != nil {
 		c.collectProxy(ch)
 	}
+	if c.src.HostPorts != nil {
+		c.collectHostPorts(ch)
+	}
+}
+
+func (c *Collector) collectHostPorts(ch chan<- prometheus.Metric) {
+	st := c.src.HostPorts.Stats()
+	pending := 0
+	for _, b := range c.src.HostPorts.Bindings() {
+		if b.State == lb.BindPending {
+			pending++
+		}
+	}
+	gauge(ch, hostSockets, float64(st.Listening), "listening")
+	gauge(ch, hostSockets, float64(st.Failed), "failed")
+	gauge(ch, hostSockets, float64(pending), "pending")
+	counter(ch, hostBindFailures, st.BindFailures)
+	counter(ch, hostConns, st.TCPConns, "TCP")
+	counter(ch, hostConns, st.UDPFlows, "UDP")
+	gauge(ch, hostActive, float64(st.TCPActive), "TCP")
+	gauge(ch, hostActive, float64(st.UDPActive), "UDP")
+	counter(ch, hostRefused, st.RefusedNoEndpoints, "no_endpoints")
+	counter(ch, hostRefused, st.RefusedNoLocalEndpoints, "no_local_endpoints")
+	counter(ch, hostRefused, st.RefusedCap, "cap")
+	counter(ch, hostRefused, st.RefusedUnreachable, "unreachable")
+	counter(ch, hostUDPIdle, st.UDPIdleClosed)
+	counter(ch, hostHealth, st.HealthRequests)
+	counter(ch, hostAcceptErrors, st.AcceptErrors)
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
@@ -209,8 +262,15 @@ func (c *Collector) collectTable(ch chan<- prometheus.Metric) {
 func serviceLabelValues(es lb.EntryStats) []string {
 	return []string{
 		es.Name.Namespace, es.Name.Name, es.Name.Port,
-		es.Key.VIP.String(), strconv.Itoa(int(es.Key.Port)), es.Key.Proto.String(),
+		es.Key.VIP.String(), strconv.Itoa(int(es.Key.Port)), es.Key.Proto.String(), scope(es.Key),
 	}
+}
+
+func scope(k lb.ServiceKey) string {
+	if k.External {
+		return "external"
+	}
+	return "cluster"
 }
 
 func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {

@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +255,69 @@ func TestCollectorProxy(t *testing.T) {
 	}
 }
 
+// TestCollectorHostPorts: a Service with a node port and an external IP
+// exports its cluster and external keys as distinct series (scope), and
+// the host sockets' state: one listening, one that could not be bound.
+func TestCollectorHostPorts(t *testing.T) {
+	c := seedtest.Start(t)
+	p, err := lb.NewProxy(c.Master.Router.Stack(), c.Master.Table, nil, lb.ProxyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp, err := lb.NewHostPorts(c.Master.Table, p, nil, lb.HostPortsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A port already taken on one address: its socket fails.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := uint16(taken.Addr().(*net.TCPAddr).Port)
+	svcs := seedtest.Services()[:1]
+	my := &svcs[0]
+	my.Type = lb.TypeNodePort
+	my.Ports[0].NodePort = port
+	my.ExternalIPs = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	if err := c.Master.Table.Set(svcs); err != nil {
+		t.Fatal(err)
+	}
+	hp.SetAddresses([]netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}, nil)
+	hp.Set(svcs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hp.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for st := hp.Stats(); st.Listening != 1 || st.Failed != 1; st = hp.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("HostPorts stats = %+v, want 1 listening (127.0.0.2) and 1 failed (127.0.0.1: port taken)", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := gather(t, NewCollector(Sources{Router: c.Master.Router, Table: c.Master.Table, Proxy: p, HostPorts: hp}))
+	for _, tc := range []struct {
+		name   string
+		labels labels
+		want   float64
+	}{
+		{"vrouter_hostport_sockets", labels{"state": "listening"}, 1},
+		{"vrouter_hostport_sockets", labels{"state": "failed"}, 1},
+		{"vrouter_hostport_bind_failures_total", nil, 1},
+		{"vrouter_service_endpoints", labels{"cluster_ip": "192.0.2.10", "scope": "cluster"}, 3},
+		{"vrouter_service_endpoints", labels{"cluster_ip": "192.0.2.10", "scope": "external"}, 3},
+		{"vrouter_service_endpoints", labels{"cluster_ip": "0.0.0.0", "port": strconv.Itoa(int(port)), "scope": "external"}, 3},
+	} {
+		if v := value(t, s, tc.name, tc.labels); v != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, v, tc.want)
+		}
+	}
+}
+
 func TestSyncs(t *testing.T) {
 	s := NewSyncs()
 	end := time.Unix(1764090000, 500_000_000)
@@ -288,7 +354,7 @@ func TestHandlerServesTheRegistry(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{
 		`vrouter_peers 1`,
-		`vrouter_backend_connections_total{backend="10.244.1.2:80",cluster_ip="10.103.92.81",namespace="default",port="80",port_name="",protocol="TCP",service="my-service"} 0`,
+		`vrouter_backend_connections_total{backend="10.244.1.2:80",cluster_ip="10.103.92.81",namespace="default",port="80",port_name="",protocol="TCP",scope="cluster",service="my-service"} 0`,
 		`vrouter_build_info{goversion="go",revision="abc123def456",version="test"} 1`,
 		`# TYPE vrouter_sync_proxy_rules_duration_seconds histogram`,
 		`go_goroutines `,
