@@ -984,10 +984,10 @@ func (p *Proxy) register(c *proxyConn, e *Entry) bool {
 }
 
 // Sync checks every open connection's backend against the current Table:
-// connections whose backend left its Service (or whose Service is gone or
-// no longer in proxy mode) start draining, and are reset DrainTimeout
-// later; those whose backend came back stop draining. Call it after
-// every Table update; Run also calls it every tick. Its cost is one
+// connections whose backend left its Service (or whose Service is gone,
+// or, for a VIP, no longer in proxy mode) start draining, and are reset
+// DrainTimeout later; those whose backend came back stop draining. Call
+// it after every Table update; Run also calls it every tick. Its cost is one
 // Lookup per backend with open connections, plus one check per
 // connection of a backend whose Entry changed. Safe for concurrent use.
 func (p *Proxy) Sync() {

@@ -149,3 +149,35 @@ func TestProxyServeHostProxyProtocol(t *testing.T) {
 		t.Errorf("PROXY header = %x, want %x (from %v to %v)", got, want, client, to)
 	}
 }
+
+// TestProxyServeHostCapAndIdle: host relays count against the caps and
+// are closed by the idle timeout, as connections to VIPs are.
+func TestProxyServeHostCapAndIdle(t *testing.T) {
+	b1 := newBackend(t, "b1", "127.0.0.1", nil)
+	const idle = 300 * time.Millisecond
+	e := startProxy(t, ProxyOptions{MaxConns: 1, IdleTimeout: idle}, proxyService([]Endpoint{b1.endpoint()}, func(s *Service) {
+		s.Type = TypeNodePort
+		s.Ports[0].NodePort = 30080
+	}))
+	key := NodePortKey(30080, TCP, true)
+	ln := hostListener(t)
+	c, a := hostConn(t, ln)
+	e.p.ServeHost(a, key)
+	greeting(t, c)
+	opened := time.Now()
+
+	c2, a2 := hostConn(t, ln)
+	e.p.ServeHost(a2, key)
+	expectReset(t, c2, "over MaxConns")
+	if st := e.p.Stats(); st.RefusedCap != 1 {
+		t.Errorf("Stats().RefusedCap = %d, want 1", st.RefusedCap)
+	}
+
+	if err := waitClosed(c, 5*time.Second); err != nil {
+		t.Fatalf("idle host relay: %v, want it closed after the idle timeout", err)
+	}
+	if took := time.Since(opened); took < idle {
+		t.Errorf("idle host relay closed after %v, want after the idle timeout %v", took, idle)
+	}
+	eventually(t, "IdleClosed 1", func() bool { return e.p.Stats().IdleClosed == 1 })
+}
