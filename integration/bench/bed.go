@@ -51,6 +51,10 @@ const (
 	// httpClientPod (10.244.0.3, hostgw-master) loads my-service's
 	// ClusterIP; it is not one of the Service's backends.
 	httpClientPod = "coredns-8qxfv"
+	// outsideClient is a host on the underlay that is not a node (no
+	// pods, no router, no flannel routes): it loads my-service's node
+	// port on masterNode's address, as a client outside the cluster does.
+	outsideClient = "outside-client"
 
 	iperfPort = 5201
 	rrPort    = 5300
@@ -59,6 +63,12 @@ const (
 var (
 	serverAddr = netip.MustParseAddr("10.244.1.2")
 	myService  = netip.AddrPortFrom(netip.MustParseAddr(harness.MyServiceIP), 80)
+	// outsideClientAddr is outsideClient's address on the underlay.
+	outsideClientAddr = netip.MustParseAddr("192.168.31.100")
+	// myNodePort is my-service's node port (nodePortServices); the
+	// NodePort load goes to masterNode's underlay address.
+	myNodePort     uint16 = 30080
+	masterNodePort        = netip.AddrPortFrom(nodeAddr(masterNode), myNodePort)
 	// httpBackends are my-service's endpoints; each runs ServeHTTP on :80.
 	httpBackends = []string{"nginx-th5pz", "nginx-4k7xw", "nginx-j6zwk"}
 	clusterCIDR  = netip.MustParsePrefix("10.244.0.0/16")
@@ -80,6 +90,15 @@ type bed struct {
 	// iptablesRestore is the iptables-restore that worked (kernel mode).
 	iptablesRestore string
 
+	// nodePorts is set when my-service has a node port on this bed;
+	// nodePortErr is why the node port did not answer outsideClient,
+	// reported by the NodePort measurements.
+	nodePorts   bool
+	nodePortErr error
+	// noNodePorts says why a vrouter bed given a node port does not
+	// serve it (then nodePorts is false).
+	noNodePorts string
+
 	spawn *spawner
 }
 
@@ -91,19 +110,40 @@ type bedOptions struct {
 	services []configs.ServiceSpec
 	spawn    *spawner // starts the routers and servers (see spawner)
 	args     []string // extra `vrouter run` arguments
+	// nodePorts says that services give my-service node port myNodePort,
+	// to be checked from outsideClient.
+	nodePorts bool
+}
+
+// nodeAddr is node's underlay address.
+func nodeAddr(node string) netip.Addr {
+	n, ok := benchSpec().Node(node)
+	if !ok {
+		panic("no node " + node + " in the bench's cluster")
+	}
+	return n.Underlay
+}
+
+// benchSpec is the seed's cluster plus outsideClient on the underlay: a
+// topology node without a pod CIDR (so without cni0 or pods), which no
+// router and no other node's config knows about.
+func benchSpec() topology.Spec {
+	spec := topology.Seed()
+	spec.Nodes = append(spec.Nodes, topology.NodeSpec{Name: outsideClient, Underlay: outsideClientAddr})
+	return spec
 }
 
 // newBed builds the seed's cluster for m, programs its data path, starts
 // the servers and checks that pods reach each other and my-service. On
 // error it removes what it made.
 func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
-	spec := topology.Seed()
+	spec := benchSpec()
 	spec.Prefix = o.prefix
 	c, err := topology.Build(spec)
 	if err != nil {
 		return nil, err
 	}
-	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn}
+	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn, nodePorts: o.nodePorts}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("set up %s: %w", m, err), b.close())
@@ -131,6 +171,24 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
+	if b.nodePorts && m != modeKernel {
+		served, err := b.nodePortsServed(ctx, o.vrouter)
+		switch {
+		case err != nil:
+			b.nodePortErr = err
+		case !served:
+			b.nodePorts = false
+			b.noNodePorts = fmt.Sprintf("the router on %s accepts my-service's nodePort but lists no host socket for it in `vrouter services`: node ports are not served", masterNode)
+		}
+	}
+	if b.nodePorts && b.nodePortErr == nil {
+		// A node port that does not answer fails the NodePort
+		// measurements, not the bed: the rest is still worth measuring.
+		b.nodePortErr = b.checkNodePorts(ctx)
+	}
+	if b.nodePortErr != nil {
+		progress("%v", b.nodePortErr)
+	}
 	return b, nil
 }
 
@@ -153,7 +211,7 @@ func (b *bed) sysctls() error {
 			return err
 		}
 	}
-	for _, p := range []string{clientPod, httpClientPod} {
+	for _, p := range []string{clientPod, httpClientPod, outsideClient} {
 		if err := set(p, "net/ipv4/ip_local_port_range", "1024 65535"); err != nil {
 			return err
 		}
@@ -166,6 +224,12 @@ func (b *bed) sysctls() error {
 func (b *bed) setupKernel(ctx context.Context, svcs []configs.ServiceSpec) error {
 	if err := b.c.InstallKernelHostGW(); err != nil {
 		return err
+	}
+	// InstallKernelHostGW treats every topology node as a flannel node;
+	// outsideClient is not one, and keeps only its connected route, as
+	// it does with vrouter.
+	if err := b.c.Do(outsideClient, removeGatewayRoutes); err != nil {
+		return fmt.Errorf("remove host-gw routes from %s: %w", outsideClient, err)
 	}
 	ports, err := kpPorts(svcs)
 	if err != nil {
@@ -221,8 +285,9 @@ func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer
 func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string) error {
 	spec := b.c.Spec()
 	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, args...)
+	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
 	for _, n := range []string{masterNode, workerNode} {
-		path, err := harness.WriteConfig(b.dir, spec, n, harness.ConfigOptions{Services: svcs})
+		path, err := harness.WriteConfig(b.dir, spec, n, opts)
 		if err != nil {
 			return err
 		}
@@ -348,6 +413,24 @@ func (b *bed) check(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("data path check: %w", errors.Join(errs...))
+}
+
+// removeGatewayRoutes deletes the IPv4 routes via a gateway from the
+// calling thread's network namespace.
+func removeGatewayRoutes() error {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Gw == nil {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			return fmt.Errorf("delete route %v via %v: %w", r.Dst, r.Gw, err)
+		}
+	}
+	return nil
 }
 
 // close stops the routers and servers and removes the namespaces.

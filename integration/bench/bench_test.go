@@ -74,6 +74,56 @@ func TestKubeProxyRulesForMyService(t *testing.T) {
 	}
 }
 
+// The NodePort path is kube-proxy's for externalTrafficPolicy Cluster:
+// KUBE-SERVICES' last rule sends local destinations to KUBE-NODEPORTS,
+// which sends the node port to KUBE-EXT-<the KUBE-SVC hash>, which marks
+// for masquerade and goes on to KUBE-SVC.
+func TestKubeProxyRulesForNodePort(t *testing.T) {
+	ports, err := kpPorts(nodePortServices())
+	if err != nil {
+		t.Fatalf("kpPorts(nodePortServices) = %v", err)
+	}
+	var svc kpPort
+	for _, p := range ports {
+		if p.name == "default/my-service" {
+			svc = p
+		}
+		if p.name != "default/my-service" && p.nodePort != 0 {
+			t.Errorf("kpPorts(nodePortServices): %s has node port %d, want none", p.name, p.nodePort)
+		}
+	}
+	if svc.nodePort != myNodePort {
+		t.Fatalf("kpPorts(nodePortServices): my-service node port %d, want %d", svc.nodePort, myNodePort)
+	}
+	if got, want := strings.TrimPrefix(svc.extChain(), "KUBE-EXT-"), strings.TrimPrefix(svc.svcChain(), "KUBE-SVC-"); got != want {
+		t.Errorf("extChain() = KUBE-EXT-%s, want the KUBE-SVC chain's hash %s", got, want)
+	}
+	rules := kubeProxyRules(clusterCIDR, ports)
+	for _, want := range []string{
+		":" + svc.extChain() + " - [0:0]",
+		`-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`,
+		`-A KUBE-NODEPORTS -p tcp -m comment --comment "default/my-service" -m tcp --dport 30080 -j ` + svc.extChain(),
+		`-A ` + svc.extChain() + ` -m comment --comment "masquerade traffic for default/my-service external destinations" -j KUBE-MARK-MASQ`,
+		`-A ` + svc.extChain() + ` -j ` + svc.svcChain(),
+		`-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE`,
+	} {
+		if !strings.Contains(rules, want+"\n") {
+			t.Errorf("kubeProxyRules(nodePortServices) lacks the line\n%s", want)
+		}
+	}
+	// The KUBE-SERVICES jump to KUBE-NODEPORTS stays its last rule.
+	last := strings.LastIndex(rules, "-A KUBE-SERVICES ")
+	if !strings.HasPrefix(rules[last:], `-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports`) {
+		t.Errorf("kubeProxyRules(nodePortServices): last KUBE-SERVICES rule is %q, want the KUBE-NODEPORTS jump", firstLines([]byte(rules[last:]), 1))
+	}
+	if n := strings.Count(rules, "KUBE-EXT-"); n != 4 {
+		t.Errorf("kubeProxyRules(nodePortServices) names KUBE-EXT chains %d times, want 4 (my-service's: declared, jumped to, two rules)", n)
+	}
+	if plain, _ := kpPorts(harness.SeedServices("")); strings.Contains(kubeProxyRules(clusterCIDR, plain), "KUBE-EXT-") {
+		t.Errorf("kubeProxyRules(SeedServices) has KUBE-EXT chains, want none without node ports")
+	}
+}
+
 func TestParseTracesAndClassify(t *testing.T) {
 	out := []byte(`File: bench
 Type: cpu

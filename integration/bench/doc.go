@@ -18,26 +18,37 @@
 //	 │    ├─ nginx-th5pz   10.244.0.4   iperf3/ping/request-response client; HTTP backend
 //	 │    ├─ coredns-xx6mc 10.244.0.2
 //	 │    └─ coredns-8qxfv 10.244.0.3   ClusterIP load generator
-//	 └─ hostgw-node   eth0 .202   cni0 10.244.1.1/24
-//	      ├─ nginx-4k7xw   10.244.1.2   iperf3 server, request/response server; HTTP backend
-//	      └─ nginx-j6zwk   10.244.1.3   HTTP backend
+//	 ├─ hostgw-node   eth0 .202   cni0 10.244.1.1/24
+//	 │    ├─ nginx-4k7xw   10.244.1.2   iperf3 server, request/response server; HTTP backend
+//	 │    └─ nginx-j6zwk   10.244.1.3   HTTP backend
+//	 └─ outside-client eth0 .100  not a node (no pods, router or pod routes): NodePort load generator
 //
 //	my-service 10.103.92.81:80 -> 10.244.0.4, 10.244.1.2, 10.244.1.3 (ServeHTTP on :80)
+//	           type NodePort, nodePort 30080 (externalTrafficPolicy Cluster), not in vrouter-proxy
 //	kube-dns   10.96.0.10 53/UDP, 53/TCP, 9153/TCP -> 10.244.0.2, 10.244.0.3 (programmed, not loaded)
 //
 //	kernel         topology.InstallKernelHostGW (10.244.1.0/24 via 192.168.31.202 dev eth0 …) and,
 //	               on each node, kube-proxy's filter and nat rules for both Services
 //	               (kubeproxy.go; KUBE-SERVICES from PREROUTING and OUTPUT, KUBE-SVC-<hash> with
 //	               statistic mode random 0.3333333333 / 0.5000000000, KUBE-SEP-<hash> DNAT,
-//	               KUBE-MARK-MASQ / KUBE-POSTROUTING masquerade) through iptables-restore.
+//	               KUBE-MARK-MASQ / KUBE-POSTROUTING masquerade; the node port: KUBE-SERVICES'
+//	               last rule `-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`, KUBE-NODEPORTS
+//	               --dport 30080 -> KUBE-EXT-<hash> -> KUBE-MARK-MASQ, KUBE-SVC-<hash>)
+//	               through iptables-restore.
 //	vrouter        one `vrouter run` per node (harness.WriteConfig with harness.SeedServices,
-//	               nat mode); the node kernels hold only vr0's routes.
+//	               nat mode); the node kernels hold only vr0's routes. The node port is
+//	               served by the router's host listeners on the node's addresses, which
+//	               relay each connection to an endpoint dialed from the node. When the
+//	               config package or `vrouter validate` refuses type: NodePort, or the
+//	               router lists no host socket for it (`vrouter services`), the NodePort
+//	               rows are n/a for vrouter, with the reason.
 //	vrouter-proxy  the same with my-service in proxy mode, when lb/proxy.go exists and
 //	               `vrouter validate` accepts mode: proxy; otherwise reported as n/a.
 //
 // Every node has net.bridge.bridge-nf-call-iptables=1 (Kubernetes needs
 // it for same-node Service replies under kube-proxy), and the client pods
-// use ports 1024-65535; both modes get the same settings.
+// and outside-client use ports 1024-65535; both modes get the same
+// settings.
 //
 // # Measurements
 //
@@ -58,6 +69,13 @@
 //     that pod's namespace, GET my-service as fast as answers come back,
 //     either each on a new connection ("Connection: close": new
 //     connections/s) or on one kept-alive connection each (requests/s).
+//   - NodePort: the same load from outside-client to my-service's node
+//     port on hostgw-master's address, 192.168.31.201:30080 (kernel and
+//     vrouter; the host relay is the same in proxy mode). Before the
+//     first round each bed checks that the node port answers on both
+//     nodes' addresses; if it does not, the NodePort measurements fail
+//     with that error and the run fails. Target: vrouter ≥ 0.5× the
+//     kernel's new connections/s.
 //   - CPU per GB: during the TCP runs. vrouter: the routers' utime+stime
 //     from /proc/PID/stat (their system calls included, not the softirq
 //     work the kernel does for their sockets). kernel: the machine's

@@ -20,8 +20,13 @@ import (
 // `-m statistic --mode random --probability 1/(n-i)`, one KUBE-SEP-<hash>
 // per endpoint doing the DNAT, and KUBE-MARK-MASQ / KUBE-POSTROUTING
 // masquerading hairpin traffic (a backend that reaches itself through the
-// ClusterIP) and traffic from outside the cluster CIDR. Chain names are
-// kube-proxy's own hashes, so the seed's KUBE-SVC-JD5MR3NA4I4DYORP for
+// ClusterIP) and traffic from outside the cluster CIDR. A port with a node
+// port also gets kube-proxy's NodePort path (externalTrafficPolicy
+// Cluster): KUBE-SERVICES' last rule jumps to KUBE-NODEPORTS for
+// destinations of `-m addrtype --dst-type LOCAL`, where the node port
+// jumps to KUBE-EXT-<hash>, which marks the packet for masquerade and
+// goes on to the port's KUBE-SVC chain. Chain names are kube-proxy's own
+// hashes, so the seed's KUBE-SVC-JD5MR3NA4I4DYORP for
 // kube-system/kube-dns:metrics comes out the same.
 
 // kpPort is one Service port as kube-proxy programs it.
@@ -30,6 +35,7 @@ type kpPort struct {
 	vip       netip.Addr
 	port      uint16
 	proto     string // "tcp" or "udp"
+	nodePort  uint16 // 0: none
 	endpoints []netip.AddrPort
 }
 
@@ -41,6 +47,10 @@ func kubeHash(s string) string {
 }
 
 func (p kpPort) svcChain() string { return "KUBE-SVC-" + kubeHash(p.name+p.proto) }
+
+// extChain is the port's external-traffic chain, with the same hash as
+// its KUBE-SVC chain.
+func (p kpPort) extChain() string { return "KUBE-EXT-" + kubeHash(p.name+p.proto) }
 
 func (p kpPort) sepChain(ep netip.AddrPort) string {
 	return "KUBE-SEP-" + kubeHash(p.name+p.proto+ep.String())
@@ -78,7 +88,7 @@ func kpPorts(svcs []configs.ServiceSpec) ([]kpPort, error) {
 				if err != nil {
 					return nil, fmt.Errorf("service %s clusterIP %q: %w", name, ip, err)
 				}
-				p := kpPort{name: name, vip: vip, port: uint16(sp.Port), proto: proto}
+				p := kpPort{name: name, vip: vip, port: uint16(sp.Port), proto: proto, nodePort: uint16(sp.NodePort)}
 				for _, e := range s.Endpoints {
 					for _, a := range e.Addresses {
 						ep, err := netip.ParseAddr(a)
@@ -147,15 +157,20 @@ func kubeProxyRules(clusterCIDR netip.Prefix, ports []kpPort) string {
 	w(`-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0`)
 	w(`-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE`)
 	writeServicesChain(&b, clusterCIDR, ports)
+	writeNodePorts(&b, ports)
 	writeServiceRules(&b, ports)
 	w("COMMIT")
 	return b.String()
 }
 
-// writeServiceChains declares every KUBE-SVC and KUBE-SEP chain of ports.
+// writeServiceChains declares every KUBE-SVC, KUBE-EXT and KUBE-SEP chain
+// of ports.
 func writeServiceChains(b *strings.Builder, ports []kpPort, withSEP bool) {
 	for _, p := range ports {
 		fmt.Fprintf(b, ":%s - [0:0]\n", p.svcChain())
+		if p.hasNodePort() {
+			fmt.Fprintf(b, ":%s - [0:0]\n", p.extChain())
+		}
 		if withSEP {
 			for _, ep := range p.endpoints {
 				fmt.Fprintf(b, ":%s - [0:0]\n", p.sepChain(ep))
@@ -178,6 +193,28 @@ func writeServicesChain(b *strings.Builder, clusterCIDR netip.Prefix, ports []kp
 			p.vip, p.proto, p.name, p.proto, p.port, p.svcChain())
 	}
 	b.WriteString(`-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS` + "\n")
+}
+
+// hasNodePort reports whether kube-proxy serves a node port for p: it
+// has one, and endpoints (without, kube-proxy REJECTs in the filter
+// table instead).
+func (p kpPort) hasNodePort() bool { return p.nodePort != 0 && len(p.endpoints) > 0 }
+
+// writeNodePorts writes the KUBE-NODEPORTS rules and each node port's
+// KUBE-EXT chain, for externalTrafficPolicy Cluster: every packet to a
+// node port is marked for masquerade (its endpoint may be on another
+// node, whose reply must come back through this one) and goes on to the
+// port's KUBE-SVC chain.
+func writeNodePorts(b *strings.Builder, ports []kpPort) {
+	for _, p := range ports {
+		if !p.hasNodePort() {
+			continue
+		}
+		fmt.Fprintf(b, "-A KUBE-NODEPORTS -p %s -m comment --comment \"%s\" -m %s --dport %d -j %s\n",
+			p.proto, p.name, p.proto, p.nodePort, p.extChain())
+		fmt.Fprintf(b, "-A %s -m comment --comment \"masquerade traffic for %s external destinations\" -j KUBE-MARK-MASQ\n", p.extChain(), p.name)
+		fmt.Fprintf(b, "-A %s -j %s\n", p.extChain(), p.svcChain())
+	}
 }
 
 // writeServiceRules writes each port's KUBE-SVC chain (random choice with

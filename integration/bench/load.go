@@ -10,22 +10,25 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 )
 
-// The ClusterIP load generator: n workers in httpClientPod, each on a
-// thread inside that pod's namespace, send GET requests to my-service as
-// fast as the answers come back (a closed loop, like wrk). It speaks just
-// enough HTTP/1.1 to stay cheap on the client side, so the data path, not
-// the generator, is what runs out of CPU first.
+// The Service load generator: n workers in one namespace, each on a
+// thread inside it, send GET requests to my-service as fast as the
+// answers come back (a closed loop, like wrk). It speaks just enough
+// HTTP/1.1 to stay cheap on the client side, so the data path, not the
+// generator, is what runs out of CPU first. It loads my-service two ways
+// (loadTarget): its ClusterIP from httpClientPod, and its node port on
+// masterNode's underlay address from outsideClient.
 //
 //   - new connections: every request on a new connection with
 //     "Connection: close"; the backend closes after answering, so its
 //     side holds TIME_WAIT and the client's ports are reusable. Rate =
 //     completed exchanges per second; every one is a new connection
-//     through the ClusterIP (a new conntrack entry / NAT flow / proxied
-//     connection).
+//     through the Service (a new conntrack entry / NAT flow / proxied or
+//     relayed connection).
 //   - keep-alive: each worker keeps one connection open and sends its
 //     requests one after the other on it.
 
@@ -33,6 +36,18 @@ var (
 	closeRequest     = []byte("GET / HTTP/1.1\r\nHost: my-service\r\nConnection: close\r\n\r\n")
 	keepAliveRequest = []byte("GET / HTTP/1.1\r\nHost: my-service\r\n\r\n")
 	okStatus         = []byte("HTTP/1.1 200 ")
+)
+
+// loadTarget is one way to load my-service.
+type loadTarget struct {
+	name string         // metric prefix: <name>_close_per_s, <name>_keepalive_per_s, …
+	from string         // the namespace the workers run in
+	addr netip.AddrPort // what they dial
+}
+
+var (
+	clusterIPLoad = loadTarget{"http", httpClientPod, myService}
+	nodePortLoad  = loadTarget{"nodeport", outsideClient, masterNodePort}
 )
 
 // loadStats are one worker's counts; the latencies are per exchange
@@ -64,9 +79,9 @@ func (s *loadStats) fail(err error) {
 	}
 }
 
-// measureHTTP loads my-service from httpClientPod for dur.
-func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Duration) (map[string]float64, error) {
-	path, err := b.c.Path(httpClientPod)
+// measureHTTP loads my-service as t says for dur.
+func measureHTTP(ctx context.Context, b *bed, t loadTarget, keepAlive bool, n int, dur time.Duration) (map[string]float64, error) {
+	path, err := b.c.Path(t.from)
 	if err != nil {
 		return nil, err
 	}
@@ -76,9 +91,9 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 	defer cancel()
 	err = workers(path, n, func(i int) error {
 		if keepAlive {
-			keepAliveWorker(ctx, deadline, &stats[i])
+			keepAliveWorker(ctx, t.addr, deadline, &stats[i])
 		} else {
-			closeWorker(ctx, deadline, &stats[i])
+			closeWorker(ctx, t.addr, deadline, &stats[i])
 		}
 		return nil
 	})
@@ -94,12 +109,12 @@ func measureHTTP(ctx context.Context, b *bed, keepAlive bool, n int, dur time.Du
 			total.firstErr = s.firstErr
 		}
 	}
-	name := "http_close"
+	name := t.name + "_close"
 	if keepAlive {
-		name = "http_keepalive"
+		name = t.name + "_keepalive"
 	}
 	if total.ok == 0 {
-		return nil, fmt.Errorf("%s to %v from %s: no request succeeded (%d errors, first: %v)", name, myService, httpClientPod, total.errs, total.firstErr)
+		return nil, fmt.Errorf("%s to %v from %s: no request succeeded (%d errors, first: %v)", name, t.addr, t.from, total.errs, total.firstErr)
 	}
 	if total.errs > 0 {
 		progress("%s on %s: %d of %d exchanges failed; first: %v", name, b.mode, total.errs, total.ok+total.errs, total.firstErr)
@@ -122,12 +137,12 @@ const maxLatencies = 1 << 18
 // worker dials again, so one lost SYN costs a worker at most this long.
 const dialTimeout = time.Second
 
-func closeWorker(ctx context.Context, deadline time.Time, s *loadStats) {
+func closeWorker(ctx context.Context, addr netip.AddrPort, deadline time.Time, s *loadStats) {
 	d := net.Dialer{Timeout: dialTimeout}
 	buf := make([]byte, 4096)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		t0 := time.Now()
-		if err := closeExchange(ctx, &d, buf); err != nil {
+		if err := closeExchange(ctx, &d, addr, buf); err != nil {
 			s.fail(err)
 			time.Sleep(10 * time.Millisecond) // do not spin on a refusing Service
 			continue
@@ -138,8 +153,8 @@ func closeWorker(ctx context.Context, deadline time.Time, s *loadStats) {
 
 // closeExchange does one request on a new connection and reads the
 // answer up to the server's close.
-func closeExchange(ctx context.Context, d *net.Dialer, buf []byte) error {
-	conn, err := d.DialContext(ctx, "tcp", myService.String())
+func closeExchange(ctx context.Context, d *net.Dialer, addr netip.AddrPort, buf []byte) error {
+	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
 		return err
 	}
@@ -168,7 +183,7 @@ func closeExchange(ctx context.Context, d *net.Dialer, buf []byte) error {
 	return nil
 }
 
-func keepAliveWorker(ctx context.Context, deadline time.Time, s *loadStats) {
+func keepAliveWorker(ctx context.Context, addr netip.AddrPort, deadline time.Time, s *loadStats) {
 	d := net.Dialer{Timeout: dialTimeout}
 	var (
 		conn net.Conn
@@ -181,7 +196,7 @@ func keepAliveWorker(ctx context.Context, deadline time.Time, s *loadStats) {
 	}()
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		if conn == nil {
-			c, err := d.DialContext(ctx, "tcp", myService.String())
+			c, err := d.DialContext(ctx, "tcp", addr.String())
 			if err != nil {
 				s.fail(err)
 				time.Sleep(10 * time.Millisecond)

@@ -207,6 +207,12 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 	if proxyOK {
 		modes = append(modes, modeProxy)
 	}
+	nodePortOK, why := nodePortAvailable(ctx, bin, work)
+	rep.NodePort = "measured"
+	if !nodePortOK {
+		rep.NodePort = why
+		progress("NodePort on vrouter: n/a (%s)", why)
+	}
 	spawn := newSpawner()
 	defer spawn.stop() // registered first, so it runs after the beds are closed
 	beds := map[mode]*bed{}
@@ -230,8 +236,11 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			spawn:    spawn,
 			args:     p.routerArgs,
 		}
-		if m == modeProxy {
+		switch {
+		case m == modeProxy:
 			o.services = proxyServices()
+		case m == modeKernel || nodePortOK:
+			o.services, o.nodePorts = nodePortServices(), true
 		}
 		b, err := newBed(ctx, m, o)
 		if err != nil {
@@ -240,6 +249,10 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			continue
 		}
 		beds[m] = b
+		if b.noNodePorts != "" {
+			rep.NodePort = b.noNodePorts
+			progress("NodePort on vrouter: n/a (%s)", b.noNodePorts)
+		}
 	}
 
 	for round := range p.rounds {
@@ -251,7 +264,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		for _, ms := range measurements {
 			for _, m := range order {
 				b := beds[m]
-				if b == nil || !containsMode(ms.modes, m) || !p.selected(ms.name) || (firstRoundOnly[ms.name] && round > 0) || ctx.Err() != nil {
+				if b == nil || !ms.appliesTo(b) || !p.selected(ms.name) || (firstRoundOnly[ms.name] && round > 0) || ctx.Err() != nil {
 					continue
 				}
 				vals, err := ms.run(ctx, b, p)
@@ -274,6 +287,9 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		for _, m := range ms.modes {
 			if !containsMode(modes, m) || !p.selected(ms.name) {
 				continue
+			}
+			if b := beds[m]; b != nil && !ms.appliesTo(b) {
+				continue // no node ports on this vrouter: rep.NodePort says why
 			}
 			if !hasSamples(rep, ms.name, m) {
 				rep.errorf("%s on %s: no measurement could be taken", ms.name, m)
@@ -448,6 +464,7 @@ func reversed(ms []mode) []mode {
 var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
 	"icmp": "icmp_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
+	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
 	"conn-mem": "conn_mem_kib",
 }
 

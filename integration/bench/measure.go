@@ -68,13 +68,23 @@ type measurement struct {
 	run   func(ctx context.Context, b *bed, p params) (map[string]float64, error)
 }
 
+// appliesTo reports whether m runs on b.
+func (m measurement) appliesTo(b *bed) bool {
+	return containsMode(m.modes, b.mode) && (!nodePortMeasurements[m.name] || b.nodePorts)
+}
+
 // firstRoundOnly names the measurements taken in the first round only.
 var firstRoundOnly = map[string]bool{"conn-mem": true}
 
+// nodePortMeasurements name the measurements taken only on beds whose
+// my-service has a node port (see nodePortAvailable).
+var nodePortMeasurements = map[string]bool{"nodeport-close": true, "nodeport-keepalive": true}
+
 var (
-	podModes     = []mode{modeKernel, modeNAT}            // proxy mode forwards pods exactly as nat mode
-	serviceModes = []mode{modeKernel, modeNAT, modeProxy} // ClusterIP traffic differs per mode
-	routerModes  = []mode{modeNAT, modeProxy}             // what a router process holds
+	podModes      = []mode{modeKernel, modeNAT}            // proxy mode forwards pods exactly as nat mode
+	nodePortModes = []mode{modeKernel, modeNAT}            // vrouter relays node ports from host sockets in either mode
+	serviceModes  = []mode{modeKernel, modeNAT, modeProxy} // ClusterIP traffic differs per mode
+	routerModes   = []mode{modeNAT, modeProxy}             // what a router process holds
 )
 
 var measurements = []measurement{
@@ -103,10 +113,22 @@ var measurements = []measurement{
 		return measureRR(ctx, b, p.rrDur)
 	}},
 	{"http-close", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, false, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, clusterIPLoad, false, p.httpConns, p.httpDur)
 	}},
 	{"http-keepalive", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, true, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, clusterIPLoad, true, p.httpConns, p.httpDur)
+	}},
+	{"nodeport-close", nodePortModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		if b.nodePortErr != nil {
+			return nil, b.nodePortErr
+		}
+		return measureHTTP(ctx, b, nodePortLoad, false, p.httpConns, p.httpDur)
+	}},
+	{"nodeport-keepalive", nodePortModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		if b.nodePortErr != nil {
+			return nil, b.nodePortErr
+		}
+		return measureHTTP(ctx, b, nodePortLoad, true, p.httpConns, p.httpDur)
 	}},
 }
 

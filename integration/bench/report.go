@@ -24,7 +24,8 @@ type report struct {
 	Rounds   int       `json:"rounds"`
 	RunSecs  float64   `json:"seconds_per_iperf3_run"`
 	HTTPSecs float64   `json:"seconds_per_http_run"`
-	Proxy    string    `json:"proxy_mode"` // "measured", or why not
+	Proxy    string    `json:"proxy_mode"`       // "measured", or why not
+	NodePort string    `json:"nodeport_vrouter"` // "measured", or why not
 	Metrics  []metric  `json:"metrics"`
 	Control  struct {
 		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
@@ -77,6 +78,8 @@ var tableMetrics = []metricDef{
 	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
 	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close)", "conn/s", false},
 	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
+	{"nodeport_close_per_s", "NodePort new connections/s (HTTP, Connection: close), client outside the cluster; target ≥ 0.5× ⁵", "conn/s", false},
+	{"nodeport_keepalive_per_s", "NodePort keep-alive requests/s (HTTP), client outside the cluster ⁵", "req/s", false},
 	{"underlay_bytes_per_packet_1", "bytes per packet on the underlay (" + masterNode + " eth0), TCP 1 stream", "B", false},
 	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
 	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
@@ -278,6 +281,13 @@ func (r *report) writeTables(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(w, "⁴ first round only: idle connections from %s to my-service (one HTTP exchange each, then left open; tracked: %s), the router's memory read from its /metrics just after a garbage collection before and after opening them, divided by the connections it tracked (nat flows, proxied connections). The kernel keeps a conntrack entry per connection in its nf_conntrack slab (about 0.3 KiB).\n", httpClientPod, strings.Join(parts, ", "))
+	}
+	if _, ok := r.metric("nodeport_close_per_s"); ok {
+		fmt.Fprintf(w, "⁵ my-service's node port %d on %s's address %v, loaded from %s (a host on the underlay that is not a node) by the ClusterIP rows' load generator. kernel: kube-proxy's NodePort rules (KUBE-NODEPORTS, KUBE-EXT masquerade mark, KUBE-SVC, KUBE-SEP DNAT); vrouter: the router's host listener on the node relays each connection to an endpoint it dials from the node, in either mode (\"= nat\").\n",
+			myNodePort, masterNode, masterNodePort.Addr(), outsideClient)
+	}
+	if r.NodePort != "measured" {
+		fmt.Fprintf(w, "NodePort on vrouter: n/a (%s).\n", r.NodePort)
 	}
 	if r.Proxy != "measured" {
 		fmt.Fprintf(w, "vrouter-proxy: n/a (%s).\n", r.Proxy)
