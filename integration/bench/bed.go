@@ -95,9 +95,6 @@ type bed struct {
 	// reported by the NodePort measurements.
 	nodePorts   bool
 	nodePortErr error
-	// noNodePorts says why a vrouter bed given a node port does not
-	// serve it (then nodePorts is false).
-	noNodePorts string
 
 	spawn *spawner
 }
@@ -171,23 +168,12 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}
-	if b.nodePorts && m != modeKernel {
-		served, err := b.nodePortsServed(ctx, o.vrouter)
-		switch {
-		case err != nil:
-			b.nodePortErr = err
-		case !served:
-			b.nodePorts = false
-			b.noNodePorts = fmt.Sprintf("the router on %s accepts my-service's nodePort but lists no host socket for it in `vrouter services`: node ports are not served", masterNode)
-		}
-	}
-	if b.nodePorts && b.nodePortErr == nil {
+	if b.nodePorts {
 		// A node port that does not answer fails the NodePort
 		// measurements, not the bed: the rest is still worth measuring.
-		b.nodePortErr = b.checkNodePorts(ctx)
-	}
-	if b.nodePortErr != nil {
-		progress("%v", b.nodePortErr)
+		if b.nodePortErr = b.checkNodePorts(ctx); b.nodePortErr != nil {
+			progress("%v", b.nodePortErr)
+		}
 	}
 	return b, nil
 }

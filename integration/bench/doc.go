@@ -38,10 +38,9 @@
 //	vrouter        one `vrouter run` per node (harness.WriteConfig with harness.SeedServices,
 //	               nat mode); the node kernels hold only vr0's routes. The node port is
 //	               served by the router's host listeners on the node's addresses, which
-//	               relay each connection to an endpoint dialed from the node. When the
-//	               config package or `vrouter validate` refuses type: NodePort, or the
-//	               router lists no host socket for it (`vrouter services`), the NodePort
-//	               rows are n/a for vrouter, with the reason.
+//	               relay each connection to an endpoint dialed from the node. When
+//	               `vrouter validate` refuses type: NodePort (a --vrouter from before node
+//	               ports), the NodePort rows are n/a for vrouter, with the reason.
 //	vrouter-proxy  the same with my-service in proxy mode, when lb/proxy.go exists and
 //	               `vrouter validate` accepts mode: proxy; otherwise reported as n/a.
 //

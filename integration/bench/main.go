@@ -249,10 +249,6 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			continue
 		}
 		beds[m] = b
-		if b.noNodePorts != "" {
-			rep.NodePort = b.noNodePorts
-			progress("NodePort on vrouter: n/a (%s)", b.noNodePorts)
-		}
 	}
 
 	for round := range p.rounds {

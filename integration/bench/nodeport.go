@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -25,11 +24,10 @@ import (
 
 // nodePortAvailable reports whether this vrouter takes node ports: the
 // config package and `vrouter validate` accept my-service with a node
-// port. Without, the vrouter bed's my-service has none and the NodePort
-// rows are n/a for vrouter (the kernel's are still measured); with, the
-// bed checks that the router serves it (nodePortsServed) and that it
-// answers (checkNodePorts), and a node port that does not answer fails
-// the run.
+// port (a --vrouter binary from before node ports does not). Without,
+// the vrouter bed's my-service has none and the NodePort rows are n/a
+// for vrouter (the kernel's are still measured); with, a node port that
+// does not answer (checkNodePorts) fails the run.
 func nodePortAvailable(ctx context.Context, bin, work string) (bool, string) {
 	dir := filepath.Join(work, "nodeport-check")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -84,44 +82,4 @@ func (b *bed) checkNodePorts(ctx context.Context) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("NodePort check on %s: my-service's node port %d does not answer %s: %s", b.mode, myNodePort, outsideClient, strings.Join(errs, "; "))
-}
-
-// nodePortsServed waits until the router on masterNode lists a host
-// socket for my-service's node port (`vrouter services -o json`, the
-// Service's hostPorts, in any state), and reports whether it did. A
-// router that accepts type: NodePort but lists no host sockets does not
-// serve node ports yet; one that lists them must answer on them
-// (checkNodePorts).
-func (b *bed) nodePortsServed(ctx context.Context, bin string) (bool, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, err := b.c.CommandContext(ctx, masterNode, bin, "services", "-o", "json").Output()
-		if err != nil {
-			return false, fmt.Errorf("vrouter services -o json on %s: %w", masterNode, err)
-		}
-		var svcs []struct {
-			Namespace string `json:"namespace"`
-			Name      string `json:"name"`
-			HostPorts []struct {
-				Address netip.AddrPort `json:"address"`
-			} `json:"hostPorts"`
-		}
-		if err := json.Unmarshal(out, &svcs); err != nil {
-			return false, fmt.Errorf("vrouter services -o json on %s: %w", masterNode, err)
-		}
-		for _, s := range svcs {
-			if s.Name != "my-service" {
-				continue
-			}
-			for _, hp := range s.HostPorts {
-				if hp.Address.Port() == myNodePort {
-					return true, nil
-				}
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false, nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
