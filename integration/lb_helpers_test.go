@@ -90,6 +90,9 @@ type lbEnv struct {
 	spec    topology.Spec
 	dir     string
 	routers map[string]*harness.Router
+	// outside are namespaces on the underlay that are not nodes: no
+	// router, not a peer (clients from outside the cluster).
+	outside []string
 }
 
 // startLB builds the seed cluster in namespaces "vrlb-<tag>-<random>-…",
@@ -102,10 +105,14 @@ type lbEnv struct {
 // when it starts, including those of a test binary already running, and
 // a random part keeps two runs of one test apart. A crashed run's
 // leftovers go with topology.Cleanup("vrlb-").
-func startLB(t *testing.T, tag string, services []configs.ServiceSpec) *lbEnv {
+//
+// outside adds hosts on the underlay that are not nodes (no pod CIDR, no
+// router, nobody's peer): clients from outside the cluster.
+func startLB(t *testing.T, tag string, services []configs.ServiceSpec, outside ...topology.NodeSpec) *lbEnv {
 	t.Helper()
 	requireRoot(t)
 	spec := topology.Seed()
+	spec.Nodes = append(spec.Nodes, outside...)
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	spec.Prefix = fmt.Sprintf("%s%s-%x-", lbPrefix, tag, rnd)
@@ -115,9 +122,15 @@ func startLB(t *testing.T, tag string, services []configs.ServiceSpec) *lbEnv {
 		}
 	}
 	e := &lbEnv{t: t, c: topology.BuildT(t, spec), spec: spec, dir: t.TempDir(), routers: map[string]*harness.Router{}}
+	for _, n := range outside {
+		e.outside = append(e.outside, n.Name)
+	}
 	e.setServices(services...)
 	t.Cleanup(e.stop)
 	for _, n := range spec.Nodes {
+		if slices.Contains(e.outside, n.Name) {
+			continue
+		}
 		r, err := harness.StartRouter(e.c, vrouterBin, n.Name, e.configPath(n.Name), e.logPath(n.Name))
 		if err != nil {
 			t.Fatalf("harness.StartRouter(%s): %v", n.Name, err)
@@ -138,11 +151,14 @@ func (e *lbEnv) logPath(node string) string { return filepath.Join(e.dir, node+"
 func (e *lbEnv) setServices(services ...configs.ServiceSpec) {
 	e.t.Helper()
 	for _, n := range e.spec.Nodes {
+		if slices.Contains(e.outside, n.Name) {
+			continue
+		}
 		dir := filepath.Dir(e.configPath(n.Name))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := harness.WriteConfig(dir, e.spec, n.Name, harness.ConfigOptions{Services: services}); err != nil {
+		if _, err := harness.WriteConfig(dir, e.spec, n.Name, harness.ConfigOptions{Services: services, Exclude: e.outside}); err != nil {
 			e.t.Fatalf("harness.WriteConfig(%s): %v", n.Name, err)
 		}
 	}
@@ -170,7 +186,7 @@ func (e *lbEnv) stop() {
 func (e *lbEnv) requireRouters() {
 	e.t.Helper()
 	for _, n := range e.spec.Nodes {
-		if r := e.routers[n.Name]; r.Exited() {
+		if r := e.routers[n.Name]; r != nil && r.Exited() {
 			e.t.Fatalf("router on %s (pid %d) exited: %v", n.Name, r.PID(), r.Stop())
 		}
 	}
