@@ -22,7 +22,8 @@ import (
 // What a demo holds while it runs, and where `vrouter demo --down` finds it:
 //
 //	/run/vrouter-demo.lock         flock(2)ed by a demo as root, and its PID
-//	$TMPDIR/vrouter-demo-XXXX/     demo.pid (the demo's PID), NODE.yaml, NODE.log, NODE.sock
+//	$TMPDIR/vrouter-demo-XXXX/     demo.pid (the demo's PID), NODE.yaml, NODE.log, NODE.sock;
+//	                               a rootless demo's outer process has one too: demo.pid, publish.sock
 //	/run/netns/vrdemo-*            its namespaces, as root; a rootless demo's live
 //	                               in its own mount namespace and go with it
 //	BIN run --config $TMPDIR/vrouter-demo-XXXX/NODE.yaml

@@ -54,13 +54,14 @@ Builds the seed's two-node cluster (flannel host-gw: hostgw-master
 192.168.31.201 with pods in 10.244.0.0/24, hostgw-node 192.168.31.202 with
 pods in 10.244.1.0/24) in network namespaces on this machine, starts one
 vrouter per node from generated config files, checks pod-to-pod ping, TCP
-and UDP across the nodes and the Services, prints a report and removes
-everything it made.
+and UDP across the nodes, the Services and a node port, prints a report and
+removes everything it made.
 
 As root it uses named namespaces (ip netns list shows them while it runs).
 Otherwise it re-runs itself inside a new user namespace, rootless; that
-needs /dev/net/tun read-write for this user. The routers die with the demo;
-whatever a killed demo left, --down removes.
+needs /dev/net/tun read-write for this user. Rootless, it publishes the node
+port on this host's 127.0.0.1, as vrouter publish does. The routers die with
+the demo; whatever a killed demo left, --down removes.
 
 Flags:`)
 		fs.PrintDefaults()
@@ -89,7 +90,13 @@ Flags:`)
 	// A closed terminal (SIGHUP) tears the demo down like Ctrl-C does.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	d := &demo{out: stdout, keep: *keep, mode: *mode, logLevel: *logLevel}
+	d := &demo{out: stdout, keep: *keep, mode: *mode, logLevel: *logLevel, nodePort: demoNodePort}
+	if err := d.takeOuter(); err != nil {
+		return err
+	}
+	if d.host != nil {
+		defer d.host.Close()
+	}
 	return d.run(ctx)
 }
 
@@ -98,15 +105,23 @@ Flags:`)
 // dies with this process (SIGTERM, on which it tears down), and the
 // signals that stop a demo are passed on to it, so that it always tears
 // down before this process exits.
-func reexecRootless(args []string, stdout, stderr io.Writer) error {
+func reexecRootless(args []string, stdout, stderr io.Writer) (err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "Not root: running the demo rootless, inside a new user namespace.")
+	pub, err := startPublisher()
+	if err != nil {
+		return fmt.Errorf("publish the demo's node port on the host: %w", err)
+	}
+	defer func() {
+		err = errors.Join(err, pub.stop())
+	}()
 	cmd := exec.Command(self, append([]string{"demo"}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	cmd.Env = append(os.Environ(), demoUserNSEnv+"=1")
+	cmd.Env = append(append(os.Environ(), demoUserNSEnv+"=1"), pub.env()...)
+	cmd.ExtraFiles = pub.sockets
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
@@ -121,6 +136,7 @@ func reexecRootless(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start rootless demo: %w (user namespaces may be disabled: check /proc/sys/kernel/unprivileged_userns_clone or run as root)", err)
 	}
+	pub.closeSockets() // the inner process has them
 	for {
 		select {
 		case sig := <-sigs:
@@ -142,6 +158,14 @@ type demo struct {
 	keep     bool
 	mode     string // the Services' lb mode, "nat" or "proxy"
 	logLevel string
+
+	// nodePort is my-service's node port. A rootless demo's outer
+	// process chose it and serves publishSocket, on which
+	// hostgw-master's router publishes it on the host; host dials from
+	// the host's namespace. Both are unset as root.
+	nodePort      uint16
+	publishSocket string
+	host          *hostDialer
 
 	c       *topology.Cluster
 	dir     string
@@ -195,13 +219,20 @@ func (d *demo) run(ctx context.Context) (err error) {
 	for i := range services {
 		services[i].Mode = d.mode
 	}
-	for _, n := range spec.Nodes {
+	services[0].Type = configs.ServiceTypeNodePort // my-service
+	services[0].Ports[0].NodePort = int(d.nodePort)
+	for i, n := range spec.Nodes {
 		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: services})
 		if err != nil {
 			return err
 		}
-		r, err := harness.StartRouter(d.c, bin, n.Name, cfg, filepath.Join(d.dir, n.Name+".log"),
-			"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock"))
+		args := []string{"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock")}
+		if i == 0 && d.publishSocket != "" {
+			// One router publishes on the host: a second would find
+			// the host's 127.0.0.1:<nodePort> taken.
+			args = append(args, publishRunFlags(d.publishSocket)...)
+		}
+		r, err := harness.StartRouter(d.c, bin, n.Name, cfg, filepath.Join(d.dir, n.Name+".log"), args...)
 		if err != nil {
 			return err
 		}
@@ -226,6 +257,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 	d.checks(ctx, spec)
 	d.printf("\nService load balancing (%s)\n", d.serviceHeading())
 	d.serviceChecks(ctx, spec)
+	d.printf("\nNode port (%s)\n", d.nodePortHeading(spec))
+	d.nodePortChecks(ctx, spec)
 	if ctx.Err() != nil {
 		return d.interrupted(ctx)
 	}
@@ -418,6 +451,7 @@ func (d *demo) printKeep(spec topology.Spec) {
 		{fmt.Sprintf("%sping %s", enter(a.Pods[0].Name), b.Pods[0].Addr), "pod to pod across nodes"},
 		{fmt.Sprintf("%scurl http://%s/", enter(b.Pods[0].Name), harness.MyServiceIP), "my-service, " + d.mode + " mode"},
 		{enter(a.Name) + "ip route", "the node's routes: only vr0's"},
+		d.nodePortCommand(enter(a.Name)),
 		{fmt.Sprintf("%stcpdump -ni eth0 udp port %d", enter(b.Name), harness.OverlayPort), "overlay datagrams"},
 		{fmt.Sprintf("%s routes --socket %s", bin, sock), "the router's table"},
 		{fmt.Sprintf("%s services --socket %s", bin, sock), "Services, endpoints, connections"},
