@@ -10,7 +10,8 @@ package integration
 //	 ├─ hostgw-master 192.168.31.201  etcd, kube-apiserver :6443, kube-controller-manager
 //	 │                                (pod CIDRs from 10.244.0.0/16), kube-scheduler;
 //	 │                                containerd + kubelet; vrouter (DaemonSet pod)
-//	 └─ hostgw-node   192.168.31.202  containerd + kubelet; vrouter (DaemonSet pod)
+//	 ├─ hostgw-node   192.168.31.202  containerd + kubelet; vrouter (DaemonSet pod)
+//	 └─ outside       192.168.31.100  a client outside the cluster (node ports)
 //	 Service CIDR 10.96.0.0/12; kube-dns 10.96.0.10
 //
 // Workload: Deployment echo (3 × vrtest serve, spread over the nodes)
@@ -207,6 +208,8 @@ func TestRealCluster(t *testing.T) {
 	t.Run("DNS", rc.testDNS)
 	t.Run("Readiness", rc.testReadiness)
 	t.Run("Scale", rc.testScale)
+	t.Run("NodePort", rc.testNodePort)
+	t.Run("LoadBalancerLocal", rc.testLoadBalancerLocal)
 	t.Run("Operate", rc.testOperate)
 	t.Run("Sidecar", rc.testSidecar)
 	t.Run("RestartVrouter", rc.testRestartVrouter)
@@ -633,6 +636,204 @@ func (rc *realCluster) vrouterCmd(ctx context.Context, node string, args ...stri
 	rc.t.Helper()
 	p := rc.vrouterPod(ctx, node)
 	return rc.kubectl(ctx, nil, append([]string{"-n", "kube-system", "exec", p.Name, "--", "vrouter"}, args...)...)
+}
+
+// realClusterNodePort is a NodePort Service in front of the echo pods,
+// and a LoadBalancer Service with externalTrafficPolicy Local (node port
+// and health-check node port allocated by the API server).
+const realClusterNodePort = `
+apiVersion: v1
+kind: Service
+metadata: {name: echo-np, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports:
+    - {name: http, port: 80, targetPort: 8080, protocol: TCP, nodePort: 30080}
+    - {name: udp-echo, port: 9001, protocol: UDP, nodePort: 30091}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-lb, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: echo}
+  ports:
+    - {name: http, port: 80, targetPort: 8080, protocol: TCP}
+`
+
+// outsideGet does an HTTP GET from the outside host (not a node) and
+// returns the status and body.
+func (rc *realCluster) outsideGet(ctx context.Context, url string) (int, string, error) {
+	hc := &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := rc.c.Net.Do(cluster.Outside, func() error {
+				d := net.Dialer{Timeout: 3 * time.Second}
+				var err error
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}},
+		Timeout: 5 * time.Second,
+	}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// outsideHosts GETs url from outside n times (retrying for up to 10 s
+// while the node port comes up) and counts the echo pods that answered.
+func (rc *realCluster) outsideHosts(ctx context.Context, t *testing.T, url string, n int) map[string]int {
+	t.Helper()
+	hosts := map[string]int{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(hosts) == 0 || sum(hosts) < n {
+		code, body, err := rc.outsideGet(ctx, url)
+		if err != nil || code != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s from outside: status %d, %v: %s", url, code, err, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		host, client := replyFrom(t, body)
+		if client == cluster.OutsideIP {
+			t.Errorf("GET %s: %s saw the outside client's address; a relay's endpoint sees the node", url, host)
+		}
+		hosts[host]++
+	}
+	return hosts
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// echoPodsOn is the ready echo pods on node, sorted.
+func (rc *realCluster) echoPodsOn(ctx context.Context, node string) []string {
+	ready := rc.echoPods(ctx)
+	var out []string
+	for _, p := range rc.pods(ctx, "default", "app=echo") {
+		if p.Spec.NodeName == node && slices.Contains(ready, p.Name) {
+			out = append(out, p.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// testNodePort: a NodePort Service answers on both nodes' addresses from
+// a host outside the cluster over TCP (every echo pod, from either node)
+// and UDP, and on 127.0.0.1 from the nodes; vrouter services shows it.
+func (rc *realCluster) testNodePort(t *testing.T) {
+	ctx := context.Background()
+	rc.apply(ctx, []byte(realClusterNodePort))
+	want := rc.echoPods(ctx)
+	for _, n := range rc.c.Nodes {
+		url := fmt.Sprintf("http://%s:30080/", n.IP)
+		if got := rc.outsideHosts(ctx, t, url, 30); !slices.Equal(keys(got), want) {
+			t.Errorf("GET %s x30 from outside: answered by %v, want all of %v", url, got, want)
+		}
+		// UDP from outside.
+		var reply string
+		err := rc.c.Net.Do(cluster.Outside, func() error {
+			conn, err := net.Dial("udp4", net.JoinHostPort(n.IP, "30091"))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			buf := make([]byte, 1500)
+			for range 20 {
+				conn.Write([]byte("hi"))
+				conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				if k, err := conn.Read(buf); err == nil {
+					reply = string(buf[:k])
+					return nil
+				}
+			}
+			return fmt.Errorf("no answer in 20 tries")
+		})
+		if err != nil {
+			t.Errorf("UDP %s:30091 from outside: %v", n.IP, err)
+		} else if host, _ := replyFrom(t, reply); !slices.Contains(want, host) {
+			t.Errorf("UDP %s:30091 from outside: reply from %q, want one of %v", n.IP, host, want)
+		}
+		// Localhost node port, from the node itself.
+		host, _ := replyFrom(t, rc.nodeGet(ctx, n.Name, "http://127.0.0.1:30080/"))
+		if !slices.Contains(want, host) {
+			t.Errorf("GET 127.0.0.1:30080 on %s: reply from %q, want one of %v", n.Name, host, want)
+		}
+		if svcs := rc.vrouterCmd(ctx, n.Name, "services"); !strings.Contains(svcs, "80:30080/TCP") ||
+			!strings.Contains(svcs, n.IP+":30080") {
+			t.Errorf("vrouter services on %s does not show node port 30080 and its socket on %s:\n%s", n.Name, n.IP, svcs)
+		}
+	}
+}
+
+// testLoadBalancerLocal: a LoadBalancer Service with
+// externalTrafficPolicy Local, whose ingress IP a load-balancer
+// controller (here the test) sets in its status: from outside, each node
+// sends its node port's traffic only to its own echo pods, and its
+// health-check node port answers 200 with their count; pods reach the
+// ingress IP through the router, with every echo pod.
+func (rc *realCluster) testLoadBalancerLocal(t *testing.T) {
+	ctx := context.Background()
+	svc, err := rc.cs.CoreV1().Services("default").Get(ctx, "echo-lb", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ingressIP = "198.51.100.20"
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ingressIP}}
+	if svc, err = rc.cs.CoreV1().Services("default").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("set echo-lb's ingress IP: %v", err)
+	}
+	nodePort, hcPort := svc.Spec.Ports[0].NodePort, svc.Spec.HealthCheckNodePort
+	if nodePort == 0 || hcPort == 0 {
+		t.Fatalf("echo-lb: nodePort %d, healthCheckNodePort %d; want both allocated", nodePort, hcPort)
+	}
+	for _, n := range rc.c.Nodes {
+		local := rc.echoPodsOn(ctx, n.Name)
+		url := fmt.Sprintf("http://%s:%d/", n.IP, nodePort)
+		got := rc.outsideHosts(ctx, t, url, 20)
+		if !slices.Equal(keys(got), local) {
+			t.Errorf("GET %s x20 from outside (externalTrafficPolicy Local): answered by %v, want only %s's echo pods %v", url, got, n.Name, local)
+		}
+		hc := fmt.Sprintf("http://%s:%d/", n.IP, hcPort)
+		code, body, err := rc.outsideGet(ctx, hc)
+		wantBody := fmt.Sprintf(`"localEndpoints":%d`, len(local))
+		if err != nil || code != http.StatusOK || !strings.Contains(body, wantBody) {
+			t.Errorf("health check %s: status %d, %v, body %s; want 200 with %s", hc, code, err, body, wantBody)
+		}
+	}
+	all := rc.echoPods(ctx)
+	hosts := map[string]int{}
+	deadline := time.Now().Add(10 * time.Second)
+	for sum(hosts) < 30 {
+		out, err := rc.exec(ctx, "client-master", "get", "http://"+ingressIP+"/")
+		if err != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s from client-master: %v", ingressIP, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		host, _ := replyFrom(t, out)
+		hosts[host]++
+	}
+	if !slices.Equal(keys(hosts), all) {
+		t.Errorf("GET http://%s/ x30 from client-master: answered by %v, want all of %v (pods reach a load-balancer IP with every endpoint)", ingressIP, hosts, all)
+	}
 }
 
 // testOperate: the status commands, /readyz and /metrics work inside the

@@ -37,6 +37,10 @@ const (
 	// Master and Worker are the Node names.
 	Master = "hostgw-master"
 	Worker = "hostgw-node"
+	// Outside is a host on the underlay that is not a node (no kubelet,
+	// no router): a client from outside the cluster, at OutsideIP.
+	Outside   = "outside"
+	OutsideIP = "192.168.31.100"
 )
 
 // The binaries Start looks for, by the environment variable that can
@@ -176,6 +180,7 @@ func (c *Cluster) start(ctx context.Context, tb testing.TB, opts Options) error 
 		Nodes: []topology.NodeSpec{
 			{Name: Master, Underlay: netip.MustParseAddr(masterIP)},
 			{Name: Worker, Underlay: netip.MustParseAddr("192.168.31.202")},
+			{Name: Outside, Underlay: netip.MustParseAddr(OutsideIP)},
 		},
 	}
 	if c.Net, err = topology.Build(spec); err != nil {
@@ -190,6 +195,9 @@ func (c *Cluster) start(ctx context.Context, tb testing.TB, opts Options) error 
 		return err
 	}
 	for _, n := range spec.Nodes {
+		if n.Name == Outside {
+			continue
+		}
 		node, err := c.startNode(ctx, pki, n, opts.Images)
 		if node != nil {
 			c.Nodes = append(c.Nodes, node) // Close stops what it started, also after an error
