@@ -180,6 +180,40 @@ func TestLBNodePort(t *testing.T) {
 		}
 	})
 
+	// An external IP that a node holds is answered there from outside,
+	// by that node's host socket, with externalTrafficPolicy Local: only
+	// its own endpoints.
+	t.Run("LocalExternalIPFromOutside", func(t *testing.T) {
+		if err := e.c.Command(lbWorker, "ip", "addr", "add", npExtIP.String()+"/32", "dev", "eth0").Run(); err != nil {
+			t.Fatalf("add %v to %s: %v", npExtIP, lbWorker, err)
+		}
+		defer e.c.Command(lbWorker, "ip", "addr", "del", npExtIP.String()+"/32", "dev", "eth0").Run()
+		if out, err := e.c.Command("outside", "ip", "route", "add", npExtIP.String()+"/32", "via", npWorker.String()).CombinedOutput(); err != nil {
+			t.Fatalf("route %v via %v on outside: %v: %s", npExtIP, npWorker, err, out)
+		}
+		defer e.c.Command("outside", "ip", "route", "del", npExtIP.String()+"/32").Run()
+		// The router looks at the node's addresses every 10 s.
+		url := fmt.Sprintf("http://%s/", npExtIP)
+		deadline := time.Now().Add(15 * time.Second)
+		var counts lbCounter
+		for n := 0; n < 20; {
+			rep, err := e.httpGet("outside", url)
+			if err != nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("GET %s from outside (held by %s): %v", url, lbWorker, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			counts.add(rep.Server)
+			n++
+		}
+		got, want := counts.counts(), []lbPod{lbNginx4k7xw, lbNginxJ6zwk}
+		if len(got) != len(want) || got[lbNginxTh5pz.name] != 0 {
+			t.Errorf("GET %s x20 from outside: answered by %v, want only %s's endpoints %v", url, got, lbWorker, podNames(want))
+		}
+	})
+
 	// The health-check node port answers 200 with the node's local
 	// endpoints while it has some and 503 otherwise, and follows the
 	// endpoints as they come and go.
