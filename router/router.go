@@ -668,19 +668,33 @@ func (r *Router) Routes() []Route {
 					if !inAny([]netip.Prefix{k.dst}, c) {
 						continue
 					}
-					gw := p.Endpoint.Addr()
-					if gw.Is4() != c.Addr().Is4() {
-						gw = netip.Addr{}
-					}
-					out = append(out, Route{Dst: c, Gateway: gw, Dev: OverlayNICName})
+					out = append(out, Route{Dst: c, Gateway: p.Endpoint.Addr(), Dev: OverlayNICName})
 				}
 			}
 			out = append(out, Route{Dst: k.dst, Unreachable: true})
 			continue
 		}
-		out = append(out, Route{Dst: k.dst, Gateway: k.gateway, Dev: r.nicName(rt.NIC)})
+		gw := k.gateway
+		if rt.NIC == OverlayNIC && !gw.IsValid() {
+			// A pod CIDR of the other family than its peer's underlay
+			// (IPv6 pods over IPv4): the stack's route has no gateway,
+			// and the overlay finds the peer by destination.
+			gw = peerOf(cfg.Peers, k.dst)
+		}
+		out = append(out, Route{Dst: k.dst, Gateway: gw, Dev: r.nicName(rt.NIC)})
 	}
 	return out
+}
+
+// peerOf is the underlay address of the peer whose pod CIDRs hold dst, or
+// the zero Addr.
+func peerOf(peers []Peer, dst netip.Prefix) netip.Addr {
+	for _, p := range peers {
+		if slices.Contains(p.PodCIDRs, dst) {
+			return p.Endpoint.Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 func (r *Router) nicName(id tcpip.NICID) string {
@@ -701,13 +715,23 @@ type Route struct {
 }
 
 // String formats the route like `ip route`:
-// "10.244.1.0/24 via 192.168.31.202 dev overlay0", "unreachable 10.244.0.0/16".
+// "10.244.1.0/24 via 192.168.31.202 dev overlay0", "unreachable 10.244.0.0/16",
+// and a next hop of the other family as iproute2 writes one (RTA_VIA):
+// "fd00:10:244:1::/64 via inet 192.168.31.202 dev overlay0".
 func (rt Route) String() string {
 	if rt.Unreachable {
 		return "unreachable " + rt.Dst.String()
 	}
 	if rt.Gateway.IsValid() {
-		return fmt.Sprintf("%s via %s dev %s", rt.Dst, rt.Gateway, rt.Dev)
+		via := rt.Gateway.String()
+		if rt.Gateway.Is4() != rt.Dst.Addr().Is4() {
+			fam := "inet6 "
+			if rt.Gateway.Is4() {
+				fam = "inet "
+			}
+			via = fam + via
+		}
+		return fmt.Sprintf("%s via %s dev %s", rt.Dst, via, rt.Dev)
 	}
 	return fmt.Sprintf("%s dev %s", rt.Dst, rt.Dev)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -485,5 +486,19 @@ func TestKernelRoutes(t *testing.T) {
 	cfg.KernelRoutes = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
 	if err := b.r.Set(cfg); err == nil || !strings.Contains(err.Error(), "kernel route 10.244.0.0/16") {
 		t.Errorf("Set(KernelRoutes 10.244.0.0/16) = %v, want an error naming it", err)
+	}
+}
+
+// TestDualStackRoutes: the route of an IPv6 pod CIDR over an IPv4 underlay
+// keeps its next hop, written as `ip route` writes one of the other family.
+func TestDualStackRoutes(t *testing.T) {
+	a, _ := dualPair(t, Options{})
+	var got []string
+	for _, rt := range a.r.Routes() {
+		got = append(got, rt.String())
+	}
+	want := "fd00:10:244:1::/64 via inet 192.168.31.202 dev overlay0"
+	if !slices.Contains(got, want) {
+		t.Errorf("Routes() = %q, want a line %q", got, want)
 	}
 }

@@ -546,3 +546,24 @@ func waitFreeNIC(t *testing.T, r *router.Router, nic tcpip.NICID) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestServicesDualStack: a dual-stack Service shows both ClusterIPs.
+func TestServicesDualStack(t *testing.T) {
+	s := serve(t)
+	svcs := seedtest.Services()[:1]
+	svcs[0].ClusterIPs = append(svcs[0].ClusterIPs, netip.MustParseAddr("fd00:10:96::5b51"))
+	svcs[0].Endpoints = append(svcs[0].Endpoints, lb.Endpoint{Addr: netip.MustParseAddr("fd00:10:244:1::2"), NodeName: "hostgw-node", Ready: true, Serving: true})
+	if err := s.c.Master.Table.Set(svcs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.client.Services(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	WriteServices(&out, got)
+	line := "default     my-service   ClusterIP   10.103.92.81,fd00:10:96::5b51   <none>        80/TCP\n"
+	if !strings.HasPrefix(out.String(), "NAMESPACE   NAME         TYPE        CLUSTER-IP                      EXTERNAL-IP   PORT(S)\n"+line) {
+		t.Errorf("vrouter services printed\n%s\nwant the line\n%s", out.String(), line)
+	}
+}

@@ -79,9 +79,14 @@ func WriteServices(w io.Writer, svcs []Service) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "NAMESPACE\tNAME\tTYPE\tCLUSTER-IP\tEXTERNAL-IP\tPORT(S)")
 	for _, s := range svcs {
+		// Every ClusterIP: a dual-stack Service has one per family.
 		clusterIP := "None"
 		if len(s.ClusterIPs) > 0 {
-			clusterIP = s.ClusterIPs[0].String()
+			ips := make([]string, len(s.ClusterIPs))
+			for i, a := range s.ClusterIPs {
+				ips[i] = a.String()
+			}
+			clusterIP = strings.Join(ips, ",")
 		}
 		external := "<none>"
 		if ext := slices.Concat(s.LoadBalancerIPs, s.ExternalIPs); len(ext) > 0 {
