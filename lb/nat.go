@@ -45,6 +45,11 @@ type NAT struct {
 
 	shards [flowShards]flowShard
 
+	// file is the flow file (Persist), nil without one; persisted is set
+	// by the first Persist.
+	file      atomic.Pointer[flowFile]
+	persisted atomic.Bool
+
 	// replyBuf backs the reply Ingress returns; only TUN ingress, a single
 	// goroutine, produces replies.
 	replyBuf []byte
@@ -164,6 +169,9 @@ type NATStats struct {
 	// before their handshake completed (SYN_SENT or SYN_RECV): a SYN
 	// flood, often from spoofed sources, or backends that do not answer.
 	ExpiredHalfOpen uint64
+	// Unrecorded counts flows the flow file had no free record for
+	// (Persist): they do not survive a restart.
+	Unrecorded uint64
 	// HairpinSNAT counts flows whose source was translated to the router
 	// address because client and backend are both local.
 	HairpinSNAT uint64
@@ -201,6 +209,11 @@ type flow struct {
 	mu      sync.Mutex
 	backend Backend
 	entry   *Entry // the Entry the backend was picked from
+
+	// slot is the flow's record in the flow file, from 1; 0: none. It
+	// is set before the flow is published and cleared, under mu, when
+	// the flow ends.
+	slot uint32
 
 	lastSeen atomic.Int64 // unix nanoseconds
 	// state bits: synAck, established, finFwd, finRev, rst, released
@@ -305,6 +318,7 @@ func (n *NAT) Stats() NATStats {
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(), RefusedPorts: c.refusedPorts.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
 		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
+		Unrecorded: n.unrecorded(),
 	}
 }
 

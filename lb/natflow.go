@@ -123,7 +123,9 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 		replyDst = f.snat
 	}
 	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: Protocol(p.Proto)}
+	f.slot = n.allocSlot()
 	if !n.insertWithPort(f) {
+		n.freeSlotLocked(f) // never published
 		limit.Release(p.Src)
 		n.stats.refusedPorts.Add(1)
 		return false, nil
@@ -137,6 +139,7 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	now := n.clock.Now().UnixNano()
 	f.lastSeen.Store(now)
 	n.note(f, p, true)
+	n.save(f)
 	rewrite(b, p, f.snat, bk.AddrPort())
 	return true, nil
 }
@@ -243,6 +246,7 @@ func (n *NAT) migrateLocked(f *flow) bool {
 	f.backend.Release()
 	nb.Acquire()
 	f.backend, f.entry, f.rev = nb, cur, newRev
+	n.saveLocked(f)
 	n.stats.migrated.Add(1)
 	return true
 }
@@ -290,6 +294,7 @@ func (n *NAT) note(f *flow, p *packet.Parsed, fwd bool) {
 		return
 	}
 	st := f.state.Or(set) | set
+	n.save(f)
 	if closed(st) && st&stReleased == 0 && f.state.Or(stReleased)&stReleased == 0 {
 		// A closed connection no longer counts against its client's cap
 		// or its backend's load while it lingers.
@@ -376,6 +381,7 @@ func (n *NAT) end(f *flow) {
 		delete(b.m, f.rev)
 	}
 	unlockPair(a, b)
+	n.freeSlotLocked(f)
 	f.mu.Unlock()
 	st := f.state.Or(stReleased)
 	if st&stReleased == 0 {

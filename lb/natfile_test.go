@@ -1,0 +1,363 @@
+package lb
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/vrouter/vrouter/router/packet"
+)
+
+// persist calls n.Persist(path), fails the test on error, and stops the
+// NAT's recording when the test ends.
+func persist(t testing.TB, n *NAT, path string) FlowRestore {
+	t.Helper()
+	res, err := n.Persist(path)
+	if err != nil {
+		t.Fatalf("Persist(%s) = %v", path, err)
+	}
+	t.Cleanup(func() {
+		if err := n.ClosePersist(); err != nil {
+			t.Errorf("ClosePersist: %v", err)
+		}
+	})
+	return res
+}
+
+// connect runs a TCP handshake from client to the VIP through n and
+// returns the backend and the source it sees.
+func connect(t *testing.T, n *NAT, client netip.AddrPort) (backend, seen netip.AddrPort) {
+	t.Helper()
+	syn := tcp4(client, vip, header.TCPFlagSyn, "")
+	if pass, _ := ingress(t, n, true, syn); !pass {
+		t.Fatalf("SYN from %s dropped; stats %+v", client, n.Stats())
+	}
+	seen, backend = tuple(t, syn)
+	synack := tcp4(backend, seen, header.TCPFlagSyn|header.TCPFlagAck, "")
+	if pass, _ := ingress(t, n, local(backend), synack); !pass {
+		t.Fatalf("SYN-ACK from %s dropped", backend)
+	}
+	ack := tcp4(client, vip, header.TCPFlagAck, "")
+	if pass, _ := ingress(t, n, true, ack); !pass {
+		t.Fatalf("ACK from %s dropped", client)
+	}
+	return backend, seen
+}
+
+func local(backend netip.AddrPort) bool {
+	return netip.MustParsePrefix("10.244.0.0/24").Contains(backend.Addr())
+}
+
+// checkFlow sends data from client through n and a reply from backend
+// (as seen) and checks both translate as the connection began.
+func checkFlow(t *testing.T, n *NAT, client, backend, seen netip.AddrPort) {
+	t.Helper()
+	data := tcp4(client, vip, header.TCPFlagAck|header.TCPFlagPsh, "after")
+	if pass, reply := ingress(t, n, true, data); !pass {
+		t.Fatalf("data from %s dropped (reply %x); stats %+v", client, reply, n.Stats())
+	}
+	if s, d := tuple(t, data); s != seen || d != backend {
+		t.Errorf("data from %s went %s -> %s, want %s -> %s", client, s, d, seen, backend)
+	}
+	reply := tcp4(backend, seen, header.TCPFlagAck, "back")
+	if pass, _ := ingress(t, n, local(backend), reply); !pass {
+		t.Fatalf("reply from %s dropped", backend)
+	}
+	if s, d := tuple(t, reply); s != vip || d != client {
+		t.Errorf("reply from %s went %s -> %s, want %s -> %s", backend, s, d, vip, client)
+	}
+}
+
+// A second NAT that adopts the first one's flow file translates its
+// connections as the first did: the same backend, the same hairpin
+// source, UDP flows on their backend; the file then holds the flows it
+// adopted and no more.
+func TestPersistRestoresFlows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vr0.flows")
+	svcs := []Service{makeService("default", "my-service"), makeKubeDNS()}
+	a, _, _ := newTestNAT(t, NATOptions{}, svcs...)
+	if res := persist(t, a, path); res != (FlowRestore{}) {
+		t.Errorf("Persist on no file = %+v, want nothing found", res)
+	}
+	type conn struct{ client, backend, seen netip.AddrPort }
+	var conns []conn
+	for i := range 3 { // round-robin: the local backend and both remote ones
+		c := netip.AddrPortFrom(clientA.Addr(), clientA.Port()+uint16(i))
+		b, s := connect(t, a, c)
+		conns = append(conns, conn{c, b, s})
+	}
+	q := udp4(clientA, dnsVIP, "q")
+	ingress(t, a, true, q)
+	_, dnsBackend := tuple(t, q)
+	// A closed connection is not carried over.
+	closedClient := netip.AddrPortFrom(clientA.Addr(), 50000)
+	cb, cs := connect(t, a, closedClient)
+	ingress(t, a, true, tcp4(closedClient, vip, header.TCPFlagFin|header.TCPFlagAck, ""))
+	ingress(t, a, local(cb), tcp4(cb, cs, header.TCPFlagFin|header.TCPFlagAck, ""))
+
+	// The restart: a new NAT over a new Table with the same Services. No
+	// ClosePersist on a: a crash does not call it either.
+	b, _, clk := newTestNAT(t, NATOptions{}, svcs...)
+	res := persist(t, b, path)
+	if want := (FlowRestore{Restored: 5}); res != want {
+		t.Errorf("Persist = %+v, want %+v (3 TCP, 1 UDP, 1 closed)", res, want)
+	}
+	for _, c := range conns {
+		checkFlow(t, b, c.client, c.backend, c.seen)
+	}
+	// The round-robin picker would send a new flow to the other coredns.
+	q2 := udp4(clientA, dnsVIP, "q2")
+	ingress(t, b, true, q2)
+	if _, d := tuple(t, q2); d != dnsBackend {
+		t.Errorf("UDP flow went to %s after the restart, want its backend %s", d, dnsBackend)
+	}
+	if st := b.Stats(); st.Flows != 5 || st.FlowsTotal != 0 || st.MidStream != 0 {
+		t.Errorf("stats after the restart = %+v, want 5 flows, none created, no mid-stream segment", st)
+	}
+	// Each adopted flow counts against its backend and its client again.
+	e := mustLookup(t, b.table, myServiceKey)
+	var active int64
+	for _, bk := range e.Backends() {
+		active += bk.Active()
+	}
+	if active != 3 {
+		t.Errorf("active connections on my-service's backends = %d, want 3", active)
+	}
+
+	// A third start finds the flows b adopted, and b's changes: a
+	// connection b saw end is gone from the file.
+	ingress(t, b, true, tcp4(conns[0].client, vip, header.TCPFlagRst, ""))
+	clk.Advance(closedLinger + time.Second)
+	b.Reap()
+	c, _, _ := newTestNAT(t, NATOptions{}, svcs...)
+	if res := persist(t, c, path); res.Restored != 3 || res.Dropped+res.Corrupt+res.Foreign != 0 {
+		t.Errorf("third Persist = %+v, want 3 restored (2 TCP, 1 UDP) and nothing skipped", res)
+	}
+}
+
+// flowFileWith writes a flow file with one live TCP flow per client port
+// through a NAT and returns its path and the NAT.
+func flowFileWith(t *testing.T, ports ...uint16) (string, *NAT) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "vr0.flows")
+	a, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	persist(t, a, path)
+	for _, p := range ports {
+		connect(t, a, netip.AddrPortFrom(clientA.Addr(), p))
+	}
+	return path, a
+}
+
+// editFile applies edit to the bytes of the file at path.
+func editFile(t *testing.T, path string, edit func([]byte) []byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, edit(b), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restart adopts path in a new NAT with my-service and returns it with
+// what Persist found.
+func restart(t *testing.T, path string, services ...Service) (*NAT, FlowRestore) {
+	t.Helper()
+	if services == nil {
+		services = []Service{makeService("default", "my-service")}
+	}
+	n, _, _ := newTestNAT(t, NATOptions{}, services...)
+	return n, persist(t, n, path)
+}
+
+// A record is trusted only whole: damaged, cut short or from another file,
+// it is skipped and counted, and the others are restored.
+func TestPersistSkipsBadRecords(t *testing.T) {
+	rec := func(i int) int { return flowFileHeader + i*flowRecordSize }
+	for _, tc := range []struct {
+		name string
+		edit func([]byte) []byte
+		want FlowRestore
+	}{
+		{"flipped bit", func(b []byte) []byte { b[rec(1)+40] ^= 1; return b }, FlowRestore{Restored: 2, Corrupt: 1}},
+		{"checksum", func(b []byte) []byte { b[rec(0)] ^= 0xff; return b }, FlowRestore{Restored: 2, Corrupt: 1}},
+		{"cut in a record", func(b []byte) []byte { return b[:rec(2)+50] }, FlowRestore{Restored: 2, Corrupt: 1}},
+		{"cut at a record", func(b []byte) []byte { return b[:rec(1)] }, FlowRestore{Restored: 1}},
+		{"impossible protocol", func(b []byte) []byte {
+			r := b[rec(2) : rec(2)+flowRecordSize]
+			r[9] = 1 // ICMP: no ports, never a flow
+			binary.LittleEndian.PutUint32(r, recordSum(r, binary.LittleEndian.Uint32(r[4:])))
+			return b
+		}, FlowRestore{Restored: 2, Corrupt: 1}},
+		{"other generation", func(b []byte) []byte {
+			r := b[rec(0) : rec(0)+flowRecordSize]
+			g := binary.LittleEndian.Uint32(r[4:]) + 1
+			binary.LittleEndian.PutUint32(r[4:], g)
+			binary.LittleEndian.PutUint32(r, recordSum(r, g))
+			return b
+		}, FlowRestore{Restored: 2, Foreign: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, _ := flowFileWith(t, 40000, 40001, 40002)
+			editFile(t, path, tc.edit)
+			n, res := restart(t, path)
+			if res != tc.want {
+				t.Errorf("Persist = %+v, want %+v", res, tc.want)
+			}
+			if st := n.Stats(); st.Flows != uint64(tc.want.Restored) {
+				t.Errorf("Flows = %d, want %d", st.Flows, tc.want.Restored)
+			}
+		})
+	}
+}
+
+// A file that is not a flow file of this version is refused as a whole,
+// replaced by a good one, and the NAT runs.
+func TestPersistRefusesBadFiles(t *testing.T) {
+	header := func(edit func(h []byte)) func([]byte) []byte {
+		return func(b []byte) []byte {
+			edit(b[:flowFileHeader])
+			binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+			return b
+		}
+	}
+	for _, tc := range []struct {
+		name, want string
+		edit       func([]byte) []byte
+	}{
+		{"garbage", "bad magic", func([]byte) []byte { return []byte(strings.Repeat("garbage\n", 1000)) }},
+		{"empty", "shorter than", func([]byte) []byte { return nil }},
+		{"short header", "shorter than", func(b []byte) []byte { return b[:100] }},
+		{"header checksum", "header checksum", func(b []byte) []byte { b[17] ^= 1; return b }},
+		{"version", "version 2", header(func(h []byte) { binary.LittleEndian.PutUint32(h[8:], 2) })},
+		{"record size", "record size 64", header(func(h []byte) { binary.LittleEndian.PutUint32(h[12:], 64) })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, _ := flowFileWith(t, 40000)
+			editFile(t, path, tc.edit)
+			n, res := restart(t, path)
+			if !strings.Contains(res.Refused, tc.want) || res.Restored != 0 {
+				t.Errorf("Persist = %+v, want refused with %q and nothing restored", res, tc.want)
+			}
+			// The NAT works and records again: the next start finds its
+			// new connection.
+			connect(t, n, netip.AddrPortFrom(clientA.Addr(), 41000))
+			if _, res := restart(t, path); res != (FlowRestore{Restored: 1}) {
+				t.Errorf("Persist of the replaced file = %+v, want 1 restored", res)
+			}
+		})
+	}
+}
+
+// Flows that no longer hold after the restart are dropped: their Service
+// or backend left, or the router address moved. Their next segment is
+// reset, as for any connection no flow knows.
+func TestPersistDropsFlowsThatNoLongerHold(t *testing.T) {
+	// Round-robin from 10.244.0.4 (local, hairpin), 10.244.1.2, 10.244.1.3.
+	path, _ := flowFileWith(t, 40000, 40001, 40002)
+
+	t.Run("backend left", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "f")
+		editFile(t, path, func(b []byte) []byte { os.WriteFile(p, b, 0o600); return b })
+		n, res := restart(t, p, makeService("default", "my-service", func(s *Service) {
+			s.Endpoints = s.Endpoints[:2] // 10.244.1.3 left
+		}))
+		if res != (FlowRestore{Restored: 2, Dropped: 1}) {
+			t.Errorf("Persist = %+v, want 2 restored, 1 dropped", res)
+		}
+		data := tcp4(netip.AddrPortFrom(clientA.Addr(), 40002), vip, header.TCPFlagAck, "x")
+		if pass, reply := ingress(t, n, true, data); pass || reply == nil {
+			t.Errorf("segment of the dropped flow: pass=%v reply=%v, want reset", pass, reply != nil)
+		}
+	})
+	t.Run("service gone", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "f")
+		editFile(t, path, func(b []byte) []byte { os.WriteFile(p, b, 0o600); return b })
+		if _, res := restart(t, p, makeKubeDNS()); res != (FlowRestore{Dropped: 3}) {
+			t.Errorf("Persist = %+v, want 3 dropped", res)
+		}
+	})
+	t.Run("router address moved", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "f")
+		editFile(t, path, func(b []byte) []byte { os.WriteFile(p, b, 0o600); return b })
+		n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+		n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{netip.MustParseAddr("169.254.244.2")})
+		if res := persist(t, n, p); res != (FlowRestore{Restored: 2, Dropped: 1}) {
+			t.Errorf("Persist = %+v, want the hairpin flow dropped", res)
+		}
+	})
+}
+
+// Persist is once per NAT; after ClosePersist changes are not recorded.
+func TestPersistOnce(t *testing.T) {
+	path, a := flowFileWith(t, 40000)
+	if _, err := a.Persist(path); err == nil {
+		t.Error("second Persist succeeded, want an error")
+	}
+	if err := a.ClosePersist(); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, a, netip.AddrPortFrom(clientA.Addr(), 40001)) // not recorded
+	if _, res := restart(t, path); res != (FlowRestore{Restored: 1}) {
+		t.Errorf("Persist = %+v, want the one flow recorded before ClosePersist", res)
+	}
+}
+
+// BenchmarkNATFlow runs whole TCP connections through the NAT (SYN,
+// SYN-ACK, ACK, FIN both ways, reaped) and reports ns/flow, without a
+// flow file and with one: the difference is what recording costs a flow.
+//
+//	go test -run '^$' -bench NATFlow$ ./lb/
+func BenchmarkNATFlow(b *testing.B) {
+	for _, file := range []bool{false, true} {
+		name := "memory"
+		if file {
+			name = "file"
+		}
+		b.Run(name, func(b *testing.B) {
+			clk := newFakeClock()
+			table := newTable(b, Options{NodeName: masterNode, Picker: PickRoundRobin, Clock: clk})
+			mustSet(b, table, makeService("default", "my-service"))
+			n, err := NewNAT(table, nil, NATOptions{Clock: clk, MaxPerClient: 1 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{routerAddr})
+			if file {
+				persist(b, n, filepath.Join(b.TempDir(), "vr0.flows"))
+			}
+			var p packet.Parsed
+			send := func(fromTUN bool, pkt []byte) []byte {
+				p.Decode(pkt)
+				if pass, _ := n.Ingress(fromTUN, &p, pkt); !pass {
+					b.Fatalf("packet dropped; stats %+v", n.Stats())
+				}
+				return pkt
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(10 + i/60000%200)}), uint16(1024+i%60000))
+				send(true, tcp4(client, vip, header.TCPFlagSyn, ""))
+				seen, backend := p.SrcAddrPort(), p.DstAddrPort()
+				fromTUN := local(backend)
+				send(fromTUN, tcp4(backend, seen, header.TCPFlagSyn|header.TCPFlagAck, ""))
+				send(true, tcp4(client, vip, header.TCPFlagAck, ""))
+				send(true, tcp4(client, vip, header.TCPFlagFin|header.TCPFlagAck, ""))
+				send(fromTUN, tcp4(backend, seen, header.TCPFlagFin|header.TCPFlagAck, ""))
+				if i%4096 == 4095 {
+					clk.Advance(closedLinger + time.Second)
+					n.Reap()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/flow")
+		})
+	}
+}
