@@ -22,3 +22,14 @@ func (r *Router) Config() Config {
 	}
 	return c
 }
+
+// TUNName is the TUN device's name ("vr0").
+func (r *Router) TUNName() string { return r.tunName }
+
+// MTU is the tunnel MTU: the largest inner packet an overlay datagram
+// carries.
+func (r *Router) MTU() int { return int(r.overlay.mtu.Load()) }
+
+// Offload reports whether the TUN device exchanges TCP super-packets with
+// the node kernel (segmentation offload).
+func (r *Router) Offload() bool { return r.tun.offload }

@@ -8,7 +8,7 @@
 //	vrouter run --config node.yaml    route this node's pods
 //	vrouter validate node.yaml ...    check config files
 //	vrouter demo                      the seed's two-node cluster in namespaces
-//	vrouter routes|peers|services|conns   a running router's state
+//	vrouter status|routes|peers|services|conns   a running router's state
 //	vrouter log-level [LEVEL]         print or set a running router's log level
 //	vrouter capture --nic tun         a running router's packets, as pcap
 //	vrouter version                   (or vrouter --version)
@@ -53,6 +53,7 @@ func commands() []command {
 		{"validate", "check config files and print what they configure", validateCmd},
 		{"demo", "build the seed's two-node cluster in network namespaces and show it working", demoCmd},
 		{"publish", "publish a rootless router's node ports on this namespace's addresses", publishCmd},
+		{"status", "print a running router at a glance", statusCmd},
 		{"routes", "print a running router's route table", routesCmd},
 		{"peers", "print a running router's peers", peersCmd},
 		{"services", "print a running router's Services and their endpoints", servicesCmd},

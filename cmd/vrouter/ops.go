@@ -68,7 +68,7 @@ func (f *opsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.healthAddr, "health-address", defaultHealthAddress,
 		"serve /healthz and /readyz on this address; \"\" turns them off")
 	fs.StringVar(&f.adminSocket, "admin-socket", "",
-		"the admin API's unix socket, which vrouter routes, peers, services, conns, log-level and capture use (default "+admin.SocketDir+"/<tun name>.netns-<inode>.sock: one per TUN and network namespace, which the status commands run in the same namespace find)")
+		"the admin API's unix socket, which vrouter status, routes, peers, services, conns, ping, log-level and capture use (default "+admin.SocketDir+"/<tun name>.netns-<inode>.sock: one per TUN and network namespace, which the status commands run in the same namespace find)")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 5*time.Second,
 		"on SIGTERM, how long proxied connections may drain before the router stops")
 	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", 0,
@@ -109,6 +109,33 @@ type ops struct {
 
 	// admin is bound by attach and served by run.
 	admin opsServer
+
+	// mode and source say where desired state comes from, for vrouter
+	// status: read from run's flags by newOps.
+	mode, source string
+	// lastReload is the outcome of the last change of desired state
+	// after the start; written by the watcher's or the Kubernetes
+	// source's goroutine, read by the admin API's.
+	lastReload atomic.Pointer[admin.Reload]
+}
+
+// reloaded records the outcome of a change of desired state.
+func (o *ops) reloaded(t time.Time, err error) {
+	r := &admin.Reload{Time: t, Applied: err == nil}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	o.lastReload.Store(r)
+}
+
+// process is what vrouter status reports of the process itself.
+func (o *ops) process() admin.Process {
+	b := readBuildInfo()
+	rd := o.health.Readiness()
+	return admin.Process{
+		Version: b.Version, Commit: b.Commit, Mode: o.mode, Source: o.source, Started: o.started,
+		LastReload: o.lastReload.Load(), Ready: rd.Reason == "", NotReady: rd.Reason,
+	}
 }
 
 type opsServer struct {
@@ -132,6 +159,7 @@ func (f *opsFlags) newOps(fs *flag.FlagSet, log *zap.Logger, level zap.AtomicLev
 		addrs:     map[string]net.Addr{},
 	}
 	fs.Visit(func(fl *flag.Flag) { o.explicit[fl.Name] = true })
+	o.mode, o.source = sourceOf(fs)
 
 	// Health and metrics may share an address.
 	muxes := map[string]*http.ServeMux{}
@@ -200,6 +228,30 @@ func (f *opsFlags) newOps(fs *flag.FlagSet, log *zap.Logger, level zap.AtomicLev
 		}()
 	}
 	return o, nil
+}
+
+// sourceOf says where run's flags in fs take desired state from: mode
+// "file", "kubernetes" or "sidecar", and the config file, the kubeconfig
+// or "in-cluster".
+func sourceOf(fs *flag.FlagSet) (mode, source string) {
+	get := func(name string) string {
+		if fl := fs.Lookup(name); fl != nil {
+			return fl.Value.String()
+		}
+		return ""
+	}
+	switch {
+	case get("kubeconfig") == "" && get("in-cluster") != "true":
+		return "file", get("config")
+	case get("sidecar") == "true":
+		mode = "sidecar"
+	default:
+		mode = "kubernetes"
+	}
+	if kc := get("kubeconfig"); kc != "" {
+		return mode, "kubeconfig " + kc
+	}
+	return mode, "in-cluster"
 }
 
 // close stops the health and metrics servers and waits for them.
@@ -352,9 +404,11 @@ func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.P
 	case err == nil:
 		opts := admin.Options{
 			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Level: o.level,
+			Process: o.process,
 		}
 		if hp != nil {
 			opts.HostPorts = hostPortsOf(hp)
+			opts.HostSockets = func() []admin.HostPort { return hostSockets(hp, nil) }
 		}
 		srv := admin.NewServer(opts)
 		o.admin = opsServer{what: "admin", ln: ln, handler: srv.Handler()}
@@ -383,6 +437,7 @@ func (o *ops) observeApply(rl *reloader) func(*configs.Config) {
 		end := time.Now()
 		ok := err == nil
 		o.syncs.Observe(end.Sub(start), end, ok)
+		o.reloaded(end, err)
 		if ok {
 			o.health.Synced(end)
 		}
@@ -391,8 +446,9 @@ func (o *ops) observeApply(rl *reloader) func(*configs.Config) {
 
 // observeRefused counts a config file the watcher refused (unreadable or
 // invalid) as a refused reload. The watcher calls it from its goroutine.
-func (o *ops) observeRefused(error) {
+func (o *ops) observeRefused(err error) {
 	o.syncs.Refused()
+	o.reloaded(time.Now(), err)
 }
 
 // observeProgramming records the network programming latency of a change
@@ -401,6 +457,7 @@ func (o *ops) observeProgramming(d time.Duration) {
 	now := time.Now()
 	o.syncs.ObserveProgramming(d)
 	o.health.Synced(now)
+	o.reloaded(now, nil)
 }
 
 // run serves the admin API until ctx is done, and returns once it has
@@ -414,19 +471,25 @@ func (o *ops) run(ctx context.Context) {
 // hostPortsOf returns the admin API's view of hp's sockets, per Service.
 func hostPortsOf(hp *lb.HostPorts) func(lb.ServiceName) []admin.HostPort {
 	return func(name lb.ServiceName) []admin.HostPort {
-		var out []admin.HostPort
-		for _, b := range hp.Bindings() {
-			if b.Service.ServiceName != name {
-				continue
-			}
-			proto := b.Proto.String()
-			if b.Proto == lb.HostHealth {
-				proto = "HTTP"
-			}
-			out = append(out, admin.HostPort{
-				Port: b.Service.Port, Address: b.Addr, Protocol: proto, State: b.State.String(), Error: b.Err,
-			})
-		}
-		return out
+		return hostSockets(hp, &name)
 	}
+}
+
+// hostSockets returns the admin API's view of hp's sockets: those of
+// Service name, or all of them when name is nil.
+func hostSockets(hp *lb.HostPorts, name *lb.ServiceName) []admin.HostPort {
+	var out []admin.HostPort
+	for _, b := range hp.Bindings() {
+		if name != nil && b.Service.ServiceName != *name {
+			continue
+		}
+		proto := b.Proto.String()
+		if b.Proto == lb.HostHealth {
+			proto = "HTTP"
+		}
+		out = append(out, admin.HostPort{
+			Port: b.Service.Port, Address: b.Addr, Protocol: proto, State: b.State.String(), Error: b.Err,
+		})
+	}
+	return out
 }

@@ -262,6 +262,10 @@ func TestRefusedReloadCounted(t *testing.T) {
 	if got := scrapeReloads(t, o, "applied"); got != "0" {
 		t.Errorf(`vrouter_config_reloads_total{result="applied"} = %s, want 0`, got)
 	}
+	// vrouter status says so, with the reason.
+	if rl := o.process().LastReload; rl == nil || rl.Applied || !strings.Contains(rl.Error, "peers") || time.Since(rl.Time) > time.Minute {
+		t.Errorf("status: last reload = %+v, want refused just now with an error naming peers", rl)
+	}
 }
 
 // scrapeReloads GETs o's /metrics and returns the value of
@@ -282,4 +286,30 @@ func scrapeReloads(t *testing.T, o *ops, result string) string {
 	}
 	t.Fatalf("GET /metrics has no %s...:\n%s", prefix, b)
 	return ""
+}
+
+// TestSourceOf: vrouter status names the mode and source run's flags
+// chose.
+func TestSourceOf(t *testing.T) {
+	for _, tc := range []struct {
+		args         []string
+		mode, source string
+	}{
+		{[]string{"--config", "/etc/vrouter/node.yaml"}, "file", "/etc/vrouter/node.yaml"},
+		{[]string{"--kubeconfig", "/etc/vrouter/kubeconfig", "--config", "tuning.yaml"}, "kubernetes", "kubeconfig /etc/vrouter/kubeconfig"},
+		{[]string{"--in-cluster"}, "kubernetes", "in-cluster"},
+		{[]string{"--in-cluster", "--sidecar"}, "sidecar", "in-cluster"},
+	} {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.String("config", "", "")
+		fs.String("kubeconfig", "", "")
+		fs.Bool("in-cluster", false, "")
+		fs.Bool("sidecar", false, "")
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if mode, source := sourceOf(fs); mode != tc.mode || source != tc.source {
+			t.Errorf("sourceOf(%q) = %q, %q; want %q, %q", tc.args, mode, source, tc.mode, tc.source)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 // The status commands: clients of a running router's admin API.
 //
+//	vrouter status         the router at a glance
 //	vrouter routes [-v]    the route table, as `ip route` prints it
 //	vrouter peers          peer routers, last seen, counters
 //	vrouter services       Services as `kubectl get svc`, then their endpoints
@@ -83,6 +84,29 @@ func newStatusFlagSet(name, usage string, stderr io.Writer, f *statusFlags, with
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+func statusCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("status", `Usage: vrouter status [-o json]
+
+Prints the running router at a glance: version, where its desired state comes
+from (a file, the API server, a sidecar's) and the last reload's outcome,
+readiness, the TUN device, how many peers were heard from, Services and
+endpoints, host sockets, and the packets refused since the start by reason.`, stderr, &f, true)
+	if _, err := f.parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	st, err := admin.NewClient(f.socket).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return admin.WriteJSON(stdout, st)
+	}
+	return admin.WriteStatus(stdout, st, time.Now())
 }
 
 func routesCmd(args []string, stdout, stderr io.Writer) error {

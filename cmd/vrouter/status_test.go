@@ -18,6 +18,8 @@ func TestStatusCommandLine(t *testing.T) {
 		inStderr string
 	}{
 		{[]string{"routes", "--socket", none}, 1, "is `vrouter run` running?"},
+		{[]string{"status", "--socket", none}, 1, "is `vrouter run` running?"},
+		{[]string{"status", "-o", "yaml"}, 2, `-o "yaml": want json`},
 		{[]string{"peers", "--socket", none, "-o", "json"}, 1, none},
 		{[]string{"services", "-o", "yaml"}, 2, `-o "yaml": want json`},
 		{[]string{"conns", "extra"}, 2, "unexpected arguments"},

@@ -209,3 +209,9 @@ func (c *Client) Capture(ctx context.Context, nic string, count, snapLen int) (*
 	}
 	return &CaptureStream{resp: resp}, nil
 }
+
+// Status returns the router at a glance.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
+	return out, c.getJSON(ctx, "/v1/status", &out)
+}

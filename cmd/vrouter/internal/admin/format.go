@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -213,6 +214,67 @@ func WriteConns(w io.Writer, conns []Conn, now time.Time) error {
 			state = "open"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Mode, c.Protocol, c.Client, svc, c.VIP, c.Backend, snat, state)
+	}
+	return tw.Flush()
+}
+
+// WriteStatus writes the router at a glance, one fact per line, as
+// `cilium status` does.
+func WriteStatus(w io.Writer, st Status, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	line := func(key, format string, args ...any) {
+		fmt.Fprintf(tw, "%s:\t%s\n", key, fmt.Sprintf(format, args...))
+	}
+	version := st.Version
+	if st.Commit != "" {
+		version += " (commit " + st.Commit + ")"
+	}
+	line("Version", "%s", version)
+	mode := st.Mode
+	if st.Source != "" {
+		mode += ", from " + st.Source
+	}
+	line("Mode", "%s", mode)
+	if !st.Started.IsZero() {
+		line("Started", "%s ago", now.Sub(st.Started).Round(time.Second))
+	}
+	switch rl := st.LastReload; {
+	case rl == nil:
+		line("Last reload", "none since the start")
+	case rl.Applied:
+		line("Last reload", "%s, applied", ago(now, rl.Time))
+	default:
+		line("Last reload", "%s, refused: %s (the router keeps what it ran)", ago(now, rl.Time), rl.Error)
+	}
+	ready := "yes"
+	if !st.Ready {
+		ready = "no"
+		if st.NotReady != "" {
+			ready += " (" + st.NotReady + ")"
+		}
+	}
+	line("Ready", "%s", ready)
+	offload := "off"
+	if st.TUN.Offload {
+		offload = "on"
+	}
+	line("TUN", "%s, tunnel MTU %d, offload %s", st.TUN.Name, st.TUN.MTU, offload)
+	peers := fmt.Sprintf("%d/%d heard from", st.Peers.HeardFrom, st.Peers.Total)
+	if st.Peers.Oldest != "" {
+		peers += fmt.Sprintf(", least recently %s (%s)", st.Peers.Oldest, ago(now, st.Peers.OldestLastSeen))
+	}
+	line("Peers", "%s", peers)
+	line("Services", "%d (%d ports, %d endpoints)", st.Services, st.ServicePorts, st.Endpoints)
+	line("Host sockets", "%d listening, %d failed", st.HostSockets.Listening, st.HostSockets.Failed)
+	if len(st.Drops) == 0 {
+		line("Drops", "none")
+	} else {
+		reasons := slices.Sorted(maps.Keys(st.Drops))
+		items := make([]string, len(reasons))
+		for i, r := range reasons {
+			items[i] = fmt.Sprintf("%s %d", r, st.Drops[r])
+		}
+		line("Drops", "%s", strings.Join(items, ", "))
 	}
 	return tw.Flush()
 }

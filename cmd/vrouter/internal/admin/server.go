@@ -42,6 +42,13 @@ type Options struct {
 	// Level is the process's log level, which PUT /v1/log-level sets.
 	// Default: a level of its own, so the API works but changes nothing.
 	Level zap.AtomicLevel
+	// Process reports what the process knows of itself for GET
+	// /v1/status (version, mode, source, reloads, readiness). Called once
+	// per request, from the request's goroutine. Default: nothing known.
+	Process func() Process
+	// HostSockets returns every host socket with its state, for GET
+	// /v1/status. Default: none.
+	HostSockets func() []HostPort
 }
 
 // Server answers the admin API. It keeps no state between requests.
@@ -73,6 +80,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/log-level", s.getLogLevel)
 	mux.HandleFunc("PUT /v1/log-level", s.putLogLevel)
 	mux.HandleFunc("GET /v1/capture", s.capture)
+	mux.HandleFunc("GET /v1/status", s.getStatus)
 	return mux
 }
 

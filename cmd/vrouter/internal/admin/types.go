@@ -171,3 +171,88 @@ type LogLevel struct {
 type apiError struct {
 	Error string `json:"error"`
 }
+
+// Status is the router at a glance (GET /v1/status).
+type Status struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
+	// Mode is "file", "kubernetes" or "sidecar".
+	Mode string `json:"mode"`
+	// Source is where the desired state comes from: the config file's
+	// path, or the API server's address.
+	Source  string    `json:"source"`
+	Started time.Time `json:"started,omitzero"`
+	// LastReload is the last change of desired state the router was
+	// handed after it started (a file re-read, a batch of API changes):
+	// absent until there is one.
+	LastReload *Reload `json:"lastReload,omitempty"`
+	Ready      bool    `json:"ready"`
+	// NotReady says why not: "starting", "stopping", "source
+	// unavailable".
+	NotReady string    `json:"notReady,omitempty"`
+	TUN      TUNStatus `json:"tun"`
+	Peers    PeerCount `json:"peers"`
+	// Services counts the Services, ServicePorts their keys (a port of
+	// each ClusterIP, node port and external address), Endpoints their
+	// endpoints.
+	Services     int `json:"services"`
+	ServicePorts int `json:"servicePorts"`
+	Endpoints    int `json:"endpoints"`
+	// HostSockets count the host sockets of node ports, external
+	// addresses and health checks by state.
+	HostSockets SocketCount `json:"hostSockets"`
+	// Drops counts packets refused since the start, by reason (the
+	// labels of vrouter_dropped_packets_total and the load balancer's
+	// refusals); reasons with none are left out.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// Reload is the outcome of one change of desired state.
+type Reload struct {
+	Time time.Time `json:"time"`
+	// Applied: the data path took it. Otherwise Error says why the
+	// router kept what it ran.
+	Applied bool   `json:"applied"`
+	Error   string `json:"error,omitempty"`
+}
+
+// TUNStatus is the TUN device as the router uses it.
+type TUNStatus struct {
+	Name string `json:"name"`
+	// MTU is the tunnel MTU: the largest inner packet a peer is sent.
+	MTU int `json:"mtu"`
+	// Offload: the device takes and gives TCP super-packets
+	// (IFF_VNET_HDR segmentation offload).
+	Offload bool `json:"offload"`
+}
+
+// PeerCount counts the peers, and names the one heard from least
+// recently.
+type PeerCount struct {
+	Total int `json:"total"`
+	// HeardFrom counts the peers a datagram was accepted from since the
+	// start. (The overlay has no keepalive: an idle peer is heard from
+	// only when it sends.)
+	HeardFrom int `json:"heardFrom"`
+	// Oldest is the peer heard from least recently (one never heard
+	// from first), OldestLastSeen when (absent: never).
+	Oldest         string    `json:"oldest,omitempty"`
+	OldestLastSeen time.Time `json:"oldestLastSeen,omitzero"`
+}
+
+// SocketCount counts host sockets by state.
+type SocketCount struct {
+	Listening int `json:"listening"`
+	Failed    int `json:"failed"`
+}
+
+// Process is what the vrouter process knows of itself, which Status
+// reports beside the data path's state.
+type Process struct {
+	Version, Commit string
+	Mode, Source    string
+	Started         time.Time
+	LastReload      *Reload
+	Ready           bool
+	NotReady        string
+}

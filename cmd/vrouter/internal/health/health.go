@@ -124,15 +124,23 @@ func (s *State) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *State) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := s.Readiness()
+	code := http.StatusOK
+	if r.Reason != "" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, r)
+}
+
+// Readiness is what /readyz answers now.
+func (s *State) Readiness() Readiness {
 	if p := s.Phase(); p != Ready {
-		writeJSON(w, http.StatusServiceUnavailable, Readiness{Status: "not ready", Reason: p.String()})
-		return
+		return Readiness{Status: "not ready", Reason: p.String()}
 	}
 	if !s.sourceOK() {
-		writeJSON(w, http.StatusServiceUnavailable, Readiness{Status: "not ready", Reason: "source unavailable"})
-		return
+		return Readiness{Status: "not ready", Reason: "source unavailable"}
 	}
-	writeJSON(w, http.StatusOK, Readiness{Status: "ready"})
+	return Readiness{Status: "ready"}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
