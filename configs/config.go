@@ -68,6 +68,26 @@ type Config struct {
 	// every field the file leaves out holds its resolved default (the
 	// Service's mode and picker are its own, else lb's).
 	Services []lb.Service
+	// Egress is the egress section (egress masquerading).
+	Egress Egress
+}
+
+// Egress is the egress section, parsed.
+type Egress struct {
+	// Masquerade is egress.masquerade.
+	Masquerade bool
+	// NonMasqueradeCIDRs is egress.nonMasqueradeCIDRs; nil means the
+	// default, the cluster and Service CIDRs.
+	NonMasqueradeCIDRs []netip.Prefix
+	// MaxFlows and MaxFlowsPerPod are egress.maxFlows and
+	// egress.maxFlowsPerPod; 0 is lb's default.
+	MaxFlows, MaxFlowsPerPod int64
+}
+
+// Equal reports whether e and o are the same.
+func (e *Egress) Equal(o *Egress) bool {
+	return e.Masquerade == o.Masquerade && slices.Equal(e.NonMasqueradeCIDRs, o.NonMasqueradeCIDRs) &&
+		e.MaxFlows == o.MaxFlows && e.MaxFlowsPerPod == o.MaxFlowsPerPod
 }
 
 // Node is the node this router runs on.
@@ -176,6 +196,7 @@ func (c *Config) Equal(o *Config) bool {
 		slices.Equal(c.ServiceCIDRs, o.ServiceCIDRs) &&
 		slices.EqualFunc(c.Peers, o.Peers, func(a, b Peer) bool { return a.Equal(&b) }) &&
 		c.LB.Equal(&o.LB) &&
+		c.Egress.Equal(&o.Egress) &&
 		slices.EqualFunc(c.Services, o.Services, func(a, b lb.Service) bool { return a.Equal(&b) })
 }
 

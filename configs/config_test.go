@@ -30,6 +30,7 @@ func richFile() *File {
 			NodePortAddresses:  []string{"192.168.31.0/24", "fd00:31::/64"},
 			LocalhostNodePorts: ptr(false),
 		}
+		f.Egress = EgressSpec{Masquerade: true, NonMasqueradeCIDRs: []string{"10.0.0.0/8", "fd00::/8"}, MaxFlows: 1000, MaxFlowsPerPod: 100}
 	}, withPeers(hostgwNode(func(p *PeerSpec) { p.Zone = "zone-b"; p.Port = 9001 })),
 		withServices(makeService("kube-system", "web", func(s *ServiceSpec) {
 			s.ClusterIPs = []string{"10.96.0.20", "fd00:10:96::20"}

@@ -159,3 +159,13 @@ func shortDuration(d time.Duration) string {
 	}
 	return s
 }
+
+// egress parses the egress section.
+func (ck *checker) egress(f *EgressSpec) Egress {
+	e := Egress{Masquerade: f.Masquerade}
+	e.NonMasqueradeCIDRs = ck.prefixes("egress.nonMasqueradeCIDRs", f.NonMasqueradeCIDRs, exCluster, false)
+	e.MaxFlows = int64(ck.count("egress.maxFlows", f.MaxFlows, int(lb.DefaultProxyMaxConns), 1, 1<<24, ""))
+	perPod := ck.count("egress.maxFlowsPerPod", f.MaxFlowsPerPod, int(min(lb.DefaultProxyMaxPerClient, e.MaxFlows)), 1, int(e.MaxFlows), " (at most egress.maxFlows)")
+	e.MaxFlowsPerPod = int64(perPod)
+	return e
+}

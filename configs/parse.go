@@ -385,6 +385,7 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 
 	// Services.
 	c.LB = ck.lb(&f.LB)
+	c.Egress = ck.egress(&f.Egress)
 	c.Services = ck.services(f.Services, c, pods)
 
 	if ck.errs != nil {

@@ -166,6 +166,9 @@ func TestParseMinimalDefaults(t *testing.T) {
 			NodePortRange:      NodePortRange{Min: 30000, Max: 32767},
 			LocalhostNodePorts: true,
 		},
+		// Masquerading off; nonMasqueradeCIDRs nil (the cluster and
+		// Service CIDRs); the proxy's caps.
+		Egress: Egress{MaxFlows: lb.DefaultProxyMaxConns, MaxFlowsPerPod: lb.DefaultProxyMaxPerClient},
 	}
 	if !got.Equal(want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", *got, *want)
@@ -250,6 +253,17 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 		check: func(t *testing.T, c *Config) {
 			if n := c.LB.NAT; n.MaxTCP != 100 || n.MaxUDP != 100 || n.MaxPerClient != 100 {
 				t.Errorf("LB.NAT = %+v, want MaxTCP and MaxUDP 100, MaxPerClient 100", c.LB.NAT)
+			}
+		},
+	}, {
+		name: "egress",
+		file: makeFile(func(f *File) {
+			f.Egress = EgressSpec{Masquerade: true, NonMasqueradeCIDRs: []string{"10.244.0.0/16", "172.16.0.0/12"}, MaxFlows: 50}
+		}),
+		check: func(t *testing.T, c *Config) {
+			want := Egress{Masquerade: true, NonMasqueradeCIDRs: pfxs("10.244.0.0/16", "172.16.0.0/12"), MaxFlows: 50, MaxFlowsPerPod: 50}
+			if !c.Egress.Equal(&want) {
+				t.Errorf("Egress = %+v, want %+v", c.Egress, want)
 			}
 		},
 	}, {
@@ -615,6 +629,8 @@ func TestParseInvalid(t *testing.T) {
 		{"proxy drain timeout word", makeFile(func(f *File) { f.LB.Proxy.DrainTimeout = "forever" }), "lb.proxy.drainTimeout", `"forever" is not a duration`, `"30s"`},
 		{"nat max flows negative", makeFile(func(f *File) { f.LB.NAT.MaxFlows = -1 }), "lb.nat.maxFlows", "-1 is out of range", "1..16777216"},
 		{"nat max flows per client above max flows", makeFile(func(f *File) { f.LB.NAT.MaxFlows, f.LB.NAT.MaxFlowsPerClient = 100, 200 }), "lb.nat.maxFlowsPerClient", "200 is out of range", "at most lb.nat.maxFlows"},
+		{"egress non-masquerade CIDR", makeFile(func(f *File) { f.Egress.NonMasqueradeCIDRs = []string{"10.244.0.1/16"} }), "egress.nonMasqueradeCIDRs[0]", `"10.244.0.1/16"`, "10.244.0.0/16"},
+		{"egress max flows per pod above max flows", makeFile(func(f *File) { f.Egress.MaxFlows, f.Egress.MaxFlowsPerPod = 10, 20 }), "egress.maxFlowsPerPod", "20 is out of range", "at most egress.maxFlows"},
 		{"nat udp timeout too short", makeFile(func(f *File) { f.LB.NAT.UDPTimeout = "10ms" }), "lb.nat.udpTimeout", `"10ms" is out of range`, "1s..24h"},
 		{"nat tcp timeout", makeFile(func(f *File) { f.LB.NAT.TCPEstablishedTimeout = "1d" }), "lb.nat.tcpEstablishedTimeout", `"1d" is not a duration`, `"24h"`},
 

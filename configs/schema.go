@@ -66,6 +66,29 @@ type File struct {
 	// LB holds load-balancer defaults; Services the static Service table.
 	LB       LBSpec        `json:"lb,omitempty"`
 	Services []ServiceSpec `json:"services,omitempty"`
+
+	// Egress is what pods' traffic to destinations outside the cluster
+	// leaves the node as.
+	Egress EgressSpec `json:"egress,omitempty"`
+}
+
+// EgressSpec configures egress masquerading: pods' traffic to
+// destinations outside NonMasqueradeCIDRs leaves the node with the node's
+// address (flannel's --ip-masq), re-originated from the node's own
+// sockets, without iptables (docs/egress.md).
+type EgressSpec struct {
+	// Masquerade turns it on. Default false: pods' traffic leaves with
+	// their own address, as the node kernel routes it.
+	Masquerade bool `json:"masquerade,omitempty"`
+	// NonMasqueradeCIDRs are the destinations pods reach with their own
+	// address, as ip-masq-agent's nonMasqueradeCIDRs. Default: the
+	// clusterCIDRs and the serviceCIDRs.
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs,omitempty"`
+	// MaxFlows caps the egress flows of each protocol (TCP, UDP, ICMP
+	// echo); MaxFlowsPerPod those of one pod. Defaults
+	// lb.DefaultProxyMaxConns and lb.DefaultProxyMaxPerClient.
+	MaxFlows       int `json:"maxFlows,omitempty"`
+	MaxFlowsPerPod int `json:"maxFlowsPerPod,omitempty"`
 }
 
 // NodeSpec describes the node this router runs on.

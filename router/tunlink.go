@@ -201,3 +201,9 @@ func (e *tunEndpoint) runHook(h Hook, p *packet.Parsed, b []byte) bool {
 	}
 	return pass
 }
+
+// WriteTUN writes one IP packet b to the node kernel through the TUN, as
+// the stack's own packets go, and reports whether it was written. It is
+// for data paths beside the router's stack (lb.Egress's replies to pods);
+// safe for concurrent use. The router does not keep b.
+func (r *Router) WriteTUN(b []byte) bool { return r.tun.send(b, tun.Offload{}) }

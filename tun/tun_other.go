@@ -44,3 +44,16 @@ func Configure(name string, c LinkConfig) error {
 func SyncRoutes(name string, want []netip.Prefix) error {
 	return fmt.Errorf("sync routes on TUN %s: %w", name, linuxOnly{})
 }
+
+// SyncEgress is implemented on Linux only.
+func SyncEgress(name string, r EgressRules) error {
+	return fmt.Errorf("sync egress rules for TUN %s: %w", name, linuxOnly{})
+}
+
+// RemoveEgress is implemented on Linux only.
+func RemoveEgress() error { return fmt.Errorf("remove egress rules: %w", linuxOnly{}) }
+
+// EgressRulesInstalled is implemented on Linux only.
+func EgressRulesInstalled() ([]EgressRule, error) {
+	return nil, fmt.Errorf("list egress rules: %w", linuxOnly{})
+}

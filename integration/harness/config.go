@@ -27,6 +27,8 @@ type ConfigOptions struct {
 	TunnelMTU int
 	// Exclude names nodes left out of every other node's peers.
 	Exclude []string
+	// Egress is written as the egress section.
+	Egress configs.EgressSpec
 }
 
 func (o ConfigOptions) clusterCIDR() netip.Prefix {
@@ -70,6 +72,7 @@ func NodeFile(spec topology.Spec, node string, opts ConfigOptions) (*configs.Fil
 		ClusterCIDRs: []string{opts.clusterCIDR().String()},
 		ServiceCIDRs: []string{opts.serviceCIDR().String()},
 		Services:     opts.Services,
+		Egress:       opts.Egress,
 	}
 	if self.PodCIDR6.IsValid() {
 		f.ClusterCIDRs = append(f.ClusterCIDRs, "fd00:10:244::/48")

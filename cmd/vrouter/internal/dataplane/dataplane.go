@@ -17,6 +17,7 @@ import (
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -52,6 +53,10 @@ type Desired struct {
 	// 127.0.0.1 too.
 	NodePortAddresses  []netip.Prefix
 	LocalhostNodePorts bool
+	// NonMasqueradeCIDRs are the destinations this node's pods reach
+	// with their own address when egress masquerading is on
+	// (configs.Egress); nil means ClusterCIDRs and ServiceCIDRs.
+	NonMasqueradeCIDRs []netip.Prefix
 }
 
 // FromConfig is the desired state a config file describes.
@@ -65,6 +70,7 @@ func FromConfig(cfg *configs.Config) Desired {
 
 		NodePortAddresses:  slices.Clone(cfg.LB.NodePortAddresses),
 		LocalhostNodePorts: cfg.LB.LocalhostNodePorts,
+		NonMasqueradeCIDRs: slices.Clone(cfg.Egress.NonMasqueradeCIDRs),
 	}
 	if cfg.Node.Underlay.IsValid() {
 		d.NodeAddresses = []netip.Addr{cfg.Node.Underlay.Unmap()}
@@ -94,6 +100,19 @@ func KernelLink(name string) Link { return kernelLink(name) }
 type kernelLink string
 
 func (l kernelLink) SetRoutes(routes []netip.Prefix) error { return tun.SyncRoutes(string(l), routes) }
+
+func (l kernelLink) SetEgress(r tun.EgressRules) error { return tun.SyncEgress(string(l), r) }
+
+// EgressLink is a Link that also programs the node kernel's egress policy
+// routing: the rules that steer pods' traffic to outside destinations
+// into the TUN (tun.EgressRules). The DataPlane sets them after every
+// update when egress masquerading is on, removes them (those of an
+// earlier run too) on its first update when it is off, and removes them
+// when Run returns.
+type EgressLink interface {
+	Link
+	SetEgress(r tun.EgressRules) error
+}
 
 // Options configure a DataPlane. Zero values are the documented defaults.
 type Options struct {
@@ -136,6 +155,7 @@ type DataPlane struct {
 	nat       *lb.NAT
 	proxy     *lb.Proxy
 	hp        *lb.HostPorts // nil with ProxyOnly
+	egress    *lb.Egress    // nil unless egress masquerading is on
 	link      Link
 	proxyOnly bool
 	// mode is the mode of a Service that names none, as the Table
@@ -166,6 +186,10 @@ type DataPlane struct {
 	// whether it did.
 	routes    []netip.Prefix
 	routesSet bool
+	// egressRules are the egress rules the Link last took; egressSet
+	// tells whether it did.
+	egressRules tun.EgressRules
+	egressSet   bool
 
 	// publish and ifaddrs are Options.PublishAddresses and
 	// InterfaceAddrs; hostAddrs are the node-port and local addresses
@@ -210,7 +234,22 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 	if err != nil {
 		return nil, errors.Join(err, r.Close())
 	}
-	r.SetHook(nat)
+	var egress *lb.Egress
+	if cfg.Egress.Masquerade && !opts.ProxyOnly {
+		egress, err = lb.NewEgress(table, log.Named("lb"), lb.EgressOptions{
+			Send:           r.WriteTUN,
+			MTU:            cmp.Or(cfg.TUN.MTU, cfg.Overlay.MTU, router.DefaultMTU),
+			UDPTimeout:     cfg.LB.NAT.UDPTimeout,
+			MaxFlows:       cfg.Egress.MaxFlows,
+			MaxFlowsPerPod: cfg.Egress.MaxFlowsPerPod,
+		})
+		if err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+		r.SetHook(egressThenNAT{egress, nat})
+	} else {
+		r.SetHook(nat)
+	}
 	// The proxy installs its TCP handler in the stack: before the router
 	// runs, as the handler slot is not synchronized with the packet path.
 	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), cfg.LB.Proxy)
@@ -238,6 +277,7 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 		nat:       nat,
 		proxy:     proxy,
 		hp:        hp,
+		egress:    egress,
 		link:      opts.Link,
 		proxyOnly: opts.ProxyOnly,
 		mode:      cmp.Or(cfg.LB.Mode, lb.DefaultMode),
@@ -258,6 +298,24 @@ func (dp *DataPlane) Proxy() *lb.Proxy       { return dp.proxy }
 // (Options.ProxyOnly).
 func (dp *DataPlane) HostPorts() *lb.HostPorts { return dp.hp }
 
+// Egress returns the egress masquerade, nil unless it is on.
+func (dp *DataPlane) Egress() *lb.Egress { return dp.egress }
+
+// egressThenNAT is the router's hook with egress masquerading on: the
+// egress takes pods' traffic to outside destinations (never a Service
+// key's), and the NAT sees the rest.
+type egressThenNAT struct {
+	egress *lb.Egress
+	nat    *lb.NAT
+}
+
+func (h egressThenNAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
+	if pass, _ := h.egress.Ingress(fromTUN, p, b); !pass {
+		return false, nil
+	}
+	return h.nat.Ingress(fromTUN, p, b)
+}
+
 // Run moves packets until ctx is done or the router fails, then releases
 // the TUN, the overlay socket and the stack. It owns the router's, the
 // NAT's and the proxy's goroutines and returns after they exited, with the
@@ -273,11 +331,22 @@ func (dp *DataPlane) Run(ctx context.Context) error {
 		wg.Go(func() { _ = dp.hp.Run(ctx) }) // returns nil when ctx is done, its sockets closed
 		wg.Go(func() { dp.watchAddresses(ctx) })
 	}
+	if dp.egress != nil {
+		wg.Go(func() { _ = dp.egress.Run(ctx) }) // returns nil when ctx is done, its flows closed
+	}
 	wg.Go(func() {
 		err = dp.r.Run(ctx)
 		cancel()
 	})
 	wg.Wait()
+	if dp.egress != nil {
+		if el, ok := dp.link.(EgressLink); ok {
+			// Pods' outside traffic goes back to the main table.
+			if rerr := el.SetEgress(tun.EgressRules{}); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove egress rules: %w", rerr))
+			}
+		}
+	}
 	return err
 }
 
@@ -421,6 +490,9 @@ func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error)
 	if setLocal {
 		dp.nat.SetLocal(localPrefixes(node), node.RouterAddresses)
 	}
+	if dp.egress != nil {
+		dp.egress.SetLocal(node.PodCIDRs, nonMasquerade(node), node.RouterAddresses)
+	}
 	// 3. The Table.
 	if change != nil {
 		if err := change(); err != nil {
@@ -453,6 +525,41 @@ func (dp *DataPlane) updateLocked(node Desired, want wants, change func() error)
 		return err
 	}
 	dp.step("routes")
+	// 7. Then the rules that send pods' outside traffic into the TUN.
+	if err := dp.setEgressLocked(node); err != nil {
+		return err
+	}
+	return nil
+}
+
+// nonMasquerade are the destinations node's pods reach with their own
+// address.
+func nonMasquerade(node Desired) []netip.Prefix {
+	if node.NonMasqueradeCIDRs != nil {
+		return node.NonMasqueradeCIDRs
+	}
+	return slices.Concat(node.ClusterCIDRs, node.ServiceCIDRs)
+}
+
+// setEgressLocked hands the Link the egress rules node wants, if they
+// changed: none unless egress masquerading is on (which removes an
+// earlier run's).
+func (dp *DataPlane) setEgressLocked(node Desired) error {
+	el, ok := dp.link.(EgressLink)
+	if !ok {
+		return nil
+	}
+	var r tun.EgressRules
+	if dp.egress != nil {
+		r = tun.EgressRules{PodCIDRs: node.PodCIDRs, NonMasquerade: nonMasquerade(node)}
+	}
+	if dp.egressSet && slices.Equal(r.PodCIDRs, dp.egressRules.PodCIDRs) && slices.Equal(r.NonMasquerade, dp.egressRules.NonMasquerade) {
+		return nil
+	}
+	if err := el.SetEgress(r); err != nil {
+		return fmt.Errorf("sync the kernel's egress rules: %w", err)
+	}
+	dp.egressRules, dp.egressSet = r, true
 	return nil
 }
 
