@@ -107,7 +107,7 @@ func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.C
 // runKube runs the router fed by the API server: it waits until this Node
 // has a pod CIDR and the informers have synced, brings up the data path,
 // and then keeps it equal to the cluster's state.
-func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *configs.File, tunFD int, log *zap.Logger, o *ops) error {
+func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *configs.File, tunFD int, stateDir string, log *zap.Logger, o *ops) error {
 	if k.nodeName == "" {
 		return usageErrorf("--node-name (or NODE_NAME) is required with --kubeconfig or --in-cluster")
 	}
@@ -193,7 +193,12 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 	if err := sink.start(dp, cfg); err != nil {
 		log.Error("program the first state from the API server", zap.Error(err))
 	}
+	stopFlows := func() {}
+	if !k.sidecar { // a sidecar proxies: no nat flows
+		stopFlows = persistFlows(dp, stateDir, cfg.TUN.Name, log)
+	}
 	dpErr = runDataPath(ctx, dp, o)
+	stopFlows()
 	cancel()
 	wg.Wait()
 	log.Info("vrouter stopped")

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/admin"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/dataplane"
 	"github.com/vrouter/vrouter/configs"
@@ -28,6 +29,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	var (
 		path  = fs.String("config", "", "path of the router's config file: required unless --kubeconfig or --in-cluster, where it is an optional tuning file (no node, peers or services)")
 		tunFD = fs.Int("tun-fd", -1, "adopt this already-open TUN file descriptor instead of creating the device")
+		state = fs.String("state-dir", admin.SocketDir, "keep the nat flow table in a file here (<tun name>.netns-<inode>.flows), which the next router adopts, so that established nat connections survive a restart or a crash; use tmpfs; \"\" turns it off")
 		lf    logFlags
 		of    opsFlags
 		kf    kubeFlags
@@ -115,7 +117,7 @@ Flags:`)
 		defer o.close()
 		ctx, stop := o.signalContext(context.Background())
 		defer stop()
-		return runKube(ctx, &kf, &nf, tuning, *tunFD, log, o)
+		return runKube(ctx, &kf, &nf, tuning, *tunFD, *state, log, o)
 	}
 	cfg, err := configs.Load(*path)
 	if err != nil {
@@ -136,7 +138,7 @@ Flags:`)
 	defer o.close()
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, &nf, log, o, hup, cw)
+	return runRouter(ctx, *path, cfg, &nf, *state, log, o, hup, cw)
 }
 
 // invalidFile introduces the problems of an invalid file, one per line as
@@ -174,7 +176,7 @@ func defaultProcs() {
 // runRouter brings up the data path for cfg and runs it until ctx is done,
 // fed by the config file's watcher. It owns every goroutine it starts and
 // returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePortFlags, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
+func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePortFlags, stateDir string, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
 	var opts dataplane.Options
 	if err := nf.options(&opts); err != nil {
 		return err
@@ -183,6 +185,8 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePo
 	if err != nil {
 		return err
 	}
+	stopFlows := persistFlows(dp, stateDir, cfg.TUN.Name, log)
+	defer stopFlows() // after the goroutines below, the data path's included, exited
 	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw, nf: nf}
 	w := newWatcher(path, cfg, log, o, rl)
 
