@@ -33,6 +33,7 @@ type kubeFlags struct {
 	minSync     time.Duration
 	unhealthy   time.Duration
 	sidecar     bool
+	masquerade  bool        // --masquerade: egress.masquerade on, whatever the tuning file says
 	cni         cni.DirFlag // --cni-conf-dir; its default here is cni.DefaultDir
 }
 
@@ -100,6 +101,9 @@ func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.C
 	cfg, err := f.ForNode(configs.Node{Name: self.Name, Zone: self.Zone, Underlay: self.Address, PodCIDRs: self.PodCIDRs})
 	if err != nil {
 		return nil, fmt.Errorf("config for node %s from the API server: %w", self.Name, err)
+	}
+	if k.masquerade {
+		cfg.Egress.Masquerade = true
 	}
 	return cfg, nil
 }

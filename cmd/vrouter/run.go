@@ -49,6 +49,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		"with --kubeconfig or --in-cluster: how long listing or watching the API server may keep failing before /readyz reports not ready (the data path keeps forwarding)")
 	fs.BoolVar(&kf.sidecar, "sidecar", false,
 		"with --kubeconfig or --in-cluster: serve one Pod from inside its network namespace: its connections to ClusterIPs, in proxy mode; no peers, no pod routes")
+	fs.BoolVar(&kf.masquerade, "masquerade", false,
+		"with --kubeconfig or --in-cluster: pods' traffic to destinations outside the cluster and Service CIDRs leaves the node with the node's address, re-originated from its own sockets, as flannel's --ip-masq (the tuning file's egress.masquerade; docs/egress.md)")
 	fs.Var(&kf.cni, "cni-conf-dir", "write the pod network's CNI config ("+cni.FileName+") into `directory` from this node's pod CIDRs; \"\" turns it off (default "+cni.DefaultDir+" with --kubeconfig or --in-cluster, off otherwise)")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
@@ -80,6 +82,9 @@ Flags:`)
 	}
 	if kf.sidecar && (nf.socket != "" || nf.addrs != "") {
 		return usageErrorf("--nodeport-addresses and --publish-socket do not apply with --sidecar: a sidecar serves no node ports")
+	}
+	if kf.masquerade && (!kf.enabled() || kf.sidecar) {
+		return usageErrorf("--masquerade applies with --kubeconfig or --in-cluster, not with --sidecar; from a config file, set egress.masquerade")
 	}
 	if kf.sidecar && kf.cni.String() != "" {
 		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
@@ -369,6 +374,9 @@ func restartNeeded(a, b *configs.Config) []string {
 	}
 	if a.LB.NAT != b.LB.NAT {
 		out = append(out, "lb.nat")
+	}
+	if a.Egress.Masquerade != b.Egress.Masquerade || a.Egress.MaxFlows != b.Egress.MaxFlows || a.Egress.MaxFlowsPerPod != b.Egress.MaxFlowsPerPod {
+		out = append(out, "egress (but nonMasqueradeCIDRs)")
 	}
 	return out
 }
