@@ -117,7 +117,8 @@ func (e *env) start(nodeName string) *harness.Router {
 	if r := e.routers[nodeName]; r != nil && !r.Exited() {
 		e.t.Fatalf("router on %s is already running (pid %d)", nodeName, r.PID())
 	}
-	r, err := harness.StartRouter(e.c, vrouterBin, nodeName, e.configPath(nodeName), e.logPath(nodeName), "--log-level", e.logLevel)
+	r, err := harness.StartRouter(e.c, vrouterBin, nodeName, e.configPath(nodeName), e.logPath(nodeName), "--log-level", e.logLevel,
+		"--state-dir", harness.StateDir(e.logPath(nodeName), nodeName))
 	if err != nil {
 		e.t.Fatalf("harness.StartRouter(%s): %v", nodeName, err)
 	}

@@ -131,13 +131,23 @@ func startLB(t *testing.T, tag string, services []configs.ServiceSpec, outside .
 		if slices.Contains(e.outside, n.Name) {
 			continue
 		}
-		r, err := harness.StartRouter(e.c, vrouterBin, n.Name, e.configPath(n.Name), e.logPath(n.Name))
-		if err != nil {
-			t.Fatalf("harness.StartRouter(%s): %v", n.Name, err)
-		}
-		e.routers[n.Name] = r
+		e.startRouter(n.Name)
 	}
 	return e
+}
+
+// startRouter starts node's router and waits until it is up. Its flow
+// file lives in the test's directory (harness.StateDir), so a router
+// started again on the node adopts it.
+func (e *lbEnv) startRouter(node string) *harness.Router {
+	e.t.Helper()
+	r, err := harness.StartRouter(e.c, vrouterBin, node, e.configPath(node), e.logPath(node),
+		"--state-dir", harness.StateDir(e.logPath(node), node))
+	if err != nil {
+		e.t.Fatalf("harness.StartRouter(%s): %v", node, err)
+	}
+	e.routers[node] = r
+	return r
 }
 
 func (e *lbEnv) configPath(node string) string {

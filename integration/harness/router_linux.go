@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -91,6 +92,15 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 		return nil, fmt.Errorf("start router on %s: %w", node, err)
 	}
 	return r, nil
+}
+
+// StateDir is a --state-dir for the router of node logging to logPath: a
+// directory beside the log, so that a test's routers keep their flow
+// files in the test's directory (not /run/vrouter, where a later test's
+// namespace could reuse the inode in the file's name), and a router
+// started again on the node adopts the one its predecessor left.
+func StateDir(logPath, node string) string {
+	return filepath.Join(filepath.Dir(logPath), node+".state")
 }
 
 // ParentDeathSignal is what a router started by Launch receives when the
