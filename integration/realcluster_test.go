@@ -937,18 +937,26 @@ func (rc *realCluster) testSidecar(t *testing.T) {
 
 // testRestartVrouter: deleting the worker's vrouter pod (the DaemonSet
 // makes a new one) loses no established connection that crosses it:
-// forwarding between pods keeps no state in the router.
+// forwarding between pods keeps no state in the router, and a nat-mode
+// ClusterIP connection from a pod on the worker keeps its translation,
+// which the new router adopts from the flow file the old one left in the
+// node's /run/vrouter.
 func (rc *realCluster) testRestartVrouter(t *testing.T) {
 	ctx := context.Background()
 	dst := rc.pod(ctx, "default", "client-node")
+	svc := net.JoinHostPort(rc.serviceIP(ctx, "default", "echo"), "9000")
 	old := rc.vrouterPod(ctx, cluster.Worker)
 	var wg sync.WaitGroup
-	var holdOut string
-	var holdErr error
-	wg.Add(1)
+	var holdOut, svcOut string
+	var holdErr, svcErr error
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		holdOut, holdErr = rc.exec(ctx, "client-master", "hold", net.JoinHostPort(dst.Status.PodIP, "9000"), "--duration", "40s", "--timeout", "30s")
+	}()
+	go func() {
+		defer wg.Done()
+		svcOut, svcErr = rc.exec(ctx, "client-node", "hold", svc, "--duration", "40s", "--timeout", "30s")
 	}()
 	time.Sleep(3 * time.Second) // the connection is established and busy
 	rc.kubectl(ctx, nil, "-n", "kube-system", "delete", "pod", old.Name, "--wait=true")
@@ -961,6 +969,11 @@ func (rc *realCluster) testRestartVrouter(t *testing.T) {
 		t.Fatalf("connection client-master → client-node across the restart: %v\n%s", holdErr, holdOut)
 	}
 	t.Logf("across the restart: %s", strings.TrimSpace(holdOut))
+	if svcErr != nil {
+		t.Errorf("ClusterIP connection client-node → echo %s through the restarted router: %v\n%s", svc, svcErr, svcOut)
+	} else {
+		t.Logf("ClusterIP connection across the restart: %s", strings.TrimSpace(svcOut))
+	}
 	// And new connections work through the new router.
 	rc.testPodToPod(t)
 }
