@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -359,5 +360,75 @@ func BenchmarkNATFlow(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/flow")
 		})
+	}
+}
+
+// Flow changes recorded from several goroutines at once (the TUN reader,
+// the overlay reader, the reaper) leave a file whose every record is
+// whole: run with -race.
+func TestPersistConcurrentChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vr0.flows")
+	a, _, clk := newTestNAT(t, NATOptions{}, makeService("default", "my-service"))
+	persist(t, a, path)
+	const flows = 300
+	type tuple4 struct{ client, backend, seen netip.AddrPort }
+	var ts []tuple4
+	for i := range flows {
+		c := netip.AddrPortFrom(clientA.Addr(), uint16(20000+i))
+		syn := tcp4(c, vip, header.TCPFlagSyn, "")
+		if pass, _ := ingress(t, a, true, syn); !pass {
+			t.Fatalf("SYN %d dropped", i)
+		}
+		s, d := tuple(t, syn)
+		ts = append(ts, tuple4{c, d, s})
+	}
+	// Decode and Ingress only: t.Fatal is for the test's goroutine.
+	send := func(fromTUN bool, b []byte) {
+		var p packet.Parsed
+		p.Decode(b)
+		a.Ingress(fromTUN, &p, b[:p.Length])
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // replies: SYN-ACK, then FIN from the odd ones' backends
+		for i, x := range ts {
+			send(local(x.backend), tcp4(x.backend, x.seen, header.TCPFlagSyn|header.TCPFlagAck, ""))
+			if i%2 == 1 {
+				send(local(x.backend), tcp4(x.backend, x.seen, header.TCPFlagFin|header.TCPFlagAck, ""))
+			}
+		}
+	})
+	wg.Go(func() { // clients: data, and FIN from the odd ones
+		for i, x := range ts {
+			send(true, tcp4(x.client, vip, header.TCPFlagAck, "x"))
+			if i%2 == 1 {
+				send(true, tcp4(x.client, vip, header.TCPFlagFin|header.TCPFlagAck, ""))
+			}
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				a.Reap()
+			}
+		}
+	})
+	for _, x := range ts[:flows/2] { // and the TUN reader sends more
+		send(true, tcp4(x.client, vip, header.TCPFlagAck, "y"))
+	}
+	close(done)
+	wg.Wait()
+	clk.Advance(closedLinger + time.Second)
+	a.Reap()
+	live := a.Stats().Flows
+	_, res := restart(t, path)
+	if res.Corrupt+res.Foreign+res.Dropped != 0 || uint64(res.Restored) != live {
+		t.Errorf("Persist after concurrent changes = %+v, want %d restored (the live flows) and nothing skipped", res, live)
+	}
+	if live != flows/2 {
+		t.Errorf("live flows = %d, want %d (the odd ones closed)", live, flows/2)
 	}
 }
