@@ -20,12 +20,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -108,7 +110,7 @@ func startEgress(t *testing.T, tag string, masq bool) *lbEnv {
 	}
 	t.Cleanup(e.stop)
 	for _, n := range []string{lbMaster, lbWorker} {
-		r, err := harness.StartRouter(e.c, vrouterBin, n, e.configPath(n), e.logPath(n))
+		r, err := harness.StartRouter(e.c, vrouterBin, n, e.configPath(n), e.logPath(n), "--admin-socket", e.adminSocket(n))
 		if err != nil {
 			t.Fatalf("harness.StartRouter(%s): %v", n, err)
 		}
@@ -126,6 +128,9 @@ func startEgress(t *testing.T, tag string, masq bool) *lbEnv {
 	e.serveOn(e.c.ServeHTTP, 80, lbNginx...)
 	return e
 }
+
+// adminSocket is node's router's admin socket.
+func (e *lbEnv) adminSocket(node string) string { return filepath.Join(e.dir, node+".sock") }
 
 // rules lists the egress rules installed in node's namespace.
 func (e *lbEnv) egressRules(node string) []tun.EgressRule {
@@ -196,6 +201,38 @@ func TestEgressMasquerade(t *testing.T) {
 			e.bulk(p.name, 100<<20)
 		})
 	}
+
+	t.Run("conns", func(t *testing.T) {
+		p := lbNginx4k7xw
+		conn, _, err := e.dialTCP(p.name, netip.AddrPortFrom(egServer, 7), 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %v:7 from %s: %v", egServer, p.name, err)
+		}
+		defer conn.Close()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := readGreeting(conn); err != nil {
+			t.Fatalf("read the echo server's greeting at %s: %v", p.name, err)
+		}
+		pod := netip.MustParseAddrPort(conn.LocalAddr().String())
+		out, err := exec.Command(vrouterBin, "conns", "-o", "json", "--socket", e.adminSocket(p.node)).Output()
+		if err != nil {
+			t.Fatalf("vrouter conns on %s: %v", p.node, err)
+		}
+		var conns []struct {
+			Mode, Protocol string
+			Client, VIP    netip.AddrPort
+			SNAT           netip.AddrPort
+		}
+		if err := json.Unmarshal(out, &conns); err != nil {
+			t.Fatalf("vrouter conns -o json on %s: %v\n%s", p.node, err, out)
+		}
+		for _, c := range conns {
+			if c.Mode == "egress" && c.Protocol == "tcp" && c.Client == pod && c.VIP == netip.AddrPortFrom(egServer, 7) && c.SNAT.Addr() == egNodeAddrs[p.node] {
+				return
+			}
+		}
+		t.Errorf("vrouter conns on %s lists no egress tcp connection from %v to %v:7 leaving from %v:\n%s", p.node, pod, egServer, egNodeAddrs[p.node], out)
+	})
 
 	t.Run("cluster traffic keeps the pod's address", func(t *testing.T) {
 		rep, err := e.exchange(lbNginx4k7xw.name, netip.AddrPortFrom(lbNginxTh5pz.addr, 7), "hello")

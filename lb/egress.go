@@ -92,10 +92,11 @@ type Egress struct {
 	// setting up, for the ICMP error that quotes it (see unreachable).
 	syns map[stack.TransportEndpointID]uint32
 
-	pingWarn sync.Once
-	stats    egressCounters
-	bufsHeld atomic.Int64
-	bufsTook atomic.Uint64
+	pingWarn  sync.Once
+	closeOnce sync.Once
+	stats     egressCounters
+	bufsHeld  atomic.Int64
+	bufsTook  atomic.Uint64
 }
 
 // EgressOptions configure an Egress. Zero values are the documented
@@ -126,6 +127,10 @@ type EgressOptions struct {
 	// ListenPing opens an unprivileged ping socket for family 4 or 6.
 	// Default: a SOCK_DGRAM IPPROTO_ICMP(V6) socket.
 	ListenPing func(v4 bool) (net.PacketConn, error)
+	// Dial connects to a TCP destination from the node; it must return
+	// a *net.TCPConn. Default: net.Dialer with DialTimeout (tests
+	// redirect it).
+	Dial func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
 }
 
 // DefaultEgressDialTimeout bounds a dial to an outside destination: as
@@ -168,6 +173,12 @@ func (o *EgressOptions) setDefaults() error {
 	o.MaxInFlight = int(inFlight)
 	if o.ListenPing == nil {
 		o.ListenPing = listenPing
+	}
+	if o.Dial == nil {
+		d := net.Dialer{Timeout: o.DialTimeout}
+		o.Dial = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("new egress: %w", err)
@@ -432,9 +443,17 @@ loop:
 		e.closePing(f)
 	}
 	e.wg.Wait()
-	e.stack.Close()
-	e.stack.Wait()
+	e.Close()
 	return nil
+}
+
+// Close releases the egress stack of an Egress that will not Run (Run
+// releases it when it returns). It is idempotent.
+func (e *Egress) Close() {
+	e.closeOnce.Do(func() {
+		e.stack.Close()
+		e.stack.Wait()
+	})
 }
 
 // begin registers a goroutine with Run and returns Run's context, or
@@ -591,8 +610,7 @@ func (e *Egress) handleTCP(r *tcp.ForwarderRequest) {
 		st.refusedCap.Add(1)
 		return
 	}
-	d := net.Dialer{Timeout: e.opts.DialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", dst.String())
+	conn, err := e.opts.Dial(ctx, dst)
 	if err != nil {
 		e.limits[EgressTCP].Release(pod.Addr())
 		if ctx.Err() != nil {
@@ -615,7 +633,13 @@ func (e *Egress) handleTCP(r *tcp.ForwarderRequest) {
 		e.log.Debug("egress dial failed", zap.Stringer("pod", pod), zap.Stringer("dst", dst), zap.Error(err))
 		return
 	}
-	hc := conn.(*net.TCPConn)
+	hc, ok := conn.(*net.TCPConn)
+	if !ok {
+		conn.Close()
+		e.limits[EgressTCP].Release(pod.Addr())
+		st.dialFailures.Add(1)
+		return
+	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	completed = true
@@ -668,8 +692,6 @@ func unreachableCode(err error) (header.ICMPv4Code, bool) {
 		return header.ICMPv4HostUnreachable, true
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return header.ICMPv4PortUnreachable, true
-	case errors.Is(err, syscall.EMSGSIZE):
-		return header.ICMPv4FragmentationNeeded, true
 	}
 	return 0, false
 }
@@ -767,9 +789,9 @@ func (e *Egress) unreachable(proto EgressProto, pod, dst netip.AddrPort, seq uin
 
 // icmpUnreachable builds an ICMP (ICMPv6) destination unreachable from
 // dst to pod quoting a packet from pod to dst of transport protocol tp
-// whose transport header starts with l4. Fragmentation needed carries no
-// MTU here: it is not sent for TCP, and a UDP socket's EMSGSIZE does not
-// say the path's.
+// whose transport header starts with l4. (No "fragmentation needed":
+// each TCP leg has its own path MTU, and the node fragments a pod's
+// large UDP datagram as it would its own.)
 func icmpUnreachable(pod, dst netip.Addr, tp uint8, l4 []byte, code header.ICMPv4Code) []byte {
 	if pod.Is4() != dst.Is4() {
 		return nil

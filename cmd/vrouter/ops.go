@@ -390,8 +390,8 @@ func (o *ops) shutdown(ctx context.Context, sig os.Signal, sigs <-chan os.Signal
 // run serves the admin API. An admin socket that cannot be bound fails
 // attach if --admin-socket was given, and is only logged (the admin API
 // stays off) on the default.
-func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy, hp *lb.HostPorts) error {
-	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy, HostPorts: hp}
+func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy, hp *lb.HostPorts, egress *lb.Egress) error {
+	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy, HostPorts: hp, Egress: egress}
 	o.src.Store(&src)
 
 	fields := o.endpoints
@@ -403,7 +403,7 @@ func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.P
 	switch {
 	case err == nil:
 		opts := admin.Options{
-			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Level: o.level,
+			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Egress: egress, Level: o.level,
 			Process: o.process,
 		}
 		if hp != nil {

@@ -166,7 +166,7 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 
 func connsCmd(args []string, stdout, stderr io.Writer) error {
 	var f statusFlags
-	fs := newStatusFlagSet("conns", "Usage: vrouter conns [-o json]\n\nPrints the connections and flows the Service load balancer carries: nat mode\nflows and proxied connections.", stderr, &f, true)
+	fs := newStatusFlagSet("conns", "Usage: vrouter conns [-o json]\n\nPrints the connections and flows the Service load balancer carries: nat mode\nflows and proxied connections; and pods' egress flows (egress.masquerade).", stderr, &f, true)
 	if _, err := f.parse(fs, args, 0); err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ type Options struct {
 	Table  *lb.Table
 	NAT    *lb.NAT
 	Proxy  *lb.Proxy
+	// Egress is the egress masquerade, nil when it is off.
+	Egress *lb.Egress
 	// HostPorts returns the host sockets of a Service (node ports,
 	// external addresses, health check) with their state. Default: none.
 	HostPorts func(lb.ServiceName) []HostPort
@@ -247,7 +249,8 @@ func (s *Server) getConns(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Conns())
 }
 
-// Conns returns the nat mode flows and proxied connections, sorted by
+// Conns returns the nat mode flows, proxied connections and egress
+// flows, sorted by
 // mode, client and Service address.
 func (s *Server) Conns() []Conn {
 	out := []Conn{}
@@ -278,6 +281,14 @@ func (s *Server) Conns() []Conn {
 				ac.DrainAt = c.DrainAt.UTC()
 			}
 			out = append(out, ac)
+		}
+	}
+	if s.opts.Egress != nil {
+		for _, f := range s.opts.Egress.Flows() {
+			out = append(out, Conn{
+				Mode: "egress", Protocol: f.Proto.String(),
+				Client: f.Pod, VIP: f.Dst, Backend: f.Dst, SNAT: f.Local,
+			})
 		}
 	}
 	slices.SortFunc(out, func(a, b Conn) int {

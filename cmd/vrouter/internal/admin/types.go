@@ -144,8 +144,11 @@ func (e Endpoint) State() string {
 // Conn is one connection or flow the load balancer carries (GET
 // /v1/conns).
 type Conn struct {
-	// Mode is "nat" (a translated flow) or "proxy" (a spliced
-	// connection).
+	// Mode is "nat" (a translated flow), "proxy" (a spliced
+	// connection) or "egress" (a pod's flow to a destination outside
+	// the cluster, re-originated from the node: VIP and Backend are the
+	// destination, Client the pod; its protocol "icmp" for a ping, whose
+	// client port is the echo identifier).
 	Mode     string `json:"mode"`
 	Protocol string `json:"protocol"`
 	// Service names the Service port ("default/my-service", with
@@ -154,7 +157,8 @@ type Conn struct {
 	Client  netip.AddrPort `json:"client"`
 	VIP     netip.AddrPort `json:"vip"`
 	Backend netip.AddrPort `json:"backend"`
-	// SNAT is the router address the backend sees, for hairpin flows.
+	// SNAT is the router address the backend sees, for hairpin flows;
+	// for egress the node's address and port the destination sees.
 	SNAT netip.AddrPort `json:"snat,omitzero"`
 	// LastSeen is a nat flow's last packet.
 	LastSeen time.Time `json:"lastSeen,omitzero"`

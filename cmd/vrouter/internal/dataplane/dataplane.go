@@ -250,11 +250,17 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 	} else {
 		r.SetHook(nat)
 	}
+	closeAll := func() error {
+		if egress != nil {
+			egress.Close()
+		}
+		return r.Close()
+	}
 	// The proxy installs its TCP handler in the stack: before the router
 	// runs, as the handler slot is not synchronized with the packet path.
 	proxy, err := lb.NewProxy(r.Stack(), table, log.Named("lb"), cfg.LB.Proxy)
 	if err != nil {
-		return nil, errors.Join(err, r.Close())
+		return nil, errors.Join(err, closeAll())
 	}
 	var hp *lb.HostPorts
 	if !opts.ProxyOnly {
@@ -263,7 +269,7 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 			UDPTimeout: cfg.LB.NAT.UDPTimeout,
 		})
 		if err != nil {
-			return nil, errors.Join(err, r.Close())
+			return nil, errors.Join(err, closeAll())
 		}
 	}
 	ifaddrs := opts.InterfaceAddrs
@@ -350,9 +356,14 @@ func (dp *DataPlane) Run(ctx context.Context) error {
 	return err
 }
 
-// Close releases the TUN, the overlay socket and the stack of a DataPlane
-// that will not Run. It is idempotent.
-func (dp *DataPlane) Close() error { return dp.r.Close() }
+// Close releases the TUN, the overlay socket and the stacks of a
+// DataPlane that will not Run. It is idempotent.
+func (dp *DataPlane) Close() error {
+	if dp.egress != nil {
+		dp.egress.Close()
+	}
+	return dp.r.Close()
+}
 
 // Apply makes d the data path's state: its routing, its Services (a
 // Service not listed is removed) and the kernel's routes, in the order the

@@ -24,6 +24,8 @@ type Sources struct {
 	// HostPorts are the host sockets of node ports, external addresses
 	// and health checks.
 	HostPorts *lb.HostPorts
+	// Egress is the egress masquerade, nil when it is off.
+	Egress *lb.Egress
 }
 
 // Collector is a prometheus.Collector over the router's and the load
@@ -149,6 +151,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
 		proxyHandshakeFailures, proxyClosed,
 		hostSockets, hostBindFailures, hostConns, hostActive, hostRefused, hostUDPIdle, hostHealth, hostAcceptErrors,
+		egressFlows, egressActive, egressRefused, egressICMPErrors, egressClosed, egressUnsupported,
 	} {
 		ch <- d
 	}
@@ -169,6 +172,44 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.HostPorts != nil {
 		c.collectHostPorts(ch)
 	}
+	if c.src.Egress != nil {
+		c.collectEgress(ch)
+	}
+}
+
+// The egress masquerade's metrics.
+var (
+	egressFlows = desc("vrouter_egress_flows_total",
+		"Pods' flows to destinations outside the cluster re-originated from the node (egress masquerade), by protocol (tcp, udp, icmp: echo).", "protocol")
+	egressActive = desc("vrouter_egress_flows_active",
+		"Egress flows open now, by protocol.", "protocol")
+	egressRefused = desc("vrouter_egress_refused_total",
+		"Egress flows refused, by protocol and reason: cap (egress.maxFlows, maxFlowsPerPod), conn_refused (the destination refused the node's dial: RST to the pod), unreachable (no route or host: ICMP unreachable to the pod), dial_failure (other failed dials, such as timeouts), ping_unavailable (icmp: the node allows no unprivileged ping socket, see net.ipv4.ping_group_range).", "protocol", "reason")
+	egressICMPErrors = desc("vrouter_egress_icmp_errors_sent_total",
+		"ICMP errors sent to pods for their egress flows, by protocol.", "protocol")
+	egressClosed = desc("vrouter_egress_closed_total",
+		"Egress flows ended by their idle timeout, by protocol.", "protocol", "reason")
+	egressUnsupported = desc("vrouter_egress_unsupported_dropped_total",
+		"Pods' packets to outside destinations dropped because egress carries only TCP, UDP, ICMP echo and ICMP errors.")
+)
+
+func (c *Collector) collectEgress(ch chan<- prometheus.Metric) {
+	st := c.src.Egress.Stats()
+	for i, ps := range st.Protos {
+		proto := lb.EgressProto(i).String()
+		counter(ch, egressFlows, ps.Flows, proto)
+		gauge(ch, egressActive, float64(ps.Active), proto)
+		counter(ch, egressRefused, ps.RefusedCap, proto, "cap")
+		counter(ch, egressRefused, ps.RefusedConnRefused, proto, "conn_refused")
+		counter(ch, egressRefused, ps.RefusedUnreachable, proto, "unreachable")
+		counter(ch, egressRefused, ps.DialFailures, proto, "dial_failure")
+		if lb.EgressProto(i) == lb.EgressICMP {
+			counter(ch, egressRefused, st.PingUnavailable, proto, "ping_unavailable")
+		}
+		counter(ch, egressICMPErrors, ps.ICMPErrors, proto)
+		counter(ch, egressClosed, ps.IdleClosed, proto, "idle")
+	}
+	counter(ch, egressUnsupported, st.Unsupported)
 }
 
 func (c *Collector) collectHostPorts(ch chan<- prometheus.Metric) {

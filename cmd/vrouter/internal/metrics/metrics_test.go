@@ -19,6 +19,7 @@ import (
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
 	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 func TestMain(m *testing.M) {
@@ -362,5 +363,38 @@ func TestHandlerServesTheRegistry(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("GET /metrics: no line %q in\n%s", want, b)
 		}
+	}
+}
+
+// TestCollectorEgress: the egress masquerade's series, by protocol and
+// reason, count what it did: here a pod's packet of a protocol it does
+// not carry (GRE) to an outside address.
+func TestCollectorEgress(t *testing.T) {
+	c := seedtest.Start(t)
+	e, err := lb.NewEgress(c.Master.Table, nil, lb.EgressOptions{Send: func([]byte) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, nil)
+	gre := []byte{0x45, 0, 0, 24, 0, 0, 0x40, 0, 64, 47, 0, 0, 10, 244, 0, 4, 198, 51, 100, 10, 0, 0, 0x08, 0}
+	var p packet.Parsed
+	if f := p.Decode(gre); f != packet.FaultNone {
+		t.Fatalf("Decode(GRE packet) = fault %d", f)
+	}
+	if pass, _ := e.Ingress(true, &p, gre); pass {
+		t.Fatal("Egress passed a pod's GRE packet to an outside address")
+	}
+	s := gather(t, NewCollector(Sources{Router: c.Master.Router, Egress: e}))
+	if got := value(t, s, "vrouter_egress_unsupported_dropped_total", nil); got != 1 {
+		t.Errorf("vrouter_egress_unsupported_dropped_total = %v, want 1", got)
+	}
+	for _, proto := range []string{"tcp", "udp", "icmp"} {
+		if got := value(t, s, "vrouter_egress_refused_total", labels{"protocol": proto, "reason": "cap"}); got != 0 {
+			t.Errorf("vrouter_egress_refused_total{%s, cap} = %v, want 0", proto, got)
+		}
+	}
+	if got := value(t, s, "vrouter_egress_refused_total", labels{"protocol": "icmp", "reason": "ping_unavailable"}); got != 0 {
+		t.Errorf("vrouter_egress_refused_total{icmp, ping_unavailable} = %v, want 0", got)
 	}
 }
