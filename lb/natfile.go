@@ -29,7 +29,7 @@ import (
 //	               magic "VRFLOWS\0", version u32, record size u32,
 //	               slots u32, generation u32, CRC-32C of the above
 //	offset 4096  slot 0, slot 1, … slot slots-1: flowRecordSize bytes each
-//	               0 CRC-32C u32 of bytes 4..96, seeded with the generation
+//	               0 CRC-32C u32 of bytes 4..96
 //	               4 generation u32 (0: the slot is free)
 //	               8 version u8, protocol u8, state u8, flags u8 (IPv6, SNAT)
 //	              12 client addr [16], port u16; VIP port u16, addr [16]
@@ -91,7 +91,7 @@ func (r *flowRecord) encode(b []byte, gen uint32) {
 	if r.snat.IsValid() {
 		putAddrPort(b[68:], b[66:], r.snat)
 	}
-	binary.LittleEndian.PutUint32(b[0:], recordSum(b, gen))
+	binary.LittleEndian.PutUint32(b[0:], recordSum(b))
 }
 
 func putAddrPort(addr, port []byte, ap netip.AddrPort) {
@@ -108,10 +108,9 @@ func getAddrPort(addr, port []byte, v6 bool) netip.AddrPort {
 	return netip.AddrPortFrom(a, binary.LittleEndian.Uint16(port))
 }
 
-func recordSum(b []byte, gen uint32) uint32 {
-	var g [4]byte
-	binary.LittleEndian.PutUint32(g[:], gen)
-	return crc32.Update(crc32.Checksum(g[:], castagnoli), castagnoli, b[4:flowRecordSize])
+// recordSum is the checksum of record b: its generation and fields.
+func recordSum(b []byte) uint32 {
+	return crc32.Checksum(b[4:flowRecordSize], castagnoli)
 }
 
 // Why decodeRecord refuses a record.
@@ -132,7 +131,7 @@ func decodeRecord(b []byte, gen uint32) (flowRecord, int) {
 	switch {
 	case sum == 0 && g == 0:
 		return r, recordFree
-	case recordSum(b, g) != sum:
+	case recordSum(b) != sum:
 		return r, recordCorrupt
 	case g != gen:
 		return r, recordForeign
@@ -312,13 +311,12 @@ func (ff *flowFile) alloc() uint32 {
 	return 0
 }
 
-// write stores r in slot.
+// write stores r in slot. It encodes r in place: a buffer would escape
+// to the heap through the checksum's assembly.
 func (ff *flowFile) write(slot uint32, r *flowRecord) {
-	var b [flowRecordSize]byte
-	r.encode(b[:], ff.gen)
 	ff.mu.Lock()
 	if !ff.closed {
-		copy(ff.slotBytes(slot), b[:])
+		r.encode(ff.slotBytes(slot), ff.gen)
 	}
 	ff.mu.Unlock()
 }
