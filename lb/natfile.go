@@ -3,12 +3,14 @@ package lb
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -27,7 +29,8 @@ import (
 //
 //	offset 0     header, one page:
 //	               magic "VRFLOWS\0", version u32, record size u32,
-//	               slots u32, generation u32, CRC-32C of the above
+//	               slots u32, generation u32, boot ID [16] (the kernel's
+//	               random/boot_id), CRC-32C of the above
 //	offset 4096  slot 0, slot 1, … slot slots-1: flowRecordSize bytes each
 //	               0 CRC-32C u32 of bytes 4..96
 //	               4 generation u32 (0: the slot is free)
@@ -36,7 +39,9 @@ import (
 //	              48 backend addr [16], port u16; SNAT port u16, addr [16]
 //	              84 zero [12]
 //
-// The generation is drawn at random for each file. A record is trusted only
+// A file written before the node last booted is refused whole: its
+// connections died with the node (/run is tmpfs there anyway; this is for
+// a --state-dir on disk). The generation is drawn at random for each file. A record is trusted only
 // whole: its checksum must match, its generation be the file's, its fields
 // make sense, and its flow still hold against the Table and the node as
 // they are now (NAT.Persist); everything else is skipped and counted. A
@@ -209,12 +214,14 @@ func readFlowFile(path string) (recs []byte, gen uint32, refused string, release
 	switch {
 	case string(h[:8]) != flowFileMagic:
 		return nil, 0, "not a vrouter flow file (bad magic)", release, nil
-	case crc32.Checksum(h[:24], castagnoli) != binary.LittleEndian.Uint32(h[24:]):
+	case crc32.Checksum(h[:40], castagnoli) != binary.LittleEndian.Uint32(h[40:]):
 		return nil, 0, "header checksum mismatch", release, nil
 	case binary.LittleEndian.Uint32(h[8:]) != flowFileVersion:
 		return nil, 0, fmt.Sprintf("version %d, this vrouter reads version %d", binary.LittleEndian.Uint32(h[8:]), flowFileVersion), release, nil
 	case binary.LittleEndian.Uint32(h[12:]) != flowRecordSize:
 		return nil, 0, fmt.Sprintf("record size %d, want %d", binary.LittleEndian.Uint32(h[12:]), flowRecordSize), release, nil
+	case !sameBoot([16]byte(h[24:40]), bootID()):
+		return nil, 0, "written before the node last booted", release, nil
 	}
 	slots := int64(binary.LittleEndian.Uint32(h[16:]))
 	gen = binary.LittleEndian.Uint32(h[20:])
@@ -275,13 +282,36 @@ func mapFlowFile(f *os.File, path string, slots uint32, recs []flowRecord) (*flo
 	binary.LittleEndian.PutUint32(h[12:], flowRecordSize)
 	binary.LittleEndian.PutUint32(h[16:], slots)
 	binary.LittleEndian.PutUint32(h[20:], gen)
-	binary.LittleEndian.PutUint32(h[24:], crc32.Checksum(h[:24], castagnoli))
+	boot := bootID()
+	copy(h[24:40], boot[:])
+	binary.LittleEndian.PutUint32(h[40:], crc32.Checksum(h[:40], castagnoli))
 	ff := &flowFile{path: path, f: f, gen: gen, slots: slots, mem: mem}
 	for i := range recs {
 		recs[i].encode(ff.slotBytes(uint32(i)+1), gen)
 	}
 	ff.next = uint32(len(recs))
 	return ff, nil
+}
+
+// bootID is the kernel's boot ID (/proc/sys/kernel/random/boot_id), or
+// zero where it cannot be read.
+func bootID() [16]byte {
+	var id [16]byte
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return id
+	}
+	h, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(b)), "-", ""))
+	if err != nil || len(h) != len(id) {
+		return id
+	}
+	return [16]byte(h)
+}
+
+// sameBoot reports whether boot IDs a and b may be the same boot: equal,
+// or one unknown.
+func sameBoot(a, b [16]byte) bool {
+	return a == b || a == [16]byte{} || b == [16]byte{}
 }
 
 // slotBytes is slot's record (slots count from 1); mu held or not yet

@@ -226,7 +226,7 @@ func TestPersistRefusesBadFiles(t *testing.T) {
 	header := func(edit func(h []byte)) func([]byte) []byte {
 		return func(b []byte) []byte {
 			edit(b[:flowFileHeader])
-			binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+			binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
 			return b
 		}
 	}
@@ -240,8 +240,12 @@ func TestPersistRefusesBadFiles(t *testing.T) {
 		{"header checksum", "header checksum", func(b []byte) []byte { b[17] ^= 1; return b }},
 		{"version", "version 2", header(func(h []byte) { binary.LittleEndian.PutUint32(h[8:], 2) })},
 		{"record size", "record size 64", header(func(h []byte) { binary.LittleEndian.PutUint32(h[12:], 64) })},
+		{"another boot", "before the node last booted", header(func(h []byte) { h[30] ^= 0xff })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "another boot" && bootID() == [16]byte{} {
+				t.Skip("no /proc/sys/kernel/random/boot_id here")
+			}
 			path, _ := flowFileWith(t, 40000)
 			editFile(t, path, tc.edit)
 			n, res := restart(t, path)
