@@ -29,7 +29,15 @@
 //     tracked connections in all and per client;
 //   - HostPorts: the host sockets of External keys and health-check node
 //     ports, opened through a Binder, which the reconciler feeds the
-//     same desired state as the Table.
+//     same desired state as the Table;
+//   - Egress: the egress masquerade (flannel's --ip-masq without
+//     iptables), a router hook that runs before the NAT and takes pods'
+//     traffic to destinations outside the cluster into a gVisor stack of
+//     its own, which re-originates it from the node's sockets (TCP
+//     spliced with the proxy mode's readers, UDP per flow, ICMP echo from
+//     ping sockets). It uses the Table only to leave Service keys to the
+//     NAT; the kernel rules that steer the traffic to it are package
+//     tun's (tun.SyncEgress).
 //
 // The table and pickers do not touch packets. NAT, Proxy and the host
 // relays call them once per new connection:

@@ -373,8 +373,11 @@ func (e *Egress) claims(p *packet.Parsed) bool {
 	if len(l.pods) == 0 || !inPrefixes(l.pods, p.Src) || inPrefixes(l.nonMasq, p.Dst) {
 		return false
 	}
+	// Unicast only; IPv4 link-local too (a cloud's metadata service at
+	// 169.254.169.254, which flannel's rule masquerades as well), but not
+	// the router's own addresses (excluded).
 	d := p.Dst
-	if !d.IsGlobalUnicast() || d.IsLinkLocalUnicast() || d == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+	if !d.IsGlobalUnicast() && !(d.Is4() && d.IsLinkLocalUnicast()) {
 		return false
 	}
 	for _, a := range l.excluded {

@@ -106,7 +106,7 @@ func TestEgressClaims(t *testing.T) {
 		{"pod to a ClusterIP", tcp4(pod, netip.MustParseAddrPort("10.103.92.81:80"), header.TCPFlagSyn, ""), true},
 		{"pod to a Service's external IP", tcp4(pod, netip.MustParseAddrPort("203.0.113.5:80"), header.TCPFlagSyn, ""), true},
 		{"pod to the router", tcp4(pod, netip.AddrPortFrom(egRouter, 80), header.TCPFlagSyn, ""), true},
-		{"pod to a link-local address", tcp4(pod, netip.MustParseAddrPort("169.254.169.254:80"), header.TCPFlagSyn, ""), true},
+		{"pod to a metadata service (IPv4 link-local)", tcp4(pod, netip.MustParseAddrPort("169.254.169.254:80"), header.TCPFlagSyn, ""), false},
 		{"pod to a multicast group", udp4(pod, netip.MustParseAddrPort("239.1.1.1:5000"), "x"), true},
 		{"pod to the broadcast address", udp4(pod, netip.MustParseAddrPort("255.255.255.255:67"), "x"), true},
 		{"the node to an outside address", tcp4(netip.MustParseAddrPort("192.168.31.201:40000"), netip.MustParseAddrPort("198.51.100.10:80"), header.TCPFlagSyn, ""), true},

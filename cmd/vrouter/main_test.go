@@ -35,6 +35,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run", "--config", "/nonexistent/node.yaml"}, 1, "/nonexistent/node.yaml", ""},
 		{[]string{"validate"}, 2, "no config file given", ""},
 		{[]string{"run", "--in-cluster", "--sidecar", "--cni-conf-dir=/etc/cni/net.d"}, 2, "--cni-conf-dir does not apply with --sidecar", ""},
+		{[]string{"run", "--config", "x.yaml", "--masquerade"}, 2, "--masquerade applies with --kubeconfig or --in-cluster", ""},
+		{[]string{"run", "--in-cluster", "--sidecar", "--masquerade"}, 2, "not with --sidecar", ""},
 		// A chosen CNI directory that cannot be written fails the start,
 		// before anything is brought up.
 		{[]string{"run", "--config", "../../configs/examples/hostgw-master.yaml", "--cni-conf-dir", "main_test.go/net.d"}, 1, "--cni-conf-dir main_test.go/net.d", ""},

@@ -22,6 +22,8 @@
 //	   │                   carrying proxied connections; kernel routes wanted        │
 //	   │ 6 Link.SetRoutes  the node kernel's routes into the TUN (cluster, Service   │
 //	   │                   CIDRs and router addresses), added before removed         │
+//	   │ 7 SetEgress       egress masquerade: the policy rules that send pods'       │
+//	   │                   outside traffic into the TUN (none when it is off)        │
 //	   └──────────────────────────────────────────────────────────────────────────────┘
 //
 // The rules, in one place for both sources:
@@ -72,6 +74,13 @@
 //     picks for its own connections into the TUN. A pod that spoofs
 //     another source is dropped there, before the NAT counts it against a
 //     client's cap.
+//   - Egress (configs.Egress.Masquerade): lb.Egress is the router's hook,
+//     in front of the NAT; step 2 hands it the pod CIDRs, the
+//     non-masquerade CIDRs (Desired.NonMasqueradeCIDRs, else the cluster
+//     and Service CIDRs) and the router's addresses. A Link that is an
+//     EgressLink gets the kernel rules last, once the hook takes what
+//     they send; with masquerading off the first update removes an
+//     earlier run's, and Run removes them when it returns.
 //   - Sidecar (Options.ProxyOnly): every Service in proxy mode, its TCP
 //     ports only; a Service without one is not served.
 //
