@@ -303,6 +303,8 @@ func TestManifestDaemonSet(t *testing.T) {
 		"--health-address":  "127.0.0.1:10256",
 		"--cni-conf-dir":    "/etc/cni/net.d",
 		"--kubeconfig":      "/etc/vrouter/kubeconfig",
+		// Pods' outside traffic masqueraded, as kube-flannel.yml's --ip-masq.
+		"--masquerade": "",
 	} {
 		if got, ok := a[flag]; !ok || got != want {
 			t.Errorf("%s: %s=%q, want %q", manifest, flag, got, want)
