@@ -30,6 +30,9 @@
 //   - HostPorts: the host sockets of External keys and health-check node
 //     ports, opened through a Binder, which the reconciler feeds the
 //     same desired state as the Table;
+//   - the NAT's flow file (NAT.Persist): its flows' translations kept in
+//     a memory-mapped file that the next router adopts, so that nat
+//     connections outlive a restart or a crash of the process;
 //   - Egress: the egress masquerade (flannel's --ip-masq without
 //     iptables), a router hook that runs before the NAT and takes pods'
 //     traffic to destinations outside the cluster into a gVisor stack of
