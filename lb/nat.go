@@ -172,6 +172,10 @@ type NATStats struct {
 	// Unrecorded counts flows the flow file had no free record for
 	// (Persist): they do not survive a restart.
 	Unrecorded uint64
+	// FileRestored, FileDropped, FileCorrupt and FileForeign count the
+	// flow file's records Persist adopted and skipped (FlowRestore);
+	// FileRefused is 1 if it refused the whole file.
+	FileRestored, FileDropped, FileCorrupt, FileForeign, FileRefused uint64
 	// HairpinSNAT counts flows whose source was translated to the router
 	// address because client and backend are both local.
 	HairpinSNAT uint64
@@ -182,6 +186,8 @@ type NATStats struct {
 
 type natCounters struct {
 	flows, flowsTotal, refusedNoEP, refusedCap, refusedPorts, migrated, fragments, expired, expiredHalfOpen, hairpin, midStream atomic.Uint64
+
+	fileRestored, fileDropped, fileCorrupt, fileForeign, fileRefused atomic.Uint64
 }
 
 const flowShards = 64
@@ -318,7 +324,9 @@ func (n *NAT) Stats() NATStats {
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(), RefusedPorts: c.refusedPorts.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
 		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
-		Unrecorded: n.unrecorded(),
+		Unrecorded:   n.unrecorded(),
+		FileRestored: c.fileRestored.Load(), FileDropped: c.fileDropped.Load(), FileCorrupt: c.fileCorrupt.Load(),
+		FileForeign: c.fileForeign.Load(), FileRefused: c.fileRefused.Load(),
 	}
 }
 

@@ -213,8 +213,12 @@ func TestPersistSkipsBadRecords(t *testing.T) {
 			if res != tc.want {
 				t.Errorf("Persist = %+v, want %+v", res, tc.want)
 			}
-			if st := n.Stats(); st.Flows != uint64(tc.want.Restored) {
+			st := n.Stats()
+			if st.Flows != uint64(tc.want.Restored) {
 				t.Errorf("Flows = %d, want %d", st.Flows, tc.want.Restored)
+			}
+			if got := (FlowRestore{Restored: int(st.FileRestored), Corrupt: int(st.FileCorrupt), Foreign: int(st.FileForeign), Dropped: int(st.FileDropped)}); got != tc.want {
+				t.Errorf("Stats() counts %+v, want %+v", got, tc.want)
 			}
 		})
 	}
@@ -251,6 +255,9 @@ func TestPersistRefusesBadFiles(t *testing.T) {
 			n, res := restart(t, path)
 			if !strings.Contains(res.Refused, tc.want) || res.Restored != 0 {
 				t.Errorf("Persist = %+v, want refused with %q and nothing restored", res, tc.want)
+			}
+			if st := n.Stats(); st.FileRefused != 1 {
+				t.Errorf("Stats().FileRefused = %d, want 1", st.FileRefused)
 			}
 			// The NAT works and records again: the next start finds its
 			// new connection.

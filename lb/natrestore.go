@@ -78,6 +78,7 @@ func (n *NAT) Persist(path string) (FlowRestore, error) {
 		out[i] = recordOf(f)
 	}
 	res.Restored = len(flows)
+	n.count(&res)
 	ff, err := createFlowFile(path, n.fileSlots(), out)
 	if err != nil {
 		// Without a file the restored flows still translate; they are
@@ -94,6 +95,18 @@ func (n *NAT) Persist(path string) (FlowRestore, error) {
 		zap.Int("dropped", res.Dropped), zap.Int("corrupt", res.Corrupt), zap.Int("foreign", res.Foreign),
 		zap.String("refused", res.Refused))
 	return res, nil
+}
+
+// count adds what Persist found to the NAT's counters.
+func (n *NAT) count(res *FlowRestore) {
+	c := &n.stats
+	c.fileRestored.Add(uint64(res.Restored))
+	c.fileDropped.Add(uint64(res.Dropped))
+	c.fileCorrupt.Add(uint64(res.Corrupt))
+	c.fileForeign.Add(uint64(res.Foreign))
+	if res.Refused != "" {
+		c.fileRefused.Add(1)
+	}
 }
 
 // ClosePersist stops recording flows and unmaps the flow file, which stays

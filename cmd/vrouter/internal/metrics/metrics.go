@@ -104,6 +104,12 @@ var (
 		"Flows ended by timeout or close.")
 	natHalfOpenExpired = desc("vrouter_nat_half_open_expired_total",
 		"TCP flows that timed out before their handshake completed (no SYN-ACK, or no ACK of it): SYN floods, unanswering backends.")
+	natFileRecords = desc("vrouter_nat_flow_file_records_total",
+		"Records of the flow file a previous router left, by what this one made of them at start: restored, dropped (the flow no longer holds), corrupt or foreign (not trusted).", "result")
+	natFileRefused = desc("vrouter_nat_flow_file_refused_total",
+		"Flow files refused whole at start: not a flow file, another format version, a damaged header, or written before the node last booted.")
+	natFileUnrecorded = desc("vrouter_nat_flow_file_unrecorded_total",
+		"Flows the flow file had no free record for: they will not survive a restart.")
 	natHairpin = desc("vrouter_nat_hairpin_flows_total",
 		"Flows whose source was translated to the router address because client and endpoint are on this node.")
 
@@ -148,6 +154,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
 		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
 		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
+		natFileRecords, natFileRefused, natFileUnrecorded,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
 		proxyHandshakeFailures, proxyClosed,
 		hostSockets, hostBindFailures, hostConns, hostActive, hostRefused, hostUDPIdle, hostHealth, hostAcceptErrors,
@@ -326,6 +333,12 @@ func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {
 	counter(ch, natExpired, st.Expired)
 	counter(ch, natHalfOpenExpired, st.ExpiredHalfOpen)
 	counter(ch, natHairpin, st.HairpinSNAT)
+	counter(ch, natFileRecords, st.FileRestored, "restored")
+	counter(ch, natFileRecords, st.FileDropped, "dropped")
+	counter(ch, natFileRecords, st.FileCorrupt, "corrupt")
+	counter(ch, natFileRecords, st.FileForeign, "foreign")
+	counter(ch, natFileRefused, st.FileRefused)
+	counter(ch, natFileUnrecorded, st.Unrecorded)
 }
 
 func (c *Collector) collectProxy(ch chan<- prometheus.Metric) {

@@ -201,6 +201,9 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nat_refused_total", labels{"reason": "cap"}, 0},
 		{"vrouter_nat_refused_total", labels{"reason": "ports"}, 0},
 		{"vrouter_nat_half_open_expired_total", nil, 0},
+		{"vrouter_nat_flow_file_records_total", labels{"result": "restored"}, 0},
+		{"vrouter_nat_flow_file_refused_total", nil, 0},
+		{"vrouter_nat_flow_file_unrecorded_total", nil, 0},
 		{"vrouter_icmp_errors_sent_total", nil, 0},
 	} {
 		if got := value(t, s, tc.name, tc.labels); got != tc.want {
