@@ -224,6 +224,21 @@ type flow struct {
 	lastSeen atomic.Int64 // unix nanoseconds
 	// state bits: synAck, established, finFwd, finRev, rst, released
 	state atomic.Uint32
+
+	// started is when the flow began (unix nanoseconds; 0: adopted from
+	// a flow file, which does not say). Set before the flow is published.
+	started int64
+	// packets and bytes count what the flow translated, [0] from the
+	// client, [1] from the backend: for status commands. Each direction
+	// is counted by the goroutine translating it, next to lastSeen.
+	packets, bytes [2]atomic.Uint64
+}
+
+// count counts one packet of len bytes of f, dir 0 from the client, 1
+// from the backend.
+func (f *flow) count(dir, len int) {
+	f.packets[dir].Add(1)
+	f.bytes[dir].Add(uint64(len))
 }
 
 // A TCP flow's state bits follow conntrack's states: no bit is SYN_SENT
@@ -339,6 +354,15 @@ type FlowInfo struct {
 	// SNAT is the router address the backend sees, for hairpin flows.
 	SNAT     netip.AddrPort
 	LastSeen time.Time
+	// Started is when the flow began (zero: adopted from a flow file).
+	Started time.Time
+	// State is a TCP flow's state as conntrack names it: SYN_SENT,
+	// SYN_RECV, ESTABLISHED, FIN_WAIT (one side closed), TIME_WAIT (both
+	// did) or CLOSE (reset); "" for UDP.
+	State string
+	// Packets and Bytes count what was translated, [0] from the client,
+	// [1] from the backend.
+	Packets, Bytes [2]uint64
 }
 
 // Flows lists the tracked flows (for status commands and tests).
@@ -351,10 +375,7 @@ func (n *NAT) Flows() []FlowInfo {
 			if k != f.fwd {
 				continue
 			}
-			out = append(out, FlowInfo{
-				Proto: f.fwd.proto, Client: f.client, VIP: f.vip, Backend: f.backend.AddrPort(),
-				SNAT: f.snat, LastSeen: time.Unix(0, f.lastSeen.Load()),
-			})
+			out = append(out, f.describe())
 		}
 		s.mu.Unlock()
 	}

@@ -109,6 +109,7 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 		limit.Release(p.Src)
 		return n.reject(e, b, p)
 	}
+	now := n.clock.Now().UnixNano()
 	f := &flow{
 		fwd:     flowKey{src: p.SrcAddrPort(), dst: p.DstAddrPort(), proto: Protocol(p.Proto)},
 		vip:     p.DstAddrPort(),
@@ -116,6 +117,7 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 		limit:   limit,
 		backend: bk,
 		entry:   e,
+		started: now,
 	}
 	replyDst := p.SrcAddrPort()
 	if snat := n.hairpinAddr(bk.Addr); snat.IsValid() {
@@ -136,8 +138,8 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	bk.Acquire()
 	n.stats.flows.Add(1)
 	n.stats.flowsTotal.Add(1)
-	now := n.clock.Now().UnixNano()
 	f.lastSeen.Store(now)
+	f.count(0, len(b))
 	n.note(f, p, true)
 	n.save(f)
 	rewrite(b, p, f.snat, bk.AddrPort())
@@ -203,6 +205,7 @@ func (n *NAT) forward(f *flow, b []byte, p *packet.Parsed, now int64) (bool, []b
 	bk := f.backend
 	f.mu.Unlock()
 	f.lastSeen.Store(now)
+	f.count(0, len(b))
 	n.note(f, p, true)
 	rewrite(b, p, f.snat, bk.AddrPort())
 	return true, nil
@@ -254,6 +257,7 @@ func (n *NAT) migrateLocked(f *flow) bool {
 // reverse translates a backend's reply of flow f back to the VIP.
 func (n *NAT) reverse(f *flow, b []byte, p *packet.Parsed, now int64) {
 	f.lastSeen.Store(now)
+	f.count(1, len(b))
 	n.note(f, p, false)
 	var dst netip.AddrPort
 	if f.snat.IsValid() {

@@ -424,6 +424,7 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 		ep:      ep,
 		cc:      cc,
 		bc:      bc,
+		started: time.Now(),
 	}
 	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
 	p.splice(c, e, newStackReader(p.spliceBuf(), ep, &wq, cc))
@@ -578,6 +579,7 @@ func (p *Proxy) relayHost(ctx context.Context, conn *net.TCPConn, key ServiceKey
 		hc:      conn,
 		bc:      bc,
 		hcnt:    hc,
+		started: time.Now(),
 	}
 	p.stats.hostConns.Add(1)
 	hc.open()
@@ -748,6 +750,8 @@ type proxyConn struct {
 	hcnt *hostCounters
 
 	last atomic.Int64 // unix nanoseconds of the last data read either way
+	// started is when the proxy took the connection.
+	started time.Time
 
 	// drainAt is when a draining connection is reset (unix
 	// nanoseconds), or 0. Guarded by p.mu.
@@ -1100,6 +1104,9 @@ type ProxyConnInfo struct {
 	// at DrainAt.
 	Draining bool
 	DrainAt  time.Time
+	// Started is when the proxy took the connection; LastSeen when data
+	// last crossed it either way (zero: none yet).
+	Started, LastSeen time.Time
 }
 
 // Conns lists the open connections (for status commands and tests).
@@ -1109,19 +1116,28 @@ func (p *Proxy) Conns() []ProxyConnInfo {
 	var out []ProxyConnInfo
 	for k, g := range p.conns {
 		for c := range g.conns {
-			ci := ProxyConnInfo{
-				Client:  c.client,
-				VIP:     c.vip,
-				Backend: k.backend,
-				Host:    c.ep == nil,
-			}
-			if c.drainAt != 0 {
-				ci.Draining, ci.DrainAt = true, time.Unix(0, c.drainAt)
-			}
-			out = append(out, ci)
+			out = append(out, p.infoLocked(k, c))
 		}
 	}
 	return out
+}
+
+// infoLocked describes c, a connection of group k.
+func (p *Proxy) infoLocked(k backendKey, c *proxyConn) ProxyConnInfo {
+	ci := ProxyConnInfo{
+		Client:  c.client,
+		VIP:     c.vip,
+		Backend: k.backend,
+		Host:    c.ep == nil,
+		Started: c.started,
+	}
+	if l := c.last.Load(); l != 0 {
+		ci.LastSeen = time.Unix(0, l)
+	}
+	if c.drainAt != 0 {
+		ci.Draining, ci.DrainAt = true, time.Unix(0, c.drainAt)
+	}
+	return ci
 }
 
 // VIPs lists the VIPs of open connections from the stack (host relays
