@@ -196,7 +196,8 @@ func TestKubernetesControlPlane(t *testing.T) {
 		t.Helper()
 		r, err := harness.Launch(e.c, vrouterBin, node, e.logPath(node),
 			"run", "--kubeconfig", kubeconfig, "--node-name", node, "--admin-socket", filepath.Join(e.dir, node+".sock"),
-			"--cni-conf-dir", filepath.Join(e.dir, node+"-cni"), "--api-unhealthy-after", "1s")
+			"--cni-conf-dir", filepath.Join(e.dir, node+"-cni"), "--api-unhealthy-after", "1s",
+			"--state-dir", harness.StateDir(e.logPath(node), node))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -448,7 +448,8 @@ func (e *lbEnv) afterBad(path badPath) (crash string, err error) {
 			log = log[i:]
 		}
 		crash += fmt.Sprintf("router on %s: %s", node, firstLines(log, 12))
-		r, err := harness.StartRouter(e.c, vrouterBin, node, e.configPath(node), e.logPath(node))
+		r, err := harness.StartRouter(e.c, vrouterBin, node, e.configPath(node), e.logPath(node),
+			"--state-dir", harness.StateDir(e.logPath(node), node))
 		if err != nil {
 			return crash, fmt.Errorf("restart router on %s: %w", node, err)
 		}

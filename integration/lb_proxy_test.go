@@ -409,7 +409,8 @@ func startProxyLB(t *testing.T, tag string, tune func(*configs.File), services .
 	writeProxyConfigs(e, tune, services...)
 	t.Cleanup(e.stop)
 	for _, n := range spec.Nodes {
-		r, err := harness.StartRouter(e.c, vrouterBin, n.Name, e.configPath(n.Name), e.logPath(n.Name))
+		r, err := harness.StartRouter(e.c, vrouterBin, n.Name, e.configPath(n.Name), e.logPath(n.Name),
+			"--state-dir", harness.StateDir(e.logPath(n.Name), n.Name))
 		if err != nil {
 			t.Fatalf("harness.StartRouter(%s): %v", n.Name, err)
 		}

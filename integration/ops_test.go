@@ -75,7 +75,8 @@ func TestOps(t *testing.T) {
 			"--metrics-address", opsMetricsAddr,
 			"--health-address", opsHealthAddr,
 			"--admin-socket", socket(node),
-			"--shutdown-grace", "10s")
+			"--shutdown-grace", "10s",
+			"--state-dir", harness.StateDir(e.logPath(node), node))
 		if err != nil {
 			t.Fatalf("harness.StartRouter(%s): %v", node, err)
 		}
