@@ -6,7 +6,7 @@ package main
 //	vrouter routes [-v]    the route table, as `ip route` prints it
 //	vrouter peers          peer routers, last seen, counters
 //	vrouter services       Services as `kubectl get svc`, then their endpoints
-//	vrouter conns          nat flows and proxied connections
+//	vrouter conns          nat flows and proxied connections; --delete
 //	vrouter log-level [L]  print or set the log level
 //	vrouter capture        packets crossing a NIC, as a pcap file
 //
@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -166,20 +167,79 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 
 func connsCmd(args []string, stdout, stderr io.Writer) error {
 	var f statusFlags
-	fs := newStatusFlagSet("conns", "Usage: vrouter conns [-o json]\n\nPrints the connections and flows the Service load balancer carries: nat mode\nflows and proxied connections; and pods' egress flows (egress.masquerade).", stderr, &f, true)
+	fs := newStatusFlagSet("conns", `Usage: vrouter conns [--service NS/NAME] [--backend IP[:PORT]] [--client IP[:PORT]] [--limit N] [--delete] [-o json]
+
+Prints the connections and flows the Service load balancer carries: nat mode
+flows with their TCP state, age, idle time and packets and bytes each way
+(from the client/from the backend), and proxied connections. The router
+selects them (the filters combine) and sends the first --limit in order.
+
+--delete removes the selected nat flows from the flow table and resets the
+selected proxied connections, as conntrack -D does, and says how many: the
+next packet of a deleted TCP flow is answered with a reset, the next UDP
+datagram starts a flow to a backend picked again. It needs a filter.`, stderr, &f, true)
+	var (
+		service = fs.String("service", "", "only the connections of Service NAMESPACE/NAME (add :PORT-NAME for one named port)")
+		backend = fs.String("backend", "", "only the connections to endpoint IP, or IP:PORT")
+		client  = fs.String("client", "", "only the connections from client IP, or IP:PORT")
+		limit   = fs.Int("limit", admin.DefaultConnsLimit, "list at most N connections; 0 lists all")
+		del     = fs.Bool("delete", false, "delete the selected connections instead of listing them")
+	)
 	if _, err := f.parse(fs, args, 0); err != nil {
 		return err
 	}
+	q := admin.ConnQuery{Service: *service, Limit: *limit}
+	if *limit < 0 {
+		return usageErrorf("--limit %d: want a number ≥ 0 (0: all)", *limit)
+	}
+	if *limit == 0 {
+		q.Limit = -1
+	}
+	if q.Service != "" {
+		if ns, name, ok := strings.Cut(q.Service, "/"); !ok || ns == "" || name == "" {
+			return usageErrorf("--service %q: want NAMESPACE/NAME", q.Service)
+		}
+	}
+	for _, a := range []struct {
+		flag, v string
+		f       *admin.AddrFilter
+	}{{"backend", *backend, &q.Backend}, {"client", *client, &q.Client}} {
+		if a.v == "" {
+			continue
+		}
+		af, err := admin.ParseAddrFilter(a.v)
+		if err != nil {
+			return usageErrorf("--%s %v", a.flag, err)
+		}
+		*a.f = af
+	}
+	if *del && !q.Filtered() {
+		return usageErrorf("--delete needs --service, --backend or --client (it will not delete every connection)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
-	conns, err := admin.NewClient(f.socket).Conns(ctx)
+	c := admin.NewClient(f.socket)
+	if *del {
+		d, err := c.DeleteConns(ctx, q)
+		if err != nil {
+			return err
+		}
+		if f.json() {
+			return admin.WriteJSON(stdout, d)
+		}
+		return admin.WriteDeleted(stdout, d)
+	}
+	conns, matched, err := c.QueryConns(ctx, q)
 	if err != nil {
 		return err
 	}
 	if f.json() {
+		if more := matched - len(conns); more > 0 {
+			fmt.Fprintf(stderr, "%d more connections matched; --limit N lists more, 0 all\n", more)
+		}
 		return admin.WriteJSON(stdout, conns)
 	}
-	return admin.WriteConns(stdout, conns, time.Now())
+	return admin.WriteConns(stdout, conns, matched, time.Now())
 }
 
 func logLevelCmd(args []string, stdout, stderr io.Writer) error {

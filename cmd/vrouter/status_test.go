@@ -23,6 +23,11 @@ func TestStatusCommandLine(t *testing.T) {
 		{[]string{"peers", "--socket", none, "-o", "json"}, 1, none},
 		{[]string{"services", "-o", "yaml"}, 2, `-o "yaml": want json`},
 		{[]string{"conns", "extra"}, 2, "unexpected arguments"},
+		{[]string{"conns", "--delete"}, 2, "--delete needs --service, --backend or --client"},
+		{[]string{"conns", "--backend", "10.244.1"}, 2, `--backend "10.244.1": want IP or IP:PORT`},
+		{[]string{"conns", "--service", "my-service"}, 2, `--service "my-service": want NAMESPACE/NAME`},
+		{[]string{"conns", "--limit", "-1"}, 2, "--limit -1"},
+		{[]string{"conns", "--client", "10.244.0.2:40000", "--delete", "--socket", none}, 1, "is `vrouter run` running?"},
 		{[]string{"log-level", "debug", "info"}, 2, `unexpected arguments ["info"]`},
 		{[]string{"log-level", "debug", "--socket", none}, 1, none}, // flags after the argument too
 		{[]string{"capture"}, 2, `--nic "": want tun or overlay`},

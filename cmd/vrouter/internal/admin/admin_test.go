@@ -317,9 +317,10 @@ func TestConns(t *testing.T) {
 		t.Errorf("Conns[0] = %+v, want backend 10.244.0.4:80 seeing the router address", conns[0])
 	}
 	var out bytes.Buffer
-	WriteConns(&out, conns[:1], conns[0].LastSeen.Add(2*time.Second))
-	want := "MODE   PROTO   CLIENT             SERVICE              VIP               BACKEND         SNAT                  STATE\n" +
-		"nat    TCP     10.244.0.2:40000   default/my-service   10.103.92.81:80   10.244.0.4:80   169.254.244.1:40000   idle 2s\n"
+	WriteConns(&out, conns[:1], 1, conns[0].Started.Add(3*time.Second))
+	idle := (conns[0].Started.Add(3 * time.Second)).Sub(conns[0].LastSeen).Round(time.Second).String()
+	want := "MODE   PROTO   CLIENT             SERVICE              VIP               BACKEND         SNAT                  STATE      AGE   IDLE   PACKETS   BYTES\n" +
+		"nat    TCP     10.244.0.2:40000   default/my-service   10.103.92.81:80   10.244.0.4:80   169.254.244.1:40000   SYN_SENT   3s    " + idle + "     1/0       40/0\n"
 	if out.String() != want {
 		t.Errorf("vrouter conns printed\n%s\nwant\n%s", out.String(), want)
 	}

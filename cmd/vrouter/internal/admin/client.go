@@ -142,7 +142,9 @@ func (c *Client) Services(ctx context.Context) ([]Service, error) {
 	return out, c.getJSON(ctx, "/v1/services", &out)
 }
 
-// Conns returns the connections and flows the load balancer carries.
+// Conns returns the connections and flows the load balancer carries, the
+// first DefaultConnsLimit of them (QueryConns selects and says how many
+// there are).
 func (c *Client) Conns(ctx context.Context) ([]Conn, error) {
 	var out []Conn
 	return out, c.getJSON(ctx, "/v1/conns", &out)
@@ -214,4 +216,43 @@ func (c *Client) Capture(ctx context.Context, nic string, count, snapLen int) (*
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var out Status
 	return out, c.getJSON(ctx, "/v1/status", &out)
+}
+
+// QueryConns returns the connections q selects (at most its limit) and
+// how many matched in all.
+func (c *Client) QueryConns(ctx context.Context, q ConnQuery) ([]Conn, int, error) {
+	path := "/v1/conns"
+	if v := q.values(); len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	var out []Conn
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, 0, fmt.Errorf("GET %s: decode answer: %w", path, err)
+	}
+	matched, err := strconv.Atoi(resp.Header.Get(ConnsMatchedHeader))
+	if err != nil {
+		matched = len(out) // a router that does not say
+	}
+	return out, matched, nil
+}
+
+// DeleteConns removes the nat flows q selects and resets the proxied
+// connections it selects. q must select something.
+func (c *Client) DeleteConns(ctx context.Context, q ConnQuery) (ConnsDeleted, error) {
+	path := "/v1/conns?" + q.values().Encode()
+	resp, err := c.do(ctx, http.MethodDelete, path, nil)
+	if err != nil {
+		return ConnsDeleted{}, err
+	}
+	defer resp.Body.Close()
+	var out ConnsDeleted
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return out, fmt.Errorf("DELETE /v1/conns: decode answer: %w", err)
+	}
+	return out, nil
 }

@@ -192,30 +192,63 @@ func WriteServices(w io.Writer, svcs []Service) error {
 	return tw.Flush()
 }
 
-// WriteConns writes the load balancer's connections and flows as a table.
-func WriteConns(w io.Writer, conns []Conn, now time.Time) error {
+// WriteConns writes the load balancer's connections and flows as a table:
+// STATE is a TCP connection's (conntrack's names), AGE how long since it
+// began, IDLE since its last packet, PACKETS and BYTES what a nat flow
+// carried from the client/from the backend. matched counts every
+// connection the query selected: when it is more than conns, a last line
+// says how many were left out.
+func WriteConns(w io.Writer, conns []Conn, matched int, now time.Time) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "MODE\tPROTO\tCLIENT\tSERVICE\tVIP\tBACKEND\tSNAT\tSTATE")
+	fmt.Fprintln(tw, "MODE\tPROTO\tCLIENT\tSERVICE\tVIP\tBACKEND\tSNAT\tSTATE\tAGE\tIDLE\tPACKETS\tBYTES")
+	since := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String()
+	}
 	for _, c := range conns {
-		svc, snat := c.Service, "-"
+		svc, snat, state := c.Service, "-", c.State
 		if svc == "" {
 			svc = "-"
 		}
 		if c.SNAT.IsValid() {
 			snat = c.SNAT.String()
 		}
-		var state string
-		switch {
-		case c.Mode == "nat":
-			state = "idle " + now.Sub(c.LastSeen).Round(time.Second).String()
-		case !c.DrainAt.IsZero():
-			state = "draining, reset in " + c.DrainAt.Sub(now).Round(time.Second).String()
-		default:
-			state = "open"
+		if state == "" {
+			state = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Mode, c.Protocol, c.Client, svc, c.VIP, c.Backend, snat, state)
+		if !c.DrainAt.IsZero() {
+			state += ", draining: reset in " + c.DrainAt.Sub(now).Round(time.Second).String()
+		}
+		packets, bytes := "-", "-"
+		if c.Orig != nil && c.Reply != nil {
+			packets = fmt.Sprintf("%d/%d", c.Orig.Packets, c.Reply.Packets)
+			bytes = fmt.Sprintf("%d/%d", c.Orig.Bytes, c.Reply.Bytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Mode, c.Protocol, c.Client, svc, c.VIP, c.Backend, snat,
+			state, since(c.Started), since(c.LastSeen), packets, bytes)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if more := matched - len(conns); more > 0 {
+		_, err := fmt.Fprintf(w, "... and %d more (--limit N lists more, 0 all; --service, --backend and --client select)\n", more)
+		return err
+	}
+	return nil
+}
+
+// WriteDeleted says what vrouter conns --delete deleted.
+func WriteDeleted(w io.Writer, d ConnsDeleted) error {
+	plural := func(n int, one, many string) string {
+		if n == 1 {
+			return fmt.Sprintf("%d %s", n, one)
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	}
+	_, err := fmt.Fprintf(w, "deleted %s, reset %s\n", plural(d.NAT, "nat flow", "nat flows"), plural(d.Proxy, "proxied connection", "proxied connections"))
+	return err
 }
 
 // WriteStatus writes the router at a glance, one fact per line, as

@@ -79,6 +79,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/peers", s.getPeers)
 	mux.HandleFunc("GET /v1/services", s.getServices)
 	mux.HandleFunc("GET /v1/conns", s.getConns)
+	mux.HandleFunc("DELETE /v1/conns", s.deleteConns)
 	mux.HandleFunc("GET /v1/log-level", s.getLogLevel)
 	mux.HandleFunc("PUT /v1/log-level", s.putLogLevel)
 	mux.HandleFunc("GET /v1/capture", s.capture)
@@ -245,55 +246,10 @@ func servicePort(e *lb.Entry, svc *lb.Service) ServicePort {
 	return sp
 }
 
-func (s *Server) getConns(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.Conns())
-}
-
-// Conns returns the nat mode flows, proxied connections and egress
-// flows, sorted by
-// mode, client and Service address.
+// Conns returns every nat mode flow and proxied connection, sorted by
+// mode, client and Service address (see QueryConns).
 func (s *Server) Conns() []Conn {
-	out := []Conn{}
-	service := func(vip netip.AddrPort, proto lb.Protocol) string {
-		if s.opts.Table == nil {
-			return ""
-		}
-		if e := s.opts.Table.Lookup(lb.ServiceKey{VIP: vip.Addr(), Port: vip.Port(), Proto: proto}); e != nil {
-			return e.Name().String()
-		}
-		return ""
-	}
-	if s.opts.NAT != nil {
-		for _, f := range s.opts.NAT.Flows() {
-			out = append(out, Conn{
-				Mode: "nat", Protocol: f.Proto.String(), Service: service(f.VIP, f.Proto),
-				Client: f.Client, VIP: f.VIP, Backend: f.Backend, SNAT: f.SNAT, LastSeen: f.LastSeen.UTC(),
-			})
-		}
-	}
-	if s.opts.Proxy != nil {
-		for _, c := range s.opts.Proxy.Conns() {
-			ac := Conn{
-				Mode: "proxy", Protocol: lb.TCP.String(), Service: service(c.VIP, lb.TCP),
-				Client: c.Client, VIP: c.VIP, Backend: c.Backend,
-			}
-			if c.Draining {
-				ac.DrainAt = c.DrainAt.UTC()
-			}
-			out = append(out, ac)
-		}
-	}
-	if s.opts.Egress != nil {
-		for _, f := range s.opts.Egress.Flows() {
-			out = append(out, Conn{
-				Mode: "egress", Protocol: f.Proto.String(),
-				Client: f.Pod, VIP: f.Dst, Backend: f.Dst, SNAT: f.Local,
-			})
-		}
-	}
-	slices.SortFunc(out, func(a, b Conn) int {
-		return cmp.Or(cmp.Compare(a.Mode, b.Mode), a.Client.Compare(b.Client), a.VIP.Compare(b.VIP), cmp.Compare(a.Protocol, b.Protocol))
-	})
+	out, _ := s.QueryConns(ConnQuery{Limit: -1})
 	return out
 }
 

@@ -164,6 +164,31 @@ type Conn struct {
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// DrainAt is when a proxied connection whose backend left is reset.
 	DrainAt time.Time `json:"drainAt,omitzero"`
+	// State is a TCP connection's state as conntrack names it
+	// (SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, TIME_WAIT, CLOSE);
+	// absent for UDP.
+	State string `json:"state,omitempty"`
+	// Started is when the flow or connection began; absent if unknown
+	// (a nat flow adopted from the flow file).
+	Started time.Time `json:"started,omitzero"`
+	// Orig and Reply count a nat flow's packets from the client and from
+	// the backend, as the router saw them (a TCP super-packet counts
+	// once).
+	Orig  *FlowCount `json:"orig,omitempty"`
+	Reply *FlowCount `json:"reply,omitempty"`
+}
+
+// FlowCount counts one direction of a flow.
+type FlowCount struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// ConnsDeleted is the answer of DELETE /v1/conns: how many nat flows were
+// removed and proxied connections reset.
+type ConnsDeleted struct {
+	NAT   int `json:"nat"`
+	Proxy int `json:"proxy"`
 }
 
 // LogLevel is the body of GET and PUT /v1/log-level.

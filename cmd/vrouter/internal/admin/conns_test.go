@@ -1,0 +1,108 @@
+package admin
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConnsQuery: the filters select on the router's side, the limit
+// keeps the first connections in order and the answer says how many
+// matched.
+func TestConnsQuery(t *testing.T) {
+	s := serve(t)
+	s.traffic(t) // 10.244.0.2:40000..40002 to my-service: one flow per backend
+	mustFilter := func(str string) AddrFilter {
+		f, err := ParseAddrFilter(str)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	for _, tc := range []struct {
+		q           ConnQuery
+		wantClients []uint16
+		wantMatched int
+	}{
+		{ConnQuery{}, []uint16{40000, 40001, 40002}, 3},
+		{ConnQuery{Service: "default/my-service"}, []uint16{40000, 40001, 40002}, 3},
+		{ConnQuery{Service: "kube-system/kube-dns"}, nil, 0},
+		{ConnQuery{Service: "default/my"}, nil, 0},
+		{ConnQuery{Backend: mustFilter("10.244.1.2")}, []uint16{40001}, 1},
+		{ConnQuery{Backend: mustFilter("10.244.1.2:8080")}, nil, 0},
+		{ConnQuery{Client: mustFilter("10.244.0.2:40002")}, []uint16{40002}, 1},
+		{ConnQuery{Client: mustFilter("10.244.0.2"), Backend: mustFilter("10.244.1.3:80")}, []uint16{40002}, 1},
+		{ConnQuery{Limit: 1}, []uint16{40000}, 3},
+		{ConnQuery{Limit: 2}, []uint16{40000, 40001}, 3},
+	} {
+		got, matched, err := s.client.QueryConns(ctx(t), tc.q)
+		if err != nil {
+			t.Fatalf("QueryConns(%+v): %v", tc.q, err)
+		}
+		var clients []uint16
+		for _, c := range got {
+			clients = append(clients, c.Client.Port())
+		}
+		if !slices.Equal(clients, tc.wantClients) || matched != tc.wantMatched {
+			t.Errorf("QueryConns(%+v) = clients %v, %d matched; want %v, %d", tc.q, clients, matched, tc.wantClients, tc.wantMatched)
+		}
+	}
+
+	got, matched, _ := s.client.QueryConns(ctx(t), ConnQuery{Limit: 2})
+	var out bytes.Buffer
+	WriteConns(&out, got, matched, time.Now())
+	if want := "... and 1 more (--limit N lists more, 0 all; --service, --backend and --client select)\n"; !strings.HasSuffix(out.String(), want) {
+		t.Errorf("vrouter conns --limit 2 printed\n%s\nwant it to end with\n%s", out.String(), want)
+	}
+
+	for _, q := range []string{"service=nope", "backend=10.244.1", "client=x:y", "limit=-5"} {
+		resp, err := s.client.do(ctx(t), "GET", "/v1/conns?"+q, nil)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("GET /v1/conns?%s succeeded, want an error naming the parameter", q)
+		} else if name, _, _ := strings.Cut(q, "="); !strings.Contains(err.Error(), name) {
+			t.Errorf("GET /v1/conns?%s = %v, want an error naming %s", q, err, name)
+		}
+	}
+}
+
+// TestConnsDelete: a deletion removes the selected nat flows from the
+// table and counts them; one selecting nothing in particular is refused.
+func TestConnsDelete(t *testing.T) {
+	s := serve(t)
+	s.traffic(t)
+	if _, err := s.client.DeleteConns(ctx(t), ConnQuery{}); err == nil || !strings.Contains(err.Error(), "refusing to delete every connection") {
+		t.Errorf("DeleteConns(no filter) = %v, want a refusal", err)
+	}
+	d, err := s.client.DeleteConns(ctx(t), ConnQuery{Backend: AddrFilter{Addr: netip.MustParseAddr("10.244.1.2")}})
+	if err != nil || d != (ConnsDeleted{NAT: 1}) {
+		t.Fatalf("DeleteConns(backend 10.244.1.2) = %+v, %v; want 1 nat flow", d, err)
+	}
+	conns, err := s.client.Conns(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		if c.Backend.Addr() == netip.MustParseAddr("10.244.1.2") {
+			t.Errorf("conn %+v still listed after its deletion", c)
+		}
+	}
+	if len(conns) != 2 {
+		t.Errorf("Conns() = %d connections after deleting 1 of 3, want 2", len(conns))
+	}
+	var out bytes.Buffer
+	WriteDeleted(&out, d)
+	if want := "deleted 1 nat flow, reset 0 proxied connections\n"; out.String() != want {
+		t.Errorf("vrouter conns --delete printed %q, want %q", out.String(), want)
+	}
+	if n := s.logs.FilterMessage("connections deleted").Len(); n != 1 {
+		t.Errorf("%d 'connections deleted' lines, want 1", n)
+	}
+	d, err = s.client.DeleteConns(ctx(t), ConnQuery{Service: "default/my-service"})
+	if err != nil || d != (ConnsDeleted{NAT: 2}) {
+		t.Errorf("DeleteConns(service default/my-service) = %+v, %v; want the 2 left", d, err)
+	}
+}
