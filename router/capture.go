@@ -3,10 +3,13 @@ package router
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // Packet capture: each NIC's link endpoint has a tap slot, an atomic
@@ -21,6 +24,10 @@ import (
 // bounded queue; when the reader falls behind, packets are dropped from
 // the capture (counted by Capture.Dropped), never from the data path, and
 // the packet path never waits for the reader.
+//
+// A capture's filter (CaptureOptions.Filter) is applied on the packet path
+// before the copy: what it leaves out costs a header decode, not a copy
+// or a place in the queue.
 //
 // What a capture sees is raw IP packets, one per record: on the TUN NIC
 // the packets exchanged with the node kernel (before the Service NAT
@@ -65,6 +72,47 @@ type CaptureOptions struct {
 	// SnapLen is the most bytes of each packet kept; the rest is cut
 	// off. Default: whole packets.
 	SnapLen int
+	// Filter selects the packets captured; the rest are not copied.
+	// Default: every packet.
+	Filter CaptureFilter
+}
+
+// CaptureFilter selects packets by their IP header and ports, as
+// tcpdump's "host H and port P and tcp" does. Zero fields select every
+// packet.
+type CaptureFilter struct {
+	// Host selects packets from or to this address.
+	Host netip.Addr
+	// Port selects TCP, UDP and SCTP packets from or to this port (an IP
+	// fragment but the first has none, and is left out).
+	Port uint16
+	// Proto selects packets of this IP protocol (packet.TCP, packet.UDP,
+	// ...); packet.ICMPv4 selects ICMPv6 too.
+	Proto uint8
+}
+
+// IsZero reports whether f selects every packet.
+func (f CaptureFilter) IsZero() bool { return f == CaptureFilter{} }
+
+// match reports whether f selects packet b. It decodes b's headers only
+// when f has something to check.
+func (f *CaptureFilter) match(b []byte) bool {
+	if f.IsZero() {
+		return true
+	}
+	var p packet.Parsed
+	if p.Decode(b) != packet.FaultNone {
+		return false
+	}
+	switch {
+	case f.Host.IsValid() && p.Src != f.Host && p.Dst != f.Host:
+		return false
+	case f.Port != 0 && (!p.HasPorts || p.SrcPort != f.Port && p.DstPort != f.Port):
+		return false
+	case f.Proto != 0 && p.Proto != f.Proto && !(f.Proto == packet.ICMPv4 && p.Proto == packet.ICMPv6):
+		return false
+	}
+	return true
 }
 
 // CapturedPacket is one packet a Capture saw.
@@ -86,6 +134,7 @@ type Capture struct {
 	slot    *tapSlot
 	nic     string
 	snapLen int
+	filter  CaptureFilter
 	ch      chan CapturedPacket
 	dropped atomic.Uint64
 }
@@ -110,10 +159,12 @@ func (r *Router) StartCapture(nic tcpip.NICID, opts CaptureOptions) (*Capture, e
 	if opts.SnapLen <= 0 || opts.SnapLen > maxDatagram {
 		opts.SnapLen = maxDatagram
 	}
+	opts.Filter.Host = opts.Filter.Host.Unmap()
 	c := &Capture{
 		slot:    slot,
 		nic:     r.nicName(nic),
 		snapLen: opts.SnapLen,
+		filter:  opts.Filter,
 		ch:      make(chan CapturedPacket, opts.QueueLen),
 	}
 	if !slot.p.CompareAndSwap(nil, c) {
@@ -140,6 +191,9 @@ func (c *Capture) Close() { c.slot.p.CompareAndSwap(c, nil) }
 // packet is called on the packet path with a packet the caller still
 // owns: it copies it, and never blocks.
 func (c *Capture) packet(dir Direction, b []byte) {
+	if !c.filter.match(b) {
+		return
+	}
 	n := min(len(b), c.snapLen)
 	p := CapturedPacket{Time: time.Now(), Dir: dir, Data: append([]byte(nil), b[:n]...), Len: len(b)}
 	select {

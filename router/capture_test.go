@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -145,5 +146,58 @@ func TestCaptureOffCostsNothing(t *testing.T) {
 	b := udp4(netip.MustParseAddr("10.244.0.4"), netip.MustParseAddr("10.244.1.2"), 64, true, nil)
 	if n := testing.AllocsPerRun(1000, func() { s.see(DirIn, b) }); n != 0 {
 		t.Errorf("tapSlot.see with no capture: %v allocations per packet, want 0", n)
+	}
+}
+
+func TestCaptureFilter(t *testing.T) {
+	v4 := udp4(addr("10.244.0.4"), addr("10.244.1.2"), 64, true, []byte("x")) // 40000 -> 7
+	v6 := udp6(addr("fd00:10:244::4"), addr("fd00:10:244:1::2"), 64, []byte("x"))
+	icmp6 := slices.Clone(v6)
+	icmp6[6] = packet.ICMPv6
+	for _, tc := range []struct {
+		f    CaptureFilter
+		pkt  []byte
+		want bool
+	}{
+		{CaptureFilter{}, []byte{0xff}, true},
+		{CaptureFilter{Host: addr("10.244.1.2")}, v4, true},
+		{CaptureFilter{Host: addr("10.244.0.4")}, v4, true},
+		{CaptureFilter{Host: addr("10.244.0.5")}, v4, false},
+		{CaptureFilter{Port: 7}, v4, true},
+		{CaptureFilter{Port: 40000}, v4, true},
+		{CaptureFilter{Port: 80}, v4, false},
+		{CaptureFilter{Proto: packet.UDP}, v4, true},
+		{CaptureFilter{Proto: packet.TCP}, v4, false},
+		{CaptureFilter{Host: addr("fd00:10:244:1::2"), Port: 7, Proto: packet.UDP}, v6, true},
+		{CaptureFilter{Host: addr("fd00:10:244:1::2"), Port: 8}, v6, false},
+		{CaptureFilter{Proto: packet.ICMPv4}, icmp6, true},
+		{CaptureFilter{Host: addr("10.244.0.4")}, []byte{0x45, 0}, false},
+	} {
+		if got := tc.f.match(tc.pkt); got != tc.want {
+			t.Errorf("%+v.match(% x...) = %v, want %v", tc.f, tc.pkt[:min(len(tc.pkt), 8)], got, tc.want)
+		}
+	}
+}
+
+// TestCaptureFilterApplied: a filtered capture queues only what its
+// filter selects.
+func TestCaptureFilterApplied(t *testing.T) {
+	_, a, b := seedPair(t, Options{})
+	c, err := a.r.StartCapture(TUNNIC, CaptureOptions{Filter: CaptureFilter{Host: addr("10.244.1.3")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a.tun.send(udp4(addr("10.244.0.4"), addr("10.244.1.2"), 64, true, []byte("not this")))
+	b.tun.recv(t)
+	a.tun.send(udp4(addr("10.244.0.4"), addr("10.244.1.3"), 64, true, []byte("this")))
+	b.tun.recv(t)
+	p := nextCaptured(t, c)
+	if ip := header.IPv4(p.Data); ip.DestinationAddress() != packet.TCPIPAddr(addr("10.244.1.3")) {
+		t.Errorf("filtered capture got a packet to %s, want only those to or from 10.244.1.3", ip.DestinationAddress())
+	}
+	expectNoCapture(t, c)
+	if d := c.Dropped(); d != 0 {
+		t.Errorf("Dropped() = %d, want 0: a packet the filter leaves out is not a drop", d)
 	}
 }

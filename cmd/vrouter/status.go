@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -270,19 +271,25 @@ func logLevelCmd(args []string, stdout, stderr io.Writer) error {
 
 func captureCmd(args []string, stdout, stderr io.Writer) error {
 	var f statusFlags
-	fs := newStatusFlagSet("capture", `Usage: vrouter capture --nic tun|overlay [-w FILE] [--count N] [--snaplen N]
+	fs := newStatusFlagSet("capture", `Usage: vrouter capture --nic tun|overlay|vr0 [--host IP] [--port N] [--proto tcp|udp|icmp] [-w FILE] [--count N] [--snaplen N]
 
 Captures the packets crossing one of the running router's NICs, without
 restarting it, and writes them as a pcap file (link type RAW: IP packets, no
-link header) that tcpdump -r and Wireshark read. The tun NIC carries the
-packets exchanged with the node kernel; the overlay NIC the inner packets of
-the overlay datagrams. Without -w the file goes to stdout, e.g.
+link header) that tcpdump -r and Wireshark read. The tun NIC (also named by
+the TUN device's own name, vr0) carries the packets exchanged with the node
+kernel; the overlay NIC the inner packets of the overlay datagrams. --host,
+--port and --proto select packets in the router, before they are copied
+(they combine, as tcpdump's "host H and port P and tcp"). Without -w the
+file goes to stdout, e.g.
 
-    vrouter capture --nic overlay | tcpdump -n -r -
+    vrouter capture --nic overlay --host 10.244.1.2 --proto icmp | tcpdump -n -r -
 
 It stops after --count packets, or on Ctrl-C. One capture per NIC at a time.`, stderr, &f, false)
 	var (
-		nic     = fs.String("nic", "", "the NIC to capture: tun or overlay (required)")
+		nic     = fs.String("nic", "", "the NIC to capture: tun (or the TUN device's name) or overlay (required)")
+		host    = fs.String("host", "", "only packets from or to this IP address")
+		port    = fs.Uint("port", 0, "only TCP, UDP and SCTP packets from or to this port")
+		proto   = fs.String("proto", "", "only packets of this protocol: tcp, udp, icmp (ICMPv6 too) or an IP protocol number")
 		file    = fs.String("w", "", "write the capture to FILE (default stdout)")
 		count   = fs.Int("count", 0, "stop after N packets (default: until Ctrl-C)")
 		snapLen = fs.Int("snaplen", 0, "keep at most N bytes of each packet (default: whole packets)")
@@ -290,9 +297,16 @@ It stops after --count packets, or on Ctrl-C. One capture per NIC at a time.`, s
 	if _, err := f.parse(fs, args, 0); err != nil {
 		return err
 	}
+	portStr := ""
+	if *port != 0 {
+		portStr = strconv.FormatUint(uint64(*port), 10)
+	}
+	filter, ferr := admin.ParseCaptureFilter(*host, portStr, *proto)
 	switch {
-	case *nic != "tun" && *nic != "overlay":
-		return usageErrorf("--nic %q: want tun or overlay", *nic)
+	case *nic == "":
+		return usageErrorf("--nic is required: tun (or the TUN device's name, e.g. vr0) or overlay")
+	case ferr != nil:
+		return usageErrorf("--%v", ferr)
 	case *count < 0:
 		return usageErrorf("--count %d: want a number ≥ 0", *count)
 	case *snapLen < 0:
@@ -314,7 +328,9 @@ It stops after --count packets, or on Ctrl-C. One capture per NIC at a time.`, s
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	stream, err := admin.NewClient(f.socket).Capture(ctx, *nic, *count, *snapLen)
+	stream, err := admin.NewClient(f.socket).Capture(ctx, admin.CaptureRequest{
+		NIC: *nic, Count: *count, SnapLen: *snapLen, Host: filter.Host, Port: filter.Port, Proto: *proto,
+	})
 	if err != nil {
 		return err
 	}

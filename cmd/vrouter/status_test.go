@@ -30,8 +30,11 @@ func TestStatusCommandLine(t *testing.T) {
 		{[]string{"conns", "--client", "10.244.0.2:40000", "--delete", "--socket", none}, 1, "is `vrouter run` running?"},
 		{[]string{"log-level", "debug", "info"}, 2, `unexpected arguments ["info"]`},
 		{[]string{"log-level", "debug", "--socket", none}, 1, none}, // flags after the argument too
-		{[]string{"capture"}, 2, `--nic "": want tun or overlay`},
-		{[]string{"capture", "--nic", "eth0"}, 2, `--nic "eth0": want tun or overlay`},
+		{[]string{"capture"}, 2, "--nic is required"},
+		{[]string{"capture", "--nic", "vr0", "--host", "10.244.1"}, 2, `--host "10.244.1": want an IP address`},
+		{[]string{"capture", "--nic", "vr0", "--port", "70000"}, 2, `--port "70000": want a number from 1 to 65535`},
+		{[]string{"capture", "--nic", "vr0", "--proto", "sctpx"}, 2, `--proto "sctpx": want tcp, udp, icmp or an IP protocol number`},
+		{[]string{"capture", "--nic", "vr0", "-w", filepath.Join(t.TempDir(), "y.pcap"), "--socket", none}, 1, "is `vrouter run` running?"},
 		{[]string{"capture", "--nic", "tun", "--count", "-1"}, 2, "--count -1"},
 		{[]string{"capture", "--nic", "tun", "-w", filepath.Join(t.TempDir(), "x.pcap"), "--socket", none}, 1, "is `vrouter run` running?"},
 		{[]string{"routes", "--bogus"}, 2, "Usage: vrouter routes"},

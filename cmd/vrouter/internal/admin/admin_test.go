@@ -468,16 +468,16 @@ func readPackets(t *testing.T, r io.Reader) []pcap.Record {
 func TestCapture(t *testing.T) {
 	s := serve(t)
 	c := ctx(t)
-	stream, err := s.client.Capture(c, "tun", 2, 0)
+	stream, err := s.client.Capture(c, CaptureRequest{NIC: "tun", Count: 2})
 	if err != nil {
 		t.Fatalf("Capture(tun, 2): %v", err)
 	}
 	defer stream.Close()
 	// One capture per NIC.
-	if _, err := s.client.Capture(c, "tun", 0, 0); err == nil || !strings.Contains(err.Error(), "capture on vr0: a capture is already running") {
+	if _, err := s.client.Capture(c, CaptureRequest{NIC: "tun"}); err == nil || !strings.Contains(err.Error(), "capture on vr0: a capture is already running") {
 		t.Errorf("second Capture(tun) = %v, want an error saying a capture already runs on vr0", err)
 	}
-	if _, err := s.client.Capture(c, "eth0", 0, 0); err == nil || !strings.Contains(err.Error(), `NIC "eth0": want tun or overlay`) {
+	if _, err := s.client.Capture(c, CaptureRequest{NIC: "eth0"}); err == nil || !strings.Contains(err.Error(), `NIC "eth0": want tun or overlay`) {
 		t.Errorf("Capture(eth0) = %v, want an error naming the NIC and the choices", err)
 	}
 
@@ -506,7 +506,7 @@ func TestCapture(t *testing.T) {
 func TestCaptureStopsWhenTheClientGoes(t *testing.T) {
 	s := serve(t)
 	c, cancel := context.WithCancel(ctx(t))
-	stream, err := s.client.Capture(c, "overlay", 0, 0)
+	stream, err := s.client.Capture(c, CaptureRequest{NIC: "overlay"})
 	if err != nil {
 		t.Fatalf("Capture(overlay): %v", err)
 	}
@@ -566,5 +566,37 @@ func TestServicesDualStack(t *testing.T) {
 	line := "default     my-service   ClusterIP   10.103.92.81,fd00:10:96::5b51   <none>        80/TCP\n"
 	if !strings.HasPrefix(out.String(), "NAMESPACE   NAME         TYPE        CLUSTER-IP                      EXTERNAL-IP   PORT(S)\n"+line) {
 		t.Errorf("vrouter services printed\n%s\nwant the line\n%s", out.String(), line)
+	}
+}
+
+// TestCaptureFiltered: the TUN named by its own name, and a filter the
+// router applies: a TCP SYN before the ping is left out.
+func TestCaptureFiltered(t *testing.T) {
+	s := serve(t)
+	c := ctx(t)
+	if _, err := s.client.Capture(c, CaptureRequest{NIC: "vr0", Proto: "gre"}); err == nil || !strings.Contains(err.Error(), `proto "gre"`) {
+		t.Errorf("Capture(proto gre) = %v, want an error naming the protocol", err)
+	}
+	stream, err := s.client.Capture(c, CaptureRequest{NIC: "vr0", Count: 1, Host: nginx4k7xw, Proto: "icmp"})
+	if err != nil {
+		t.Fatalf("Capture(vr0, host %v, icmp): %v", nginx4k7xw, err)
+	}
+	defer stream.Close()
+	s.c.Master.Send(seedtest.TCPSyn(netip.AddrPortFrom(nginxTh5pz, 40000), netip.AddrPortFrom(nginx4k7xw, 80)))
+	s.c.Node.Recv()
+	s.c.Ping(nginxTh5pz, nginx4k7xw, 3)
+	recs := readPackets(t, stream)
+	if len(recs) != 1 {
+		t.Fatalf("capture of 1 packet got %d records", len(recs))
+	}
+	if ip := header.IPv4(recs[0].Data); ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) || header.ICMPv4(ip.Payload()).Sequence() != 3 {
+		t.Errorf("filtered capture's record = % x, want the echo request of seq 3, not the SYN", recs[0].Data)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.logs.FilterField(zap.String("filter", "host 10.244.1.2 and (icmp or icmp6)")).Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s.logs.FilterField(zap.String("filter", "host 10.244.1.2 and (icmp or icmp6)")).Len() == 0 {
+		t.Errorf("no capture log line with the filter as tcpdump writes it: %v", s.logs.All())
 	}
 }

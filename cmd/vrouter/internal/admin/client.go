@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -194,16 +195,39 @@ func (s *CaptureStream) Dropped() int64 {
 	return n
 }
 
-// Capture starts a capture on nic ("tun" or "overlay") that ends after
-// count packets (0: when ctx ends or the stream is closed). snapLen 0
-// keeps whole packets.
-func (c *Client) Capture(ctx context.Context, nic string, count, snapLen int) (*CaptureStream, error) {
-	q := url.Values{"nic": {nic}}
-	if count > 0 {
-		q.Set("count", strconv.Itoa(count))
+// CaptureRequest says what to capture.
+type CaptureRequest struct {
+	// NIC is "tun" (or the TUN's own name, "vr0") or "overlay".
+	NIC string
+	// Count ends the capture after that many packets (0: when ctx ends
+	// or the stream is closed); SnapLen keeps at most that many bytes of
+	// each (0: whole packets).
+	Count, SnapLen int
+	// Host, Port and Proto ("tcp", "udp", "icmp", or an IP protocol
+	// number) select packets in the router, before they are copied;
+	// zero values select all.
+	Host  netip.Addr
+	Port  uint16
+	Proto string
+}
+
+// Capture starts the capture req asks for.
+func (c *Client) Capture(ctx context.Context, req CaptureRequest) (*CaptureStream, error) {
+	q := url.Values{"nic": {req.NIC}}
+	if req.Count > 0 {
+		q.Set("count", strconv.Itoa(req.Count))
 	}
-	if snapLen > 0 {
-		q.Set("snaplen", strconv.Itoa(snapLen))
+	if req.SnapLen > 0 {
+		q.Set("snaplen", strconv.Itoa(req.SnapLen))
+	}
+	if req.Host.IsValid() {
+		q.Set("host", req.Host.String())
+	}
+	if req.Port != 0 {
+		q.Set("port", strconv.Itoa(int(req.Port)))
+	}
+	if req.Proto != "" {
+		q.Set("proto", req.Proto)
 	}
 	resp, err := c.do(ctx, http.MethodGet, "/v1/capture?"+q.Encode(), nil)
 	if err != nil {

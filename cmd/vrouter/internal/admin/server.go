@@ -24,6 +24,7 @@ import (
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/pcap"
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // Options configure a Server. Router is required; Table, NAT and Proxy
@@ -294,7 +295,7 @@ func ParseNIC(name, tunName string) (tcpip.NICID, error) {
 
 // capture streams the packets crossing one NIC as a pcap file until the
 // client goes away, the server stops, or count packets were sent:
-// GET /v1/capture?nic=tun|overlay[&count=N][&snaplen=N].
+// GET /v1/capture?nic=tun|overlay[&count=N][&snaplen=N][&host=IP][&port=N][&proto=tcp|udp|icmp|N].
 func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	tunName := s.opts.Router.Stack().FindNICNameFromID(router.TUNNIC)
@@ -315,7 +316,12 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	c, err := s.opts.Router.StartCapture(nic, router.CaptureOptions{SnapLen: snapLen})
+	filter, err := ParseCaptureFilter(q.Get("host"), q.Get("port"), q.Get("proto"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "capture: %v", err)
+		return
+	}
+	c, err := s.opts.Router.StartCapture(nic, router.CaptureOptions{SnapLen: snapLen, Filter: filter})
 	if errors.Is(err, router.ErrCaptureBusy) {
 		writeError(w, http.StatusConflict, "capture: %v (one capture per NIC at a time; stop the other one first)", err)
 		return
@@ -325,7 +331,7 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
-	s.log.Info("capture started", zap.String("nic", c.NIC()), zap.Int("count", count))
+	s.log.Info("capture started", zap.String("nic", c.NIC()), zap.Int("count", count), zap.String("filter", filterString(filter)))
 
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 	w.Header().Set("Trailer", CaptureDroppedTrailer)
@@ -361,6 +367,66 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(CaptureDroppedTrailer, strconv.FormatUint(c.Dropped(), 10))
 	s.log.Info("capture stopped", zap.String("nic", c.NIC()), zap.Int("packets", n),
 		zap.Uint64("dropped", c.Dropped()), zap.NamedError("reason", err))
+}
+
+// ParseCaptureFilter reads a capture filter: a host address, a port and
+// a protocol (tcp, udp, icmp — which takes ICMPv6 too — or a number),
+// each "" for any.
+func ParseCaptureFilter(host, port, proto string) (router.CaptureFilter, error) {
+	var f router.CaptureFilter
+	if host != "" {
+		a, err := netip.ParseAddr(host)
+		if err != nil {
+			return f, fmt.Errorf("host %q: want an IP address", host)
+		}
+		f.Host = a.Unmap()
+	}
+	if port != "" {
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return f, fmt.Errorf("port %q: want a number from 1 to 65535", port)
+		}
+		f.Port = uint16(n)
+	}
+	switch strings.ToLower(proto) {
+	case "":
+	case "tcp":
+		f.Proto = packet.TCP
+	case "udp":
+		f.Proto = packet.UDP
+	case "icmp", "icmp6", "icmpv6":
+		f.Proto = packet.ICMPv4
+	default:
+		n, err := strconv.ParseUint(proto, 10, 8)
+		if err != nil || n == 0 {
+			return f, fmt.Errorf("proto %q: want tcp, udp, icmp or an IP protocol number", proto)
+		}
+		f.Proto = uint8(n)
+	}
+	return f, nil
+}
+
+// filterString writes f as tcpdump's filter language would.
+func filterString(f router.CaptureFilter) string {
+	var parts []string
+	if f.Host.IsValid() {
+		parts = append(parts, "host "+f.Host.String())
+	}
+	if f.Port != 0 {
+		parts = append(parts, "port "+strconv.Itoa(int(f.Port)))
+	}
+	switch f.Proto {
+	case 0:
+	case packet.TCP:
+		parts = append(parts, "tcp")
+	case packet.UDP:
+		parts = append(parts, "udp")
+	case packet.ICMPv4:
+		parts = append(parts, "(icmp or icmp6)")
+	default:
+		parts = append(parts, "proto "+strconv.Itoa(int(f.Proto)))
+	}
+	return strings.Join(parts, " and ")
 }
 
 // ErrSocketInUse is returned by Listen when another process serves the
