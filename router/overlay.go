@@ -73,6 +73,8 @@ type overlayEndpoint struct {
 	conn     Conn
 	peers    atomic.Pointer[peerTable]
 	identity atomic.Pointer[identity]
+	// pings are the probes Router.Ping awaits replies for (ping.go).
+	pings pings
 
 	// The fields below belong to the reader goroutine. batch holds the
 	// datagrams of one ReadBatch that passed admit, and parsed their
@@ -276,6 +278,9 @@ func (e *overlayEndpoint) admit(p *peer, pp *packet.Parsed, b []byte, now int64)
 	p.stats.lastSeen.Store(now)
 	e.counters.rxPackets.Add(1)
 	e.counters.rxBytes.Add(uint64(len(b)))
+	if (pp.Proto == packet.ICMPv4 || pp.Proto == packet.ICMPv6) && e.icmp(p, pp, b) {
+		return false // a probe's, answered or awaited (ping.go)
+	}
 	if h := e.hook.get(); h != nil {
 		if pass, _ := h.Ingress(false, pp, b); !pass {
 			return false

@@ -212,6 +212,7 @@ func New(opts Options) (*Router, error) {
 	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
+	r.overlay.pings.answer = rate.NewLimiter(1000, 1000)
 	r.tun.offload = opts.TUN.Offload()
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
