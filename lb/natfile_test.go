@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -475,4 +476,80 @@ func BenchmarkFlowFileRecord(b *testing.B) {
 		}
 		ff.release(slot)
 	}
+}
+
+// Records round-trip for both families, with and without a source
+// translation.
+func TestFlowRecordRoundTrip(t *testing.T) {
+	for _, r := range []flowRecord{
+		{proto: TCP, state: stSynAck | stEstablished, client: clientA, vip: vip,
+			backend: netip.MustParseAddrPort("10.244.1.2:80")},
+		{proto: UDP, client: clientA, vip: dnsVIP, backend: netip.MustParseAddrPort("10.244.0.2:53"),
+			snat: netip.AddrPortFrom(routerAddr, 40000)},
+		{proto: TCP, state: stFinFwd | stRST, client: netip.MustParseAddrPort("[fd00:10:244::9]:40000"),
+			vip: netip.MustParseAddrPort("[fd00:10:96::1]:443"), backend: netip.MustParseAddrPort("[fd00:10:244:1::2]:8443"),
+			snat: netip.MustParseAddrPort("[fd69:7672::1]:40001")},
+	} {
+		var b [flowRecordSize]byte
+		r.encode(b[:], 7)
+		got, st := decodeRecord(b[:], 7)
+		if st != recordOK || got != r {
+			t.Errorf("decodeRecord(encode(%+v)) = %+v, %d; want it back, recordOK", r, got, st)
+		}
+		if _, st := decodeRecord(b[:], 8); st != recordForeign {
+			t.Errorf("decodeRecord(%+v) in another generation = %d, want recordForeign", r, st)
+		}
+	}
+	var free [flowRecordSize]byte
+	if _, st := decodeRecord(free[:], 7); st != recordFree {
+		t.Errorf("decodeRecord(zeros) = %d, want recordFree", st)
+	}
+}
+
+// Whatever the file holds, adopting it neither panics nor restores a flow
+// that does not hold against the Table.
+func FuzzPersist(f *testing.F) {
+	seed := filepath.Join(f.TempDir(), "seed")
+	ff, err := createFlowFile(seed, 4, []flowRecord{
+		{proto: TCP, state: stSynAck | stEstablished, client: clientA, vip: vip, backend: netip.MustParseAddrPort("10.244.1.2:80")},
+		{proto: TCP, client: clientA, vip: vip, backend: netip.MustParseAddrPort("10.244.0.4:80"), snat: netip.AddrPortFrom(routerAddr, clientA.Port())},
+		{proto: UDP, client: clientA, vip: dnsVIP, backend: netip.MustParseAddrPort("10.244.0.2:53"), snat: netip.AddrPortFrom(routerAddr, clientA.Port())},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ff.close()
+	b, err := os.ReadFile(seed)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte("VRFLOWS\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(tmpfsDir(t), "f") // ext4 writes a file renamed over another out at once
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		table := newTable(t, Options{NodeName: masterNode})
+		mustSet(t, table, makeService("default", "my-service"), makeKubeDNS())
+		n, err := NewNAT(table, nil, NATOptions{Clock: newFakeClock(), MaxTCP: 8, MaxUDP: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{routerAddr})
+		res, err := n.Persist(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.ClosePersist()
+		if uint64(res.Restored) != n.Stats().Flows {
+			t.Errorf("Persist = %+v, but %d flows", res, n.Stats().Flows)
+		}
+		for _, fl := range n.Flows() {
+			e := table.Lookup(ServiceKey{VIP: fl.VIP.Addr(), Port: fl.VIP.Port(), Proto: fl.Proto})
+			if e == nil || !slices.ContainsFunc(e.Backends(), func(b Backend) bool { return b.AddrPort() == fl.Backend }) {
+				t.Errorf("restored flow %+v: not a backend of its VIP", fl)
+			}
+		}
+	})
 }
