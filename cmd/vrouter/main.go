@@ -9,6 +9,7 @@
 //	vrouter validate node.yaml ...    check config files
 //	vrouter demo                      the seed's two-node cluster in namespaces
 //	vrouter status|routes|peers|services|conns   a running router's state
+//	vrouter ping PEER|POD-IP          probe a peer through a running router's overlay
 //	vrouter log-level [LEVEL]         print or set a running router's log level
 //	vrouter capture --nic tun         a running router's packets, as pcap
 //	vrouter version                   (or vrouter --version)
@@ -57,7 +58,8 @@ func commands() []command {
 		{"routes", "print a running router's route table", routesCmd},
 		{"peers", "print a running router's peers", peersCmd},
 		{"services", "print a running router's Services and their endpoints", servicesCmd},
-		{"conns", "print the connections a running router load-balances", connsCmd},
+		{"conns", "print or delete the connections a running router load-balances", connsCmd},
+		{"ping", "probe a peer router through the overlay: round trip and path MTU", pingCmd},
 		{"log-level", "print or set a running router's log level", logLevelCmd},
 		{"capture", "capture a running router's packets to a pcap file", captureCmd},
 		{"version", "print the version", versionCmd},

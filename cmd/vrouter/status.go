@@ -7,6 +7,7 @@ package main
 //	vrouter peers          peer routers, last seen, counters
 //	vrouter services       Services as `kubectl get svc`, then their endpoints
 //	vrouter conns          nat flows and proxied connections; --delete
+//	vrouter ping PEER|IP   probe a peer through the overlay: round trip, path MTU
 //	vrouter log-level [L]  print or set the log level
 //	vrouter capture        packets crossing a NIC, as a pcap file
 //
@@ -241,6 +242,61 @@ datagram starts a flow to a backend picked again. It needs a filter.`, stderr, &
 		return admin.WriteJSON(stdout, conns)
 	}
 	return admin.WriteConns(stdout, conns, matched, time.Now())
+}
+
+func pingCmd(args []string, stdout, stderr io.Writer) error {
+	var f statusFlags
+	fs := newStatusFlagSet("ping", `Usage: vrouter ping [-c N] [--size N] [--timeout D] [--mtu=false] [-o json] PEER|POD-IP
+
+Probes a peer router through the overlay, as tailscale ping does: the running
+router sends ICMP echo requests from its overlay identity (the network
+address of its pod CIDR, 10.244.0.0) to the peer's (10.244.1.0 for PEER, which
+the peer router answers itself) or to a pod of the peer, and times the
+replies. Then it searches for the largest packet that passes, up to the
+tunnel MTU: the tunnel MTU first, else halving the range. It exits 1 when no
+probe was answered.`, stderr, &f, true)
+	var (
+		count    = fs.Int("c", admin.DefaultPingCount, "send N probes")
+		size     = fs.Int("size", 0, "the probes' IP packet size (default 84, or 104 to an IPv6 address)")
+		timeout  = fs.Duration("timeout", admin.DefaultPingTimeout, "how long to wait for each reply")
+		interval = fs.Duration("interval", admin.DefaultPingInterval, "the time between probes")
+		mtu      = fs.Bool("mtu", true, "search for the largest packet that passes, up to the tunnel MTU")
+	)
+	pos, err := f.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) == 0:
+		return usageErrorf("want a peer's name or a pod IP, e.g. vrouter ping hostgw-node")
+	case *count < 1 || *count > 100:
+		return usageErrorf("-c %d: want a number from 1 to 100", *count)
+	case *size < 0:
+		return usageErrorf("--size %d: want a number ≥ 0", *size)
+	case *timeout <= 0 || *timeout > time.Minute || *interval <= 0 || *interval > time.Minute:
+		return usageErrorf("--timeout and --interval: want durations up to 1m")
+	}
+	q := admin.PingRequest{Target: pos[0], Count: *count, Size: *size, Timeout: *timeout, Interval: *interval, MTU: *mtu}
+	ctx, cancel := context.WithTimeout(context.Background(), q.Duration()+statusTimeout)
+	defer cancel()
+	rep, err := admin.NewClient(f.socket).Ping(ctx, q)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		err = admin.WriteJSON(stdout, rep)
+	} else {
+		err = admin.WritePing(stdout, rep)
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range rep.Probes {
+		if p.Error == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no reply from %s", rep.Target)
 }
 
 func logLevelCmd(args []string, stdout, stderr io.Writer) error {

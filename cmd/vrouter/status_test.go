@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/admin"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/pcap"
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
 )
 
 func TestStatusCommandLine(t *testing.T) {
@@ -38,6 +42,10 @@ func TestStatusCommandLine(t *testing.T) {
 		{[]string{"capture", "--nic", "tun", "--count", "-1"}, 2, "--count -1"},
 		{[]string{"capture", "--nic", "tun", "-w", filepath.Join(t.TempDir(), "x.pcap"), "--socket", none}, 1, "is `vrouter run` running?"},
 		{[]string{"routes", "--bogus"}, 2, "Usage: vrouter routes"},
+		{[]string{"ping"}, 2, "want a peer's name or a pod IP"},
+		{[]string{"ping", "hostgw-node", "-c", "0"}, 2, "-c 0: want a number from 1 to 100"},
+		{[]string{"ping", "a", "b"}, 2, `unexpected arguments ["b"]`},
+		{[]string{"ping", "hostgw-node", "--socket", none}, 1, "is `vrouter run` running?"},
 	} {
 		var out, errb bytes.Buffer
 		code := mainWithArgs(tc.args, &out, &errb)
@@ -72,5 +80,64 @@ func TestCopyCaptureKeepsWholeRecords(t *testing.T) {
 	}
 	if _, err := r.Next(); err == nil {
 		t.Error("copied file has a third record, want only whole ones")
+	}
+}
+
+// serveSeed serves the admin API of hostgw-master of an in-memory seed
+// cluster until the test ends, and returns its socket.
+func serveSeed(t *testing.T) (string, *seedtest.Cluster) {
+	t.Helper()
+	c := seedtest.Start(t)
+	socket := filepath.Join(t.TempDir(), "vr0.sock")
+	ln, err := admin.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := admin.NewServer(admin.Options{Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT,
+		Process: func() admin.Process { return admin.Process{Version: "v0.2.0", Mode: "file", Source: "node.yaml", Ready: true} }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- admin.ServeHTTP(ctx, ln, srv.Handler()) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return socket, c
+}
+
+// TestPingCommand: vrouter ping through the admin socket of a running
+// router, and its exit status when nothing answers.
+func TestPingCommand(t *testing.T) {
+	socket, _ := serveSeed(t)
+	var out, errb bytes.Buffer
+	if code := mainWithArgs([]string{"ping", "hostgw-node", "-c", "2", "--interval", "1ms", "--socket", socket}, &out, &errb); code != 0 {
+		t.Fatalf("vrouter ping hostgw-node = exit %d, stderr %q", code, errb.String())
+	}
+	if got := out.String(); !strings.HasPrefix(got, "PING hostgw-node (10.244.1.0) from 10.244.0.0 through the overlay to hostgw-node at 192.168.31.202:8285\n84 bytes from 10.244.1.0: seq=1 time=") ||
+		!strings.HasSuffix(got, "path MTU: 1472-byte packets pass, the tunnel MTU\n") {
+		t.Errorf("vrouter ping hostgw-node printed\n%s", got)
+	}
+	// A pod nobody plays: no reply, exit 1.
+	out.Reset()
+	errb.Reset()
+	code := mainWithArgs([]string{"ping", "10.244.1.9", "-c", "1", "--timeout", "50ms", "--mtu=false", "--socket", socket}, &out, &errb)
+	if code != 1 || !strings.Contains(out.String(), "seq=1 size=84: no reply within 50ms") || !strings.Contains(errb.String(), "no reply from 10.244.1.9") {
+		t.Errorf("vrouter ping 10.244.1.9 = exit %d, stdout %q, stderr %q; want exit 1 saying no reply", code, out.String(), errb.String())
+	}
+}
+
+// TestStatusCommand: vrouter status -o json through the admin socket.
+func TestStatusCommand(t *testing.T) {
+	socket, _ := serveSeed(t)
+	var out, errb bytes.Buffer
+	if code := mainWithArgs([]string{"status", "-o", "json", "--socket", socket}, &out, &errb); code != 0 {
+		t.Fatalf("vrouter status -o json = exit %d, stderr %q", code, errb.String())
+	}
+	var st admin.Status
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+		t.Fatalf("vrouter status -o json: %v\n%s", err, out.String())
+	}
+	if st.Version != "v0.2.0" || st.Mode != "file" || st.TUN.Name != "vr0" || st.Peers.Total != 1 || st.Services != 2 {
+		t.Errorf("vrouter status -o json = %+v, want v0.2.0, file mode, vr0, 1 peer, 2 Services", st)
 	}
 }

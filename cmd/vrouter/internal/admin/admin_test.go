@@ -49,7 +49,12 @@ type served struct {
 
 func serve(t *testing.T, mods ...func(*Options)) *served {
 	t.Helper()
-	c := seedtest.Start(t)
+	return serveOn(t, seedtest.Start(t), mods...)
+}
+
+// serveOn is serve on cluster c.
+func serveOn(t *testing.T, c *seedtest.Cluster, mods ...func(*Options)) *served {
+	t.Helper()
 	socket := filepath.Join(t.TempDir(), "run", "vr0.sock")
 	ln, err := Listen(socket)
 	if err != nil {

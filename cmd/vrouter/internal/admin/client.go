@@ -280,3 +280,9 @@ func (c *Client) DeleteConns(ctx context.Context, q ConnQuery) (ConnsDeleted, er
 	}
 	return out, nil
 }
+
+// Ping probes a peer through the overlay; ctx should allow q.Duration().
+func (c *Client) Ping(ctx context.Context, q PingRequest) (PingReport, error) {
+	var out PingReport
+	return out, c.getJSON(ctx, "/v1/ping?"+q.values().Encode(), &out)
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -310,4 +311,54 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 		line("Drops", "%s", strings.Join(items, ", "))
 	}
 	return tw.Flush()
+}
+
+// WritePing writes a ping report as ping(8) does: a line per probe, a
+// summary, and the path MTU search's outcome.
+func WritePing(w io.Writer, rep PingReport) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "PING %s (%s) from %s through the overlay to %s", rep.Target, rep.Dst, rep.Src, rep.Peer)
+	if rep.Endpoint.IsValid() {
+		fmt.Fprintf(&b, " at %s", rep.Endpoint)
+	}
+	b.WriteByte('\n')
+	var replies int
+	var minRTT, maxRTT, sum time.Duration
+	for _, p := range rep.Probes {
+		if p.Error != "" {
+			fmt.Fprintf(&b, "seq=%d size=%d: %s\n", p.Seq, p.Size, p.Error)
+			continue
+		}
+		fmt.Fprintf(&b, "%d bytes from %s: seq=%d time=%s\n", p.Size, rep.Dst, p.Seq, ms(p.RTT))
+		if replies == 0 || p.RTT < minRTT {
+			minRTT = p.RTT
+		}
+		maxRTT = max(maxRTT, p.RTT)
+		sum += p.RTT
+		replies++
+	}
+	if n := len(rep.Probes); n > 0 {
+		fmt.Fprintf(&b, "--- %s: %d probes, %d answered, %d%% loss", rep.Target, n, replies, 100*(n-replies)/n)
+		if replies > 0 {
+			fmt.Fprintf(&b, "; rtt min/avg/max %s/%s/%s", ms(minRTT), ms(sum/time.Duration(replies)), ms(maxRTT))
+		}
+		b.WriteByte('\n')
+	}
+	if m := rep.MTU; m != nil {
+		switch {
+		case m.Largest == m.TunnelMTU:
+			fmt.Fprintf(&b, "path MTU: %d-byte packets pass, the tunnel MTU\n", m.Largest)
+		case m.Largest == 0:
+			fmt.Fprintf(&b, "path MTU: no probe passed (%d sent)\n", m.Probes)
+		default:
+			fmt.Fprintf(&b, "path MTU: %d-byte packets pass, less than the tunnel MTU %d: larger ones are lost on the way (%d probes)\n", m.Largest, m.TunnelMTU, m.Probes)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// ms writes d in milliseconds, as ping(8) does.
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64) + "ms"
 }

@@ -85,6 +85,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/log-level", s.putLogLevel)
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	mux.HandleFunc("GET /v1/status", s.getStatus)
+	mux.HandleFunc("GET /v1/ping", s.getPing)
 	return mux
 }
 

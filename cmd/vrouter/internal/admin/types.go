@@ -285,3 +285,39 @@ type Process struct {
 	Ready           bool
 	NotReady        string
 }
+
+// PingReport is the answer of GET /v1/ping: probes of a peer through the
+// overlay, and the largest that passes.
+type PingReport struct {
+	// Target is what was asked for: a peer's name or an IP address.
+	Target string `json:"target"`
+	// Peer is the peer router the probes went to, Endpoint its overlay
+	// address; Src and Dst the probes' addresses (Src this router's
+	// overlay identity, Dst the peer's or the pod's).
+	Peer     string         `json:"peer"`
+	Endpoint netip.AddrPort `json:"endpoint"`
+	Src      netip.Addr     `json:"src"`
+	Dst      netip.Addr     `json:"dst"`
+	Probes   []PingProbe    `json:"probes"`
+	// MTU is the path MTU search, when asked for.
+	MTU *PingMTU `json:"mtu,omitempty"`
+}
+
+// PingProbe is one probe: its IP packet size, and the round trip of its
+// reply (in nanoseconds) or why there was none.
+type PingProbe struct {
+	Seq   int           `json:"seq"`
+	Size  int           `json:"size"`
+	RTT   time.Duration `json:"rtt,omitempty"`
+	Error string        `json:"error,omitempty"`
+}
+
+// PingMTU is the outcome of a path MTU search: the largest inner packet
+// that passed (0: none did), found by halving the range between a size
+// that passed and one that did not, up to the tunnel MTU.
+type PingMTU struct {
+	Largest   int `json:"largest"`
+	TunnelMTU int `json:"tunnelMTU"`
+	// Probes is how many probes the search sent.
+	Probes int `json:"probes"`
+}

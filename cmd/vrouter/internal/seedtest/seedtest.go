@@ -46,26 +46,39 @@ type Node struct {
 	done   chan error
 }
 
+// Options vary the cluster. Zero values are the seed's.
+type Options struct {
+	// NodeMTU is hostgw-node's tunnel MTU. Default router.DefaultMTU,
+	// as hostgw-master's.
+	NodeMTU int
+}
+
 // Start runs the cluster until the test ends.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith runs the cluster with opts until the test ends.
+func StartWith(t testing.TB, opts Options) *Cluster {
+	t.Helper()
 	nw := overlaytest.NewNetwork()
 	c := &Cluster{Net: nw}
-	c.Master = startNode(t, nw, "hostgw-master", MasterUnderlay, MasterPods,
+	c.Master = startNode(t, nw, "hostgw-master", MasterUnderlay, MasterPods, 0,
 		router.Peer{Name: "hostgw-node", Endpoint: NodeUnderlay, PodCIDRs: []netip.Prefix{NodePods}})
-	c.Node = startNode(t, nw, "hostgw-node", NodeUnderlay, NodePods,
+	c.Node = startNode(t, nw, "hostgw-node", NodeUnderlay, NodePods, opts.NodeMTU,
 		router.Peer{Name: "hostgw-master", Endpoint: MasterUnderlay, PodCIDRs: []netip.Prefix{MasterPods}})
 	return c
 }
 
-func startNode(t testing.TB, nw *overlaytest.Network, name string, underlay netip.AddrPort, pods netip.Prefix, peer router.Peer) *Node {
+func startNode(t testing.TB, nw *overlaytest.Network, name string, underlay netip.AddrPort, pods netip.Prefix, mtu int, peer router.Peer) *Node {
 	t.Helper()
 	dev, kernel := tuntest.NewPair(tuntest.Options{})
 	conn, err := nw.Listen(underlay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := router.New(router.Options{TUN: dev, Overlay: conn})
+	r, err := router.New(router.Options{TUN: dev, Overlay: conn, MTU: mtu})
 	if err != nil {
 		t.Fatalf("router.New(%s): %v", name, err)
 	}
