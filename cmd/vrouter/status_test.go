@@ -94,7 +94,9 @@ func serveSeed(t *testing.T) (string, *seedtest.Cluster) {
 		t.Fatal(err)
 	}
 	srv := admin.NewServer(admin.Options{Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT,
-		Process: func() admin.Process { return admin.Process{Version: "v0.2.0", Mode: "file", Source: "node.yaml", Ready: true} }})
+		Process: func() admin.Process {
+			return admin.Process{Version: "v0.2.0", Mode: "file", Source: "node.yaml", Ready: true}
+		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- admin.ServeHTTP(ctx, ln, srv.Handler()) }()
