@@ -1,13 +1,15 @@
 // Package admin is vrouter's local admin API and its client: JSON over HTTP
 // on a unix socket that only root (the socket's owner) can open, read by
-// the status commands (`vrouter routes`, `services`, `conns`, `peers`,
-// `log-level`, `capture`).
+// the status commands (`vrouter status`, `routes`, `services`, `conns`,
+// `peers`, `ping`, `log-level`, `capture`).
 //
 //	vrouter routes ──▶ Client ──unix socket /run/vrouter/vr0.netns-<inode>.sock──▶ Server
+//	                                                                             ├─ GET /v1/status     Options.Process, Router, lb.Table, host sockets, drops
 //	                                                                             ├─ GET /v1/routes     Router.Routes, Stats, Config
 //	                                                                             ├─ GET /v1/peers      Router.Config, Stats
 //	                                                                             ├─ GET /v1/services   lb.Table
-//	                                                                             ├─ GET /v1/conns      lb.NAT.Flows, lb.Proxy.Conns
+//	                                                                             ├─ GET|DELETE /v1/conns  lb.NAT.EachFlow|DeleteFlows, lb.Proxy.Conns|ResetConns
+//	                                                                             ├─ GET /v1/ping       Router.Ping, probe by probe
 //	                                                                             ├─ GET|PUT /v1/log-level
 //	                                                                             └─ GET /v1/capture    Router.StartCapture → pcap stream
 //
