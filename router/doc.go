@@ -27,6 +27,11 @@
 // as another client. Everything refused is counted by reason (Stats),
 // never logged per packet.
 //
+// The overlay endpoint also answers ICMP echo requests from peers for this
+// router's overlay identity (the network address of its pod CIDR, the
+// source of its ICMP errors), and takes the echo replies Ping awaits
+// (ping.go): vrouter ping probes a peer through the overlay that way.
+//
 // The stack's route table decides where every packet goes; the fast path
 // (fastpath.go) keeps those decisions per destination and forwards the
 // common packet — unicast, TTL to spare, no IPv4 options, fits the link —
