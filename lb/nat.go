@@ -46,9 +46,11 @@ type NAT struct {
 	shards [flowShards]flowShard
 
 	// file is the flow file (Persist), nil without one; persisted is set
-	// by the first Persist.
-	file      atomic.Pointer[flowFile]
-	persisted atomic.Bool
+	// by the first Persist. growFailed is the reaper's (Run): whether
+	// the file's last grow failed.
+	file       atomic.Pointer[flowFile]
+	persisted  atomic.Bool
+	growFailed bool
 
 	// replyBuf backs the reply Ingress returns; only TUN ingress, a single
 	// goroutine, produces replies.
@@ -327,6 +329,7 @@ func (n *NAT) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			n.Reap()
+			n.growFile()
 		}
 	}
 }

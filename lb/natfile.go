@@ -39,13 +39,19 @@ import (
 //	              48 backend addr [16], port u16; SNAT port u16, addr [16]
 //	              84 zero [12]
 //
+// The generation is drawn at random for each file. A record is trusted
+// only whole: its checksum must match, its generation be the file's, its
+// fields make sense, and its flow still hold against the Table and the
+// node as they are now (NAT.Persist); everything else is skipped and
+// counted. A crash in the middle of a record's write loses that one flow.
 // A file written before the node last booted is refused whole: its
 // connections died with the node (/run is tmpfs there anyway; this is for
-// a --state-dir on disk). The generation is drawn at random for each file. A record is trusted only
-// whole: its checksum must match, its generation be the file's, its fields
-// make sense, and its flow still hold against the Table and the node as
-// they are now (NAT.Persist); everything else is skipped and counted. A
-// crash in the middle of a record's write loses that one flow.
+// a --state-dir on disk).
+//
+// Pages are allocated ahead of the slots handed out (grow, with
+// fallocate): a write to a page the kernel cannot allocate, on a full
+// tmpfs or disk, would be SIGBUS; a flow that finds no allocated slot is
+// only left unrecorded.
 const (
 	flowFileMagic   = "VRFLOWS\x00"
 	flowFileVersion = 1
@@ -177,6 +183,7 @@ type flowFile struct {
 	mu     sync.Mutex
 	mem    []byte
 	next   uint32   // slots below next have been handed out
+	ready  uint32   // slots below ready have their pages allocated
 	free   []uint32 // slots given back, reused first
 	closed bool
 
@@ -263,6 +270,10 @@ func mapFlowFile(f *os.File, path string, slots uint32, recs []flowRecord) (*flo
 	if err := f.Truncate(size); err != nil {
 		return nil, err
 	}
+	ready := min(slots, uint32(len(recs))+growSlots)
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, slotOffset(ready)); err != nil {
+		return nil, fmt.Errorf("allocate: %w", err)
+	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map: %w", err)
@@ -285,7 +296,7 @@ func mapFlowFile(f *os.File, path string, slots uint32, recs []flowRecord) (*flo
 	boot := bootID()
 	copy(h[24:40], boot[:])
 	binary.LittleEndian.PutUint32(h[40:], crc32.Checksum(h[:40], castagnoli))
-	ff := &flowFile{path: path, f: f, gen: gen, slots: slots, mem: mem}
+	ff := &flowFile{path: path, f: f, gen: gen, slots: slots, mem: mem, ready: ready}
 	for i := range recs {
 		recs[i].encode(ff.slotBytes(uint32(i)+1), gen)
 	}
@@ -317,12 +328,46 @@ func sameBoot(a, b [16]byte) bool {
 // slotBytes is slot's record (slots count from 1); mu held or not yet
 // shared.
 func (ff *flowFile) slotBytes(slot uint32) []byte {
-	off := flowFileHeader + int(slot-1)*flowRecordSize
+	off := slotOffset(slot - 1)
 	return ff.mem[off : off+flowRecordSize]
 }
 
-// alloc hands out a free slot (from 1), or 0 when every slot is taken or
-// the file is closed.
+// slotOffset is where the record of the slot after the first n starts,
+// and so the size of the header and n records.
+func slotOffset(n uint32) int64 {
+	return flowFileHeader + int64(n)*flowRecordSize
+}
+
+// growSlots is the fewest slots grow keeps allocated beyond those handed
+// out (384 KiB).
+const growSlots = 4096
+
+// grow allocates the pages of more slots when fewer than growSlots, or a
+// quarter of those handed out, are left: alloc hands out only allocated
+// slots. It makes a system call: the NAT's reaper calls it, once a
+// second, never the packet path. An error (ENOSPC: the file system is
+// full) leaves the file as it was.
+func (ff *flowFile) grow() error {
+	ff.mu.Lock()
+	from := ff.ready
+	want := min(ff.slots, ff.next+max(growSlots, ff.next/4))
+	closed := ff.closed
+	ff.mu.Unlock()
+	if closed || want <= from {
+		return nil
+	}
+	// Without mu: the packet path keeps writing below ready meanwhile.
+	if err := unix.Fallocate(int(ff.f.Fd()), 0, slotOffset(from), slotOffset(want)-slotOffset(from)); err != nil {
+		return fmt.Errorf("allocate flow file %s to %d records: %w", ff.path, want, err)
+	}
+	ff.mu.Lock()
+	ff.ready = max(ff.ready, want)
+	ff.mu.Unlock()
+	return nil
+}
+
+// alloc hands out a free slot (from 1), or 0 when every allocated slot is
+// taken or the file is closed.
 func (ff *flowFile) alloc() uint32 {
 	ff.mu.Lock()
 	defer ff.mu.Unlock()
@@ -333,7 +378,7 @@ func (ff *flowFile) alloc() uint32 {
 		s := ff.free[len(ff.free)-1]
 		ff.free = ff.free[:len(ff.free)-1]
 		return s
-	case ff.next < ff.slots:
+	case ff.next < ff.ready:
 		ff.next++
 		return ff.next
 	}

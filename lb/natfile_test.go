@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -552,4 +553,61 @@ func FuzzPersist(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Slots are handed out only where the file's pages are allocated, and
+// grow allocates more ahead of the flows: a write can never fault on a
+// page the file system has no room for.
+func TestFlowFileGrows(t *testing.T) {
+	ff, err := createFlowFile(filepath.Join(tmpfsDir(t), "vr0.flows"), 3*growSlots, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.close()
+	for i := range growSlots {
+		if s := ff.alloc(); s != uint32(i)+1 {
+			t.Fatalf("alloc %d = %d, want %d", i, s, i+1)
+		}
+	}
+	if s := ff.alloc(); s != 0 || ff.unrecorded.Load() != 1 {
+		t.Fatalf("alloc past the allocated slots = %d (unrecorded %d), want 0 and counted", s, ff.unrecorded.Load())
+	}
+	if err := ff.grow(); err != nil {
+		t.Fatalf("grow: %v", err)
+	}
+	st, err := os.Stat(ff.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks int64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		blocks = sys.Blocks * 512
+	}
+	if want := slotOffset(2 * growSlots); blocks < want {
+		t.Errorf("after grow the file has %d bytes allocated, want at least %d", blocks, want)
+	}
+	if s := ff.alloc(); s != growSlots+1 {
+		t.Errorf("alloc after grow = %d, want %d", s, growSlots+1)
+	}
+	// Given-back slots come first, and grow stops at the file's size.
+	ff.release(7)
+	if s := ff.alloc(); s != 7 {
+		t.Errorf("alloc after release(7) = %d, want 7", s)
+	}
+	handed := growSlots + 1
+	for {
+		if ff.alloc() != 0 {
+			handed++
+			continue
+		}
+		if ff.ready == ff.slots {
+			break
+		}
+		if err := ff.grow(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if handed != int(ff.slots) {
+		t.Errorf("handed out %d slots growing as needed, want all %d and no more", handed, ff.slots)
+	}
 }

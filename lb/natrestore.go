@@ -258,6 +258,25 @@ func (n *NAT) freeSlotLocked(f *flow) {
 	f.slot = 0
 }
 
+// growFile allocates more of the flow file ahead of the flows (see
+// flowFile.grow), logging a failure once until it succeeds again. Run
+// calls it once a second.
+func (n *NAT) growFile() {
+	ff := n.file.Load()
+	if ff == nil {
+		return
+	}
+	err := ff.grow()
+	switch {
+	case err != nil && !n.growFailed:
+		n.log.Warn("the flow file cannot grow: new flows beyond it will not survive a restart", zap.Error(err))
+		n.growFailed = true
+	case err == nil && n.growFailed:
+		n.log.Info("the flow file grows again")
+		n.growFailed = false
+	}
+}
+
 // unrecorded counts flows that found the flow file full.
 func (n *NAT) unrecorded() uint64 {
 	if ff := n.file.Load(); ff != nil {
