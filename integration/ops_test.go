@@ -241,8 +241,8 @@ func TestOps(t *testing.T) {
 
 		out, err = exec.Command(vrouterBin, "services", "--socket", socket(masterNode)).CombinedOutput()
 		for _, want := range [][]string{
-			{"default", "my-service", "ClusterIP", harness.MyServiceIP, "80/TCP"},
-			{"kube-system", "kube-dns", "ClusterIP", harness.KubeDNSIP, "53/UDP,53/TCP,9153/TCP"},
+			{"default", "my-service", "ClusterIP", harness.MyServiceIP, "<none>", "80/TCP"},
+			{"kube-system", "kube-dns", "ClusterIP", harness.KubeDNSIP, "<none>", "53/UDP,53/TCP,9153/TCP"},
 			{"default/my-service", "10.103.92.81:80/TCP", "10.244.1.3:80", "ready", "hostgw-node", "yes"},
 		} {
 			if err != nil || !hasRow(string(out), want...) {
