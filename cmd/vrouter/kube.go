@@ -123,7 +123,8 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 	if err != nil {
 		return err
 	}
-	sink := &kubeSink{log: log.Named("kube"), first: make(chan struct{})}
+	sink := &kubeSink{log: log.Named("kube"), first: make(chan struct{}),
+		refused: func(err error) { o.reloaded(time.Now(), err) }}
 	src, err := kube.New(client, sink, kube.Options{
 		NodeName:        k.nodeName,
 		ProxyName:       k.proxyName,
@@ -215,6 +216,9 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 // run on the Source's goroutine.
 type kubeSink struct {
 	log *zap.Logger
+	// refused is told each change the data path refused (vrouter
+	// status's last reload); nil: nobody.
+	refused func(error)
 
 	// mu guards everything below.
 	mu       sync.Mutex
@@ -278,7 +282,7 @@ func (s *kubeSink) SetNodes(self kube.Node, peers []kube.Node) error {
 	if s.dp == nil {
 		return nil
 	}
-	return s.dp.SetPeers(s.routerPeersLocked())
+	return s.refusal(s.dp.SetPeers(s.routerPeersLocked()))
 }
 
 func (s *kubeSink) SetServices(svcs []lb.Service) error {
@@ -287,7 +291,7 @@ func (s *kubeSink) SetServices(svcs []lb.Service) error {
 	s.haveSvcs = true
 	s.maybeReadyLocked()
 	if s.dp != nil {
-		return s.dp.SetServices(svcs)
+		return s.refusal(s.dp.SetServices(svcs))
 	}
 	s.svcs = make(map[lb.ServiceName]lb.Service, len(svcs))
 	for _, svc := range svcs {
@@ -300,7 +304,7 @@ func (s *kubeSink) UpsertService(svc lb.Service) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dp != nil {
-		return s.dp.UpsertService(svc)
+		return s.refusal(s.dp.UpsertService(svc))
 	}
 	if s.svcs == nil {
 		s.svcs = map[lb.ServiceName]lb.Service{}
@@ -313,10 +317,18 @@ func (s *kubeSink) DeleteService(namespace, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dp != nil {
-		return s.dp.DeleteService(namespace, name)
+		return s.refusal(s.dp.DeleteService(namespace, name))
 	}
 	delete(s.svcs, lb.ServiceName{Namespace: namespace, Name: name})
 	return nil
+}
+
+// refusal passes err on, after telling refused of it.
+func (s *kubeSink) refusal(err error) error {
+	if err != nil && s.refused != nil {
+		s.refused(err)
+	}
+	return err
 }
 
 // routerPeersLocked are the recorded peer Nodes as the router's peers: none
