@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
+	"github.com/vrouter/vrouter/router/packet"
 )
 
 // TestConnsQuery: the filters select on the router's side, the limit
@@ -104,5 +107,38 @@ func TestConnsDelete(t *testing.T) {
 	d, err = s.client.DeleteConns(ctx(t), ConnQuery{Service: "default/my-service"})
 	if err != nil || d != (ConnsDeleted{NAT: 2}) {
 		t.Errorf("DeleteConns(service default/my-service) = %+v, %v; want the 2 left", d, err)
+	}
+}
+
+// TestConnsLimitLargeTable: of 5,000 flows the router sends the first
+// limit, in order, and counts the rest; by default 1,000.
+func TestConnsLimitLargeTable(t *testing.T) {
+	s := serve(t)
+	const n = 5000
+	var p packet.Parsed
+	for i := range n {
+		// Clients in reverse order, so that order is the router's doing.
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(10 + (n-1-i)/1000)}), uint16(20000+(n-1-i)%1000))
+		syn := seedtest.TCPSyn(client, netip.AddrPortFrom(seedtest.MyServiceVIP, 80))
+		p.Decode(syn)
+		if pass, _ := s.c.Master.NAT.Ingress(true, &p, syn); !pass {
+			t.Fatalf("SYN %d refused: %+v", i, s.c.Master.NAT.Stats())
+		}
+	}
+	got, matched, err := s.client.QueryConns(ctx(t), ConnQuery{Limit: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 7 || matched != n {
+		t.Fatalf("QueryConns(limit 7) = %d conns, %d matched; want 7 of %d", len(got), matched, n)
+	}
+	for i, c := range got {
+		if want := netip.MustParseAddrPort("10.244.0.10:" + itoa(20000+i)); c.Client != want {
+			t.Errorf("conn %d from %v, want %v (the first in order)", i, c.Client, want)
+		}
+	}
+	got, matched, err = s.client.QueryConns(ctx(t), ConnQuery{})
+	if err != nil || len(got) != DefaultConnsLimit || matched != n {
+		t.Errorf("QueryConns(default) = %d conns, %d matched, %v; want %d of %d", len(got), matched, err, DefaultConnsLimit, n)
 	}
 }
