@@ -214,7 +214,7 @@ func TestEgressMasquerade(t *testing.T) {
 			t.Fatalf("read the echo server's greeting at %s: %v", p.name, err)
 		}
 		pod := netip.MustParseAddrPort(conn.LocalAddr().String())
-		out, err := exec.Command(vrouterBin, "conns", "-o", "json", "--socket", e.adminSocket(p.node)).Output()
+		out, err := exec.Command(vrouterBin, "conns", "-o", "json", "--socket", e.adminSocket(p.node)).CombinedOutput()
 		if err != nil {
 			t.Fatalf("vrouter conns on %s: %v", p.node, err)
 		}
@@ -355,7 +355,8 @@ func (e *lbEnv) bulk(pod string, n int64) {
 	back, err := io.Copy(io.Discard, conn)
 	took := time.Since(start)
 	if err != nil {
-		t.Fatalf("receive at %s: %v after %d bytes", pod, err, back)
+		out, _ := exec.Command(vrouterBin, "status", "--socket", e.adminSocket(e.nodeOf(pod))).CombinedOutput()
+		t.Fatalf("receive at %s: %v after %d bytes\n%s", pod, err, back, out)
 	}
 	if got := int64(binary.BigEndian.Uint64(hdr[:])); got != n || back != n {
 		t.Fatalf("bulk from %s: the server got %d bytes, the pod got %d back, want %d each way", pod, got, back, n)

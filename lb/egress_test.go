@@ -397,3 +397,21 @@ func TestICMPUnreachableQuotesTheSYN(t *testing.T) {
 		t.Errorf("quoted sequence number %#x, want %#x", seq, 0xdeadbeef)
 	}
 }
+
+// TestEgressCompletesSingleSegmentChecksum: a host-GSO packet that holds
+// one segment leaves as a plain packet, its partial checksum (the
+// pseudo-header sum gVisor leaves) completed.
+func TestEgressCompletesSingleSegmentChecksum(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("198.51.100.10:80"), netip.MustParseAddrPort("10.244.0.4:40000")
+	b := tcp4(src, dst, header.TCPFlagAck, "one segment of payload")
+	tc := header.TCP(b[header.IPv4MinimumSize:])
+	want := tc.Checksum()
+	tc.SetChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, packet.TCPIPAddr(src.Addr()), packet.TCPIPAddr(dst.Addr()), uint16(len(tc))))
+	if got := tcpPayloadOffset(b); got != header.IPv4MinimumSize+header.TCPMinimumSize {
+		t.Errorf("tcpPayloadOffset = %d, want %d", got, header.IPv4MinimumSize+header.TCPMinimumSize)
+	}
+	completeTCPChecksum(b)
+	if got := tc.Checksum(); got != want {
+		t.Errorf("completeTCPChecksum: checksum %#04x, want %#04x", got, want)
+	}
+}

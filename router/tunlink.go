@@ -207,3 +207,22 @@ func (e *tunEndpoint) runHook(h Hook, p *packet.Parsed, b []byte) bool {
 // for data paths beside the router's stack (lb.Egress's replies to pods);
 // safe for concurrent use. The router does not keep b.
 func (r *Router) WriteTUN(b []byte) bool { return r.tun.send(b, tun.Offload{}) }
+
+// TUNOffload reports whether the TUN takes TCP super-packets
+// (WriteTUNSuper): it was opened with segmentation offload.
+func (r *Router) TUNOffload() bool { return r.tun.offload }
+
+// WriteTUNSuper writes the TCP super-packet b to the node kernel as one
+// TSO packet whose segments carry mss payload bytes each, and reports
+// whether it was written. b's TCP checksum holds the pseudo-header sum
+// over the whole segment (Linux's CHECKSUM_PARTIAL, as gVisor's host GSO
+// leaves it); the kernel completes and cuts it. Only with TUNOffload;
+// safe for concurrent use. The router does not keep b.
+func (r *Router) WriteTUNSuper(b []byte, mss int) bool {
+	var p packet.Parsed
+	if !r.tun.offload || p.Decode(b) != packet.FaultNone || p.Length != len(b) || p.Proto != packet.TCP || p.TransportEnd == 0 || mss < 1 {
+		r.drops.add(DropTxError)
+		return false
+	}
+	return r.tun.send(b, superOffload(&p, mss))
+}

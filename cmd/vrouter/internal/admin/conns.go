@@ -214,7 +214,8 @@ func (s *Server) DeleteConns(q ConnQuery) ConnsDeleted {
 
 // eachConn calls fn with each connection the load balancer carries, in
 // no order, until fn returns false: nat flows (one flow shard at a time,
-// under its lock: fn must be quick), then proxied connections.
+// under its lock: fn must be quick), then proxied connections, then
+// pods' egress flows.
 func (s *Server) eachConn(fn func(Conn) bool) {
 	more := true
 	if n := s.opts.NAT; n != nil {
@@ -225,11 +226,29 @@ func (s *Server) eachConn(fn func(Conn) bool) {
 	}
 	if p := s.opts.Proxy; p != nil && more {
 		for _, pc := range p.Conns() {
-			if !fn(s.proxyConn(pc)) {
+			if more = fn(s.proxyConn(pc)); !more {
 				return
 			}
 		}
 	}
+	if e := s.opts.Egress; e != nil && more {
+		for _, f := range e.Flows() {
+			if !fn(egressConn(f)) {
+				return
+			}
+		}
+	}
+}
+
+// egressConn is a pod's egress flow (egress.masquerade) as a Conn: the
+// pod is the client, the destination its VIP and backend, the node's
+// address and port the SNAT the destination sees.
+func egressConn(f lb.EgressFlowInfo) Conn {
+	c := Conn{Mode: "egress", Protocol: f.Proto.String(), Client: f.Pod, VIP: f.Dst, Backend: f.Dst, SNAT: f.Local}
+	if f.Proto == lb.EgressTCP {
+		c.State = "ESTABLISHED"
+	}
+	return c
 }
 
 // serviceOf names the Service port of vip, if it still exists.

@@ -236,8 +236,13 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 	}
 	var egress *lb.Egress
 	if cfg.Egress.Masquerade && !opts.ProxyOnly {
+		var sendSuper func([]byte, int) bool
+		if r.TUNOffload() {
+			sendSuper = r.WriteTUNSuper
+		}
 		egress, err = lb.NewEgress(table, log.Named("lb"), lb.EgressOptions{
 			Send:           r.WriteTUN,
+			SendSuper:      sendSuper,
 			MTU:            cmp.Or(cfg.TUN.MTU, cfg.Overlay.MTU, router.DefaultMTU),
 			UDPTimeout:     cfg.LB.NAT.UDPTimeout,
 			MaxFlows:       cfg.Egress.MaxFlows,
