@@ -445,9 +445,9 @@ func (p *Proxy) splice(c *proxyConn, e *Entry, fromClient spliceReader) {
 	done := make(chan struct{})
 	p.wg.Go(func() {
 		defer close(done)
-		c.pipe(c.bc, fromClient, c.bc.CloseWrite)
+		c.pipe(c.bc, fromClient, c.bc.CloseWrite, &c.copied[0])
 	})
-	c.pipe(c.cc, fromBackend, c.cc.CloseWrite)
+	c.pipe(c.cc, fromBackend, c.cc.CloseWrite, &c.copied[1])
 	<-done
 	c.finish()
 }
@@ -750,6 +750,9 @@ type proxyConn struct {
 	hcnt *hostCounters
 
 	last atomic.Int64 // unix nanoseconds of the last data read either way
+	// copied counts the bytes spliced, [0] from the client, [1] from the
+	// backend: one add per read, by the goroutine splicing that way.
+	copied [2]atomic.Uint64
 	// started is when the proxy took the connection.
 	started time.Time
 
@@ -865,12 +868,13 @@ func (r *stackReader) close() {
 
 // pipe copies src to dst until src ends. At EOF it passes the half-close
 // on (closeWrite); on any error it resets both connections.
-func (c *proxyConn) pipe(dst io.Writer, src spliceReader, closeWrite func() error) {
+func (c *proxyConn) pipe(dst io.Writer, src spliceReader, closeWrite func() error, copied *atomic.Uint64) {
 	defer src.close()
 	for {
 		b, err := src.read()
 		if len(b) > 0 {
 			c.touch()
+			copied.Add(uint64(len(b)))
 			if _, werr := dst.Write(b); werr != nil {
 				c.shut(true, nil)
 				return
@@ -1107,6 +1111,9 @@ type ProxyConnInfo struct {
 	// Started is when the proxy took the connection; LastSeen when data
 	// last crossed it either way (zero: none yet).
 	Started, LastSeen time.Time
+	// Bytes counts the bytes spliced, [0] from the client, [1] from the
+	// backend.
+	Bytes [2]uint64
 }
 
 // Conns lists the open connections (for status commands and tests).
@@ -1130,6 +1137,7 @@ func (p *Proxy) infoLocked(k backendKey, c *proxyConn) ProxyConnInfo {
 		Backend: k.backend,
 		Host:    c.ep == nil,
 		Started: c.started,
+		Bytes:   [2]uint64{c.copied[0].Load(), c.copied[1].Load()},
 	}
 	if l := c.last.Load(); l != 0 {
 		ci.LastSeen = time.Unix(0, l)

@@ -112,6 +112,17 @@ func TestProxyResetConns(t *testing.T) {
 	if got := e.p.Conns(); len(got) != 2 || got[0].Started.IsZero() || time.Since(got[0].Started) > time.Minute {
 		t.Fatalf("Conns() = %+v, want 2 started just now", got)
 	}
+	if err := echo(keep, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the echo counted", func() bool {
+		for _, c := range e.p.Conns() {
+			if c.Client.Port() != killPort {
+				return c.Bytes[0] == 5 && c.Bytes[1] > 5 // the greeting and the echo
+			}
+		}
+		return false
+	})
 	if n := e.p.ResetConns(func(c ProxyConnInfo) bool { return c.Client.Port() == killPort }); n != 1 {
 		t.Fatalf("ResetConns(client port %d) = %d, want 1", killPort, n)
 	}

@@ -278,6 +278,7 @@ func (s *Server) proxyConn(pc lb.ProxyConnInfo) Conn {
 		Mode: "proxy", Protocol: lb.TCP.String(), Service: s.serviceOf(pc.VIP, lb.TCP),
 		Client: pc.Client, VIP: pc.VIP, Backend: pc.Backend, State: "ESTABLISHED",
 		Started: pc.Started.UTC(), LastSeen: pc.LastSeen.UTC(),
+		Orig: &FlowCount{Bytes: pc.Bytes[0]}, Reply: &FlowCount{Bytes: pc.Bytes[1]},
 	}
 	if pc.Draining {
 		c.DrainAt = pc.DrainAt.UTC()

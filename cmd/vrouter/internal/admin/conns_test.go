@@ -142,3 +142,23 @@ func TestConnsLimitLargeTable(t *testing.T) {
 		t.Errorf("QueryConns(default) = %d conns, %d matched, %v; want %d of %d", len(got), matched, err, DefaultConnsLimit, n)
 	}
 }
+
+// TestWriteConnsProxy: a proxied connection shows its bytes each way, no
+// packets (a stream), and when it drains, when it is reset.
+func TestWriteConnsProxy(t *testing.T) {
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	conns := []Conn{{
+		Mode: "proxy", Protocol: "TCP", Service: "default/my-service",
+		Client: netip.MustParseAddrPort("10.244.0.2:40000"), VIP: netip.MustParseAddrPort("10.103.92.81:80"),
+		Backend: netip.MustParseAddrPort("10.244.1.2:80"), State: "ESTABLISHED",
+		Started: now.Add(-time.Minute), LastSeen: now.Add(-2 * time.Second), DrainAt: now.Add(3 * time.Second),
+		Orig: &FlowCount{Bytes: 5}, Reply: &FlowCount{Bytes: 120},
+	}}
+	var out bytes.Buffer
+	WriteConns(&out, conns, 1, now)
+	want := "MODE    PROTO   CLIENT             SERVICE              VIP               BACKEND         SNAT   STATE                                AGE    IDLE   PACKETS   BYTES\n" +
+		"proxy   TCP     10.244.0.2:40000   default/my-service   10.103.92.81:80   10.244.1.2:80   -      ESTABLISHED, draining: reset in 3s   1m0s   2s     -         5/120\n"
+	if out.String() != want {
+		t.Errorf("vrouter conns printed\n%s\nwant\n%s", out.String(), want)
+	}
+}

@@ -224,7 +224,9 @@ func WriteConns(w io.Writer, conns []Conn, matched int, now time.Time) error {
 		}
 		packets, bytes := "-", "-"
 		if c.Orig != nil && c.Reply != nil {
-			packets = fmt.Sprintf("%d/%d", c.Orig.Packets, c.Reply.Packets)
+			if c.Mode != "proxy" { // a stream: bytes only
+				packets = fmt.Sprintf("%d/%d", c.Orig.Packets, c.Reply.Packets)
+			}
 			bytes = fmt.Sprintf("%d/%d", c.Orig.Bytes, c.Reply.Bytes)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Mode, c.Protocol, c.Client, svc, c.VIP, c.Backend, snat,

@@ -171,9 +171,10 @@ type Conn struct {
 	// Started is when the flow or connection began; absent if unknown
 	// (a nat flow adopted from the flow file).
 	Started time.Time `json:"started,omitzero"`
-	// Orig and Reply count a nat flow's packets from the client and from
-	// the backend, as the router saw them (a TCP super-packet counts
-	// once).
+	// Orig and Reply count what came from the client and from the
+	// backend: a nat flow's packets as the router saw them (a TCP
+	// super-packet counts once) and their bytes; a proxied connection's
+	// bytes spliced (no packets: the proxy sees a stream).
 	Orig  *FlowCount `json:"orig,omitempty"`
 	Reply *FlowCount `json:"reply,omitempty"`
 }
