@@ -96,6 +96,12 @@ type bed struct {
 	nodePorts   bool
 	nodePortErr error
 
+	// egress is set when pods' egress is masqueraded on this bed (see
+	// egress.go), with an iperf3 server on outsideClient.
+	egress          bool
+	egressIperf     *exec.Cmd
+	egressIperfDone chan struct{}
+
 	spawn *spawner
 }
 
@@ -110,6 +116,8 @@ type bedOptions struct {
 	// nodePorts says that services give my-service node port myNodePort,
 	// to be checked from outsideClient.
 	nodePorts bool
+	// egress masquerades pods' egress (egress.go).
+	egress bool
 }
 
 // nodeAddr is node's underlay address.
@@ -140,7 +148,7 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn, nodePorts: o.nodePorts}
+	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn, nodePorts: o.nodePorts, egress: o.egress}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("set up %s: %w", m, err), b.close())
@@ -167,6 +175,11 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	}
 	if err := b.check(ctx); err != nil {
 		return nil, err
+	}
+	if b.egress {
+		if err := b.setupEgress(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if b.nodePorts {
 		// A node port that does not answer fails the NodePort
@@ -272,6 +285,7 @@ func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string
 	spec := b.c.Spec()
 	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, args...)
 	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
+	opts.Egress.Masquerade = b.egress
 	for _, n := range []string{masterNode, workerNode} {
 		path, err := harness.WriteConfig(b.dir, spec, n, opts)
 		if err != nil {
@@ -430,6 +444,10 @@ func (b *bed) close() error {
 	if b.iperf != nil && b.iperf.Process != nil {
 		b.iperf.Process.Kill()
 		<-b.iperfDone
+	}
+	if b.egressIperf != nil && b.egressIperf.Process != nil {
+		b.egressIperf.Process.Kill()
+		<-b.egressIperfDone
 	}
 	if b.rr != nil {
 		b.rr.close()

@@ -213,6 +213,12 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		rep.NodePort = why
 		progress("NodePort on vrouter: n/a (%s)", why)
 	}
+	egressOK, why := egressAvailable(ctx, bin, work)
+	rep.Egress = "measured"
+	if !egressOK {
+		rep.Egress = why
+		progress("egress on vrouter: n/a (%s)", why)
+	}
 	spawn := newSpawner()
 	defer spawn.stop() // registered first, so it runs after the beds are closed
 	beds := map[mode]*bed{}
@@ -235,6 +241,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			services: harness.SeedServices(""),
 			spawn:    spawn,
 			args:     p.routerArgs,
+			egress:   m == modeKernel || egressOK,
 		}
 		switch {
 		case m == modeProxy:
@@ -285,7 +292,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 				continue
 			}
 			if b := beds[m]; b != nil && !ms.appliesTo(b) {
-				continue // no node ports on this vrouter: rep.NodePort says why
+				continue // no node ports (or egress) on this vrouter: rep.NodePort (rep.Egress) says why
 			}
 			if !hasSamples(rep, ms.name, m) {
 				rep.errorf("%s on %s: no measurement could be taken", ms.name, m)
@@ -461,7 +468,8 @@ var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
 	"icmp": "icmp_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
 	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
-	"conn-mem": "conn_mem_kib",
+	"conn-mem":   "conn_mem_kib",
+	"egress-tcp": "egress_tcp_gbps_up", "egress-close": "egress_close_per_s",
 }
 
 func hasSamples(rep *report, name string, m mode) bool {

@@ -70,7 +70,8 @@ type measurement struct {
 
 // appliesTo reports whether m runs on b.
 func (m measurement) appliesTo(b *bed) bool {
-	return containsMode(m.modes, b.mode) && (!nodePortMeasurements[m.name] || b.nodePorts)
+	return containsMode(m.modes, b.mode) && (!nodePortMeasurements[m.name] || b.nodePorts) &&
+		(!egressMeasurementSet[m.name] || b.egress)
 }
 
 // firstRoundOnly names the measurements taken in the first round only.
@@ -129,6 +130,12 @@ var measurements = []measurement{
 			return nil, b.nodePortErr
 		}
 		return measureHTTP(ctx, b, nodePortLoad, true, p.httpConns, p.httpDur)
+	}},
+	{"egress-tcp", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureEgressTCP(ctx, b, p.dur)
+	}},
+	{"egress-close", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureHTTP(ctx, b, egressLoad, false, p.httpConns, p.httpDur)
 	}},
 }
 

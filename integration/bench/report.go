@@ -26,6 +26,7 @@ type report struct {
 	HTTPSecs float64   `json:"seconds_per_http_run"`
 	Proxy    string    `json:"proxy_mode"`       // "measured", or why not
 	NodePort string    `json:"nodeport_vrouter"` // "measured", or why not
+	Egress   string    `json:"egress_vrouter"`   // "measured", or why not
 	Metrics  []metric  `json:"metrics"`
 	Control  struct {
 		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
@@ -80,6 +81,9 @@ var tableMetrics = []metricDef{
 	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
 	{"nodeport_close_per_s", "NodePort new connections/s (HTTP, Connection: close), client outside the cluster; target ≥ 0.5× ⁵", "conn/s", false},
 	{"nodeport_keepalive_per_s", "NodePort keep-alive requests/s (HTTP), client outside the cluster ⁵", "req/s", false},
+	{"egress_tcp_gbps_up", "pod→outside TCP, 1 stream, masqueraded ⁶", "Gbit/s", false},
+	{"egress_tcp_gbps_down", "outside→pod TCP, 1 stream, masqueraded ⁶", "Gbit/s", false},
+	{"egress_close_per_s", "pod→outside new connections/s (HTTP, Connection: close), masqueraded ⁶", "conn/s", false},
 	{"underlay_bytes_per_packet_1", "bytes per packet on the underlay (" + masterNode + " eth0), TCP 1 stream", "B", false},
 	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
 	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
@@ -285,6 +289,13 @@ func (r *report) writeTables(w io.Writer) {
 	if _, ok := r.metric("nodeport_close_per_s"); ok {
 		fmt.Fprintf(w, "⁵ my-service's node port %d on %s's address %v, loaded from %s (a host on the underlay that is not a node) by the ClusterIP rows' load generator. kernel: kube-proxy's NodePort rules (KUBE-NODEPORTS, KUBE-EXT masquerade mark, KUBE-SVC, KUBE-SEP DNAT); vrouter: the router's host listener on the node relays each connection to an endpoint it dials from the node, in either mode (\"= nat\").\n",
 			myNodePort, masterNode, masterNodePort.Addr(), outsideClient)
+	}
+	if _, ok := r.metric("egress_close_per_s"); ok {
+		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node.\n",
+			egressServer, outsideClient, clientPod, httpClientPod)
+	}
+	if r.Egress != "measured" && r.Egress != "" {
+		fmt.Fprintf(w, "Egress on vrouter: n/a (%s).\n", r.Egress)
 	}
 	if r.NodePort != "measured" {
 		fmt.Fprintf(w, "NodePort on vrouter: n/a (%s).\n", r.NodePort)
