@@ -190,50 +190,89 @@ type flowFile struct {
 	unrecorded atomic.Uint64 // flows that found no free slot
 }
 
-// readFlowFile maps the flow file at path, if there is one, and returns
-// its records' bytes and generation with a release function; refused
-// says why the file as a whole cannot be read (its records are then not
-// looked at). A missing file is no error and no refusal.
-func readFlowFile(path string) (recs []byte, gen uint32, refused string, release func(), err error) {
-	release = func() {}
+// readFlowFile reads the flow file at path, if there is one, and returns
+// the bytes of its records that hold data, whole records in file order,
+// and its generation; refused says why the file as a whole cannot be read
+// (its records are then not looked at). A missing file is no error and
+// no refusal.
+//
+// It reads only the file's data (SEEK_DATA, SEEK_HOLE), with pread: a
+// sparse file of the default size is 60 MiB, nearly all holes, and
+// touching a hole through a shared mapping of a tmpfs file would allocate
+// it — or, on a full tmpfs, fault.
+func readFlowFile(path string) (recs []byte, gen uint32, refused string, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, "", release, nil
+		return nil, 0, "", nil
 	}
 	if err != nil {
-		return nil, 0, "", release, fmt.Errorf("open flow file %s: %w", path, err)
+		return nil, 0, "", fmt.Errorf("open flow file %s: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, 0, "", release, fmt.Errorf("stat flow file %s: %w", path, err)
+		return nil, 0, "", fmt.Errorf("stat flow file %s: %w", path, err)
 	}
 	size := st.Size()
 	if size < flowFileHeader {
-		return nil, 0, fmt.Sprintf("%d bytes, shorter than its %d-byte header", size, flowFileHeader), release, nil
+		return nil, 0, fmt.Sprintf("%d bytes, shorter than its %d-byte header", size, flowFileHeader), nil
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, 0, "", release, fmt.Errorf("map flow file %s: %w", path, err)
+	h := make([]byte, flowFileHeader)
+	if _, err := f.ReadAt(h, 0); err != nil {
+		return nil, 0, "", fmt.Errorf("read flow file %s: %w", path, err)
 	}
-	release = func() { _ = unix.Munmap(mem) }
-	h := mem[:flowFileHeader]
 	switch {
 	case string(h[:8]) != flowFileMagic:
-		return nil, 0, "not a vrouter flow file (bad magic)", release, nil
+		return nil, 0, "not a vrouter flow file (bad magic)", nil
 	case crc32.Checksum(h[:40], castagnoli) != binary.LittleEndian.Uint32(h[40:]):
-		return nil, 0, "header checksum mismatch", release, nil
+		return nil, 0, "header checksum mismatch", nil
 	case binary.LittleEndian.Uint32(h[8:]) != flowFileVersion:
-		return nil, 0, fmt.Sprintf("version %d, this vrouter reads version %d", binary.LittleEndian.Uint32(h[8:]), flowFileVersion), release, nil
+		return nil, 0, fmt.Sprintf("version %d, this vrouter reads version %d", binary.LittleEndian.Uint32(h[8:]), flowFileVersion), nil
 	case binary.LittleEndian.Uint32(h[12:]) != flowRecordSize:
-		return nil, 0, fmt.Sprintf("record size %d, want %d", binary.LittleEndian.Uint32(h[12:]), flowRecordSize), release, nil
+		return nil, 0, fmt.Sprintf("record size %d, want %d", binary.LittleEndian.Uint32(h[12:]), flowRecordSize), nil
 	case !sameBoot([16]byte(h[24:40]), bootID()):
-		return nil, 0, "written before the node last booted", release, nil
+		return nil, 0, "written before the node last booted", nil
 	}
 	slots := int64(binary.LittleEndian.Uint32(h[16:]))
 	gen = binary.LittleEndian.Uint32(h[20:])
-	end := min(size, flowFileHeader+slots*flowRecordSize)
-	return mem[flowFileHeader:end], gen, "", release, nil
+	end := min(size, slotOffset(0)+slots*flowRecordSize)
+	// Whole records around each run of data, each record read once.
+	next := slotOffset(0)
+	for next < end {
+		from, to := dataRun(f, next, end)
+		if from >= to {
+			break
+		}
+		from = slotOffset(0) + (from-slotOffset(0))/flowRecordSize*flowRecordSize
+		to = min(end, slotOffset(0)+(to-slotOffset(0)+flowRecordSize-1)/flowRecordSize*flowRecordSize)
+		from = max(from, next)
+		n := len(recs)
+		recs = append(recs, make([]byte, to-from)...)
+		if _, err := f.ReadAt(recs[n:], from); err != nil {
+			return nil, 0, "", fmt.Errorf("read flow file %s: %w", path, err)
+		}
+		next = to
+	}
+	return recs, gen, "", nil
+}
+
+// dataRun is the first run of data in f at or after off, up to end, as
+// SEEK_DATA and SEEK_HOLE find it; [off, end) where the file system
+// cannot say, and an empty run where there is no data.
+func dataRun(f *os.File, off, end int64) (from, to int64) {
+	fd := int(f.Fd())
+	from, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		return end, end // no data after off
+	case err != nil:
+		return off, end
+	}
+	to, err = unix.Seek(fd, from, unix.SEEK_HOLE)
+	if err != nil {
+		to = end
+	}
+	return min(from, end), min(to, end)
 }
 
 // createFlowFile makes a new flow file of slots records at path, with

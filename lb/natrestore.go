@@ -44,8 +44,7 @@ func (n *NAT) Persist(path string) (FlowRestore, error) {
 	if n.persisted.Swap(true) {
 		return res, fmt.Errorf("flow file %s: Persist was already called", path)
 	}
-	recs, gen, refused, release, err := readFlowFile(path)
-	defer release()
+	recs, gen, refused, err := readFlowFile(path)
 	if err != nil {
 		return res, err
 	}
