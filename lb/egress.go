@@ -298,6 +298,15 @@ func NewEgress(table *Table, log *zap.Logger, opts EgressOptions) (*Egress, erro
 	})
 	sack := tcpip.TCPSACKEnabled(true)
 	s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	// Buffers as large as a host's (net.ipv4.tcp_wmem/rmem maxima): a
+	// download is written to the pod as fast as the node's connection
+	// fills it, and moderated receive buffers grow with an upload.
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 4 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 6 << 20}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &moderate)
 	e.link = &egressLink{mtu: uint32(opts.MTU), send: opts.Send, sendSuper: opts.SendSuper}
 	fail := func(what string, err tcpip.Error) (*Egress, error) {
 		s.Close()
