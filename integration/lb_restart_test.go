@@ -246,3 +246,45 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// A --state-dir with no room for a flow file (a full tmpfs) costs only the
+// persistence: the router warns, starts and translates.
+func TestLBFlowFileNoRoom(t *testing.T) {
+	e := startLB(t, "noroom", []configs.ServiceSpec{myService()})
+	e.serveOn(e.c.ServeTCPEcho, 80, lbNginx...)
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// 64 KiB: less than a flow file's header and first records.
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a 64 KiB tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	if err := e.routers[lbMaster].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := harness.StartRouter(e.c, vrouterBin, lbMaster, e.configPath(lbMaster), e.logPath(lbMaster), "--state-dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.routers[lbMaster] = r
+	conn, rep, err := e.dialFrom(lbCorednsXx6mc.name, netip.AddrPortFrom(lbCorednsXx6mc.addr, 0), netip.AddrPortFrom(myServiceVIP, 80), 5*time.Second)
+	if err != nil {
+		t.Fatalf("connect to my-service with no room for a flow file: %v", err)
+	}
+	defer conn.Close()
+	if err := lbEcho(conn, "hello\n"); err != nil {
+		t.Errorf("echo through %s: %v", rep.Server, err)
+	}
+	if log := e.logOf(lbMaster); !strings.Contains(log, "no flow file") || !strings.Contains(log, "no space left on device") {
+		t.Errorf("router log does not warn that the flow file could not be made for want of space:\n%s", lastLines(log, 10))
+	}
+	if r.Exited() {
+		t.Errorf("router on %s exited", lbMaster)
+	}
+}
