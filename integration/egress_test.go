@@ -261,6 +261,14 @@ func TestEgressMasquerade(t *testing.T) {
 			t.Errorf("dial %v:9 (no listener) from %s = %v after %v, want connection refused", egServer, lbNginx4k7xw.name, err, took)
 		}
 	})
+	t.Run("udp port unreachable", func(t *testing.T) {
+		// The node's socket gets the server's ICMP port unreachable;
+		// the pod's connected socket gets it too.
+		_, err := e.udpExchange(lbNginx4k7xw.name, netip.AddrPortFrom(egServer, 9), "anyone?", 3*time.Second)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("UDP to %v:9 (no listener) from %s = %v, want connection refused (ICMP port unreachable)", egServer, lbNginx4k7xw.name, err)
+		}
+	})
 	t.Run("unreachable", func(t *testing.T) {
 		_, took, err := e.dialTCP(lbNginx4k7xw.name, netip.AddrPortFrom(egNoRoute, 80), 5*time.Second)
 		if !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
