@@ -310,7 +310,7 @@ func mapFlowFile(f *os.File, path string, slots uint32, recs []flowRecord) (*flo
 		return nil, err
 	}
 	ready := min(slots, uint32(len(recs))+growSlots)
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, slotOffset(ready)); err != nil {
+	if err := allocate(f, 0, slotOffset(ready)); err != nil {
 		return nil, fmt.Errorf("allocate: %w", err)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -396,7 +396,7 @@ func (ff *flowFile) grow() error {
 		return nil
 	}
 	// Without mu: the packet path keeps writing below ready meanwhile.
-	if err := unix.Fallocate(int(ff.f.Fd()), 0, slotOffset(from), slotOffset(want)-slotOffset(from)); err != nil {
+	if err := allocate(ff.f, slotOffset(from), slotOffset(want)-slotOffset(from)); err != nil {
 		return fmt.Errorf("allocate flow file %s to %d records: %w", ff.path, want, err)
 	}
 	ff.mu.Lock()

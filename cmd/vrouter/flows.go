@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/admin"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/dataplane"
@@ -42,8 +41,7 @@ func persistFlows(dp *dataplane.DataPlane, dir, tunName string, log *zap.Logger)
 			zap.String("path", path), zap.String("refused", res.Refused),
 			zap.Int("corrupt", res.Corrupt), zap.Int("foreign", res.Foreign))
 	}
-	var st unix.Statfs_t
-	if unix.Statfs(path, &st) == nil && st.Type != unix.TMPFS_MAGIC {
+	if tmpfs, known := onTmpfs(path); known && !tmpfs {
 		log.Warn("the flow file is not on tmpfs: the kernel writes its pages back to disk, and a flow's start may wait for that; use a --state-dir on tmpfs such as /run/vrouter",
 			zap.String("path", path))
 	}
