@@ -35,8 +35,8 @@ type WatchOptions struct {
 	// below Debounce.
 	MaxDelay time.Duration
 	// Initial is the config the caller has already applied, usually from
-	// Load at startup. Run then applies the file only once it differs
-	// from Initial. If Initial is nil, Run loads the file first, applies
+	// Load at startup (and Override). Run then applies the file only once
+	// it differs from Initial. If Initial is nil, Run loads the file first, applies
 	// it, and returns the error if it is unreadable or invalid.
 	Initial *Config
 	// Refused, if not nil, is called with the error each time a reload
@@ -46,6 +46,13 @@ type WatchOptions struct {
 	// goroutine, like apply. A config apply refuses is the caller's to
 	// count.
 	Refused func(error)
+	// Override, if not nil, is called with every config read from the
+	// file, before it is compared with the config last applied: it sets
+	// the fields that command-line flags override (an adopted TUN's file
+	// descriptor, node-port addresses), so that a file read again differs
+	// from the running config only where the file changed. It is called
+	// from Run's goroutine and must not keep the config.
+	Override func(*Config)
 }
 
 // Watcher delivers validated configs from a file as it changes: on writes
@@ -146,6 +153,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		w.override(c)
 		w.last, w.lastData = c, data
 		w.apply(c)
 	} else {
@@ -213,6 +221,7 @@ func (w *Watcher) check(force bool) {
 		return
 	}
 	w.lastErr = ""
+	w.override(c)
 	if c.Equal(w.last) {
 		w.log.Debug("config unchanged, skipping reload")
 		return
@@ -220,6 +229,13 @@ func (w *Watcher) check(force bool) {
 	w.last = c
 	w.log.Info("config reloaded", zap.Int("peers", len(c.Peers)), zap.Int("services", len(c.Services)))
 	w.apply(c)
+}
+
+// override applies WatchOptions.Override to c.
+func (w *Watcher) override(c *Config) {
+	if w.opts.Override != nil {
+		w.opts.Override(c)
+	}
 }
 
 func (w *Watcher) fail(force bool, err error) {

@@ -331,6 +331,28 @@ func TestWatchInitial(t *testing.T) {
 	}
 }
 
+// TestWatchOverride: a flag copied into the running config (vrouter run
+// --tun-fd 3) is copied into every config read again, so the file as
+// loaded is not a change, and a real change keeps the flag.
+func TestWatchOverride(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vrouter.yaml")
+	writeFile(t, path, makeFile())
+	override := func(c *Config) { c.TUN.FD = 3 }
+	initial, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	override(initial)
+	h := startWatch(t, path, WatchOptions{Initial: initial, Override: override})
+	h.waitLogs(msgUnchanged, 1) // the start-up check: the file as loaded, with the flag
+	h.noApply()
+
+	atomicWrite(t, path, marshal(t, makeFile(func(f *File) { f.Node.Zone = "z" })))
+	if c := h.waitApply(); c.Node.Zone != "z" || c.TUN.FD != 3 {
+		t.Errorf("apply = zone %q, TUN.FD %d; want z and 3", c.Node.Zone, c.TUN.FD)
+	}
+}
+
 func TestWatchReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vrouter.yaml")
 	writeFile(t, path, makeFile())

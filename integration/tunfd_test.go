@@ -111,7 +111,7 @@ func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
 	defer logf.Close()
 	cmd := e.c.Command(node, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-		vrouterBin, "run", "--config", cfg, "--tun-fd", "3")
+		vrouterBin, "run", "--config", cfg, "--tun-fd", "3", "--log-level", "debug")
 	cmd.ExtraFiles = []*os.File{fd}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -163,6 +163,26 @@ func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
 
 	e.mustPing(nginxTh5pz.name, nginx4k7xw.addr, 60)
 	e.mustPing(nginxJ6zwk.name, nginxTh5pz.addr, 60)
+
+	// --tun-fd is copied into every config the router reads, so neither
+	// its start-up check of the file nor a SIGHUP finds a change: no
+	// "needs a restart", no reload.
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the SIGHUP's read of the unchanged file", func() error {
+		log, _ := os.ReadFile(logPath)
+		if n := strings.Count(string(log), "config unchanged, skipping reload"); n < 2 {
+			return fmt.Errorf("%d reads found the file unchanged, want 2 (start-up, SIGHUP); log:\n%s", n, log)
+		}
+		return nil
+	})
+	log, _ := os.ReadFile(logPath)
+	for _, bad := range []string{"needs a restart", "config reloaded"} {
+		if strings.Contains(string(log), bad) {
+			t.Errorf("router on --tun-fd 3 logged %q with an unchanged file:\n%s", bad, log)
+		}
+	}
 
 	if err := stop(); err != nil {
 		log, _ := os.ReadFile(logPath)

@@ -235,7 +235,7 @@ func TestRefusedReloadCounted(t *testing.T) {
 	}
 	// No data path: a valid change would reach the nil reloader; this test
 	// writes only an invalid one, which must not.
-	w := newWatcher(path, cfg, zap.NewNop(), o, nil)
+	w := newWatcher(path, cfg, fileOverrides{tunFD: -1}, zap.NewNop(), o, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

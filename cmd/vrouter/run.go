@@ -128,10 +128,8 @@ Flags:`)
 	if err != nil {
 		return invalidFile("config file", err)
 	}
-	if *tunFD >= 0 {
-		cfg.TUN.FD = *tunFD
-	}
-	nf.config(cfg)
+	fo := fileOverrides{tunFD: *tunFD, nf: &nf}
+	fo.apply(cfg)
 	cw := kf.cni.Writer("", log)
 	if err := cw.Write(cni.Network{PodCIDRs: cfg.Node.PodCIDRs, MTU: cfg.TUN.MTU}); err != nil {
 		return err
@@ -143,7 +141,7 @@ Flags:`)
 	defer o.close()
 	ctx, stop := o.signalContext(context.Background())
 	defer stop()
-	return runRouter(ctx, *path, cfg, &nf, *state, log, o, hup, cw)
+	return runRouter(ctx, *path, cfg, fo, *state, log, o, hup, cw)
 }
 
 // invalidFile introduces the problems of an invalid file, one per line as
@@ -181,9 +179,9 @@ func defaultProcs() {
 // runRouter brings up the data path for cfg and runs it until ctx is done,
 // fed by the config file's watcher. It owns every goroutine it starts and
 // returns after they exit.
-func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePortFlags, stateDir string, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
+func runRouter(ctx context.Context, path string, cfg *configs.Config, fo fileOverrides, stateDir string, log *zap.Logger, o *ops, hup <-chan os.Signal, cw *cni.Writer) error {
 	var opts dataplane.Options
-	if err := nf.options(&opts); err != nil {
+	if err := fo.nf.options(&opts); err != nil {
 		return err
 	}
 	dp, err := bringUp(cfg, dataplane.FromConfig(cfg), opts, log, o)
@@ -192,8 +190,8 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePo
 	}
 	stopFlows := persistFlows(dp, stateDir, cfg.TUN.Name, log)
 	defer stopFlows() // after the goroutines below, the data path's included, exited
-	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw, nf: nf}
-	w := newWatcher(path, cfg, log, o, rl)
+	rl := &reloader{log: log, dp: dp, cur: cfg, cni: cw}
+	w := newWatcher(path, cfg, fo, log, o, rl)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -235,11 +233,33 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, nf *nodePo
 }
 
 // newWatcher returns the watcher of the config file at path, which cfg
-// was loaded from: it hands each new config to rl, and the metrics count
-// both the configs rl applies or refuses and the files the watcher
-// refuses before rl sees them.
-func newWatcher(path string, cfg *configs.Config, log *zap.Logger, o *ops, rl *reloader) *configs.Watcher {
-	return configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg, Refused: o.observeRefused})
+// was loaded from (fo applied): it applies fo to each config it reads and
+// hands each new one to rl, and the metrics count both the configs rl
+// applies or refuses and the files the watcher refuses before rl sees
+// them.
+func newWatcher(path string, cfg *configs.Config, fo fileOverrides, log *zap.Logger, o *ops, rl *reloader) *configs.Watcher {
+	return configs.NewWatcher(path, log, o.observeApply(rl), configs.WatchOptions{Initial: cfg, Refused: o.observeRefused, Override: fo.apply})
+}
+
+// fileOverrides are the run flags that override fields of the config
+// file.
+type fileOverrides struct {
+	tunFD int            // --tun-fd; -1 without
+	nf    *nodePortFlags // --nodeport-addresses
+}
+
+// apply sets cfg's overridden fields: as the file is loaded and, through
+// the watcher, on every read after, so that a file read again differs
+// from the running config only where the file changed (a router on
+// --tun-fd would otherwise find its tun section changed at every read,
+// and log that it needs a restart).
+func (f fileOverrides) apply(cfg *configs.Config) {
+	if f.tunFD >= 0 {
+		cfg.TUN.FD = f.tunFD
+	}
+	if f.nf != nil {
+		f.nf.config(cfg)
+	}
 }
 
 // runDataPath runs the data path and the operability servers until ctx is
@@ -332,15 +352,12 @@ type reloader struct {
 	dp  *dataplane.DataPlane
 	cur *configs.Config // the config last applied
 	cni *cni.Writer     // --cni-conf-dir: rewritten when node.podCIDRs change
-	nf  *nodePortFlags  // --nodeport-addresses overrides every config's
 }
 
-// apply applies next, or logs why it did not and keeps the running
-// config.
+// apply applies next (the run flags that override the file already
+// applied, see fileOverrides), or logs why it did not and keeps the
+// running config.
 func (rl *reloader) apply(next *configs.Config) error {
-	if rl.nf != nil {
-		rl.nf.config(next)
-	}
 	if needs := restartNeeded(rl.cur, next); len(needs) > 0 {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))
