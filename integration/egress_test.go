@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
@@ -380,4 +382,80 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestKubernetesEgress: in Kubernetes mode, `vrouter run --masquerade`
+// (as the shipped DaemonSet runs it) masquerades pods' outside traffic.
+// The server is on the worker node's loopback at egServer, which the
+// master routes via the worker: a pod on the master reaching it is seen
+// with the master's address (the worker could route the pod's own back,
+// so a pod address would mean no masquerade).
+func TestKubernetesEgress(t *testing.T) {
+	e := newEnv(t, "kubeegress", topology.Seed(), harness.ConfigOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	api := startKubeAPI(t, ctx, e)
+	for _, n := range []string{masterNode, workerNode} {
+		t.Cleanup(relayAPIServer(t, e, n, api.target))
+		r, err := harness.Launch(e.c, vrouterBin, n, e.logPath(n),
+			"run", "--kubeconfig", api.kubeconfig, "--node-name", n, "--masquerade",
+			"--admin-socket", filepath.Join(e.dir, n+".sock"), "--cni-conf-dir", filepath.Join(e.dir, n+"-cni"),
+			"--state-dir", harness.StateDir(e.logPath(n), n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.routers[n] = r
+	}
+	for _, n := range []*corev1.Node{kubeNode(masterNode, "10.244.0.0/24", "192.168.31.201"), kubeNode(workerNode, "10.244.1.0/24", "192.168.31.202")} {
+		created, err := api.admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create Node %s: %v", n.Name, err)
+		}
+		created.Status = n.Status
+		if _, err := api.admin.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("Node %s status: %v", n.Name, err)
+		}
+	}
+	for n, r := range e.routers {
+		if err := r.WaitReady(e.c, 20*time.Second); err != nil {
+			t.Fatalf("router on %s: %v", n, err)
+		}
+	}
+	host := &net.IPNet{IP: egServer.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	if err := e.c.Do(workerNode, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: host})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Do(masterNode, func() error {
+		return netlink.RouteAdd(&netlink.Route{Dst: host, Gw: net.IPv4(192, 168, 31, 202).To4()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.ServeHTTP(workerNode, netip.AddrPortFrom(egServer, 80).String()); err != nil {
+		t.Fatal(err)
+	}
+	// The rules come with the first update from the API server.
+	var rep topology.Reply
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+		rep, err = e.c.HTTPGet(hctx, nginxTh5pz.name, "http://"+egServer.String()+"/")
+		hcancel()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("GET http://%v/ from %s: %v", egServer, nginxTh5pz.name, err)
+	}
+	if want := netip.MustParseAddr("192.168.31.201"); rep.Client.Addr() != want {
+		t.Errorf("GET http://%v/ from %s: the server saw %v, want the master's address %v", egServer, nginxTh5pz.name, rep.Client, want)
+	}
 }
