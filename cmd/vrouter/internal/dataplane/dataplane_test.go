@@ -30,6 +30,7 @@ import (
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun"
 	"github.com/vrouter/vrouter/tun/tuntest"
 )
 
@@ -774,6 +775,67 @@ func TestNodePortAddresses(t *testing.T) {
 		h.apply(FromConfig(cfg))
 		if h.dp.HostPorts() != nil {
 			t.Errorf("a sidecar's data path has host ports")
+		}
+	})
+}
+
+// egressLink is a fakeLink that records the egress rules it is given.
+type egressLink struct {
+	fakeLink
+	egress []tun.EgressRules
+}
+
+func (l *egressLink) SetEgress(r tun.EgressRules) error {
+	l.egress = append(l.egress, r)
+	return nil
+}
+
+// TestEgressRules: with egress.masquerade the kernel gets rules for this
+// node's pod CIDRs and the non-masquerade CIDRs (default: the cluster
+// and Service CIDRs), again only when they change, and none once Run
+// returns; without it, the first update removes an earlier run's.
+func TestEgressRules(t *testing.T) {
+	t.Run("on", func(t *testing.T) {
+		cfg := seedConfig(func(c *configs.Config) { c.Egress.Masquerade = true })
+		link := &egressLink{}
+		h := newHarness(t, cfg, Options{Link: link})
+		if h.dp.Egress() == nil {
+			t.Fatal("Egress() = nil with egress.masquerade")
+		}
+		d := FromConfig(cfg)
+		h.apply(d)
+		h.apply(d)
+		want := tun.EgressRules{PodCIDRs: cfg.Node.PodCIDRs, NonMasquerade: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), serviceNet}}
+		if len(link.egress) != 1 || !slices.Equal(link.egress[0].PodCIDRs, want.PodCIDRs) || !slices.Equal(link.egress[0].NonMasquerade, want.NonMasquerade) {
+			t.Fatalf("SetEgress calls after two equal Applies = %+v, want one with %+v", link.egress, want)
+		}
+		d.NonMasqueradeCIDRs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		h.apply(d)
+		if n := len(link.egress); n != 2 || !slices.Equal(link.egress[1].NonMasquerade, d.NonMasqueradeCIDRs) {
+			t.Fatalf("SetEgress calls after nonMasqueradeCIDRs changed = %+v, want a second with %v", link.egress, d.NonMasqueradeCIDRs)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.dp.Run(ctx) }()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if last := link.egress[len(link.egress)-1]; len(link.egress) != 3 || len(last.PodCIDRs) != 0 {
+			t.Errorf("SetEgress calls after Run returned = %+v, want the rules removed last", link.egress)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		cfg := seedConfig()
+		link := &egressLink{}
+		h := newHarness(t, cfg, Options{Link: link})
+		if h.dp.Egress() != nil {
+			t.Fatal("Egress() != nil without egress.masquerade")
+		}
+		h.apply(FromConfig(cfg))
+		h.apply(FromConfig(cfg))
+		if len(link.egress) != 1 || len(link.egress[0].PodCIDRs) != 0 {
+			t.Errorf("SetEgress calls = %+v, want one removing every rule", link.egress)
 		}
 	})
 }
