@@ -86,6 +86,14 @@ func startEgress(t *testing.T, tag string, masq bool) *lbEnv {
 			if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644); err != nil {
 				return err
 			}
+			// Strict reverse-path filtering, as many distributions set
+			// it: replies from the egress come in on vr0 with an outside
+			// source, which the egress table routes back to vr0.
+			for _, f := range []string{"all", "default"} {
+				if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+f+"/rp_filter", []byte("1"), 0o644); err != nil {
+					return err
+				}
+			}
 			stale := netlink.NewRule()
 			stale.Priority, stale.Table, stale.Protocol = tun.EgressPriority+2, tun.EgressTable, tun.RouteProtocol
 			stale.Src = &net.IPNet{IP: net.IPv4(10, 99, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}
