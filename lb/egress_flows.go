@@ -2,10 +2,12 @@ package lb
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -123,7 +125,7 @@ func (f *egressUDP) fromPod() {
 		f.touch()
 		_, werr := f.hc.Write(b[:res.Count])
 		datagramBufs.Put(b)
-		if werr != nil {
+		if werr != nil && !pathMTUError(werr) {
 			f.failed(werr)
 			return
 		}
@@ -137,6 +139,9 @@ func (f *egressUDP) fromDst() {
 	defer rd.close()
 	for {
 		b, err := rd.read()
+		if pathMTUError(err) {
+			continue
+		}
 		if err != nil {
 			f.failed(err)
 			return
@@ -159,6 +164,12 @@ func (f *egressUDP) failed(err error) {
 		f.e.unreachable(EgressUDP, f.pod, f.dst, 0, code)
 	}
 }
+
+// pathMTUError reports whether err is a connected UDP socket's report
+// of a "fragmentation needed" from the path: the kernel has learned the
+// path MTU and fragments the next datagrams to it, so the flow goes on
+// (the datagram that met it is lost, as it would be through a NAT).
+func pathMTUError(err error) bool { return errors.Is(err, syscall.EMSGSIZE) }
 
 // close ends the flow once and reports whether this call did.
 func (f *egressUDP) close() bool {
