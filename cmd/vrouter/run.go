@@ -19,7 +19,6 @@ import (
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/cni"
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/dataplane"
 	"github.com/vrouter/vrouter/configs"
-	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -293,7 +292,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		}
 		opts.Link = dataplane.KernelLink(dev.Name())
 	}
-	conn, err := router.ListenUDP(cfg.Overlay.Listen)
+	conn, err := listenOverlay(cfg)
 	if err != nil {
 		dev.Close()
 		return nil, err
