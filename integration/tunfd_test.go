@@ -3,19 +3,24 @@ package integration
 // A router without privileges, on an adopted TUN:
 //
 //	hostgw-master  vrouter as root, as everywhere else
-//	hostgw-node    the test (the "privileged helper": a CNI plugin or an
-//	               init container in real life) creates vr0, gives it its
+//	hostgw-node    a "privileged helper" (a CNI plugin or an init
+//	               container in real life) creates vr0, gives it its
 //	               address, MTU and routes, and hands the open descriptor
 //	               to `vrouter run --tun-fd 3` running as uid 65534 with no
 //	               capabilities and tun.configure: false.
 //
-// Pods on the two nodes must reach each other as in the seed test.
+// The helper is the test itself (TestUnprivilegedRouterOnAdoptedTUN), or
+// the example helper docs/examples/tunfd, which then executes the router
+// in its own place (TestTUNFDExampleHelper). Pods on the two nodes must
+// reach each other as in the seed test, and the router must not take the
+// descriptor it was given for a change of its config.
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,11 +36,59 @@ import (
 	"github.com/vrouter/vrouter/tun"
 )
 
-func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
-	e := newEnv(t, "tunfd", topology.Seed(), harness.ConfigOptions{})
-	e.start("hostgw-master")
-	const node = "hostgw-node"
+// tunNode is the node whose router runs on an adopted TUN.
+const tunNode = "hostgw-node"
 
+// tunArgs are the router's arguments after --config FILE.
+var tunArgs = []string{"--tun-fd", "3", "--log-level", "debug"}
+
+func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
+	testAdoptedTUN(t, "tunfd", func(e *env, cfg string) *exec.Cmd {
+		fd := openTUNForChild(e)
+		t.Cleanup(func() { fd.Close() }) // after Start, the child's copy keeps the device
+		cmd := e.c.Command(tunNode, "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups",
+			"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+			vrouterBin, "run", "--config", cfg}, tunArgs...)...)
+		cmd.ExtraFiles = []*os.File{fd}
+		return cmd
+	})
+}
+
+// TestTUNFDExampleHelper runs the whole hand-off with the example helper
+// docs/examples/tunfd, as its documentation shows.
+func TestTUNFDExampleHelper(t *testing.T) {
+	requireRoot(t)
+	// Both binaries in a directory uid 65534 may enter: the helper
+	// executes the router after it has dropped to that user.
+	dir, err := os.MkdirTemp("", "vrouter-tunfd-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper, router := filepath.Join(dir, "tunfd"), filepath.Join(dir, "vrouter")
+	if out, err := exec.Command("go", "build", "-o", helper, "github.com/vrouter/vrouter/docs/examples/tunfd").CombinedOutput(); err != nil {
+		t.Fatalf("go build docs/examples/tunfd: %v\n%s", err, out)
+	}
+	if err := os.Link(vrouterBin, router); err != nil {
+		t.Fatal(err)
+	}
+	testAdoptedTUN(t, "tunhelp", func(e *env, cfg string) *exec.Cmd {
+		return e.c.Command(tunNode, helper, append([]string{"--name", "vr0", "--addresses", "10.244.1.0/32", "--mtu", "1472",
+			"--routes", "10.244.0.0/16,10.96.0.0/12,169.254.244.1/32", "--user", "65534:65534",
+			"--", router, "run", "--config", cfg}, tunArgs...)...)
+	})
+}
+
+// openTUNForChild is the privileged helper's part, done by the test:
+// create and configure vr0 in tunNode's namespace and return a duplicate
+// of its descriptor for a child.
+func openTUNForChild(e *env) *os.File {
+	t := e.t
+	t.Helper()
+	const node = tunNode
 	// The privileged helper's part: create and configure the device.
 	var fd *os.File
 	err := e.c.Do(node, func() error {
@@ -76,6 +129,19 @@ func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create vr0 in %s: %v", node, err)
 	}
+	return fd
+}
+
+// testAdoptedTUN starts hostgw-master's router as root and hostgw-node's
+// with the command launch returns for its config file, which must run
+// `vrouter run --config cfg` with tunArgs as uid 65534 without
+// capabilities, on a vr0 made and configured for it, in the process that
+// launch returns. It checks that the router runs so, routes, and takes
+// neither its start nor a SIGHUP for a config change.
+func testAdoptedTUN(t *testing.T, name string, launch func(e *env, cfg string) *exec.Cmd) {
+	e := newEnv(t, name, topology.Seed(), harness.ConfigOptions{})
+	e.start("hostgw-master")
+	const node = tunNode
 
 	// The router's part: a config that leaves the device alone, readable
 	// by the unprivileged user.
@@ -109,15 +175,11 @@ func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := e.c.Command(node, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-		vrouterBin, "run", "--config", cfg, "--tun-fd", "3", "--log-level", "debug")
-	cmd.ExtraFiles = []*os.File{fd}
+	cmd := launch(e, cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start unprivileged router: %v", err)
 	}
-	fd.Close()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	stopped := false
