@@ -2,9 +2,9 @@
 #
 #   make demo   build vrouter and run the seed's two-node cluster in network namespaces
 #   make image  build vrouter's container image, without Docker: bin/vrouter-image.tar
-#   make test   lint, then every test: unit tests; as root also the namespace
-#               tests, the tests against a real kube-apiserver and etcd (built
-#               or installed first by kube-tools) and a short benchmark run
+#   make test   check-deps, lint, then every test: unit tests; as root also the
+#               namespace tests, the tests against a real kube-apiserver and etcd
+#               (built or installed first by kube-tools) and a short benchmark run
 
 GO          ?= go
 BIN         := bin/vrouter
@@ -13,7 +13,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages are listed so that the tools module (if any) stays out.
 PKGS        := ./...
 
-.PHONY: all build demo test lint unit smoke integration tools clean image
+.PHONY: all build demo test check-deps lint unit smoke integration tools clean image
 
 all: build
 
@@ -28,7 +28,13 @@ build:
 demo: build
 	./$(BIN) demo
 
-test: lint kube-tools smoke unit
+test: check-deps lint kube-tools smoke unit
+
+# check-deps installs, as root with apt-get, the commands the tests run
+# (iproute2, iperf3, nftables, containerd, ...), or stops make test at once
+# with one line naming what is missing: integration/tools/deps.sh.
+check-deps:
+	@bash integration/tools/deps.sh
 
 # Unit tests need no privileges; as root, the same run includes the
 # namespace tests in integration/ (they skip themselves otherwise). With
