@@ -226,7 +226,10 @@ func (d *demo) run(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		args := []string{"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock")}
+		// The admin socket and the flow file in the demo's directory, which
+		// teardown removes: nothing of the demo stays in /run/vrouter.
+		args := []string{"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock"),
+			"--state-dir", d.dir}
 		if i == 0 && d.publishSocket != "" {
 			// One router publishes on the host: a second would find
 			// the host's 127.0.0.1:<nodePort> taken.

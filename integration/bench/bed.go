@@ -283,7 +283,9 @@ func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer
 // loopback (conn-mem reads it; args may move it).
 func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string) error {
 	spec := b.c.Spec()
-	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, args...)
+	// The flow file goes to the bed's directory, which close removes,
+	// not the host's /run/vrouter.
+	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--state-dir", b.dir}, args...)
 	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
 	opts.Egress.Masquerade = b.egress
 	for _, n := range []string{masterNode, workerNode} {
