@@ -16,9 +16,11 @@
 //
 // This package itself holds only tests. What they are built from lives in
 // packages under it, which are ordinary importable code with users outside
-// the tests: topology (the namespaces, servers and clients) and harness
-// (vrouter processes on a topology) also run `vrouter demo` and the
-// benchmark, and serve namespace tests written elsewhere; kube runs a real
+// the tests: lab (a cluster with a router per node, made for one test:
+// the supported API for namespace tests written elsewhere, docs/lab.md),
+// built on topology (the namespaces, servers and clients) and harness
+// (vrouter processes on a topology), which also run `vrouter demo` and the
+// benchmark; kube runs a real
 // control plane for the tests against kube-apiserver; bench is the
 // kernel-vs-vrouter benchmark command (make bench). Each one's doc.go says
 // what it needs and what it promises.

@@ -16,8 +16,12 @@
 // integration/bench import it, and a namespace test of your own can put
 // vrouter on a topology with it. It offers NodeFile and WriteConfig (a
 // valid config per node, shaped by ConfigOptions), SeedServices (the
-// seed's two Services with their endpoints), and Router: StartRouter,
-// Launch and WaitReady, Ready, Signal, Stop.
+// seed's two Services with their endpoints), Router: StartRouter,
+// Launch and WaitReady, Ready, Signal, Stop, and the binary: BuildVrouter
+// (go build of the module's command) and CheckVrouter (a path that names
+// no executable is an error saying how to get one). Package
+// integration/lab puts these together for a test, and is the supported
+// entry point.
 //
 // It needs a vrouter binary (make build writes bin/vrouter) and what
 // topology needs: Linux, nsenter, and root or root inside a user

@@ -53,8 +53,14 @@ func (r *Router) WaitReady(c *topology.Cluster, timeout time.Duration) error {
 }
 
 // Launch starts `bin argv...` in node's namespace with its output appended
-// to logPath, without waiting for it to come up (see WaitReady).
+// to logPath, without waiting for it to come up (see WaitReady). A bin
+// that is missing or not executable is an error that says so (see
+// CheckVrouter), before anything starts.
 func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Router, error) {
+	bin, err := CheckVrouter(bin)
+	if err != nil {
+		return nil, fmt.Errorf("start router on %s: %w", node, err)
+	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err

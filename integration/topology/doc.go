@@ -91,7 +91,10 @@
 //
 // This is not test-only code: `vrouter demo` and integration/bench import
 // it, and a namespace test of your own (of vrouter, of a CNI setup, of
-// anything that routes between pods and nodes) can start from it:
+// anything that routes between pods and nodes) can start from it. Package
+// integration/lab is the supported way to do that with a vrouter on every
+// node (lab.New); this package is the layer below, for a cluster without
+// routers or with routers of your own:
 //
 //	func TestAcrossNodes(t *testing.T) {
 //		c := topology.BuildT(t, topology.Seed()) // skips t if it cannot; closed when t ends
