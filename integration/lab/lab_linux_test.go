@@ -25,9 +25,10 @@ import (
 	"github.com/vrouter/vrouter/integration/topology"
 )
 
-// TestExample runs the package example's test as written.
+// TestExample runs the package examples' tests as written.
 func TestExample(t *testing.T) {
-	podToPodAndService(t)
+	t.Run("Example", podToPodAndService)
+	t.Run("ExampleNew", ownLayout)
 }
 
 // TestLab drives the API: a node started later, Exec, Ping, a config
