@@ -28,6 +28,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -141,7 +143,9 @@ spec:
         - name: dns
           image: vrouter.test/vrtest:1
           imagePullPolicy: Never
-          args: [dns]
+          # Other names go to the resolver of the outside host, as a
+          # cluster DNS forwards to the node's upstream.
+          args: [dns, --upstream, "192.168.31.100:53"]
           readinessProbe:
             httpGet: {path: /healthz, port: 8080}
             periodSeconds: 1
@@ -837,6 +841,38 @@ func (rc *realCluster) testLoadBalancerLocal(t *testing.T) {
 	}
 }
 
+// serveOutsideDNS answers every A query on conn with addr until conn is
+// closed: the outside world's resolver.
+func serveOutsideDNS(conn net.PacketConn, addr netip.Addr) {
+	buf := make([]byte, 512)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		q, err := p.Question()
+		if err != nil {
+			continue
+		}
+		h.Response, h.Authoritative = true, true
+		b := dnsmessage.NewBuilder(nil, h)
+		b.StartQuestions()
+		b.Question(q)
+		b.StartAnswers()
+		if q.Type == dnsmessage.TypeA {
+			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: addr.As4()})
+		}
+		if msg, err := b.Finish(); err == nil {
+			conn.WriteTo(msg, from)
+		}
+	}
+}
+
 // testOperate: the status commands, /readyz and /metrics work inside the
 // DaemonSet's pods, as an operator uses them.
 func (rc *realCluster) testOperate(t *testing.T) {
@@ -1033,6 +1069,28 @@ func (rc *realCluster) testEgress(t *testing.T) {
 		srv.Close()
 		<-done
 	}()
+	// A resolver on the outside host answers outside.example with its own
+	// address; the cluster DNS forwards names outside cluster.local to it,
+	// through egress like any pod's traffic.
+	var dnsConn net.PacketConn
+	if err := rc.c.Net.Do(cluster.Outside, func() error {
+		var err error
+		dnsConn, err = net.ListenPacket("udp4", net.JoinHostPort(cluster.OutsideIP, "53"))
+		return err
+	}); err != nil {
+		t.Fatalf("listen on the outside host's port 53: %v", err)
+	}
+	dnsDone := make(chan struct{})
+	go func() {
+		defer close(dnsDone)
+		serveOutsideDNS(dnsConn, netip.MustParseAddr(cluster.OutsideIP))
+	}()
+	defer func() {
+		dnsConn.Close()
+		<-dnsDone
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	byName := "http://outside.example:" + port + "/"
 	url := "http://" + ln.Addr().String() + "/"
 	for i, pod := range []string{"client-master", "client-node"} {
 		node := rc.c.Nodes[i]
@@ -1043,6 +1101,12 @@ func (rc *realCluster) testEgress(t *testing.T) {
 		}
 		if _, client := replyFrom(t, out); client != node.IP {
 			t.Errorf("GET %s from %s: the outside server saw %s, want %s's address %s", url, pod, client, node.Name, node.IP)
+		}
+		out, err = rc.exec(ctx, pod, "get", byName, "--timeout", "10s")
+		if err != nil {
+			t.Errorf("GET %s from %s (the name through the cluster DNS and its upstream): %v", byName, pod, err)
+		} else if _, client := replyFrom(t, out); client != node.IP {
+			t.Errorf("GET %s from %s: the outside server saw %s, want %s's address %s", byName, pod, client, node.Name, node.IP)
 		}
 		rules, err := rc.c.Net.Command(node.Name, "ip", "rule", "show").CombinedOutput()
 		if err != nil || !strings.Contains(string(rules), "lookup 118") {

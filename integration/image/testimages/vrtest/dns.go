@@ -26,6 +26,7 @@ func dnsCmd(ctx context.Context, env environ, args []string) error {
 	api := fs.String("api", "", "the API server's `URL` (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
 	saDir := fs.String("sa-dir", defaultSADir, "`directory` of the ServiceAccount's token and ca.crt")
 	refresh := fs.Duration("refresh", 2*time.Second, "how often to list Services (and on every unknown name)")
+	upstream := fs.String("upstream", "", "forward queries for names outside the domain to the resolver at this UDP `address` (default: refuse them)")
 	if _, err := parseFlags(fs, env, args, 0); err != nil {
 		return err
 	}
@@ -56,19 +57,24 @@ func dnsCmd(ctx context.Context, env environ, args []string) error {
 	}
 	defer healthLn.Close()
 	s := newDNSServer(*domain, client.services, *refresh, env.stderr)
+	s.upstream.Store(upstream)
 	fmt.Fprintf(env.stderr, "vrtest dns: *.svc.%s on %s UDP and TCP from %s, /healthz on %s\n", *domain, *listen, *api, healthLn.Addr())
 	return s.run(ctx, udp, tcp, healthLn)
 }
 
 // dnsServer answers A and AAAA queries for <svc>.<ns>.svc.<domain> with
 // the Service's ClusterIPs, from the last list of Services: NXDOMAIN for
-// other names in the domain, REFUSED for names outside it, SERVFAIL until
-// the first list succeeds.
+// other names in the domain, REFUSED for names outside it (or, with an
+// upstream, the upstream's answer, as a cluster DNS forwards to the node's
+// resolver), SERVFAIL until the first list succeeds.
 type dnsServer struct {
-	domain  string // "cluster.local."
-	list    func(context.Context) ([]service, error)
-	refresh time.Duration
-	log     io.Writer
+	domain string // "cluster.local."
+	// upstream is the UDP address of the resolver for other names; nil
+	// or "" refuses them.
+	upstream atomic.Pointer[string]
+	list     func(context.Context) ([]service, error)
+	refresh  time.Duration
+	log      io.Writer
 
 	// table is the last list's names; nil until one succeeds. Queries read
 	// it without a lock.
@@ -292,6 +298,15 @@ func (s *dnsServer) answer(ctx context.Context, query []byte) []byte {
 	q := qs[0]
 	name := strings.ToLower(q.Name.String())
 	if !strings.HasSuffix(name, "."+s.domain) || q.Class != dnsmessage.ClassINET {
+		if up := s.upstream.Load(); up != nil && *up != "" {
+			b, err := s.forward(ctx, *up, query)
+			if err == nil {
+				return b
+			}
+			fmt.Fprintf(s.log, "vrtest dns: forward %s to %s: %v\n", name, *up, err)
+			resp.RCode = dnsmessage.RCodeServerFailure
+			return build(resp, &q, nil)
+		}
 		resp.RCode = dnsmessage.RCodeRefused
 		return build(resp, &q, nil)
 	}
@@ -305,6 +320,34 @@ func (s *dnsServer) answer(ctx context.Context, query []byte) []byte {
 		}
 	}
 	return build(resp, &q, answers)
+}
+
+// forward sends query to the resolver at upstream over UDP and returns its
+// answer to it (by ID), waiting at most 2 s.
+func (s *dnsServer) forward(ctx context.Context, upstream string, query []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", upstream)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	if _, err := c.Write(query); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		if n >= 2 && buf[0] == query[0] && buf[1] == query[1] {
+			return buf[:n], nil
+		}
+	}
 }
 
 // build encodes a response with question q (if any) answered by addrs.

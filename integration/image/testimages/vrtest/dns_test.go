@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // fakeAPI is an API server that serves GET /api/v1/services to the
@@ -77,6 +80,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // from.
 type dnsEnv struct {
 	api              *fakeAPI
+	srv              *dnsServer
 	udp, tcp, health string
 }
 
@@ -116,7 +120,7 @@ func startDNS(t *testing.T) *dnsEnv {
 		}
 		t.Logf("DNS server log:\n%s", log.String())
 	})
-	return &dnsEnv{api: api, udp: udp.LocalAddr().String(), tcp: tcp.Addr().String(), health: health.Addr().String()}
+	return &dnsEnv{api: api, srv: s, udp: udp.LocalAddr().String(), tcp: tcp.Addr().String(), health: health.Addr().String()}
 }
 
 func TestDNS(t *testing.T) {
@@ -190,6 +194,55 @@ func TestDNS(t *testing.T) {
 	}
 	if got := env.api.listCount() - before; got != 1 {
 		t.Errorf("lists after a hit = %d, want still 1", got)
+	}
+}
+
+// TestDNSUpstream: with an upstream, names outside the domain get the
+// upstream's answer, names inside it are still the server's own, and an
+// upstream that does not answer is a server failure.
+func TestDNSUpstream(t *testing.T) {
+	env := startDNS(t)
+	env.api.set("sa-token", fakeService{"default", "my-service", "10.103.92.81"})
+	up, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	upDone := make(chan struct{})
+	go func() {
+		defer close(upDone)
+		buf := make([]byte, 512)
+		for {
+			n, from, err := up.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			h.Response, h.Authoritative = true, true
+			up.WriteTo(build(h, &q, []netip.Addr{netip.MustParseAddr("198.51.100.10")}), from)
+		}
+	}()
+	defer func() { up.Close(); <-upDone }()
+	addr := up.LocalAddr().String()
+	env.srv.upstream.Store(&addr)
+	if out := mustVrtest(t, "resolve", "--server", env.udp, "outside.example"); out != "198.51.100.10\n" {
+		t.Errorf("resolve outside.example through the upstream = %q, want 198.51.100.10", out)
+	}
+	if out := mustVrtest(t, "resolve", "--server", env.udp, "my-service.default.svc.cluster.local"); out != "10.103.92.81\n" {
+		t.Errorf("resolve of a Service with an upstream = %q, want 10.103.92.81", out)
+	}
+	dead := "127.0.0.1:9" // discard: nothing answers
+	env.srv.upstream.Store(&dead)
+	if _, errOut, code := vrtest(context.Background(), nil, "resolve", "--server", env.udp, "--timeout", "5s", "outside.example"); code != 1 || !strings.Contains(errOut, "SERVFAIL") {
+		t.Errorf("resolve with a dead upstream: exit %d, stderr %q; want SERVFAIL", code, errOut)
 	}
 }
 
