@@ -89,6 +89,9 @@ type Egress struct {
 	tcpConns map[*egressConn]struct{}
 	udpFlows map[*egressUDP]struct{}
 	pings    map[pingKey]*egressPing
+	// peaks are the flow registries' (tcpConns, udpFlows, pings), for
+	// shrinking them after a flood (shrink.go).
+	peaks [numEgressProtos]mapPeak
 	// syns holds the sequence number of each TCP SYN the forwarder is
 	// setting up, for the ICMP error that quotes it (see unreachable).
 	syns map[stack.TransportEndpointID]uint32
@@ -678,6 +681,7 @@ func (e *Egress) handleTCP(r *tcp.ForwarderRequest) {
 	stopping := e.stopping
 	if !stopping {
 		e.tcpConns[c] = struct{}{}
+		e.peaks[EgressTCP].grew(len(e.tcpConns))
 	}
 	e.mu.Unlock()
 	if stopping {
@@ -779,6 +783,9 @@ func (c *egressConn) finish() {
 	e := c.e
 	e.mu.Lock()
 	delete(e.tcpConns, c)
+	if e.peaks[EgressTCP].shrink(len(e.tcpConns)) {
+		e.tcpConns = rebuilt(e.tcpConns)
+	}
 	e.mu.Unlock()
 	e.limits[EgressTCP].Release(c.pod.Addr())
 	e.stats.protos[EgressTCP].active.Add(-1)

@@ -86,6 +86,7 @@ func (e *Egress) handleUDP(r *udp.ForwarderRequest) bool {
 		return true
 	}
 	e.udpFlows[f] = struct{}{}
+	e.peaks[EgressUDP].grew(len(e.udpFlows))
 	e.wg.Add(2)
 	e.mu.Unlock()
 	st.flows.Add(1)
@@ -181,6 +182,9 @@ func (f *egressUDP) close() bool {
 	e := f.e
 	e.mu.Lock()
 	delete(e.udpFlows, f)
+	if e.peaks[EgressUDP].shrink(len(e.udpFlows)) {
+		e.udpFlows = rebuilt(e.udpFlows)
+	}
 	e.mu.Unlock()
 	e.limits[EgressUDP].Release(f.pod.Addr())
 	e.stats.protos[EgressUDP].active.Add(-1)
@@ -292,6 +296,7 @@ func (e *Egress) openPing(k pingKey) *egressPing {
 		return g
 	}
 	e.pings[k] = f
+	e.peaks[EgressICMP].grew(len(e.pings))
 	e.wg.Add(1)
 	e.mu.Unlock()
 	st.flows.Add(1)
@@ -354,6 +359,9 @@ func (e *Egress) closePing(f *egressPing) bool {
 	e.mu.Lock()
 	if e.pings[f.key] == f {
 		delete(e.pings, f.key)
+		if e.peaks[EgressICMP].shrink(len(e.pings)) {
+			e.pings = rebuilt(e.pings)
+		}
 	}
 	e.mu.Unlock()
 	e.limits[EgressICMP].Release(f.key.pod)

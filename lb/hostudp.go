@@ -53,9 +53,10 @@ type udpRelay struct {
 
 	wg sync.WaitGroup // reply goroutines; Add only in run
 
-	// mu guards flows, entry and closed.
+	// mu guards flows, peak, entry and closed.
 	mu    sync.Mutex
 	flows map[netip.AddrPort]*udpFlow
+	peak  mapPeak
 	// entry is the Entry every flow's backend was last checked against
 	// (nil: check them all at the next sync).
 	entry  *Entry
@@ -174,6 +175,7 @@ func (r *udpRelay) open(client netip.AddrPort) *udpFlow {
 		return nil
 	}
 	r.flows[client] = f
+	r.peak.grew(len(r.flows))
 	if e != r.entry {
 		// Picked from an Entry the flows were not checked against:
 		// the next sync checks them all.
@@ -212,6 +214,9 @@ func (r *udpRelay) closeFlow(f *udpFlow) bool {
 		return false
 	}
 	delete(r.flows, f.client)
+	if r.peak.shrink(len(r.flows)) {
+		r.flows = rebuilt(r.flows) // after a flood: see shrink.go
+	}
 	r.mu.Unlock()
 	f.bc.Close()
 	f.backend.Release()

@@ -40,10 +40,11 @@ type Limiter struct {
 const limiterShards = 64
 
 type limiterShard struct {
-	// mu guards m.
-	mu sync.Mutex
-	m  map[netip.Addr]int64
-	_  [40]byte // one shard per cache line
+	// mu guards m and peak.
+	mu   sync.Mutex
+	m    map[netip.Addr]int64
+	peak mapPeak
+	_    [32]byte // one shard per cache line
 }
 
 // NewLimiter returns a Limiter.
@@ -95,6 +96,7 @@ func (l *Limiter) Acquire(client netip.Addr) bool {
 		return false
 	}
 	sh.m[client] = n + 1
+	sh.peak.grew(len(sh.m))
 	sh.mu.Unlock()
 	return true
 }
@@ -115,6 +117,10 @@ func (l *Limiter) Release(client netip.Addr) {
 			return
 		case n <= 1:
 			delete(sh.m, client)
+			if sh.peak.shrink(len(sh.m)) {
+				// A flood of clients left: see shrink.go.
+				sh.m = rebuilt(sh.m)
+			}
 		default:
 			sh.m[client] = n - 1
 		}

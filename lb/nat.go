@@ -45,6 +45,11 @@ type NAT struct {
 
 	shards [flowShards]flowShard
 
+	// shrinkNext is the reaper's: the shard Reap next looks at to
+	// rebuild (see shrink.go). mem returns what the rebuilds drop.
+	shrinkNext int
+	mem        osReturn
+
 	// file is the flow file (Persist), nil without one; persisted is set
 	// by the first Persist. growFailed is the reaper's (Run): whether
 	// the file's last grow failed.
@@ -264,9 +269,10 @@ const (
 )
 
 type flowShard struct {
-	// mu guards m.
-	mu sync.Mutex
-	m  map[flowKey]*flow
+	// mu guards m and peak.
+	mu   sync.Mutex
+	m    map[flowKey]*flow
+	peak mapPeak
 }
 
 // NewNAT returns a NAT over table. It starts nothing; Run reaps flows.
@@ -427,6 +433,8 @@ func (n *NAT) insert(f *flow) bool {
 	}
 	a.m[f.fwd] = f
 	b.m[f.rev] = f
+	a.peak.grew(len(a.m))
+	b.peak.grew(len(b.m))
 	return true
 }
 

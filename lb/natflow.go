@@ -245,6 +245,7 @@ func (n *NAT) migrateLocked(f *flow) bool {
 	s := n.shard(newRev)
 	s.mu.Lock()
 	s.m[newRev] = f
+	s.peak.grew(len(s.m))
 	s.mu.Unlock()
 	f.backend.Release()
 	nb.Acquire()
@@ -350,9 +351,38 @@ func halfOpen(st uint32) bool {
 }
 
 // Reap ends the flows that have timed out or closed, releasing their
-// backends' active counts and their Limiter slots. Run calls it every
-// second; tests call it after moving a fake clock.
+// backends' active counts and their Limiter slots, and then gives back
+// the memory of shards that a flood left oversized (shrink). Run calls it
+// every second; tests call it after moving a fake clock.
 func (n *NAT) Reap() {
+	n.reap()
+	n.shrink()
+}
+
+// shrinkPerReap bounds the shards one Reap rebuilds: a shard's lock is
+// held for one copy of at most a quarter of its peak, and the 64 shards
+// are looked at over 8 Reaps.
+const shrinkPerReap = flowShards / 8
+
+// shrink rebuilds the shards among the next shrinkPerReap whose live
+// flows fell below a quarter of their peak, and returns the memory to the
+// OS once enough was dropped (osReturn). Only the reaper calls it.
+func (n *NAT) shrink() {
+	for range shrinkPerReap {
+		s := &n.shards[n.shrinkNext]
+		n.shrinkNext = (n.shrinkNext + 1) % flowShards
+		s.mu.Lock()
+		peak := int(s.peak)
+		if s.peak.shrink(len(s.m)) {
+			s.m = rebuilt(s.m)
+			n.mem.dropped(peak)
+		}
+		s.mu.Unlock()
+	}
+	n.mem.maybe(time.Now())
+}
+
+func (n *NAT) reap() {
 	now := n.clock.Now().UnixNano()
 	var dead []*flow
 	for i := range n.shards {

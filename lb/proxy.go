@@ -230,6 +230,7 @@ type backendConns struct {
 	entry   *Entry
 	checked bool
 	conns   map[*proxyConn]struct{}
+	peak    mapPeak // of conns (shrink.go)
 }
 
 // NewProxy returns a Proxy for the Service table's proxy-mode entries and
@@ -931,6 +932,8 @@ func (c *proxyConn) finish() {
 			}
 			if len(g.conns) == 0 {
 				delete(p.conns, c.key)
+			} else if g.peak.shrink(len(g.conns)) {
+				g.conns = rebuilt(g.conns)
 			}
 		}
 	}
@@ -979,6 +982,7 @@ func (p *Proxy) register(c *proxyConn, e *Entry) bool {
 		p.conns[c.key] = g
 	}
 	g.conns[c] = struct{}{}
+	g.peak.grew(len(g.conns))
 	cur := p.table.Lookup(c.key.svc)
 	if !g.checked || g.entry != cur {
 		// The group's members were checked against another Entry:
