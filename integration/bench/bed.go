@@ -102,6 +102,12 @@ type bed struct {
 	egressIperf     *exec.Cmd
 	egressIperfDone chan struct{}
 
+	// slirp is the userspace anchor (anchor.go), on the kernel bed when
+	// slirp4netns is installed; slirpErr is why it could not be set up
+	// (its rows are then n/a: the anchor is optional).
+	slirp    *slirp
+	slirpErr error
+
 	spawn *spawner
 }
 
@@ -118,6 +124,8 @@ type bedOptions struct {
 	nodePorts bool
 	// egress masquerades pods' egress (egress.go).
 	egress bool
+	// slirp sets up the slirp4netns anchor (anchor.go); needs egress.
+	slirp bool
 }
 
 // nodeAddr is node's underlay address.
@@ -179,6 +187,12 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if b.egress {
 		if err := b.setupEgress(ctx); err != nil {
 			return nil, err
+		}
+		if o.slirp {
+			if b.slirpErr = b.setupSlirp(ctx); b.slirpErr != nil {
+				b.slirpErr = fmt.Errorf("the slirp4netns anchor: %w", b.slirpErr)
+				progress("%v", b.slirpErr)
+			}
 		}
 	}
 	if b.nodePorts {
@@ -345,6 +359,18 @@ func (b *bed) startServers() error {
 	return b.waitListening(serverPod, iperfPort, 5*time.Second)
 }
 
+// nsPath is the namespace file of ns: a topology namespace, or the
+// anchor's pod (slirpPod).
+func (b *bed) nsPath(ns string) (string, error) {
+	if ns == slirpPod {
+		if b.slirp == nil {
+			return "", fmt.Errorf("no %s on the %s bed", slirpPod, b.mode)
+		}
+		return b.slirp.netns, nil
+	}
+	return b.c.Path(ns)
+}
+
 // waitListening waits until a TCP socket listens on port in namespace ns.
 func (b *bed) waitListening(ns string, port int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -453,6 +479,9 @@ func (b *bed) close() error {
 	}
 	if b.rr != nil {
 		b.rr.close()
+	}
+	if b.slirp != nil {
+		b.slirp.close()
 	}
 	if err := b.c.Close(); err != nil {
 		errs = append(errs, err)

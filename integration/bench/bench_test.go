@@ -192,3 +192,30 @@ func TestParseMetrics(t *testing.T) {
 		t.Errorf("parseMetrics(...) = %v, want 3 unlabelled samples", m)
 	}
 }
+
+// The anchor table pairs vrouter's egress rows (nat bed) with slirp4netns's
+// (taken on the kernel bed) and divides the medians.
+func TestAnchorTable(t *testing.T) {
+	r := newReport()
+	for _, v := range []float64{6, 4, 5} {
+		r.add("egress_tcp_gbps_down", modeNAT, v)
+		r.add("egress_tcp_gbps_down", modeKernel, 2*v)
+	}
+	for _, v := range []float64{2, 3, 1} {
+		r.add("egress_slirp4netns_tcp_gbps_down", modeKernel, v)
+	}
+	r.add("egress_tcp_gbps_up", modeNAT, 7) // no anchor sample: no row
+	r.finish()
+	if len(r.Anchored) != 1 {
+		t.Fatalf("finish: Anchored = %+v, want one row (outside→pod)", r.Anchored)
+	}
+	a := r.Anchored[0]
+	if a.Key != "egress_tcp_gbps_down" || a.RatioSlirp == nil || *a.RatioSlirp != 2.5 || *a.Kernel != 10 {
+		t.Errorf("finish: Anchored[0] = %+v (ratio %v), want vrouter 5 ÷ slirp4netns 2 = 2.5, kernel 10", a, a.RatioSlirp)
+	}
+	var out strings.Builder
+	r.writeTables(&out)
+	if want := "| outside→pod TCP, 1 stream | Gbit/s | 10.0 | 5.00 | 2.00 | 0.50× | 2.50× |"; !strings.Contains(out.String(), want) {
+		t.Errorf("writeTables: no line %q in\n%s", want, out.String())
+	}
+}

@@ -75,6 +75,18 @@
 //     nodes' addresses; if it does not, the NodePort measurements fail
 //     with that error and the run fails. Target: vrouter ≥ 0.5× the
 //     kernel's new connections/s.
+//   - egress (egress.go): a server at 198.51.100.10 on outside-client,
+//     which both nodes route via it; nginx-th5pz runs iperf3 to it (one
+//     stream, up and down with -R) and coredns-8qxfv the new-connection
+//     load. kernel: flannel's masquerade rules; vrouter:
+//     egress.masquerade. Target: vrouter ≥ 0.5× the kernel.
+//   - the userspace anchor (anchor.go, kernel bed only): the same iperf3
+//     and load from a pod namespace whose only way out is slirp4netns
+//     --configure --mtu=65520 (Podman's flags) on hostgw-master, in the
+//     same rounds; a table of its own gives vrouter ÷ slirp4netns
+//     (target ≥ 3×). Optional: without slirp4netns installed (make
+//     check-deps installs it as root) or when it does not come up, its
+//     rows are n/a with the reason, and the run does not fail.
 //   - CPU per GB: during the TCP runs. vrouter: the routers' utime+stime
 //     from /proc/PID/stat (their system calls included, not the softirq
 //     work the kernel does for their sockets). kernel: the machine's

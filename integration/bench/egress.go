@@ -134,19 +134,28 @@ func (b *bed) setupEgress(ctx context.Context) error {
 // measureEgressTCP runs iperf3 with one TCP stream from clientPod to
 // egressServer, upload and download.
 func measureEgressTCP(ctx context.Context, b *bed, dur time.Duration) (map[string]float64, error) {
+	return egressIperf(ctx, clientPod, func(ctx context.Context, args ...string) *exec.Cmd {
+		return b.c.CommandContext(ctx, clientPod, "iperf3", args...)
+	}, "egress_tcp_gbps", dur)
+}
+
+// egressIperf runs iperf3 (by way of iperf3Cmd, which runs it in pod
+// from) with one TCP stream to egressServer, upload and download, and
+// returns <key>_up and <key>_down in Gbit/s.
+func egressIperf(ctx context.Context, from string, iperf3Cmd func(ctx context.Context, args ...string) *exec.Cmd, key string, dur time.Duration) (map[string]float64, error) {
 	m := map[string]float64{}
 	for _, dir := range []struct {
 		key  string
 		args []string
-	}{{"egress_tcp_gbps_up", nil}, {"egress_tcp_gbps_down", []string{"-R"}}} {
+	}{{key + "_up", nil}, {key + "_down", []string{"-R"}}} {
 		argv := append([]string{"-c", egressServer.String(), "-p", fmt.Sprint(egressIperfPort), "-J",
 			"-t", fmt.Sprint(int(dur.Seconds() + 0.999))}, dir.args...)
 		cctx, cancel := context.WithTimeout(ctx, dur+20*time.Second)
-		out, err := b.c.CommandContext(cctx, clientPod, "iperf3", argv...).Output()
+		out, err := iperf3Cmd(cctx, argv...).Output()
 		cancel()
 		var rep iperfReport
 		if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil || rep.Error != "" {
-			return nil, fmt.Errorf("iperf3 %v from %s: %v %v %s", argv, clientPod, err, jerr, rep.Error)
+			return nil, fmt.Errorf("iperf3 %v from %s: %v %v %s", argv, from, err, jerr, rep.Error)
 		}
 		if rx := rep.End.SumReceived; rx.BitsPerSec > 0 {
 			m[dir.key] = rx.BitsPerSec / 1e9

@@ -81,7 +81,7 @@ func (s *loadStats) fail(err error) {
 
 // measureHTTP loads my-service as t says for dur.
 func measureHTTP(ctx context.Context, b *bed, t loadTarget, keepAlive bool, n int, dur time.Duration) (map[string]float64, error) {
-	path, err := b.c.Path(t.from)
+	path, err := b.nsPath(t.from)
 	if err != nil {
 		return nil, err
 	}

@@ -219,6 +219,12 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		rep.Egress = why
 		progress("egress on vrouter: n/a (%s)", why)
 	}
+	slirpOK, why := slirpAvailable()
+	rep.Anchor = "measured"
+	if !slirpOK {
+		rep.Anchor = why
+		progress("the slirp4netns anchor: n/a (%s)", why)
+	}
 	spawn := newSpawner()
 	defer spawn.stop() // registered first, so it runs after the beds are closed
 	beds := map[mode]*bed{}
@@ -242,6 +248,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			spawn:    spawn,
 			args:     p.routerArgs,
 			egress:   m == modeKernel || egressOK,
+			slirp:    m == modeKernel && slirpOK,
 		}
 		switch {
 		case m == modeProxy:
@@ -256,6 +263,9 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			continue
 		}
 		beds[m] = b
+		if b.slirpErr != nil {
+			rep.Anchor = b.slirpErr.Error()
+		}
 	}
 
 	for round := range p.rounds {
@@ -470,6 +480,7 @@ var measurementKeys = map[string]string{
 	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
 	"conn-mem":   "conn_mem_kib",
 	"egress-tcp": "egress_tcp_gbps_up", "egress-close": "egress_close_per_s",
+	"egress-slirp4netns-tcp": "egress_slirp4netns_tcp_gbps_up", "egress-slirp4netns-close": "egress_slirp4netns_close_per_s",
 }
 
 func hasSamples(rep *report, name string, m mode) bool {

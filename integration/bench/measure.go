@@ -71,7 +71,7 @@ type measurement struct {
 // appliesTo reports whether m runs on b.
 func (m measurement) appliesTo(b *bed) bool {
 	return containsMode(m.modes, b.mode) && (!nodePortMeasurements[m.name] || b.nodePorts) &&
-		(!egressMeasurementSet[m.name] || b.egress)
+		(!egressMeasurementSet[m.name] || b.egress) && (!slirpMeasurementSet[m.name] || b.slirp != nil)
 }
 
 // firstRoundOnly names the measurements taken in the first round only.
@@ -136,6 +136,13 @@ var measurements = []measurement{
 	}},
 	{"egress-close", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureHTTP(ctx, b, egressLoad, false, p.httpConns, p.httpDur)
+	}},
+	// The userspace anchor (anchor.go), on the kernel bed's node.
+	{"egress-slirp4netns-tcp", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureSlirpTCP(ctx, b, p.dur)
+	}},
+	{"egress-slirp4netns-close", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureHTTP(ctx, b, slirpLoad, false, p.httpConns, p.httpDur)
 	}},
 }
 

@@ -24,14 +24,17 @@ type report struct {
 	Rounds   int       `json:"rounds"`
 	RunSecs  float64   `json:"seconds_per_iperf3_run"`
 	HTTPSecs float64   `json:"seconds_per_http_run"`
-	Proxy    string    `json:"proxy_mode"`       // "measured", or why not
-	NodePort string    `json:"nodeport_vrouter"` // "measured", or why not
-	Egress   string    `json:"egress_vrouter"`   // "measured", or why not
+	Proxy    string    `json:"proxy_mode"`         // "measured", or why not
+	NodePort string    `json:"nodeport_vrouter"`   // "measured", or why not
+	Egress   string    `json:"egress_vrouter"`     // "measured", or why not
+	Anchor   string    `json:"egress_slirp4netns"` // "measured", or why not
 	Metrics  []metric  `json:"metrics"`
 	Control  struct {
 		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
 		VRouter *controlResult `json:"vrouter_lb_table,omitempty"`
 	} `json:"control_plane"`
+	// Anchored are the egress rows beside their slirp4netns anchor.
+	Anchored   []anchored      `json:"egress_vs_slirp4netns,omitempty"`
 	Forwarding []forwardResult `json:"forwarding_in_memory,omitempty"`
 	Profile    []profileResult `json:"profile,omitempty"`
 	ProfileDir string          `json:"profile_dir,omitempty"`
@@ -94,6 +97,27 @@ var tableMetrics = []metricDef{
 	{"rss_mib_" + workerNode, "router resident memory (VmRSS), " + workerNode, "MiB", true},
 }
 
+// anchorRows pair each egress metric with its slirp4netns anchor
+// (anchor.go), measured on the kernel bed's node.
+var anchorRows = []struct{ key, anchor, label, unit string }{
+	{"egress_tcp_gbps_up", "egress_slirp4netns_tcp_gbps_up", "pod→outside TCP, 1 stream", "Gbit/s"},
+	{"egress_tcp_gbps_down", "egress_slirp4netns_tcp_gbps_down", "outside→pod TCP, 1 stream", "Gbit/s"},
+	{"egress_close_per_s", "egress_slirp4netns_close_per_s", "pod→outside new connections/s (HTTP, Connection: close)", "conn/s"},
+}
+
+// anchored is one egress metric's medians on the three data paths: the
+// kernel's MASQUERADE, vrouter's egress stack and slirp4netns.
+type anchored struct {
+	Key         string   `json:"key"`
+	Label       string   `json:"label"`
+	Unit        string   `json:"unit"`
+	Kernel      *float64 `json:"kernel,omitempty"`
+	VRouter     *float64 `json:"vrouter,omitempty"`
+	Slirp4netns *float64 `json:"slirp4netns,omitempty"`
+	// RatioSlirp is vrouter ÷ slirp4netns (target ≥ 3).
+	RatioSlirp *float64 `json:"ratio_vrouter_slirp4netns,omitempty"`
+}
+
 func newReport() *report {
 	return &report{samples: make(map[string]map[mode][]float64)}
 }
@@ -149,6 +173,26 @@ func (r *report) finish() {
 			}
 		}
 		r.Metrics = append(r.Metrics, m)
+	}
+	r.Anchored = nil
+	for _, a := range anchorRows {
+		row := anchored{Key: a.key, Label: a.label, Unit: a.unit}
+		median := func(key string, md mode) *float64 {
+			if vs := r.samples[key][md]; len(vs) > 0 {
+				x := summarize(vs).Median
+				return &x
+			}
+			return nil
+		}
+		row.Kernel, row.VRouter, row.Slirp4netns = median(a.key, modeKernel), median(a.key, modeNAT), median(a.anchor, modeKernel)
+		if row.Slirp4netns == nil {
+			continue
+		}
+		if row.VRouter != nil && *row.Slirp4netns > 0 {
+			x := *row.VRouter / *row.Slirp4netns
+			row.RatioSlirp = &x
+		}
+		r.Anchored = append(r.Anchored, row)
 	}
 }
 
@@ -293,6 +337,28 @@ func (r *report) writeTables(w io.Writer) {
 	if _, ok := r.metric("egress_close_per_s"); ok {
 		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node.\n",
 			egressServer, outsideClient, clientPod, httpClientPod)
+	}
+	if len(r.Anchored) > 0 {
+		fmt.Fprintf(w, "\n| egress against the userspace anchor; targets vrouter ≥ 0.5× kernel, ≥ 3× slirp4netns ⁷ | unit | kernel MASQUERADE | vrouter | slirp4netns | vrouter ÷ kernel | vrouter ÷ slirp4netns |\n")
+		fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|\n")
+		val := func(x *float64) string {
+			if x == nil {
+				return "n/a"
+			}
+			return num(*x)
+		}
+		for _, a := range r.Anchored {
+			rk := ""
+			if a.Kernel != nil && a.VRouter != nil && *a.Kernel > 0 {
+				rk = ratioString(*a.VRouter / *a.Kernel)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", a.Label, a.Unit, val(a.Kernel), val(a.VRouter), val(a.Slirp4netns), rk, ratio(a.RatioSlirp))
+		}
+		fmt.Fprintf(w, "\n⁷ the same server and clients as ⁶, from a pod namespace whose only way out is slirp4netns %s (%s, as rootless Podman runs it), on the kernel bed's %s, measured in the same rounds.\n",
+			orNA(slirpVersion()), strings.Join(slirpArgs(0)[:len(slirpArgs(0))-2], " "), masterNode)
+	}
+	if r.Anchor != "measured" && r.Anchor != "" {
+		fmt.Fprintf(w, "Egress through slirp4netns (the userspace anchor): n/a (%s).\n", r.Anchor)
 	}
 	if r.Egress != "measured" && r.Egress != "" {
 		fmt.Fprintf(w, "Egress on vrouter: n/a (%s).\n", r.Egress)

@@ -12,6 +12,9 @@
 #                 the real-cluster test's nodes: containerd, ctr (containerd),
 #                 runc, /usr/lib/cni/bridge (containernetworking-plugins).
 #                 etcd is kube-tools' (Debian's etcd-server, else built).
+#   optional      as root, installed when apt-get can, never missing:
+#                 slirp4netns, the userspace anchor of make bench's egress
+#                 rows (without it they are n/a, with the reason).
 #
 # Not root, the namespace tests skip themselves and need none of the root
 # list. Usage: integration/tools/deps.sh [--check-only]   (make check-deps)
@@ -38,6 +41,7 @@ containerd containerd
 ctr containerd
 runc runc
 /usr/lib/cni/bridge containernetworking-plugins"
+optional="slirp4netns slirp4netns"
 
 want=$always
 [ "$(id -u)" = 0 ] && want="$want
@@ -56,10 +60,16 @@ missing() {
 }
 
 gone=$(missing)
-[ -z "$gone" ] && exit 0
+# Optional commands are installed along with missing required ones, or
+# alone, but their absence stops nothing.
+extra=
+if [ "$(id -u)" = 0 ]; then
+	extra=$(want=$optional missing)
+fi
+[ -z "$gone" ] && [ -z "$extra" ] && exit 0
 
 if [ -n "$install" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	pkgs=$(awk '$2 !~ /\// {print $2}' <<<"$gone" | sort -u | tr '\n' ' ')
+	pkgs=$(printf '%s\n%s\n' "$gone" "$extra" | awk 'NF && $2 !~ /\// {print $2}' | sort -u | tr '\n' ' ')
 fi
 if [ -n "${pkgs:-}" ]; then
 	echo "check-deps: installing $pkgs with apt-get" >&2
@@ -74,8 +84,8 @@ if [ -n "${pkgs:-}" ]; then
 	[ -z "$made" ] || rm -f "$policy"
 	[ "$rc" = 0 ] || echo "check-deps: apt-get failed (exit $rc)" >&2
 	gone=$(missing)
-	[ -z "$gone" ] && exit 0
 fi
+[ -z "$gone" ] && exit 0
 
 list=$(awk '{printf "%s%s (%s %s)", (NR > 1 ? ", " : ""), $1, ($2 ~ /\// ? "from" : "apt-get install"), $2}' <<<"$gone")
 if [ "$(id -u)" = 0 ]; then
