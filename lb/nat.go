@@ -45,6 +45,9 @@ type NAT struct {
 
 	shards [flowShards]flowShard
 
+	// frags translates fragments after a datagram's first (natfrag.go).
+	frags fragTable
+
 	// shrinkNext is the reaper's: the shard Reap next looks at to
 	// rebuild (see shrink.go). mem returns what the rebuilds drop.
 	shrinkNext int
@@ -168,8 +171,15 @@ type NATStats struct {
 	RefusedPorts uint64
 	// Migrated counts UDP flows moved off an endpoint that left.
 	Migrated uint64
-	// Fragments counts fragments to a VIP, which cannot be translated.
+	// Fragments counts fragmented datagrams of translated flows whose
+	// later fragments could not be translated, and were lost: the
+	// datagram's translation was pushed out of the full fragment table
+	// (maxFragDatagrams) or had expired (fragTimeout) when a fragment
+	// came.
 	Fragments uint64
+	// FragmentsPending is the number of fragmented datagrams whose later
+	// fragments are awaited.
+	FragmentsPending int
 	// Expired counts flows ended by timeout or close.
 	Expired uint64
 	// ExpiredHalfOpen counts the TCP flows among Expired that timed out
@@ -346,7 +356,7 @@ func (n *NAT) Stats() NATStats {
 	return NATStats{
 		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(), RefusedPorts: c.refusedPorts.Load(),
-		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(),
+		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(), FragmentsPending: n.frags.len(),
 		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
 		Unrecorded:   n.unrecorded(),
 		FileRestored: c.fileRestored.Load(), FileDropped: c.fileDropped.Load(), FileCorrupt: c.fileCorrupt.Load(),

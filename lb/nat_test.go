@@ -3,6 +3,7 @@ package lb
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -576,6 +577,12 @@ func FuzzNATIngress(f *testing.F) {
 	f.Add(true, udp4(clientA, dnsVIP, "q"))
 	f.Add(false, []byte{0x45, 0, 0, 20})
 	f.Add(true, []byte{0x60, 0, 0, 0, 0, 8, 17, 64})
+	for _, frag := range fragment4(udp4(clientA, dnsVIP, strings.Repeat("x", 100)), 48, 3) {
+		f.Add(true, frag)
+	}
+	for _, frag := range udp6Fragments(clientA6(), netip.MustParseAddrPort("[fd00:10:96::a]:53"), strings.Repeat("x", 100), 48, 3) {
+		f.Add(true, frag)
+	}
 	f.Fuzz(func(t *testing.T, fromTUN bool, b []byte) {
 		n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service"), makeKubeDNS())
 		var p packet.Parsed

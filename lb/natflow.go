@@ -15,16 +15,29 @@ const closedLinger = 10 * time.Second
 // starts flows for new connections from local clients to VIPs, and refuses
 // those to Services without endpoints with ICMP port unreachable. It reads
 // the 5-tuple from p, as the router decoded b, and keeps p current as it
-// translates. What has no ports (other protocols, IPv6 extension headers,
-// IPv4 fragments but the first) passes untouched, but for ICMP errors
-// about a tracked flow.
+// translates. Fragments of a translated datagram get its translation
+// (natfrag.go). What has no ports (other protocols, IPv6 extension
+// headers other than a leading Fragment header) passes untouched, but for
+// ICMP errors about a tracked flow.
 func (n *NAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
-	if !p.HasPorts {
-		if p.Version == 4 && p.Proto == packet.ICMPv4 || p.Version == 6 && p.Proto == packet.ICMPv6 {
+	switch {
+	case p.IsFragment():
+		return n.ipv4Fragment(fromTUN, p, b)
+	case !p.HasPorts:
+		switch {
+		case p.Version == 6 && p.Proto == ipv6FragmentHeader:
+			return n.ipv6Fragment(fromTUN, p, b)
+		case p.Version == 4 && p.Proto == packet.ICMPv4 || p.Version == 6 && p.Proto == packet.ICMPv6:
 			n.translateICMPError(p, b)
 		}
 		return true, nil
 	}
+	return n.ingress(fromTUN, p, b)
+}
+
+// ingress is Ingress for a packet whose ports p holds: a whole one, or a
+// datagram's first fragment.
+func (n *NAT) ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
 	key := flowKey{src: p.SrcAddrPort(), dst: p.DstAddrPort(), proto: Protocol(p.Proto)}
 	if f := n.lookup(key); f != nil {
 		now := n.clock.Now().UnixNano()
@@ -50,12 +63,6 @@ func (n *NAT) Ingress(fromTUN bool, p *packet.Parsed, b []byte) (bool, []byte) {
 		// (Proxy); UDP ports of a proxy-mode Service are translated
 		// here as in nat mode.
 		return true, nil
-	}
-	if p.MoreFragments {
-		// The first fragment has the ports, the rest would miss the
-		// translation: refuse the datagram as a whole.
-		n.stats.fragments.Add(1)
-		return false, nil
 	}
 	if Protocol(p.Proto) == TCP && p.TCPFlags&(tcpSYN|tcpACK|tcpRST) != tcpSYN {
 		// A segment of a connection no flow knows (this router

@@ -99,7 +99,7 @@ var (
 	natMigrated = desc("vrouter_nat_udp_migrations_total",
 		"UDP flows moved off an endpoint that left their Service.")
 	natFragments = desc("vrouter_nat_fragments_dropped_total",
-		"Fragments to a Service address, which cannot be translated.")
+		"Fragmented datagrams of nat flows whose later fragments could not be translated (fragment table full, or a fragment after 30 s).")
 	natExpired = desc("vrouter_nat_flows_expired_total",
 		"Flows ended by timeout or close.")
 	natHalfOpenExpired = desc("vrouter_nat_half_open_expired_total",
