@@ -90,6 +90,8 @@ type lbEnv struct {
 	spec    topology.Spec
 	dir     string
 	routers map[string]*harness.Router
+	// opts are lbOptions of startLBWith.
+	opts lbOptions
 	// outside are namespaces on the underlay that are not nodes: no
 	// router, not a peer (clients from outside the cluster).
 	outside []string
@@ -110,6 +112,21 @@ type lbEnv struct {
 // router, nobody's peer): clients from outside the cluster.
 func startLB(t *testing.T, tag string, services []configs.ServiceSpec, outside ...topology.NodeSpec) *lbEnv {
 	t.Helper()
+	return startLBWith(t, tag, lbOptions{}, services, outside...)
+}
+
+// lbOptions shape startLBWith's cluster beyond its Services.
+type lbOptions struct {
+	// LB is every node's lb section.
+	LB configs.LBSpec
+	// RouterArgs are added to every `vrouter run`.
+	RouterArgs []string
+}
+
+// startLBWith is startLB with every node's lb section and more router
+// flags.
+func startLBWith(t *testing.T, tag string, opts lbOptions, services []configs.ServiceSpec, outside ...topology.NodeSpec) *lbEnv {
+	t.Helper()
 	requireRoot(t)
 	spec := topology.Seed()
 	spec.Nodes = append(spec.Nodes, outside...)
@@ -121,7 +138,7 @@ func startLB(t *testing.T, tag string, services []configs.ServiceSpec, outside .
 			t.Fatalf("topology.Seed() pod %s is %v on %s, want %v on %s", p.name, sp.Addr, n.Name, p.addr, p.node)
 		}
 	}
-	e := &lbEnv{t: t, c: topology.BuildT(t, spec), spec: spec, dir: t.TempDir(), routers: map[string]*harness.Router{}}
+	e := &lbEnv{t: t, c: topology.BuildT(t, spec), spec: spec, dir: t.TempDir(), routers: map[string]*harness.Router{}, opts: opts}
 	for _, n := range outside {
 		e.outside = append(e.outside, n.Name)
 	}
@@ -141,8 +158,8 @@ func startLB(t *testing.T, tag string, services []configs.ServiceSpec, outside .
 // started again on the node adopts it.
 func (e *lbEnv) startRouter(node string) *harness.Router {
 	e.t.Helper()
-	r, err := harness.StartRouter(e.c, vrouterBin, node, e.configPath(node), e.logPath(node),
-		"--state-dir", harness.StateDir(e.logPath(node), node))
+	args := append([]string{"--state-dir", harness.StateDir(e.logPath(node), node)}, e.opts.RouterArgs...)
+	r, err := harness.StartRouter(e.c, vrouterBin, node, e.configPath(node), e.logPath(node), args...)
 	if err != nil {
 		e.t.Fatalf("harness.StartRouter(%s): %v", node, err)
 	}
@@ -168,7 +185,7 @@ func (e *lbEnv) setServices(services ...configs.ServiceSpec) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := harness.WriteConfig(dir, e.spec, n.Name, harness.ConfigOptions{Services: services, Exclude: e.outside}); err != nil {
+		if _, err := harness.WriteConfig(dir, e.spec, n.Name, harness.ConfigOptions{Services: services, Exclude: e.outside, LB: e.opts.LB}); err != nil {
 			e.t.Fatalf("harness.WriteConfig(%s): %v", n.Name, err)
 		}
 	}

@@ -29,6 +29,8 @@ type ConfigOptions struct {
 	Exclude []string
 	// Egress is written as the egress section.
 	Egress configs.EgressSpec
+	// LB is written as the lb section.
+	LB configs.LBSpec
 }
 
 func (o ConfigOptions) clusterCIDR() netip.Prefix {
@@ -73,6 +75,7 @@ func NodeFile(spec topology.Spec, node string, opts ConfigOptions) (*configs.Fil
 		ServiceCIDRs: []string{opts.serviceCIDR().String()},
 		Services:     opts.Services,
 		Egress:       opts.Egress,
+		LB:           opts.LB,
 	}
 	if self.PodCIDR6.IsValid() {
 		f.ClusterCIDRs = append(f.ClusterCIDRs, "fd00:10:244::/48")

@@ -1,0 +1,202 @@
+package integration
+
+// Memory after a flood: a pod floods a ClusterIP with UDP flows up to the
+// NAT's cap, the flows expire, and the router's memory must come back
+// near where it started (Go maps never shrink by themselves: lb/shrink.go).
+//
+//	underlay br0 192.168.31.0/24
+//	 ├─ hostgw-master eth0 .201  vr0 10.244.0.0/32, router 169.254.244.1
+//	 │    coredns-8qxfv 10.244.0.3  raw socket: UDP from 10.244.0.100-.115
+//	 │                              (its node's pod CIDR), ports 1024-17407
+//	 └─ hostgw-node   eth0 .202  vr0 10.244.1.0/32
+//	      (10.244.1.99: no pod; the flood's datagrams die there)
+//
+//	default/mem-flood  10.96.100.30:53/UDP -> 10.244.1.99 (hostgw-node)
+//	lb.nat.udpTimeout  45s: longer than the flood takes, so its flows
+//	                   pile up to the cap, then all expire
+//
+// 16 sources × 16,384 ports = 262,144 flows: the default caps
+// (lb.nat.maxFlows per protocol, lb.nat.maxFlowsPerClient), reached when
+// no datagram is lost at vr0's queue.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vrouter/vrouter/configs"
+)
+
+const (
+	memMetricsAddr = "127.0.0.1:9287"
+	memUDPTimeout  = 45 * time.Second
+)
+
+var memFloodVIP = netip.AddrPortFrom(netip.MustParseAddr("10.96.100.30"), 53)
+
+func TestLBMemoryAfterFlood(t *testing.T) {
+	svc := configs.ServiceSpec{
+		Namespace: "default", Name: "mem-flood", ClusterIPs: []string{memFloodVIP.Addr().String()},
+		Ports:     []configs.ServicePortSpec{{Port: 53, Protocol: "UDP"}},
+		Endpoints: []configs.EndpointSpec{{Addresses: []string{"10.244.1.99"}, NodeName: lbWorker}},
+	}
+	e := startLBWith(t, "mem", lbOptions{
+		LB:         configs.LBSpec{NAT: configs.NATSpec{UDPTimeout: memUDPTimeout.String()}},
+		RouterArgs: []string{"--metrics-address", memMetricsAddr},
+	}, []configs.ServiceSpec{svc})
+	r := e.routers[lbMaster]
+	raw := e.rawSender(lbCoredns8qxfv.name)
+
+	// The baseline: a router that has translated a little, settled.
+	for p := range 100 {
+		raw.send(udpDatagram(netip.AddrPortFrom(lbCoredns8qxfv.addr, uint16(40000+p)), memFloodVIP, []byte("warm up")))
+	}
+	time.Sleep(3 * time.Second)
+	base := readProcMem(t, r.PID())
+
+	const sources, ports = 16, 16384
+	start := time.Now()
+	sent := 0
+	for pass := range 2 {
+		// The second pass makes the flows the first lost at vr0's
+		// queue; it refreshes the others.
+		for port := range ports {
+			for s := range sources {
+				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 244, 0, byte(100 + s)}), uint16(1024+port))
+				if err := raw.send(udpDatagram(src, memFloodVIP, []byte("flood"))); err != nil {
+					t.Fatalf("pass %d: datagram %d: %v", pass, sent, err)
+				}
+				if sent++; sent%500 == 0 {
+					time.Sleep(20 * time.Millisecond) // 25,000 a second
+				}
+			}
+		}
+	}
+	took := time.Since(start)
+	if took > memUDPTimeout*3/4 {
+		t.Logf("the flood took %v, near lb.nat.udpTimeout %v: its first flows may have expired before the last began", took, memUDPTimeout)
+	}
+	time.Sleep(2 * time.Second) // the router's queue drains
+	flows := e.metric(lbMaster, "vrouter_nat_flows")
+	refusedCap := e.metric(lbMaster, `vrouter_nat_refused_total{reason="cap"}`)
+	peak := readProcMem(t, r.PID())
+	t.Logf("%d datagrams in %v: %.0f flows (cap %d), %.0f refused by the caps", sent, took.Round(time.Millisecond), flows, sources*ports, refusedCap)
+	if flows < sources*ports/2 {
+		t.Fatalf("the flood made %.0f flows, want at least half of %d: the test would measure little", flows, sources*ports)
+	}
+
+	// Wait for the flows to expire, then for the memory to come back.
+	deadline := time.Now().Add(memUDPTimeout + 30*time.Second)
+	for e.metric(lbMaster, "vrouter_nat_flows") > 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%.0f flows left %v after the flood; want them expired after lb.nat.udpTimeout %v", e.metric(lbMaster, "vrouter_nat_flows"), time.Since(start), memUDPTimeout)
+		}
+		time.Sleep(time.Second)
+	}
+	expired := time.Now()
+	// Heap back: the anonymous memory (the file-backed flow file keeps
+	// its pages; see docs/operations.md) below baseline plus a quarter
+	// of what the flood added.
+	limit := base.anon + (peak.anon-base.anon)/4
+	var after procMem
+	for {
+		after = readProcMem(t, r.PID())
+		if after.anon <= limit || time.Since(expired) > 60*time.Second {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("router on %s: baseline %v; peak (%.0f flows) %v; %v after the flows expired: %v",
+		lbMaster, base, flows, peak, time.Since(expired).Round(time.Second), after)
+	t.Logf("per flow at the peak: %.0f B anonymous, %.0f B resident in all", float64(peak.anon-base.anon)/flows, float64(peak.rss-base.rss)/flows)
+	if after.anon > limit {
+		t.Errorf("anonymous memory %d MiB a minute after the flood's flows expired, want at most %d MiB (baseline %d MiB + a quarter of the flood's %d MiB)",
+			after.anon>>20, limit>>20, base.anon>>20, (peak.anon-base.anon)>>20)
+	}
+	e.requireRouters()
+}
+
+// procMem is a process's memory as /proc/<pid>/status tells it.
+type procMem struct {
+	rss, anon, file, shmem uint64 // bytes
+}
+
+func (m procMem) String() string {
+	return fmt.Sprintf("VmRSS %d MiB (anonymous %d MiB, file %d MiB, shmem %d MiB)", m.rss>>20, m.anon>>20, m.file>>20, m.shmem>>20)
+}
+
+func readProcMem(t *testing.T, pid int) procMem {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("read the router's memory: %v", err)
+	}
+	var m procMem
+	fields := map[string]*uint64{"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file, "RssShmem:": &m.shmem}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 && fields[f[0]] != nil {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			*fields[f[0]] = kb << 10
+		}
+	}
+	if m.rss == 0 || m.anon == 0 {
+		t.Fatalf("/proc/%d/status has no VmRSS or RssAnon:\n%s", pid, b)
+	}
+	return m
+}
+
+// metric returns the value of the sample named series (name{labels}, as
+// /metrics writes it) of node's router, started with --metrics-address
+// memMetricsAddr.
+func (e *lbEnv) metric(node, series string) float64 {
+	e.t.Helper()
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := e.c.Do(node, func() error {
+				var err error
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+memMetricsAddr+"/metrics", nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		e.t.Fatalf("GET /metrics of %s: %v", node, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("GET /metrics of %s: %v", node, err)
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				e.t.Fatalf("/metrics of %s: %q: %v", node, l, err)
+			}
+			return f
+		}
+	}
+	e.t.Fatalf("/metrics of %s has no %s", node, series)
+	return 0
+}
