@@ -151,6 +151,8 @@ type LB struct {
 	// maxFlowsPerClient MaxPerClient, and the two timeouts, resolved; the
 	// other fields are zero (lb's defaults).
 	NAT lb.NATOptions
+	// Outlier holds lb.outlier, resolved.
+	Outlier lb.OutlierOptions
 
 	// NodePortRange is lb.nodePortRange, resolved: every nodePort and
 	// healthCheckNodePort of the file's Services lies in it. The
@@ -202,7 +204,7 @@ func (c *Config) Equal(o *Config) bool {
 
 // Equal reports whether l and o are the same.
 func (l *LB) Equal(o *LB) bool {
-	return l.Mode == o.Mode && l.Picker == o.Picker && l.Proxy == o.Proxy && l.NAT == o.NAT &&
+	return l.Mode == o.Mode && l.Picker == o.Picker && l.Proxy == o.Proxy && l.NAT == o.NAT && l.Outlier == o.Outlier &&
 		l.NodePortRange == o.NodePortRange && slices.Equal(l.NodePortAddresses, o.NodePortAddresses) &&
 		l.LocalhostNodePorts == o.LocalhostNodePorts
 }

@@ -24,6 +24,8 @@ const (
 	maxNATUDPTimeout     = 24 * time.Hour
 	minNATTCPTimeout     = time.Second
 	maxNATTCPTimeout     = 720 * time.Hour
+	minOutlierEjection   = 100 * time.Millisecond
+	maxOutlierEjection   = 24 * time.Hour
 )
 
 // lb validates the lb section: modes, pickers and the tuning of both
@@ -47,6 +49,13 @@ func (ck *checker) lb(f *LBSpec) LB {
 		UDPTimeout:            ck.duration("lb.nat.udpTimeout", f.NAT.UDPTimeout, lb.DefaultNATUDPTimeout, minNATUDPTimeout, maxNATUDPTimeout),
 		TCPEstablishedTimeout: ck.duration("lb.nat.tcpEstablishedTimeout", f.NAT.TCPEstablishedTimeout, lb.DefaultNATTCPEstablishedTimeout, minNATTCPTimeout, maxNATTCPTimeout),
 	}
+	l.Outlier = lb.OutlierOptions{
+		Disabled:           f.Outlier.Enabled != nil && !*f.Outlier.Enabled,
+		Failures:           ck.count("lb.outlier.consecutiveFailures", f.Outlier.ConsecutiveFailures, lb.DefaultOutlierFailures, 1, 1000, ""),
+		BaseEjection:       ck.duration("lb.outlier.baseEjectionTime", f.Outlier.BaseEjectionTime, lb.DefaultOutlierBaseEjection, minOutlierEjection, maxOutlierEjection),
+		MaxEjectionPercent: ck.count("lb.outlier.maxEjectionPercent", f.Outlier.MaxEjectionPercent, lb.DefaultOutlierMaxEjectionPercent, 1, 100, ""),
+	}
+	l.Outlier.MaxEjection = ck.duration("lb.outlier.maxEjectionTime", f.Outlier.MaxEjectionTime, max(lb.DefaultOutlierMaxEjection, l.Outlier.BaseEjection), l.Outlier.BaseEjection, maxOutlierEjection)
 	l.NodePortRange = ck.nodePortRange("lb.nodePortRange", f.NodePortRange)
 	l.NodePortAddresses = ck.nodePortAddresses("lb.nodePortAddresses", f.NodePortAddresses)
 	l.LocalhostNodePorts = f.LocalhostNodePorts == nil || *f.LocalhostNodePorts

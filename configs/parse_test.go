@@ -159,8 +159,9 @@ func TestParseMinimalDefaults(t *testing.T) {
 		ServiceCIDRs:    pfxs("10.96.0.0/12"),
 		LB: LB{
 			Mode: lb.ModeNAT, Picker: lb.PickRandom,
-			Proxy: lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
-			NAT:   lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+			Proxy:   lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
+			NAT:     lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+			Outlier: lb.OutlierOptions{Failures: 3, BaseEjection: 5 * time.Second, MaxEjection: 5 * time.Minute, MaxEjectionPercent: 50},
 			// The API server's --service-node-port-range; primary
 			// addresses (nil); localhost node ports on.
 			NodePortRange:      NodePortRange{Min: 30000, Max: 32767},

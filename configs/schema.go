@@ -184,6 +184,9 @@ type LBSpec struct {
 	Proxy ProxySpec `json:"proxy,omitempty"`
 	// NAT tunes nat mode (and the UDP ports of proxy-mode Services).
 	NAT NATSpec `json:"nat,omitempty"`
+	// Outlier tunes the ejection of endpoints whose connections fail
+	// repeatedly, in both modes.
+	Outlier OutlierSpec `json:"outlier,omitempty"`
 	// NodePortRange is the range every nodePort and healthCheckNodePort
 	// of the file lies in, "MIN-MAX" as the API server's
 	// --service-node-port-range. Default "30000-32767".
@@ -229,6 +232,27 @@ type NATSpec struct {
 	// TCPEstablishedTimeout ends an idle established TCP flow. Default
 	// lb.DefaultNATTCPEstablishedTimeout.
 	TCPEstablishedTimeout string `json:"tcpEstablishedTimeout,omitempty"`
+}
+
+// OutlierSpec tunes passive outlier detection: an endpoint whose new
+// connections fail ConsecutiveFailures times in a row is left out of
+// picking for a while. The defaults are lb.OutlierOptions' (REFERENCE.md
+// lists them).
+type OutlierSpec struct {
+	// Enabled turns ejection on or off. Default true.
+	Enabled *bool `json:"enabled,omitempty"`
+	// ConsecutiveFailures eject an endpoint. Default
+	// lb.DefaultOutlierFailures.
+	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
+	// BaseEjectionTime is the first ejection's length, doubled for each
+	// ejection in a row. Default lb.DefaultOutlierBaseEjection.
+	BaseEjectionTime string `json:"baseEjectionTime,omitempty"`
+	// MaxEjectionTime caps an ejection. Default
+	// lb.DefaultOutlierMaxEjection.
+	MaxEjectionTime string `json:"maxEjectionTime,omitempty"`
+	// MaxEjectionPercent bounds the share of a Service port's endpoints
+	// ejected at once. Default lb.DefaultOutlierMaxEjectionPercent.
+	MaxEjectionPercent int `json:"maxEjectionPercent,omitempty"`
 }
 
 // ServiceSpec is one Service in the static Service table.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -41,6 +42,13 @@ type backendCounters struct {
 	conns  atomic.Uint64
 	active atomic.Int64
 	entry  *entryCounters
+
+	// out is the backend's outlier state; od the Table's policy (nil
+	// outside a Table: never ejected); addr and name name it in logs.
+	out  backendOutlier
+	od   *outlier
+	addr netip.AddrPort
+	name ServicePortName
 }
 
 // NewBackend returns a Backend with its own counters, for pickers used
@@ -99,6 +107,8 @@ type entryCounters struct {
 	affinityHits  atomic.Uint64
 	affinityEvict atomic.Uint64
 	cursor        atomic.Uint64 // round-robin and least-connections tie-break
+	// ejectMu serializes ejection decisions (the share check).
+	ejectMu sync.Mutex
 }
 
 // Entry is the data path's view of one Service key: the usable backends,
@@ -183,7 +193,7 @@ func (e *Entry) Pick(f Flow) (Backend, bool) {
 	client := f.Src.Addr()
 	now := e.clock.Now()
 	if ap, ok := e.aff.get(client, now, e.affTimeout); ok {
-		if i, ok := e.index(ap); ok {
+		if i, ok := e.index(ap); ok && e.backends[i].c.usable() {
 			b := e.backends[i]
 			e.c.affinityHits.Add(1)
 			e.count(b)
@@ -227,12 +237,19 @@ func (e *Entry) Stats() EntryStats {
 	if e.aff != nil {
 		s.AffinityClients = e.aff.len()
 	}
+	now := e.clock.Now().UnixNano()
 	for i, b := range e.backends {
 		s.Backends[i] = BackendStats{
-			AddrPort: b.AddrPort(),
-			Picks:    b.c.picks.Load(),
-			Conns:    b.c.conns.Load(),
-			Active:   b.c.active.Load(),
+			AddrPort:  b.AddrPort(),
+			Picks:     b.c.picks.Load(),
+			Conns:     b.c.conns.Load(),
+			Active:    b.c.active.Load(),
+			Ejected:   b.c.ejectedAt(now),
+			Ejections: b.c.out.ejections.Load(),
+			Failures:  uint64(max(b.c.out.fails.Load(), 0)),
+		}
+		if s.Backends[i].Ejected {
+			s.Ejected++
 		}
 	}
 	return s
@@ -255,8 +272,10 @@ type EntryStats struct {
 	// AffinityClients is the map's size.
 	AffinityHits, AffinityEvictions uint64
 	AffinityClients                 int
-	// Backends are the current usable backends.
+	// Backends are the current usable backends; Ejected counts those of
+	// them ejected now by outlier detection (see OutlierOptions).
 	Backends []BackendStats
+	Ejected  int
 }
 
 // BackendStats is a snapshot of one backend's counters.
@@ -264,4 +283,10 @@ type BackendStats struct {
 	AddrPort     netip.AddrPort
 	Picks, Conns uint64
 	Active       int64
+	// Ejected: outlier detection left the backend out of picking now.
+	// Ejections counts its ejections; Failures its connection failures
+	// since its last success (see OutlierOptions).
+	Ejected   bool
+	Ejections uint64
+	Failures  uint64
 }

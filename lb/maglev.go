@@ -142,7 +142,19 @@ func (p *maglev) Pick(f Flow) (Backend, bool) {
 	} else {
 		h = hashFlow(&f)
 	}
-	return p.backends[p.table[h%uint64(len(p.table))]], true
+	m := uint64(len(p.table))
+	b := p.backends[p.table[h%m]]
+	if b.c.usable() {
+		return b, true
+	}
+	// b is ejected: its slots' flows move to the backends of the next
+	// slots, as if b had left, while every other flow keeps its backend.
+	for i := uint64(1); i < m && i <= 64; i++ {
+		if o := p.backends[p.table[(h+i)%m]]; o.c.usable() {
+			return o, true
+		}
+	}
+	return firstUsable(p.backends, b), true
 }
 
 func isPrime(n int) bool {

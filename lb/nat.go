@@ -276,6 +276,9 @@ const (
 	// stEnded: the flow left the table (end), by the reaper or for a
 	// new connection on its 5-tuple.
 	stEnded
+	// stFailed: the flow was reported to outlier detection as a failed
+	// connection (once per flow; see NAT.connectFailed).
+	stFailed
 )
 
 type flowShard struct {

@@ -211,6 +211,9 @@ func (n *NAT) forward(f *flow, b []byte, p *packet.Parsed, now int64) (bool, []b
 	}
 	bk := f.backend
 	f.mu.Unlock()
+	if p.TCPFlags&(tcpSYN|tcpACK|tcpRST) == tcpSYN && f.fwd.proto == TCP {
+		n.synAgain(f, now)
+	}
 	f.lastSeen.Store(now)
 	f.count(0, len(b))
 	n.note(f, p, true)
@@ -302,10 +305,18 @@ func (n *NAT) note(f *flow, p *packet.Parsed, fwd bool) {
 		// whichever reader goroutine carried the SYN-ACK.
 		set |= stEstablished
 	}
+	if !fwd && flags&tcpRST != 0 && old&(stSynAck|stEstablished) == 0 {
+		// The backend refused the connection.
+		n.connectFailed(f)
+	}
 	if set == 0 || old&set == set {
 		return
 	}
-	st := f.state.Or(set) | set
+	prev := f.state.Or(set)
+	st := prev | set
+	if set&stSynAck != 0 && prev&stSynAck == 0 {
+		connected(f.backend)
+	}
 	n.save(f)
 	if closed(st) && st&stReleased == 0 && f.state.Or(stReleased)&stReleased == 0 {
 		// A closed connection no longer counts against its client's cap
@@ -432,5 +443,9 @@ func (n *NAT) end(f *flow) {
 	n.stats.expired.Add(1)
 	if f.fwd.proto == TCP && halfOpen(st) {
 		n.stats.expiredHalfOpen.Add(1)
+		if st&stSynAck == 0 {
+			// No SYN-ACK came before the flow expired.
+			n.connectFailed(f)
+		}
 	}
 }

@@ -54,6 +54,12 @@ func (n *NAT) translateICMPError(p *packet.Parsed, b []byte) {
 	if rev.src != q.DstAddrPort() || rev.dst != q.SrcAddrPort() {
 		return
 	}
+	if unreachable := v6 && icmp[0] == 1 || !v6 && icmp[0] == 3 && icmp[1] != 4; unreachable &&
+		f.fwd.proto == TCP && f.state.Load()&(stSynAck|stEstablished) == 0 {
+		// The backend (or its node, or a router on the way) cannot
+		// take the connection. "Fragmentation needed" is no failure.
+		n.connectFailed(f)
+	}
 	// The quoted header: back to client → VIP.
 	rewriteQuoted(quoted, &q, f.client, f.vip)
 	// The outer header: from the VIP if the backend sent it; to the client.

@@ -29,6 +29,10 @@ type runtimeSource struct{}
 
 func (runtimeSource) Uint64() uint64 { return rand.Uint64() }
 
+// Every Picker skips backends that outlier detection ejected (see
+// OutlierOptions) while another is usable, at the cost of one atomic load
+// per candidate it considers.
+
 // NewRandom returns a Picker that chooses uniformly at random among
 // backends, drawing from src (nil: the runtime's generator). kube-proxy's
 // iptables chain of "statistic mode random probability 1/n, 1/(n-1), ..."
@@ -47,10 +51,32 @@ type randomPicker struct {
 }
 
 func (p *randomPicker) Pick(Flow) (Backend, bool) {
-	if len(p.backends) == 0 {
+	n := len(p.backends)
+	if n == 0 {
 		return Backend{}, false
 	}
-	return p.backends[p.rnd.IntN(len(p.backends))], true
+	b := p.backends[p.rnd.IntN(n)]
+	if b.c.usable() {
+		return b, true
+	}
+	// b is ejected: draw again, uniformly among the rest.
+	for range 2 * n {
+		if o := p.backends[p.rnd.IntN(n)]; o.c.usable() {
+			return o, true
+		}
+	}
+	return firstUsable(p.backends, b), true
+}
+
+// firstUsable returns the first of backends that is not ejected, or else
+// def. Pickers call it when their draws keep meeting ejected backends.
+func firstUsable(backends []Backend, def Backend) Backend {
+	for _, b := range backends {
+		if b.c.usable() {
+			return b
+		}
+	}
+	return def
 }
 
 // NewRoundRobin returns a Picker that hands out backends in turn: over any
@@ -71,7 +97,18 @@ func (p *roundRobin) Pick(Flow) (Backend, bool) {
 	if n == 0 {
 		return Backend{}, false
 	}
-	return p.backends[(p.cursor.Add(1)-1)%n], true
+	b := p.backends[(p.cursor.Add(1)-1)%n]
+	if b.c.usable() {
+		return b, true
+	}
+	// b is ejected: take the next turns until one is not, so the
+	// others share b's turns evenly.
+	for range n {
+		if o := p.backends[(p.cursor.Add(1)-1)%n]; o.c.usable() {
+			return o, true
+		}
+	}
+	return b, true
 }
 
 // NewLeastConn returns a Picker that chooses the backend with the fewest
@@ -95,15 +132,21 @@ func (p *leastConn) Pick(Flow) (Backend, bool) {
 		return Backend{}, false
 	}
 	start := int((p.cursor.Add(1) - 1) % uint64(n))
-	best, min := start, p.backends[start].Active()
-	for i := 1; i < n && min > 0; i++ {
+	// An ejected backend has no active connections: it would win every
+	// pick. Skip ejected ones; if all are, fall back to the plain scan.
+	best, min := -1, int64(0)
+	for i := 0; i < n && (best < 0 || min > 0); i++ {
 		j := start + i
 		if j >= n {
 			j -= n
 		}
-		if a := p.backends[j].Active(); a < min {
+		b := p.backends[j]
+		if a := b.Active(); (best < 0 || a < min) && b.c.usable() {
 			best, min = j, a
 		}
+	}
+	if best < 0 {
+		best = start
 	}
 	return p.backends[best], true
 }

@@ -629,6 +629,7 @@ func (p *Proxy) connect(ctx context.Context, e *Entry, client, vip netip.AddrPor
 	for {
 		conn, err := p.dial(ctx, b.AddrPort(), hdr)
 		if err == nil {
+			connected(b)
 			if len(tried) > 0 && e.aff != nil {
 				// Keep the client on the backend that answered,
 				// not on the one its affinity named.
@@ -640,6 +641,7 @@ func (p *Proxy) connect(ctx context.Context, e *Entry, client, vip netip.AddrPor
 			return nil, Backend{}, ctx.Err()
 		}
 		p.stats.dialFailures.Add(1)
+		e.connectFailed(b)
 		p.log.Debug("backend dial failed", zap.Stringer("service", e.Name()), zap.Stringer("backend", b), zap.Error(err))
 		errs = append(errs, err)
 		tried = append(tried, b.AddrPort())
@@ -652,7 +654,8 @@ func (p *Proxy) connect(ctx context.Context, e *Entry, client, vip netip.AddrPor
 	}
 }
 
-// pickUntried returns one of backends not in tried, at random.
+// pickUntried returns one of backends not in tried, at random: one that
+// is not ejected (OutlierOptions) if there is one.
 func pickUntried(backends []Backend, tried []netip.AddrPort) (Backend, bool) {
 	isTried := func(b Backend) bool {
 		for _, t := range tried {
@@ -662,26 +665,29 @@ func pickUntried(backends []Backend, tried []netip.AddrPort) (Backend, bool) {
 		}
 		return false
 	}
-	n := 0
-	for _, b := range backends {
-		if !isTried(b) {
-			n++
+	for _, usable := range []bool{true, false} {
+		ok := func(b Backend) bool { return !isTried(b) && (!usable || b.c.usable()) }
+		n := 0
+		for _, b := range backends {
+			if ok(b) {
+				n++
+			}
 		}
-	}
-	if n == 0 {
-		return Backend{}, false
-	}
-	k := rand.IntN(n)
-	for _, b := range backends {
-		if isTried(b) {
+		if n == 0 {
 			continue
 		}
-		if k == 0 {
-			return b, true
+		k := rand.IntN(n)
+		for _, b := range backends {
+			if !ok(b) {
+				continue
+			}
+			if k == 0 {
+				return b, true
+			}
+			k--
 		}
-		k--
 	}
-	return Backend{}, false // not reached
+	return Backend{}, false
 }
 
 // dial connects to a backend from the node kernel and writes hdr.

@@ -49,6 +49,8 @@ type Options struct {
 	// AffinityMaxClients bounds each key's ClientIP affinity map.
 	// Default DefaultAffinityMaxClients.
 	AffinityMaxClients int
+	// Outlier configures the ejection of backends that fail repeatedly.
+	Outlier OutlierOptions
 }
 
 // shardBits sets the number of snapshot shards. 256 shards keep a shard at
@@ -80,6 +82,10 @@ type Table struct {
 	rnd *rand.Rand
 
 	snap atomic.Pointer[tableSnapshot]
+
+	// outlier is the ejection policy every backend the Table builds
+	// shares.
+	outlier *outlier
 
 	// mu guards services and gen, and serializes publishing snapshots.
 	mu       sync.Mutex
@@ -126,12 +132,16 @@ func NewTable(log *zap.Logger, opts Options) (*Table, error) {
 	if opts.AffinityMaxClients == 0 {
 		opts.AffinityMaxClients = DefaultAffinityMaxClients
 	}
+	if err := opts.Outlier.setDefaults(); err != nil {
+		return nil, fmt.Errorf("new lb table: %w", err)
+	}
 	t := &Table{
 		log:      log.Named("lb"),
 		opts:     opts,
 		rnd:      rand.New(opts.Rand),
 		services: make(map[ServiceName]*serviceState),
 	}
+	t.outlier = &outlier{opts: opts.Outlier, clock: opts.Clock, log: t.log}
 	t.snap.Store(new(tableSnapshot))
 	return t, nil
 }
@@ -439,7 +449,7 @@ func (t *Table) buildEntry(s *Service, p *ServicePort, ks keySpec, prev *Entry, 
 			}
 		}
 		if b.c == nil {
-			b.c = &backendCounters{entry: e.c}
+			b.c = &backendCounters{entry: e.c, od: t.outlier, addr: b.AddrPort(), name: e.name}
 		}
 		e.backends[i] = b
 	}

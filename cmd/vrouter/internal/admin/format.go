@@ -157,7 +157,10 @@ func WriteServices(w io.Writer, svcs []Service) error {
 			}
 			for _, e := range p.Endpoints {
 				inUse := "no"
-				if e.InUse {
+				switch {
+				case e.Ejected:
+					inUse = "ejected"
+				case e.InUse:
 					inUse = "yes"
 				}
 				node := e.Node

@@ -241,6 +241,7 @@ func servicePort(e *lb.Entry, svc *lb.Service) ServicePort {
 		}
 		if b, ok := inUse[ae.Address]; ok {
 			ae.InUse, ae.Conns, ae.Active = true, b.Conns, b.Active
+			ae.Ejected, ae.Ejections = b.Ejected, b.Ejections
 		}
 		sp.Endpoints = append(sp.Endpoints, ae)
 	}

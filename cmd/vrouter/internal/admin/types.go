@@ -122,9 +122,14 @@ type Endpoint struct {
 	// InUse reports whether new connections may go to the endpoint: it
 	// passed endpoint selection (ready, or serving and terminating when
 	// none is ready; local with internalTrafficPolicy Local).
-	InUse  bool   `json:"inUse"`
-	Conns  uint64 `json:"conns"`
-	Active int64  `json:"active"`
+	InUse bool `json:"inUse"`
+	// Ejected: outlier detection left the endpoint out of picking
+	// for now, after consecutive connection failures; Ejections counts
+	// the times it did.
+	Ejected   bool   `json:"ejected,omitempty"`
+	Ejections uint64 `json:"ejections,omitempty"`
+	Conns     uint64 `json:"conns"`
+	Active    int64  `json:"active"`
 }
 
 // State is the endpoint's conditions as a word: "ready", "terminating"

@@ -226,6 +226,7 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 		Zone:     cfg.Node.Zone,
 		Mode:     cfg.LB.Mode,
 		Picker:   cfg.LB.Picker,
+		Outlier:  cfg.LB.Outlier,
 	})
 	if err != nil {
 		return nil, errors.Join(err, r.Close())

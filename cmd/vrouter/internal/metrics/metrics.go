@@ -89,6 +89,10 @@ var (
 		"Connections (TCP) or flows (UDP) carried to one endpoint of a Service port.", backendLabels...)
 	backendActive = desc("vrouter_backend_connections_active",
 		"Connections or flows to one endpoint of a Service port that are open now.", backendLabels...)
+	backendEjections = desc("vrouter_backend_ejections_total",
+		"Times outlier detection ejected one endpoint of a Service port after consecutive connection failures (refused or unanswered connections).", backendLabels...)
+	backendsEjected = desc("vrouter_backends_ejected",
+		"Endpoints ejected now by outlier detection, summed over Service ports: left out of picking until their ejection ends.")
 
 	natFlows = desc("vrouter_nat_flows",
 		"Flows the nat mode data path tracks now.")
@@ -153,6 +157,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
 		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
+		backendEjections, backendsEjected,
 		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
 		natFileRecords, natFileRefused, natFileUnrecorded,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
@@ -288,7 +293,7 @@ func (c *Collector) collectRouter(ch chan<- prometheus.Metric) {
 
 func (c *Collector) collectTable(ch chan<- prometheus.Metric) {
 	names := make(map[lb.ServiceName]struct{})
-	var usable int
+	var usable, ejected int
 	for _, es := range c.src.Table.Stats() {
 		names[es.Name.ServiceName] = struct{}{}
 		usable += len(es.Backends)
@@ -301,8 +306,11 @@ func (c *Collector) collectTable(ch chan<- prometheus.Metric) {
 			bl := append(sl[:len(sl):len(sl)], b.AddrPort.String())
 			counter(ch, backendConns, b.Conns, bl...)
 			gauge(ch, backendActive, float64(b.Active), bl...)
+			counter(ch, backendEjections, b.Ejections, bl...)
 		}
+		ejected += es.Ejected
 	}
+	gauge(ch, backendsEjected, float64(ejected))
 	gauge(ch, services, float64(len(names)))
 	gauge(ch, endpoints, float64(usable))
 }
