@@ -155,10 +155,52 @@ func (l *ipLink) inject(p *packet.Parsed, b []byte, mss int, partial bool) {
 		}
 		return
 	}
-	if p.Version == 4 && !l.isLocal(p.Dst) {
-		expireTTL(b)
+	if p.Version == 4 {
+		if r, ok := checkIPv4Header(b[:p.L4]); !ok {
+			l.drops.add(r)
+			if r == DropBadChecksum {
+				return
+			}
+			// Bad options: the stack answers with parameter problem
+			// (RFC 1812 4.3.2.7), then drops it.
+		}
+		if !l.isLocal(p.Dst) {
+			expireTTL(b)
+		}
 	}
 	l.dispatcher.deliver(netProto(p), b)
+}
+
+// checkIPv4Header checks what gVisor's IPv4 layer drops without a counter
+// of ours — the header checksum, and each option's length — in hdr, an IPv4 header
+// of a packet about to be handed to the stack (the fast path checked the
+// checksum of the ones it took, which carry no options), and reports the
+// drop reason when it fails.
+func checkIPv4Header(hdr []byte) (DropReason, bool) {
+	if !header.IPv4(hdr).IsChecksumValid() {
+		return DropBadChecksum, false
+	}
+	opts := hdr[header.IPv4MinimumSize:]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0: // end of option list
+			return 0, true
+		case 1: // no operation
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return DropBadOptions, false
+		}
+		i += int(opts[i+1])
+	}
+	return 0, true
+}
+
+// unicastDst reports whether a decoded packet's destination is neither
+// IPv4's limited broadcast nor multicast.
+func unicastDst(p *packet.Parsed) bool {
+	return !p.Dst.IsMulticast() && p.Dst != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // expireTTL makes gVisor treat an IPv4 packet with TTL 1 as expired. gVisor's

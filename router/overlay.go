@@ -272,6 +272,10 @@ func (e *overlayEndpoint) admit(p *peer, pp *packet.Parsed, b []byte, now int64)
 	if !e.admitFamily(pp) {
 		return false
 	}
+	if !unicastDst(pp) {
+		e.drops.add(DropBroadcast)
+		return false
+	}
 	b = b[:pp.Length]
 	p.stats.rxPackets.Add(1)
 	p.stats.rxBytes.Add(uint64(len(b)))

@@ -502,3 +502,84 @@ func TestDualStackRoutes(t *testing.T) {
 		t.Errorf("Routes() = %q, want a line %q", got, want)
 	}
 }
+
+// TestInnerPacketsDroppedAreCounted: an inner packet with a bad IPv4
+// header checksum or an option whose length runs past the header, and one
+// to a broadcast or multicast address, are refused and counted, each
+// under its own reason, from a peer; bad headers from the TUN too.
+func TestInnerPacketsDroppedAreCounted(t *testing.T) {
+	nw, a, _ := seedPair(t, Options{})
+	peerAddr := netip.MustParseAddrPort("192.168.31.202:8285")
+	good := func() []byte { return udp4(addr("10.244.1.2"), addr("10.244.0.4"), 64, true, []byte("x")) }
+	badSum := good()
+	badSum[10] ^= 0xff
+	// A 24-byte header whose one option (type 7, record route) claims 40
+	// bytes; the header checksum is right, so only the option is wrong.
+	withOption := func(opt []byte) []byte {
+		g := good()
+		b := append(append(append([]byte(nil), g[:20]...), opt...), g[20:]...)
+		ip := header.IPv4(b)
+		ip.SetHeaderLength(uint8(20 + len(opt)))
+		ip.SetTotalLength(uint16(len(b)))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+		return b
+	}
+	badOpt := withOption([]byte{7, 40, 4, 0})
+	cases := []struct {
+		name   string
+		b      []byte
+		reason DropReason
+	}{
+		{"bad header checksum", badSum, DropBadChecksum},
+		{"option length past the header", badOpt, DropBadOptions},
+		{"option length below 2", withOption([]byte{7, 1, 0, 0}), DropBadOptions},
+		{"limited broadcast", udp4(addr("10.244.1.2"), addr("255.255.255.255"), 64, true, nil), DropBroadcast},
+		{"multicast", udp4(addr("10.244.1.2"), addr("239.1.2.3"), 64, true, nil), DropBroadcast},
+	}
+	for _, tc := range cases {
+		t.Run("overlay/"+tc.name, func(t *testing.T) {
+			before := a.r.Stats().Drops[tc.reason]
+			nw.Send(peerAddr, a.underlay, tc.b)
+			waitFor(t, "drop counted as "+tc.reason.String(), func() bool {
+				return a.r.Stats().Drops[tc.reason] == before+1
+			})
+		})
+	}
+	// From the kernel: a pod's packet with a bad checksum or options.
+	for _, tc := range []struct {
+		b      []byte
+		reason DropReason
+	}{
+		{badSum, DropBadChecksum},
+		{badOpt, DropBadOptions},
+	} {
+		b := slices.Clone(tc.b)
+		ip := header.IPv4(b)
+		ip.SetSourceAddress(packet.TCPIPAddr(addr("10.244.0.4")))
+		ip.SetDestinationAddress(packet.TCPIPAddr(addr("10.244.1.2")))
+		if tc.reason != DropBadChecksum {
+			ip.SetChecksum(0)
+			ip.SetChecksum(^ip.CalculateChecksum())
+		}
+		before := a.r.Stats().Drops[tc.reason]
+		a.tun.send(b)
+		waitFor(t, "TUN drop counted as "+tc.reason.String(), func() bool { return a.r.Stats().Drops[tc.reason] == before+1 })
+		if tc.reason == DropBadOptions {
+			// The stack still answers bad options with parameter
+			// problem (RFC 1812 4.3.2.7) before it drops the packet.
+			if got := a.tun.recv(t); len(got) < 21 || got[20] != uint8(header.ICMPv4ParamProblem) {
+				t.Errorf("answer to a packet with a bad option = %x, want ICMP parameter problem", got)
+			}
+		}
+	}
+	a.tun.expectNone(t, 50*time.Millisecond)
+	// A good packet still goes through, and is not counted.
+	nw.Send(peerAddr, a.underlay, good())
+	a.tun.recv(t)
+	for _, r := range []DropReason{DropBadChecksum, DropBadOptions, DropBroadcast} {
+		if got := a.r.Stats().Drops[r]; got != map[DropReason]uint64{DropBadChecksum: 2, DropBadOptions: 3, DropBroadcast: 2}[r] {
+			t.Errorf("Drops[%s] = %d after the good packet", r, got)
+		}
+	}
+}

@@ -37,6 +37,16 @@ const (
 	// in this node's pod CIDRs nor one of the node's addresses (see
 	// Config.NodeAddresses): a spoofed source.
 	DropSourceNotLocal
+	// DropBadChecksum: an IPv4 packet whose header checksum is wrong (the
+	// stack would drop it; the fast path never takes it).
+	DropBadChecksum
+	// DropBadOptions: an IPv4 packet with an option whose length runs
+	// past the header or is below 2.
+	DropBadOptions
+	// DropBroadcast: an overlay datagram whose inner destination is
+	// broadcast (255.255.255.255) or multicast: the router forwards
+	// unicast only, and no peer sends either.
+	DropBroadcast
 	numDropReasons
 )
 
@@ -52,6 +62,9 @@ var dropReasonNames = [numDropReasons]string{
 	DropFamily:         "address_family",
 	DropTxError:        "tx_error",
 	DropSourceNotLocal: "source_not_local",
+	DropBadChecksum:    "bad_checksum",
+	DropBadOptions:     "bad_options",
+	DropBroadcast:      "broadcast_multicast",
 }
 
 // String is the reason's metric label.
