@@ -26,10 +26,15 @@ package integration
 // (hairpin), so that its reply returns through the router.
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,10 +136,19 @@ func TestLBDistribution(t *testing.T) {
 	t.Run("round-robin", func(t *testing.T) {
 		// Every client on hostgw-master, so that one router picks for all.
 		got := run(t, rrVIP, []string{lbCorednsXx6mc.name, lbCoredns8qxfv.name, lbNginxTh5pz.name, lbMaster})
+		// The router's own count of the flows it started per backend
+		// tells a pick spent on no connection (a flow for a SYN that
+		// never became a connection: more flows than answers) from a
+		// connection that took no pick (fewer).
+		flows := e.backendFlows(lbMaster, "my-service-rr")
 		for _, b := range lbNginx {
 			if got[b.name] != n/len(lbNginx) {
 				t.Errorf("%d connections to %v (round-robin): %s answered %d, want exactly %d; counts %v",
 					n, rrVIP, b.name, got[b.name], n/len(lbNginx), got)
+			}
+			if f := flows[netip.AddrPortFrom(b.addr, 80)]; f != got[b.name] {
+				t.Errorf("%s's router started %d flows to %s (%v:80) for %d connections it answered: each connection must be one flow and one pick; flows %v",
+					lbMaster, f, b.name, b.addr, got[b.name], flows)
 			}
 		}
 	})
@@ -263,4 +277,66 @@ func TestLBSessionAffinity(t *testing.T) {
 			t.Logf("from %s: %v", from.name, got)
 		}
 	}
+}
+
+// backendFlows returns the flows node's router started per backend of
+// Service default/service (vrouter_backend_connections_total), read from
+// its /metrics on the default address, 127.0.0.1:10249, in the node's
+// namespace.
+func (e *lbEnv) backendFlows(node, service string) map[netip.AddrPort]int {
+	e.t.Helper()
+	code, body, err := e.httpGetNS(node, "http://127.0.0.1:10249/metrics")
+	if err != nil || code != http.StatusOK {
+		e.t.Fatalf("GET /metrics of %s = %d, %v", node, code, err)
+	}
+	out := map[netip.AddrPort]int{}
+	for _, l := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(l, "vrouter_backend_connections_total{") || !strings.Contains(l, `service="`+service+`"`) {
+			continue
+		}
+		_, rest, _ := strings.Cut(l, `backend="`)
+		addr, _, _ := strings.Cut(rest, `"`)
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			e.t.Fatalf("/metrics of %s: %q: backend %q: %v", node, l, addr, err)
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			e.t.Fatalf("/metrics of %s: %q: %v", node, l, err)
+		}
+		out[ap] = int(v)
+	}
+	return out
+}
+
+// httpGetNS GETs url from inside namespace ns and returns the status code
+// and body.
+func (e *lbEnv) httpGetNS(ns, url string) (int, string, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := e.c.Do(ns, func() error {
+				var d net.Dialer
+				var err error
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
