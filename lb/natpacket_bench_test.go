@@ -40,3 +40,35 @@ func BenchmarkNATPacket(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNATFragments translates a 3,000-byte UDP request cut into
+// three fragments per op (its flow established): the first by its flow,
+// the later ones by the fragment table.
+//
+//	go test -run '^$' -bench NATFragments$ ./lb/
+func BenchmarkNATFragments(b *testing.B) {
+	clk := newFakeClock()
+	table := newTable(b, Options{NodeName: masterNode, Picker: PickRoundRobin, Clock: clk})
+	mustSet(b, table, makeKubeDNS(func(s *Service) { s.Endpoints = []Endpoint{makeEndpoint("10.244.1.7")} }))
+	n, err := NewNAT(table, nil, NATOptions{Clock: clk})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{routerAddr})
+	var frags [][][]byte
+	for id := range 1024 {
+		frags = append(frags, fragment4(udp4(clientA, dnsVIP, strings.Repeat("q", 3000)), 1480, uint16(id)))
+	}
+	pkt := make([]byte, 1500)
+	var p packet.Parsed
+	b.ResetTimer()
+	for i := range b.N {
+		for _, f := range frags[i%len(frags)] {
+			pkt = append(pkt[:0], f...)
+			p.Decode(pkt)
+			if pass, _ := n.Ingress(true, &p, pkt); !pass {
+				b.Fatalf("fragment dropped; stats %+v", n.Stats())
+			}
+		}
+	}
+}
