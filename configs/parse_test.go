@@ -160,7 +160,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 		LB: LB{
 			Mode: lb.ModeNAT, Picker: lb.PickRandom,
 			Proxy:   lb.ProxyOptions{DialTimeout: time.Second, IdleTimeout: time.Hour, DrainTimeout: 30 * time.Second},
-			NAT:     lb.NATOptions{MaxTCP: 262144, MaxUDP: 262144, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
+			NAT:     lb.NATOptions{MaxTCP: 131072, MaxUDP: 131072, MaxPerClient: 16384, UDPTimeout: 30 * time.Second, TCPEstablishedTimeout: 24 * time.Hour},
 			Outlier: lb.OutlierOptions{Failures: 3, BaseEjection: 5 * time.Second, MaxEjection: 5 * time.Minute, MaxEjectionPercent: 50},
 			// The API server's --service-node-port-range; primary
 			// addresses (nil); localhost node ports on.
@@ -169,7 +169,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 		},
 		// Masquerading off; nonMasqueradeCIDRs nil (the cluster and
 		// Service CIDRs); the proxy's caps.
-		Egress: Egress{MaxFlows: lb.DefaultProxyMaxConns, MaxFlowsPerPod: lb.DefaultProxyMaxPerClient},
+		Egress: Egress{MaxFlows: lb.DefaultProxyMaxConns, MaxFlowsPerPod: min(lb.DefaultProxyMaxPerClient, lb.DefaultProxyMaxConns)},
 	}
 	if !got.Equal(want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", *got, *want)

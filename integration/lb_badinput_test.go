@@ -21,8 +21,8 @@ package integration
 //	kube-system/kube-dns  10.96.0.10:53/UDP    -> 10.244.0.2, 10.244.0.3
 //
 // The config file has no knob for the NAT's flow caps (lb.NATOptions
-// MaxTCP, MaxUDP, MaxPerClient; `vrouter run` uses the defaults 262144,
-// 262144 and 16384), so the flood sends more SYNs than one client's cap.
+// MaxTCP, MaxUDP, MaxPerClient; `vrouter run` uses the defaults 131072,
+// 131072 and 16384), so the flood sends more SYNs than one client's cap.
 
 import (
 	"encoding/binary"

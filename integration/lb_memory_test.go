@@ -6,7 +6,7 @@ package integration
 //
 //	underlay br0 192.168.31.0/24
 //	 ├─ hostgw-master eth0 .201  vr0 10.244.0.0/32, router 169.254.244.1
-//	 │    coredns-8qxfv 10.244.0.3  raw socket: UDP from 10.244.0.100-.115
+//	 │    coredns-8qxfv 10.244.0.3  raw socket: UDP from 10.244.0.100-.107
 //	 │                              (its node's pod CIDR), ports 1024-17407
 //	 └─ hostgw-node   eth0 .202  vr0 10.244.1.0/32
 //	      (10.244.1.99: no pod; the flood's datagrams die there)
@@ -15,7 +15,7 @@ package integration
 //	lb.nat.udpTimeout  45s: longer than the flood takes, so its flows
 //	                   pile up to the cap, then all expire
 //
-// 16 sources × 16,384 ports = 262,144 flows: the default caps
+// 8 sources × 16,384 ports = 131,072 flows: the default caps
 // (lb.nat.maxFlows per protocol, lb.nat.maxFlowsPerClient), reached when
 // no datagram is lost at vr0's queue.
 
@@ -64,7 +64,7 @@ func TestLBMemoryAfterFlood(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	base := readProcMem(t, r.PID())
 
-	const sources, ports = 16, 16384
+	const sources, ports = 8, 16384
 	start := time.Now()
 	sent := 0
 	for pass := range 2 {

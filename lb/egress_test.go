@@ -34,7 +34,7 @@ var (
 // newTestEgress returns an Egress for the seed's master node (pods
 // 10.244.0.0/24; non-masquerade: the cluster and Service CIDRs) whose
 // replies go to send, running until the test ends.
-func newTestEgress(t *testing.T, opts EgressOptions, services ...Service) *Egress {
+func newTestEgress(t testing.TB, opts EgressOptions, services ...Service) *Egress {
 	t.Helper()
 	table := newTable(t, Options{})
 	if err := table.Set(services); err != nil {
@@ -76,7 +76,7 @@ var testLogger *zap.Logger
 
 func (EgressOptions) logger() *zap.Logger { return testLogger }
 
-func egressIngress(t *testing.T, e *Egress, b []byte) bool {
+func egressIngress(t testing.TB, e *Egress, b []byte) bool {
 	t.Helper()
 	var p packet.Parsed
 	if f := p.Decode(b); f != packet.FaultNone {

@@ -105,9 +105,10 @@ type HostPortsOptions struct {
 }
 
 // Default HostPortsOptions. A UDP flow holds a socket (a file descriptor)
-// and a goroutine, which bound the flows more than memory does.
+// and a goroutine, about 12 KiB: the default keeps them inside the
+// DaemonSet's memory limit (docs/operations.md, "Memory").
 const (
-	DefaultHostMaxUDPFlows          = 1 << 14
+	DefaultHostMaxUDPFlows          = 1 << 13
 	DefaultHostMaxUDPFlowsPerClient = 1 << 12
 	DefaultHostRetryInterval        = 10 * time.Second
 )

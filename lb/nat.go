@@ -109,8 +109,12 @@ const (
 	// alive while the client's ACK may still come.
 	DefaultNATTCPSynRecvTimeout = 60 * time.Second
 	// DefaultNATUDPTimeout is nf_conntrack's.
-	DefaultNATUDPTimeout       = 30 * time.Second
-	DefaultNATMaxFlows         = 1 << 18
+	DefaultNATUDPTimeout = 30 * time.Second
+	// DefaultNATMaxFlows, per protocol, is the least of kube-proxy's
+	// conntrack maximum; with both protocols full the flows take about
+	// a quarter of the DaemonSet's memory limit (docs/operations.md,
+	// "Memory").
+	DefaultNATMaxFlows         = 1 << 17
 	DefaultNATMaxPerClient     = 1 << 14
 	DefaultNATRejectsPerSecond = 1000
 )

@@ -136,7 +136,11 @@ const (
 	DefaultProxyIdleTimeout  = time.Hour
 	DefaultProxyDrainTimeout = 30 * time.Second
 	DefaultProxyMaxInFlight  = 1024
-	DefaultProxyMaxConns     = 1 << 16
+	// DefaultProxyMaxConns is also Egress's default per protocol. A
+	// proxied or egress TCP connection holds a stack endpoint, a node
+	// socket and two goroutines: with this many of each the router stays
+	// inside the DaemonSet's memory limit (docs/operations.md, "Memory").
+	DefaultProxyMaxConns     = 1 << 12
 	DefaultProxyMaxPerClient = 1 << 14
 )
 

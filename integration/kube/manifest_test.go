@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vrouter/vrouter/lb"
 )
 
 const (
@@ -282,6 +285,7 @@ func TestManifestDaemonSet(t *testing.T) {
 	}
 	c := spec.Containers[0]
 	a := checkRouter(t, manifest, spec, c, cm)
+	checkResources(t, manifest, c)
 
 	if spec.ServiceAccountName != "vrouter" || !spec.HostNetwork {
 		t.Errorf("%s: serviceAccountName %q, hostNetwork %v; want rbac.yaml's vrouter, true", manifest, spec.ServiceAccountName, spec.HostNetwork)
@@ -320,6 +324,59 @@ func TestManifestDaemonSet(t *testing.T) {
 			v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
 			t.Errorf("%s: %s is not the node's %s (hostPath, DirectoryOrCreate, writable)", manifest, dir, dir)
 		}
+	}
+}
+
+// What the router's memory is made of, as docs/operations.md ("Memory")
+// measured it: resident bytes, the Go runtime's overhead included.
+const (
+	routerIdle   = 48 << 20  // no flow: the binary, the stacks, the tables
+	natFlowBytes = 1024 + 96 // a nat flow, its two map entries, its limiter share; its flow file record
+	tcpConnBytes = 32 << 10  // a proxied or egress TCP connection: stack endpoint, node socket, two goroutines
+	udpFlowBytes = 12 << 10  // an egress UDP or ICMP echo flow, a node-port UDP flow: a socket and goroutines
+)
+
+// checkResources: the router has a memory limit that its caps' defaults,
+// all full at once, fit in with a fifth to spare, a GOMEMLIMIT between
+// the two, a CPU request and no CPU limit.
+func checkResources(t *testing.T, path string, c corev1.Container) {
+	t.Helper()
+	r := c.Resources
+	limit, request := r.Limits.Memory().Value(), r.Requests.Memory().Value()
+	if limit == 0 || request == 0 || request > limit {
+		t.Fatalf("%s: memory request %v, limit %v; want both, the request within the limit", path, r.Requests.Memory(), r.Limits.Memory())
+	}
+	if r.Requests.Cpu().IsZero() {
+		t.Errorf("%s: no CPU request", path)
+	}
+	if cpu, ok := r.Limits[corev1.ResourceCPU]; ok {
+		t.Errorf("%s: CPU limit %v; want none (a throttled router delays every packet of its node)", path, &cpu)
+	}
+	worst := int64(routerIdle +
+		2*lb.DefaultNATMaxFlows*natFlowBytes + // lb.nat.maxFlows, TCP and UDP
+		lb.DefaultProxyMaxConns*tcpConnBytes + // proxy mode
+		lb.DefaultProxyMaxConns*tcpConnBytes + 2*lb.DefaultProxyMaxConns*udpFlowBytes + // egress.maxFlows: TCP, UDP, ICMP
+		lb.DefaultHostMaxUDPFlows*udpFlowBytes) // node-port UDP
+	t.Logf("%s: every cap full takes about %d MiB; memory limit %d MiB", path, worst>>20, limit>>20)
+	if worst > limit*4/5 {
+		t.Errorf("%s: memory limit %d MiB; the caps' defaults full take about %d MiB: want a fifth to spare (docs/operations.md, \"Memory\")", path, limit>>20, worst>>20)
+	}
+	var goLimit int64
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" {
+			continue
+		}
+		for suffix, unit := range map[string]int64{"MiB": 1 << 20, "GiB": 1 << 30} {
+			if v, ok := strings.CutSuffix(e.Value, suffix); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err == nil {
+					goLimit = n * unit
+				}
+			}
+		}
+	}
+	if goLimit < worst || goLimit >= limit {
+		t.Errorf("%s: GOMEMLIMIT %d MiB; want one between the caps' worst case %d MiB and the limit %d MiB", path, goLimit>>20, worst>>20, limit>>20)
 	}
 }
 
