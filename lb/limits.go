@@ -68,12 +68,19 @@ func NewLimiter(opts LimiterOptions) (*Limiter, error) {
 // Acquire counts a new connection from client and reports true, or
 // reports false and counts a refusal if that would exceed a cap.
 func (l *Limiter) Acquire(client netip.Addr) bool {
+	_, ok := l.acquire(client)
+	return ok
+}
+
+// acquire is Acquire that also returns the client's count with the new
+// connection (0 without a per-client cap).
+func (l *Limiter) acquire(client netip.Addr) (int64, bool) {
 	if l.max > 0 {
 		for {
 			n := l.active.Load()
 			if n >= l.max {
 				l.refusedGlobal.Add(1)
-				return false
+				return 0, false
 			}
 			if l.active.CompareAndSwap(n, n+1) {
 				break
@@ -83,7 +90,7 @@ func (l *Limiter) Acquire(client netip.Addr) bool {
 		l.active.Add(1)
 	}
 	if l.shards == nil {
-		return true
+		return 0, true
 	}
 	client = client.Unmap()
 	sh := l.shard(client)
@@ -93,12 +100,12 @@ func (l *Limiter) Acquire(client netip.Addr) bool {
 		sh.mu.Unlock()
 		l.active.Add(-1)
 		l.refusedClient.Add(1)
-		return false
+		return 0, false
 	}
 	sh.m[client] = n + 1
 	sh.peak.grew(len(sh.m))
 	sh.mu.Unlock()
-	return true
+	return n + 1, true
 }
 
 // Release ends a connection that Acquire let in.

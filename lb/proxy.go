@@ -78,6 +78,9 @@ type Proxy struct {
 	opts  ProxyOptions
 	fwd   *tcp.Forwarder
 	limit *Limiter
+	// setups counts the connections being set up, per client
+	// (MaxInFlightPerClient).
+	setups *Limiter
 	// tick is how often Run syncs with the Table and looks for idle
 	// and drained connections.
 	tick time.Duration
@@ -121,6 +124,19 @@ type ProxyOptions struct {
 	// handshake); SYNs beyond it are dropped, and the clients
 	// retransmit. Default DefaultProxyMaxInFlight.
 	MaxInFlight int
+	// MaxInFlightPerClient bounds those of one client address, so that
+	// one client (a SYN flood) cannot take every slot; its SYNs beyond
+	// are dropped and counted. Default DefaultProxyMaxInFlightPerClient.
+	MaxInFlightPerClient int
+	// HandshakeFirstAt is the number of connections being set up, in
+	// all (this one included), from which the proxy completes a client's
+	// handshake before it dials a backend, so that a SYN whose source
+	// never answers (a spoofed one) costs no backend connection. A
+	// client with HandshakeFirstPerClient setups of its own in flight
+	// gets the same.
+	// Defaults DefaultProxyHandshakeFirstAt and
+	// DefaultProxyHandshakeFirstPerClient.
+	HandshakeFirstAt, HandshakeFirstPerClient int
 	// MaxConns caps the open connections, MaxPerClient those of one
 	// client address; connections beyond are refused with RST and
 	// counted. Defaults DefaultProxyMaxConns and DefaultProxyMaxPerClient.
@@ -135,7 +151,15 @@ const (
 	DefaultProxyDialTimeout  = time.Second
 	DefaultProxyIdleTimeout  = time.Hour
 	DefaultProxyDrainTimeout = 30 * time.Second
-	DefaultProxyMaxInFlight  = 1024
+	DefaultProxyMaxInFlight  = 2048
+	// DefaultProxyMaxInFlightPerClient is small enough that the 254
+	// addresses of a /24 pod CIDR, all a pod can send from (see the
+	// router's source admission), cannot fill DefaultProxyMaxInFlight
+	// together: SYNs from unanswering spoofed sources hold their slots
+	// for the stack's SYN-ACK retransmissions (about a minute).
+	DefaultProxyMaxInFlightPerClient    = 8
+	DefaultProxyHandshakeFirstAt        = 64
+	DefaultProxyHandshakeFirstPerClient = 2
 	// DefaultProxyMaxConns is also Egress's default per protocol. A
 	// proxied or egress TCP connection holds a stack endpoint, a node
 	// socket and two goroutines: with this many of each the router stays
@@ -168,6 +192,19 @@ func (o *ProxyOptions) setDefaults() error {
 	inFlight := int64(o.MaxInFlight)
 	count("max in flight", &inFlight, DefaultProxyMaxInFlight)
 	o.MaxInFlight = int(inFlight)
+	for _, v := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"max in flight per client", &o.MaxInFlightPerClient, DefaultProxyMaxInFlightPerClient},
+		{"handshake first at", &o.HandshakeFirstAt, DefaultProxyHandshakeFirstAt},
+		{"handshake first per client", &o.HandshakeFirstPerClient, DefaultProxyHandshakeFirstPerClient},
+	} {
+		n := int64(*v.v)
+		count(v.name, &n, int64(v.def))
+		*v.v = int(n)
+	}
 	count("max conns", &o.MaxConns, DefaultProxyMaxConns)
 	count("max per client", &o.MaxPerClient, DefaultProxyMaxPerClient)
 	if o.ReceiveWindow < 0 {
@@ -212,11 +249,23 @@ type ProxyStats struct {
 	// InFlightDrops counts SYNs dropped because MaxInFlight connections
 	// were being set up (gVisor's counter: the whole stack's).
 	InFlightDrops uint64
+	// InFlightClientDrops counts SYNs dropped because their client had
+	// MaxInFlightPerClient connections being set up.
+	InFlightClientDrops uint64
+	// HandshakeFirst counts connections whose client handshake was
+	// completed before the backend was dialed (see HandshakeFirstAt).
+	HandshakeFirst uint64
+	// Unproven counts the clients among them that did not complete
+	// their handshake (no backend was dialed for them).
+	Unproven uint64
+	// InFlight is the number of connections being set up now.
+	InFlight int64
 }
 
 type proxyCounters struct {
 	conns, hostConns, refusedNoEP, refusedNoLocalEP, refusedCap, refusedNotProxy, refusedUnreachable,
-	dialFailures, retries, handshakeFailures, idleClosed, drained atomic.Uint64
+	dialFailures, retries, handshakeFailures, idleClosed, drained,
+	inFlightClient, handshakeFirst, unproven atomic.Uint64
 	active, draining atomic.Int64
 }
 
@@ -253,14 +302,19 @@ func NewProxy(s *stack.Stack, table *Table, log *zap.Logger, opts ProxyOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("new proxy: %w", err)
 	}
+	setups, err := NewLimiter(LimiterOptions{MaxPerClient: int64(opts.MaxInFlightPerClient)})
+	if err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
+	}
 	p := &Proxy{
-		log:   log.Named("proxy"),
-		stack: s,
-		table: table,
-		opts:  opts,
-		limit: limit,
-		tick:  min(max(min(opts.IdleTimeout, opts.DrainTimeout)/4, 10*time.Millisecond), time.Second),
-		conns: make(map[backendKey]*backendConns),
+		log:    log.Named("proxy"),
+		stack:  s,
+		table:  table,
+		opts:   opts,
+		limit:  limit,
+		setups: setups,
+		tick:   min(max(min(opts.IdleTimeout, opts.DrainTimeout)/4, 10*time.Millisecond), time.Second),
+		conns:  make(map[backendKey]*backendConns),
 	}
 	p.fwd = tcp.NewForwarder(s, opts.ReceiveWindow, opts.MaxInFlight, p.handle)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, p.handlePacket)
@@ -383,6 +437,24 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	client := netip.AddrPortFrom(packet.NetipAddr(id.RemoteAddress), id.RemotePort)
 	vip := netip.AddrPortFrom(packet.NetipAddr(id.LocalAddress), id.LocalPort)
+	// The setup counts against its client's in-flight cap until the
+	// connection is spliced or refused.
+	mine, ok := p.setups.acquire(client.Addr())
+	if !ok {
+		// Drop the SYN: a client with that many setups in flight is a
+		// flood, or a burst that retransmits.
+		p.stats.inFlightClient.Add(1)
+		complete(false)
+		return
+	}
+	setupDone := false
+	endSetup := func() {
+		if !setupDone {
+			setupDone = true
+			p.setups.Release(client.Addr())
+		}
+	}
+	defer endSetup()
 	key := ServiceKey{VIP: vip.Addr(), Port: vip.Port(), Proto: TCP}
 	e := p.table.Lookup(key)
 	switch {
@@ -397,27 +469,52 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 		p.stats.refusedCap.Add(1)
 		return
 	}
-	bc, b, err := p.connect(ctx, e, client, vip)
-	if err != nil {
-		p.limit.Release(client.Addr())
-		if ctx.Err() == nil {
-			p.stats.refusedUnreachable.Add(1)
-			p.log.Debug("no backend answered; refusing the connection",
-				zap.Stringer("client", client), zap.Stringer("service", e.Name()), zap.Error(err))
+	var (
+		wq waiter.Queue
+		ep tcpip.Endpoint
+		bc *net.TCPConn
+		b  Backend
+	)
+	if mine >= int64(p.opts.HandshakeFirstPerClient) || p.setups.active.Load() >= int64(p.opts.HandshakeFirstAt) {
+		// Under pressure: the client proves its address by completing
+		// its handshake before a backend is dialed for it. If no
+		// backend answers, it gets a RST after the handshake instead
+		// of in answer to its SYN.
+		p.stats.handshakeFirst.Add(1)
+		var terr tcpip.Error
+		if ep, terr = r.CreateEndpoint(&wq); terr != nil {
+			p.stats.unproven.Add(1)
+			complete(true)
+			p.limit.Release(client.Addr())
+			p.log.Debug("client handshake failed; no backend dialed", zap.Stringer("client", client), zap.String("error", terr.String()))
+			return
 		}
-		return
+		complete(false)
+		var err error
+		if bc, b, err = p.connect(ctx, e, client, vip); err != nil {
+			p.refuseUnreachable(ctx, e, client, err)
+			ep.Abort()
+			ep.Close()
+			return
+		}
+	} else {
+		var err error
+		if bc, b, err = p.connect(ctx, e, client, vip); err != nil {
+			p.refuseUnreachable(ctx, e, client, err)
+			return
+		}
+		var terr tcpip.Error
+		if ep, terr = r.CreateEndpoint(&wq); terr != nil {
+			p.stats.handshakeFailures.Add(1)
+			complete(true)
+			bc.Close()
+			p.limit.Release(client.Addr())
+			p.log.Debug("client handshake failed", zap.Stringer("client", client), zap.String("error", terr.String()))
+			return
+		}
+		complete(false)
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil {
-		p.stats.handshakeFailures.Add(1)
-		complete(true)
-		bc.Close()
-		p.limit.Release(client.Addr())
-		p.log.Debug("client handshake failed", zap.Stringer("client", client), zap.String("error", terr.String()))
-		return
-	}
-	complete(false)
+	endSetup()
 
 	cc := gonet.NewTCPConn(&wq, ep)
 	c := &proxyConn{
@@ -433,6 +530,17 @@ func (p *Proxy) handle(r *tcp.ForwarderRequest) {
 	}
 	p.log.Debug("proxying", zap.Stringer("client", client), zap.Stringer("vip", vip), zap.Stringer("backend", b))
 	p.splice(c, e, newStackReader(p.spliceBuf(), ep, &wq, cc))
+}
+
+// refuseUnreachable gives back client's connection slot when no backend
+// of e answered (err), and counts it unless Run is stopping.
+func (p *Proxy) refuseUnreachable(ctx context.Context, e *Entry, client netip.AddrPort, err error) {
+	p.limit.Release(client.Addr())
+	if ctx.Err() == nil {
+		p.stats.refusedUnreachable.Add(1)
+		p.log.Debug("no backend answered; refusing the connection",
+			zap.Stringer("client", client), zap.Stringer("service", e.Name()), zap.Error(err))
+	}
 }
 
 // splice counts and registers c, picked from e, and splices it until both
@@ -1104,7 +1212,9 @@ func (p *Proxy) Stats() ProxyStats {
 		DialFailures: c.dialFailures.Load(), Retries: c.retries.Load(),
 		HandshakeFailures: c.handshakeFailures.Load(),
 		IdleClosed:        c.idleClosed.Load(), Drained: c.drained.Load(),
-		InFlightDrops: p.stack.Stats().TCP.ForwardMaxInFlightDrop.Value(),
+		InFlightDrops:       p.stack.Stats().TCP.ForwardMaxInFlightDrop.Value(),
+		InFlightClientDrops: c.inFlightClient.Load(), HandshakeFirst: c.handshakeFirst.Load(), Unproven: c.unproven.Load(),
+		InFlight: p.setups.active.Load(),
 	}
 }
 

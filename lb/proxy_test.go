@@ -744,3 +744,40 @@ func TestNATLeavesProxyTCPToTheStack(t *testing.T) {
 		t.Errorf("UDP to proxy-mode %v went to %v, want it translated to a backend", dnsVIP, dst)
 	}
 }
+
+// TestProxyHandshakeFirst sets HandshakeFirstAt to 1: every client
+// completes its handshake before a backend is dialed. Connections work as
+// before; with every backend dead the client is reset after its handshake
+// instead of refused in answer to its SYN.
+func TestProxyHandshakeFirst(t *testing.T) {
+	live := newBackend(t, "live", "127.0.0.1", nil)
+	e := startProxy(t, ProxyOptions{HandshakeFirstAt: 1}, proxyService([]Endpoint{live.endpoint()}))
+	const n = 5
+	for i := range n {
+		c := e.mustDial(proxyVIP)
+		if name, _ := greeting(t, c); name != "live" {
+			t.Errorf("connection %d answered by %q, want live", i, name)
+		}
+		if err := echo(c, "ping"); err != nil {
+			t.Errorf("connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if st := e.p.Stats(); st.HandshakeFirst != n || st.Conns != n || st.InFlight != 0 {
+		t.Errorf("Stats() = %+v, want %d handshake-first connections, %d conns, none in flight", st, n, n)
+	}
+
+	mustSet(t, e.table, proxyService([]Endpoint{deadEndpoint(t, "127.0.0.2")}))
+	c, err := e.dial(proxyVIP)
+	if err != nil {
+		t.Fatalf("dial %v with a dead backend, handshake first: %v, want the handshake to complete", proxyVIP, err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("read from a connection whose backend is dead = %v, want connection reset", err)
+	}
+	if st := e.p.Stats(); st.RefusedUnreachable != 1 {
+		t.Errorf("Stats().RefusedUnreachable = %d, want 1", st.RefusedUnreachable)
+	}
+}

@@ -124,11 +124,17 @@ var (
 	proxyDraining = desc("vrouter_proxy_connections_draining",
 		"Proxied connections open now whose backend left its Service.")
 	proxyRefused = desc("vrouter_proxy_refused_total",
-		"Connections the proxy refused, by reason: no_endpoints, cap (connection limits), unreachable (no backend answered), not_proxy (no proxy-mode Service at that address), in_flight (too many being set up; the SYN was dropped).", "reason")
+		"Connections the proxy refused, by reason: no_endpoints, cap (connection limits), unreachable (no backend answered), not_proxy (no proxy-mode Service at that address), in_flight (too many being set up; the SYN was dropped), in_flight_client (too many of its client's being set up; the SYN was dropped).", "reason")
 	proxyDialFailures = desc("vrouter_proxy_dial_failures_total",
 		"Failed dials to backends.")
 	proxyRetries = desc("vrouter_proxy_dial_retries_total",
 		"Dials to another backend after one failed.")
+	proxyHandshakeFirst = desc("vrouter_proxy_handshake_first_total",
+		"Proxied connections whose client handshake was completed before the backend was dialed, because many connections (or many of its client's) were being set up: a SYN flood costs no backend connection.")
+	proxyUnproven = desc("vrouter_proxy_unproven_clients_total",
+		"Clients of handshake-first connections that did not complete their handshake, so no backend was dialed for them (spoofed SYNs).")
+	proxyInFlight = desc("vrouter_proxy_connections_in_flight",
+		"Proxied connections being set up now (backend dial and client handshake).")
 	proxyHandshakeFailures = desc("vrouter_proxy_handshake_failures_total",
 		"Clients that went away after their backend answered and before their handshake completed.")
 	proxyClosed = desc("vrouter_proxy_closed_total",
@@ -161,7 +167,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
 		natFileRecords, natFileRefused, natFileUnrecorded,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
-		proxyHandshakeFailures, proxyClosed,
+		proxyHandshakeFailures, proxyHandshakeFirst, proxyUnproven, proxyInFlight, proxyClosed,
 		hostSockets, hostBindFailures, hostConns, hostActive, hostRefused, hostUDPIdle, hostHealth, hostAcceptErrors,
 		egressFlows, egressActive, egressRefused, egressICMPErrors, egressClosed, egressUnsupported,
 	} {
@@ -359,6 +365,10 @@ func (c *Collector) collectProxy(ch chan<- prometheus.Metric) {
 	counter(ch, proxyRefused, st.RefusedUnreachable, "unreachable")
 	counter(ch, proxyRefused, st.RefusedNotProxy, "not_proxy")
 	counter(ch, proxyRefused, st.InFlightDrops, "in_flight")
+	counter(ch, proxyRefused, st.InFlightClientDrops, "in_flight_client")
+	counter(ch, proxyHandshakeFirst, st.HandshakeFirst)
+	counter(ch, proxyUnproven, st.Unproven)
+	gauge(ch, proxyInFlight, float64(st.InFlight))
 	counter(ch, proxyDialFailures, st.DialFailures)
 	counter(ch, proxyRetries, st.Retries)
 	counter(ch, proxyHandshakeFailures, st.HandshakeFailures)
