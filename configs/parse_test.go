@@ -249,6 +249,18 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 			}
 		},
 	}, {
+		name: "lb.outlier",
+		file: makeFile(func(f *File) {
+			off := false
+			f.LB.Outlier = OutlierSpec{Enabled: &off, ConsecutiveFailures: 5, BaseEjectionTime: "2s", MaxEjectionTime: "1m", MaxEjectionPercent: 34}
+		}),
+		check: func(t *testing.T, c *Config) {
+			want := lb.OutlierOptions{Disabled: true, Failures: 5, BaseEjection: 2 * time.Second, MaxEjection: time.Minute, MaxEjectionPercent: 34}
+			if c.LB.Outlier != want {
+				t.Errorf("LB.Outlier = %+v, want %+v", c.LB.Outlier, want)
+			}
+		},
+	}, {
 		name: "lb.nat.maxFlowsPerClient defaults to at most maxFlows",
 		file: makeFile(func(f *File) { f.LB.NAT.MaxFlows = 100 }),
 		check: func(t *testing.T, c *Config) {
@@ -628,6 +640,8 @@ func TestParseInvalid(t *testing.T) {
 		{"proxy dial timeout too long", makeFile(func(f *File) { f.LB.Proxy.DialTimeout = "2m" }), "lb.proxy.dialTimeout", `"2m" is out of range`, "1ms..1m"},
 		{"proxy idle timeout negative", makeFile(func(f *File) { f.LB.Proxy.IdleTimeout = "-1h" }), "lb.proxy.idleTimeout", `"-1h"`, "1s..720h"},
 		{"proxy drain timeout word", makeFile(func(f *File) { f.LB.Proxy.DrainTimeout = "forever" }), "lb.proxy.drainTimeout", `"forever" is not a duration`, `"30s"`},
+		{"outlier ejection percent above 100", makeFile(func(f *File) { f.LB.Outlier.MaxEjectionPercent = 150 }), "lb.outlier.maxEjectionPercent", "150 is out of range", "1..100"},
+		{"outlier max ejection below base", makeFile(func(f *File) { f.LB.Outlier.BaseEjectionTime, f.LB.Outlier.MaxEjectionTime = "10s", "5s" }), "lb.outlier.maxEjectionTime", `"5s" is out of range`, "10s..24h"},
 		{"nat max flows negative", makeFile(func(f *File) { f.LB.NAT.MaxFlows = -1 }), "lb.nat.maxFlows", "-1 is out of range", "1..16777216"},
 		{"nat max flows per client above max flows", makeFile(func(f *File) { f.LB.NAT.MaxFlows, f.LB.NAT.MaxFlowsPerClient = 100, 200 }), "lb.nat.maxFlowsPerClient", "200 is out of range", "at most lb.nat.maxFlows"},
 		{"egress non-masquerade CIDR", makeFile(func(f *File) { f.Egress.NonMasqueradeCIDRs = []string{"10.244.0.1/16"} }), "egress.nonMasqueradeCIDRs[0]", `"10.244.0.1/16"`, "10.244.0.0/16"},
