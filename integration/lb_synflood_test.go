@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,6 +95,14 @@ func TestLBProxySYNFlood(t *testing.T) {
 		t.Fatalf("SYN flood from %s: %v", flooder.name, floodErr)
 	}
 	m := e.metricsOf(lbMaster, synFloodMetricsAddr)
+	rss := "?"
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.routers[lbMaster].PID())); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				rss = strings.TrimSpace(v)
+			}
+		}
+	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
 		if len(lat) == 0 {
@@ -108,6 +117,7 @@ func TestLBProxySYNFlood(t *testing.T) {
 		m[`vrouter_proxy_connections_total`], m[`vrouter_proxy_handshake_first_total`], m[`vrouter_proxy_unproven_clients_total`],
 		m[`vrouter_proxy_handshake_failures_total`], m[`vrouter_proxy_refused_total{reason="in_flight_client"}`],
 		m[`vrouter_proxy_refused_total{reason="in_flight"}`], m[`vrouter_proxy_connections_in_flight`])
+	t.Logf("router on %s: RSS %s at the end of the flood", lbMaster, rss)
 
 	if sent.Load() < 1000 {
 		t.Fatalf("the flood sent %d SYNs, want ≥ 1000 for the test to mean anything", sent.Load())
