@@ -605,3 +605,32 @@ func TestCaptureFiltered(t *testing.T) {
 		t.Errorf("no capture log line with the filter as tcpdump writes it: %v", s.logs.All())
 	}
 }
+
+// TestServicesShowsEjectedEndpoints: an endpoint that outlier detection
+// ejected shows as "ejected" under IN USE.
+func TestServicesShowsEjectedEndpoints(t *testing.T) {
+	svcs := []Service{{
+		Namespace: "default", Name: "my-service", Type: "ClusterIP",
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.103.92.81")},
+		Ports: []ServicePort{{
+			ClusterIP: netip.MustParseAddr("10.103.92.81"), Port: 80, Protocol: "TCP", Mode: "nat", Picker: "random", Status: "ok",
+			Endpoints: []Endpoint{
+				{Address: netip.MustParseAddrPort("10.244.1.2:80"), Node: "hostgw-node", Ready: true, Serving: true, InUse: true, Conns: 7},
+				{Address: netip.MustParseAddrPort("10.244.1.3:80"), Node: "hostgw-node", Ready: true, Serving: true, InUse: true, Ejected: true, Ejections: 1, Conns: 3},
+			},
+		}},
+	}}
+	var out bytes.Buffer
+	if err := WriteServices(&out, svcs); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"default/my-service   10.103.92.81:80/TCP   10.244.1.2:80   ready   hostgw-node   yes       0        7",
+		"default/my-service   10.103.92.81:80/TCP   10.244.1.3:80   ready   hostgw-node   ejected   0        3",
+	} {
+		if !strings.Contains(out.String(), line+"\n") {
+			t.Errorf("vrouter services: no line %q in\n%s", line, out.String())
+		}
+	}
+	roundTrip(t, "services", svcs)
+}
