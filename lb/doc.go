@@ -27,6 +27,11 @@
 //     least-connections, Maglev; and ClientIP session affinity;
 //   - per-Entry and per-backend counters, and the Limiter that caps
 //     tracked connections in all and per client;
+//   - passive outlier detection (OutlierOptions): the data path reports
+//     each new connection that reached its backend or failed to (a dial,
+//     a SYN-ACK; a refused or timed-out dial, a RST or ICMP unreachable
+//     to a SYN, a SYN left unanswered), and a backend that fails
+//     repeatedly is left out of picking for a while, in both modes;
 //   - HostPorts: the host sockets of External keys and health-check node
 //     ports, opened through a Binder, which the reconciler feeds the
 //     same desired state as the Table;
@@ -58,6 +63,7 @@
 //	        │                           ICMP port unreachable; StatusNoLocalEndpoints → drop
 //	        ├─ ClientIP affinity: the client's backend, if within timeout and still usable
 //	        └─ else Picker: random | round-robin | least-connections | Maglev
+//	           (each skips backends outlier detection ejected)
 //	        │ Backend{Addr, Port}
 //	        ▼
 //	Limiter.Acquire(client) ── false ──▶ refuse (counted)
