@@ -151,36 +151,18 @@ func (o *EgressOptions) setDefaults() error {
 	if o.Send == nil {
 		return errors.New("new egress: Options.Send is required")
 	}
-	var errs []error
+	var d defaults
 	if o.MTU == 0 {
 		o.MTU = 1500
 	} else if o.MTU < 576 || o.MTU > 65535 {
-		errs = append(errs, fmt.Errorf("MTU %d: want 576..65535", o.MTU))
+		d.errs = append(d.errs, fmt.Errorf("MTU %d: want 576..65535", o.MTU))
 	}
-	duration := func(name string, v *time.Duration, def time.Duration) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %v: want a positive duration, or 0 for %v", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	duration("dial timeout", &o.DialTimeout, DefaultEgressDialTimeout)
-	duration("idle timeout", &o.IdleTimeout, DefaultProxyIdleTimeout)
-	duration("udp timeout", &o.UDPTimeout, DefaultNATUDPTimeout)
-	count := func(name string, v *int64, def int64) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %d: want ≥ 1, or 0 for %d", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	count("max flows", &o.MaxFlows, DefaultProxyMaxConns)
-	count("max flows per pod", &o.MaxFlowsPerPod, DefaultProxyMaxPerClient)
-	inFlight := int64(o.MaxInFlight)
-	count("max in flight", &inFlight, DefaultProxyMaxInFlight)
-	o.MaxInFlight = int(inFlight)
+	d.duration("dial timeout", &o.DialTimeout, DefaultEgressDialTimeout)
+	d.duration("idle timeout", &o.IdleTimeout, DefaultProxyIdleTimeout)
+	d.duration("udp timeout", &o.UDPTimeout, DefaultNATUDPTimeout)
+	d.count("max flows", &o.MaxFlows, DefaultProxyMaxConns)
+	d.count("max flows per pod", &o.MaxFlowsPerPod, DefaultProxyMaxPerClient)
+	d.countInt("max in flight", &o.MaxInFlight, DefaultProxyMaxInFlight)
 	if o.ListenPing == nil {
 		o.ListenPing = listenPing
 	}
@@ -190,7 +172,7 @@ func (o *EgressOptions) setDefaults() error {
 			return d.DialContext(ctx, "tcp", dst.String())
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := d.err(); err != nil {
 		return fmt.Errorf("new egress: %w", err)
 	}
 	return nil

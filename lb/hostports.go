@@ -114,31 +114,15 @@ const (
 )
 
 func (o *HostPortsOptions) setDefaults() error {
-	var errs []error
 	if o.Binder == nil {
 		o.Binder = KernelBinder{}
 	}
-	duration := func(name string, v *time.Duration, def time.Duration) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %v: want a positive duration, or 0 for %v", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	count := func(name string, v *int64, def int64) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %d: want ≥ 1, or 0 for %d", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	duration("udp timeout", &o.UDPTimeout, DefaultNATUDPTimeout)
-	duration("retry interval", &o.RetryInterval, DefaultHostRetryInterval)
-	count("max udp flows", &o.MaxUDPFlows, DefaultHostMaxUDPFlows)
-	count("max udp flows per client", &o.MaxUDPFlowsPerClient, DefaultHostMaxUDPFlowsPerClient)
-	return errors.Join(errs...)
+	var d defaults
+	d.duration("udp timeout", &o.UDPTimeout, DefaultNATUDPTimeout)
+	d.duration("retry interval", &o.RetryInterval, DefaultHostRetryInterval)
+	d.count("max udp flows", &o.MaxUDPFlows, DefaultHostMaxUDPFlows)
+	d.count("max udp flows per client", &o.MaxUDPFlowsPerClient, DefaultHostMaxUDPFlowsPerClient)
+	return d.err()
 }
 
 // HostProto is what a host socket serves.

@@ -169,48 +169,20 @@ const (
 )
 
 func (o *ProxyOptions) setDefaults() error {
-	var errs []error
-	duration := func(name string, v *time.Duration, def time.Duration) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %v: want a positive duration, or 0 for %v", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	count := func(name string, v *int64, def int64) {
-		switch {
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%s %d: want ≥ 1, or 0 for %d", name, *v, def))
-		case *v == 0:
-			*v = def
-		}
-	}
-	duration("dial timeout", &o.DialTimeout, DefaultProxyDialTimeout)
-	duration("idle timeout", &o.IdleTimeout, DefaultProxyIdleTimeout)
-	duration("drain timeout", &o.DrainTimeout, DefaultProxyDrainTimeout)
-	inFlight := int64(o.MaxInFlight)
-	count("max in flight", &inFlight, DefaultProxyMaxInFlight)
-	o.MaxInFlight = int(inFlight)
-	for _, v := range []struct {
-		name string
-		v    *int
-		def  int
-	}{
-		{"max in flight per client", &o.MaxInFlightPerClient, DefaultProxyMaxInFlightPerClient},
-		{"handshake first at", &o.HandshakeFirstAt, DefaultProxyHandshakeFirstAt},
-		{"handshake first per client", &o.HandshakeFirstPerClient, DefaultProxyHandshakeFirstPerClient},
-	} {
-		n := int64(*v.v)
-		count(v.name, &n, int64(v.def))
-		*v.v = int(n)
-	}
-	count("max conns", &o.MaxConns, DefaultProxyMaxConns)
-	count("max per client", &o.MaxPerClient, DefaultProxyMaxPerClient)
+	var d defaults
+	d.duration("dial timeout", &o.DialTimeout, DefaultProxyDialTimeout)
+	d.duration("idle timeout", &o.IdleTimeout, DefaultProxyIdleTimeout)
+	d.duration("drain timeout", &o.DrainTimeout, DefaultProxyDrainTimeout)
+	d.countInt("max in flight", &o.MaxInFlight, DefaultProxyMaxInFlight)
+	d.countInt("max in flight per client", &o.MaxInFlightPerClient, DefaultProxyMaxInFlightPerClient)
+	d.countInt("handshake first at", &o.HandshakeFirstAt, DefaultProxyHandshakeFirstAt)
+	d.countInt("handshake first per client", &o.HandshakeFirstPerClient, DefaultProxyHandshakeFirstPerClient)
+	d.count("max conns", &o.MaxConns, DefaultProxyMaxConns)
+	d.count("max per client", &o.MaxPerClient, DefaultProxyMaxPerClient)
 	if o.ReceiveWindow < 0 {
-		errs = append(errs, fmt.Errorf("receive window %d: want ≥ 1, or 0 for gVisor's default", o.ReceiveWindow))
+		d.errs = append(d.errs, fmt.Errorf("receive window %d: want ≥ 1, or 0 for gVisor's default", o.ReceiveWindow))
 	}
-	return errors.Join(errs...)
+	return d.err()
 }
 
 // ProxyStats are the Proxy's counters.
