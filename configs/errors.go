@@ -65,7 +65,7 @@ var (
 	exClusterIP = example{"10.96.0.10", "fd00:10:96::a"}
 	exEndpoint  = example{"10.244.1.2", "fd00:10:244:1::2"}
 	exRouter    = example{defaultRouterAddress4, defaultRouterAddress6}
-	exTUNAddr   = example{"10.244.0.0/32", "fd00:10:244::/128"}
+	exTUNAddr   = example{"10.244.0.0/32", "fd00:10:244:0:ffff:ffff:ffff:ffff/128"}
 	// The documentation ranges: an address outside the cluster.
 	exExternalIP   = example{"203.0.113.10", "2001:db8::10"}
 	exNodePortCIDR = example{"192.168.31.0/24", "fd00:31::/64"}

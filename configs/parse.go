@@ -340,7 +340,7 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 	t.Offload = f.TUN.Offload == nil || *f.TUN.Offload
 	if f.TUN.Addresses == nil {
 		for _, p := range c.Node.PodCIDRs {
-			t.Addresses = append(t.Addresses, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+			t.Addresses = append(t.Addresses, DefaultTUNAddress(p))
 		}
 	}
 	for i, s := range f.TUN.Addresses {

@@ -497,7 +497,7 @@ func TestParseDualStack(t *testing.T) {
 			s.Endpoints[0].Addresses = []string{"10.244.0.4", "fd00:10:244::4"}
 			s.Endpoints = append(s.Endpoints, makeEndpoint("fd00:10:244:1::2", "hostgw-node"))
 		}))))
-	if got, want := c.TUN.Addresses, pfxs("10.244.0.0/32", "fd00:10:244::/128"); !equalSlices(got, want) {
+	if got, want := c.TUN.Addresses, pfxs("10.244.0.0/32", "fd00:10:244:0:ffff:ffff:ffff:ffff/128"); !equalSlices(got, want) {
 		t.Errorf("TUN.Addresses = %v, want %v", got, want)
 	}
 	if got, want := c.RouterAddresses, []netip.Addr{addr("169.254.244.1"), addr("fd69:7672::1")}; !equalSlices(got, want) {

@@ -117,8 +117,9 @@ type TUNSpec struct {
 	// network namespace. Set false when a privileged helper did it.
 	Configure *bool `json:"configure,omitempty"`
 	// Addresses are the node kernel's own addresses on the device.
-	// Default: the network address of each pod CIDR as a host address
-	// (10.244.0.0/32), as flannel gives its tunnel device. Host bits may
+	// Default: a host address per pod CIDR (DefaultTUNAddress): an IPv4
+	// one's network address (10.244.0.0/32), as flannel gives its tunnel
+	// device, an IPv6 one's last address. Host bits may
 	// be set (10.244.0.1/24); a bare address is a host prefix. An
 	// explicit empty list means no addresses.
 	Addresses []string `json:"addresses,omitempty"`

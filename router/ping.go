@@ -35,7 +35,7 @@ import (
 // To a pod IP the request is forwarded by the peer to the pod, whose
 // reply the peer routes back. A peer router too old to answer forwards a
 // request for its identity to its node kernel, which answers when it holds
-// that address on its TUN (tun.addresses' default). Both checks cost the
+// that address on its TUN (tun.addresses' default for IPv4). Both checks cost the
 // packet path a compare of the protocol byte; the reply side an atomic
 // load more, for ICMP only.
 

@@ -91,6 +91,9 @@ func validateOne(w io.Writer, name string, data []byte, tuning bool) bool {
 	}
 	fmt.Fprintf(w, "%s: ok — node %s, pods %v, %d peer(s), %d service(s), tunnel MTU %d\n",
 		name, cfg.Node.Name, cfg.Node.PodCIDRs, len(cfg.Peers), len(cfg.Services), cfg.Overlay.MTU)
+	for _, l := range cfg.Warnings() {
+		fmt.Fprintf(w, "%s: warning: %s\n", name, l)
+	}
 	return true
 }
 

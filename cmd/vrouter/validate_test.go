@@ -37,6 +37,9 @@ func TestValidateGolden(t *testing.T) {
 		{"three-errors", []string{"validate", dir + "/three-errors.yaml"}, nil},
 		{"stdin-bad", []string{"validate", "-"}, three},
 		{"stdin-good", []string{"validate", "-"}, master},
+		// Valid, with a warning: an IPv6 TUN address the kernel owns as
+		// cni0's subnet-router anycast address.
+		{"tun-anycast", []string{"validate", dir + "/tun-anycast.yaml"}, nil},
 		{"tuning-good", []string{"validate", "--tuning", dir + "/tuning-good.yaml"}, nil},
 		{"tuning-bad", []string{"validate", "--tuning", dir + "/tuning-bad.yaml"}, nil},
 		// A tuning file checked as a node's file: what it lacks, and a hint.
