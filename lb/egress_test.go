@@ -127,23 +127,47 @@ func TestEgressClaims(t *testing.T) {
 // pipeLink joins a pod's gVisor stack to an Egress: what the pod's stack
 // sends is shown to Ingress, and what the Egress sends is delivered to
 // the pod's stack, each from a goroutine of its own (as the TUN does),
-// so that neither stack re-enters the other.
+// so that neither stack re-enters the other. Its channels are never
+// closed: done ends the two goroutines, and a send after it (a stack
+// still answering a segment as the test ends) is dropped, as a closed
+// TUN drops it.
 type pipeLink struct {
 	toEgress, toPod chan []byte
+	done            chan struct{}
 	wg              sync.WaitGroup
+}
+
+// send queues b on ch unless the link is done.
+func (pl *pipeLink) send(ch chan []byte, b []byte) bool {
+	select {
+	case ch <- append([]byte(nil), b...):
+		return true
+	case <-pl.done:
+		return false
+	}
+}
+
+// pump hands each packet queued on ch to deliver until the link is done.
+func (pl *pipeLink) pump(ch chan []byte, deliver func(*packet.Parsed, []byte)) {
+	defer pl.wg.Done()
+	for {
+		select {
+		case b := <-ch:
+			var p packet.Parsed
+			if p.Decode(b) == packet.FaultNone {
+				deliver(&p, b)
+			}
+		case <-pl.done:
+			return
+		}
+	}
 }
 
 func newPod(t *testing.T, opts EgressOptions, services ...Service) (*stack.Stack, *Egress) {
 	t.Helper()
-	pl := &pipeLink{toEgress: make(chan []byte, 1024), toPod: make(chan []byte, 1024)}
-	podLink := &egressLink{mtu: 1500, send: func(b []byte) bool {
-		pl.toEgress <- append([]byte(nil), b...)
-		return true
-	}}
-	opts.Send = func(b []byte) bool {
-		pl.toPod <- append([]byte(nil), b...)
-		return true
-	}
+	pl := &pipeLink{toEgress: make(chan []byte, 1024), toPod: make(chan []byte, 1024), done: make(chan struct{})}
+	podLink := &egressLink{mtu: 1500, send: func(b []byte) bool { return pl.send(pl.toEgress, b) }}
+	opts.Send = func(b []byte) bool { return pl.send(pl.toPod, b) }
 	e := newTestEgress(t, opts, services...)
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
@@ -155,31 +179,17 @@ func newPod(t *testing.T, opts EgressOptions, services ...Service) (*stack.Stack
 	s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: packet.TCPIPAddr(egPod).WithPrefix()}, stack.AddressProperties{})
 	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
 	pl.wg.Add(2)
-	go func() {
-		defer pl.wg.Done()
-		for b := range pl.toEgress {
-			var p packet.Parsed
-			if p.Decode(b) == packet.FaultNone {
-				e.Ingress(true, &p, b)
-			}
-		}
-	}()
-	go func() {
-		defer pl.wg.Done()
-		for b := range pl.toPod {
-			var p packet.Parsed
-			if p.Decode(b) == packet.FaultNone {
-				podLink.deliver(&p, b)
-			}
-		}
-	}()
+	go pl.pump(pl.toEgress, func(p *packet.Parsed, b []byte) { e.Ingress(true, p, b) })
+	go pl.pump(pl.toPod, podLink.deliver)
+	// Runs before the Egress's own cleanup (registered first): the pumps
+	// stop, then the pod's stack; what either stack sends after that is
+	// dropped.
 	t.Cleanup(func() {
+		close(pl.done)
+		pl.wg.Wait()
 		s.Close()
 		s.Wait()
-		close(pl.toEgress)
-		pl.wg.Wait() // the Egress sends nothing once its stack is closed (its own Cleanup ran first)
 	})
-	t.Cleanup(func() { close(pl.toPod) }) // runs after the Egress stopped (LIFO)
 	return s, e
 }
 
