@@ -48,7 +48,7 @@ func TestUnprivilegedRouterOnAdoptedTUN(t *testing.T) {
 		t.Cleanup(func() { fd.Close() }) // after Start, the child's copy keeps the device
 		cmd := e.c.Command(tunNode, "setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups",
 			"--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-			vrouterBin, "run", "--config", cfg}, tunArgs...)...)
+			vrouterBin, "run", "--config", cfg, "--state-dir", ""}, tunArgs...)...)
 		cmd.ExtraFiles = []*os.File{fd}
 		return cmd
 	})
@@ -78,7 +78,7 @@ func TestTUNFDExampleHelper(t *testing.T) {
 	testAdoptedTUN(t, "tunhelp", func(e *env, cfg string) *exec.Cmd {
 		return e.c.Command(tunNode, helper, append([]string{"--name", "vr0", "--addresses", "10.244.1.0/32", "--mtu", "1472",
 			"--routes", "10.244.0.0/16,10.96.0.0/12,169.254.244.1/32", "--user", "65534:65534",
-			"--", router, "run", "--config", cfg}, tunArgs...)...)
+			"--", router, "run", "--config", cfg, "--state-dir", ""}, tunArgs...)...)
 	})
 }
 

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +55,8 @@ func (r *Router) WaitReady(c *topology.Cluster, timeout time.Duration) error {
 }
 
 // Launch starts `bin argv...` in node's namespace with its output appended
-// to logPath, without waiting for it to come up (see WaitReady). A bin
+// to logPath, without waiting for it to come up (see WaitReady). A `run`
+// without --state-dir gets StateDir(logPath, node). A bin
 // that is missing or not executable is an error that says so (see
 // CheckVrouter), before anything starts.
 func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Router, error) {
@@ -64,6 +67,11 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
+	}
+	if len(argv) > 0 && argv[0] == "run" && !hasFlag(argv, "--state-dir") {
+		// The flow file goes beside the log, never into the host's
+		// /run/vrouter, where it would outlive the test.
+		argv = append(slices.Clone(argv), "--state-dir", StateDir(logPath, node))
 	}
 	cmd := c.Command(node, bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -98,6 +106,17 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 		return nil, fmt.Errorf("start router on %s: %w", node, err)
 	}
 	return r, nil
+}
+
+// hasFlag reports whether argv sets flag (as "--flag value" or
+// "--flag=value").
+func hasFlag(argv []string, flag string) bool {
+	for _, a := range argv {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // StateDir is a --state-dir for the router of node logging to logPath: a
