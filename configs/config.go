@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Defaults applied by Parse when the file leaves a field out. The load
@@ -15,13 +16,20 @@ import (
 // resolves a missing field to them, and a Config built in code may leave
 // those fields zero.
 const (
-	DefaultTUNName          = "vr0"
-	DefaultOverlayPort      = 8285
-	DefaultUnderlayMTU      = 1500
-	DefaultNamespace        = "default"
-	MaxAffinityTimeout      = 86400 * time.Second
-	OverheadIPv4            = 28 // IPv4 header + UDP header
-	OverheadIPv6            = 48 // IPv6 header + UDP header
+	DefaultTUNName     = "vr0"
+	DefaultOverlayPort = 8285
+	DefaultUnderlayMTU = 1500
+	DefaultNamespace   = "default"
+	MaxAffinityTimeout = 86400 * time.Second
+	OverheadIPv4       = 28 // IPv4 header + UDP header
+	OverheadIPv6       = 48 // IPv6 header + UDP header
+	// OverheadWireGuard is what WireGuard adds to each packet on top of
+	// the UDP header: a 16-byte transport header and a 16-byte tag.
+	OverheadWireGuard = 32
+	// DefaultWireGuardKeyFile is overlay.privateKeyFile's default: on
+	// the node's disk, so a router keeps its key across restarts and
+	// reboots, and its peers keep trusting it.
+	DefaultWireGuardKeyFile = "/var/lib/vrouter/wireguard.key"
 	MinTunnelMTUIPv4        = 576
 	MinTunnelMTUIPv6        = 1280
 	defaultRouterAddress4   = "169.254.244.1"
@@ -124,7 +132,23 @@ type Overlay struct {
 	UnderlayMTU int
 	// MTU is the tunnel MTU: the largest inner IP packet carried.
 	MTU int
+	// Encryption is EncryptionNone or EncryptionWireGuard.
+	Encryption string
+	// PrivateKeyFile holds this router's WireGuard private key (with
+	// EncryptionWireGuard); the router generates it there if it is
+	// missing.
+	PrivateKeyFile string
 }
+
+// Overlay encryptions: overlay.encryption's values.
+const (
+	// EncryptionNone is the plain overlay: one IP packet per UDP
+	// datagram, for trusted underlays.
+	EncryptionNone = "none"
+	// EncryptionWireGuard authenticates and encrypts every datagram
+	// with WireGuard, one session per pair of routers.
+	EncryptionWireGuard = "wireguard"
+)
 
 // Peer is another node's router.
 type Peer struct {
@@ -134,6 +158,9 @@ type Peer struct {
 	Underlay netip.AddrPort
 	PodCIDRs []netip.Prefix
 	Zone     string
+	// PublicKey is the peer's WireGuard public key; required when
+	// overlay.encryption is wireguard.
+	PublicKey wireguard.Key
 }
 
 // LB holds the Service load-balancing defaults and the tuning of both
@@ -224,6 +251,6 @@ func (t *TUN) Equal(o *TUN) bool {
 
 // Equal reports whether p and o are the same.
 func (p *Peer) Equal(o *Peer) bool {
-	return p.Name == o.Name && p.Underlay == o.Underlay && p.Zone == o.Zone &&
+	return p.Name == o.Name && p.Underlay == o.Underlay && p.Zone == o.Zone && p.PublicKey == o.PublicKey &&
 		slices.Equal(p.PodCIDRs, o.PodCIDRs)
 }

@@ -162,6 +162,8 @@ func mutate(t *testing.T, v reflect.Value, name string) {
 		v.SetUint(v.Uint() + 1)
 	case v.Kind() == reflect.Bool:
 		v.SetBool(!v.Bool())
+	case v.Kind() == reflect.Array && v.Type().Elem().Kind() == reflect.Uint8:
+		v.Index(0).SetUint(v.Index(0).Uint() + 1)
 	default:
 		t.Fatalf("mutate(%s): unhandled kind %s; teach the test", name, v.Kind())
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Load reads the config file at path and returns it parsed, defaulted and
@@ -258,6 +260,16 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 	if listen.IsValid() {
 		o.Listen = netip.AddrPortFrom(listen, uint16(o.Port))
 	}
+	switch f.Overlay.Encryption {
+	case "", EncryptionNone:
+		o.Encryption = EncryptionNone
+	case EncryptionWireGuard:
+		o.Encryption = EncryptionWireGuard
+	default:
+		ck.addf("overlay.encryption", "%q is not an encryption (want %q or %q)", f.Overlay.Encryption, EncryptionNone, EncryptionWireGuard)
+	}
+	o.PrivateKeyFile = cmp.Or(f.Overlay.PrivateKeyFile, DefaultWireGuardKeyFile)
+	keys := map[wireguard.Key]string{}
 
 	// Peers.
 	names := map[string]string{}
@@ -295,6 +307,21 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 			p.Underlay = netip.AddrPortFrom(a, uint16(port))
 		}
 		p.PodCIDRs, pods = ck.podCIDRs(field+".podCIDRs", ps.PodCIDRs, p.Name, pods)
+		switch {
+		case ps.PublicKey != "":
+			k, err := wireguard.ParseKey(ps.PublicKey)
+			switch {
+			case err != nil:
+				ck.addf(field+".publicKey", "%v", err)
+			case keys[k] != "":
+				ck.addf(field+".publicKey", "is already %s's (want each router's own key)", keys[k])
+			default:
+				keys[k] = field
+				p.PublicKey = k
+			}
+		case o.Encryption == EncryptionWireGuard:
+			ck.addf(field+".publicKey", "missing: overlay.encryption is wireguard (want the peer's public key: `vrouter pubkey < KEYFILE` on that node, or its log line \"WireGuard key\")")
+		}
 		c.Peers = append(c.Peers, p)
 	}
 	ck.checkPodCIDRs(pods, c.ClusterCIDRs)
@@ -304,6 +331,11 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 	if c.Node.Underlay.Is6() {
 		overhead = OverheadIPv6
 	}
+	header := "UDP header"
+	if o.Encryption == EncryptionWireGuard {
+		overhead += OverheadWireGuard
+		header = "UDP and WireGuard headers"
+	}
 	o.UnderlayMTU = cmp.Or(f.Overlay.UnderlayMTU, DefaultUnderlayMTU)
 	minMTU, why := MinTunnelMTUIPv4, "the IPv4 minimum"
 	if c.hasIPv6(pods) {
@@ -311,14 +343,14 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 	}
 	maxMTU := o.UnderlayMTU - overhead
 	if o.UnderlayMTU < minMTU+overhead || o.UnderlayMTU > 65535 {
-		ck.addf("overlay.underlayMTU", "%d is out of range (want %d..65535: a tunnel MTU of at least %d, %s, plus %d bytes of %s/UDP header)", o.UnderlayMTU, minMTU+overhead, minMTU, why, overhead, family(c.Node.Underlay))
+		ck.addf("overlay.underlayMTU", "%d is out of range (want %d..65535: a tunnel MTU of at least %d, %s, plus %d bytes of %s/%s)", o.UnderlayMTU, minMTU+overhead, minMTU, why, overhead, family(c.Node.Underlay), header)
 	} else {
 		o.MTU = cmp.Or(f.Overlay.MTU, maxMTU)
 		switch {
 		case o.MTU < minMTU:
 			ck.addf("overlay.mtu", "%d is below %d, %s (want %d..%d)", o.MTU, minMTU, why, minMTU, maxMTU)
 		case o.MTU > maxMTU:
-			ck.addf("overlay.mtu", "%d is above underlayMTU %d - %d (%s/UDP header) = %d (want %d..%d)", o.MTU, o.UnderlayMTU, overhead, family(c.Node.Underlay), maxMTU, minMTU, maxMTU)
+			ck.addf("overlay.mtu", "%d is above underlayMTU %d - %d (%s/%s) = %d (want %d..%d)", o.MTU, o.UnderlayMTU, overhead, family(c.Node.Underlay), header, maxMTU, minMTU, maxMTU)
 		}
 	}
 

@@ -149,10 +149,12 @@ func TestParseMinimalDefaults(t *testing.T) {
 			Offload:   true,
 		},
 		Overlay: Overlay{
-			Port:        8285,
-			Listen:      ap("192.168.31.201:8285"),
-			UnderlayMTU: 1500,
-			MTU:         1472,
+			Port:           8285,
+			Listen:         ap("192.168.31.201:8285"),
+			UnderlayMTU:    1500,
+			MTU:            1472,
+			Encryption:     EncryptionNone,
+			PrivateKeyFile: DefaultWireGuardKeyFile,
 		},
 		RouterAddresses: []netip.Addr{addr("169.254.244.1")},
 		ClusterCIDRs:    pfxs("10.244.0.0/16"),
@@ -226,7 +228,7 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 			if !c.TUN.Equal(&wantTUN) {
 				t.Errorf("TUN = %+v, want %+v", c.TUN, wantTUN)
 			}
-			wantOverlay := Overlay{Port: 8472, Listen: ap("0.0.0.0:8472"), UnderlayMTU: 9000, MTU: 8000}
+			wantOverlay := Overlay{Port: 8472, Listen: ap("0.0.0.0:8472"), UnderlayMTU: 9000, MTU: 8000, Encryption: EncryptionNone, PrivateKeyFile: DefaultWireGuardKeyFile}
 			if c.Overlay != wantOverlay {
 				t.Errorf("Overlay = %+v, want %+v", c.Overlay, wantOverlay)
 			}

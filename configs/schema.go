@@ -143,8 +143,18 @@ type OverlaySpec struct {
 	// UnderlayMTU is the MTU of the underlay network. Default 1500.
 	UnderlayMTU int `json:"underlayMTU,omitempty"`
 	// MTU is the tunnel MTU: the largest inner IP packet carried. Default
-	// underlayMTU - 28 (IPv4 underlay) or - 48 (IPv6 underlay).
+	// underlayMTU - 28 (IPv4 underlay) or - 48 (IPv6 underlay), and 32
+	// less with encryption.
 	MTU int `json:"mtu,omitempty"`
+	// Encryption is "none" (the default: the plain overlay, one IP packet
+	// per UDP datagram, for trusted underlays) or "wireguard": every
+	// datagram authenticated and encrypted with WireGuard, which needs
+	// every peer's publicKey. Every node must agree.
+	Encryption string `json:"encryption,omitempty"`
+	// PrivateKeyFile is where this router's WireGuard private key is
+	// kept (base64, as `vrouter genkey` writes it), mode 0600. A missing
+	// file is generated on start. Default /var/lib/vrouter/wireguard.key.
+	PrivateKeyFile string `json:"privateKeyFile,omitempty"`
 }
 
 // RouterSpec configures the userspace stack itself.
@@ -171,6 +181,10 @@ type PeerSpec struct {
 	Port int `json:"port,omitempty"`
 	// Zone is the peer node's topology zone.
 	Zone string `json:"zone,omitempty"`
+	// PublicKey is the peer router's WireGuard public key (base64, as
+	// `vrouter pubkey` prints it); required with overlay.encryption
+	// wireguard.
+	PublicKey string `json:"publicKey,omitempty"`
 }
 
 // LBSpec holds Service load-balancing defaults and the tuning of both

@@ -7,11 +7,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/vrouter/vrouter/router/internal/gso"
 	"github.com/vrouter/vrouter/router/packet"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // maxDatagram is the read buffer size for overlay datagrams: the largest UDP
@@ -75,6 +77,9 @@ type overlayEndpoint struct {
 	identity atomic.Pointer[identity]
 	// pings are the probes Router.Ping awaits replies for (ping.go).
 	pings pings
+	// log and encryptedLogged (UnixNano) rate-limit refuseEncrypted's line.
+	log             *zap.Logger
+	encryptedLogged atomic.Int64
 
 	// The fields below belong to the reader goroutine. batch holds the
 	// datagrams of one ReadBatch that passed admit, and parsed their
@@ -228,7 +233,9 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, no
 	for off := 0; ; off += segSize {
 		d := b[off:min(off+segSize, len(b))]
 		e.tap.see(DirIn, d)
-		if p == nil {
+		if wireguard.IsMessage(d) {
+			e.refuseEncrypted(from, now)
+		} else if p == nil {
 			e.drops.add(DropUnknownPeer)
 		} else {
 			e.parsed = append(e.parsed, packet.Parsed{})
@@ -241,6 +248,18 @@ func (e *overlayEndpoint) collect(b []byte, segSize int, from netip.AddrPort, no
 		if off+segSize >= len(b) {
 			return
 		}
+	}
+}
+
+// refuseEncrypted counts a WireGuard message that reached this plain
+// overlay, and logs it at most once a minute: its sender's overlay is
+// encrypted and this one is not, so neither understands the other.
+func (e *overlayEndpoint) refuseEncrypted(from netip.AddrPort, now int64) {
+	e.drops.add(DropEncrypted)
+	last := e.encryptedLogged.Load()
+	if (last == 0 || now-last >= int64(time.Minute)) && e.encryptedLogged.CompareAndSwap(last, now) {
+		e.log.Warn("dropped a WireGuard datagram: its sender's overlay is encrypted, this router's is plain; set the same overlay.encryption on every node",
+			zap.Stringer("from", from))
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/vrouter/vrouter/router/packet"
+	"github.com/vrouter/vrouter/router/wireguard"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -87,6 +88,20 @@ type Peer struct {
 	// PodCIDRs are the peer node's pod subnets: routed to it, and with
 	// the Endpoint's address the only inner sources accepted from it.
 	PodCIDRs []netip.Prefix
+	// PublicKey is the peer's WireGuard key, for an encrypted overlay
+	// (a KeyedConn); a plain overlay ignores it. Over an encrypted
+	// overlay a peer without one is not routed to (Stats.PeersWithoutKey).
+	PublicKey wireguard.Key
+}
+
+// KeyedConn is a Conn that authenticates and encrypts per peer, such as
+// wireguard.Conn. Set gives it the peers that have a key (PublicKey),
+// with their pod CIDRs and node address as their allowed IPs, before it
+// routes to them; it routes to no peer without a key, so nothing is sent
+// in clear.
+type KeyedConn interface {
+	Conn
+	SetPeers([]wireguard.Peer) error
 }
 
 // Options configure a Router. Zero values are the documented defaults.
@@ -141,6 +156,10 @@ type Router struct {
 	cfg       Config
 	routes    map[routeKey]tcpip.Route
 	peerStats map[string]*peerCounters
+	// keyless counts the configured peers an encrypted overlay does not
+	// route to for want of a key; keylessLogged names them.
+	keyless       atomic.Int64
+	keylessLogged map[string]bool
 }
 
 type routeKey struct {
@@ -208,7 +227,7 @@ func New(opts Options) (*Router, error) {
 	r.tun = &tunEndpoint{dev: opts.TUN, sources: &r.sources}
 	shared(&r.tun.ipLink)
 	r.tun.mtu.Store(uint32(tunMTU))
-	r.overlay = &overlayEndpoint{conn: opts.Overlay}
+	r.overlay = &overlayEndpoint{conn: opts.Overlay, log: r.log}
 	shared(&r.overlay.ipLink)
 	r.overlay.mtu.Store(uint32(mtu))
 	r.overlay.peers.Store(emptyPeers)
@@ -345,8 +364,27 @@ func (r *Router) Set(cfg Config) error {
 		return err
 	}
 
+	// An encrypted overlay learns the peers first, so that routed
+	// packets find their session; peers without a key are left out.
+	peers := cfg.Peers
+	if kc, ok := r.overlay.conn.(KeyedConn); ok {
+		peers = nil
+		var wg []wireguard.Peer
+		for _, p := range cfg.Peers {
+			if !p.PublicKey.IsZero() {
+				peers = append(peers, p)
+				wg = append(wg, wireguard.Peer{Name: p.Name, PublicKey: p.PublicKey, Endpoint: p.Endpoint, AllowedIPs: allowedIPs(p)})
+			}
+		}
+		if err := kc.SetPeers(wg); err != nil {
+			return err
+		}
+		r.logKeylessLocked(cfg.Peers)
+	}
+	r.keyless.Store(int64(len(cfg.Peers) - len(peers)))
+
 	// Peers: publish the new table first, so added routes find their peer.
-	table, stats := r.buildPeerTableLocked(cfg.Peers)
+	table, stats := r.buildPeerTableLocked(peers)
 	r.logPeerChangesLocked(r.cfg.Peers, cfg.Peers)
 	r.overlay.peers.Store(table)
 	r.overlay.identity.Store(newIdentity(cfg))
@@ -478,7 +516,33 @@ func peerFields(p Peer) []zap.Field {
 }
 
 func peerEqual(a, b Peer) bool {
-	return a.Name == b.Name && a.Endpoint == b.Endpoint && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+	return a.Name == b.Name && a.Endpoint == b.Endpoint && slices.Equal(a.PodCIDRs, b.PodCIDRs) && a.PublicKey == b.PublicKey
+}
+
+// allowedIPs are the inner addresses an encrypted overlay accepts from
+// peer p and sends to it: what peer.owns admits.
+func allowedIPs(p Peer) []netip.Prefix {
+	out := slices.Clone(p.PodCIDRs)
+	if a := p.Endpoint.Addr().Unmap(); a.IsValid() {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// logKeylessLocked logs each peer that has no key, once until it gets
+// one: over an encrypted overlay it is not routed to.
+func (r *Router) logKeylessLocked(peers []Peer) {
+	next := make(map[string]bool)
+	for _, p := range peers {
+		if !p.PublicKey.IsZero() {
+			continue
+		}
+		next[p.Name] = true
+		if !r.keylessLogged[p.Name] {
+			r.log.Warn("peer has no WireGuard public key: not routed to until it has one (a Node publishes its key in the "+"annotation vrouter.io/wireguard-public-key; a config file's peer in publicKey)", zap.String("peer", p.Name))
+		}
+	}
+	r.keylessLogged = next
 }
 
 // desiredRoutes is the stack's route table for cfg: local pod CIDRs to the
@@ -744,6 +808,8 @@ func (r *Router) Stats() Stats {
 		TUN:     r.tun.counters.snapshot(),
 		Overlay: r.overlay.counters.snapshot(),
 		Peers:   make(map[string]PeerStats),
+
+		PeersWithoutKey: int(r.keyless.Load()),
 	}
 	for i := range r.drops {
 		st.Drops[DropReason(i)] = r.drops[i].Load()

@@ -47,11 +47,15 @@ const (
 	// broadcast (255.255.255.255) or multicast: the router forwards
 	// unicast only, and no peer sends either.
 	DropBroadcast
+	// DropEncrypted: an overlay datagram that is a WireGuard message,
+	// sent to this plain overlay by a router whose overlay is encrypted.
+	DropEncrypted
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
 	DropShort:          "short",
+	DropEncrypted:      "encrypted_overlay",
 	DropNotIP:          "not_ip",
 	DropMalformed:      "malformed",
 	DropTruncated:      "truncated",
@@ -121,6 +125,9 @@ type Stats struct {
 	ICMPErrorsSent uint64
 	// Peers holds per-peer counters by peer name.
 	Peers map[string]PeerStats
+	// PeersWithoutKey counts the configured peers that an encrypted
+	// overlay does not route to because they have no public key.
+	PeersWithoutKey int
 }
 
 // PeerStats are one peer's counters.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"go.uber.org/zap"
+
 	"errors"
 	"net/netip"
 	"strings"
@@ -32,7 +34,7 @@ func TestListenOverlayNamesTheFix(t *testing.T) {
 			c := *cfg
 			c.Node.Underlay = absent
 			c.Overlay.Listen = netip.AddrPortFrom(tc.listen, 0)
-			conn, err := listenOverlay(&c)
+			conn, err := listenOverlay(&c, zap.NewNop())
 			if err == nil {
 				conn.Close()
 				t.Skipf("bind to %v succeeded: this host holds the address, or net.ipv4.ip_nonlocal_bind is on", tc.listen)
@@ -51,7 +53,7 @@ func TestListenOverlayNamesTheFix(t *testing.T) {
 	// A bindable address is not touched.
 	c := *cfg
 	c.Overlay.Listen = netip.MustParseAddrPort("127.0.0.1:0")
-	conn, err := listenOverlay(&c)
+	conn, err := listenOverlay(&c, zap.NewNop())
 	if err != nil {
 		t.Fatalf("listenOverlay(127.0.0.1:0) = %v", err)
 	}

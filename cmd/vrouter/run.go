@@ -220,6 +220,9 @@ func runRouter(ctx context.Context, path string, cfg *configs.Config, fo fileOve
 			case <-hup:
 				log.Info("SIGHUP: re-reading config")
 				w.Reload()
+				if err := reloadKey(dp.Overlay(), cfg.Overlay.PrivateKeyFile, log); err != nil {
+					log.Error("reload the WireGuard key", zap.Error(err))
+				}
 			}
 		}
 	}()
@@ -292,7 +295,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		}
 		opts.Link = dataplane.KernelLink(dev.Name())
 	}
-	conn, err := listenOverlay(cfg)
+	conn, err := listenOverlay(cfg, log)
 	if err != nil {
 		dev.Close()
 		return nil, err
@@ -360,6 +363,11 @@ func (rl *reloader) apply(next *configs.Config) error {
 	if needs := restartNeeded(rl.cur, next); len(needs) > 0 {
 		rl.log.Warn("config change needs a restart to take effect; applying the rest",
 			zap.Strings("fields", needs))
+	}
+	// A rotated WireGuard key is taken at any reload and on SIGHUP: the
+	// key file is not watched, the config file is.
+	if err := reloadKey(rl.dp.Overlay(), rl.cur.Overlay.PrivateKeyFile, rl.log); err != nil {
+		rl.log.Error("reload the WireGuard key", zap.Error(err))
 	}
 	if err := rl.dp.Apply(dataplane.FromConfig(next)); err != nil {
 		rl.log.Error("config reload refused; keeping the running config", zap.Error(err))

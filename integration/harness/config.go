@@ -10,6 +10,7 @@ import (
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/topology"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // OverlayPort is the overlay port every generated config uses.
@@ -31,6 +32,11 @@ type ConfigOptions struct {
 	Egress configs.EgressSpec
 	// LB is written as the lb section.
 	LB configs.LBSpec
+	// WireGuard, when set, encrypts the overlay: each node's private key
+	// by node name. WriteConfig writes a node's key into its directory
+	// (overlay.privateKeyFile) and each peer's public key into its file;
+	// a peer without a key here gets none.
+	WireGuard map[string]wireguard.Key
 }
 
 func (o ConfigOptions) clusterCIDR() netip.Prefix {
@@ -85,11 +91,18 @@ func NodeFile(spec topology.Spec, node string, opts ConfigOptions) (*configs.Fil
 		if n.Name == node || contains(opts.Exclude, n.Name) {
 			continue
 		}
-		f.Peers = append(f.Peers, configs.PeerSpec{
+		ps := configs.PeerSpec{
 			Name:            n.Name,
 			UnderlayAddress: n.Underlay.String(),
 			PodCIDRs:        podCIDRs(n),
-		})
+		}
+		if k, ok := opts.WireGuard[n.Name]; ok {
+			ps.PublicKey = k.Public().String()
+		}
+		f.Peers = append(f.Peers, ps)
+	}
+	if opts.WireGuard != nil {
+		f.Overlay.Encryption = configs.EncryptionWireGuard
 	}
 	return f, nil
 }
@@ -109,6 +122,12 @@ func WriteConfig(dir string, spec topology.Spec, node string, opts ConfigOptions
 	f, err := NodeFile(spec, node, opts)
 	if err != nil {
 		return "", err
+	}
+	if k, ok := opts.WireGuard[node]; ok {
+		f.Overlay.PrivateKeyFile = filepath.Join(dir, node+".wireguard.key")
+		if err := os.WriteFile(f.Overlay.PrivateKeyFile, []byte(k.String()+"\n"), 0o600); err != nil {
+			return "", err
+		}
 	}
 	b, err := yaml.Marshal(f)
 	if err != nil {

@@ -79,7 +79,7 @@ func FromConfig(cfg *configs.Config) Desired {
 		d.TUNAddresses = append(d.TUNAddresses, p.Addr().Unmap())
 	}
 	for _, p := range cfg.Peers {
-		d.Peers = append(d.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs)})
+		d.Peers = append(d.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: slices.Clone(p.PodCIDRs), PublicKey: p.PublicKey})
 	}
 	return d
 }
@@ -151,6 +151,7 @@ type Options struct {
 type DataPlane struct {
 	log       *zap.Logger
 	r         *router.Router
+	overlay   router.Conn // the router's; owned by it
 	table     *lb.Table
 	nat       *lb.NAT
 	proxy     *lb.Proxy
@@ -283,6 +284,7 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 		ifaddrs = interfaceAddrs
 	}
 	return &DataPlane{
+		overlay:   conn,
 		log:       log.Named("dataplane"),
 		r:         r,
 		table:     table,
@@ -302,9 +304,13 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 // metrics, health and admin endpoints. Change them only through the
 // DataPlane.
 func (dp *DataPlane) Router() *router.Router { return dp.r }
-func (dp *DataPlane) Table() *lb.Table       { return dp.table }
-func (dp *DataPlane) NAT() *lb.NAT           { return dp.nat }
-func (dp *DataPlane) Proxy() *lb.Proxy       { return dp.proxy }
+
+// Overlay is the router's overlay transport: a *wireguard.Conn when the
+// overlay is encrypted. The router owns it.
+func (dp *DataPlane) Overlay() router.Conn { return dp.overlay }
+func (dp *DataPlane) Table() *lb.Table     { return dp.table }
+func (dp *DataPlane) NAT() *lb.NAT         { return dp.nat }
+func (dp *DataPlane) Proxy() *lb.Proxy     { return dp.proxy }
 
 // HostPorts returns the host sockets' manager, nil for a sidecar
 // (Options.ProxyOnly).

@@ -1,0 +1,274 @@
+package wireguard
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// ipv4 is a minimal IPv4 packet from src to dst with payload (UDP
+// protocol number; no checksum: the device does not look).
+func ipv4(src, dst string, payload []byte) []byte {
+	b := make([]byte, 20+len(payload))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8], b[9] = 64, 17
+	copy(b[12:16], netip.MustParseAddr(src).AsSlice())
+	copy(b[16:20], netip.MustParseAddr(dst).AsSlice())
+	copy(b[20:], payload)
+	return b
+}
+
+type node struct {
+	c    *Conn
+	key  Key
+	addr netip.AddrPort
+}
+
+func listen(t *testing.T) node {
+	t.Helper()
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Listen(Options{PrivateKey: k, MTU: 1420, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return node{c: c, key: k, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), c.LocalAddr().Port())}
+}
+
+func peerOf(name string, n node, cidr string) Peer {
+	return Peer{Name: name, PublicKey: n.key.Public(), Endpoint: n.addr, AllowedIPs: []netip.Prefix{netip.MustParsePrefix(cidr)}}
+}
+
+// waitUp waits until c has a session with every peer: the lower key of
+// each pair starts it with a keepalive.
+func waitUp(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ps, err := c.Peers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := len(ps) > 0
+		for _, p := range ps {
+			up = up && p.Up(time.Now())
+		}
+		if up {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session within 15 s: %+v", ps)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readOne reads until a message arrives or the deadline passes.
+func readOne(t *testing.T, c *Conn) (msgs [][]byte, segs []int, from []netip.AddrPort) {
+	t.Helper()
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65535)
+	}
+	sizes, segSizes, froms := make([]int, 8), make([]int, 8), make([]netip.AddrPort, 8)
+	done := make(chan int, 1)
+	go func() {
+		n, err := c.ReadBatch(bufs, sizes, segSizes, froms)
+		if err != nil {
+			n = -1
+		}
+		done <- n
+	}()
+	select {
+	case n := <-done:
+		if n < 0 {
+			t.Fatal("ReadBatch failed")
+		}
+		for i := range n {
+			msgs = append(msgs, bufs[i][:sizes[i]])
+		}
+		return msgs, segSizes[:n], froms[:n]
+	case <-time.After(10 * time.Second):
+		c.Close()
+		<-done
+		t.Fatal("no packet within 10 s")
+		return nil, nil, nil
+	}
+}
+
+func TestConnCarriesPacketsBothWays(t *testing.T) {
+	a, b := listen(t), listen(t)
+	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a.c)
+	// Three packets in one write, the last shorter: one run at the far end.
+	var batch []byte
+	for i := range 3 {
+		n := 100
+		if i == 2 {
+			n = 40
+		}
+		batch = append(batch, ipv4("10.244.0.5", "10.244.1.7", bytes.Repeat([]byte{byte('a' + i)}, n))...)
+	}
+	if err := a.c.WriteBatch(batch, 120, b.addr); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	msgs, segs, from := readOne(t, b.c)
+	t.Logf("first after %v", time.Since(t0))
+	var got []byte
+	for i, m := range msgs {
+		if from[i] != a.addr {
+			t.Errorf("message %d from %v, want %v", i, from[i], a.addr)
+		}
+		if segs[i] != 120 {
+			t.Errorf("message %d segment size %d, want 120", i, segs[i])
+		}
+		got = append(got, m...)
+	}
+	if len(got) < len(batch) {
+		more, _, _ := readOne(t, b.c)
+		for _, m := range more {
+			got = append(got, m...)
+		}
+	}
+	if !bytes.Equal(got, batch) {
+		t.Fatalf("received %d bytes, want the %d sent", len(got), len(batch))
+	}
+
+	// And back.
+	reply := ipv4("10.244.1.7", "10.244.0.5", []byte("pong"))
+	if err := b.c.WriteBatch(reply, len(reply), a.addr); err != nil {
+		t.Fatal(err)
+	}
+	t0 = time.Now()
+	msgs, _, from = readOne(t, a.c)
+	t.Logf("reply after %v", time.Since(t0))
+	if len(msgs) != 1 || !bytes.Equal(msgs[0], reply) || from[0] != b.addr {
+		t.Fatalf("reply: %d messages from %v", len(msgs), from)
+	}
+
+	ps, err := a.c.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 || ps[0].Name != "b" || !ps[0].Up(time.Now()) || ps[0].Handshakes < 1 || ps[0].RxBytes == 0 {
+		t.Fatalf("peer status %+v, want b up after one handshake", ps)
+	}
+	if s := a.c.Stats(); s.InitiationsSent+s.InitiationsReceived == 0 || s.ResponsesSent+s.ResponsesReceived < 1 {
+		t.Fatalf("handshake counters %+v", s)
+	}
+}
+
+func TestConnRefusesPlainAndUnknownKeys(t *testing.T) {
+	a, b := listen(t), listen(t)
+	// b knows a, a does not know b: b's handshakes are refused.
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.c.WriteBatch(ipv4("10.244.1.7", "10.244.0.5", []byte("x")), 100, a.addr); err != nil {
+		t.Fatal(err)
+	}
+	// A plain overlay datagram: an IP packet in UDP.
+	u, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(a.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := u.Write(ipv4("10.244.1.7", "10.244.0.5", []byte("plain"))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := a.c.Stats()
+		if s.Refused[RefusedUnknownKey] > 0 && s.Refused[RefusedNotWireGuard] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refusals %v, want unknown_key and not_wireguard", s.Refused)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestConnSetPeersRefusesBadKeys(t *testing.T) {
+	a, b := listen(t), listen(t)
+	pb := peerOf("b", b, "10.244.1.0/24")
+	for name, peers := range map[string][]Peer{
+		"no key":    {{Name: "x", Endpoint: b.addr}},
+		"own key":   {{Name: "x", PublicKey: a.key.Public(), Endpoint: b.addr}},
+		"duplicate": {pb, {Name: "c", PublicKey: pb.PublicKey, Endpoint: a.addr}},
+	} {
+		if err := a.c.SetPeers(peers); err == nil {
+			t.Errorf("%s: SetPeers succeeded", name)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseKey(" " + k.String() + "\n")
+	if err != nil || p != k {
+		t.Fatalf("ParseKey(String()) = %v, %v", p, err)
+	}
+	for _, bad := range []string{"", "abc", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", k.String() + "AA"} {
+		if _, err := ParseKey(bad); err == nil {
+			t.Errorf("ParseKey(%q) succeeded", bad)
+		}
+	}
+	// The RFC 7748 test vector: Alice's private and public keys.
+	priv := Key{0x77, 0x07, 0x6d, 0x0a, 0x73, 0x18, 0xa5, 0x7d, 0x3c, 0x16, 0xc1, 0x72, 0x51, 0xb2, 0x66, 0x45, 0xdf, 0x4c, 0x2f, 0x87, 0xeb, 0xc0, 0x99, 0x2a, 0xb1, 0x77, 0xfb, 0xa5, 0x1d, 0xb9, 0x2c, 0x2a}
+	want := Key{0x85, 0x20, 0xf0, 0x09, 0x89, 0x30, 0xa7, 0x54, 0x74, 0x8b, 0x7d, 0xdc, 0xb4, 0x3e, 0xf7, 0x5a, 0x0d, 0xbf, 0x3a, 0x0d, 0x26, 0x38, 0x1a, 0xf4, 0xeb, 0xa4, 0xa9, 0x8e, 0xaa, 0x9b, 0x4e, 0x6a}
+	if got := priv.Public(); got != want {
+		t.Fatalf("Public() = %x, want %x", got, want)
+	}
+}
+
+func TestLoadOrCreateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "wireguard.key")
+	k, created, err := LoadOrCreateKey(path)
+	if err != nil || !created {
+		t.Fatalf("first load: %v, created %v", err, created)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, %v; want 0600", st.Mode(), err)
+	}
+	again, created, err := LoadOrCreateKey(path)
+	if err != nil || created || again != k {
+		t.Fatalf("second load: %v, created %v, same key %v", err, created, again == k)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreateKey(path); err == nil {
+		t.Fatal("a world-readable key file was accepted")
+	}
+	if err := os.WriteFile(path, []byte("nonsense"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreateKey(path); err == nil {
+		t.Fatal("a key file of nonsense was accepted")
+	}
+}
