@@ -619,7 +619,7 @@ func normalize(cfg Config) Config {
 		out.ClusterCIDRs = append(out.ClusterCIDRs, c.Masked())
 	}
 	for _, p := range cfg.Peers {
-		np := Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())}
+		np := Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port()), PublicKey: p.PublicKey}
 		for _, c := range p.PodCIDRs {
 			np.PodCIDRs = append(np.PodCIDRs, c.Masked())
 		}
