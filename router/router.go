@@ -498,7 +498,7 @@ func (r *Router) logPeerChangesLocked(old, next []Peer) {
 		switch {
 		case !ok:
 			r.log.Info("peer added", peerFields(p)...)
-		case !peerEqual(o, p):
+		case !o.Equal(p):
 			r.log.Info("peer changed", peerFields(p)...)
 		}
 	}
@@ -515,8 +515,9 @@ func peerFields(p Peer) []zap.Field {
 	}
 }
 
-func peerEqual(a, b Peer) bool {
-	return a.Name == b.Name && a.Endpoint == b.Endpoint && slices.Equal(a.PodCIDRs, b.PodCIDRs) && a.PublicKey == b.PublicKey
+// Equal reports whether p and o are the same peer in every field.
+func (p Peer) Equal(o Peer) bool {
+	return p.Name == o.Name && p.Endpoint == o.Endpoint && slices.Equal(p.PodCIDRs, o.PodCIDRs) && p.PublicKey == o.PublicKey
 }
 
 // allowedIPs are the inner addresses an encrypted overlay accepts from

@@ -887,9 +887,7 @@ func routerConfigEqual(a, b router.Config) bool {
 		slices.Equal(a.Addresses, b.Addresses) &&
 		slices.Equal(a.ClusterCIDRs, b.ClusterCIDRs) &&
 		slices.Equal(a.ServiceAddresses, b.ServiceAddresses) &&
-		slices.EqualFunc(a.Peers, b.Peers, func(x, y router.Peer) bool {
-			return x.Name == y.Name && x.Endpoint == y.Endpoint && slices.Equal(x.PodCIDRs, y.PodCIDRs)
-		})
+		slices.EqualFunc(a.Peers, b.Peers, router.Peer.Equal)
 }
 
 // kernelRoutes are the node kernel's routes into the TUN: the cluster and
