@@ -34,6 +34,12 @@ import (
 func TestSeedCluster(t *testing.T) {
 	e := newEnv(t, "seed", topology.Seed(), harness.ConfigOptions{})
 	e.startAll()
+	seedChecks(t, e)
+}
+
+// seedChecks are the seed cluster's checks on e, whose routers run: every
+// pod serves, then traffic within and across the nodes.
+func seedChecks(t *testing.T, e *env) {
 	e.serve(nginxTh5pz, corednsXx6mc, coredns8qxfv, nginx4k7xw, nginxJ6zwk)
 
 	across := []struct{ from, to pod }{
