@@ -62,6 +62,8 @@ func commands() []command {
 		{"ping", "probe a peer router through the overlay: round trip and path MTU", pingCmd},
 		{"log-level", "print or set a running router's log level", logLevelCmd},
 		{"capture", "capture a running router's packets to a pcap file", captureCmd},
+		{"genkey", "print a new WireGuard private key (as wg genkey)", genkeyCmd},
+		{"pubkey", "print the public key of the private key on stdin (as wg pubkey)", pubkeyCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
