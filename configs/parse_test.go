@@ -178,6 +178,31 @@ func TestParseMinimalDefaults(t *testing.T) {
 	}
 }
 
+// rfcPublicKey is the public key of RFC 7748's test vector (Alice's).
+const rfcPublicKey = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
+
+func TestParseWireGuard(t *testing.T) {
+	c := mustParse(t, makeFile(func(f *File) {
+		f.Overlay.Encryption = "wireguard"
+		f.Overlay.PrivateKeyFile = "/etc/vrouter/wg.key"
+	}, withPeers(hostgwNode(func(p *PeerSpec) { p.PublicKey = " " + rfcPublicKey + "\n" }))))
+	if c.Overlay.Encryption != EncryptionWireGuard || c.Overlay.PrivateKeyFile != "/etc/vrouter/wg.key" {
+		t.Errorf("Overlay = %+v", c.Overlay)
+	}
+	if got := c.Peers[0].PublicKey.String(); got != rfcPublicKey {
+		t.Errorf("Peers[0].PublicKey = %s, want %s", got, rfcPublicKey)
+	}
+	// 1500 - 20 (IPv4) - 8 (UDP) - 32 (WireGuard).
+	if c.Overlay.MTU != 1440 || c.TUN.MTU != 1440 {
+		t.Errorf("MTU overlay %d, TUN %d; want 1440", c.Overlay.MTU, c.TUN.MTU)
+	}
+	// A plain overlay keeps its MTU and ignores a peer's key.
+	c = mustParse(t, makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.PublicKey = rfcPublicKey }))))
+	if c.Overlay.Encryption != EncryptionNone || c.Overlay.MTU != 1472 {
+		t.Errorf("plain Overlay = %+v", c.Overlay)
+	}
+}
+
 func TestParseDefaultsAndOverrides(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -593,6 +618,13 @@ func TestParseInvalid(t *testing.T) {
 		{"overlapping pod CIDRs", makeFile(withPeers(makePeer("n3", "192.168.31.203", "10.244.0.0/23"))), "peers[0].podCIDRs[0]", "10.244.0.0/23", "node.podCIDRs[0] 10.244.0.0/24"},
 		{"same pod CIDR on two peers", makeFile(withPeers(hostgwNode(), makePeer("n3", "192.168.31.203", "10.244.1.0/24"))), "peers[1].podCIDRs[0]", "10.244.1.0/24", "peers[0].podCIDRs[0]"},
 		{"service CIDR overlaps cluster", makeFile(func(f *File) { f.ServiceCIDRs = []string{"10.244.128.0/17"} }), "serviceCIDRs[0]", "10.244.128.0/17", "disjoint"},
+
+		// Encryption.
+		{"unknown encryption", makeFile(func(f *File) { f.Overlay.Encryption = "ipsec" }), "overlay.encryption", `"ipsec"`, `"wireguard"`},
+		{"encrypted peer without a key", makeFile(func(f *File) { f.Overlay.Encryption = "wireguard" }, withPeers(hostgwNode())), "peers[0].publicKey", "missing", "vrouter pubkey"},
+		{"peer key not base64", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.PublicKey = "hSDwCYkwp1R0i33ctD73Wg2" }))), "peers[0].publicKey", `"hSDwCYkwp1R0i33ctD73Wg2"`, "44 characters of base64"},
+		{"two peers with one key", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.PublicKey = rfcPublicKey }), makePeer("n3", "192.168.31.203", "10.244.2.0/24", func(p *PeerSpec) { p.PublicKey = rfcPublicKey }))), "peers[1].publicKey", "peers[0]", "each router's own key"},
+		{"MTU too large for WireGuard", makeFile(func(f *File) { f.Overlay.Encryption = "wireguard"; f.Overlay.MTU = 1450 }), "overlay.mtu", "1450", "WireGuard headers"},
 
 		// Peers.
 		{"missing peer name", makeFile(withPeers(hostgwNode(func(p *PeerSpec) { p.Name = "" }))), "peers[0].name", "missing", "hostgw-node"},
