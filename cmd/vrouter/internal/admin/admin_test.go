@@ -52,7 +52,7 @@ func serve(t *testing.T, mods ...func(*Options)) *served {
 	return serveOn(t, seedtest.Start(t), mods...)
 }
 
-// serveOn is serve on cluster c.
+// serveOn is serve on cluster c; with c nil, mods set the Router.
 func serveOn(t *testing.T, c *seedtest.Cluster, mods ...func(*Options)) *served {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "run", "vr0.sock")
@@ -62,7 +62,10 @@ func serveOn(t *testing.T, c *seedtest.Cluster, mods ...func(*Options)) *served 
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
 	s := &served{c: c, socket: socket, level: zap.NewAtomicLevelAt(zapcore.InfoLevel), logs: logs}
-	opts := Options{Log: zap.New(core), Router: c.Master.Router, Table: c.Master.Table, NAT: c.Master.NAT, Level: s.level}
+	opts := Options{Log: zap.New(core), Level: s.level}
+	if c != nil {
+		opts.Router, opts.Table, opts.NAT = c.Master.Router, c.Master.Table, c.Master.NAT
+	}
 	for _, m := range mods {
 		m(&opts)
 	}
@@ -181,6 +184,14 @@ func TestPeers(t *testing.T) {
 		"hostgw-node   192.168.31.202:8285   10.244.1.0/24   3s ago      2            72         4            152\n"
 	if out.String() != want {
 		t.Errorf("vrouter peers printed\n%s\nwant\n%s", out.String(), want)
+	}
+	// A plain overlay has no keys and no sessions.
+	out.Reset()
+	WriteJSON(&out, peers)
+	for _, field := range []string{`"publicKey"`, `"wireguard"`} {
+		if strings.Contains(out.String(), field) {
+			t.Errorf("vrouter peers -o json over a plain overlay has %s:\n%s", field, out.String())
+		}
 	}
 	roundTrip(t, "peers", peers)
 }

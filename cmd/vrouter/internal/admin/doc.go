@@ -4,9 +4,9 @@
 // `peers`, `ping`, `log-level`, `capture`).
 //
 //	vrouter routes ──▶ Client ──unix socket /run/vrouter/vr0.netns-<inode>.sock──▶ Server
-//	                                                                             ├─ GET /v1/status     Options.Process, Router, lb.Table, host sockets, drops
+//	                                                                             ├─ GET /v1/status     Options.Process, Router, lb.Table, host sockets, drops, overlay
 //	                                                                             ├─ GET /v1/routes     Router.Routes, Stats, Config
-//	                                                                             ├─ GET /v1/peers      Router.Config, Stats
+//	                                                                             ├─ GET /v1/peers      Router.Config, Stats, wireguard.Conn.Peers (sessions)
 //	                                                                             ├─ GET /v1/services   lb.Table
 //	                                                                             ├─ GET|DELETE /v1/conns  lb.NAT.EachFlow|DeleteFlows, lb.Proxy.Conns|ResetConns
 //	                                                                             ├─ GET /v1/ping       Router.Ping, probe by probe

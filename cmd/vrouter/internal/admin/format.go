@@ -58,18 +58,35 @@ func ago(now, t time.Time) string {
 	return now.Sub(t).Round(time.Second).String() + " ago"
 }
 
-// WritePeers writes the peers as a table.
+// WritePeers writes the peers as a table. Over an encrypted overlay it
+// adds each peer's WireGuard session as `wg show` does: HANDSHAKE, the
+// latest handshake ("never" before the first), and SESSION: up, down or
+// no key. An ENDPOINT the peer roamed from says where it is now.
 func WritePeers(w io.Writer, peers []Peer, now time.Time) error {
+	wg := slices.ContainsFunc(peers, func(p Peer) bool { return p.WireGuard != nil })
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tENDPOINT\tPOD CIDRS\tLAST SEEN\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES")
+	if wg {
+		fmt.Fprintln(tw, "NAME\tENDPOINT\tPOD CIDRS\tLAST SEEN\tHANDSHAKE\tSESSION\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES")
+	} else {
+		fmt.Fprintln(tw, "NAME\tENDPOINT\tPOD CIDRS\tLAST SEEN\tRX PACKETS\tRX BYTES\tTX PACKETS\tTX BYTES")
+	}
 	for _, p := range peers {
 		cidrs := make([]string, len(p.PodCIDRs))
 		for i, c := range p.PodCIDRs {
 			cidrs[i] = c.String()
 		}
 		c := p.Counters
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", p.Name, p.Endpoint, strings.Join(cidrs, ","),
-			ago(now, p.LastSeen), c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
+		endpoint, session := p.Endpoint.String(), ""
+		if s := p.WireGuard; s != nil {
+			if s.Endpoint.IsValid() {
+				endpoint += " (now " + s.Endpoint.String() + ")"
+			}
+			session = "\t" + ago(now, s.LatestHandshake) + "\t" + s.Session
+		} else if wg {
+			session = "\t-\t-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\t%d\t%d\t%d\t%d\n", p.Name, endpoint, strings.Join(cidrs, ","),
+			ago(now, p.LastSeen), session, c.RxPackets, c.RxBytes, c.TxPackets, c.TxBytes)
 	}
 	return tw.Flush()
 }
@@ -298,6 +315,14 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 		offload = "on"
 	}
 	line("TUN", "%s, tunnel MTU %d, offload %s", st.TUN.Name, st.TUN.MTU, offload)
+	switch o := st.Overlay; {
+	case o == nil: // a router that predates the line
+	case o.WireGuard != nil:
+		wg := o.WireGuard
+		line("Overlay", "wireguard, public key %s, sessions up %d/%d, peers without key %d", wg.PublicKey, wg.SessionsUp, wg.PeersWithKey, wg.PeersWithoutKey)
+	default:
+		line("Overlay", "plain (unauthenticated; see docs/security.md)")
+	}
 	peers := fmt.Sprintf("%d/%d heard from", st.Peers.HeardFrom, st.Peers.Total)
 	if st.Peers.Oldest != "" {
 		peers += fmt.Sprintf(", least recently %s (%s)", st.Peers.Oldest, ago(now, st.Peers.OldestLastSeen))

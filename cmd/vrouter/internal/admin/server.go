@@ -25,6 +25,7 @@ import (
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/packet"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Options configure a Server. Router is required; Table, NAT and Proxy
@@ -39,6 +40,9 @@ type Options struct {
 	Proxy  *lb.Proxy
 	// Egress is the egress masquerade, nil when it is off.
 	Egress *lb.Egress
+	// WireGuard is the encrypted overlay, the Router's overlay
+	// transport; nil for a plain overlay.
+	WireGuard *wireguard.Conn
 	// HostPorts returns the host sockets of a Service (node ports,
 	// external addresses, health check) with their state. Default: none.
 	HostPorts func(lb.ServiceName) []HostPort
@@ -142,21 +146,79 @@ func (s *Server) getPeers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Peers())
 }
 
-// Peers returns the peer routers by name, with their counters.
+// Peers returns the peer routers by name, with their counters and, over
+// an encrypted overlay, their WireGuard sessions.
 func (s *Server) Peers() []Peer {
 	r := s.opts.Router
 	st := r.Stats()
+	sessions := s.sessions()
+	now := time.Now()
 	out := []Peer{}
 	for _, p := range r.Config().Peers {
 		ps := st.Peers[p.Name]
-		ap := Peer{Name: p.Name, Endpoint: p.Endpoint, PodCIDRs: p.PodCIDRs, Counters: countersOf(ps.LinkStats)}
+		ap := Peer{Name: p.Name, Endpoint: p.Endpoint, PodCIDRs: p.PodCIDRs, Counters: countersOf(ps.LinkStats), PublicKey: p.PublicKey}
 		if ps.LastSeenUnixNano != 0 {
 			ap.LastSeen = time.Unix(0, ps.LastSeenUnixNano).UTC()
+		}
+		if s.opts.WireGuard != nil {
+			ap.WireGuard = peerSession(p, sessions, now)
 		}
 		out = append(out, ap)
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// sessions returns the encrypted overlay's sessions by peer key; none
+// for a plain overlay, or if the device cannot say (it is closing).
+func (s *Server) sessions() map[wireguard.Key]wireguard.PeerStatus {
+	if s.opts.WireGuard == nil {
+		return nil
+	}
+	ss, err := s.opts.WireGuard.Peers()
+	if err != nil {
+		s.log.Debug("WireGuard sessions unknown", zap.Error(err))
+		return nil
+	}
+	out := make(map[wireguard.Key]wireguard.PeerStatus, len(ss))
+	for _, ps := range ss {
+		out[ps.PublicKey] = ps
+	}
+	return out
+}
+
+// peerSession is peer p's session among sessions at now: "no key" for a
+// peer without one, "down" for one the device does not know (yet).
+func peerSession(p router.Peer, sessions map[wireguard.Key]wireguard.PeerStatus, now time.Time) *PeerSession {
+	if p.PublicKey.IsZero() {
+		return &PeerSession{Session: SessionNoKey}
+	}
+	ps, ok := sessions[p.PublicKey]
+	if !ok {
+		return &PeerSession{Session: SessionDown}
+	}
+	out := &PeerSession{
+		Session: SessionDown, Handshakes: ps.Handshakes, Rekeys: ps.Rekeys,
+		RxBytes: ps.RxBytes, TxBytes: ps.TxBytes,
+	}
+	if ps.Up(now) {
+		out.Session = SessionUp
+	}
+	if !ps.LastHandshake.IsZero() {
+		out.LatestHandshake = ps.LastHandshake.UTC()
+	}
+	if ep := unmap(ps.Endpoint); ep.IsValid() && ep != unmap(p.Endpoint) {
+		out.Endpoint = ep
+	}
+	return out
+}
+
+// unmap is a with an IPv4-mapped IPv6 address as IPv4.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	if !a.IsValid() {
+		return a
+	}
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 func (s *Server) getServices(w http.ResponseWriter, _ *http.Request) {

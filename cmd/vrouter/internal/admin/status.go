@@ -33,7 +33,9 @@ func (s *Server) Status() Status {
 
 	// Peers: the one heard from least recently is the oldest, one never
 	// heard from older than any.
-	for _, pe := range s.Peers() {
+	peers := s.Peers()
+	st.Overlay = s.overlay(peers)
+	for _, pe := range peers {
 		st.Peers.Total++
 		if !pe.LastSeen.IsZero() {
 			st.Peers.HeardFrom++
@@ -93,6 +95,26 @@ func (s *Server) Status() Status {
 		st.Drops = drops
 	}
 	return st
+}
+
+// overlay is the overlay's encryption and, for WireGuard, its sessions
+// among peers.
+func (s *Server) overlay(peers []Peer) *OverlayStatus {
+	wg := s.opts.WireGuard
+	if wg == nil {
+		return &OverlayStatus{Encryption: "none"}
+	}
+	o := &OverlayWireGuard{PublicKey: wg.PublicKey(), PeersWithoutKey: s.opts.Router.Stats().PeersWithoutKey}
+	for _, p := range peers {
+		if p.WireGuard == nil || p.WireGuard.Session == SessionNoKey {
+			continue
+		}
+		o.PeersWithKey++
+		if p.WireGuard.Session == SessionUp {
+			o.SessionsUp++
+		}
+	}
+	return &OverlayStatus{Encryption: "wireguard", WireGuard: o}
 }
 
 // olderThan orders last-heard times, never (the zero Time) first.

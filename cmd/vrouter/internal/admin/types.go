@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // The JSON the admin API serves and `vrouter <command> -o json` prints.
@@ -53,7 +54,41 @@ type Peer struct {
 	// absent if none was.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	Counters Counters  `json:"counters"`
+	// PublicKey is the peer's WireGuard public key; absent if it has
+	// none.
+	PublicKey wireguard.Key `json:"publicKey,omitzero"`
+	// WireGuard is the peer's session, when the overlay is encrypted.
+	WireGuard *PeerSession `json:"wireguard,omitempty"`
 }
+
+// PeerSession is a peer's WireGuard session, as `wg show` reports it.
+type PeerSession struct {
+	// LatestHandshake is the last completed handshake; absent if none
+	// completed.
+	LatestHandshake time.Time `json:"latestHandshake,omitzero"`
+	// Session is "up" (a handshake within the last 180 s, WireGuard's
+	// Reject-After-Time), "down", or "no key": a peer without a public
+	// key, which the router does not route to.
+	Session string `json:"session"`
+	// Endpoint is where the peer was last heard from, when that is not
+	// its configured endpoint (WireGuard follows a peer that roams).
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+	// Handshakes counts completed handshakes; Rekeys those after the
+	// first, which renewed the session's keys.
+	Handshakes uint64 `json:"handshakes"`
+	Rekeys     uint64 `json:"rekeys"`
+	// RxBytes and TxBytes count WireGuard's authenticated traffic with
+	// the peer, keepalives and handshakes included.
+	RxBytes uint64 `json:"rxBytes"`
+	TxBytes uint64 `json:"txBytes"`
+}
+
+// Sessions of PeerSession.Session.
+const (
+	SessionUp    = "up"
+	SessionDown  = "down"
+	SessionNoKey = "no key"
+)
 
 // Service is one Service of the load balancer's table (GET /v1/services).
 type Service struct {
@@ -226,7 +261,10 @@ type Status struct {
 	// unavailable".
 	NotReady string    `json:"notReady,omitempty"`
 	TUN      TUNStatus `json:"tun"`
-	Peers    PeerCount `json:"peers"`
+	// Overlay is the overlay's encryption and sessions; absent from a
+	// router that predates it.
+	Overlay *OverlayStatus `json:"overlay,omitempty"`
+	Peers   PeerCount      `json:"peers"`
 	// Services counts the Services, ServicePorts their keys (a port of
 	// each ClusterIP, node port and external address), Endpoints their
 	// endpoints.
@@ -259,6 +297,29 @@ type TUNStatus struct {
 	// Offload: the device takes and gives TCP super-packets
 	// (IFF_VNET_HDR segmentation offload).
 	Offload bool `json:"offload"`
+}
+
+// OverlayStatus is the overlay between the routers.
+type OverlayStatus struct {
+	// Encryption is "wireguard" or "none" (the plain overlay:
+	// unauthenticated UDP).
+	Encryption string `json:"encryption"`
+	// WireGuard is the encrypted overlay's state; absent for a plain
+	// one.
+	WireGuard *OverlayWireGuard `json:"wireguard,omitempty"`
+}
+
+// OverlayWireGuard is the encrypted overlay at a glance.
+type OverlayWireGuard struct {
+	// PublicKey is this router's key, which its peers are configured
+	// with.
+	PublicKey wireguard.Key `json:"publicKey"`
+	// SessionsUp counts the peers whose session is up, of PeersWithKey
+	// (the peers the overlay has a key for); PeersWithoutKey the peers
+	// the router does not route to for want of one.
+	SessionsUp      int `json:"sessionsUp"`
+	PeersWithKey    int `json:"peersWithKey"`
+	PeersWithoutKey int `json:"peersWithoutKey"`
 }
 
 // PeerCount counts the peers, and names the one heard from least

@@ -6,6 +6,7 @@
 //	Collector.Collect ── router.Stats, Router.Routes, Router.Config
 //	                  ── lb.Table.Stats, lb.Table.Entries
 //	                  ── lb.NAT.Stats, lb.Proxy.Stats
+//	                  ── wireguard.Conn.Stats, Peers (an encrypted overlay)
 //	Syncs ── observed by the config reloader, once per apply
 //	                   │
 //	                   ▼

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Sources are what the Collector reads. Router is required; the others
@@ -26,6 +27,10 @@ type Sources struct {
 	HostPorts *lb.HostPorts
 	// Egress is the egress masquerade, nil when it is off.
 	Egress *lb.Egress
+	// WireGuard is the encrypted overlay, the Router's overlay
+	// transport; nil for a plain overlay (no vrouter_wireguard_*
+	// metrics).
+	WireGuard *wireguard.Conn
 }
 
 // Collector is a prometheus.Collector over the router's and the load
@@ -72,6 +77,9 @@ var (
 		"ICMP errors the router sent (destination unreachable, time exceeded, fragmentation needed / packet too big).")
 	routes = desc("vrouter_routes", "Routes in the router's table.")
 	peers  = desc("vrouter_peers", "Peer routers configured.")
+	// peersWithoutKey is 0 on a plain overlay, which needs no keys.
+	peersWithoutKey = desc("vrouter_overlay_peers_without_key",
+		"Configured peer routers an encrypted overlay does not route to because they have no WireGuard public key (0 on a plain overlay).")
 
 	services = desc("vrouter_services", "Services in the load balancer's table.")
 	// endpoints counts usable backends per Service key, summed.
@@ -170,6 +178,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		proxyHandshakeFailures, proxyHandshakeFirst, proxyUnproven, proxyInFlight, proxyClosed,
 		hostSockets, hostBindFailures, hostConns, hostActive, hostRefused, hostUDPIdle, hostHealth, hostAcceptErrors,
 		egressFlows, egressActive, egressRefused, egressICMPErrors, egressClosed, egressUnsupported,
+		peersWithoutKey, wgHandshakeMessages, wgRefused, wgPeerLastHandshake, wgPeerHandshakes, wgPeerRekeys, wgPeerSessionUp,
 	} {
 		ch <- d
 	}
@@ -192,6 +201,60 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Egress != nil {
 		c.collectEgress(ch)
+	}
+	if c.src.WireGuard != nil {
+		c.collectWireGuard(ch)
+	}
+}
+
+// The encrypted overlay's metrics.
+var (
+	wgHandshakeMessages = desc("vrouter_wireguard_handshake_messages_total",
+		"WireGuard handshake messages, by message (initiation, response) and direction (sent, received); each response completes a handshake. Initiations include retries; refused messages are not counted.", "message", "direction")
+	wgRefused = desc("vrouter_wireguard_refused_total",
+		"Datagrams the encrypted overlay refused before they reached the router, by reason: bad_mac (a handshake not keyed to this router's public key), unknown_key (a handshake from a key that is no peer's), stale_response (a response to no initiation in progress), replay (a replayed or flooding initiation), disallowed_source (an authenticated packet from outside its peer's pod CIDRs and node address), not_wireguard (a datagram that is no WireGuard message, such as a plain overlay's).", "reason")
+	wgPeerLastHandshake = desc("vrouter_wireguard_peer_last_handshake_timestamp_seconds",
+		"When the last WireGuard handshake with a peer router completed, in seconds since the epoch (0: never, so time() minus it is large for a peer that never completed one).", "peer")
+	wgPeerHandshakes = desc("vrouter_wireguard_peer_handshakes_total",
+		"WireGuard handshakes completed with a peer router.", "peer")
+	wgPeerRekeys = desc("vrouter_wireguard_peer_rekeys_total",
+		"WireGuard handshakes with a peer router after the first, each of which renewed the session's keys.", "peer")
+	wgPeerSessionUp = desc("vrouter_wireguard_peer_session_up",
+		"1 if the WireGuard session with a peer router is up (a handshake within the last 180 s), else 0.", "peer")
+)
+
+func (c *Collector) collectWireGuard(ch chan<- prometheus.Metric) {
+	wg := c.src.WireGuard
+	st := wg.Stats()
+	counter(ch, wgHandshakeMessages, st.InitiationsSent, "initiation", "sent")
+	counter(ch, wgHandshakeMessages, st.InitiationsReceived, "initiation", "received")
+	counter(ch, wgHandshakeMessages, st.ResponsesSent, "response", "sent")
+	counter(ch, wgHandshakeMessages, st.ResponsesReceived, "response", "received")
+	for _, r := range wireguard.Refusals() {
+		counter(ch, wgRefused, st.Refused[r], r.String())
+	}
+	// The device's peers are the configured peers with a key. It cannot
+	// report them only once closed, when the router stops.
+	peers, err := wg.Peers()
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, p := range peers {
+		var last float64
+		if !p.LastHandshake.IsZero() {
+			last = float64(p.LastHandshake.UnixNano()) / 1e9
+		}
+		// 0 for a peer never handshaken with, so that an alert on
+		// time() - last_handshake fires for it too.
+		gauge(ch, wgPeerLastHandshake, last, p.Name)
+		counter(ch, wgPeerHandshakes, p.Handshakes, p.Name)
+		counter(ch, wgPeerRekeys, p.Rekeys, p.Name)
+		up := 0.0
+		if p.Up(now) {
+			up = 1
+		}
+		gauge(ch, wgPeerSessionUp, up, p.Name)
 	}
 }
 
@@ -295,6 +358,7 @@ func (c *Collector) collectRouter(ch chan<- prometheus.Metric) {
 	counter(ch, icmpErrors, st.ICMPErrorsSent)
 	gauge(ch, routes, float64(len(r.Routes())))
 	gauge(ch, peers, float64(len(r.Config().Peers)))
+	gauge(ch, peersWithoutKey, float64(st.PeersWithoutKey))
 }
 
 func (c *Collector) collectTable(ch chan<- prometheus.Metric) {

@@ -205,6 +205,7 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nat_flow_file_refused_total", nil, 0},
 		{"vrouter_nat_flow_file_unrecorded_total", nil, 0},
 		{"vrouter_icmp_errors_sent_total", nil, 0},
+		{"vrouter_overlay_peers_without_key", nil, 0},
 	} {
 		if got := value(t, s, tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
@@ -212,6 +213,12 @@ func TestCollectorAfterTraffic(t *testing.T) {
 	}
 	if got := value(t, s, "vrouter_peer_last_seen_timestamp_seconds", labels{"peer": "hostgw-node"}); time.Since(time.Unix(int64(got), 0)) > time.Minute {
 		t.Errorf("vrouter_peer_last_seen_timestamp_seconds{peer=hostgw-node} = %v, want about now", got)
+	}
+	// A plain overlay has no WireGuard metrics.
+	for _, x := range s {
+		if strings.HasPrefix(x.name, "vrouter_wireguard_") {
+			t.Errorf("%s exported over a plain overlay", formatSample(x))
+		}
 	}
 
 	// The names and help texts pass Prometheus' linter.
