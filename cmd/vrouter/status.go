@@ -95,7 +95,8 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 
 Prints the running router at a glance: version, where its desired state comes
 from (a file, the API server, a sidecar's) and the last reload's outcome,
-readiness, the TUN device, how many peers were heard from, Services and
+readiness, the TUN device, the overlay (plain, or WireGuard with its public
+key and sessions up), how many peers were heard from, Services and
 endpoints, host sockets, and the packets refused since the start by reason.`, stderr, &f, true)
 	if _, err := f.parse(fs, args, 0); err != nil {
 		return err
@@ -133,7 +134,7 @@ func routesCmd(args []string, stdout, stderr io.Writer) error {
 
 func peersCmd(args []string, stdout, stderr io.Writer) error {
 	var f statusFlags
-	fs := newStatusFlagSet("peers", "Usage: vrouter peers [-o json]\n\nPrints the peer routers: overlay endpoint, pod CIDRs, when a datagram from each was\nlast accepted, and packet and byte counters.", stderr, &f, true)
+	fs := newStatusFlagSet("peers", "Usage: vrouter peers [-o json]\n\nPrints the peer routers: overlay endpoint, pod CIDRs, when a datagram from each was\nlast accepted, and packet and byte counters; over a WireGuard overlay also each\npeer's latest handshake and whether its session is up (down, or no key).", stderr, &f, true)
 	if _, err := f.parse(fs, args, 0); err != nil {
 		return err
 	}
