@@ -140,7 +140,12 @@ func Listen(opts Options) (*Conn, error) {
 		c.dev.Close()
 		return nil, fmt.Errorf("wireguard: listen on udp port %d: %w", opts.Port, err)
 	}
-	c.local = netip.AddrPortFrom(netip.IPv4Unspecified(), c.bind.port.Load().(uint16))
+	port, ok := c.bind.port.Load().(uint16)
+	if !ok {
+		c.dev.Close()
+		return nil, fmt.Errorf("wireguard: the device did not open its socket on udp port %d", opts.Port)
+	}
+	c.local = netip.AddrPortFrom(netip.IPv4Unspecified(), port)
 	return c, nil
 }
 

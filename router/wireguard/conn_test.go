@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,10 +110,18 @@ func readOne(t *testing.T, c *Conn) (msgs [][]byte, segs []int, from []netip.Add
 
 func TestConnCarriesPacketsBothWays(t *testing.T) {
 	a, b := listen(t), listen(t)
-	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+	// The higher key's side first: the lower key's keepalive then starts
+	// a handshake the other side can answer at once (else it is refused,
+	// and retried 5 s later).
+	first, second := func() error { return a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}) },
+		func() error { return b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}) }
+	if pa, pb := a.key.Public(), b.key.Public(); bytes.Compare(pa[:], pb[:]) < 0 {
+		first, second = second, first
+	}
+	if err := first(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+	if err := second(); err != nil {
 		t.Fatal(err)
 	}
 	waitUp(t, a.c)
@@ -270,5 +279,21 @@ func TestLoadOrCreateKey(t *testing.T) {
 	}
 	if _, _, err := LoadOrCreateKey(path); err == nil {
 		t.Fatal("a key file of nonsense was accepted")
+	}
+}
+
+func TestListenPortInUse(t *testing.T) {
+	a := listen(t)
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Listen(Options{PrivateKey: k, MTU: 1420, Port: a.addr.Port()})
+	if err == nil {
+		b.Close()
+		t.Fatalf("a second device listened on port %d", a.addr.Port())
+	}
+	if want := "address already in use"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("Listen on a taken port: %v, want it to say %q", err, want)
 	}
 }
