@@ -23,6 +23,7 @@ import (
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
 	"github.com/vrouter/vrouter/integration/topology"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // mode is one data path under test. Each has its own copy of the seed's
@@ -37,6 +38,13 @@ const (
 	modeNAT mode = "vrouter"
 	// modeProxy is vrouter with my-service in proxy mode.
 	modeProxy mode = "vrouter-proxy"
+	// modeKernelWG is the encrypted baseline: the kernel's host-gw
+	// routes over a wireguard-go interface on each node (wireguard.go),
+	// and kube-proxy's iptables chains for the Services.
+	modeKernelWG mode = "kernel-wireguard-go"
+	// modeWG is vrouter with overlay.encryption wireguard, every
+	// Service in nat mode.
+	modeWG mode = "vrouter-wireguard"
 )
 
 // The seed cluster's nodes and the pods the measurements use.
@@ -108,6 +116,10 @@ type bed struct {
 	slirp    *slirp
 	slirpErr error
 
+	// wgGo are the wireguard-go processes of the modeKernelWG bed, one
+	// per node.
+	wgGo []*wgGoProc
+
 	spawn *spawner
 }
 
@@ -126,6 +138,8 @@ type bedOptions struct {
 	egress bool
 	// slirp sets up the slirp4netns anchor (anchor.go); needs egress.
 	slirp bool
+	// wireguardGo is the wireguard-go binary (modeKernelWG).
+	wireguardGo string
 }
 
 // nodeAddr is node's underlay address.
@@ -171,6 +185,10 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	switch m {
 	case modeKernel:
 		if err := b.setupKernel(ctx, o.services); err != nil {
+			return nil, err
+		}
+	case modeKernelWG:
+		if err := b.setupWireGuardGo(ctx, o.wireguardGo, o.services); err != nil {
 			return nil, err
 		}
 	default:
@@ -244,6 +262,11 @@ func (b *bed) setupKernel(ctx context.Context, svcs []configs.ServiceSpec) error
 	if err := b.c.Do(outsideClient, removeGatewayRoutes); err != nil {
 		return fmt.Errorf("remove host-gw routes from %s: %w", outsideClient, err)
 	}
+	return b.installKubeProxy(ctx, svcs)
+}
+
+// installKubeProxy installs kube-proxy's chains for svcs on each node.
+func (b *bed) installKubeProxy(ctx context.Context, svcs []configs.ServiceSpec) error {
 	ports, err := kpPorts(svcs)
 	if err != nil {
 		return err
@@ -302,6 +325,16 @@ func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string
 	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--state-dir", b.dir}, args...)
 	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
 	opts.Egress.Masquerade = b.egress
+	if b.mode == modeWG {
+		opts.WireGuard = map[string]wireguard.Key{}
+		for _, n := range []string{masterNode, workerNode} {
+			k, err := wireguard.GenerateKey()
+			if err != nil {
+				return err
+			}
+			opts.WireGuard[n] = k
+		}
+	}
 	for _, n := range []string{masterNode, workerNode} {
 		path, err := harness.WriteConfig(b.dir, spec, n, opts)
 		if err != nil {
@@ -482,6 +515,11 @@ func (b *bed) close() error {
 	}
 	if b.slirp != nil {
 		b.slirp.close()
+	}
+	for _, p := range b.wgGo {
+		if err := p.stop(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := b.c.Close(); err != nil {
 		errs = append(errs, err)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -217,5 +218,66 @@ func TestAnchorTable(t *testing.T) {
 	r.writeTables(&out)
 	if want := "| outside→pod TCP, 1 stream | Gbit/s | 10.0 | 5.00 | 2.00 | 0.50× | 2.50× |"; !strings.Contains(out.String(), want) {
 		t.Errorf("writeTables: no line %q in\n%s", want, out.String())
+	}
+}
+
+// The encrypted table divides vrouter-wireguard's medians by the
+// wireguard-go baseline's and by vrouter's plain overlay's, and says why
+// the kernel's own WireGuard is n/a.
+func TestEncryptedTable(t *testing.T) {
+	r := newReport()
+	for _, v := range []float64{1, 3, 2} {
+		r.add("tcp_gbps_1", modeWG, v)
+		r.add("tcp_gbps_1", modeKernelWG, v/2)
+		r.add("tcp_gbps_1", modeNAT, 2*v)
+	}
+	r.add("udp_loss_pct_64", modeWG, 10)
+	r.add("udp_loss_pct_64", modeKernelWG, 5)
+	r.WireGuardGo, r.KernelWireGuard = "measured", "this kernel has no WireGuard"
+	r.finish()
+	m, ok := r.metric("tcp_gbps_1")
+	if !ok || m.WGRatioWGGo == nil || *m.WGRatioWGGo != 2 || m.WGRatioPlain == nil || *m.WGRatioPlain != 0.5 {
+		t.Fatalf("finish: tcp_gbps_1 = %+v, want vrouter-wireguard 2 ÷ wireguard-go 1 = 2 and ÷ plain 4 = 0.5", m)
+	}
+	var out strings.Builder
+	r.writeTables(&out)
+	for _, want := range []string{
+		"| pod→pod TCP, 1 stream; targets ≥ 1.0× wireguard-go, ≥ 0.6× plain | Gbit/s | 1.00 | 4.00 | 2.00 | 2.00× | 0.50× | n/a |",
+		"| UDP 64 B payload, loss | % | 5.00 | n/a | 10.0 |  |  | n/a |",
+		"Kernel WireGuard: n/a (this kernel has no WireGuard).",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("writeTables: no line %q in\n%s", want, out.String())
+		}
+	}
+
+	// Without either encrypted bed there is no table, only the reason.
+	r = newReport()
+	r.add("tcp_gbps_1", modeNAT, 4)
+	r.WireGuardGo = "wireguard-go is not built"
+	r.finish()
+	out.Reset()
+	r.writeTables(&out)
+	if strings.Contains(out.String(), "encrypted overlay") || !strings.Contains(out.String(), "Kernel routes over wireguard-go: n/a (wireguard-go is not built).") {
+		t.Errorf("writeTables without encrypted beds:\n%s\nwant no encrypted table and the reason for the baseline", out.String())
+	}
+}
+
+// wireguard-go's interfaces are named per run (their control sockets are
+// shared by every namespace), fit IFNAMSIZ, and a killed run's sockets
+// are recognised by that name.
+func TestWireGuardGoIface(t *testing.T) {
+	m, n := wgGoIface(masterNode), wgGoIface(workerNode)
+	if m == n || len(m) > 15 || len(n) > 15 {
+		t.Errorf("wgGoIface = %q, %q; want two names of at most 15 bytes", m, n)
+	}
+	for _, name := range []string{m, n} {
+		got := staleWGSocket.FindStringSubmatch(name + ".sock")
+		if got == nil || got[1] != fmt.Sprint(selfPID) {
+			t.Errorf("staleWGSocket(%q) = %v, want process ID %d", name+".sock", got, selfPID)
+		}
+	}
+	if staleWGSocket.MatchString("wg0.sock") {
+		t.Errorf("staleWGSocket matches wg0.sock, an interface the bench did not make")
 	}
 }

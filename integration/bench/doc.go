@@ -4,13 +4,16 @@
 // prints the results as Markdown tables (ratios vrouter ÷ kernel) and,
 // with --json, as JSON for tracking.
 //
-//	make bench         # go run ./integration/bench, about 4 minutes, as root
-//	make bench-smoke   # --smoke: about 30 s; fails only if a measurement cannot be taken
+//	make bench         # go run ./integration/bench, about 7 minutes, as root
+//	make bench-smoke   # --smoke: about 45 s; fails only if a measurement cannot be taken
+//	go run ./integration/bench --modes kernel-wireguard-go,vrouter,vrouter-wireguard \
+//	    --only tcp-1,tcp-4,udp-64,udp-1400,icmp,tcp-rr,http-close --rounds 1 --no-control-plane
+//	                   # the encrypted rows alone (and their profile), about 2 minutes
 //
 // # Topology
 //
 // One copy of topology.Seed per data path, each in its own namespaces
-// ("vrbench-<pid>-k-…", "-v-…", "-p-…"), all built before the first
+// ("vrbench-<pid>-k-…", "-v-…", "-p-…", "-w-…", "-e-…"), all built before the first
 // measurement and measured in turns:
 //
 //	underlay br0 192.168.31.0/24, MTU 1500
@@ -43,6 +46,21 @@
 //	               ports), the NodePort rows are n/a for vrouter, with the reason.
 //	vrouter-proxy  the same with my-service in proxy mode, when lb/proxy.go exists and
 //	               `vrouter validate` accepts mode: proxy; otherwise reported as n/a.
+//	kernel-wireguard-go
+//	               the encrypted baseline (wireguard.go): on each node `wireguard-go -f
+//	               wg<pid>m|n` (make wireguard-go builds it into .cache/bin), configured
+//	               with `wg set … peer <the other node> allowed-ips <its pod CIDR>
+//	               endpoint <its underlay address>:51820`, MTU 1420, the peer's pod CIDR
+//	               routed into it, and kube-proxy's chains as on the kernel bed. Without
+//	               wireguard-go or wg (wireguard-tools) its column is n/a, with the reason.
+//	vrouter-wireguard
+//	               vrouter with overlay.encryption wireguard (a key per node, each
+//	               peer's public key in the config file), nat mode, no node ports or
+//	               egress. The kernel's own WireGuard is tried (`ip link add … type
+//	               wireguard` in a node namespace) and reported n/a where the kernel
+//	               has no module; it is not measured.
+//
+// --modes builds and measures only some of these.
 //
 // Every node has net.bridge.bridge-nf-call-iptables=1 (Kubernetes needs
 // it for same-node Service replies under kube-proxy), and the client pods
@@ -106,6 +124,12 @@
 //     ≤ 2 KiB, proxy ≤ 64 KiB per connection. `go test -bench
 //     NATFlowMemory ./lb/` measures the nat flow alone, in memory.
 //   - memory: each router's VmRSS (and VmHWM in JSON) after the rounds.
+//   - encrypted overlay: the pod→pod, UDP, latency and ClusterIP rows
+//     also run on kernel-wireguard-go and vrouter-wireguard, in the
+//     same rounds; a table of their own gives vrouter-wireguard ÷
+//     kernel-wireguard-go (target TCP ≥ 1.0×) and ÷ vrouter's plain
+//     overlay (target TCP ≥ 0.6×). CPU per GB there counts the
+//     wireguard-go processes against the vrouter processes.
 //
 // Then, in this process:
 //
@@ -124,7 +148,10 @@
 //     replaced by the same wiring in this process (router.New, tun.Open,
 //     router.ListenUDP from its config file, without the load balancer),
 //     and iperf3 runs through it in both directions under the CPU
-//     profiler. Each sample is put in one category (system calls by
+//     profiler; the same on the vrouter-wireguard bed with the
+//     encrypted overlay (wireguard.Listen), whose samples add
+//     ChaCha20-Poly1305, wireguard-go's device and the hand-off between
+//     router and device to the categories. Each sample is put in one category (system calls by
 //     device and direction, copies, allocation, GC, Go scheduler, gVisor,
 //     vrouter) and divided by the packets the router moved. Profiles are
 //     kept (--profile-dir) for `go tool pprof`.

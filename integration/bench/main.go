@@ -48,6 +48,8 @@ func run() int {
 		keep       = flag.Bool("keep-logs", false, "keep the routers' configs and logs (printed at the end)")
 		routerArgs = flag.String("router-args", "", "extra arguments for every `vrouter run`, space-separated (e.g. \"--log-level debug\")")
 		only       = flag.String("only", "", "run only these data-path measurements, comma-separated: "+strings.Join(measurementNames(), ","))
+		modesFlag  = flag.String("modes", "", "build and measure only these data paths, comma-separated: "+strings.Join(modeNames(allModes), ",")+" (the in-process profile runs on the vrouter ones among them)")
+		wgGo       = flag.String("wireguard-go", "", "wireguard-go binary of the "+string(modeKernelWG)+" baseline (default: .cache/bin/wireguard-go, which make wireguard-go builds, else on PATH)")
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./integration/bench [flags]   (as root)\n\nBenchmarks vrouter against the kernel (flannel host-gw + kube-proxy iptables) on the seed's\ncluster in network namespaces, and prints the results as tables (see doc.go).\n\nFlags:\n")
@@ -75,6 +77,17 @@ func run() int {
 			p.only[n] = true
 		}
 	}
+	if *modesFlag != "" {
+		p.modes = map[mode]bool{}
+		for _, n := range strings.Split(*modesFlag, ",") {
+			if !slices.Contains(allModes, mode(n)) {
+				fmt.Fprintf(os.Stderr, "bench: --modes %q: unknown data path, want some of %s\n", n, strings.Join(modeNames(allModes), ","))
+				return 2
+			}
+			p.modes[mode(n)] = true
+		}
+	}
+	p.wireguardGo = *wgGo
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -104,6 +117,9 @@ func run() int {
 	}
 	if err := cleanupStale(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: remove a previous run's namespaces:", err)
+	}
+	if err := cleanupStaleWireGuardGo(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: remove a previous run's wireguard-go sockets:", err)
 	}
 
 	if abs, err := filepath.Abs(*bin); err == nil {
@@ -203,9 +219,19 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		rep.Proxy = why
 		progress("proxy mode: n/a (%s)", why)
 	}
-	modes := []mode{modeKernel, modeNAT}
-	if proxyOK {
-		modes = append(modes, modeProxy)
+	wgGo, why := wireGuardGoAvailable(ctx, p.wireguardGo)
+	rep.WireGuardGo = "measured"
+	if wgGo == "" {
+		rep.WireGuardGo = why
+		progress("the %s baseline: n/a (%s)", modeKernelWG, why)
+	} else {
+		rep.Machine.WireGuardGo = wireGuardGoVersion(wgGo)
+	}
+	var modes []mode
+	for _, m := range allModes {
+		if p.mode(m) && (m != modeProxy || proxyOK) && (m != modeKernelWG || wgGo != "") {
+			modes = append(modes, m)
+		}
 	}
 	nodePortOK, why := nodePortAvailable(ctx, bin, work)
 	rep.NodePort = "measured"
@@ -237,7 +263,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			}
 		}
 	}()
-	tags := map[mode]string{modeKernel: "k", modeNAT: "v", modeProxy: "p"}
+	tags := map[mode]string{modeKernel: "k", modeNAT: "v", modeProxy: "p", modeKernelWG: "w", modeWG: "e"}
 	for _, m := range modes {
 		progress("building the %s cluster", m)
 		o := bedOptions{
@@ -247,10 +273,14 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			services: harness.SeedServices(""),
 			spawn:    spawn,
 			args:     p.routerArgs,
-			egress:   m == modeKernel || egressOK,
+			egress:   m == modeKernel || (egressOK && m != modeKernelWG && m != modeWG),
 			slirp:    m == modeKernel && slirpOK,
 		}
 		switch {
+		case m == modeKernelWG || m == modeWG:
+			// The encrypted rows are pod to pod and ClusterIP: no node
+			// ports, no egress.
+			o.wireguardGo = wgGo
 		case m == modeProxy:
 			o.services = proxyServices()
 		case m == modeKernel || nodePortOK:
@@ -265,6 +295,17 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		beds[m] = b
 		if b.slirpErr != nil {
 			rep.Anchor = b.slirpErr.Error()
+		}
+	}
+	rep.KernelWireGuard = "not checked"
+	for _, m := range []mode{modeKernelWG, modeKernel, modeWG, modeNAT} {
+		if b := beds[m]; b != nil {
+			rep.KernelWireGuard = kernelWireGuard(ctx, b.c, masterNode)
+			if rep.KernelWireGuard == "" {
+				rep.KernelWireGuard = "this kernel has WireGuard, but the bench does not measure it yet"
+			}
+			progress("the kernel's WireGuard: n/a (%s)", rep.KernelWireGuard)
+			break
 		}
 	}
 
@@ -311,7 +352,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		}
 	}
 
-	for _, m := range []mode{modeNAT, modeProxy} {
+	for _, m := range []mode{modeNAT, modeProxy, modeWG} {
 		b := beds[m]
 		if b == nil {
 			continue
@@ -328,12 +369,17 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		}
 	}
 
-	if profileDir != "" && beds[modeNAT] != nil && ctx.Err() == nil {
-		progress("profiling the forwarding path (in-process router on %s)", masterNode)
-		prof, err := profileForwarding(ctx, beds[modeNAT], p.profileDur, profileDir)
-		rep.Profile = prof
+	// The profile replaces a bed's master router: last, once per
+	// overlay.
+	for _, m := range []mode{modeNAT, modeWG} {
+		if profileDir == "" || beds[m] == nil || ctx.Err() != nil {
+			continue
+		}
+		progress("profiling the forwarding path (in-process router on %s, %s)", masterNode, m)
+		prof, err := profileForwarding(ctx, beds[m], p.profileDur, profileDir)
+		rep.Profile = append(rep.Profile, prof...)
 		if err != nil {
-			rep.errorf("profile: %v", err)
+			rep.errorf("profile (%s): %v", m, err)
 			failed = true
 		}
 	}

@@ -35,9 +35,27 @@ type params struct {
 	only map[string]bool
 	// routerArgs are added to every `vrouter run`.
 	routerArgs []string
+	// modes, when set, names the data paths to build and measure.
+	modes map[mode]bool
+	// wireguardGo is the --wireguard-go binary, if given.
+	wireguardGo string
 }
 
 func (p params) selected(name string) bool { return p.only == nil || p.only[name] }
+
+// mode reports whether the data path m is to be built and measured.
+func (p params) mode(m mode) bool { return p.modes == nil || p.modes[m] }
+
+// allModes are the data paths, in the order they are built and measured.
+var allModes = []mode{modeKernel, modeNAT, modeProxy, modeKernelWG, modeWG}
+
+func modeNames(ms []mode) []string {
+	var ns []string
+	for _, m := range ms {
+		ns = append(ns, string(m))
+	}
+	return ns
+}
 
 func measurementNames() []string {
 	var ns []string
@@ -82,10 +100,11 @@ var firstRoundOnly = map[string]bool{"conn-mem": true}
 var nodePortMeasurements = map[string]bool{"nodeport-close": true, "nodeport-keepalive": true}
 
 var (
-	podModes      = []mode{modeKernel, modeNAT}            // proxy mode forwards pods exactly as nat mode
-	nodePortModes = []mode{modeKernel, modeNAT}            // vrouter relays node ports from host sockets in either mode
-	serviceModes  = []mode{modeKernel, modeNAT, modeProxy} // ClusterIP traffic differs per mode
-	routerModes   = []mode{modeNAT, modeProxy}             // what a router process holds
+	podModes      = []mode{modeKernel, modeNAT, modeKernelWG, modeWG}            // proxy mode forwards pods exactly as nat mode
+	nodePortModes = []mode{modeKernel, modeNAT}                                  // vrouter relays node ports from host sockets in either mode
+	serviceModes  = []mode{modeKernel, modeNAT, modeProxy, modeKernelWG, modeWG} // ClusterIP traffic differs per mode
+	routerModes   = []mode{modeNAT, modeProxy}                                   // what a router process holds
+	egressModes   = []mode{modeKernel, modeNAT}                                  // masquerading does not cross the overlay
 )
 
 var measurements = []measurement{
@@ -131,10 +150,10 @@ var measurements = []measurement{
 		}
 		return measureHTTP(ctx, b, nodePortLoad, true, p.httpConns, p.httpDur)
 	}},
-	{"egress-tcp", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"egress-tcp", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureEgressTCP(ctx, b, p.dur)
 	}},
-	{"egress-close", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"egress-close", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureHTTP(ctx, b, egressLoad, false, p.httpConns, p.httpDur)
 	}},
 	// The userspace anchor (anchor.go), on the kernel bed's node.

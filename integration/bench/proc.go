@@ -125,15 +125,17 @@ func procComm(pid int) string {
 
 // machine describes where the benchmark ran.
 type machine struct {
-	CPUs      int        `json:"cpus"`
-	CPUModel  string     `json:"cpu_model"`
-	Kernel    string     `json:"kernel"`
-	Go        string     `json:"go"`
-	Iptables  string     `json:"iptables"`
-	Iperf3    string     `json:"iperf3"`
-	Commit    string     `json:"commit,omitempty"`
-	LoadStart [3]float64 `json:"loadavg_start"`
-	LoadEnd   [3]float64 `json:"loadavg_end"`
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model"`
+	Kernel   string `json:"kernel"`
+	Go       string `json:"go"`
+	Iptables string `json:"iptables"`
+	Iperf3   string `json:"iperf3"`
+	// WireGuardGo is the wireguard-go baseline's version, when measured.
+	WireGuardGo string     `json:"wireguard_go,omitempty"`
+	Commit      string     `json:"commit,omitempty"`
+	LoadStart   [3]float64 `json:"loadavg_start"`
+	LoadEnd     [3]float64 `json:"loadavg_end"`
 }
 
 func describeMachine() machine {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 	"github.com/vrouter/vrouter/tun"
 )
 
@@ -34,6 +35,11 @@ import (
 // Service load balancer, then drives iperf3 through it with the CPU
 // profiler on. Two runs: "tx", pod → TUN → stack → UDP (iperf3's data
 // leaves through this router), and "rx", UDP → stack → TUN (iperf3 -R).
+// On the encrypted bed (overlay.encryption wireguard) the overlay is
+// wireguard.Listen with the node's key file and the peers' public keys,
+// as cmd/vrouter opens it, and the runs are "wireguard tx" and
+// "wireguard rx": `--modes vrouter-wireguard --only tcp-1` profiles the
+// encrypted path alone.
 //
 // The CPU profiler samples this process's user and system time, so time
 // spent inside system calls is attributed to the Go frames that made
@@ -85,6 +91,7 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 		return nil, err
 	}
 
+	encrypted := cfg.Overlay.Encryption == configs.EncryptionWireGuard
 	var (
 		dev  tun.Device
 		conn router.Conn
@@ -102,7 +109,12 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 			dev.Close()
 			return err
 		}
-		if conn, err = router.ListenUDP(cfg.Overlay.Listen); err != nil {
+		if encrypted {
+			conn, err = listenWireGuard(cfg)
+		} else {
+			conn, err = router.ListenUDP(cfg.Overlay.Listen)
+		}
+		if err != nil {
 			dev.Close()
 			return err
 		}
@@ -119,7 +131,7 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 	}
 	rc := router.Config{PodCIDRs: cfg.Node.PodCIDRs, Addresses: cfg.RouterAddresses}
 	for _, p := range cfg.Peers {
-		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: p.PodCIDRs})
+		rc.Peers = append(rc.Peers, router.Peer{Name: p.Name, Endpoint: p.Underlay, PodCIDRs: p.PodCIDRs, PublicKey: p.PublicKey})
 	}
 	if err := r.Set(rc); err != nil {
 		r.Close()
@@ -132,13 +144,21 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 		cancel()
 		wg.Wait()
 	}()
-	if res, err := b.c.Ping(clientPod, serverAddr, 3, time.Second); err != nil || res.Received == 0 {
+	// An encrypted overlay forwards once the peers have handshaken.
+	pings := 3
+	if encrypted {
+		pings = 10
+	}
+	if res, err := b.c.Ping(clientPod, serverAddr, pings, time.Second); err != nil || res.Received == 0 {
 		return nil, fmt.Errorf("profile: in-process router does not forward: ping %v: %v %v", serverAddr, res, err)
 	}
 
 	var out []profileResult
 	var errs []error
 	for _, dirn := range []string{"tx", "rx"} {
+		if encrypted {
+			dirn = "wireguard " + dirn
+		}
 		p, err := profileRun(ctx, b, r, dirn, dur, dir)
 		if err != nil {
 			errs = append(errs, err)
@@ -147,6 +167,16 @@ func profileForwarding(ctx context.Context, b *bed, dur time.Duration, dir strin
 		out = append(out, p)
 	}
 	return out, errors.Join(errs...)
+}
+
+// listenWireGuard opens the encrypted overlay as cmd/vrouter does: the
+// key in overlay.privateKeyFile, WireGuard on overlay.port.
+func listenWireGuard(cfg *configs.Config) (router.Conn, error) {
+	key, _, err := wireguard.LoadOrCreateKey(cfg.Overlay.PrivateKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return wireguard.Listen(wireguard.Options{PrivateKey: key, Port: uint16(cfg.Overlay.Port), MTU: cfg.Overlay.MTU})
 }
 
 // waitLinkGone waits until link name no longer exists in namespace ns.
@@ -174,9 +204,9 @@ func (b *bed) waitLinkGone(ns, name string, timeout time.Duration) error {
 // profileRun profiles one iperf3 run through r: "tx" sends from clientPod
 // (behind r) to serverPod, "rx" the reverse.
 func profileRun(ctx context.Context, b *bed, r *router.Router, dirn string, dur time.Duration, dir string) (profileResult, error) {
-	res := profileResult{Direction: dirn, File: filepath.Join(dir, "cpu-"+dirn+".pprof")}
+	res := profileResult{Direction: dirn, File: filepath.Join(dir, "cpu-"+strings.ReplaceAll(dirn, " ", "-")+".pprof")}
 	args := []string{"-P", "1"}
-	if dirn == "rx" {
+	if strings.HasSuffix(dirn, "rx") {
 		args = append(args, "-R")
 	}
 	f, err := os.Create(res.File)
@@ -263,7 +293,9 @@ func analyzeProfile(ctx context.Context, res *profileResult) error {
 		}
 	}
 	for i, pr := range inclusiveProbes {
-		res.Inclusive = append(res.Inclusive, share(pr.name, incl[i]))
+		if incl[i] > 0 { // the encrypted overlay's probes match nothing on the plain one
+			res.Inclusive = append(res.Inclusive, share(pr.name, incl[i]))
+		}
 	}
 	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", res.File).Output()
 	if err != nil {
@@ -347,6 +379,7 @@ var categories = []string{
 	"syscall: UDP receive (overlay in)",
 	"syscall: TUN read (from node kernel)",
 	"syscall: other",
+	"crypto: ChaCha20-Poly1305",
 	"copy (runtime.memmove)",
 	"allocation (runtime.mallocgc)",
 	"garbage collection",
@@ -354,6 +387,7 @@ var categories = []string{
 	"gVisor: checksums",
 	"gVisor: stack (forwarding, routing, packet buffers)",
 	"vrouter: router package",
+	"wireguard-go: device (queues, nonces, peer lookup)",
 	"other",
 }
 
@@ -367,11 +401,11 @@ func classify(frames []string) string {
 		switch {
 		// The stack's writes (WritePackets) and the fast path's
 		// (send), made from either reader.
-		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send"):
+		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send", "conn.(*StdNetBind).Send"):
 			return categories[0]
 		case anyFrame(frames, "(*tunEndpoint).WritePackets", "(*tunEndpoint).send"):
 			return categories[1]
-		case anyFrame(frames, "(*overlayEndpoint).readLoop"):
+		case anyFrame(frames, "(*overlayEndpoint).readLoop", "conn.(*StdNetBind).receiveIP", "conn.(*StdNetBind).makeReceiveIPv"):
 			return categories[2]
 		case anyFrame(frames, "(*tunEndpoint).readLoop"):
 			return categories[3]
@@ -379,22 +413,26 @@ func classify(frames []string) string {
 		return categories[4]
 	}
 	switch {
+	case strings.Contains(leaf, "chacha20") || strings.Contains(leaf, "poly1305"):
+		return "crypto: ChaCha20-Poly1305"
 	case leaf == "runtime.memmove":
-		return categories[5]
+		return "copy (runtime.memmove)"
 	case anyFrame(frames, "runtime.mallocgc"):
-		return categories[6]
+		return "allocation (runtime.mallocgc)"
 	case anyFrame(frames, "runtime.gcBgMarkWorker", "runtime.bgsweep", "runtime.bgscavenge", "runtime.gcAssistAlloc", "runtime.markroot", "runtime.gcDrain"):
-		return categories[7]
+		return "garbage collection"
 	case strings.HasPrefix(leaf, "runtime.") || strings.HasPrefix(leaf, "internal/runtime/") || strings.HasPrefix(leaf, "sync."):
-		return categories[8]
+		return "Go runtime: scheduler, netpoll, locks"
 	case strings.Contains(leaf, "gvisor/pkg/tcpip/checksum"):
-		return categories[9]
+		return "gVisor: checksums"
 	case strings.HasPrefix(leaf, "gvisor.dev/"):
-		return categories[10]
+		return "gVisor: stack (forwarding, routing, packet buffers)"
 	case strings.HasPrefix(leaf, "github.com/vrouter/vrouter/"):
-		return categories[11]
+		return "vrouter: router package"
+	case strings.HasPrefix(leaf, "golang.zx2c4.com/wireguard/"):
+		return "wireguard-go: device (queues, nonces, peer lookup)"
 	}
-	return categories[12]
+	return "other"
 }
 
 // isSyscall reports whether the stack is in a system call made by Go code
@@ -431,5 +469,9 @@ var inclusiveProbes = []struct {
 	{"packet buffers: NewPacketBuffer, ToView, DecRef, Release", []string{"stack.NewPacketBuffer", "(*PacketBuffer).ToView", "(*PacketBuffer).DecRef", "(*View).Release", "buffer.MakeWithData"}},
 	{"checksums: tcpip/checksum", []string{"tcpip/checksum."}},
 	{"all system calls", []string{"syscall.", "internal/runtime/syscall", "golang.org/x/sys/unix."}},
+	// The encrypted overlay (overlay.encryption wireguard).
+	{"encryption and decryption: chacha20poly1305", []string{"chacha20poly1305."}},
+	{"wireguard-go device: golang.zx2c4.com/wireguard/device and below", []string{"golang.zx2c4.com/wireguard/device."}},
+	{"hand-off between router and device: router/wireguard's pipe and below", []string{"router/wireguard.(*pipe)"}},
 	{"all allocation: runtime.mallocgc", []string{"runtime.mallocgc"}},
 }

@@ -28,8 +28,12 @@ type report struct {
 	NodePort string    `json:"nodeport_vrouter"`   // "measured", or why not
 	Egress   string    `json:"egress_vrouter"`     // "measured", or why not
 	Anchor   string    `json:"egress_slirp4netns"` // "measured", or why not
-	Metrics  []metric  `json:"metrics"`
-	Control  struct {
+	// WireGuardGo is "measured", or why the kernel-wireguard-go baseline
+	// was not; KernelWireGuard why the kernel's own WireGuard was not.
+	WireGuardGo     string   `json:"kernel_wireguard_go"`
+	KernelWireGuard string   `json:"kernel_wireguard"`
+	Metrics         []metric `json:"metrics"`
+	Control         struct {
 		Kernel  *controlResult `json:"kernel_iptables_restore,omitempty"`
 		VRouter *controlResult `json:"vrouter_lb_table,omitempty"`
 	} `json:"control_plane"`
@@ -53,6 +57,10 @@ type metric struct {
 	Modes      map[mode]summary `json:"modes"`
 	Ratio      *float64         `json:"ratio_vrouter_kernel,omitempty"`
 	ProxyRatio *float64         `json:"ratio_proxy_kernel,omitempty"`
+	// The encrypted overlay against the kernel's routes over
+	// wireguard-go and against vrouter's plain overlay.
+	WGRatioWGGo  *float64 `json:"ratio_vrouter_wireguard_kernel_wireguard_go,omitempty"`
+	WGRatioPlain *float64 `json:"ratio_vrouter_wireguard_vrouter,omitempty"`
 }
 
 type summary struct {
@@ -95,6 +103,26 @@ var tableMetrics = []metricDef{
 	{"conn_rss_kib", "router VmRSS growth per idle ClusterIP connection, " + masterNode + " ⁴", "KiB", true},
 	{"rss_mib_" + masterNode, "router resident memory (VmRSS), " + masterNode, "MiB", true},
 	{"rss_mib_" + workerNode, "router resident memory (VmRSS), " + workerNode, "MiB", true},
+}
+
+// encryptedRows are the rows of the encrypted-overlay table: vrouter with
+// overlay.encryption wireguard against the kernel's routes over
+// wireguard-go and against vrouter's plain overlay (wireguard.go).
+var encryptedRows = []metricDef{
+	{"tcp_gbps_1", "pod→pod TCP, 1 stream; targets ≥ 1.0× wireguard-go, ≥ 0.6× plain", "Gbit/s", false},
+	{"tcp_gbps_4", "pod→pod TCP, 4 streams", "Gbit/s", false},
+	{"udp_kpps_64", "UDP 64 B payload, received", "kpps", false},
+	{"udp_loss_pct_64", "UDP 64 B payload, loss", "%", true},
+	{"udp_kpps_1400", "UDP 1400 B payload, received", "kpps", false},
+	{"udp_loss_pct_1400", "UDP 1400 B payload, loss", "%", true},
+	{"icmp_p50_us", "ICMP echo RTT p50", "µs", true},
+	{"tcprr_p50_us", "TCP 64 B request/response RTT p50", "µs", true},
+	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
+	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close)", "conn/s", false},
+	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
+	{"underlay_bytes_per_packet_1", "bytes per packet on the underlay (" + masterNode + " eth0), TCP 1 stream", "B", false},
+	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ⁸", "CPU s/GB", true},
+	{"cpu_machine_busy_per_gb_1", "machine busy CPU per GB, TCP 1 stream ²", "CPU s/GB", true},
 }
 
 // anchorRows pair each egress metric with its slirp4netns anchor
@@ -170,6 +198,16 @@ func (r *report) finish() {
 			if v, ok := m.Modes[modeProxy]; ok {
 				x := v.Median / k.Median
 				m.ProxyRatio = &x
+			}
+		}
+		if v, ok := m.Modes[modeWG]; ok {
+			if k, ok := m.Modes[modeKernelWG]; ok && k.Median != 0 {
+				x := v.Median / k.Median
+				m.WGRatioWGGo = &x
+			}
+			if n, ok := m.Modes[modeNAT]; ok && n.Median != 0 {
+				x := v.Median / n.Median
+				m.WGRatioPlain = &x
 			}
 		}
 		r.Metrics = append(r.Metrics, m)
@@ -338,6 +376,7 @@ func (r *report) writeTables(w io.Writer) {
 		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node.\n",
 			egressServer, outsideClient, clientPod, httpClientPod)
 	}
+	r.writeEncrypted(w)
 	if len(r.Anchored) > 0 {
 		fmt.Fprintf(w, "\n| egress against the userspace anchor; targets vrouter ≥ 0.5× kernel, ≥ 3× slirp4netns ⁷ | unit | kernel MASQUERADE | vrouter | slirp4netns | vrouter ÷ kernel | vrouter ÷ slirp4netns |\n")
 		fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|\n")
@@ -487,6 +526,53 @@ func (r *report) writeTables(w io.Writer) {
 		for _, e := range r.Errors {
 			fmt.Fprintf(w, "- %s\n", e)
 		}
+	}
+}
+
+// writeEncrypted prints the encrypted-overlay table, when the encrypted
+// bed or its baseline was measured.
+func (r *report) writeEncrypted(w io.Writer) {
+	measured := false
+	for _, d := range encryptedRows {
+		if mt, ok := r.metric(d.key); ok {
+			_, a := mt.Modes[modeWG]
+			_, b := mt.Modes[modeKernelWG]
+			measured = measured || a || b
+		}
+	}
+	if !measured {
+		if r.WireGuardGo != "measured" && r.WireGuardGo != "" {
+			fmt.Fprintf(w, "Kernel routes over wireguard-go: n/a (%s).\n", r.WireGuardGo)
+		}
+		return
+	}
+	kernelWG := "n/a" // not measured: see the line below the table
+	fmt.Fprintf(w, "\n| encrypted overlay ⁸ | unit | kernel routes + wireguard-go | vrouter (plain) | vrouter (wireguard) | wireguard ÷ wireguard-go | wireguard ÷ plain | kernel WireGuard |\n")
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, d := range encryptedRows {
+		mt, _ := r.metric(d.key)
+		cell := func(m mode) string {
+			if s, ok := mt.Modes[m]; ok {
+				return num(s.Median)
+			}
+			return "n/a"
+		}
+		rg, rp := ratio(mt.WGRatioWGGo), ratio(mt.WGRatioPlain)
+		if strings.Contains(d.key, "loss") {
+			rg, rp = "", ""
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", d.label, d.unit, cell(modeKernelWG), cell(modeNAT), cell(modeWG), rg, rp, kernelWG)
+	}
+	wgv := ""
+	if r.Machine.WireGuardGo != "" {
+		wgv = " " + r.Machine.WireGuardGo
+	}
+	fmt.Fprintf(w, "\n⁸ the same pods and Services on a third and fourth copy of the cluster. kernel routes + wireguard-go: on each node wireguard-go%s (built from golang.zx2c4.com/wireguard, the module vrouter's encrypted overlay uses) makes a TUN interface, MTU %d, that wg gives the other node as its one peer (allowed IPs its pod CIDR, UDP port %d), the node kernel routes the peer's pod CIDR into it, and kube-proxy's iptables chains serve the Services, as on the kernel bed; vrouter (wireguard): overlay.encryption wireguard, each peer's public key in the config file. CPU per GB: the two wireguard-go processes' utime+stime against the two vrouter processes'.\n", wgv, wgGoMTU, wgGoPort)
+	if r.WireGuardGo != "measured" && r.WireGuardGo != "" {
+		fmt.Fprintf(w, "Kernel routes over wireguard-go: n/a (%s).\n", r.WireGuardGo)
+	}
+	if r.KernelWireGuard != "" {
+		fmt.Fprintf(w, "Kernel WireGuard: n/a (%s).\n", r.KernelWireGuard)
 	}
 }
 

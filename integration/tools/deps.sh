@@ -14,7 +14,9 @@
 #                 etcd is kube-tools' (Debian's etcd-server, else built).
 #   optional      as root, installed when apt-get can, never missing:
 #                 slirp4netns, the userspace anchor of make bench's egress
-#                 rows (without it they are n/a, with the reason).
+#                 rows; wg (wireguard-tools), which configures the
+#                 wireguard-go baseline of its encrypted rows (without
+#                 them those rows are n/a, with the reason).
 #
 # Not root, the namespace tests skip themselves and need none of the root
 # list. Usage: integration/tools/deps.sh [--check-only]   (make check-deps)
@@ -41,7 +43,8 @@ containerd containerd
 ctr containerd
 runc runc
 /usr/lib/cni/bridge containernetworking-plugins"
-optional="slirp4netns slirp4netns"
+optional="slirp4netns slirp4netns
+wg wireguard-tools"
 
 want=$always
 [ "$(id -u)" = 0 ] && want="$want
