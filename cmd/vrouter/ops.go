@@ -7,7 +7,7 @@ package main
 //
 //	runCmd ── newOps ── serves /healthz, /readyz (503: starting) and /metrics until close
 //	       ── signalContext: SIGTERM/SIGINT → shutdown, SIGUSR1 → debug toggle
-//	runRouter ── attach(router, table, nat, proxy) ── binds the admin socket, marks ready
+//	runRouter ── attach(router, table, nat, proxy, …, overlay) ── binds the admin socket, marks ready
 //	          ── observeApply(reloader) ── times each config apply
 //	          ── observeRefused ── counts each file the watcher refused
 //	          ── run (one goroutine of runRouter's) ── serves the admin API until the router stops
@@ -44,6 +44,7 @@ import (
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // The default addresses of the health and metrics endpoints: kube-proxy's
@@ -390,8 +391,11 @@ func (o *ops) shutdown(ctx context.Context, sig os.Signal, sigs <-chan os.Signal
 // run serves the admin API. An admin socket that cannot be bound fails
 // attach if --admin-socket was given, and is only logged (the admin API
 // stays off) on the default.
-func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy, hp *lb.HostPorts, egress *lb.Egress) error {
-	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy, HostPorts: hp, Egress: egress}
+func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.Proxy, hp *lb.HostPorts, egress *lb.Egress, overlay router.Conn) error {
+	// An encrypted overlay's sessions and counters are reported beside
+	// the router's; a plain overlay has none.
+	wg, _ := overlay.(*wireguard.Conn)
+	src := metrics.Sources{Router: r, Table: table, NAT: nat, Proxy: proxy, HostPorts: hp, Egress: egress, WireGuard: wg}
 	o.src.Store(&src)
 
 	fields := o.endpoints
@@ -403,8 +407,8 @@ func (o *ops) attach(r *router.Router, table *lb.Table, nat *lb.NAT, proxy *lb.P
 	switch {
 	case err == nil:
 		opts := admin.Options{
-			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Egress: egress, Level: o.level,
-			Process: o.process,
+			Log: o.log.Named("admin"), Router: r, Table: table, NAT: nat, Proxy: proxy, Egress: egress, WireGuard: wg,
+			Level: o.level, Process: o.process,
 		}
 		if hp != nil {
 			opts.HostPorts = hostPortsOf(hp)

@@ -319,7 +319,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))
 
-	if err := o.attach(dp.Router(), dp.Table(), dp.NAT(), dp.Proxy(), dp.HostPorts(), dp.Egress()); err != nil {
+	if err := o.attach(dp.Router(), dp.Table(), dp.NAT(), dp.Proxy(), dp.HostPorts(), dp.Egress(), dp.Overlay()); err != nil {
 		dp.Close()
 		return nil, err
 	}
