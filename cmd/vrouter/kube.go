@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/lb"
 	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // kubeFlags select the Kubernetes source: Nodes, Services and
@@ -35,6 +37,41 @@ type kubeFlags struct {
 	sidecar     bool
 	masquerade  bool        // --masquerade: egress.masquerade on, whatever the tuning file says
 	cni         cni.DirFlag // --cni-conf-dir; its default here is cni.DefaultDir
+	// --overlay-encryption and --wireguard-key-file: when given, they
+	// win over the tuning file's overlay.encryption and
+	// overlay.privateKeyFile.
+	encryption encryptionFlag
+	keyFile    setString
+}
+
+// encryptionFlag is --overlay-encryption: none or wireguard, and whether
+// it was given.
+type encryptionFlag struct{ setString }
+
+func (f *encryptionFlag) Set(s string) error {
+	if s != configs.EncryptionNone && s != configs.EncryptionWireGuard {
+		return fmt.Errorf("%q is not an encryption (want %s or %s)", s, configs.EncryptionNone, configs.EncryptionWireGuard)
+	}
+	return f.setString.Set(s)
+}
+
+// setString is a string flag that knows whether it was given: a flag
+// that overrides a tuning file field only when given.
+type setString struct {
+	value, def string
+	set        bool
+}
+
+func (f *setString) String() string {
+	if f.set {
+		return f.value
+	}
+	return f.def
+}
+
+func (f *setString) Set(s string) error {
+	f.value, f.set = s, true
+	return nil
 }
 
 func (k *kubeFlags) enabled() bool { return k.kubeconfig != "" || k.inCluster }
@@ -89,14 +126,25 @@ func (k *kubeFlags) sidecarConfig() (*configs.Config, error) {
 // kubeConfig is the config the data path starts from in Kubernetes mode:
 // the tuning file (--config, checked by configs.LoadTuning) if given,
 // else the defaults with --cluster-cidr and --service-cidr; with this
-// Node in place of the node section.
+// Node in place of the node section. --overlay-encryption and
+// --wireguard-key-file, when given, replace the file's overlay.encryption
+// and overlay.privateKeyFile before the config is computed, so that the
+// tunnel MTU (and the CNI config's, which follows it) leaves room for
+// WireGuard's header.
 func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.Config, error) {
-	f := tuning
-	if f == nil {
-		f = &configs.File{
-			ClusterCIDRs: []string{k.clusterCIDR},
-			ServiceCIDRs: []string{k.serviceCIDR},
-		}
+	f := &configs.File{
+		ClusterCIDRs: []string{k.clusterCIDR},
+		ServiceCIDRs: []string{k.serviceCIDR},
+	}
+	if tuning != nil {
+		c := *tuning // the caller's stays as loaded
+		f = &c
+	}
+	if k.encryption.set {
+		f.Overlay.Encryption = k.encryption.value
+	}
+	if k.keyFile.set {
+		f.Overlay.PrivateKeyFile = k.keyFile.value
 	}
 	cfg, err := f.ForNode(configs.Node{Name: self.Name, Zone: self.Zone, Underlay: self.Address, PodCIDRs: self.PodCIDRs})
 	if err != nil {
@@ -111,7 +159,12 @@ func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.C
 // runKube runs the router fed by the API server: it waits until this Node
 // has a pod CIDR and the informers have synced, brings up the data path,
 // and then keeps it equal to the cluster's state.
-func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *configs.File, tunFD int, stateDir string, log *zap.Logger, o *ops) error {
+//
+// Over an encrypted overlay it publishes the router's WireGuard public key
+// on its own Node (kube.KeyPublisher) once the overlay listens, and again
+// after SIGHUP re-read a rotated key file; over a plain one it removes a
+// key it published before. Peers' keys come from their Nodes.
+func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *configs.File, tunFD int, stateDir string, log *zap.Logger, o *ops, hup <-chan os.Signal) error {
 	if k.nodeName == "" {
 		return usageErrorf("--node-name (or NODE_NAME) is required with --kubeconfig or --in-cluster")
 	}
@@ -125,6 +178,9 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 	}
 	sink := &kubeSink{log: log.Named("kube"), first: make(chan struct{}),
 		refused: func(err error) { o.reloaded(time.Now(), err) }}
+	if !k.sidecar { // a sidecar has no overlay: nothing to publish
+		sink.pub = kube.NewKeyPublisher(client, k.nodeName, kube.PublisherOptions{Logger: log.Named("kube")})
+	}
 	src, err := kube.New(client, sink, kube.Options{
 		NodeName:        k.nodeName,
 		ProxyName:       k.proxyName,
@@ -147,6 +203,9 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 		srcErr = src.Run(ctx)
 		cancel()
 	}()
+	if sink.pub != nil {
+		wg.Go(func() { _ = sink.pub.Run(ctx) }) // nil: each failed patch is logged
+	}
 	defer wg.Wait()
 
 	sink.sidecar = k.sidecar
@@ -201,6 +260,9 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 	stopFlows := func() {}
 	if !k.sidecar { // a sidecar proxies: no nat flows
 		stopFlows = persistFlows(dp, stateDir, cfg.TUN.Name, log)
+		// The overlay listens: peers may learn its key.
+		sink.pub.Set(overlayKey(dp.Overlay()))
+		wg.Go(func() { serveKeyReloads(ctx, hup, dp.Overlay(), cfg.Overlay.PrivateKeyFile, sink.pub, log) })
 	}
 	dpErr = runDataPath(ctx, dp, o)
 	stopFlows()
@@ -208,6 +270,39 @@ func runKube(ctx context.Context, k *kubeFlags, nf *nodePortFlags, tuning *confi
 	wg.Wait()
 	log.Info("vrouter stopped")
 	return errors.Join(dpErr, srcErr)
+}
+
+// overlayKey is the public key of an encrypted overlay, zero for a plain
+// one.
+func overlayKey(conn router.Conn) wireguard.Key {
+	if wg, ok := conn.(*wireguard.Conn); ok {
+		return wg.PublicKey()
+	}
+	return wireguard.Key{}
+}
+
+// serveKeyReloads re-reads the WireGuard key file at each SIGHUP until ctx
+// is done, and has pub publish the key the overlay then has: a rotated
+// key reaches the peers through this Node. (In Kubernetes mode nothing
+// else is re-read: the API server's objects are watched, and a tuning
+// file change needs a restart.)
+func serveKeyReloads(ctx context.Context, hup <-chan os.Signal, conn router.Conn, path string, pub *kube.KeyPublisher, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if _, ok := conn.(*wireguard.Conn); !ok {
+			log.Info("SIGHUP: nothing to re-read (the overlay is not encrypted; Nodes, Services and EndpointSlices are watched)")
+			continue
+		}
+		log.Info("SIGHUP: re-reading the WireGuard key file", zap.String("file", path))
+		if err := reloadKey(conn, path, log); err != nil {
+			log.Error("reload the WireGuard key", zap.Error(err))
+		}
+		pub.Set(overlayKey(conn))
+	}
 }
 
 // kubeSink hands the Kubernetes source's desired state to the data path.
@@ -219,6 +314,9 @@ type kubeSink struct {
 	// refused is told each change the data path refused (vrouter
 	// status's last reload); nil: nobody.
 	refused func(error)
+	// pub is told the key this Node carries at each SetNodes; nil for a
+	// sidecar.
+	pub *kube.KeyPublisher
 
 	// mu guards everything below.
 	mu       sync.Mutex
@@ -269,7 +367,10 @@ func (s *kubeSink) start(dp *dataplane.DataPlane, cfg *configs.Config) error {
 func (s *kubeSink) SetNodes(self kube.Node, peers []kube.Node) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.haveSelf && s.dp != nil && !self.Equal(&s.self) {
+	if s.pub != nil {
+		s.pub.Observe(self.PublicKey)
+	}
+	if s.haveSelf && s.dp != nil && !sameNodeState(self, s.self) {
 		s.log.Warn("this Node's pod CIDRs or address changed; restart vrouter to take them into account",
 			zap.Stringers("podCIDRs", self.PodCIDRs), zap.Stringer("address", self.Address))
 	}
@@ -283,6 +384,13 @@ func (s *kubeSink) SetNodes(self kube.Node, peers []kube.Node) error {
 		return nil
 	}
 	return s.refusal(s.dp.SetPeers(s.routerPeersLocked()))
+}
+
+// sameNodeState reports whether a and b differ at most in their WireGuard
+// key, which this router publishes rather than reads.
+func sameNodeState(a, b kube.Node) bool {
+	a.PublicKey = b.PublicKey
+	return a.Equal(&b)
 }
 
 func (s *kubeSink) SetServices(svcs []lb.Service) error {
@@ -332,7 +440,9 @@ func (s *kubeSink) refusal(err error) error {
 }
 
 // routerPeersLocked are the recorded peer Nodes as the router's peers: none
-// for a sidecar, and none without an address or a pod CIDR.
+// for a sidecar, and none without an address or a pod CIDR. A peer without
+// a WireGuard key is passed on: the router counts it and, over an
+// encrypted overlay, does not route to it.
 func (s *kubeSink) routerPeersLocked() []router.Peer {
 	if s.sidecar {
 		return nil
@@ -342,7 +452,7 @@ func (s *kubeSink) routerPeersLocked() []router.Peer {
 		if !p.Address.IsValid() || len(p.PodCIDRs) == 0 {
 			continue
 		}
-		out = append(out, router.Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Address, s.port), PodCIDRs: slices.Clone(p.PodCIDRs)})
+		out = append(out, router.Peer{Name: p.Name, Endpoint: netip.AddrPortFrom(p.Address, s.port), PodCIDRs: slices.Clone(p.PodCIDRs), PublicKey: p.PublicKey})
 	}
 	return out
 }

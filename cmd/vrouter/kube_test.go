@@ -8,9 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // hostgwNode is the seed's second node as the API server describes it.
@@ -110,5 +114,125 @@ func writeString(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKubeConfigEncryption: --overlay-encryption and --wireguard-key-file,
+// when given, win over the tuning file before the config is computed, so
+// the tunnel MTU leaves WireGuard's 32 bytes; not given, the file's
+// overlay section holds.
+func TestKubeConfigEncryption(t *testing.T) {
+	tuning := func(overlay string) *configs.File {
+		f, err := configs.ParseTuning([]byte(head + "clusterCIDRs: [10.244.0.0/16]\nserviceCIDRs: [10.96.0.0/12]\n" + overlay))
+		if err != nil {
+			t.Fatalf("ParseTuning(%q) = %v", overlay, err)
+		}
+		return f
+	}
+	flags := func(args ...string) *kubeFlags {
+		k := &kubeFlags{clusterCIDR: "10.244.0.0/16", serviceCIDR: "10.96.0.0/12"}
+		k.encryption.def, k.keyFile.def = configs.EncryptionNone, configs.DefaultWireGuardKeyFile
+		for i := 0; i < len(args); i += 2 {
+			var err error
+			switch args[i] {
+			case "--overlay-encryption":
+				err = k.encryption.Set(args[i+1])
+			case "--wireguard-key-file":
+				err = k.keyFile.Set(args[i+1])
+			}
+			if err != nil {
+				t.Fatalf("%s %s: %v", args[i], args[i+1], err)
+			}
+		}
+		return k
+	}
+	for _, tc := range []struct {
+		name       string
+		k          *kubeFlags
+		file       *configs.File
+		encryption string
+		keyFile    string
+		mtu        int
+	}{
+		{"defaults", flags(), nil, configs.EncryptionNone, configs.DefaultWireGuardKeyFile, 1472},
+		{"flag", flags("--overlay-encryption", "wireguard"), nil, configs.EncryptionWireGuard, configs.DefaultWireGuardKeyFile, 1440},
+		{"flag and key file", flags("--overlay-encryption", "wireguard", "--wireguard-key-file", "/k"), nil, configs.EncryptionWireGuard, "/k", 1440},
+		{"tuning file", flags(), tuning("overlay: {encryption: wireguard, privateKeyFile: /f}\n"), configs.EncryptionWireGuard, "/f", 1440},
+		{"flags win over the tuning file", flags("--overlay-encryption", "none", "--wireguard-key-file", "/k"),
+			tuning("overlay: {encryption: wireguard, privateKeyFile: /f}\n"), configs.EncryptionNone, "/k", 1472},
+		{"flag on a tuning file without encryption", flags("--overlay-encryption", "wireguard"), tuning("overlay: {underlayMTU: 9000}\n"),
+			configs.EncryptionWireGuard, configs.DefaultWireGuardKeyFile, 9000 - 28 - 32},
+	} {
+		var before configs.File
+		if tc.file != nil {
+			before = *tc.file
+		}
+		cfg, err := tc.k.kubeConfig(tc.file, hostgwNode)
+		if err != nil {
+			t.Errorf("%s: kubeConfig = %v", tc.name, err)
+			continue
+		}
+		if cfg.Overlay.Encryption != tc.encryption || cfg.Overlay.PrivateKeyFile != tc.keyFile || cfg.Overlay.MTU != tc.mtu || cfg.TUN.MTU != tc.mtu {
+			t.Errorf("%s: kubeConfig = overlay %+v, TUN MTU %d; want encryption %s, key file %s, MTU %d", tc.name, cfg.Overlay, cfg.TUN.MTU, tc.encryption, tc.keyFile, tc.mtu)
+		}
+		if tc.file != nil && tc.file.Overlay != before.Overlay {
+			t.Errorf("%s: kubeConfig changed the tuning file's overlay to %+v", tc.name, tc.file.Overlay)
+		}
+	}
+}
+
+// TestEncryptionFlags: the flags' mistakes are usage errors that say what
+// to do.
+func TestEncryptionFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		inStderr string
+	}{
+		{[]string{"run", "--in-cluster", "--overlay-encryption=ipsec"}, `"ipsec" is not an encryption (want none or wireguard)`},
+		{[]string{"run", "--config", "x.yaml", "--overlay-encryption=wireguard"}, "from a config file, set overlay.encryption"},
+		{[]string{"run", "--in-cluster", "--sidecar", "--wireguard-key-file=/k"}, "not with --sidecar"},
+	} {
+		code, _, stderr := run(tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.inStderr) {
+			t.Errorf("vrouter %q = exit %d, stderr %q; want exit 2 with %q", tc.args, code, stderr, tc.inStderr)
+		}
+	}
+	_, stdout, _ := run("run", "-h")
+	for _, want := range []string{"-overlay-encryption value", "(default none)", "-wireguard-key-file value", "(default " + configs.DefaultWireGuardKeyFile + ")"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("vrouter run -h lacks %q", want)
+		}
+	}
+}
+
+// TestKubeSinkPeerKeys: peers reach the router with their keys, and a peer
+// without one is passed on (the router counts it and, over an encrypted
+// overlay, does not route to it) rather than dropped here.
+func TestKubeSinkPeerKeys(t *testing.T) {
+	key := wireguard.Key{1, 2, 3}
+	master := kube.Node{Name: "hostgw-master", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, Address: netip.MustParseAddr("192.168.31.201")}
+	withKey := hostgwNode
+	withKey.PublicKey = key
+	s := &kubeSink{log: zap.NewNop(), first: make(chan struct{}), port: 8285}
+	s.peers = []kube.Node{master, withKey}
+	got := s.routerPeersLocked()
+	want := []router.Peer{
+		{Name: "hostgw-master", Endpoint: netip.MustParseAddrPort("192.168.31.201:8285"), PodCIDRs: master.PodCIDRs},
+		{Name: "hostgw-node", Endpoint: netip.MustParseAddrPort("192.168.31.202:8285"), PodCIDRs: hostgwNode.PodCIDRs, PublicKey: key},
+	}
+	if !slices.EqualFunc(got, want, func(a, b router.Peer) bool {
+		return a.Name == b.Name && a.Endpoint == b.Endpoint && slices.Equal(a.PodCIDRs, b.PodCIDRs) && a.PublicKey == b.PublicKey
+	}) {
+		t.Errorf("routerPeersLocked() = %+v, want %+v", got, want)
+	}
+	// This Node's own key is published, not read: a change to it is no
+	// change that needs a restart.
+	if !sameNodeState(withKey, hostgwNode) {
+		t.Errorf("sameNodeState(key added) = false, want true")
+	}
+	moved := withKey
+	moved.Address = netip.MustParseAddr("192.168.31.9")
+	if sameNodeState(moved, hostgwNode) {
+		t.Errorf("sameNodeState(address changed) = true, want false")
 	}
 }

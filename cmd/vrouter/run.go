@@ -51,6 +51,11 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&kf.masquerade, "masquerade", false,
 		"with --kubeconfig or --in-cluster: pods' traffic to destinations outside the cluster and Service CIDRs leaves the node with the node's address, re-originated from its own sockets, as flannel's --ip-masq (the tuning file's egress.masquerade; docs/egress.md)")
 	fs.Var(&kf.cni, "cni-conf-dir", "write the pod network's CNI config ("+cni.FileName+") into `directory` from this node's pod CIDRs; \"\" turns it off (default "+cni.DefaultDir+" with --kubeconfig or --in-cluster, off otherwise)")
+	kf.encryption.def, kf.keyFile.def = configs.EncryptionNone, configs.DefaultWireGuardKeyFile
+	fs.Var(&kf.encryption, "overlay-encryption",
+		"with --kubeconfig or --in-cluster: none, or wireguard to authenticate and encrypt the overlay with WireGuard; each router publishes its public key on its Node (annotation vrouter.io/wireguard-public-key) and reads its peers' from theirs; every node must agree. Given, it wins over the tuning file's overlay.encryption (docs/wireguard.md)")
+	fs.Var(&kf.keyFile, "wireguard-key-file",
+		"with --overlay-encryption=wireguard: this router's private key, generated there (mode 0600) if missing; SIGHUP re-reads it and publishes the new public key. Given, it wins over the tuning file's overlay.privateKeyFile")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `Usage: vrouter run --config FILE [flags]
@@ -59,7 +64,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 Runs the router for this node until SIGINT or SIGTERM. From a config file,
 SIGHUP re-reads the file; so does any change to it. With --kubeconfig or
 --in-cluster, Nodes, Services and EndpointSlices come from the API server
-and --config, if given, tunes the rest (vrouter validate --tuning checks it).
+and --config, if given, tunes the rest (vrouter validate --tuning checks it);
+SIGHUP then re-reads the WireGuard key file.
 
 Flags:`)
 		fs.PrintDefaults()
@@ -84,6 +90,9 @@ Flags:`)
 	}
 	if kf.masquerade && (!kf.enabled() || kf.sidecar) {
 		return usageErrorf("--masquerade applies with --kubeconfig or --in-cluster, not with --sidecar; from a config file, set egress.masquerade")
+	}
+	if (kf.encryption.set || kf.keyFile.set) && (!kf.enabled() || kf.sidecar) {
+		return usageErrorf("--overlay-encryption and --wireguard-key-file apply with --kubeconfig or --in-cluster, not with --sidecar; from a config file, set overlay.encryption and overlay.privateKeyFile")
 	}
 	if kf.sidecar && kf.cni.String() != "" {
 		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
@@ -121,7 +130,7 @@ Flags:`)
 		defer o.close()
 		ctx, stop := o.signalContext(context.Background())
 		defer stop()
-		return runKube(ctx, &kf, &nf, tuning, *tunFD, *state, log, o)
+		return runKube(ctx, &kf, &nf, tuning, *tunFD, *state, log, o, hup)
 	}
 	cfg, err := configs.Load(*path)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Flannel's node annotations (default --kube-annotation-prefix). flannel
@@ -15,6 +17,12 @@ const (
 	AnnotationPublicIP          = "flannel.alpha.coreos.com/public-ip"
 	AnnotationPublicIPOverwrite = "flannel.alpha.coreos.com/public-ip-overwrite"
 )
+
+// AnnotationWireGuardKey holds a router's WireGuard public key (base64,
+// as `vrouter pubkey` prints it) on its own Node, as flannel's wireguard
+// backend publishes its key in backend-data. Each router writes its own
+// (KeyPublisher) and reads its peers' (Node.PublicKey).
+const AnnotationWireGuardKey = "vrouter.io/wireguard-public-key"
 
 // nodeFrom converts a Node. It reports, as plain sentences for the log,
 // what it had to ignore; a Node without a pod CIDR has none in n.PodCIDRs
@@ -33,6 +41,14 @@ func nodeFrom(kn *corev1.Node) (n Node, problems []string) {
 			continue
 		}
 		n.PodCIDRs = append(n.PodCIDRs, p.Masked())
+	}
+	if s, ok := kn.Annotations[AnnotationWireGuardKey]; ok {
+		k, err := wireguard.ParseKey(s)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("annotation %s: %v; ignoring it (an encrypted overlay does not route to a node without a key)", AnnotationWireGuardKey, err))
+		} else {
+			n.PublicKey = k
+		}
 	}
 	for _, key := range []string{AnnotationPublicIPOverwrite, AnnotationPublicIP} {
 		s, ok := kn.Annotations[key]
@@ -77,7 +93,7 @@ func trimNode(obj any) (any, error) {
 			UID:             kn.UID,
 			ResourceVersion: kn.ResourceVersion,
 			Labels:          keep(kn.Labels, corev1.LabelTopologyZone),
-			Annotations:     keep(kn.Annotations, AnnotationPublicIP, AnnotationPublicIPOverwrite),
+			Annotations:     keep(kn.Annotations, AnnotationPublicIP, AnnotationPublicIPOverwrite, AnnotationWireGuardKey),
 		},
 		Spec: corev1.NodeSpec{PodCIDR: kn.Spec.PodCIDR, PodCIDRs: kn.Spec.PodCIDRs},
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 // Sink takes the desired state a Source derives from the API server: the
@@ -26,7 +27,9 @@ type Sink interface {
 	// SetNodes sets this node and its peers: every other Node that has a
 	// pod CIDR and an underlay address, sorted by name. It is not called
 	// until this node has a pod CIDR. A deleted or unusable peer is
-	// missing from the next call.
+	// missing from the next call; a peer without a WireGuard key
+	// (Node.PublicKey) is passed all the same, for the router to count
+	// and leave unrouted over an encrypted overlay.
 	SetNodes(self Node, peers []Node) error
 	// SetServices replaces the whole Service table, sorted by namespace
 	// and name. It is called once, first, after the informers synced; a
@@ -54,11 +57,16 @@ type Node struct {
 	Address netip.Addr
 	// Zone is the topology.kubernetes.io/zone label.
 	Zone string
+	// PublicKey is the node's router's WireGuard public key, from the
+	// AnnotationWireGuardKey annotation; zero if the Node has none or
+	// one that is not a key. An encrypted overlay does not route to a
+	// peer without one.
+	PublicKey wireguard.Key
 }
 
 // Equal reports whether n and o are the same desired state.
 func (n *Node) Equal(o *Node) bool {
-	return n.Name == o.Name && n.Address == o.Address && n.Zone == o.Zone &&
+	return n.Name == o.Name && n.Address == o.Address && n.Zone == o.Zone && n.PublicKey == o.PublicKey &&
 		slices.Equal(n.PodCIDRs, o.PodCIDRs)
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/vrouter/vrouter/configs/kube"
 	"github.com/vrouter/vrouter/configs/kube/kubetest"
 	"github.com/vrouter/vrouter/lb"
+	"github.com/vrouter/vrouter/router/wireguard"
 )
 
 func node(name, addr string, cidrs ...string) kube.Node {
@@ -37,6 +38,20 @@ func node(name, addr string, cidrs ...string) kube.Node {
 	for _, c := range cidrs {
 		n.PodCIDRs = append(n.PodCIDRs, netip.MustParsePrefix(c))
 	}
+	return n
+}
+
+// testKey is a fixed public key, different for each i.
+func testKey(i byte) wireguard.Key {
+	var k wireguard.Key
+	for j := range k {
+		k[j] = i + byte(j)
+	}
+	return k
+}
+
+func withKey(n kube.Node, k wireguard.Key) kube.Node {
+	n.PublicKey = k
 	return n
 }
 
@@ -140,6 +155,37 @@ func TestNodes(t *testing.T) {
 			logged:    `annotation flannel.alpha.coreos.com/public-ip-overwrite "node2.example" is not an IP address`,
 		},
 		{
+			name: "WireGuard key annotations read, this node's and its peer's",
+			nodes: []runtime.Object{makeNode(masterNode, func(n *corev1.Node) {
+				n.Annotations = map[string]string{kube.AnnotationWireGuardKey: testKey(1).String()}
+			}), makeNode(workerNode, func(n *corev1.Node) {
+				n.Annotations = map[string]string{kube.AnnotationWireGuardKey: " " + testKey(2).String() + "\n"}
+			})},
+			wantSet:   true,
+			wantSelf:  withKey(master, testKey(1)),
+			wantPeers: []kube.Node{withKey(worker, testKey(2))},
+		},
+		{
+			name: "bad WireGuard key annotation logged, peer passed without a key",
+			nodes: []runtime.Object{makeNode(masterNode), makeNode(workerNode, func(n *corev1.Node) {
+				n.Annotations = map[string]string{kube.AnnotationWireGuardKey: "not-a-key"}
+			})},
+			wantSet:   true,
+			wantSelf:  master,
+			wantPeers: []kube.Node{worker},
+			logged:    `annotation vrouter.io/wireguard-public-key: "not-a-key" is not a WireGuard key`,
+		},
+		{
+			name: "all-zero WireGuard key annotation logged, peer passed without a key",
+			nodes: []runtime.Object{makeNode(masterNode), makeNode(workerNode, func(n *corev1.Node) {
+				n.Annotations = map[string]string{kube.AnnotationWireGuardKey: wireguard.Key{}.String()}
+			})},
+			wantSet:   true,
+			wantSelf:  master,
+			wantPeers: []kube.Node{worker},
+			logged:    "all-zero WireGuard key",
+		},
+		{
 			name: "peer without a pod CIDR yet skipped",
 			nodes: []runtime.Object{makeNode(masterNode), makeNode(workerNode, func(n *corev1.Node) {
 				n.Spec.PodCIDR, n.Spec.PodCIDRs = "", nil
@@ -201,6 +247,42 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := kube.New(nil, rec, kube.Options{NodeName: masterNode}); err == nil {
 		t.Errorf("New without a client = nil error, want one")
+	}
+}
+
+// TestNodeKeyChanges: a change to a peer's WireGuard key annotation
+// alone (published, rotated, removed) reaches the Sink, and other
+// annotations do not.
+func TestNodeKeyChanges(t *testing.T) {
+	e := newEnv(t, kube.Options{}, makeNode(masterNode), makeNode(workerNode)).start()
+	e.wait("the first SetNodes", func() bool { _, _, ok := e.rec.Nodes(); return ok })
+	nodes := e.client.CoreV1().Nodes()
+	peerKey := func() wireguard.Key {
+		_, peers, _ := e.rec.Nodes()
+		if len(peers) != 1 {
+			return wireguard.Key{1}
+		}
+		return peers[0].PublicKey
+	}
+	for _, k := range []wireguard.Key{testKey(2), testKey(3), {}} {
+		mustUpdate(t, nodes.Update, makeNode(workerNode, func(n *corev1.Node) {
+			if !k.IsZero() {
+				n.Annotations = map[string]string{kube.AnnotationWireGuardKey: k.String()}
+			}
+		}))
+		e.wait("the worker's key "+k.String(), func() bool { return peerKey() == k })
+	}
+	sets := count(e.rec.Calls(), "SetNodes")
+	// An annotation vrouter does not read, then one more key to wait for.
+	mustUpdate(t, nodes.Update, makeNode(workerNode, func(n *corev1.Node) {
+		n.Annotations = map[string]string{"example.com/other": "x"}
+	}))
+	mustUpdate(t, nodes.Update, makeNode(workerNode, func(n *corev1.Node) {
+		n.Annotations = map[string]string{"example.com/other": "x", kube.AnnotationWireGuardKey: testKey(4).String()}
+	}))
+	e.wait("the worker's key after an unrelated annotation", func() bool { return peerKey() == testKey(4) })
+	if got := count(e.rec.Calls(), "SetNodes"); got != sets+1 {
+		t.Errorf("SetNodes calls after an unrelated annotation and a key = %d, want %d; calls %q", got, sets+1, e.rec.Calls())
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -86,24 +87,27 @@ func decodeManifest(t *testing.T, path string) []runtime.Object {
 	return objs
 }
 
-// clusterRole is the ClusterRole of configs/deploy/rbac.yaml.
-func clusterRole(t *testing.T) *rbacv1.ClusterRole {
+// clusterRole is the ClusterRole vrouter of configs/deploy/rbac.yaml.
+func clusterRole(t *testing.T) *rbacv1.ClusterRole { return clusterRoleNamed(t, "vrouter") }
+
+func clusterRoleNamed(t *testing.T, name string) *rbacv1.ClusterRole {
 	t.Helper()
 	for _, obj := range decodeManifest(t, rbac) {
-		if cr, ok := obj.(*rbacv1.ClusterRole); ok {
+		if cr, ok := obj.(*rbacv1.ClusterRole); ok && cr.Name == name {
 			return cr
 		}
 	}
-	t.Fatalf("%s has no ClusterRole", rbac)
+	t.Fatalf("%s has no ClusterRole %s", rbac, name)
 	return nil
 }
 
-// TestManifestRole needs no API server: the ClusterRole grants list and
-// watch on nodes, services and endpointslices, and nothing else.
-func TestManifestRole(t *testing.T) {
-	type grant struct{ group, resource, verb string }
+type grant struct{ group, resource, verb string }
+
+// grants lists what cr grants, one verb on one resource each, sorted.
+func grants(t *testing.T, cr *rbacv1.ClusterRole) []grant {
+	t.Helper()
 	var got []grant
-	for _, r := range clusterRole(t).Rules {
+	for _, r := range cr.Rules {
 		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
 			t.Errorf("rule %+v: want no resourceNames or nonResourceURLs", r)
 		}
@@ -115,18 +119,26 @@ func TestManifestRole(t *testing.T) {
 			}
 		}
 	}
+	slices.SortFunc(got, func(a, b grant) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	return got
+}
+
+// TestManifestRole needs no API server: the ClusterRole vrouter grants
+// list and watch on nodes, services and endpointslices, and nothing else;
+// vrouter-node-key grants patch on nodes, and nothing else (its policy
+// narrows it: TestNodeKeyPolicy).
+func TestManifestRole(t *testing.T) {
 	want := []grant{
 		{"", "nodes", "list"}, {"", "nodes", "watch"},
 		{"", "services", "list"}, {"", "services", "watch"},
 		{"discovery.k8s.io", "endpointslices", "list"}, {"discovery.k8s.io", "endpointslices", "watch"},
 	}
-	sortGrants := func(gs []grant) {
-		slices.SortFunc(gs, func(a, b grant) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	slices.SortFunc(want, func(a, b grant) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	if got := grants(t, clusterRole(t)); !slices.Equal(got, want) {
+		t.Errorf("ClusterRole vrouter grants %v, want exactly %v", got, want)
 	}
-	sortGrants(got)
-	sortGrants(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("ClusterRole grants %v, want exactly %v", got, want)
+	if got, want := grants(t, clusterRoleNamed(t, "vrouter-node-key")), []grant{{"", "nodes", "patch"}}; !slices.Equal(got, want) {
+		t.Errorf("ClusterRole vrouter-node-key grants %v, want exactly %v", got, want)
 	}
 }
 
@@ -243,6 +255,10 @@ func TestRBAC(t *testing.T) {
 				_, err = admin.RbacV1().ClusterRoles().Create(ctx, o, dry)
 			case *rbacv1.ClusterRoleBinding:
 				_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, o, dry)
+			case *admissionv1.ValidatingAdmissionPolicy:
+				_, err = admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, o, dry)
+			case *admissionv1.ValidatingAdmissionPolicyBinding:
+				_, err = admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, o, dry)
 			case *appsv1.DaemonSet:
 				_, err = admin.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, dry)
 			case *appsv1.Deployment:

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/lb"
 )
 
@@ -77,20 +79,29 @@ func kinds(t *testing.T, objs []runtime.Object) []string {
 // vrouter in, and daemonset.yaml none of it, so that a sidecar user
 // applies rbac.yaml without the DaemonSet.
 func TestManifestRBAC(t *testing.T) {
-	want := []string{"ServiceAccount kube-system/vrouter", "ClusterRole vrouter", "ClusterRoleBinding vrouter"}
+	want := []string{"ServiceAccount kube-system/vrouter", "ClusterRole vrouter", "ClusterRoleBinding vrouter",
+		"ClusterRole vrouter-node-key", "ClusterRoleBinding vrouter-node-key",
+		"ValidatingAdmissionPolicy vrouter-node-key", "ValidatingAdmissionPolicyBinding vrouter-node-key"}
 	objs := decodeManifest(t, rbac)
 	if got := kinds(t, objs); !slices.Equal(got, want) {
 		t.Fatalf("%s holds %v, want %v", rbac, got, want)
 	}
-	crb := objs[2].(*rbacv1.ClusterRoleBinding)
 	wantSubj := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "vrouter", Namespace: "kube-system"}}
-	if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != "vrouter" || !slices.Equal(crb.Subjects, wantSubj) {
-		t.Errorf("ClusterRoleBinding binds %+v to %+v, want ClusterRole vrouter to %+v", crb.RoleRef, crb.Subjects, wantSubj)
+	for _, i := range []int{2, 4} {
+		crb := objs[i].(*rbacv1.ClusterRoleBinding)
+		if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != crb.Name || !slices.Equal(crb.Subjects, wantSubj) {
+			t.Errorf("ClusterRoleBinding %s binds %+v to %+v, want ClusterRole %s to %+v", crb.Name, crb.RoleRef, crb.Subjects, crb.Name, wantSubj)
+		}
+	}
+	vapb := objs[6].(*admissionv1.ValidatingAdmissionPolicyBinding)
+	if vapb.Spec.PolicyName != "vrouter-node-key" || !slices.Equal(vapb.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("ValidatingAdmissionPolicyBinding %+v, want policy vrouter-node-key with Deny", vapb.Spec)
 	}
 	if got := kinds(t, decodeManifest(t, manifest)); !slices.Equal(got, []string{"ConfigMap kube-system/vrouter", "DaemonSet kube-system/vrouter"}) {
 		t.Errorf("%s holds %v, want only the ConfigMap and the DaemonSet (RBAC is in %s)", manifest, got, rbac)
 	}
 	// The sidecar binds its own ServiceAccount to rbac.yaml's role.
+	// It writes nothing: no key to publish, so not vrouter-node-key.
 	for _, o := range decodeManifest(t, sidecar) {
 		if b, ok := o.(*rbacv1.ClusterRoleBinding); ok && b.RoleRef.Name != clusterRole(t).Name {
 			t.Errorf("%s binds ClusterRole %q, want %q from %s", sidecar, b.RoleRef.Name, clusterRole(t).Name, rbac)
@@ -313,6 +324,27 @@ func TestManifestDaemonSet(t *testing.T) {
 		if got, ok := a[flag]; !ok || got != want {
 			t.Errorf("%s: %s=%q, want %q", manifest, flag, got, want)
 		}
+	}
+	// The WireGuard key is kept on the node's disk, where the default
+	// --wireguard-key-file puts it; encryption is off until a user
+	// uncomments the one flag shown.
+	if _, ok := a["--overlay-encryption"]; ok {
+		t.Errorf("%s: --overlay-encryption is on; want it off by default, shown commented out", manifest)
+	}
+	raw, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("\n            # - --overlay-encryption=wireguard\n")) {
+		t.Errorf("%s: no commented-out --overlay-encryption=wireguard among the args", manifest)
+	}
+	if _, ok := a["--wireguard-key-file"]; ok {
+		t.Errorf("%s: --wireguard-key-file given; want the default, %s", manifest, configs.DefaultWireGuardKeyFile)
+	}
+	keyDir := filepath.Dir(configs.DefaultWireGuardKeyFile)
+	if v, rw := mountedAt(spec, c, keyDir); v == nil || !rw || v.HostPath == nil || v.HostPath.Path != keyDir ||
+		v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate {
+		t.Errorf("%s: %s is not the node's %s (hostPath, DirectoryOrCreate, writable): the WireGuard key would not survive a restart", manifest, keyDir, keyDir)
 	}
 	// The admin socket and the CNI config are the node's.
 	for _, dir := range []string{runDir, a["--cni-conf-dir"]} {
