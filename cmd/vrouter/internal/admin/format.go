@@ -321,7 +321,7 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 		wg := o.WireGuard
 		line("Overlay", "wireguard, public key %s, sessions up %d/%d, peers without key %d", wg.PublicKey, wg.SessionsUp, wg.PeersWithKey, wg.PeersWithoutKey)
 	default:
-		line("Overlay", "plain (unauthenticated; see docs/security.md)")
+		line("Overlay", "plain (unauthenticated and unencrypted; see docs/wireguard.md)")
 	}
 	peers := fmt.Sprintf("%d/%d heard from", st.Peers.HeardFrom, st.Peers.Total)
 	if st.Peers.Oldest != "" {

@@ -57,7 +57,7 @@ Started:      1h0m10s ago
 Last reload:  10s ago, refused: peers[0].endpoint: "192.168.31.202" has no port (the router keeps what it ran)
 Ready:        yes
 TUN:          vr0, tunnel MTU 1472, offload off
-Overlay:      plain (unauthenticated; see docs/security.md)
+Overlay:      plain (unauthenticated and unencrypted; see docs/wireguard.md)
 Peers:        1/1 heard from, least recently hostgw-node (` + peerAgo + ` ago)
 Services:     2 (4 ports, 5 endpoints)
 Host sockets: 1 listening, 1 failed
@@ -88,7 +88,7 @@ Mode:         kubernetes, from https://10.0.0.1:6443
 Last reload:  none since the start
 Ready:        no (source unavailable)
 TUN:          vr0, tunnel MTU 1472, offload off
-Overlay:      plain (unauthenticated; see docs/security.md)
+Overlay:      plain (unauthenticated and unencrypted; see docs/wireguard.md)
 Peers:        0/1 heard from, least recently hostgw-node (never)
 Services:     2 (4 ports, 5 endpoints)
 Host sockets: 0 listening, 0 failed
