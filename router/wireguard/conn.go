@@ -83,11 +83,16 @@ type Conn struct {
 	srcs      atomic.Pointer[sources]
 	closed    atomic.Bool
 
-	mu      sync.Mutex
-	key     Key
-	peers   map[Key]Peer
-	names   map[string]string // Key.Short() → peer name, for the device's log lines
-	hs      map[string]*handshakes
+	mu     sync.Mutex
+	key    Key
+	peers  map[Key]Peer
+	names  map[string]string // Key.Short() → peer name, for the device's log lines
+	shorts map[string]Key    // Key.Short() → key
+	hs     map[string]*handshakes
+	// shook holds the peers' keys a handshake completed with; greets the
+	// timers of the handshakes this router starts itself (greet).
+	shook   map[Key]bool
+	greets  map[Key]*time.Timer
 	refused [numRefusals]atomic.Uint64
 	// refusedLogged is when each reason was last logged (UnixNano).
 	refusedLogged [numRefusals]atomic.Int64
@@ -107,12 +112,15 @@ func Listen(opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("wireguard: MTU %d, want > 0", opts.MTU)
 	}
 	c := &Conn{
-		pipe:  newPipe(opts.MTU),
-		log:   opts.Logger,
-		key:   opts.PrivateKey,
-		peers: map[Key]Peer{},
-		names: map[string]string{},
-		hs:    map[string]*handshakes{},
+		pipe:   newPipe(opts.MTU),
+		log:    opts.Logger,
+		key:    opts.PrivateKey,
+		peers:  map[Key]Peer{},
+		names:  map[string]string{},
+		shorts: map[string]Key{},
+		hs:     map[string]*handshakes{},
+		shook:  map[Key]bool{},
+		greets: map[Key]*time.Timer{},
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
@@ -180,6 +188,12 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 // WriteBatch. It is idempotent.
 func (c *Conn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
+		c.mu.Lock()
+		for k, t := range c.greets {
+			t.Stop()
+			delete(c.greets, k)
+		}
+		c.mu.Unlock()
 		c.pipe.Close()
 		c.dev.Close()
 	}
@@ -197,8 +211,27 @@ func (c *Conn) SetPrivateKey(k Key) error {
 	if k == c.key {
 		return nil
 	}
-	if err := c.dev.IpcSet("private_key=" + k.hex() + "\n"); err != nil {
+	// Which side of each pair keeps the session up, and which greets,
+	// follows the keys' order, which the new key may change.
+	own := k.Public()
+	var b strings.Builder
+	fmt.Fprintf(&b, "private_key=%s\n", k.hex())
+	var greet []Key
+	for pk := range c.peers {
+		interval := 0
+		if c.keepalive > 0 && bytes.Compare(own[:], pk[:]) < 0 {
+			interval = c.keepalive
+		} else if bytes.Compare(own[:], pk[:]) > 0 {
+			greet = append(greet, pk)
+		}
+		fmt.Fprintf(&b, "public_key=%s\npersistent_keepalive_interval=%d\n", pk.hex(), interval)
+	}
+	if err := c.dev.IpcSet(b.String()); err != nil {
 		return fmt.Errorf("wireguard: set private key: %w", err)
+	}
+	clear(c.shook)
+	for _, pk := range greet {
+		c.greetLocked(pk)
 	}
 	c.key = k
 	c.log.Info("WireGuard private key replaced", zap.Stringer("publicKey", k.Public()))
@@ -227,9 +260,15 @@ func (c *Conn) SetPeers(peers []Peer) error {
 		next[p.PublicKey] = p
 	}
 	var b strings.Builder
+	var greet []Key
 	for k := range c.peers {
 		if _, ok := next[k]; !ok {
 			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.hex())
+			if t := c.greets[k]; t != nil {
+				t.Stop()
+				delete(c.greets, k)
+			}
+			delete(c.shook, k)
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(next), func(a, b Key) int { return strings.Compare(a.String(), b.String()) }) {
@@ -253,6 +292,9 @@ func (c *Conn) SetPeers(peers []Peer) error {
 			// until a retry 5 s later (WireGuard's Rekey-Timeout).
 			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", c.keepalive)
 		}
+		if old.Name == "" && bytes.Compare(own[:], k[:]) > 0 {
+			greet = append(greet, k)
+		}
 	}
 	if b.Len() > 0 {
 		if err := c.dev.IpcSet(b.String()); err != nil {
@@ -261,11 +303,48 @@ func (c *Conn) SetPeers(peers []Peer) error {
 	}
 	c.peers = next
 	c.names = make(map[string]string, len(next))
+	c.shorts = make(map[string]Key, len(next))
 	for k, p := range next {
 		c.names[k.Short()] = p.Name
+		c.shorts[k.Short()] = k
+	}
+	for _, k := range greet {
+		c.greetLocked(k)
 	}
 	c.srcs.Store(newSources(peers))
 	return nil
+}
+
+// greetDelay is how long the higher key of a pair waits for the lower
+// key's handshake before it starts one itself.
+const greetDelay = time.Second
+
+// greetLocked starts a handshake with peer k greetDelay from now unless
+// one has completed by then. The lower key of the pair starts one at
+// once (its first keepalive), which reaches a router that does not know
+// it yet in vain, and WireGuard retries only 5 s later; and a router that
+// restarted has no session while its peer still sends under the old one,
+// which it cannot read, until the peer gives up on it (15 s). Started a
+// second apart, the two handshakes never cross.
+func (c *Conn) greetLocked(k Key) {
+	if t := c.greets[k]; t != nil {
+		t.Stop()
+	}
+	c.greets[k] = time.AfterFunc(greetDelay, func() {
+		c.mu.Lock()
+		_, still := c.peers[k]
+		shook := c.shook[k]
+		delete(c.greets, k)
+		c.mu.Unlock()
+		if !still || shook || c.closed.Load() {
+			return
+		}
+		if p := c.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+			if err := p.SendHandshakeInitiation(false); err != nil {
+				c.log.Debug("start a WireGuard handshake", zap.String("peer", c.names[k.Short()]), zap.Error(err))
+			}
+		}
+	})
 }
 
 // PeerStatus is one peer's session as the device reports it (`wg show`).

@@ -297,3 +297,41 @@ func TestListenPortInUse(t *testing.T) {
 		t.Fatalf("Listen on a taken port: %v, want it to say %q", err, want)
 	}
 }
+
+// TestGreetStartsSessionSoon: the lower key's first handshake reaches a
+// router that does not know it yet and is refused; WireGuard would retry
+// it 5 s later, but the higher key greets a second after it learns the
+// peer, so the session is up well before.
+func TestGreetStartsSessionSoon(t *testing.T) {
+	a, b := listen(t), listen(t)
+	if pa, pb := a.key.Public(), b.key.Public(); bytes.Compare(pa[:], pb[:]) > 0 {
+		a, b = b, a // a: the lower key
+	}
+	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.c.Stats().InitiationsSent == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the lower key sent no handshake initiation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for b.c.Stats().Refused[RefusedUnknownKey] == 0 { // b does not know a yet
+		if time.Now().After(deadline) {
+			t.Fatal("the higher key did not refuse the lower key's first handshake")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, b.c)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("session up %v after the higher key learned its peer, want about %v", took, greetDelay)
+	}
+	if b.c.Stats().InitiationsSent == 0 {
+		t.Fatal("the higher key started no handshake")
+	}
+}

@@ -127,6 +127,9 @@ func (c *Conn) completed(args []any) {
 	name := c.peerName(args)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if k, ok := c.shorts[shortOf(args)]; ok {
+		c.shook[k] = true
+	}
 	h := c.hs[name]
 	if h == nil {
 		h = &handshakes{}
@@ -144,6 +147,21 @@ func (c *Conn) peerName(args []any) string {
 	if len(args) == 0 {
 		return ""
 	}
+	short := shortOf(args)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.names[short]; ok {
+		return n
+	}
+	return short
+}
+
+// shortOf is the abbreviated key in the device's log argument args[0]
+// ("peer(AbCd…WxYz)"), or "".
+func shortOf(args []any) string {
+	if len(args) == 0 {
+		return ""
+	}
 	s, ok := args[0].(fmt.Stringer)
 	if !ok {
 		return ""
@@ -151,11 +169,6 @@ func (c *Conn) peerName(args []any) string {
 	short := s.String()
 	if len(short) > 6 && short[:5] == "peer(" {
 		short = short[5 : len(short)-1]
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n, ok := c.names[short]; ok {
-		return n
 	}
 	return short
 }
