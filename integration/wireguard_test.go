@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -71,6 +72,34 @@ func TestWireGuardSeed(t *testing.T) {
 	e.waitAcross()
 
 	seedChecks(t, e)
+
+	t.Run("peers and status show the sessions", func(t *testing.T) {
+		out, err := e.command(masterNode, vrouterBin, "peers", "-o", "json")
+		if err != nil {
+			t.Fatalf("vrouter peers: %v\n%s", err, out)
+		}
+		var peers []struct {
+			PublicKey string
+			WireGuard *struct {
+				LatestHandshake time.Time
+				Session         string
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &peers); err != nil {
+			t.Fatalf("vrouter peers -o json: %v\n%s", err, out)
+		}
+		if len(peers) != 1 || peers[0].WireGuard == nil || peers[0].WireGuard.Session != "up" ||
+			peers[0].WireGuard.LatestHandshake.IsZero() || peers[0].PublicKey != keys[workerNode].Public().String() {
+			t.Fatalf("vrouter peers on %s: %s\nwant %s with %s's key and a session up", masterNode, out, workerNode, workerNode)
+		}
+		out, err = e.command(workerNode, vrouterBin, "status")
+		if err != nil {
+			t.Fatalf("vrouter status: %v\n%s", err, out)
+		}
+		if want := "wireguard, public key " + keys[workerNode].Public().String() + ", sessions up 1/1"; !strings.Contains(out, want) {
+			t.Fatalf("vrouter status on %s:\n%s\nwant it to say %q", workerNode, out, want)
+		}
+	})
 
 	t.Run("underlay carries no inner payload", func(t *testing.T) {
 		frames, payloads := e.captureOverlay(t, workerNode, func() {
