@@ -33,6 +33,12 @@
 // policy and the health check node port are read as kube-proxy reads them
 // (see externalAccess).
 //
+// It writes one thing: KeyPublisher keeps this router's WireGuard public
+// key in its own Node's vrouter.io/wireguard-public-key annotation, which
+// the Source reads back as each peer's Node.PublicKey. The API server, not
+// this package, holds the router to that one annotation of its own Node
+// (configs/deploy/rbac.yaml's ValidatingAdmissionPolicy).
+//
 // Ownership: New starts nothing. Run starts the informers and the sync
 // goroutine, and returns after all of them have exited. Handlers, the
 // watch error handlers and Ready/Synced/Stats may run on any goroutine;
