@@ -22,6 +22,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -52,11 +53,6 @@ func TestLBFragmentedUDP(t *testing.T) {
 		serveBigUDP(t, e, p, port, answerLen)
 	}
 	client := lbCorednsXx6mc
-	mtu := linkMTU(t, e, client.name, topology.PodLink)
-	// The largest payload that fits one packet is mtu-28; one more byte
-	// fragments.
-	big := strings.Repeat("r", mtu-28+1)
-
 	for _, tc := range []struct {
 		name    string
 		vip     netip.Addr
@@ -67,31 +63,50 @@ func TestLBFragmentedUDP(t *testing.T) {
 		{"remote backend", remoteVIP, lbNginx4k7xw, client.addr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, q := range []struct {
-				what, payload string
-			}{
-				{fmt.Sprintf("a %d-byte request (MTU %d)", len(big), mtu), big},
-				{"a small query with a 3,000-byte answer", "q"},
-			} {
-				// Sent to the pod directly, then through the VIP: both
-				// must be answered in full.
-				for _, to := range []netip.AddrPort{netip.AddrPortFrom(tc.backend.addr, port), netip.AddrPortFrom(tc.vip, port)} {
-					server, seen, answer, err := bigQuery(t, e, client.name, to, q.payload)
-					if err != nil {
-						t.Fatalf("%s from %s to %v: %v", q.what, client.name, to, err)
-					}
-					want := q.payload + strings.Repeat("a", max(0, answerLen-len(q.payload)))
-					if server != tc.backend.name || !bytes.Equal(answer, []byte(want)) {
-						t.Errorf("%s from %s to %v: answered by %s with %d bytes (intact: %v); want %s, %d bytes",
-							q.what, client.name, to, server, len(answer), bytes.Equal(answer, []byte(want)), tc.backend.name, len(want))
-					}
-					if to.Addr() == tc.vip && seen.Addr() != tc.seen {
-						t.Errorf("%s through %v: the backend saw the client as %v, want %v", q.what, tc.vip, seen, tc.seen)
-					}
-				}
+			// Sent to the pod directly, then through the VIP: both must
+			// be answered in full.
+			if err := fragmentedUDP(t, e, client, netip.AddrPortFrom(tc.backend.addr, port), tc.backend, netip.Addr{}, answerLen); err != nil {
+				t.Fatal(err)
+			}
+			if err := fragmentedUDP(t, e, client, netip.AddrPortFrom(tc.vip, port), tc.backend, tc.seen, answerLen); err != nil {
+				t.Error(err)
 			}
 		})
 	}
+}
+
+// fragmentedUDP sends two queries that fragment from client to `to` (a
+// serveBigUDP server, or a VIP in front of one): a request one byte over
+// the client's MTU, and a small query answered with answerLen bytes. It
+// returns an error unless backend answers each in full, having seen the
+// client as seen (if valid).
+func fragmentedUDP(t *testing.T, e *lbEnv, client lbPod, to netip.AddrPort, backend lbPod, seen netip.Addr, answerLen int) error {
+	t.Helper()
+	mtu := linkMTU(t, e, client.name, topology.PodLink)
+	// The largest payload that fits one packet is mtu-28; one more byte
+	// fragments.
+	big := strings.Repeat("r", mtu-28+1)
+	var errs []error
+	for _, q := range []struct {
+		what, payload string
+	}{
+		{fmt.Sprintf("a %d-byte request (MTU %d)", len(big), mtu), big},
+		{fmt.Sprintf("a small query with a %d-byte answer", answerLen), "q"},
+	} {
+		server, saw, answer, err := bigQuery(t, e, client.name, to, q.payload)
+		if err != nil {
+			return fmt.Errorf("%s from %s to %v: %w", q.what, client.name, to, err)
+		}
+		want := q.payload + strings.Repeat("a", max(0, answerLen-len(q.payload)))
+		if server != backend.name || !bytes.Equal(answer, []byte(want)) {
+			errs = append(errs, fmt.Errorf("%s from %s to %v: answered by %s with %d bytes (intact: %v); want %s, %d bytes",
+				q.what, client.name, to, server, len(answer), bytes.Equal(answer, []byte(want)), backend.name, len(want)))
+		}
+		if seen.IsValid() && saw.Addr() != seen {
+			errs = append(errs, fmt.Errorf("%s to %v: the backend saw the client as %v, want %v", q.what, to, saw, seen))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // serveBigUDP answers each datagram to p's port with "<identity>

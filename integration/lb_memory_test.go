@@ -108,14 +108,7 @@ func TestLBMemoryAfterFlood(t *testing.T) {
 	// its pages; see docs/operations.md) below baseline plus a quarter
 	// of what the flood added.
 	limit := base.anon + (peak.anon-base.anon)/4
-	var after procMem
-	for {
-		after = readProcMem(t, r.PID())
-		if after.anon <= limit || time.Since(expired) > 60*time.Second {
-			break
-		}
-		time.Sleep(time.Second)
-	}
+	after := memoryBack(t, r.PID(), limit, 60*time.Second)
 	t.Logf("router on %s: baseline %v; peak (%.0f flows) %v; %v after the flows expired: %v",
 		lbMaster, base, flows, peak, time.Since(expired).Round(time.Second), after)
 	t.Logf("per flow at the peak: %.0f B anonymous, %.0f B resident in all", float64(peak.anon-base.anon)/flows, float64(peak.rss-base.rss)/flows)
@@ -124,6 +117,20 @@ func TestLBMemoryAfterFlood(t *testing.T) {
 			after.anon>>20, limit>>20, base.anon>>20, (peak.anon-base.anon)>>20)
 	}
 	e.requireRouters()
+}
+
+// memoryBack waits up to wait for process pid's anonymous memory to fall
+// to limit, and returns the last reading.
+func memoryBack(t *testing.T, pid int, limit uint64, wait time.Duration) procMem {
+	t.Helper()
+	start := time.Now()
+	for {
+		m := readProcMem(t, pid)
+		if m.anon <= limit || time.Since(start) > wait {
+			return m
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // procMem is a process's memory as /proc/<pid>/status tells it.

@@ -130,37 +130,13 @@ func TestLBRestartKeepsNATConnections(t *testing.T) {
 		sig  syscall.Signal
 		down time.Duration
 	}{{"restart (SIGTERM)", syscall.SIGTERM, 0}, {"crash (SIGKILL)", syscall.SIGKILL, 2 * time.Second}} {
-		r := e.routers[lbMaster]
-		start := time.Now()
-		if err := r.Signal(stop.sig); err != nil {
-			t.Fatalf("%s: signal router on %s: %v", stop.name, lbMaster, err)
+		o := e.outage(stop.name, lbMaster, stop.sig, stop.down, conns[:len(conns)/2])
+		for _, err := range o.errs {
+			t.Error(err)
 		}
-		err := r.Stop() // waits for the exit
-		if stop.sig == syscall.SIGTERM && err != nil {
-			t.Fatalf("%s: router on %s: %v", stop.name, lbMaster, err)
-		}
-		// While it is down, the clients send: their kernels must
-		// retransmit once the next router is up.
-		for i, c := range conns[:len(conns)/2] {
-			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := fmt.Fprintf(c.conn, "%s in the gap %d\n", stop.name, i); err != nil {
-				t.Fatalf("%s: write while the router is down: %v", stop.name, err)
-			}
-		}
-		tunGone := !e.hasLink(lbMaster, "vr0")
-		time.Sleep(stop.down) // the outage itself, not a wait for an event
-		e.startRouter(lbMaster)
-		up := time.Since(start)
-		for i, c := range conns[:len(conns)/2] {
-			want := fmt.Sprintf("%s in the gap %d\n", stop.name, i)
-			if err := readEcho(c.conn, want, 15*time.Second); err != nil {
-				t.Errorf("%s: connection %s -> %v (backend %s), data sent in the gap: %v", stop.name, c.from, c.vip, c.backend, err)
-			}
-		}
-		resumed := time.Since(start)
 		kept := checkAll("after "+stop.name, 15*time.Second)
 		t.Logf("%s: %d/%d TCP connections kept, %d UDP flows on their backend; router up again %v after the signal, data sent in the gap delivered after %v; vr0 gone while down: %v",
-			stop.name, kept, len(conns), len(flows), up.Round(time.Millisecond), resumed.Round(time.Millisecond), tunGone)
+			stop.name, kept, len(conns), len(flows), o.up.Round(time.Millisecond), o.resumed.Round(time.Millisecond), o.tunGone)
 		want := fmt.Sprintf(`"restored": %d,`, len(conns)+len(flows))
 		if log := e.logOf(lbMaster); strings.Count(log, want) != restarts+1 {
 			t.Errorf("%s: router log shows %q %d times, want %d (once per start after a stop):\n%s",
@@ -198,6 +174,56 @@ func TestLBRestartKeepsNATConnections(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("connection %s -> %v after its flow was lost: %v, want reset", c.from, c.vip, err)
 	}
+}
+
+// outageResult is what an outage of a router looked like.
+type outageResult struct {
+	// up is the time from the signal to the next router's start,
+	// resumed to the last echo of data sent while it was down.
+	up, resumed time.Duration
+	// tunGone is whether vr0 was gone while the router was down.
+	tunGone bool
+	// errs are the connections whose data sent in the gap came back
+	// wrong or not at all.
+	errs []error
+}
+
+// outage stops node's router with sig (SIGTERM: a restart, which must
+// exit cleanly; SIGKILL: a crash), writes a line on each of gap while it
+// is down, keeps it down for down, starts it again and reads each
+// line's echo.
+func (e *lbEnv) outage(name, node string, sig syscall.Signal, down time.Duration, gap []*restartConn) outageResult {
+	e.t.Helper()
+	var o outageResult
+	r := e.routers[node]
+	start := time.Now()
+	if err := r.Signal(sig); err != nil {
+		e.t.Fatalf("%s: signal router on %s: %v", name, node, err)
+	}
+	err := r.Stop() // waits for the exit
+	if sig == syscall.SIGTERM && err != nil {
+		e.t.Fatalf("%s: router on %s: %v", name, node, err)
+	}
+	// While it is down, the clients send: their kernels must
+	// retransmit once the next router is up.
+	for i, c := range gap {
+		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := fmt.Fprintf(c.conn, "%s in the gap %d\n", name, i); err != nil {
+			e.t.Fatalf("%s: write while the router is down: %v", name, err)
+		}
+	}
+	o.tunGone = !e.hasLink(node, "vr0")
+	time.Sleep(down) // the outage itself, not a wait for an event
+	e.startRouter(node)
+	o.up = time.Since(start)
+	for i, c := range gap {
+		want := fmt.Sprintf("%s in the gap %d\n", name, i)
+		if err := readEcho(c.conn, want, 15*time.Second); err != nil {
+			o.errs = append(o.errs, fmt.Errorf("%s: connection %s -> %v (backend %s), data sent in the gap: %w", name, c.from, c.vip, c.backend, err))
+		}
+	}
+	o.resumed = time.Since(start)
+	return o
 }
 
 // echoWithin writes msg on conn (to a ServeTCPEcho server) and reads it

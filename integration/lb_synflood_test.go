@@ -25,14 +25,12 @@ package integration
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,65 +63,32 @@ func TestLBProxySYNFlood(t *testing.T) {
 	var wg sync.WaitGroup
 	var floodErr error
 	wg.Go(func() {
-		floodErr = e.c.Do(flooder.name, func() error { return synFlood(ctx, flooder.addr, vip, &sent) })
+		f := rawFlood{own: flooder.addr, spoofed: addrRange(netip.AddrFrom4([4]byte{10, 244, 0, 100}), 128), dst: vip, proto: protoTCP}
+		floodErr = e.c.Do(flooder.name, func() error { return f.run(ctx, &sent) })
 	})
 
 	// The innocent pod connects every 50 ms during the flood.
-	var ok, failed int
-	var lat []time.Duration
-	var errs []error
-	for ctx.Err() == nil {
-		t0 := time.Now()
-		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-		payload := fmt.Sprintf("during %d", ok+failed)
-		rep, err := e.c.TCPExchange(cctx, innocent.name, vip, []byte(payload))
-		ccancel()
-		if err == nil && string(rep.Payload) != payload {
-			err = fmt.Errorf("echo %q, want %q", rep.Payload, payload)
-		}
-		if err != nil {
-			failed++
-			errs = append(errs, err)
-		} else {
-			ok++
-			lat = append(lat, time.Since(t0))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	pr := e.probe(ctx, innocent.name, vip, netip.AddrPort{})
 	wg.Wait()
 	if floodErr != nil {
 		t.Fatalf("SYN flood from %s: %v", flooder.name, floodErr)
 	}
 	m := e.metricsOf(lbMaster, synFloodMetricsAddr)
-	rss := "?"
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.routers[lbMaster].PID())); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				rss = strings.TrimSpace(v)
-			}
-		}
-	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[int(float64(len(lat)-1)*p)].Round(100 * time.Microsecond)
-	}
+	mem := readProcMem(t, e.routers[lbMaster].PID())
 	t.Logf("flood: %d SYNs in %v from %s (spoofing 128 unused addresses and its own)", sent.Load(), flood, flooder.name)
 	t.Logf("innocent %s: %d connections ok, %d failed; latency p50 %v, p99 %v, max %v",
-		innocent.name, ok, failed, pct(0.5), pct(0.99), pct(1))
+		innocent.name, pr.tcpOK, pr.tcpFailed, pr.pct(0.5), pr.pct(0.99), pr.pct(1))
 	t.Logf("proxy: %v connections spliced, %v handshake-first, %v unproven clients (no backend dialed), %v clients gone after their backend was dialed, SYNs dropped: %v over a client's in-flight cap, %v over the global cap; %v in flight now",
 		m[`vrouter_proxy_connections_total`], m[`vrouter_proxy_handshake_first_total`], m[`vrouter_proxy_unproven_clients_total`],
 		m[`vrouter_proxy_handshake_failures_total`], m[`vrouter_proxy_refused_total{reason="in_flight_client"}`],
 		m[`vrouter_proxy_refused_total{reason="in_flight"}`], m[`vrouter_proxy_connections_in_flight`])
-	t.Logf("router on %s: RSS %s at the end of the flood", lbMaster, rss)
+	t.Logf("router on %s: RSS %d MiB at the end of the flood", lbMaster, mem.rss>>20)
 
 	if sent.Load() < 1000 {
 		t.Fatalf("the flood sent %d SYNs, want ≥ 1000 for the test to mean anything", sent.Load())
 	}
-	if failed > 0 {
-		t.Errorf("%d of %d of the innocent pod's connections failed during the flood, want none, e.g. %v", failed, ok+failed, errs[0])
+	if pr.tcpFailed > 0 {
+		t.Errorf("%d of %d of the innocent pod's connections failed during the flood, want none, e.g. %v", pr.tcpFailed, pr.tcpOK+pr.tcpFailed, pr.errs)
 	}
 	// Backend connections for unanswering sources: a few slip through
 	// before the pressure turns handshake-first on (each client's first
@@ -138,27 +103,46 @@ func TestLBProxySYNFlood(t *testing.T) {
 	e.requireRouters()
 }
 
-// synFlood sends TCP SYNs to dst from a raw socket until ctx ends: from
-// random ports of own and of 10.244.0.100-.227, at most about 20,000 a
-// second.
-func synFlood(ctx context.Context, own netip.Addr, dst netip.AddrPort, sent *atomic.Int64) error {
+// rawFlood is a flood from a pod's raw socket: TCP SYNs (proto
+// protoTCP) or UDP datagrams (protoUDP) to dst from random ports of own
+// and, 7 times in 8, of one of spoofed (addresses of the pod's node's pod
+// CIDR, or the router drops them as not local).
+type rawFlood struct {
+	own     netip.Addr
+	spoofed []netip.Addr
+	dst     netip.AddrPort
+	proto   byte
+}
+
+// run sends f's packets until ctx ends, at most about 20,000 a second,
+// counting them in sent. Call it inside the pod's namespace (Cluster.Do).
+func (f rawFlood) run(ctx context.Context, sent *atomic.Int64) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 	if err != nil {
 		return fmt.Errorf("raw socket: %w", err)
 	}
 	defer unix.Close(fd)
-	to := &unix.SockaddrInet4{Addr: dst.Addr().As4()}
-	pkt := make([]byte, 40)
+	to := &unix.SockaddrInet4{Addr: f.dst.Addr().As4()}
+	payload := []byte("flood")
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		<-tick.C
 		for range 20 {
-			src := own
-			if rand.IntN(8) != 0 {
-				src = netip.AddrFrom4([4]byte{10, 244, 0, byte(100 + rand.IntN(128))})
+			src := f.own
+			if len(f.spoofed) > 0 && rand.IntN(8) != 0 {
+				src = f.spoofed[rand.IntN(len(f.spoofed))]
 			}
-			buildSYN(pkt, src, uint16(1024+rand.IntN(60000)), dst, rand.Uint32())
+			from := netip.AddrPortFrom(src, uint16(1024+rand.IntN(60000)))
+			var pkt []byte
+			switch f.proto {
+			case protoTCP:
+				pkt = tcpSYN(from, f.dst, rand.Uint32())
+			case protoUDP:
+				pkt = udpDatagram(from, f.dst, payload)
+			default:
+				return fmt.Errorf("raw flood: protocol %d, want TCP or UDP", f.proto)
+			}
 			if err := unix.Sendto(fd, pkt, 0, to); err != nil {
 				if err == unix.ENOBUFS || err == unix.EAGAIN {
 					continue
@@ -171,41 +155,81 @@ func synFlood(ctx context.Context, own netip.Addr, dst netip.AddrPort, sent *ato
 	return nil
 }
 
-// buildSYN writes an IPv4 TCP SYN without options into b (40 bytes).
-func buildSYN(b []byte, src netip.Addr, sport uint16, dst netip.AddrPort, seq uint32) {
-	clear(b)
-	b[0], b[8], b[9] = 0x45, 64, unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(b[2:], 40)
-	s4, d4 := src.As4(), dst.Addr().As4()
-	copy(b[12:16], s4[:])
-	copy(b[16:20], d4[:])
-	binary.BigEndian.PutUint16(b[10:], ^csum(0, b[:20]))
-	tcp := b[20:]
-	binary.BigEndian.PutUint16(tcp[0:], sport)
-	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
-	binary.BigEndian.PutUint32(tcp[4:], seq)
-	tcp[12], tcp[13] = 5<<4, 0x02
-	binary.BigEndian.PutUint16(tcp[14:], 64240)
-	pseudo := make([]byte, 12)
-	copy(pseudo[0:4], s4[:])
-	copy(pseudo[4:8], d4[:])
-	pseudo[9] = unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(pseudo[10:], 20)
-	binary.BigEndian.PutUint16(tcp[16:], ^csum(uint32(csum(0, pseudo)), tcp))
+// addrRange is n IPv4 addresses from first on.
+func addrRange(first netip.Addr, n int) []netip.Addr {
+	out := make([]netip.Addr, 0, n)
+	for a := first; len(out) < n; a = a.Next() {
+		out = append(out, a)
+	}
+	return out
 }
 
-// csum adds b to the one's complement sum s, folded.
-func csum(s uint32, b []byte) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
+// probeResult is what a client saw of a Service while probe ran.
+type probeResult struct {
+	tcpOK, tcpFailed int
+	dnsOK, dnsFailed int
+	// dnsRetried counts queries answered only on their second try.
+	dnsRetried int
+	// errs are the first few failures; lat the successful TCP
+	// exchanges' times, sorted.
+	errs []error
+	lat  []time.Duration
+}
+
+// probe has pod from exchange a payload with the TCP echo behind vip
+// and, if dns is valid, query the UDP echo behind dns, every 50 ms until
+// ctx ends. A connection may take 3 s (its SYN is retransmitted after
+// 1 s); a query is sent again after 1.5 s, as a resolver does, and fails
+// if neither is answered.
+func (e *lbEnv) probe(ctx context.Context, from string, vip, dns netip.AddrPort) probeResult {
+	var r probeResult
+	fail := func(err error) {
+		if len(r.errs) < 5 {
+			r.errs = append(r.errs, err)
+		}
 	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
+	for i := 0; ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+		payload := fmt.Sprintf("probe %d", i)
+		rep, err := e.c.TCPExchange(cctx, from, vip, []byte(payload))
+		ccancel()
+		if err == nil && string(rep.Payload) != payload {
+			err = fmt.Errorf("echo %q, want %q", rep.Payload, payload)
+		}
+		if err != nil {
+			r.tcpFailed++
+			fail(fmt.Errorf("tcp %s -> %v: %w", from, vip, err))
+		} else {
+			r.tcpOK++
+			r.lat = append(r.lat, time.Since(t0))
+		}
+		if dns.IsValid() {
+			_, err := e.udpExchange(from, dns, payload, 1500*time.Millisecond)
+			if err != nil {
+				if _, err = e.udpExchange(from, dns, payload, 1500*time.Millisecond); err == nil {
+					r.dnsRetried++
+				}
+			}
+			if err != nil {
+				r.dnsFailed++
+				fail(fmt.Errorf("udp %s -> %v, twice: %w", from, dns, err))
+			} else {
+				r.dnsOK++
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
+	slices.Sort(r.lat)
+	return r
+}
+
+// pct is the p-quantile (0..1) of r's TCP exchange times.
+func (r probeResult) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
 	}
-	return uint16(s)
+	return r.lat[int(float64(len(r.lat)-1)*p)].Round(100 * time.Microsecond)
 }
 
 // metricsOf returns every sample of node's router's /metrics (served on

@@ -543,12 +543,7 @@ func TestNATCountsPortExhaustion(t *testing.T) {
 	n, _, _ := newTestNAT(t, NATOptions{}, makeService("default", "my-service", func(s *Service) {
 		s.Endpoints = []Endpoint{makeEndpoint(local.Addr().String())}
 	}))
-	// Every port of the router address is taken toward the backend.
-	taken := &flow{}
-	for port := range 1 << 16 {
-		k := flowKey{src: local, dst: netip.AddrPortFrom(routerAddr, uint16(port)), proto: TCP}
-		n.shard(k).m[k] = taken
-	}
+	takeHairpinPorts(n, local)
 	if pass, _ := ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagSyn, "")); pass {
 		t.Fatal("SYN passed with no hairpin port free")
 	}
@@ -558,6 +553,61 @@ func TestNATCountsPortExhaustion(t *testing.T) {
 	}
 	if got := n.tcpLimit.Stats().Active; got != 0 {
 		t.Errorf("TCP limiter holds %d after the refusal, want 0", got)
+	}
+}
+
+// TestNATHairpinPortsPerBackend: hairpin source ports are taken per
+// backend address and port, so a backend whose ports toward the router
+// address are all taken (a flood of connections to it) costs the others
+// none: a new flow to another local backend, or to another port of the
+// same one, keeps the client's port.
+func TestNATHairpinPortsPerBackend(t *testing.T) {
+	busy := netip.MustParseAddrPort("10.244.0.4:80")
+	otherVIP, altVIP := netip.MustParseAddrPort("10.103.92.85:80"), netip.MustParseAddrPort("10.103.92.86:80")
+	n, _, _ := newTestNAT(t, NATOptions{},
+		makeService("default", "busy", func(s *Service) { s.Endpoints = []Endpoint{makeEndpoint(busy.Addr().String())} }),
+		makeService("default", "other", func(s *Service) {
+			s.ClusterIPs = []netip.Addr{otherVIP.Addr()}
+			s.Endpoints = []Endpoint{makeEndpoint("10.244.0.5")}
+		}),
+		makeService("default", "alt", func(s *Service) {
+			s.ClusterIPs = []netip.Addr{altVIP.Addr()}
+			s.Ports = []ServicePort{{Port: 80, Proto: TCP, TargetPort: 8080}}
+			s.Endpoints = []Endpoint{makeEndpoint(busy.Addr().String())}
+		}),
+	)
+	takeHairpinPorts(n, busy)
+	if pass, _ := ingress(t, n, true, tcp4(clientA, vip, header.TCPFlagSyn, "")); pass {
+		t.Fatalf("SYN to %v passed with no hairpin port free toward %v", vip, busy)
+	}
+	for _, tc := range []struct {
+		vip     netip.AddrPort
+		backend netip.AddrPort
+	}{
+		{otherVIP, netip.MustParseAddrPort("10.244.0.5:80")},
+		{altVIP, netip.MustParseAddrPort("10.244.0.4:8080")},
+	} {
+		b := tcp4(clientA, tc.vip, header.TCPFlagSyn, "")
+		if pass, _ := ingress(t, n, true, b); !pass {
+			t.Fatalf("SYN %v -> %v refused while only %v's ports are taken", clientA, tc.vip, busy)
+		}
+		src, dst := tuple(t, b)
+		if want := netip.AddrPortFrom(routerAddr, clientA.Port()); src != want || dst != tc.backend {
+			t.Errorf("SYN %v -> %v translated to %v -> %v, want %v -> %v", clientA, tc.vip, src, dst, want, tc.backend)
+		}
+	}
+	if st := n.Stats(); st.RefusedPorts != 1 || st.Flows != 2 {
+		t.Errorf("stats = %+v, want RefusedPorts 1, Flows 2", st)
+	}
+}
+
+// takeHairpinPorts fills n's table with a TCP flow from backend to every
+// port of the router address.
+func takeHairpinPorts(n *NAT, backend netip.AddrPort) {
+	taken := &flow{}
+	for port := range 1 << 16 {
+		k := flowKey{src: backend, dst: netip.AddrPortFrom(routerAddr, uint16(port)), proto: TCP}
+		n.shard(k).m[k] = taken
 	}
 }
 
