@@ -273,8 +273,16 @@ func (e *env) spoofFromPeer(t *testing.T) bool {
 // or from the overlay port) and their UDP payloads.
 func (e *env) captureOverlay(t *testing.T, node string, during func()) (int, [][]byte) {
 	t.Helper()
+	return captureUDP(t, e.c, node, harness.OverlayPort, during)
+}
+
+// captureUDP captures the IPv4 packets on the link eth0 of namespace node
+// of c while during runs, and returns how many were UDP to or from port
+// and their UDP payloads.
+func captureUDP(t *testing.T, c *topology.Cluster, node string, port uint16, during func()) (int, [][]byte) {
+	t.Helper()
 	fd := -1
-	err := e.c.Do(node, func() error {
+	err := c.Do(node, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -319,7 +327,7 @@ func (e *env) captureOverlay(t *testing.T, node string, during func()) (int, [][
 				continue
 			}
 			sport, dport := binary.BigEndian.Uint16(buf[ihl:]), binary.BigEndian.Uint16(buf[ihl+2:])
-			if sport != harness.OverlayPort && dport != harness.OverlayPort {
+			if sport != port && dport != port {
 				continue
 			}
 			mu.Lock()
