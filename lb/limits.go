@@ -75,12 +75,32 @@ func (l *Limiter) Acquire(client netip.Addr) bool {
 // acquire is Acquire that also returns the client's count with the new
 // connection (0 without a per-client cap).
 func (l *Limiter) acquire(client netip.Addr) (int64, bool) {
+	n, over := l.try(client)
+	if over != underCaps {
+		l.refuse(over)
+		return 0, false
+	}
+	return n, true
+}
+
+// A capOver says which cap a try met.
+type capOver uint8
+
+const (
+	underCaps capOver = iota
+	overMax
+	overPerClient
+)
+
+// try is acquire without counting a refusal: a caller that can make room
+// (the NAT's early drop) tries again, and calls refuse only when it gives
+// up.
+func (l *Limiter) try(client netip.Addr) (int64, capOver) {
 	if l.max > 0 {
 		for {
 			n := l.active.Load()
 			if n >= l.max {
-				l.refusedGlobal.Add(1)
-				return 0, false
+				return 0, overMax
 			}
 			if l.active.CompareAndSwap(n, n+1) {
 				break
@@ -90,7 +110,7 @@ func (l *Limiter) acquire(client netip.Addr) (int64, bool) {
 		l.active.Add(1)
 	}
 	if l.shards == nil {
-		return 0, true
+		return 0, underCaps
 	}
 	client = client.Unmap()
 	sh := l.shard(client)
@@ -99,13 +119,22 @@ func (l *Limiter) acquire(client netip.Addr) (int64, bool) {
 	if n >= l.maxPerClient {
 		sh.mu.Unlock()
 		l.active.Add(-1)
-		l.refusedClient.Add(1)
-		return 0, false
+		return 0, overPerClient
 	}
 	sh.m[client] = n + 1
 	sh.peak.grew(len(sh.m))
 	sh.mu.Unlock()
-	return n + 1, true
+	return n + 1, underCaps
+}
+
+// refuse counts a refusal by the cap over names.
+func (l *Limiter) refuse(over capOver) {
+	switch over {
+	case overMax:
+		l.refusedGlobal.Add(1)
+	case overPerClient:
+		l.refusedClient.Add(1)
+	}
 }
 
 // Release ends a connection that Acquire let in.

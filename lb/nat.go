@@ -45,6 +45,10 @@ type NAT struct {
 
 	shards [flowShards]flowShard
 
+	// pending lists the unconfirmed flows, TCP and UDP, for early drop
+	// (natdrop.go).
+	pending [2]unconfirmedList
+
 	// frags translates fragments after a datagram's first (natfrag.go).
 	frags fragTable
 
@@ -84,8 +88,10 @@ type NATOptions struct {
 	// UDPTimeout ends an idle UDP flow. Default DefaultNATUDPTimeout.
 	UDPTimeout time.Duration
 	// MaxTCP and MaxUDP cap the tracked flows; MaxPerClient caps one
-	// client's flows of each protocol. Defaults DefaultNATMaxFlows (each)
-	// and DefaultNATMaxPerClient.
+	// client's flows of each protocol. A new flow that meets a cap ends
+	// an unconfirmed flow in its place when there is one (early drop,
+	// natdrop.go), and is refused otherwise. Defaults DefaultNATMaxFlows
+	// (each) and DefaultNATMaxPerClient.
 	MaxTCP, MaxUDP, MaxPerClient int64
 	// RejectsPerSecond bounds the ICMP port unreachable messages sent for
 	// Services without endpoints, burst the same. Default
@@ -166,8 +172,13 @@ type NATStats struct {
 	// had no usable endpoint (answered with ICMP port unreachable).
 	RefusedNoEndpoints uint64
 	// RefusedCap counts new flows refused by MaxTCP, MaxUDP or
-	// MaxPerClient.
+	// MaxPerClient: the cap was met and no unconfirmed flow could give
+	// way.
 	RefusedCap uint64
+	// EvictedCap counts unconfirmed flows ended to admit a new flow when
+	// MaxTCP or MaxUDP was met (early drop); EvictedPerClient those
+	// ended, of the same client, when its MaxPerClient was.
+	EvictedCap, EvictedPerClient uint64
 	// RefusedPorts counts new flows refused because no source port was
 	// free for their translation: every port tried of the router address
 	// (hairpin) or of the client's address already reaches that backend
@@ -184,7 +195,8 @@ type NATStats struct {
 	// FragmentsPending is the number of fragmented datagrams whose later
 	// fragments are awaited.
 	FragmentsPending int
-	// Expired counts flows ended by timeout or close.
+	// Expired counts flows ended by timeout or close (not by early
+	// drop).
 	Expired uint64
 	// ExpiredHalfOpen counts the TCP flows among Expired that timed out
 	// before their handshake completed (SYN_SENT or SYN_RECV): a SYN
@@ -207,6 +219,7 @@ type NATStats struct {
 
 type natCounters struct {
 	flows, flowsTotal, refusedNoEP, refusedCap, refusedPorts, migrated, fragments, expired, expiredHalfOpen, hairpin, midStream atomic.Uint64
+	evictedCap, evictedClient                                                                                                   atomic.Uint64
 
 	fileRestored, fileDropped, fileCorrupt, fileForeign, fileRefused atomic.Uint64
 }
@@ -246,6 +259,11 @@ type flow struct {
 	// state bits: synAck, established, finFwd, finRev, rst, released
 	state atomic.Uint32
 
+	// older and newer link the flow on its protocol's unconfirmed list
+	// while listed (natdrop.go); the list's mu guards all three.
+	older, newer *flow
+	listed       bool
+
 	// started is when the flow began (unix nanoseconds; 0: adopted from
 	// a flow file, which does not say). Set before the flow is published.
 	started int64
@@ -267,7 +285,9 @@ func (f *flow) count(dir, len int) {
 // answered with a SYN-ACK); stEstablished is ESTABLISHED (the client
 // acknowledged it). A reply that is not a SYN-ACK — a challenge ACK, data
 // from a backend that still holds an old connection — moves nothing:
-// only a completed handshake earns the established timeout.
+// only a completed handshake earns the established timeout. A UDP flow
+// sets stEstablished at its first reply. A flow with stEstablished is
+// confirmed: early drop never ends it (natdrop.go).
 const (
 	stSynAck uint32 = 1 << iota
 	stEstablished
@@ -283,6 +303,8 @@ const (
 	// stFailed: the flow was reported to outlier detection as a failed
 	// connection (once per flow; see NAT.connectFailed).
 	stFailed
+	// stEvicted: early drop ended the flow for a new one.
+	stEvicted
 )
 
 type flowShard struct {
@@ -363,6 +385,7 @@ func (n *NAT) Stats() NATStats {
 	return NATStats{
 		Flows: c.flows.Load(), FlowsTotal: c.flowsTotal.Load(),
 		RefusedNoEndpoints: c.refusedNoEP.Load(), RefusedCap: c.refusedCap.Load(), RefusedPorts: c.refusedPorts.Load(),
+		EvictedCap: c.evictedCap.Load(), EvictedPerClient: c.evictedClient.Load(),
 		Migrated: c.migrated.Load(), Fragments: c.fragments.Load(), FragmentsPending: n.frags.len(),
 		Expired: c.expired.Load(), ExpiredHalfOpen: c.expiredHalfOpen.Load(), HairpinSNAT: c.hairpin.Load(), MidStream: c.midStream.Load(),
 		Unrecorded:   n.unrecorded(),

@@ -519,18 +519,37 @@ func TestNATNewConnectionOnClosedFlow(t *testing.T) {
 func TestNATCapsFlowsPerClient(t *testing.T) {
 	n, _, _ := newTestNAT(t, NATOptions{MaxPerClient: 2}, makeService("default", "my-service"))
 	for i := range 3 {
-		syn := tcp4(netip.AddrPortFrom(clientA.Addr(), 2000+uint16(i)), vip, header.TCPFlagSyn, "")
+		client := netip.AddrPortFrom(clientA.Addr(), 2000+uint16(i))
+		syn := tcp4(client, vip, header.TCPFlagSyn, "")
 		pass, _ := ingress(t, n, true, syn)
 		if want := i < 2; pass != want {
 			t.Errorf("connection %d: pass = %v, want %v", i, pass, want)
+		}
+		if pass {
+			// Completed handshakes: early drop may not end them.
+			establish(t, n, client, syn)
 		}
 	}
 	// Another client is not affected.
 	if pass, _ := ingress(t, n, true, tcp4(netip.MustParseAddrPort("10.244.0.10:2000"), vip, header.TCPFlagSyn, "")); !pass {
 		t.Error("another client refused")
 	}
-	if st := n.Stats(); st.RefusedCap != 1 {
-		t.Errorf("cap refusals = %d, want 1", st.RefusedCap)
+	if st := n.Stats(); st.RefusedCap != 1 || st.EvictedPerClient != 0 {
+		t.Errorf("cap refusals = %d, per-client evictions = %d, want 1 and 0", st.RefusedCap, st.EvictedPerClient)
+	}
+}
+
+// establish completes the handshake of the connection syn, a SYN from
+// client that Ingress translated (in place): the backend's SYN-ACK, the
+// client's ACK.
+func establish(t *testing.T, n *NAT, client netip.AddrPort, syn []byte) {
+	t.Helper()
+	src, dst := tuple(t, syn)
+	if pass, _ := ingress(t, n, false, tcp4(dst, src, header.TCPFlagSyn|header.TCPFlagAck, "")); !pass {
+		t.Fatalf("SYN-ACK to %v dropped", src)
+	}
+	if pass, _ := ingress(t, n, true, tcp4(client, vip, header.TCPFlagAck, "")); !pass {
+		t.Fatalf("ACK from %v dropped", client)
 	}
 }
 

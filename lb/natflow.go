@@ -103,11 +103,11 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 		}
 		return n.reject(e, b, p)
 	}
-	limit := n.udpLimit
+	limit, list := n.udpLimit, &n.pending[1]
 	if Protocol(p.Proto) == TCP {
-		limit = n.tcpLimit
+		limit, list = n.tcpLimit, &n.pending[0]
 	}
-	if !limit.Acquire(p.Src) {
+	if !n.admit(limit, list, p.Src) {
 		n.stats.refusedCap.Add(1)
 		return false, nil
 	}
@@ -132,6 +132,9 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 		replyDst = f.snat
 	}
 	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: Protocol(p.Proto)}
+	// Before it is published: the reaper would take a flow last seen at
+	// 0 for long expired.
+	f.lastSeen.Store(now)
 	f.slot = n.allocSlot()
 	if !n.insertWithPort(f) {
 		n.freeSlotLocked(f) // never published
@@ -145,7 +148,7 @@ func (n *NAT) start(e *Entry, b []byte, p *packet.Parsed) (bool, []byte) {
 	bk.Acquire()
 	n.stats.flows.Add(1)
 	n.stats.flowsTotal.Add(1)
-	f.lastSeen.Store(now)
+	list.push(f)
 	f.count(0, len(b))
 	n.note(f, p, true)
 	n.save(f)
@@ -269,6 +272,9 @@ func (n *NAT) migrateLocked(f *flow) bool {
 func (n *NAT) reverse(f *flow, b []byte, p *packet.Parsed, now int64) {
 	f.lastSeen.Store(now)
 	f.count(1, len(b))
+	if f.fwd.proto != TCP && f.state.Load()&stEstablished == 0 && n.confirm(f) {
+		n.save(f)
+	}
 	n.note(f, p, false)
 	var dst netip.AddrPort
 	if f.snat.IsValid() {
@@ -317,6 +323,9 @@ func (n *NAT) note(f *flow, p *packet.Parsed, fwd bool) {
 	if set&stSynAck != 0 && prev&stSynAck == 0 {
 		connected(f.backend)
 	}
+	if set&stEstablished != 0 && prev&stEstablished == 0 {
+		n.unconfirmed(f).remove(f)
+	}
 	n.save(f)
 	if closed(st) && st&stReleased == 0 && f.state.Or(stReleased)&stReleased == 0 {
 		// A closed connection no longer counts against its client's cap
@@ -331,8 +340,10 @@ func closed(st uint32) bool {
 }
 
 // release gives back what a flow holds: its backend's active count and
-// its limiter slot. It runs once per flow (stReleased).
+// its limiter slot, and takes it off its unconfirmed list. It runs once
+// per flow (stReleased).
 func (n *NAT) release(f *flow) {
+	n.unconfirmed(f).remove(f)
 	f.mu.Lock()
 	f.backend.Release()
 	f.mu.Unlock()
@@ -440,6 +451,11 @@ func (n *NAT) end(f *flow) {
 		n.release(f)
 	}
 	n.stats.flows.Add(^uint64(0))
+	if st&stEvicted != 0 {
+		// Early drop ended it (evict counts it); an unanswered SYN
+		// it cut short says nothing of the backend.
+		return
+	}
 	n.stats.expired.Add(1)
 	if f.fwd.proto == TCP && halfOpen(st) {
 		n.stats.expiredHalfOpen.Add(1)

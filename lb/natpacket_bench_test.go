@@ -4,6 +4,10 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vrouter/vrouter/router/packet"
 )
@@ -70,5 +74,70 @@ func BenchmarkNATFragments(b *testing.B) {
 				b.Fatalf("fragment dropped; stats %+v", n.Stats())
 			}
 		}
+	}
+}
+
+// BenchmarkNATNewFlow starts one UDP flow per op, each from a client
+// address and port no flow has: the new-flow path (limiter, pick, both
+// map entries). below_cap: the flows expire every 65,536 ops, so the
+// table never fills. at_cap: the table is full of flows no backend
+// answered, so every new flow meets the cap (refused, or admitted in
+// place of the oldest of those: early drop); admitted/op says which.
+//
+//	go test -run '^$' -bench NATNewFlow$ -benchmem ./lb/
+func BenchmarkNATNewFlow(b *testing.B) {
+	const capacity = 1 << 16
+	for _, full := range []bool{false, true} {
+		name := "below_cap"
+		if full {
+			name = "at_cap"
+		}
+		b.Run(name, func(b *testing.B) {
+			clk := newFakeClock()
+			table := newTable(b, Options{NodeName: masterNode, Picker: PickRoundRobin, Clock: clk})
+			mustSet(b, table, makeKubeDNS(func(s *Service) { s.Endpoints = []Endpoint{makeEndpoint("10.244.1.7")} }))
+			n, err := NewNAT(table, nil, NATOptions{Clock: clk, MaxUDP: capacity, MaxPerClient: capacity})
+			if err != nil {
+				b.Fatal(err)
+			}
+			n.SetLocal([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")}, []netip.Addr{routerAddr})
+			query := udp4(clientA, dnsVIP, strings.Repeat("q", 64))
+			pkt := make([]byte, len(query))
+			var p packet.Parsed
+			// seq numbers the flows: client 10.244.0.x, port 1024 + seq%60000.
+			seq := 0
+			next := func() bool {
+				pkt = append(pkt[:0], query...)
+				ip := header.IPv4(pkt)
+				ip.SetSourceAddressWithChecksumUpdate(tcpip.AddrFrom4([4]byte{10, 244, 0, byte(1 + seq/60000%250)}))
+				header.UDP(ip.Payload()).SetSourcePort(uint16(1024 + seq%60000))
+				seq++
+				p.Decode(pkt)
+				pass, _ := n.Ingress(true, &p, pkt)
+				return pass
+			}
+			if full {
+				for range capacity {
+					if !next() {
+						b.Fatalf("filling: flow %d refused; stats %+v", seq, n.Stats())
+					}
+				}
+			}
+			admitted := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if !full && i%capacity == capacity-1 {
+					b.StopTimer()
+					clk.Advance(time.Minute)
+					n.Reap()
+					b.StartTimer()
+				}
+				if next() {
+					admitted++
+				}
+			}
+			b.ReportMetric(float64(admitted)/float64(b.N), "admitted/op")
+		})
 	}
 }

@@ -174,7 +174,7 @@ func (n *NAT) adopt(r *flowRecord) *flow {
 	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: r.proto}
 	st := r.state
 	if r.proto != TCP {
-		st = 0
+		st &= stEstablished // a UDP flow keeps only whether it was confirmed
 	}
 	live := !(r.proto == TCP && closed(st))
 	if live && !limit.Acquire(r.client.Addr()) {
@@ -193,6 +193,7 @@ func (n *NAT) adopt(r *flowRecord) *flow {
 	}
 	if live {
 		bk.Acquire()
+		n.unconfirmed(f).push(f)
 	}
 	n.stats.flows.Add(1)
 	return f

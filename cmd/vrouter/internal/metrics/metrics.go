@@ -108,6 +108,8 @@ var (
 		"Flows the nat mode data path created.")
 	natRefused = desc("vrouter_nat_refused_total",
 		"New flows the nat mode data path refused, by reason: no_endpoints (answered with ICMP port unreachable), cap (flow limits) or ports (no source port free for the translation).", "reason")
+	natEvicted = desc("vrouter_nat_evicted_total",
+		"Unconfirmed flows (TCP handshake not completed, UDP never answered) ended to admit a new flow at a flow limit (early drop), by reason: cap (the table's limit per protocol) or client_cap (the new flow's client's own limit; its own flow ended).", "reason")
 	natMigrated = desc("vrouter_nat_udp_migrations_total",
 		"UDP flows moved off an endpoint that left their Service.")
 	natFragments = desc("vrouter_nat_fragments_dropped_total",
@@ -172,7 +174,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
 		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
 		backendEjections, backendsEjected,
-		natFlows, natFlowsTotal, natRefused, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
+		natFlows, natFlowsTotal, natRefused, natEvicted, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
 		natFileRecords, natFileRefused, natFileUnrecorded,
 		proxyConns, proxyActive, proxyDraining, proxyRefused, proxyDialFailures, proxyRetries,
 		proxyHandshakeFailures, proxyHandshakeFirst, proxyUnproven, proxyInFlight, proxyClosed,
@@ -406,6 +408,8 @@ func (c *Collector) collectNAT(ch chan<- prometheus.Metric) {
 	counter(ch, natRefused, st.RefusedNoEndpoints, "no_endpoints")
 	counter(ch, natRefused, st.RefusedCap, "cap")
 	counter(ch, natRefused, st.RefusedPorts, "ports")
+	counter(ch, natEvicted, st.EvictedCap, "cap")
+	counter(ch, natEvicted, st.EvictedPerClient, "client_cap")
 	counter(ch, natMigrated, st.Migrated)
 	counter(ch, natFragments, st.Fragments)
 	counter(ch, natExpired, st.Expired)

@@ -200,6 +200,8 @@ func TestCollectorAfterTraffic(t *testing.T) {
 		{"vrouter_nat_refused_total", labels{"reason": "no_endpoints"}, 1},
 		{"vrouter_nat_refused_total", labels{"reason": "cap"}, 0},
 		{"vrouter_nat_refused_total", labels{"reason": "ports"}, 0},
+		{"vrouter_nat_evicted_total", labels{"reason": "cap"}, 0},
+		{"vrouter_nat_evicted_total", labels{"reason": "client_cap"}, 0},
 		{"vrouter_nat_half_open_expired_total", nil, 0},
 		{"vrouter_nat_flow_file_records_total", labels{"result": "restored"}, 0},
 		{"vrouter_nat_flow_file_refused_total", nil, 0},
