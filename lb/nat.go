@@ -286,8 +286,9 @@ func (f *flow) count(dir, len int) {
 // acknowledged it). A reply that is not a SYN-ACK — a challenge ACK, data
 // from a backend that still holds an old connection — moves nothing:
 // only a completed handshake earns the established timeout. A UDP flow
-// sets stEstablished at its first reply. A flow with stEstablished is
-// confirmed: early drop never ends it (natdrop.go).
+// sets stSynAck at its first reply and stEstablished when it is
+// confirmed. A flow with stEstablished is confirmed: early drop never
+// ends it (natdrop.go).
 const (
 	stSynAck uint32 = 1 << iota
 	stEstablished

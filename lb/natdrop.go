@@ -3,23 +3,31 @@ package lb
 import (
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Early drop: when a new flow meets a cap, the NAT ends a flow no backend
 // has confirmed and admits the new one in its place, as the kernel's
 // conntrack does when its table is full. A flow is confirmed when its
 // connection is shown to work both ways: a TCP flow when its handshake
-// completes (ESTABLISHED, conntrack's ASSURED), a UDP flow at its first
-// reply. Unconfirmed flows are what a flood from spoofed sources leaves —
-// SYNs whose SYN-ACKs go to addresses no pod holds, datagrams nobody
-// answers — and a confirmed flow is never ended for a new one, so a full
-// table costs the flooder its own flows, not other clients theirs.
+// completes (ESTABLISHED, conntrack's ASSURED), a UDP flow when it saw a
+// followed by more traffic, either way, udpStreamAfter or more after
+// it started (the kernel's rule since Linux 5.14: a lone query and its
+// answer do not make a stream). Unconfirmed flows are what a flood from
+// spoofed sources leaves — SYNs whose SYN-ACKs go to addresses no pod
+// holds, datagrams nobody or only the Service answers — and a confirmed
+// flow is never ended for a new one, so a full table costs the flooder
+// its own flows, not other clients theirs.
 //
 // Each protocol keeps its unconfirmed flows on a list in the order they
 // started: early drop takes the oldest, in O(1), for the global cap (MaxTCP,
 // MaxUDP); for a client at MaxPerClient, the oldest of that client's among
 // the first earlyDropDepth on the list, or none. A flow leaves the list when
 // it is confirmed, closes (RST, FIN both ways) or ends.
+
+// udpStreamAfter is how long after its start a UDP flow that was
+// answered must still carry traffic to be confirmed.
+const udpStreamAfter = 2 * time.Second
 
 // earlyDropDepth bounds the walk that looks for a client's own unconfirmed
 // flow when the client meets MaxPerClient.
@@ -158,6 +166,35 @@ func (n *NAT) evict(f *flow, over capOver) bool {
 		n.stats.evictedClient.Add(1)
 	}
 	return true
+}
+
+// udpSeen notes a packet of UDP flow f at now, from the backend if reply:
+// the first reply sets stSynAck (answered), and a packet of an answered
+// flow udpStreamAfter or more after its start (or of one adopted from a
+// flow file, whose start is unknown) confirms it.
+func (n *NAT) udpSeen(f *flow, now int64, reply bool) {
+	if f.fwd.proto != UDP {
+		return
+	}
+	st := f.state.Load()
+	if st&stEstablished != 0 {
+		return
+	}
+	if st&stSynAck == 0 {
+		if !reply {
+			return
+		}
+		f.state.Or(stSynAck)
+		if f.started != 0 {
+			return // a reply in the same packet cannot be traffic after itself
+		}
+	}
+	if f.started != 0 && time.Duration(now-f.started) < udpStreamAfter {
+		return
+	}
+	if n.confirm(f) {
+		n.save(f)
+	}
 }
 
 // confirm marks f confirmed (stEstablished) and takes it off its list. It

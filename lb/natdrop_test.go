@@ -48,11 +48,15 @@ func TestNATEarlyDrop(t *testing.T) {
 		{name: "udp unanswered", udp: true, wantAdmit: true, fill: func(t *testing.T, n *NAT, client netip.AddrPort) {
 			mustPass(t, n, true, udp4(client, dnsVIP, "q"))
 		}},
-		{name: "udp answered", udp: true, wantAdmit: false, fill: func(t *testing.T, n *NAT, client netip.AddrPort) {
+		{name: "udp answered once", udp: true, wantAdmit: true, fill: func(t *testing.T, n *NAT, client netip.AddrPort) {
 			q := udp4(client, dnsVIP, "q")
 			mustPass(t, n, true, q)
 			src, dst := tuple(t, q)
 			mustPass(t, n, false, udp4(dst, src, "a"))
+			mustPass(t, n, true, udp4(client, dnsVIP, "q again, at once"))
+		}},
+		{name: "udp stream", udp: true, wantAdmit: false, fill: func(t *testing.T, n *NAT, client netip.AddrPort) {
+			streamUDP(t, n, client)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +99,19 @@ func TestNATEarlyDrop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// streamUDP starts a UDP flow from client to kube-dns that is confirmed:
+// a query, its answer, and another query udpStreamAfter later.
+func streamUDP(t *testing.T, n *NAT, client netip.AddrPort) (answer []byte) {
+	t.Helper()
+	q := udp4(client, dnsVIP, "q")
+	mustPass(t, n, true, q)
+	src, dst := tuple(t, q)
+	mustPass(t, n, false, udp4(dst, src, "a"))
+	n.clock.(*fakeClock).Advance(udpStreamAfter)
+	mustPass(t, n, true, udp4(client, dnsVIP, "q2"))
+	return udp4(dst, src, "a2")
 }
 
 // TestNATEarlyDropSkipsConfirmed: with confirmed and unconfirmed flows
@@ -183,8 +200,8 @@ func TestNATEarlyDropPerClient(t *testing.T) {
 // -race. No confirmed flow is ended and the counts add up.
 func TestNATEarlyDropConcurrent(t *testing.T) {
 	const max = 256
-	n, _, _ := newTestNAT(t, NATOptions{MaxUDP: max}, makeKubeDNS())
-	// Half the table: answered flows.
+	n, _, clk := newTestNAT(t, NATOptions{MaxUDP: max}, makeKubeDNS())
+	// Half the table: confirmed flows.
 	var answered []netip.AddrPort
 	var answers [][]byte
 	for i := range max / 2 {
@@ -193,8 +210,12 @@ func TestNATEarlyDropConcurrent(t *testing.T) {
 		mustPass(t, n, true, q)
 		src, dst := tuple(t, q)
 		mustPass(t, n, false, udp4(dst, src, "a"))
+		answers = append(answers, udp4(dst, src, "a2"))
 		answered = append(answered, client)
-		answers = append(answers, udp4(dst, src, "a"))
+	}
+	clk.Advance(udpStreamAfter)
+	for _, c := range answered {
+		mustPass(t, n, true, udp4(c, dnsVIP, "q2"))
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
@@ -209,7 +230,7 @@ func TestNATEarlyDropConcurrent(t *testing.T) {
 			}
 		}
 	}()
-	go func() { // an overlay reader: replies to the answered flows
+	go func() { // an overlay reader: replies to the confirmed flows
 		defer wg.Done()
 		for i := range 20 * max {
 			a := answers[i%len(answers)]
@@ -236,7 +257,7 @@ func TestNATEarlyDropConcurrent(t *testing.T) {
 	}
 	for _, c := range answered {
 		if !tracked[c] {
-			t.Errorf("answered flow from %v ended", c)
+			t.Errorf("confirmed flow from %v ended", c)
 		}
 	}
 	st := n.Stats()

@@ -217,6 +217,7 @@ func (n *NAT) forward(f *flow, b []byte, p *packet.Parsed, now int64) (bool, []b
 	if p.TCPFlags&(tcpSYN|tcpACK|tcpRST) == tcpSYN && f.fwd.proto == TCP {
 		n.synAgain(f, now)
 	}
+	n.udpSeen(f, now, false)
 	f.lastSeen.Store(now)
 	f.count(0, len(b))
 	n.note(f, p, true)
@@ -272,9 +273,7 @@ func (n *NAT) migrateLocked(f *flow) bool {
 func (n *NAT) reverse(f *flow, b []byte, p *packet.Parsed, now int64) {
 	f.lastSeen.Store(now)
 	f.count(1, len(b))
-	if f.fwd.proto != TCP && f.state.Load()&stEstablished == 0 && n.confirm(f) {
-		n.save(f)
-	}
+	n.udpSeen(f, now, true)
 	n.note(f, p, false)
 	var dst netip.AddrPort
 	if f.snat.IsValid() {

@@ -174,7 +174,7 @@ func (n *NAT) adopt(r *flowRecord) *flow {
 	f.rev = flowKey{src: bk.AddrPort(), dst: replyDst, proto: r.proto}
 	st := r.state
 	if r.proto != TCP {
-		st &= stEstablished // a UDP flow keeps only whether it was confirmed
+		st &= stSynAck | stEstablished // a UDP flow keeps whether it was answered and confirmed
 	}
 	live := !(r.proto == TCP && closed(st))
 	if live && !limit.Acquire(r.client.Addr()) {
