@@ -28,6 +28,7 @@ var nodePrivatePaths = []string{
 	"/run/containerd",
 	"/etc/cni/net.d",
 	"/run/vrouter",
+	"/var/lib/vrouter", // the router's WireGuard key: each node its own, as on its own disk
 }
 
 // hostState is what the cluster changes on the host and Close undoes.
