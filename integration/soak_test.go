@@ -8,7 +8,7 @@ package integration
 //	 ├─ hostgw-master eth0 .201   vrouter: restarted, kill -9'd, flooded, reloaded
 //	 │    coredns-8qxfv 10.244.0.3   the attacker: raw SYNs to silent:80 and UDP to
 //	 │                               kube-dns:53, from its own address, from
-//	 │                               10.244.0.100-.103 (its node's pod CIDR, where
+//	 │                               10.244.0.5-.254 (its node's pod CIDR, where
 //	 │                               no pod lives) and from 192.0.2.1-.4 (no pod CIDR)
 //	 │    coredns-xx6mc 10.244.0.2   the innocent client; also a kube-dns backend
 //	 │    nginx-th5pz   10.244.0.4   my-service backend; UDP 5353 backend of soak-frag
@@ -22,6 +22,7 @@ package integration
 //	default/silent        10.96.100.20:80/TCP    -> 10.244.1.99 (no pod: SYNs unanswered)
 //	default/soak-late     10.103.92.90:80/TCP    -> 4k7xw, added by a reload
 //	lb.nat.udpTimeout     5s: the UDP flood's flows expire within the test
+//	lb.nat.maxFlows       32768: both floods fill the table in about 2 s
 //
 // Phases, in order:
 //
@@ -31,10 +32,10 @@ package integration
 //  2. flood: the attacker floods (SYNs and UDP) while the innocent pod
 //     connects to my-service and asks kube-dns every 50 ms, and the
 //     long-lived connections keep talking. Every attempt must succeed.
-//     The attacker uses 5 addresses of its pod CIDR: their per-client caps
-//     (16,384 flows each) stay below the global cap (131,072), which a pod
-//     spoofing 8 or more addresses can still fill (docs/limitations.md).
-//     The addresses outside its pod CIDR are dropped and counted.
+//     The attacker sends from 251 addresses of its pod CIDR and fills the
+//     table (both protocols); early drop must then end the flood's
+//     unconfirmed flows, counted, for the innocent pod's. The addresses
+//     outside its pod CIDR are dropped and counted.
 //  3. fragments: UDP that fragments both ways through soak-frag.
 //  4. port reuse: a connection aborted with RST and a new one from the
 //     same port at once; the new one must still work after 10 s idle.
@@ -87,8 +88,9 @@ func TestSoakAndAttack(t *testing.T) {
 		}),
 	}
 	const udpTimeout = 5 * time.Second
+	const maxFlows = 32768
 	e := startLBWith(t, "soak", lbOptions{
-		LB:         configs.LBSpec{NAT: configs.NATSpec{UDPTimeout: udpTimeout.String()}},
+		LB:         configs.LBSpec{NAT: configs.NATSpec{UDPTimeout: udpTimeout.String(), MaxFlows: maxFlows}},
 		RouterArgs: []string{"--metrics-address", soakMetricsAddr},
 	}, services)
 	e.serveOn(e.c.ServeTCPEcho, 80, lbNginxTh5pz, lbNginx4k7xw)
@@ -175,7 +177,7 @@ func TestSoakAndAttack(t *testing.T) {
 	// 2. flood.
 	ctx, cancel := context.WithTimeout(context.Background(), *soakFlood)
 	defer cancel()
-	spoofed := append(addrRange(netip.AddrFrom4([4]byte{10, 244, 0, 100}), 4), addrRange(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 4)...)
+	spoofed := append(addrRange(netip.AddrFrom4([4]byte{10, 244, 0, 5}), 250), addrRange(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 4)...)
 	floods := []rawFlood{
 		{own: attacker.addr, spoofed: spoofed, dst: netip.AddrPortFrom(silentVIP, 80), proto: protoTCP},
 		{own: attacker.addr, spoofed: spoofed, dst: dns, proto: protoUDP},
@@ -223,9 +225,10 @@ func TestSoakAndAttack(t *testing.T) {
 		}
 	}
 	delta := func(series string) float64 { return m[series] - m0[series] }
-	figure("flood", "%d SYNs and %d UDP datagrams in %v from %s; peak %.0f NAT flows; %.0f new flows refused by the caps, %.0f for want of a source port; %.0f packets from outside the pod CIDR dropped",
-		sent[0].Load(), sent[1].Load(), floodEnd.Sub(floodStart).Round(time.Second), attacker.name, peakFlows,
-		delta(`vrouter_nat_refused_total{reason="cap"}`), delta(`vrouter_nat_refused_total{reason="ports"}`),
+	evicted := delta(`vrouter_nat_evicted_total{reason="cap"}`)
+	figure("flood", "%d SYNs and %d UDP datagrams in %v from %s (%d source addresses); peak %.0f NAT flows (cap %d per protocol); %.0f unconfirmed flows ended by early drop; %.0f new flows refused by the caps, %.0f for want of a source port; %.0f packets from outside the pod CIDR dropped",
+		sent[0].Load(), sent[1].Load(), floodEnd.Sub(floodStart).Round(time.Second), attacker.name, len(spoofed)+1, peakFlows, maxFlows,
+		evicted, delta(`vrouter_nat_refused_total{reason="cap"}`), delta(`vrouter_nat_refused_total{reason="ports"}`),
 		delta(`vrouter_packets_dropped_total{reason="source_not_local"}`))
 	figure("innocent", "during the flood: %d/%d connections, %d/%d DNS queries answered (%d on the resolver's second try); connect+echo p50 %v, p99 %v, max %v",
 		pr.tcpOK, pr.tcpOK+pr.tcpFailed, pr.dnsOK, pr.dnsOK+pr.dnsFailed, pr.dnsRetried, pr.pct(0.5), pr.pct(0.99), pr.pct(1))
@@ -235,8 +238,11 @@ func TestSoakAndAttack(t *testing.T) {
 			t.Errorf("flood %d sent %d packets, want ≥ 1000 for the phase to mean anything", i, n)
 		}
 	}
-	if peakFlows < 5000 {
-		t.Errorf("the flood made at most %.0f NAT flows, want ≥ 5,000 for the phase to mean anything", peakFlows)
+	if peakFlows < 2*maxFlows*0.95 {
+		t.Errorf("the flood made at most %.0f NAT flows, want both tables full (%d each) for the phase to mean anything", peakFlows, maxFlows)
+	}
+	if evicted == 0 {
+		t.Errorf("vrouter_nat_evicted_total{reason=\"cap\"} did not move: the full table made no room by early drop")
 	}
 	if pr.tcpFailed > 0 || pr.dnsFailed > 0 || pr.tcpOK == 0 {
 		t.Errorf("innocent %s during the flood: %d/%d connections and %d/%d DNS queries failed, want none, e.g. %v",
