@@ -2,7 +2,6 @@ package admin
 
 import (
 	"bytes"
-	"context"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -10,96 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vrouter/vrouter/router"
-	"github.com/vrouter/vrouter/router/wireguard"
-	"github.com/vrouter/vrouter/tun/tuntest"
+	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
 )
 
-// wgOverlay is hostgw-master's router over an encrypted overlay on
-// loopback, with two peers: hostgw-node, a WireGuard device of its own
-// (no router behind it: the handshake is the device's business), and
-// hostgw-spare, whose key is not known yet.
-type wgOverlay struct {
-	router       *router.Router
-	master, node *wireguard.Conn
-	nodeAt       netip.AddrPort
-}
-
-var loopback = netip.MustParseAddr("127.0.0.1")
-
-func startWireGuard(t *testing.T) *wgOverlay {
-	t.Helper()
-	listen := func() (*wireguard.Conn, wireguard.Key, netip.AddrPort) {
-		k, err := wireguard.GenerateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420})
-		if err != nil {
-			t.Fatalf("wireguard.Listen: %v", err)
-		}
-		return c, k, netip.AddrPortFrom(loopback, c.LocalAddr().Port())
-	}
-	master, masterKey, masterAt := listen()
-	node, nodeKey, nodeAt := listen()
-	t.Cleanup(func() { node.Close() })
-
-	dev, _ := tuntest.NewPair(tuntest.Options{})
-	r, err := router.New(router.Options{TUN: dev, Overlay: master, MTU: 1420})
-	if err != nil {
-		master.Close()
-		t.Fatalf("router.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }() // closes master when it returns
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("router: Run: %v", err)
-		}
-	})
-	// The router learns its peers first, so that whichever side starts
-	// the handshake finds the other knowing its key.
-	if err := r.Set(router.Config{
-		PodCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
-		Addresses: []netip.Addr{netip.MustParseAddr("169.254.244.1")},
-		Peers: []router.Peer{
-			{Name: "hostgw-node", Endpoint: nodeAt, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, PublicKey: nodeKey.Public()},
-			{Name: "hostgw-spare", Endpoint: netip.MustParseAddrPort("127.0.0.9:8285"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}},
-		},
-	}); err != nil {
-		t.Fatalf("router Set: %v", err)
-	}
-	if err := node.SetPeers([]wireguard.Peer{{
-		Name: "hostgw-master", PublicKey: masterKey.Public(), Endpoint: masterAt,
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.PrefixFrom(loopback, 32)},
-	}}); err != nil {
-		t.Fatalf("SetPeers: %v", err)
-	}
-	return &wgOverlay{router: r, master: master, node: node, nodeAt: nodeAt}
-}
-
-// waitSession waits for the session with hostgw-node: the side with the
-// lower key starts it at once, or, were its first initiation lost, 5 s
-// later.
-func (w *wgOverlay) waitSession(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ps, err := w.master.Peers()
-		if err != nil {
-			t.Fatalf("Peers: %v", err)
-		}
-		if len(ps) == 1 && ps[0].Up(time.Now()) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no WireGuard session with hostgw-node within 15 s: %+v", ps)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// startWireGuard is seedtest.StartWireGuard: hostgw-master's router over
+// WireGuard with a keyed peer (hostgw-node) and one without a key.
+func startWireGuard(t *testing.T) *seedtest.WireGuard { return seedtest.StartWireGuard(t) }
 
 // squeeze is a table with its column padding squeezed to one space.
 func squeeze(s string) []string {
@@ -111,8 +26,8 @@ func squeeze(s string) []string {
 // device handshook, "no key" for the one without a key.
 func TestPeersWireGuard(t *testing.T) {
 	w := startWireGuard(t)
-	w.waitSession(t)
-	s := serveOn(t, nil, func(o *Options) { o.Router, o.WireGuard = w.router, w.master })
+	w.WaitSession(t)
+	s := serveOn(t, nil, func(o *Options) { o.Router, o.WireGuard = w.Router, w.Master })
 	peers, err := s.client.Peers(ctx(t))
 	if err != nil {
 		t.Fatalf("Peers: %v", err)
@@ -121,7 +36,7 @@ func TestPeersWireGuard(t *testing.T) {
 		t.Fatalf("Peers = %+v, want hostgw-node and hostgw-spare", peers)
 	}
 	node, spare := peers[0], peers[1]
-	nodeKey := w.node.PublicKey()
+	nodeKey := w.Node.PublicKey()
 	if node.Name != "hostgw-node" || node.PublicKey != nodeKey || node.WireGuard == nil ||
 		node.WireGuard.Session != SessionUp || node.WireGuard.Handshakes < 1 ||
 		time.Since(node.WireGuard.LatestHandshake) > time.Minute || node.WireGuard.Endpoint.IsValid() {
@@ -140,7 +55,7 @@ func TestPeersWireGuard(t *testing.T) {
 	lines := squeeze(out.String())
 	for _, line := range []string{
 		"NAME ENDPOINT POD CIDRS LAST SEEN HANDSHAKE SESSION RX PACKETS RX BYTES TX PACKETS TX BYTES",
-		"hostgw-node " + w.nodeAt.String() + " 10.244.1.0/24 never 12s ago up 0 0 0 0",
+		"hostgw-node " + w.NodeAt.String() + " 10.244.1.0/24 never 12s ago up 0 0 0 0",
 		"hostgw-spare 127.0.0.9:8285 10.244.2.0/24 never never no key 0 0 0 0",
 	} {
 		if !slices.Contains(lines, line) {
@@ -163,15 +78,15 @@ func TestPeersWireGuard(t *testing.T) {
 // want of a key.
 func TestStatusWireGuard(t *testing.T) {
 	w := startWireGuard(t)
-	w.waitSession(t)
-	s := serveOn(t, nil, func(o *Options) { o.Router, o.WireGuard = w.router, w.master })
+	w.WaitSession(t)
+	s := serveOn(t, nil, func(o *Options) { o.Router, o.WireGuard = w.Router, w.Master })
 	st, err := s.client.Status(ctx(t))
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
 	var out bytes.Buffer
 	WriteStatus(&out, st, time.Now())
-	want := "Overlay:      wireguard, public key " + w.master.PublicKey().String() + ", sessions up 1/1, peers without key 1\n"
+	want := "Overlay:      wireguard, public key " + w.Master.PublicKey().String() + ", sessions up 1/1, peers without key 1\n"
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("vrouter status printed\n%s\nwant the line\n%s", out.String(), want)
 	}

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,67 +12,13 @@ import (
 	"github.com/vrouter/vrouter/cmd/vrouter/internal/seedtest"
 	"github.com/vrouter/vrouter/router"
 	"github.com/vrouter/vrouter/router/wireguard"
-	"github.com/vrouter/vrouter/tun/tuntest"
 )
 
-var loopback = netip.MustParseAddr("127.0.0.1")
-
-// startWireGuard runs hostgw-master's router over an encrypted overlay on
-// loopback, with two peers: hostgw-node, a WireGuard device of its own
-// (no router behind it: the handshake is the device's business), and
-// hostgw-spare, whose key is not known yet. It returns the router, its
+// startWireGuard is seedtest.StartWireGuard: it returns the router, its
 // overlay and the overlay's address.
 func startWireGuard(t *testing.T) (*router.Router, *wireguard.Conn, netip.AddrPort) {
-	t.Helper()
-	listen := func() (*wireguard.Conn, wireguard.Key, netip.AddrPort) {
-		k, err := wireguard.GenerateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420})
-		if err != nil {
-			t.Fatalf("wireguard.Listen: %v", err)
-		}
-		return c, k, netip.AddrPortFrom(loopback, c.LocalAddr().Port())
-	}
-	master, masterKey, masterAt := listen()
-	node, nodeKey, nodeAt := listen()
-	t.Cleanup(func() { node.Close() })
-
-	dev, _ := tuntest.NewPair(tuntest.Options{})
-	r, err := router.New(router.Options{TUN: dev, Overlay: master, MTU: 1420})
-	if err != nil {
-		master.Close()
-		t.Fatalf("router.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }() // closes master when it returns
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("router: Run: %v", err)
-		}
-	})
-	// The router learns its peers first, so that whichever side starts
-	// the handshake finds the other knowing its key.
-	if err := r.Set(router.Config{
-		PodCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
-		Addresses: []netip.Addr{netip.MustParseAddr("169.254.244.1")},
-		Peers: []router.Peer{
-			{Name: "hostgw-node", Endpoint: nodeAt, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, PublicKey: nodeKey.Public()},
-			{Name: "hostgw-spare", Endpoint: netip.MustParseAddrPort("127.0.0.9:8285"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}},
-		},
-	}); err != nil {
-		t.Fatalf("router Set: %v", err)
-	}
-	if err := node.SetPeers([]wireguard.Peer{{
-		Name: "hostgw-master", PublicKey: masterKey.Public(), Endpoint: masterAt,
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24"), netip.PrefixFrom(loopback, 32)},
-	}}); err != nil {
-		t.Fatalf("SetPeers: %v", err)
-	}
-	return r, master, masterAt
+	w := seedtest.StartWireGuard(t)
+	return w.Router, w.Master, w.MasterAt
 }
 
 // TestCollectorWireGuard: a scrape of a router over an encrypted overlay
