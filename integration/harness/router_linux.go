@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/integration/topology"
 )
@@ -190,7 +191,14 @@ func (r *Router) waitReady(c *topology.Cluster, timeout time.Duration) error {
 }
 
 // Ready reports whether node has a router up: the TUN device vr0 exists
-// and is up, and the overlay port is bound on the node's underlay address.
+// and is up, and a UDP socket holds the overlay port on the node's
+// underlay address (or on every address).
+//
+// It looks the socket up in the kernel's socket table (sock_diag, as ss
+// does) and never binds the port itself: a probe that did would hold the
+// port for a moment, and a router that binds its overlay right after
+// bringing vr0 up, as every router does, could meet it there and fail
+// with "bind: address already in use".
 func Ready(c *topology.Cluster, node string) (bool, error) {
 	n, ok := c.Spec().Node(node)
 	if !ok {
@@ -202,14 +210,33 @@ func Ready(c *topology.Cluster, node string) (bool, error) {
 		if err != nil || l.Attrs().Flags&net.FlagUp == 0 {
 			return nil
 		}
-		addr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(n.Underlay, OverlayPort))
-		probe, err := net.ListenUDP("udp4", addr)
-		if err == nil {
-			probe.Close()
-			return nil
-		}
-		ready = errors.Is(err, syscall.EADDRINUSE)
-		return nil
+		ready, err = udpBound(netip.AddrPortFrom(n.Underlay, OverlayPort))
+		return err
 	})
 	return ready, err
+}
+
+// udpBound reports whether a UDP socket of the calling thread's network
+// namespace is bound to addr's port on addr or on a wildcard address,
+// which is what a bind of addr would find in use.
+func udpBound(addr netip.AddrPort) (bool, error) {
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagUDP(family)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			return false, nil // the table changed under the dump: ask again
+		}
+		if err != nil {
+			return false, fmt.Errorf("list UDP sockets: %w", err)
+		}
+		for _, s := range socks {
+			if s.ID.SourcePort != addr.Port() {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(s.ID.Source)
+			if a = a.Unmap(); a == addr.Addr() || a.IsUnspecified() {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
