@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
@@ -45,9 +46,10 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 		down     = fs.Bool("down", false, "stop a kept demo and remove whatever demos left (routers, namespaces "+demoPrefix+"*, directories $TMPDIR/"+demoDirPattern+"), then exit")
 		mode     = fs.String("mode", lb.ModeNAT.String(), "the Services' load-balancing mode: nat (kube-proxy's: the router translates addresses) or proxy (the router ends TCP connections and dials the backends)")
 		logLevel = fs.String("log-level", "info", "the routers' log level")
+		topoFile = fs.String("topology", "", "build the cluster of this YAML `file` (nodes, pod CIDRs, pods, ClusterIP Services; docs/demo-topology.md) instead of the seed's")
 	)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: vrouter demo [--keep] [--mode nat|proxy] [--log-level LEVEL]
+		fmt.Fprintln(stderr, `Usage: vrouter demo [--topology FILE] [--keep] [--mode nat|proxy] [--log-level LEVEL]
        vrouter demo --down
 
 Builds the seed's two-node cluster (flannel host-gw: hostgw-master
@@ -56,6 +58,12 @@ pods in 10.244.1.0/24) in network namespaces on this machine, starts one
 vrouter per node from generated config files, checks pod-to-pod ping, TCP
 and UDP across the nodes, the Services and a node port, prints a report and
 removes everything it made.
+
+With --topology it builds the cluster of FILE instead (docs/demo-topology.md,
+an example in docs/examples/demo/three-nodes.yaml) and checks pod-to-pod
+traffic between every pair of its nodes (a sample of pairs when they are
+many) and each of its Services from a pod on each node, answered by all
+its backends.
 
 As root it uses named namespaces (ip netns list shows them while it runs).
 Otherwise it re-runs itself inside a new user namespace, rootless; that
@@ -76,21 +84,28 @@ Flags:`)
 		return usageErrorf("--mode %q: want %s or %s", *mode, lb.ModeNAT, lb.ModeProxy)
 	}
 	if *down {
-		if *keep {
-			return usageErrorf("--down stops a demo; it does not take --keep")
+		if *keep || *topoFile != "" {
+			return usageErrorf("--down stops a demo; it takes no other flag")
 		}
 		return demoDown(stdout)
+	}
+	var top *demoTopology
+	if *topoFile != "" {
+		var err error
+		if top, err = loadDemoTopology(*topoFile); err != nil {
+			return err
+		}
 	}
 	if os.Geteuid() != 0 && os.Getenv(demoUserNSEnv) == "" {
 		if err := checkTUN(); err != nil {
 			return err
 		}
-		return reexecRootless(args, stdout, stderr)
+		return reexecRootless(args, top == nil, stdout, stderr)
 	}
 	// A closed terminal (SIGHUP) tears the demo down like Ctrl-C does.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	d := &demo{out: stdout, keep: *keep, mode: *mode, logLevel: *logLevel, nodePort: demoNodePort}
+	d := &demo{out: stdout, keep: *keep, mode: *mode, logLevel: *logLevel, nodePort: demoNodePort, top: top}
 	if err := d.takeOuter(); err != nil {
 		return err
 	}
@@ -104,24 +119,28 @@ Flags:`)
 // namespace where this user is root, as `unshare -Urnm` would. The child
 // dies with this process (SIGTERM, on which it tears down), and the
 // signals that stop a demo are passed on to it, so that it always tears
-// down before this process exits.
-func reexecRootless(args []string, stdout, stderr io.Writer) (err error) {
+// down before this process exits. With nodePort (the seed's cluster) this
+// process publishes my-service's node port on the host for it.
+func reexecRootless(args []string, nodePort bool, stdout, stderr io.Writer) (err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "Not root: running the demo rootless, inside a new user namespace.")
-	pub, err := startPublisher()
-	if err != nil {
-		return fmt.Errorf("publish the demo's node port on the host: %w", err)
-	}
-	defer func() {
-		err = errors.Join(err, pub.stop())
-	}()
 	cmd := exec.Command(self, append([]string{"demo"}, args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	cmd.Env = append(append(os.Environ(), demoUserNSEnv+"=1"), pub.env()...)
-	cmd.ExtraFiles = pub.sockets
+	cmd.Env = append(os.Environ(), demoUserNSEnv+"=1")
+	pub := &demoPublisher{}
+	if nodePort {
+		if pub, err = startPublisher(); err != nil {
+			return fmt.Errorf("publish the demo's node port on the host: %w", err)
+		}
+		defer func() {
+			err = errors.Join(err, pub.stop())
+		}()
+		cmd.Env = append(cmd.Env, pub.env()...)
+		cmd.ExtraFiles = pub.sockets
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
@@ -167,6 +186,9 @@ type demo struct {
 	publishSocket string
 	host          *hostDialer
 
+	// top is the --topology file's cluster; nil for the seed's.
+	top *demoTopology
+
 	c       *topology.Cluster
 	dir     string
 	routers map[string]*harness.Router
@@ -193,8 +215,10 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if lock != nil {
 		defer lock.Close() // after teardown, which the next defer runs
 	}
-	if err := topology.Cleanup(demoPrefix); err != nil {
-		return fmt.Errorf("remove a previous demo's namespaces: %w", err)
+	if mayHaveLeftovers() {
+		if err := topology.Cleanup(demoPrefix); err != nil {
+			return fmt.Errorf("remove a previous demo's namespaces: %w", err)
+		}
 	}
 	d.dir, err = os.MkdirTemp("", demoDirPattern)
 	if err != nil {
@@ -208,21 +232,29 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 	spec := topology.Seed()
+	what := "the seed's cluster"
+	var opts harness.ConfigOptions
+	if d.top != nil {
+		spec, what = d.top.Spec, "the cluster of "+d.top.Path
+		opts.ClusterCIDR, opts.ServiceCIDR = d.top.ClusterCIDR, d.top.ServiceCIDR
+		opts.Services = slices.Clone(d.top.Services)
+	} else {
+		opts.Services = harness.SeedServices("")
+		opts.Services[0].Type = configs.ServiceTypeNodePort // my-service
+		opts.Services[0].Ports[0].NodePort = int(d.nodePort)
+	}
+	for i := range opts.Services {
+		opts.Services[i].Mode = d.mode
+	}
 	spec.Prefix = demoPrefix
-	d.printf("Building the seed's cluster in network namespaces (prefix %q)...\n", demoPrefix)
+	d.printf("Building %s in network namespaces (prefix %q)...\n", what, demoPrefix)
 	d.c, err = topology.Build(spec)
 	if err != nil {
 		return fmt.Errorf("build the cluster: %w", err)
 	}
 
-	services := harness.SeedServices("")
-	for i := range services {
-		services[i].Mode = d.mode
-	}
-	services[0].Type = configs.ServiceTypeNodePort // my-service
-	services[0].Ports[0].NodePort = int(d.nodePort)
 	for i, n := range spec.Nodes {
-		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, harness.ConfigOptions{Services: services})
+		cfg, err := harness.WriteConfig(d.dir, spec, n.Name, opts)
 		if err != nil {
 			return err
 		}
@@ -230,7 +262,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 		// teardown removes: nothing of the demo stays in /run/vrouter.
 		args := []string{"--log-level", d.logLevel, "--admin-socket", filepath.Join(d.dir, n.Name+".sock"),
 			"--state-dir", d.dir}
-		if i == 0 && d.publishSocket != "" {
+		if i == 0 && d.publishSocket != "" && d.top == nil {
 			// One router publishes on the host: a second would find
 			// the host's 127.0.0.1:<nodePort> taken.
 			args = append(args, publishRunFlags(d.publishSocket)...)
@@ -256,12 +288,19 @@ func (d *demo) run(ctx context.Context) (err error) {
 		}
 	}()
 
-	d.printf("\nChecks\n")
-	d.checks(ctx, spec)
-	d.printf("\nService load balancing (%s)\n", d.serviceHeading())
-	d.serviceChecks(ctx, spec)
-	d.printf("\nNode port (%s)\n", d.nodePortHeading(spec))
-	d.nodePortChecks(ctx, spec)
+	if d.top != nil {
+		d.printf("\nChecks\n")
+		d.topologyChecks(ctx, spec)
+		d.printf("\nService load balancing (%s)\n", d.serviceHeading())
+		d.topologyServiceChecks(ctx, spec)
+	} else {
+		d.printf("\nChecks\n")
+		d.checks(ctx, spec)
+		d.printf("\nService load balancing (%s)\n", d.serviceHeading())
+		d.serviceChecks(ctx, spec)
+		d.printf("\nNode port (%s)\n", d.nodePortHeading(spec))
+		d.nodePortChecks(ctx, spec)
+	}
 	if ctx.Err() != nil {
 		return d.interrupted(ctx)
 	}
@@ -275,6 +314,18 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return fmt.Errorf("%d check(s) failed", d.failed)
 	}
 	return nil
+}
+
+// mayHaveLeftovers reports whether a previous demo may have left namespaces
+// named demoPrefix* that this one should remove. A rootless demo's are in
+// its own mount namespace (a tmpfs on /run/netns) or unnamed, and vanish
+// with it; what it finds in a /run/netns it cannot write is a demo's as
+// root, perhaps running, which is not its to remove.
+func mayHaveLeftovers() bool {
+	if os.Getenv(demoUserNSEnv) == "" {
+		return true
+	}
+	return unix.Access(topology.DefaultNetnsDir, unix.W_OK) == nil
 }
 
 // interrupted ends a run that a signal cut short: its checks are not
@@ -332,6 +383,20 @@ func (d *demo) startServers(spec topology.Spec) ([]*topology.Server, error) {
 	var servers []*topology.Server
 	for _, n := range spec.Nodes {
 		for _, p := range n.Pods {
+			for _, sp := range d.top.servicePorts(p.Name) {
+				start := d.c.ServeHTTP
+				switch {
+				case sp.udp:
+					start = d.c.ServeUDPEcho
+				case sp.port == 7:
+					start = d.c.ServeTCPEcho
+				}
+				s, err := start(p.Name, netip.AddrPortFrom(p.Addr, sp.port).String())
+				if err != nil {
+					return servers, err
+				}
+				servers = append(servers, s)
+			}
 			for _, start := range []func(string, string) (*topology.Server, error){d.c.ServeTCPEcho, d.c.ServeUDPEcho} {
 				s, err := start(p.Name, netip.AddrPortFrom(p.Addr, 7).String())
 				if err != nil {
@@ -450,15 +515,24 @@ func (d *demo) printKeep(spec topology.Spec) {
 	}
 	a, b := spec.Nodes[0], spec.Nodes[1]
 	sock := filepath.Join(d.dir, a.Name+".sock")
-	cmds := [][2]string{
-		{fmt.Sprintf("%sping %s", enter(a.Pods[0].Name), b.Pods[0].Addr), "pod to pod across nodes"},
-		{fmt.Sprintf("%scurl http://%s/", enter(b.Pods[0].Name), harness.MyServiceIP), "my-service, " + d.mode + " mode"},
-		{enter(a.Name) + "ip route", "the node's routes: only vr0's"},
-		d.nodePortCommand(enter(a.Name)),
-		{fmt.Sprintf("%stcpdump -ni eth0 udp port %d", enter(b.Name), harness.OverlayPort), "overlay datagrams"},
-		{fmt.Sprintf("%s routes --socket %s", bin, sock), "the router's table"},
-		{fmt.Sprintf("%s services --socket %s", bin, sock), "Services, endpoints, connections"},
+	var cmds [][2]string
+	if to, ok := firstPod(b); ok {
+		cmds = append(cmds, [2]string{fmt.Sprintf("%sping %s", enter(clientOf(a)), to.Addr), "pod to pod across nodes"})
 	}
+	if d.top == nil {
+		cmds = append(cmds, [2]string{fmt.Sprintf("%scurl http://%s/", enter(b.Pods[0].Name), harness.MyServiceIP), "my-service, " + d.mode + " mode"})
+	} else if url, name, ok := d.top.httpService(); ok {
+		cmds = append(cmds, [2]string{fmt.Sprintf("%scurl %s", enter(clientOf(b)), url), name + ", " + d.mode + " mode"})
+	}
+	cmds = append(cmds, [2]string{enter(a.Name) + "ip route", "the node's routes: only vr0's"})
+	if d.top == nil {
+		cmds = append(cmds, d.nodePortCommand(enter(a.Name)))
+	}
+	cmds = append(cmds,
+		[2]string{fmt.Sprintf("%stcpdump -ni eth0 udp port %d", enter(b.Name), harness.OverlayPort), "overlay datagrams"},
+		[2]string{fmt.Sprintf("%s routes --socket %s", bin, sock), "the router's table"},
+		[2]string{fmt.Sprintf("%s services --socket %s", bin, sock), "Services, endpoints, connections"},
+	)
 	width := 0
 	for _, c := range cmds {
 		width = max(width, len(c[0]))
@@ -538,7 +612,7 @@ func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
 				err = fmt.Errorf("backend %s never answered: %v", b, counts)
 				continue
 			}
-			want, why, werr := d.wantClient(spec, from, b)
+			want, why, werr := d.wantClient(spec, from, b, d.mode)
 			if werr != nil {
 				err = werr
 				continue
@@ -581,8 +655,9 @@ func (d *demo) serviceHeading() string {
 }
 
 // wantClient is the source address backend must see for a connection to
-// a ClusterIP from client (a pod or a node), and why.
-func (d *demo) wantClient(spec topology.Spec, client, backend string) (netip.Addr, string, error) {
+// a ClusterIP from client (a pod or a node), and why, in mode (nat or
+// proxy; UDP goes by nat in both).
+func (d *demo) wantClient(spec topology.Spec, client, backend, mode string) (netip.Addr, string, error) {
 	_, bnode, _ := spec.Pod(backend)
 	cnode, isNode := spec.Node(client)
 	var caddr netip.Addr
@@ -599,9 +674,9 @@ func (d *demo) wantClient(spec topology.Spec, client, backend string) (netip.Add
 	}
 	local := bnode.Name == cnode.Name
 	switch {
-	case d.mode == lb.ModeProxy.String() && local:
+	case mode == lb.ModeProxy.String() && local:
 		return cnode.Gateway(), "the router dials a backend on its own node from cni0's address", nil
-	case d.mode == lb.ModeProxy.String():
+	case mode == lb.ModeProxy.String():
 		a, err := d.tunAddr(cnode.Name)
 		return a, "the router dials a backend on another node from vr0's address", err
 	case local:

@@ -481,3 +481,89 @@ func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	}
 	e.checkNothingLeft("SIGTERM to vrouter demo --keep")
 }
+
+// vrouter demo --topology builds the example's three nodes, checks pods
+// between every pair of them and each Service from a pod on every node,
+// answered by all its backends, and leaves nothing behind.
+func TestDemoTopology(t *testing.T) {
+	e := newDemoEnv(t)
+	path, err := filepath.Abs(demoTopologyExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.run(e.command("demo", "--topology", path))
+	for _, want := range []string{"Building the cluster of " + path, "21 passed, 0 failed"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("vrouter demo --topology %s = exit %d, want 0 with %q:\n%s", path, code, want, out)
+		}
+	}
+	for _, re := range []*regexp.Regexp{
+		// Pods across each pair of the three nodes.
+		regexp.MustCompile(`ok +tcp  web-0 -> 10\.244\.1\.3:7 +answered by client-1`),
+		regexp.MustCompile(`ok +tcp  web-2 -> 10\.244\.0\.2:7 +answered by dns-0`),
+		regexp.MustCompile(`ok +tcp  web-1 -> 10\.244\.2\.3:7 +answered by dns-2`),
+		// web from hostgw-node2's pod: its own backend sees the router
+		// address, the others the client (nat mode).
+		regexp.MustCompile(`ok +curl http://10\.103\.92\.81/ x36 from web-2 +web-0 \d+ \(saw 10\.244\.2\.2\), web-1 \d+ \(saw 10\.244\.2\.2\), web-2 \d+ \(saw 169\.254\.244\.1\)`),
+		regexp.MustCompile(`ok +curl http://10\.103\.92\.81:8080/ x36 from web-0 `),
+		regexp.MustCompile(`ok +udp 10\.96\.0\.10:53 x24 from web-1 +dns-0 \d+ \(saw 10\.244\.1\.2\), dns-2 \d+ \(saw 10\.244\.1\.2\)`),
+	} {
+		if !re.MatchString(out) {
+			t.Errorf("vrouter demo --topology: want the report to match %s:\n%s", re, out)
+		}
+	}
+	if strings.Contains(out, "Node port") {
+		t.Errorf("vrouter demo --topology: a node port section, but the file has no node port:\n%s", out)
+	}
+	e.checkNothingLeft("vrouter demo --topology")
+}
+
+// --mode proxy applies to every Service of the file: TCP backends see the
+// client's node (cni0 on its own node, vr0 on another); UDP goes by nat.
+func TestDemoTopologyProxyMode(t *testing.T) {
+	e := newDemoEnv(t)
+	path, err := filepath.Abs(demoTopologyExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.run(e.command("demo", "--topology", path, "--mode", "proxy"))
+	for _, want := range []string{"Service load balancing (proxy mode", "21 passed, 0 failed"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("vrouter demo --topology %s --mode proxy = exit %d, want 0 with %q:\n%s", path, code, want, out)
+		}
+	}
+	re := regexp.MustCompile(`ok +curl http://10\.103\.92\.81/ x36 from web-1 +web-0 \d+ \(saw 10\.244\.1\.0\), web-1 \d+ \(saw 10\.244\.1\.1\), web-2 \d+ \(saw 10\.244\.1\.0\)`)
+	if !re.MatchString(out) {
+		t.Errorf("vrouter demo --topology --mode proxy: want the report to match %s:\n%s", re, out)
+	}
+	e.checkNothingLeft("vrouter demo --topology --mode proxy")
+}
+
+// A rootless demo's namespaces are its own: beside a demo as root, whose
+// namespaces it sees in the host's /run/netns until it mounts its own,
+// it neither touches them nor fails on them.
+func TestDemoRootlessBesideRootDemo(t *testing.T) {
+	e := newDemoEnv(t)
+	k := e.startKept()
+	cmd := e.command("demo") // k is this env's: nothing to wait for
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if fi, err := os.Stat(tunDevice); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
+		cmd = e.withOpenTUN(t, "demo")
+	}
+	code, out := e.run(cmd)
+	if code != 0 || !strings.Contains(out, "rootless") || !strings.Contains(out, "14 passed, 0 failed") {
+		t.Errorf("rootless vrouter demo beside a kept demo as root = exit %d, want 0 with \"14 passed, 0 failed\":\n%s", code, out)
+	}
+	for _, pid := range k.routers {
+		if !alive(pid) {
+			t.Errorf("router pid %d of the kept demo died", pid)
+		}
+	}
+	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := k.wait(t, 40*time.Second); code != 0 {
+		t.Errorf("kept demo after SIGTERM: exit %d, want 0:\n%s", code, k.out)
+	}
+	e.checkNothingLeft("a rootless demo beside a kept one")
+}
