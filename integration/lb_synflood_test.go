@@ -168,7 +168,7 @@ func addrRange(first netip.Addr, n int) []netip.Addr {
 type probeResult struct {
 	tcpOK, tcpFailed int
 	dnsOK, dnsFailed int
-	// dnsRetried counts queries answered only on their second try.
+	// dnsRetried counts queries answered only on a later try.
 	dnsRetried int
 	// errs are the first few failures; lat the successful TCP
 	// exchanges' times, sorted.
@@ -176,11 +176,16 @@ type probeResult struct {
 	lat  []time.Duration
 }
 
+// dnsTries is how often probe sends a query, 1.5 s apart, before it
+// counts it lost: 4.5 s in all, within a resolver's default budget
+// (glibc: two tries of 5 s).
+const dnsTries = 3
+
 // probe has pod from exchange a payload with the TCP echo behind vip
 // and, if dns is valid, query the UDP echo behind dns, every 50 ms until
 // ctx ends. A connection may take 3 s (its SYN is retransmitted after
 // 1 s); a query is sent again after 1.5 s, as a resolver does, and fails
-// if neither is answered.
+// if none of dnsTries is answered.
 func (e *lbEnv) probe(ctx context.Context, from string, vip, dns netip.AddrPort) probeResult {
 	var r probeResult
 	fail := func(err error) {
@@ -205,15 +210,18 @@ func (e *lbEnv) probe(ctx context.Context, from string, vip, dns netip.AddrPort)
 			r.lat = append(r.lat, time.Since(t0))
 		}
 		if dns.IsValid() {
-			_, err := e.udpExchange(from, dns, payload, 1500*time.Millisecond)
-			if err != nil {
+			var err error
+			for try := range dnsTries {
 				if _, err = e.udpExchange(from, dns, payload, 1500*time.Millisecond); err == nil {
-					r.dnsRetried++
+					if try > 0 {
+						r.dnsRetried++
+					}
+					break
 				}
 			}
 			if err != nil {
 				r.dnsFailed++
-				fail(fmt.Errorf("udp %s -> %v, twice: %w", from, dns, err))
+				fail(fmt.Errorf("udp %s -> %v, %d tries: %w", from, dns, dnsTries, err))
 			} else {
 				r.dnsOK++
 			}
