@@ -99,8 +99,7 @@ type Egress struct {
 	pingWarn  sync.Once
 	closeOnce sync.Once
 	stats     egressCounters
-	bufsHeld  atomic.Int64
-	bufsTook  atomic.Uint64
+	bufs      spliceBufCounts
 }
 
 // EgressOptions configure an Egress. Zero values are the documented
@@ -683,7 +682,7 @@ func (e *Egress) handleTCP(r *tcp.ForwarderRequest) {
 }
 
 func (e *Egress) spliceBuf() spliceBuf {
-	return spliceBuf{held: &e.bufsHeld, taken: &e.bufsTook}
+	return newSpliceBuf(&e.bufs)
 }
 
 // unreachableCode maps a dial or socket error to an ICMP destination

@@ -102,10 +102,9 @@ type Proxy struct {
 
 	stats proxyCounters
 
-	// bufsHeld counts the copy buffers the splice goroutines hold now,
-	// bufsTaken those they took from the pool (see spliceBuf).
-	bufsHeld  atomic.Int64
-	bufsTaken atomic.Uint64
+	// bufs counts the copy buffers of the splice goroutines (see
+	// spliceBuf).
+	bufs spliceBufCounts
 }
 
 // ProxyOptions configure a Proxy. Zero values are the documented defaults.
@@ -691,7 +690,7 @@ func unmapAddrPort(a net.Addr) netip.AddrPort {
 
 // spliceBuf returns an empty copy buffer slot counted in p's counters.
 func (p *Proxy) spliceBuf() spliceBuf {
-	return spliceBuf{held: &p.bufsHeld, taken: &p.bufsTaken}
+	return newSpliceBuf(&p.bufs)
 }
 
 // connect dials the picked backend and, when the dial fails, the others
@@ -864,41 +863,110 @@ type clientConn interface {
 
 func (c *proxyConn) touch() { c.last.Store(time.Now().UnixNano()) }
 
-// spliceBufSize is the size of a copy buffer: big enough that a bulk
-// transfer moves in few reads and writes.
-const spliceBufSize = 32 << 10
+// Copy buffers come in spliceBufSizes. A direction of a connection
+// starts with the smallest, big enough for a request or a response; a
+// bulk transfer, whose reads keep filling the buffer, takes the next size
+// up for each read that fills one, to the largest. Larger reads are
+// larger writes: into the stack, one write of up to the largest size
+// goes out as few super-packets of up to 64 KiB where the smallest
+// buffer makes one of at most 32 KiB per write (two 32 KiB writes do not
+// fit in one); into a kernel socket, fewer system calls. A read that
+// fills less than a quarter of its buffer steps back down one size, and a
+// direction that waits for data gives its buffer back and starts again
+// from the smallest.
+var spliceBufSizes = [...]int{32 << 10, 64 << 10, 128 << 10, 256 << 10}
 
-var spliceBufs = sync.Pool{New: func() any { return new([spliceBufSize]byte) }}
+// spliceGrowBudget bounds the bytes that one Proxy's or Egress's copy
+// buffers larger than the smallest hold at once: a direction that would
+// pass it takes a smaller one. It is what bulk transfers may add to the
+// smallest buffers' 32 KiB per direction with data ready (see
+// docs/operations.md, "Memory").
+const spliceGrowBudget = 16 << 20
+
+var spliceBufPools [len(spliceBufSizes)]sync.Pool
+
+func init() {
+	for i, size := range spliceBufSizes {
+		spliceBufPools[i].New = func() any {
+			b := make([]byte, size)
+			return &b
+		}
+	}
+}
+
+// spliceBufCounts counts one owner's (a Proxy's, an Egress's) copy
+// buffers.
+type spliceBufCounts struct {
+	held  atomic.Int64  // buffers held now
+	taken atomic.Uint64 // buffers taken from the pools
+	grown atomic.Int64  // bytes held now in buffers above the smallest size
+}
 
 // spliceBuf is the copy buffer of one direction of a connection. It is
-// taken from spliceBufs only while there is data to copy and given back
+// taken from a pool only while there is data to copy and given back
 // before the direction waits for more, so an idle connection holds none
 // (two held buffers, 64 KiB, were most of an idle connection's memory),
-// while a bulk transfer keeps one for as long as data keeps coming. held
-// and taken point to Proxy.bufsHeld and Proxy.bufsTaken.
+// while a bulk transfer keeps one, of a size that follows its reads (see
+// spliceBufSizes), for as long as data keeps coming. It is used by one
+// goroutine.
 type spliceBuf struct {
-	held  *atomic.Int64
-	taken *atomic.Uint64
-	b     *[spliceBufSize]byte
+	counts *spliceBufCounts
+	b      *[]byte // held, or nil
+	held   int     // index in spliceBufSizes of b
+	want   int     // index in spliceBufSizes of the buffer the next get returns
 }
 
-// get returns the buffer, taking one from the pool if none is held.
-func (s *spliceBuf) get() *[spliceBufSize]byte {
-	if s.b == nil {
-		s.b = spliceBufs.Get().(*[spliceBufSize]byte)
-		s.held.Add(1)
-		s.taken.Add(1)
+func newSpliceBuf(c *spliceBufCounts) spliceBuf { return spliceBuf{counts: c} }
+
+// get returns the buffer to read into: the one held, or, if none is held
+// or the last read asked for another size (used), one taken from a pool.
+// A buffer returned before is then no longer valid.
+func (s *spliceBuf) get() []byte {
+	if s.b != nil && s.held == s.want {
+		return *s.b
 	}
-	return s.b
+	size := s.want
+	s.put()
+	for ; size > 0; size-- {
+		if s.counts.grown.Add(int64(spliceBufSizes[size])) <= spliceGrowBudget {
+			break
+		}
+		s.counts.grown.Add(-int64(spliceBufSizes[size]))
+	}
+	s.b = spliceBufPools[size].Get().(*[]byte)
+	s.held, s.want = size, size
+	s.counts.held.Add(1)
+	s.counts.taken.Add(1)
+	return *s.b
 }
 
-// put returns the buffer, if one is held, to the pool.
+// used records a read of n bytes into the buffer get returned, choosing
+// the size of the next: one up if it filled the buffer, one down if it
+// filled less than a quarter of it.
+func (s *spliceBuf) used(n int) {
+	if s.b == nil {
+		return
+	}
+	switch size := len(*s.b); {
+	case n >= size && s.held < len(spliceBufSizes)-1:
+		s.want = s.held + 1
+	case n < size/4 && s.held > 0:
+		s.want = s.held - 1
+	}
+}
+
+// put gives the buffer, if one is held, back to its pool; the next get
+// takes one of the smallest size.
 func (s *spliceBuf) put() {
 	if s.b != nil {
-		spliceBufs.Put(s.b)
+		spliceBufPools[s.held].Put(s.b)
 		s.b = nil
-		s.held.Add(-1)
+		s.counts.held.Add(-1)
+		if s.held > 0 {
+			s.counts.grown.Add(-int64(spliceBufSizes[s.held]))
+		}
 	}
+	s.held, s.want = 0, 0
 }
 
 // spliceReader is one side of a connection as pipe reads it. It is used
@@ -948,7 +1016,8 @@ func (r *stackReader) read() ([]byte, error) {
 		<-r.ready
 	}
 	b := r.buf.get()
-	n, err := r.cc.Read(b[:])
+	n, err := r.cc.Read(b)
+	r.buf.used(n)
 	return b[:n], err
 }
 

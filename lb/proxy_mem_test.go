@@ -38,7 +38,7 @@ func openIdle(tb testing.TB, e *proxyEnv, n int) []*gonet.TCPConn {
 func waitBufsHeld(p *Proxy, want int64) int64 {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := p.bufsHeld.Load()
+		got := p.bufs.held.Load()
 		if got == want || time.Now().After(deadline) {
 			return got
 		}
@@ -54,7 +54,7 @@ func TestProxyIdleConnsHoldNoBuffers(t *testing.T) {
 	e := startProxy(t, ProxyOptions{}, proxyService([]Endpoint{b.endpoint()}))
 	const n = 8
 	conns := openIdle(t, e, n)
-	if got := e.p.bufsTaken.Load(); got < 2*n {
+	if got := e.p.bufs.taken.Load(); got < 2*n {
 		t.Fatalf("after data both ways on %d connections, copy buffers taken = %d, want ≥ %d", n, got, 2*n)
 	}
 	if got := waitBufsHeld(e.p, 0); got != 0 {
@@ -84,6 +84,9 @@ func TestProxyIdleConnsHoldNoBuffers(t *testing.T) {
 	c.SetDeadline(time.Time{})
 	if got := waitBufsHeld(e.p, 0); got != 0 {
 		t.Fatalf("after a bulk transfer, %d idle proxied connections hold %d copy buffers, want 0", n, got)
+	}
+	if got := e.p.bufs.grown.Load(); got != 0 {
+		t.Fatalf("after a bulk transfer, idle proxied connections hold %d bytes of grown copy buffers, want 0", got)
 	}
 }
 
@@ -200,5 +203,93 @@ func BenchmarkProxyBulk(b *testing.B) {
 		if err := <-werr; err != nil {
 			b.Fatalf("write %d bytes: %v", size, err)
 		}
+	}
+}
+
+// A direction's copy buffer follows its reads: each read that fills it
+// takes the next size up for the next read, up to the largest; a read
+// that fills less than a quarter of it steps back down; giving it back
+// (a wait for data) starts again from the smallest. The counters hold
+// what is taken and how many bytes sit above the smallest size.
+func TestSpliceBufGrowsAndShrinks(t *testing.T) {
+	var c spliceBufCounts
+	s := newSpliceBuf(&c)
+	sizes := spliceBufSizes[:]
+	largest := sizes[len(sizes)-1]
+	check := func(step string, wantLen int, wantGrown int64) {
+		t.Helper()
+		b := s.get()
+		if len(b) != wantLen {
+			t.Fatalf("%s: get() = %d bytes, want %d", step, len(b), wantLen)
+		}
+		if got := c.held.Load(); got != 1 {
+			t.Fatalf("%s: held = %d, want 1", step, got)
+		}
+		if got := c.grown.Load(); got != wantGrown {
+			t.Fatalf("%s: grown = %d bytes, want %d", step, got, wantGrown)
+		}
+	}
+	check("first read", sizes[0], 0)
+	s.used(sizes[0] - 1) // not full: stays
+	check("after a read short of full", sizes[0], 0)
+	for i := 1; i < len(sizes); i++ {
+		s.used(sizes[i-1])
+		check(fmt.Sprintf("after a full read of %d", sizes[i-1]), sizes[i], int64(sizes[i]))
+	}
+	s.used(largest)
+	check("after a full read of the largest", largest, int64(largest))
+	s.used(largest / 4) // a quarter: stays
+	check("after a read of a quarter", largest, int64(largest))
+	s.used(largest/4 - 1)
+	check("after a read of less than a quarter", sizes[len(sizes)-2], int64(sizes[len(sizes)-2]))
+
+	s.put()
+	if got, grown := c.held.Load(), c.grown.Load(); got != 0 || grown != 0 {
+		t.Fatalf("after put: held = %d, grown = %d bytes, want 0 and 0", got, grown)
+	}
+	s.put() // idempotent
+	check("after put, the next read", sizes[0], 0)
+	s.put()
+	if got := c.taken.Load(); got != uint64(len(sizes)+2) {
+		t.Fatalf("taken = %d, want %d", got, len(sizes)+2)
+	}
+}
+
+// Buffers above the smallest size share spliceGrowBudget: a direction
+// that would pass it keeps a smaller buffer, and one given back frees its
+// share for the others.
+func TestSpliceBufGrowBudget(t *testing.T) {
+	var c spliceBufCounts
+	largest := spliceBufSizes[len(spliceBufSizes)-1]
+	grow := func(s *spliceBuf) int {
+		for range spliceBufSizes {
+			s.used(len(s.get()))
+		}
+		return len(s.get())
+	}
+	n := spliceGrowBudget / largest
+	bufs := make([]spliceBuf, n+1)
+	for i := range n {
+		bufs[i] = newSpliceBuf(&c)
+		if got := grow(&bufs[i]); got != largest {
+			t.Fatalf("direction %d of %d within the budget grew to %d bytes, want %d", i+1, n, got, largest)
+		}
+	}
+	if got := c.grown.Load(); got > spliceGrowBudget {
+		t.Fatalf("grown = %d bytes, over the budget of %d", got, spliceGrowBudget)
+	}
+	bufs[n] = newSpliceBuf(&c)
+	if got := grow(&bufs[n]); got != spliceBufSizes[0] {
+		t.Fatalf("a direction past the budget grew to %d bytes, want %d", got, spliceBufSizes[0])
+	}
+	bufs[0].put()
+	if got := grow(&bufs[n]); got != largest {
+		t.Fatalf("after another gave its buffer back, a direction grew to %d bytes, want %d", got, largest)
+	}
+	for i := range bufs {
+		bufs[i].put()
+	}
+	if got, grown := c.held.Load(), c.grown.Load(); got != 0 || grown != 0 {
+		t.Fatalf("all given back: held = %d, grown = %d bytes, want 0 and 0", got, grown)
 	}
 }

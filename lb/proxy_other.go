@@ -18,7 +18,8 @@ func newKernelReader(buf spliceBuf, c *net.TCPConn) *kernelReader {
 
 func (r *kernelReader) read() ([]byte, error) {
 	b := r.buf.get()
-	n, err := r.c.Read(b[:])
+	n, err := r.c.Read(b)
+	r.buf.used(n)
 	return b[:n], err
 }
 

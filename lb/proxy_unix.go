@@ -23,6 +23,7 @@ type kernelReader struct {
 	// readFD's results; fill is readFD, bound once so that read does
 	// not allocate a closure per call.
 	fill func(fd uintptr) bool
+	b    []byte
 	n    int
 	rerr error
 }
@@ -48,7 +49,7 @@ func (r *kernelReader) read() ([]byte, error) {
 	case r.n == 0:
 		return nil, io.EOF
 	}
-	return r.buf.b[:r.n], nil
+	return r.b[:r.n], nil
 }
 
 // readFD reads fd into the buffer and reports whether it got anything
@@ -57,7 +58,7 @@ func (r *kernelReader) read() ([]byte, error) {
 func (r *kernelReader) readFD(fd uintptr) bool {
 	b := r.buf.get()
 	for {
-		n, err := syscall.Read(int(fd), b[:])
+		n, err := syscall.Read(int(fd), b)
 		switch err {
 		case syscall.EINTR:
 			continue
@@ -65,7 +66,8 @@ func (r *kernelReader) readFD(fd uintptr) bool {
 			r.buf.put()
 			return false
 		}
-		r.n, r.rerr = max(n, 0), err
+		r.b, r.n, r.rerr = b, max(n, 0), err
+		r.buf.used(r.n)
 		return true
 	}
 }
