@@ -330,21 +330,25 @@ func (c *Conn) greetLocked(k Key) {
 	if t := c.greets[k]; t != nil {
 		t.Stop()
 	}
-	c.greets[k] = time.AfterFunc(greetDelay, func() {
+	var t *time.Timer
+	t = time.AfterFunc(greetDelay, func() {
 		c.mu.Lock()
-		_, still := c.peers[k]
+		p, still := c.peers[k]
 		shook := c.shook[k]
-		delete(c.greets, k)
+		if c.greets[k] == t {
+			delete(c.greets, k)
+		}
 		c.mu.Unlock()
 		if !still || shook || c.closed.Load() {
 			return
 		}
-		if p := c.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-			if err := p.SendHandshakeInitiation(false); err != nil {
-				c.log.Debug("start a WireGuard handshake", zap.String("peer", c.names[k.Short()]), zap.Error(err))
+		if dp := c.dev.LookupPeer(device.NoisePublicKey(k)); dp != nil {
+			if err := dp.SendHandshakeInitiation(false); err != nil {
+				c.log.Debug("start a WireGuard handshake", zap.String("peer", p.Name), zap.Error(err))
 			}
 		}
 	})
+	c.greets[k] = t
 }
 
 // PeerStatus is one peer's session as the device reports it (`wg show`).
