@@ -49,7 +49,7 @@ func checkFields(ck *checker, v any, t reflect.Type, path string) bool {
 			sub := joinPath(path, k)
 			f, ok := fieldByJSONName(t, k)
 			if !ok {
-				name, hint := suggest(k, jsonNames(t))
+				name, hint := SuggestField(k, jsonNames(t))
 				ck.keyf(sub, "unknown field (%s)", hint)
 				if _, given := m[name]; name != "" && !given {
 					ck.shadowed = append(ck.shadowed, joinPath(path, name))
@@ -156,9 +156,12 @@ func fieldByJSONName(t reflect.Type, name string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
-// suggest proposes the known field closest to an unknown key: its name
-// ("" if none is close) and the hint for the message.
-func suggest(key string, known []string) (name, hint string) {
+// SuggestField proposes the known field closest to an unknown key: its
+// name ("" if none is close, within an edit distance of 2 ignoring case)
+// and the hint for the message ("did you mean ...?", or the known fields).
+// Other files of the router's (demo topologies) phrase their unknown
+// fields with it, as config files do.
+func SuggestField(key string, known []string) (name, hint string) {
 	best, bestDist := "", 3 // suggest only within an edit distance of 2
 	for _, k := range known {
 		if strings.EqualFold(k, key) {

@@ -265,7 +265,7 @@ func (p *topoParser) fields(n *yaml3.Node, path string, known []string) map[stri
 			}
 			continue
 		}
-		name, hint := suggestField(k, known)
+		name, hint := configs.SuggestField(k, known)
 		p.keyf(joinField(path, k), "unknown field (%s)", hint)
 		if name != "" {
 			p.misspelt[joinField(path, name)] = true
@@ -282,44 +282,6 @@ func (p *topoParser) required(fields map[string]*yaml3.Node, path string, names 
 			p.addf(f, "missing")
 		}
 	}
-}
-
-// suggestField proposes the known field closest to an unknown key: its
-// name ("" if none is close) and the hint for the message.
-func suggestField(key string, known []string) (string, string) {
-	best, bestDist := "", 3 // within an edit distance of 2
-	for _, k := range known {
-		if strings.EqualFold(k, key) {
-			return k, fmt.Sprintf("did you mean %q?", k)
-		}
-		if d := editDistance(strings.ToLower(key), strings.ToLower(k)); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	if best != "" {
-		return best, fmt.Sprintf("did you mean %q?", best)
-	}
-	return "", "want one of " + strings.Join(known, ", ")
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // scalar returns n's value if n is a scalar, else reports it.
