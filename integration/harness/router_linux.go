@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,9 @@ type Router struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
+	// readyBefore counts the "ready" lines Log held before this process
+	// started (a restarted router appends to its predecessor's log).
+	readyBefore int
 }
 
 // StartRouter starts `bin run --config config` in node's namespace with
@@ -81,7 +85,7 @@ func Launch(c *topology.Cluster, bin, node, logPath string, argv ...string) (*Ro
 	// tied to ours: the kernel sends it ParentDeathSignal when we die,
 	// however we die (nsenter keeps the setting across its exec).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: ParentDeathSignal}
-	r := &Router{Node: node, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	r := &Router{Node: node, Log: logPath, cmd: cmd, done: make(chan struct{}), readyBefore: readyLines(logPath)}
 	started := make(chan error, 1)
 	go func() {
 		// The parent-death signal fires when the OS thread that forked
@@ -168,8 +172,18 @@ func (r *Router) Stop() error {
 	}
 }
 
-// waitReady waits until the router's TUN is up and its overlay socket is
-// bound, or the process exits.
+// readyLines counts the lines of the router log at path in which a router
+// said it is ready: it logs one once its data path is programmed (the
+// node kernel's routes into the TUN included) and its endpoints serve.
+func readyLines(path string) int {
+	b, _ := os.ReadFile(path)
+	return bytes.Count(b, []byte("\tready\t")) + bytes.Count(b, []byte("\tready\n")) + bytes.Count(b, []byte(`"msg":"ready"`))
+}
+
+// waitReady waits until the router's TUN is up, its overlay socket is
+// bound and it has logged that it is ready (Ready alone can be true
+// before the node kernel's routes into the TUN are in), or the process
+// exits.
 func (r *Router) waitReady(c *topology.Cluster, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -180,11 +194,11 @@ func (r *Router) waitReady(c *topology.Cluster, timeout time.Duration) error {
 		if err != nil {
 			return err
 		}
-		if ready {
+		if ready && readyLines(r.Log) > r.readyBefore {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v", timeout)
+			return fmt.Errorf("not ready after %v (TUN and overlay socket up: %v; the router has not logged \"ready\")", timeout, ready)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
