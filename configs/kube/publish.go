@@ -71,12 +71,14 @@ type KeyPublisher struct {
 	log    *zap.Logger
 	kick   chan struct{} // cap 1: Set and Observe poke Run's goroutine
 
-	// mu guards want, seen, haveWant and haveSeen.
+	// mu guards want, seen, haveWant, haveSeen and observed, which
+	// counts the calls of Observe.
 	mu       sync.Mutex
 	want     wireguard.Key
 	seen     wireguard.Key
 	haveWant bool
 	haveSeen bool
+	observed uint64
 }
 
 // NewKeyPublisher returns a KeyPublisher of the Node named node. It starts
@@ -108,6 +110,7 @@ func (p *KeyPublisher) Set(k wireguard.Key) {
 func (p *KeyPublisher) Observe(k wireguard.Key) {
 	p.mu.Lock()
 	p.seen, p.haveSeen = k, true
+	p.observed++
 	p.mu.Unlock()
 	p.poke()
 }
@@ -119,11 +122,12 @@ func (p *KeyPublisher) poke() {
 	}
 }
 
-// pending returns the key to publish, if the Node's differs from it.
-func (p *KeyPublisher) pending() (wireguard.Key, bool) {
+// pending returns the key to publish, if the Node's differs from it, and
+// the count of observations it was decided on.
+func (p *KeyPublisher) pending() (wireguard.Key, uint64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.want, p.haveWant && p.haveSeen && p.want != p.seen
+	return p.want, p.observed, p.haveWant && p.haveSeen && p.want != p.seen
 }
 
 // Run patches the Node whenever its key differs from the wanted one,
@@ -147,7 +151,7 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 		case <-retry.C:
 			waiting = false
 		}
-		want, ok := p.pending()
+		want, observed, ok := p.pending()
 		if !ok {
 			backoff, failures = p.opts.Backoff, 0
 			continue
@@ -173,7 +177,12 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 		}
 		backoff, failures = p.opts.Backoff, 0
 		p.mu.Lock()
-		p.seen = got // until the Source sees the patched Node
+		if p.observed == observed {
+			// Until the Source sees the patched Node. An observation
+			// made while the patch was on its way is newer (someone
+			// removed the key again): it stands, and is acted on.
+			p.seen = got
+		}
 		p.mu.Unlock()
 		if want.IsZero() {
 			p.log.Info("WireGuard key annotation removed from this Node (the overlay is not encrypted)",
