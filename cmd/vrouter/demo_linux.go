@@ -570,6 +570,39 @@ func (d *demo) teardown() error {
 	return nil
 }
 
+// judgeBackends reports, for a Service's requests from client from that
+// counts and seen recorded (answers, and the client addresses each
+// backend saw), each backend's answers and what it saw, and the first
+// problem: err (the requests' own failure) if set, else a backend that
+// never answered or saw another client address than mode gives it.
+func (d *demo) judgeBackends(spec topology.Spec, from string, backends []string, counts map[string]int, seen map[string]map[netip.Addr]bool, mode string, err error) (string, error) {
+	var parts []string
+	for _, b := range backends {
+		var saw []string
+		for a := range seen[b] {
+			saw = append(saw, a.String())
+		}
+		slices.Sort(saw)
+		parts = append(parts, fmt.Sprintf("%s %d (saw %s)", b, counts[b], strings.Join(saw, " ")))
+		if err != nil {
+			continue
+		}
+		if counts[b] == 0 {
+			err = fmt.Errorf("backend %s never answered: %v", b, counts)
+			continue
+		}
+		want, why, werr := d.wantClient(spec, from, b, mode)
+		if werr != nil {
+			err = werr
+			continue
+		}
+		if len(seen[b]) != 1 || !seen[b][want] {
+			err = fmt.Errorf("backend %s saw client %s, want %s (%s mode: %s)", b, strings.Join(saw, " "), want, mode, why)
+		}
+	}
+	return strings.Join(parts, ", "), err
+}
+
 // serviceChecks curls the seed's my-service from pods on both nodes and
 // from a node, as the seed does, and resolves through kube-dns over UDP.
 // Every backend must answer, and must see the client address that the
@@ -597,31 +630,8 @@ func (d *demo) serviceChecks(ctx context.Context, spec topology.Spec) {
 			}
 			seen[rep.Server][rep.Client.Addr()] = true
 		}
-		var parts []string
-		for _, b := range backends {
-			var saw []string
-			for a := range seen[b] {
-				saw = append(saw, a.String())
-			}
-			slices.Sort(saw)
-			parts = append(parts, fmt.Sprintf("%s %d (saw %s)", b, counts[b], strings.Join(saw, " ")))
-			if err != nil {
-				continue
-			}
-			if counts[b] == 0 {
-				err = fmt.Errorf("backend %s never answered: %v", b, counts)
-				continue
-			}
-			want, why, werr := d.wantClient(spec, from, b, d.mode)
-			if werr != nil {
-				err = werr
-				continue
-			}
-			if len(seen[b]) != 1 || !seen[b][want] {
-				err = fmt.Errorf("backend %s saw client %s, want %s (%s mode: %s)", b, strings.Join(saw, " "), want, d.mode, why)
-			}
-		}
-		d.check(fmt.Sprintf("curl %s x%d from %s", url, requests, from), strings.Join(parts, ", "), err)
+		detail, err := d.judgeBackends(spec, from, backends, counts, seen, d.mode, err)
+		d.check(fmt.Sprintf("curl %s x%d from %s", url, requests, from), detail, err)
 	}
 	{
 		// UDP goes by nat mode in both modes; coredns runs on the other

@@ -158,34 +158,11 @@ func (d *demo) serviceCheck(ctx context.Context, spec topology.Spec, from string
 		}
 		seen[rep.Server][rep.Client.Addr()] = true
 	}
-	var parts []string
 	for b := range counts {
 		if !slices.Contains(backends, b) && err == nil {
 			err = fmt.Errorf("answered by %q, which is not a backend of the Service (%s)", b, strings.Join(backends, ", "))
 		}
 	}
-	for _, b := range backends {
-		var saw []string
-		for a := range seen[b] {
-			saw = append(saw, a.String())
-		}
-		slices.Sort(saw)
-		parts = append(parts, fmt.Sprintf("%s %d (saw %s)", b, counts[b], strings.Join(saw, " ")))
-		if err != nil {
-			continue
-		}
-		if counts[b] == 0 {
-			err = fmt.Errorf("backend %s never answered: %v", b, counts)
-			continue
-		}
-		want, why, werr := d.wantClient(spec, from, b, mode)
-		if werr != nil {
-			err = werr
-			continue
-		}
-		if len(seen[b]) != 1 || !seen[b][want] {
-			err = fmt.Errorf("backend %s saw client %s, want %s (%s mode: %s)", b, strings.Join(saw, " "), want, mode, why)
-		}
-	}
-	return checkResult{strings.Join(parts, ", "), err}
+	detail, err := d.judgeBackends(spec, from, backends, counts, seen, mode, err)
+	return checkResult{detail, err}
 }
