@@ -164,7 +164,7 @@ func TestLBDistribution(t *testing.T) {
 	// (sorted by address), not the first connection's backend.
 	t.Run("reused port", func(t *testing.T) {
 		client := lbCorednsXx6mc
-		local := netip.AddrPortFrom(client.addr, 40100)
+		local := netip.AddrPortFrom(client.addr, 20100) // below the ephemeral range (32768-60999): no earlier connection of this test holds it in TIME_WAIT
 		vip := netip.AddrPortFrom(rrVIP, 80)
 		var got []string
 		for i := range 2 * len(lbNginx) {
@@ -220,8 +220,8 @@ func TestLBSameClientPortTwoVIPs(t *testing.T) {
 		port       uint16
 		bug        string
 	}{
-		{"hairpin backend", vipC, vipD, lbNginxTh5pz, lbRouterAddr, 40001, ""},
-		{"remote backend", vipA, vipB, lbNginx4k7xw, client.addr, 40002,
+		{"hairpin backend", vipC, vipD, lbNginxTh5pz, lbRouterAddr, 20001, ""},
+		{"remote backend", vipA, vipB, lbNginx4k7xw, client.addr, 20002,
 			"lb.NAT drops the SYN when its reply tuple (backend ↔ client ip:port) is taken by another flow; it remaps the port only for hairpin flows"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -270,7 +270,7 @@ func TestSoakAndAttack(t *testing.T) {
 	}
 
 	// 4. port reuse: the 5-tuple of a connection aborted a moment ago.
-	local := netip.AddrPortFrom(innocent.addr, 40200)
+	local := netip.AddrPortFrom(innocent.addr, 20200) // below the ephemeral range: no earlier connection holds it in TIME_WAIT
 	first, _, err := e.dialFrom(innocent.name, local, vip, 5*time.Second)
 	if err != nil {
 		t.Fatalf("connection from %v: %v", local, err)
