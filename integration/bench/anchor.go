@@ -42,7 +42,7 @@ const (
 var slirpMeasurementSet = map[string]bool{"egress-slirp4netns-tcp": true, "egress-slirp4netns-close": true}
 
 // slirpLoad is egressLoad from the anchor's pod.
-var slirpLoad = loadTarget{"egress_slirp4netns", slirpPod, egressLoad.addr}
+var slirpLoad = loadTarget{"egress_slirp4netns", slirpPod, egressLoad.addr, egressLoad.servers}
 
 // slirpArgs are slirp4netns's arguments for the pod process pid: Podman's
 // defaults.

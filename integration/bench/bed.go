@@ -77,7 +77,8 @@ var (
 	// NodePort load goes to masterNode's underlay address.
 	myNodePort     uint16 = 30080
 	masterNodePort        = netip.AddrPortFrom(nodeAddr(masterNode), myNodePort)
-	// httpBackends are my-service's endpoints; each runs ServeHTTP on :80.
+	// httpBackends are my-service's endpoints; each runs nginx on :80
+	// (endpoints.go).
 	httpBackends = []string{"nginx-th5pz", "nginx-4k7xw", "nginx-j6zwk"}
 	clusterCIDR  = netip.MustParsePrefix("10.244.0.0/16")
 )
@@ -94,6 +95,7 @@ type bed struct {
 	iperf     *exec.Cmd
 	iperfDone chan struct{}
 	rr        *rrServer
+	nginx     []*nginxProc // my-service's backends and the egress server
 
 	// iptablesRestore is the iptables-restore that worked (kernel mode).
 	iptablesRestore string
@@ -360,7 +362,7 @@ func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string
 }
 
 // startServers starts iperf3 and the request/response server in
-// serverPod, and an HTTP server on :80 in each of my-service's backends.
+// serverPod, and nginx on :80 in each of my-service's backends.
 func (b *bed) startServers() error {
 	logf, err := os.Create(filepath.Join(b.dir, "iperf3-server.log"))
 	if err != nil {
@@ -380,7 +382,7 @@ func (b *bed) startServers() error {
 		close(b.iperfDone)
 	}()
 	for _, p := range httpBackends {
-		if _, err := b.c.ServeHTTP(p, ":80"); err != nil {
+		if err := b.startNginx(p, netip.AddrPortFrom(netip.IPv4Unspecified(), 80)); err != nil {
 			return err
 		}
 	}
@@ -512,6 +514,9 @@ func (b *bed) close() error {
 	}
 	if b.rr != nil {
 		b.rr.close()
+	}
+	for _, p := range b.nginx {
+		p.stop()
 	}
 	if b.slirp != nil {
 		b.slirp.close()

@@ -281,3 +281,55 @@ func TestWireGuardGoIface(t *testing.T) {
 		t.Errorf("staleWGSocket matches wg0.sock, an interface the bench did not make")
 	}
 }
+
+// wrk's report, as wrk 4.1.0 prints it with --latency.
+const wrkOutput = `Running 4s test @ http://10.103.92.81:80/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.46ms    1.45ms  11.13ms   87.51%
+    Req/Sec     7.68k     2.56k   12.95k    65.00%
+  Latency Distribution
+     50%  900.00us
+     75%    1.66ms
+     90%    3.36ms
+     99%    1.20s
+  15465 requests in 2.03s, 2.74MB read
+  Socket errors: connect 2, read 1, write 0, timeout 4
+  Non-2xx or 3xx responses: 3
+Requests/sec:   7630.38
+Transfer/sec:      1.35MB
+`
+
+func TestParseWrk(t *testing.T) {
+	var r wrkResult
+	if err := parseWrk([]byte(wrkOutput), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.perSec != 7630.38 || r.requests != 15465 || r.p50 != 900 || r.p99 != 1.2e6 || r.errs != 10 {
+		t.Errorf("parseWrk = rate %v, requests %d, p50 %v µs, p99 %v µs, errors %d; want 7630.38, 15465, 900, 1200000, 10", r.perSec, r.requests, r.p50, r.p99, r.errs)
+	}
+	if err := parseWrk([]byte("unable to connect to 10.103.92.81:80 Connection refused\n"), &r); err == nil {
+		t.Error("parseWrk of an error message: no error")
+	}
+}
+
+func TestParsePingTimes(t *testing.T) {
+	out := `PING 10.244.1.2 (10.244.1.2) 56(84) bytes of data.
+64 bytes from 10.244.1.2: icmp_seq=1 ttl=62 time=0.331 ms
+64 bytes from 10.244.1.2: icmp_seq=3 ttl=62 time=1.05 ms
+
+--- 10.244.1.2 ping statistics ---
+3 packets transmitted, 2 received, 33.3333% packet loss, time 10ms
+rtt min/avg/max/mdev = 0.331/0.690/1.050/0.359 ms
+`
+	rtts, err := parsePingTimes([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(rtts) != "[331µs 1.05ms]" {
+		t.Errorf("parsePingTimes = %v, want [331µs 1.05ms]", rtts)
+	}
+	if _, err := parsePingTimes([]byte("3 packets transmitted, 0 received\n")); err == nil {
+		t.Error("parsePingTimes without a reply: no error")
+	}
+}

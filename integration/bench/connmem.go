@@ -139,7 +139,7 @@ func openIdle(ctx context.Context, b *bed, n int) ([]net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	err = workers(path, dialers, func(w int) error {
-		d := net.Dialer{Timeout: dialTimeout}
+		d := net.Dialer{Timeout: time.Second} // a lost SYN costs a dialer at most this long
 		for i := w; i < n && ctx.Err() == nil; i += dialers {
 			c, err := openOne(ctx, &d)
 			mu.Lock()

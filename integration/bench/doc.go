@@ -26,7 +26,7 @@
 //	 │    └─ nginx-j6zwk   10.244.1.3   HTTP backend
 //	 └─ outside-client eth0 .100  not a node (no pods, router or pod routes): NodePort load generator
 //
-//	my-service 10.103.92.81:80 -> 10.244.0.4, 10.244.1.2, 10.244.1.3 (ServeHTTP on :80)
+//	my-service 10.103.92.81:80 -> 10.244.0.4, 10.244.1.2, 10.244.1.3 (nginx on :80)
 //	           type NodePort, nodePort 30080 (externalTrafficPolicy Cluster), not in vrouter-proxy
 //	kube-dns   10.96.0.10 53/UDP, 53/TCP, 9153/TCP -> 10.244.0.2, 10.244.0.3 (programmed, not loaded)
 //
@@ -67,6 +67,21 @@
 // and outside-client use ports 1024-65535; both modes get the same
 // settings.
 //
+// # Endpoints
+//
+// The endpoints are the ones users run, each as cheap as it gets, so that
+// the data path, not an endpoint sharing the two cores with it, runs out
+// first: nginx (one process, no access log) serves HTTP in my-service's
+// backends and as the egress server, answering its namespace's name and
+// the client's address (X-Client-Addr) as topology's ServeHTTP does; wrk
+// loads it (two threads, 64 connections: with fewer, the kernel baseline
+// is bound by wrk on two cores); iperf3 sends the streams and
+// datagrams; iputils' ping the sparse echoes. The endpoints table gives
+// each endpoint's CPU (iperf3's own -J figures; wrk's rusage; the nginx
+// processes' utime+stime), and the kernel bed's HTTP rows run a second
+// time with two wrk threads and 64 connections: a rate that rises then
+// says the baseline was bound by its generator.
+//
 // # Measurements
 //
 // Each round runs every measurement on every mode before the next
@@ -77,15 +92,19 @@
 //   - pod→pod TCP: iperf3 -P 1 and -P 4, nginx-th5pz → nginx-4k7xw; also
 //     the average size of the packets hostgw-master's eth0 sent meanwhile
 //     (GSO super-packets in the kernel, overlay datagrams with vrouter).
-//   - UDP: iperf3 -u -b 10G with 64- and 1400-byte payloads; received
-//     packets per second and loss, as iperf3's receiver counts them.
-//   - latency: ICMP echo (topology.Ping, one probe at a time) and 64-byte
-//     TCP request/response on one connection (a Go client and server);
-//     p50 and p99.
-//   - ClusterIP: 16 Go workers in coredns-8qxfv, each on a thread inside
-//     that pod's namespace, GET my-service as fast as answers come back,
-//     either each on a new connection ("Connection: close": new
-//     connections/s) or on one kept-alive connection each (requests/s).
+//   - UDP: iperf3 -u -b 10G with 64- and 1400-byte payloads: the offered
+//     load is what iperf3's one sending thread manages on that path
+//     (reported as offered = received + lost); received packets per
+//     second and loss, as iperf3's receiver counts them.
+//   - latency: ICMP echo back-to-back (topology.Ping, one probe at a
+//     time), ICMP echo one every 5 ms (iputils' ping -i 0.005: the
+//     router idles between echoes, as under health checks and
+//     interactive traffic) and 64-byte TCP request/response on one
+//     connection (a Go client and server); p50 and p99.
+//   - ClusterIP: wrk -t2 -c64 in coredns-8qxfv GETs my-service as fast
+//     as answers come back, either each request on a new connection
+//     ("Connection: close": new connections/s) or on kept-alive
+//     connections (requests/s).
 //   - NodePort: the same load from outside-client to my-service's node
 //     port on hostgw-master's address, 192.168.31.201:30080 (kernel and
 //     vrouter; the host relay is the same in proxy mode). Before the

@@ -29,7 +29,7 @@ import (
 var (
 	egressServer         = netip.MustParseAddr("198.51.100.10")
 	egressIperfPort      = 5202
-	egressLoad           = loadTarget{"egress", httpClientPod, netip.AddrPortFrom(egressServer, 80)}
+	egressLoad           = loadTarget{"egress", httpClientPod, netip.AddrPortFrom(egressServer, 80), []string{outsideClient}}
 	egressMeasurementSet = map[string]bool{"egress-tcp": true, "egress-close": true}
 )
 
@@ -107,7 +107,7 @@ func (b *bed) setupEgress(ctx context.Context) error {
 		logf.Close()
 		close(b.egressIperfDone)
 	}()
-	if _, err := b.c.ServeHTTP(outsideClient, netip.AddrPortFrom(egressServer, 80).String()); err != nil {
+	if err := b.startNginx(outsideClient, netip.AddrPortFrom(egressServer, 80)); err != nil {
 		return err
 	}
 	if err := b.waitListening(outsideClient, egressIperfPort, 5*time.Second); err != nil {

@@ -47,6 +47,7 @@ func run() int {
 		noControl  = flag.Bool("no-control-plane", false, "skip the control-plane and in-memory forwarding benchmarks")
 		keep       = flag.Bool("keep-logs", false, "keep the routers' configs and logs (printed at the end)")
 		routerArgs = flag.String("router-args", "", "extra arguments for every `vrouter run`, space-separated (e.g. \"--log-level debug\")")
+		httpGen    = flag.String("http-load", "", "wrk's threads and connections for the HTTP rows, as THREADS,CONNS (default 2,64: what the kernel baseline needs on 2 cores to be bound by the data path)")
 		only       = flag.String("only", "", "run only these data-path measurements, comma-separated: "+strings.Join(measurementNames(), ","))
 		modesFlag  = flag.String("modes", "", "build and measure only these data paths, comma-separated: "+strings.Join(modeNames(allModes), ",")+" (the in-process profile runs on the vrouter ones among them)")
 		wgGo       = flag.String("wireguard-go", "", "wireguard-go binary of the "+string(modeKernelWG)+" baseline (default: .cache/bin/wireguard-go, which make wireguard-go builds, else on PATH)")
@@ -66,6 +67,16 @@ func run() int {
 	}
 	if *dur > 0 {
 		p.dur, p.httpDur = *dur, *dur
+	}
+	if *httpGen != "" {
+		t, c, ok := strings.Cut(*httpGen, ",")
+		nt, err1 := strconv.Atoi(t)
+		nc, err2 := strconv.Atoi(c)
+		if !ok || err1 != nil || err2 != nil || nt < 1 || nc < nt {
+			fmt.Fprintf(os.Stderr, "bench: --http-load %q: want THREADS,CONNS with 1 <= THREADS <= CONNS, e.g. 1,16\n", *httpGen)
+			return 2
+		}
+		p.httpThreads, p.httpConns = nt, nc
 	}
 	if *only != "" {
 		p.only = map[string]bool{}
@@ -143,6 +154,7 @@ func run() int {
 
 	p.routerArgs = strings.Fields(*routerArgs)
 	rep.RunSecs, rep.HTTPSecs = p.dur.Seconds(), p.httpDur.Seconds()
+	rep.HTTPThreads, rep.HTTPConns = p.httpThreads, p.httpConns
 	failed := dataPlane(ctx, rep, p, *bin, work, rep.ProfileDir)
 	if !*noControl && ctx.Err() == nil {
 		failed = controlPlane(ctx, rep, p, rep.ProfileDir) || failed
@@ -180,9 +192,9 @@ func preflight(m *machine) error {
 	if err := topology.CanBuild(); err != nil {
 		return err
 	}
-	for _, t := range []string{"iperf3", "nsenter", "go"} {
+	for _, t := range []string{"iperf3", "nsenter", "go", "nginx", "wrk", "ping"} {
 		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("%s is required: %w", t, err)
+			return fmt.Errorf("%s is required (make check-deps installs it): %w", t, err)
 		}
 	}
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
@@ -197,6 +209,18 @@ func preflight(m *machine) error {
 		f := strings.Fields(string(out))
 		if len(f) > 1 {
 			m.Iperf3 = f[1]
+		}
+	}
+	// nginx -v prints "nginx version: nginx/1.22.1" on stderr; wrk -v
+	// "wrk 4.1.0 [epoll] …" and exits 1.
+	if out, _ := exec.Command("nginx", "-v").CombinedOutput(); len(out) > 0 {
+		if _, v, ok := strings.Cut(strings.TrimSpace(string(out)), "nginx/"); ok {
+			m.Nginx = v
+		}
+	}
+	if out, _ := exec.Command("wrk", "-v").CombinedOutput(); len(out) > 0 {
+		if f := strings.Fields(string(out)); len(f) > 1 && f[0] == "wrk" {
+			m.Wrk = f[1]
 		}
 	}
 	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
@@ -522,7 +546,7 @@ func reversed(ms []mode) []mode {
 // tell whether it was taken.
 var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
-	"icmp": "icmp_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
+	"icmp": "icmp_p50_us", "icmp-sparse": "icmp_sparse_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
 	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
 	"conn-mem":   "conn_mem_kib",
 	"egress-tcp": "egress_tcp_gbps_up", "egress-close": "egress_close_per_s",

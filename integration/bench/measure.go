@@ -18,19 +18,22 @@ import (
 
 // params size the measurements; see fullParams and smokeParams.
 type params struct {
-	rounds     int
-	dur        time.Duration // each iperf3 run
-	httpDur    time.Duration // each HTTP run
-	pings      int
-	rrDur      time.Duration
-	httpConns  int // concurrent HTTP workers
-	lbServices int // control plane: Services × lbEndpoints
-	lbEndpts   int
-	lbChanges  int // Upserts timed
-	iptChanges int // kube-proxy partial syncs timed
-	fwdPackets int // in-memory forwarding: packets per route count
-	profileDur time.Duration
-	idleConns  int // conn-mem: idle connections held open
+	rounds  int
+	dur     time.Duration // each iperf3 run
+	httpDur time.Duration // each HTTP run
+	pings   int
+	// sparsePings are sent one every sparsePingInterval (icmp-sparse).
+	sparsePings int
+	rrDur       time.Duration
+	httpConns   int // wrk's connections
+	httpThreads int // wrk's threads
+	lbServices  int // control plane: Services × lbEndpoints
+	lbEndpts    int
+	lbChanges   int // Upserts timed
+	iptChanges  int // kube-proxy partial syncs timed
+	fwdPackets  int // in-memory forwarding: packets per route count
+	profileDur  time.Duration
+	idleConns   int // conn-mem: idle connections held open
 	// only, when set, names the data-path measurements to run.
 	only map[string]bool
 	// routerArgs are added to every `vrouter run`.
@@ -66,16 +69,20 @@ func measurementNames() []string {
 }
 
 var fullParams = params{
-	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, rrDur: 2 * time.Second, httpConns: 16,
+	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, sparsePings: 400, rrDur: 2 * time.Second, httpConns: 64, httpThreads: 2,
 	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 3,
 	fwdPackets: 200000, profileDur: 6 * time.Second, idleConns: 2000,
 }
 
 var smokeParams = params{
-	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, rrDur: 500 * time.Millisecond, httpConns: 16,
+	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, sparsePings: 100, rrDur: 500 * time.Millisecond, httpConns: 64, httpThreads: 2,
 	lbServices: 1000, lbEndpts: 10, lbChanges: 100, iptChanges: 2,
 	fwdPackets: 20000, profileDur: time.Second, idleConns: 200,
 }
+
+// sparsePingInterval spaces the sparse echoes: a health check or an
+// interactive session sends far less often, and a router idles between.
+const sparsePingInterval = 5 * time.Millisecond
 
 // measurement is one data-path test, run once per round on each of its
 // modes (only in the first round if firstRoundOnly says so); it returns
@@ -129,39 +136,42 @@ var measurements = []measurement{
 	{"icmp", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measurePing(b, p.pings)
 	}},
+	{"icmp-sparse", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureSparsePing(ctx, b, p.sparsePings, sparsePingInterval)
+	}},
 	{"tcp-rr", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureRR(ctx, b, p.rrDur)
 	}},
 	{"http-close", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, clusterIPLoad, false, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, clusterIPLoad, false, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 	{"http-keepalive", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, clusterIPLoad, true, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, clusterIPLoad, true, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 	{"nodeport-close", nodePortModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		if b.nodePortErr != nil {
 			return nil, b.nodePortErr
 		}
-		return measureHTTP(ctx, b, nodePortLoad, false, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, nodePortLoad, false, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 	{"nodeport-keepalive", nodePortModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		if b.nodePortErr != nil {
 			return nil, b.nodePortErr
 		}
-		return measureHTTP(ctx, b, nodePortLoad, true, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, nodePortLoad, true, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 	{"egress-tcp", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureEgressTCP(ctx, b, p.dur)
 	}},
 	{"egress-close", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, egressLoad, false, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 	// The userspace anchor (anchor.go), on the kernel bed's node.
 	{"egress-slirp4netns-tcp", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureSlirpTCP(ctx, b, p.dur)
 	}},
 	{"egress-slirp4netns-close", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, slirpLoad, false, p.httpConns, p.httpDur)
+		return measureHTTP(ctx, b, slirpLoad, false, p.httpThreads, p.httpConns, p.httpDur)
 	}},
 }
 
@@ -264,6 +274,8 @@ func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (ma
 	d := cpu1.sub(cpu0)
 	sfx := fmt.Sprintf("_%d", streams)
 	m := map[string]float64{
+		"tcp_client_cpu_pct" + sfx:        rep.End.CPU.HostTotal,
+		"tcp_server_cpu_pct" + sfx:        rep.End.CPU.RemoteTotal,
 		"tcp_gbps" + sfx:                  rx.BitsPerSec / 1e9,
 		"cpu_machine_kernel_per_gb" + sfx: d.sysSoftirq() / gb,
 		"cpu_machine_busy_per_gb" + sfx:   d.busy() / gb,
@@ -292,9 +304,14 @@ func measureUDP(ctx context.Context, b *bed, size int, dur time.Duration) (map[s
 	}
 	got := rx.Bytes / float64(size)
 	sfx := fmt.Sprintf("_%d", size)
+	// The offered load is what iperf3's client sent (-b 10G: as fast as
+	// its one thread can), which the receiver counts as received + lost.
 	return map[string]float64{
-		"udp_kpps" + sfx:     got / rx.Seconds / 1e3,
-		"udp_loss_pct" + sfx: 100 * rx.LostPackets / rx.Packets,
+		"udp_kpps" + sfx:           got / rx.Seconds / 1e3,
+		"udp_offered_kpps" + sfx:   rx.Packets / rx.Seconds / 1e3,
+		"udp_loss_pct" + sfx:       100 * rx.LostPackets / rx.Packets,
+		"udp_client_cpu_pct" + sfx: rep.End.CPU.HostTotal,
+		"udp_server_cpu_pct" + sfx: rep.End.CPU.RemoteTotal,
 	}, nil
 }
 

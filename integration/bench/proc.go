@@ -131,6 +131,8 @@ type machine struct {
 	Go       string `json:"go"`
 	Iptables string `json:"iptables"`
 	Iperf3   string `json:"iperf3"`
+	Nginx    string `json:"nginx,omitempty"`
+	Wrk      string `json:"wrk,omitempty"`
 	// WireGuardGo is the wireguard-go baseline's version, when measured.
 	WireGuardGo string     `json:"wireguard_go,omitempty"`
 	Commit      string     `json:"commit,omitempty"`

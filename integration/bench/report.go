@@ -24,10 +24,13 @@ type report struct {
 	Rounds   int       `json:"rounds"`
 	RunSecs  float64   `json:"seconds_per_iperf3_run"`
 	HTTPSecs float64   `json:"seconds_per_http_run"`
-	Proxy    string    `json:"proxy_mode"`         // "measured", or why not
-	NodePort string    `json:"nodeport_vrouter"`   // "measured", or why not
-	Egress   string    `json:"egress_vrouter"`     // "measured", or why not
-	Anchor   string    `json:"egress_slirp4netns"` // "measured", or why not
+	// HTTPThreads and HTTPConns are wrk's -t and -c.
+	HTTPThreads int    `json:"http_threads"`
+	HTTPConns   int    `json:"http_connections"`
+	Proxy       string `json:"proxy_mode"`         // "measured", or why not
+	NodePort    string `json:"nodeport_vrouter"`   // "measured", or why not
+	Egress      string `json:"egress_vrouter"`     // "measured", or why not
+	Anchor      string `json:"egress_slirp4netns"` // "measured", or why not
 	// WireGuardGo is "measured", or why the kernel-wireguard-go baseline
 	// was not; KernelWireGuard why the kernel's own WireGuard was not.
 	WireGuardGo     string   `json:"kernel_wireguard_go"`
@@ -80,16 +83,20 @@ type metricDef struct {
 var tableMetrics = []metricDef{
 	{"tcp_gbps_1", "pod→pod TCP, 1 stream", "Gbit/s", false},
 	{"tcp_gbps_4", "pod→pod TCP, 4 streams", "Gbit/s", false},
+	{"udp_offered_kpps_64", "UDP 64 B payload, offered (iperf3 -b 10G: as fast as its sender goes)", "kpps", false},
 	{"udp_kpps_64", "UDP 64 B payload, received", "kpps", false},
 	{"udp_loss_pct_64", "UDP 64 B payload, loss", "%", true},
+	{"udp_offered_kpps_1400", "UDP 1400 B payload, offered", "kpps", false},
 	{"udp_kpps_1400", "UDP 1400 B payload, received", "kpps", false},
 	{"udp_loss_pct_1400", "UDP 1400 B payload, loss", "%", true},
-	{"icmp_p50_us", "ICMP echo RTT p50", "µs", true},
-	{"icmp_p99_us", "ICMP echo RTT p99", "µs", true},
+	{"icmp_p50_us", "ICMP echo RTT p50, back-to-back", "µs", true},
+	{"icmp_p99_us", "ICMP echo RTT p99, back-to-back", "µs", true},
+	{"icmp_sparse_p50_us", "ICMP echo RTT p50, one every 5 ms (ping -i 0.005: the router idles between)", "µs", true},
+	{"icmp_sparse_p99_us", "ICMP echo RTT p99, one every 5 ms", "µs", true},
 	{"tcprr_p50_us", "TCP 64 B request/response RTT p50", "µs", true},
 	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
-	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close)", "conn/s", false},
-	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP)", "req/s", false},
+	{"http_close_per_s", "ClusterIP new connections/s (HTTP, Connection: close) ⁹", "conn/s", false},
+	{"http_keepalive_per_s", "ClusterIP keep-alive requests/s (HTTP) ⁹", "req/s", false},
 	{"nodeport_close_per_s", "NodePort new connections/s (HTTP, Connection: close), client outside the cluster; target ≥ 0.5× ⁵", "conn/s", false},
 	{"nodeport_keepalive_per_s", "NodePort keep-alive requests/s (HTTP), client outside the cluster ⁵", "req/s", false},
 	{"egress_tcp_gbps_up", "pod→outside TCP, 1 stream, masqueraded ⁶", "Gbit/s", false},
@@ -376,6 +383,7 @@ func (r *report) writeTables(w io.Writer) {
 		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node.\n",
 			egressServer, outsideClient, clientPod, httpClientPod)
 	}
+	r.writeEndpoints(w)
 	r.writeEncrypted(w)
 	if len(r.Anchored) > 0 {
 		fmt.Fprintf(w, "\n| egress against the userspace anchor; targets vrouter ≥ 0.5× kernel, ≥ 3× slirp4netns ⁷ | unit | kernel MASQUERADE | vrouter | slirp4netns | vrouter ÷ kernel | vrouter ÷ slirp4netns |\n")
@@ -526,6 +534,66 @@ func (r *report) writeTables(w io.Writer) {
 		for _, e := range r.Errors {
 			fmt.Fprintf(w, "- %s\n", e)
 		}
+	}
+}
+
+// endpointRows are the loads whose endpoints' CPU the endpoints table
+// shows: iperf3's client and server (its own -J figures, the whole
+// machine's view of each process), and wrk's and the nginx servers' CPU
+// time over the run (endpoints.go). more is the rate the kernel reached
+// with more generator (HTTP rows).
+var endpointRows = []struct{ label, client, server, rate, more string }{
+	{"pod→pod TCP, 1 stream (iperf3)", "tcp_client_cpu_pct_1", "tcp_server_cpu_pct_1", "tcp_gbps_1", ""},
+	{"pod→pod TCP, 4 streams (iperf3)", "tcp_client_cpu_pct_4", "tcp_server_cpu_pct_4", "tcp_gbps_4", ""},
+	{"UDP 64 B (iperf3)", "udp_client_cpu_pct_64", "udp_server_cpu_pct_64", "udp_kpps_64", ""},
+	{"UDP 1400 B (iperf3)", "udp_client_cpu_pct_1400", "udp_server_cpu_pct_1400", "udp_kpps_1400", ""},
+	{"ClusterIP new connections (wrk → 3 nginx)", "http_close_client_cpu_pct", "http_close_server_cpu_pct", "http_close_per_s", "http_close_per_s_more"},
+	{"ClusterIP keep-alive (wrk → 3 nginx)", "http_keepalive_client_cpu_pct", "http_keepalive_server_cpu_pct", "http_keepalive_per_s", "http_keepalive_per_s_more"},
+	{"NodePort new connections (wrk → 3 nginx)", "nodeport_close_client_cpu_pct", "nodeport_close_server_cpu_pct", "nodeport_close_per_s", "nodeport_close_per_s_more"},
+	{"NodePort keep-alive (wrk → 3 nginx)", "nodeport_keepalive_client_cpu_pct", "nodeport_keepalive_server_cpu_pct", "nodeport_keepalive_per_s", "nodeport_keepalive_per_s_more"},
+	{"pod→outside new connections (wrk → nginx)", "egress_close_client_cpu_pct", "egress_close_server_cpu_pct", "egress_close_per_s", "egress_close_per_s_more"},
+}
+
+// writeEndpoints prints what the endpoints cost: a baseline whose client
+// or server is at 100% of a core, or that rises with more generator, is
+// bound by its endpoints, not by the kernel's data path.
+func (r *report) writeEndpoints(w io.Writer) {
+	median := func(key string, md mode) (float64, bool) {
+		vs := r.samples[key][md]
+		if len(vs) == 0 {
+			return 0, false
+		}
+		return summarize(vs).Median, true
+	}
+	cell := func(key string, md mode) string {
+		if v, ok := median(key, md); ok {
+			return num(v)
+		}
+		return "n/a"
+	}
+	printed := false
+	for _, row := range endpointRows {
+		if _, ok := median(row.rate, modeKernel); !ok {
+			continue
+		}
+		if !printed {
+			fmt.Fprintf(w, "\n| endpoints' CPU ⁹ | kernel: client %% | kernel: server %% | kernel with more generator ÷ kernel | vrouter: client %% | vrouter: server %% |\n")
+			fmt.Fprintf(w, "|---|--:|--:|--:|--:|--:|\n")
+			printed = true
+		}
+		more := ""
+		if row.more != "" {
+			k, ok1 := median(row.rate, modeKernel)
+			m, ok2 := median(row.more, modeKernel)
+			if ok1 && ok2 && k > 0 {
+				more = ratioString(m / k)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", row.label, cell(row.client, modeKernel), cell(row.server, modeKernel), more, cell(row.client, modeNAT), cell(row.server, modeNAT))
+	}
+	if printed {
+		fmt.Fprintf(w, "\n⁹ %% of one core over the run. iperf3: its own figures (-J cpu_utilization_percent; 3.12 runs every stream on one thread). wrk %s: -t%d -c%d; \"more generator\" runs it again on the kernel bed with -t%d -c%d — a ratio near 1.00× says the baseline was not bound by its generator. Servers: nginx %s, one process each (master_process off, access_log off), the CPU of all of a load's nginx processes summed.\n",
+			orNA(r.Machine.Wrk), r.HTTPThreads, r.HTTPConns, 2*r.HTTPThreads, 4*r.HTTPConns, orNA(r.Machine.Nginx))
 	}
 }
 

@@ -9,6 +9,7 @@
 #                 ip (iproute2), ping (iputils-ping), iptables-save,
 #                 ip6tables-save, iptables-restore (iptables), nft (nftables),
 #                 iperf3, nsenter, unshare, setpriv (util-linux);
+#                 the benchmark's endpoints: nginx (nginx-light), wrk;
 #                 the real-cluster test's nodes: containerd, ctr (containerd),
 #                 runc, /usr/lib/cni/bridge (containernetworking-plugins).
 #                 etcd is kube-tools' (Debian's etcd-server, else built).
@@ -36,6 +37,8 @@ ip6tables-save iptables
 iptables-restore iptables
 nft nftables
 iperf3 iperf3
+nginx nginx-light
+wrk wrk
 nsenter util-linux
 unshare util-linux
 setpriv util-linux

@@ -1,0 +1,329 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vrouter/vrouter/integration/topology"
+)
+
+// The endpoints the measurements load are the ones users run, so that
+// the data path, not a test server or generator sharing the two cores,
+// is what runs out first: nginx serves HTTP, wrk loads it, iperf3 sends
+// streams and iputils' ping sends echoes. Each endpoint's CPU is
+// reported next to the rate it reached (the endpoints table), and the
+// kernel's HTTP rows are measured again with twice the generator
+// threads and four times the connections: if that raises the rate, the
+// baseline was bound by its generator.
+
+// nginxProc is one nginx serving what topology's ServeHTTP serves: the
+// namespace's name as the body and the client's address in
+// X-Client-Addr, so the checks that ask which backend answered, and
+// from where it was seen, hold for either server.
+type nginxProc struct {
+	ns   string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// nginxConf is one process (no master, no worker: its CPU is one PID's),
+// no access log, keep-alive connections that outlive any run.
+const nginxConf = `daemon off;
+master_process off;
+worker_processes 1;
+user root root;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/error.log warn;
+events { worker_connections 65536; }
+http {
+	access_log off;
+	client_body_temp_path {{dir}}/tmp;
+	proxy_temp_path {{dir}}/tmp;
+	fastcgi_temp_path {{dir}}/tmp;
+	uwsgi_temp_path {{dir}}/tmp;
+	scgi_temp_path {{dir}}/tmp;
+	keepalive_requests 100000000;
+	keepalive_timeout 600s;
+	server {
+		listen {{listen}} backlog=4096;
+		default_type text/plain;
+		location / {
+			add_header ` + topology.ClientAddrHeader + ` "$remote_addr:$remote_port" always;
+			return 200 "{{ns}}";
+		}
+	}
+}
+`
+
+// startNginx starts nginx in namespace ns listening on listen, and waits
+// until it accepts connections.
+func (b *bed) startNginx(ns string, listen netip.AddrPort) error {
+	dir := filepath.Join(b.dir, "nginx-"+ns)
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		return err
+	}
+	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen.String(), "{{ns}}", ns).Replace(nginxConf)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "stderr.log"))
+	if err != nil {
+		return err
+	}
+	cmd := b.c.Command(ns, "nginx", "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", path)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := b.spawn.do(cmd.Start); err != nil {
+		logf.Close()
+		return fmt.Errorf("start nginx in %s: %w (make check-deps installs nginx-light)", ns, err)
+	}
+	p := &nginxProc{ns: ns, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	b.nginx = append(b.nginx, p)
+	if err := b.waitListening(ns, int(listen.Port()), 5*time.Second); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return fmt.Errorf("nginx in %s: %w; its error log: %s", ns, err, bytes.TrimSpace(log))
+	}
+	return nil
+}
+
+// stop kills the nginx and waits for it.
+func (p *nginxProc) stop() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// serversCPU is the CPU seconds the nginx processes in namespaces nss
+// have used.
+func (b *bed) serversCPU(nss []string) (float64, error) {
+	var sum float64
+	for _, p := range b.nginx {
+		for _, ns := range nss {
+			if p.ns != ns {
+				continue
+			}
+			s, err := procCPU(p.cmd.Process.Pid)
+			if err != nil {
+				return 0, fmt.Errorf("nginx in %s: %w", ns, err)
+			}
+			sum += s
+		}
+	}
+	return sum, nil
+}
+
+// wrkResult is what one wrk run reports.
+type wrkResult struct {
+	perSec      float64
+	requests    int
+	p50, p99    float64 // µs
+	errs        int     // socket errors (connect, read, write, timeout) and non-2xx answers
+	errLine     string
+	cpu         float64 // wrk's user+system CPU seconds
+	elapsed     float64 // seconds
+	serversCPU  float64 // the servers' CPU seconds over the run
+	serverCount int
+}
+
+// runWrk loads t with wrk: threads threads, conns connections, for dur,
+// every request on a new connection unless keepAlive.
+func runWrk(ctx context.Context, b *bed, t loadTarget, keepAlive bool, threads, conns int, dur time.Duration) (wrkResult, error) {
+	var res wrkResult
+	args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(conns), "-d", fmt.Sprintf("%ds", int(math.Ceil(dur.Seconds()))),
+		"--latency", "--timeout", "2s"}
+	if !keepAlive {
+		args = append(args, "-H", "Connection: close")
+	}
+	args = append(args, "http://"+t.addr.String()+"/")
+	path, err := b.nsPath(t.from)
+	if err != nil {
+		return res, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, dur+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "nsenter", append([]string{"--net=" + path, "--", "wrk"}, args...)...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	s0, err := b.serversCPU(t.servers)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	err = cmd.Run()
+	res.elapsed = time.Since(start).Seconds()
+	if err != nil {
+		return res, fmt.Errorf("wrk %s from %s: %w: %s", strings.Join(args, " "), t.from, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	s1, err := b.serversCPU(t.servers)
+	if err != nil {
+		return res, err
+	}
+	res.serversCPU, res.serverCount = s1-s0, len(t.servers)
+	res.cpu = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	if err := parseWrk(out.Bytes(), &res); err != nil {
+		return res, fmt.Errorf("wrk %s from %s: %w; output:\n%s", strings.Join(args, " "), t.from, err, out.Bytes())
+	}
+	return res, nil
+}
+
+var (
+	wrkRate     = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	wrkTotal    = regexp.MustCompile(`(?m)^\s*([0-9]+) requests in`)
+	wrkPct      = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	wrkSockErrs = regexp.MustCompile(`(?m)^\s*Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)`)
+	wrkNon2xx   = regexp.MustCompile(`(?m)^\s*Non-2xx or 3xx responses: ([0-9]+)`)
+)
+
+// parseWrk reads wrk's text report (with --latency) into r.
+func parseWrk(out []byte, r *wrkResult) error {
+	m := wrkRate.FindSubmatch(out)
+	if m == nil {
+		return errors.New("no Requests/sec line")
+	}
+	r.perSec, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := wrkTotal.FindSubmatch(out); m != nil {
+		r.requests, _ = strconv.Atoi(string(m[1]))
+	}
+	for _, m := range wrkPct.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(m[2]), 64)
+		switch string(m[3]) {
+		case "ms":
+			v *= 1e3
+		case "s":
+			v *= 1e6
+		}
+		if string(m[1]) == "50" {
+			r.p50 = v
+		} else {
+			r.p99 = v
+		}
+	}
+	if m := wrkSockErrs.FindSubmatch(out); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.Atoi(string(g))
+			r.errs += n
+		}
+		r.errLine = strings.TrimSpace(string(m[0]))
+	}
+	if m := wrkNon2xx.FindSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(string(m[1]))
+		r.errs += n
+		r.errLine = strings.TrimSpace(r.errLine + " " + string(m[0]))
+	}
+	if r.requests == 0 {
+		return errors.New("no request completed")
+	}
+	return nil
+}
+
+// measureHTTP loads my-service (or the egress server) as t says for dur
+// with wrk, threads threads and conns connections, and reports the rate, the
+// latencies and each endpoint's CPU. On the kernel bed it runs wrk again
+// with two threads and four times the connections: the rate that
+// reaches is reported as <name>_per_s_more, so a baseline bound by its
+// generator shows.
+func measureHTTP(ctx context.Context, b *bed, t loadTarget, keepAlive bool, threads, conns int, dur time.Duration) (map[string]float64, error) {
+	name := t.name + "_close"
+	if keepAlive {
+		name = t.name + "_keepalive"
+	}
+	r, err := runWrk(ctx, b, t, keepAlive, threads, conns, dur)
+	if err != nil {
+		return nil, err
+	}
+	if r.errs > 0 {
+		progress("%s on %s: %d errors in %d requests (%s)", name, b.mode, r.errs, r.requests, r.errLine)
+	}
+	m := map[string]float64{
+		name + "_per_s":          r.perSec,
+		name + "_errors":         float64(r.errs),
+		name + "_error_rate":     float64(r.errs) / float64(r.requests+r.errs),
+		name + "_p50_us":         r.p50,
+		name + "_p99_us":         r.p99,
+		name + "_client_cpu_pct": 100 * r.cpu / r.elapsed,
+		name + "_server_cpu_pct": 100 * r.serversCPU / r.elapsed,
+	}
+	if b.mode == modeKernel {
+		more, err := runWrk(ctx, b, t, keepAlive, 2*threads, 4*conns, dur)
+		if err != nil {
+			return nil, fmt.Errorf("with more generator: %w", err)
+		}
+		m[name+"_per_s_more"] = more.perSec
+	}
+	return m, nil
+}
+
+// measureSparsePing sends count echoes from clientPod to serverPod with
+// iputils' ping, one every interval: a router that idles between them
+// wakes for each, as it does for health checks and interactive traffic.
+func measureSparsePing(ctx context.Context, b *bed, count int, interval time.Duration) (map[string]float64, error) {
+	args := []string{"-n", "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-c", fmt.Sprint(count), "-W", "1", serverAddr.String()}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(count)*interval+20*time.Second)
+	defer cancel()
+	out, err := b.c.CommandContext(cctx, clientPod, "ping", args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ping %s from %s: %w", strings.Join(args, " "), clientPod, err)
+	}
+	rtts, err := parsePingTimes(out)
+	if err != nil {
+		return nil, fmt.Errorf("ping %s from %s: %w", strings.Join(args, " "), clientPod, err)
+	}
+	if len(rtts) < count*9/10 {
+		return nil, fmt.Errorf("ping %s from %s: %d of %d answered, want at least 90%%", strings.Join(args, " "), clientPod, len(rtts), count)
+	}
+	var sum time.Duration
+	for _, d := range rtts {
+		sum += d
+	}
+	return map[string]float64{
+		"icmp_sparse_p50_us": percentile(rtts, 0.50),
+		"icmp_sparse_p99_us": percentile(rtts, 0.99),
+		"icmp_sparse_avg_us": float64(sum) / float64(len(rtts)) / float64(time.Microsecond),
+	}, nil
+}
+
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
+
+// parsePingTimes reads the round trip of every reply line of iputils'
+// ping.
+func parsePingTimes(out []byte) ([]time.Duration, error) {
+	var rtts []time.Duration
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := pingTime.FindSubmatch(sc.Bytes())
+		if m == nil {
+			continue
+		}
+		ms, err := strconv.ParseFloat(string(m[1]), 64)
+		if err != nil {
+			return nil, fmt.Errorf("reply %q: %w", sc.Text(), err)
+		}
+		rtts = append(rtts, time.Duration(ms*float64(time.Millisecond)))
+	}
+	if len(rtts) == 0 {
+		return nil, errors.New("no reply")
+	}
+	return rtts, nil
+}
