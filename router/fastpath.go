@@ -37,6 +37,54 @@ type fastPath struct {
 	gen     uint64
 	cache   map[netip.Addr]hop
 	scratch []byte // segments of a super-packet (offload.go)
+	// run, when not nil, gathers the plain packets of a burst that go
+	// to one peer (see sendRun); the reader flushes it after each burst.
+	run *sendRun
+}
+
+// sendRun is a run of packets of one size (the last may be shorter) to
+// one peer, back to back in buf: the TUN reader gathers a burst's packets
+// here and sends them in one WriteBatch — one sendmmsg of UDP_SEGMENT
+// messages, one pass through the node kernel's UDP stack — instead of a
+// system call and a pass each. Small packets gain most: each costs the
+// sender the whole stack, the peer's delivery included, whatever its size.
+type sendRun struct {
+	peer  *peer
+	seg   int
+	buf   []byte
+	short bool // the last packet was shorter than seg: the run is closed
+}
+
+// maxRunBytes and maxRunPackets bound a run to one UDP_SEGMENT message,
+// which the peer's kernel hands on as one GRO batch.
+const (
+	maxRunBytes   = 65000
+	maxRunPackets = 64
+)
+
+// add appends packet b for peer p, flushing the run first when b cannot
+// join it.
+func (f *fastPath) add(p *peer, b []byte) {
+	r := f.run
+	if len(r.buf) > 0 && (r.peer != p || r.short || len(b) > r.seg ||
+		len(r.buf)+len(b) > maxRunBytes || len(r.buf)/r.seg >= maxRunPackets) {
+		f.flush()
+	}
+	if len(r.buf) == 0 {
+		r.peer, r.seg = p, len(b)
+	}
+	r.buf = append(r.buf, b...)
+	r.short = len(b) < r.seg
+}
+
+// flush sends the run, if any. It is nil-safe and a no-op without one.
+func (f *fastPath) flush() {
+	if f == nil || f.run == nil || len(f.run.buf) == 0 {
+		return
+	}
+	r := f.run
+	f.r.overlay.send(r.peer, r.buf, r.seg)
+	r.buf, r.peer, r.short = r.buf[:0], nil, false
 }
 
 // fastCacheMax bounds the per-reader destination cache; when full it is
@@ -69,19 +117,34 @@ func newFastPath(r *Router) *fastPath {
 // bytes, and partial says its checksum holds only the pseudo-header sum:
 // it leaves whole for a TUN that takes super-packets, or cut into
 // segments in one WriteBatch for a peer, if each segment fits the link.
+//
+// With a run (the TUN reader's), a plain packet to a peer joins the run and
+// leaves at the next flush; every other packet flushes the run first, so a
+// packet never overtakes one read before it.
 func (f *fastPath) forward(p *packet.Parsed, b []byte, mss int, partial bool) bool {
-	if f == nil || !fastEligible(p, b) || f.r.isLocal(p.Dst) {
+	if f == nil {
+		return false
+	}
+	if !fastEligible(p, b) || f.r.isLocal(p.Dst) {
+		f.flush()
 		return false
 	}
 	segLen, hdr := len(b), 0
 	if mss > 0 {
 		var ok bool
 		if hdr, ok = tcpHeaderEnd(p); !ok {
+			f.flush()
 			return false
 		}
 		segLen = hdr + mss
 	}
 	h := f.lookup(netProto(p), p.Dst)
+	if h.kind == hopOverlay && mss == 0 && f.run != nil && segLen <= int(f.r.overlay.mtu.Load()) {
+		decrementTTL(b)
+		f.add(h.peer, b)
+		return true
+	}
+	f.flush()
 	switch h.kind {
 	case hopTUN:
 		t := f.r.tun

@@ -235,6 +235,11 @@ func New(opts Options) (*Router, error) {
 	r.tun.offload = opts.TUN.Offload()
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
+		if opts.TUN.BatchSize() > 1 {
+			// The TUN reads bursts: send each burst's packets to a
+			// peer as one run.
+			r.tun.fast.run = &sendRun{buf: make([]byte, 0, maxRunBytes)}
+		}
 		// Coalescing only pays on the fast path, which writes
 		// super-packets to the TUN: the stack forwards one segment at a
 		// time (offload.go).

@@ -116,6 +116,7 @@ func (e *tunEndpoint) readLoop() error {
 		for i := range n {
 			e.receive(bufs[i][:sizes[i]], offs[i])
 		}
+		e.fast.flush() // the burst's run to a peer, if any
 	}
 }
 

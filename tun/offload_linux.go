@@ -24,10 +24,14 @@ type offloadFile struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// rmu serializes readers and guards r. The Device contract allows
-	// one reader goroutine; the lock makes a second one harmless.
+	// rmu serializes readers and guards r and readErr. The Device
+	// contract allows one reader goroutine; the lock makes a second one
+	// harmless.
 	rmu sync.Mutex
 	r   *vnetIO
+	// readErr is an error met after the first packet of a burst, which
+	// the next Read returns before it reads on.
+	readErr error
 
 	// writers holds *vnetIO for concurrent writers.
 	writers sync.Pool
@@ -59,13 +63,20 @@ type vnetIO struct {
 	n     int
 	errno syscall.Errno
 
-	read, write func(fd uintptr) bool
+	// empty is set by tryRead when the queue held nothing.
+	empty bool
+
+	read, tryRead, write func(fd uintptr) bool
 }
 
 func newVnetIO() *vnetIO {
 	v := new(vnetIO)
 	v.read = func(fd uintptr) bool { return v.do(fd, unix.SYS_READV) }
 	v.write = func(fd uintptr) bool { return v.do(fd, unix.SYS_WRITEV) }
+	v.tryRead = func(fd uintptr) bool {
+		v.empty = !v.do(fd, unix.SYS_READV)
+		return true // never wait
+	}
 	return v
 }
 
@@ -196,14 +207,24 @@ func (d *offloadFile) Close() error {
 	return d.closeErr
 }
 
-// Read implements Device: one packet and its header, one readv.
+// Read implements Device: a burst. It waits for one packet, then takes
+// whatever else the device's queue holds, up to len(bufs) packets, without
+// waiting: one readv per packet and its header. A burst lets the router
+// send a run of packets to one peer in one system call (UDP_SEGMENT)
+// instead of one each; when the queue is empty after the first packet, it
+// costs one readv that finds nothing. An error met after the first packet
+// (a malformed header) ends the burst and is returned by the next Read.
 func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
 	d.rmu.Lock()
 	defer d.rmu.Unlock()
-	n, err := d.readLocked(bufs[0])
+	if err := d.readErr; err != nil {
+		d.readErr = nil
+		return 0, err
+	}
+	n, err := d.readLocked(bufs[0], d.r.read)
 	if err != nil {
 		return 0, err
 	}
@@ -212,21 +233,50 @@ func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, err
 		return 0, fmt.Errorf("read TUN %s: %w", d.name, err)
 	}
 	sizes[0], offs[0] = n, o
-	return 1, nil
+	got := 1
+	for ; got < len(bufs) && got < maxReadBurst; got++ {
+		n, err := d.readLocked(bufs[got], d.r.tryRead)
+		if err == nil && d.r.empty {
+			break
+		}
+		if err == nil {
+			offs[got], err = parseOffload(d.r.hdr[:], bufs[got][:n])
+			if err != nil {
+				err = fmt.Errorf("read TUN %s: %w", d.name, err)
+			}
+		}
+		if err != nil {
+			d.readErr = err
+			break
+		}
+		sizes[got] = n
+	}
+	return got, nil
 }
 
-func (d *offloadFile) BatchSize() int { return 1 }
+// maxReadBurst is the most packets one Read returns: enough to send a
+// burst of small packets in a few system calls, few enough that the
+// reader's buffers (64 KiB each, for super-packets) stay small.
+const maxReadBurst = 8
+
+func (d *offloadFile) BatchSize() int { return maxReadBurst }
 func (d *offloadFile) Offload() bool  { return true }
 
-// readLocked reads the next header into d.r.hdr and its packet into p,
-// and returns the packet's length, capped at len(p).
-func (d *offloadFile) readLocked(p []byte) (int, error) {
+// readLocked reads the next header into d.r.hdr and its packet into p
+// through the poller callback read (d.r.read waits for a packet, d.r.tryRead
+// sets d.r.empty instead), and returns the packet's length, capped at
+// len(p).
+func (d *offloadFile) readLocked(p []byte, read func(fd uintptr) bool) (int, error) {
 	v := d.r
 	v.set(p)
-	err := d.rc.Read(v.read)
+	v.empty = false
+	err := d.rc.Read(read)
 	v.release()
 	if err != nil {
 		return 0, d.pollError("read", err)
+	}
+	if v.empty {
+		return 0, nil
 	}
 	if v.errno != 0 {
 		return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: v.errno}

@@ -936,3 +936,55 @@ func BenchmarkEcho(b *testing.B) {
 		})
 	}
 }
+
+// TestOffloadReadBurst: what the kernel queued while the reader was away
+// comes back from one Read, up to its buffers, in order; the next Read
+// waits for more.
+func TestOffloadReadBurst(t *testing.T) {
+	inNewNetns(t)
+	d := mustOpenOffload(t, Options{})
+	if err := Configure("vr0", seedConfig()); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	if got := d.BatchSize(); got != maxReadBurst {
+		t.Fatalf("BatchSize() = %d, want %d", got, maxReadBurst)
+	}
+	// Ten echo requests to the node: the kernel answers each inside the
+	// write, so ten replies are queued when the writes return.
+	const n = 10
+	for seq := range n {
+		req := echo4(podAddr4, nodeAddr4.Addr(), 0x7672, uint16(seq), []byte("burst"))
+		if _, err := writePlain(d, req); err != nil {
+			t.Fatalf("Write(echo request %d): %v", seq, err)
+		}
+	}
+	bufs, sizes, offs := make([][]byte, n), make([]int, n), make([]Offload, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65535)
+	}
+	var seqs []int
+	for len(seqs) < n {
+		if err := d.f.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.Read(bufs, sizes, offs)
+		if err != nil {
+			t.Fatalf("Read after %d replies: %v", len(seqs), err)
+		}
+		if len(seqs) == 0 && got != maxReadBurst {
+			t.Errorf("first Read = %d packets, want %d: the ten replies were queued", got, maxReadBurst)
+		}
+		for i := range got {
+			p := bufs[i][:sizes[i]]
+			if len(p) < 28 || p[9] != 1 || p[20] != 0 {
+				continue // not an echo reply (e.g. a router solicitation)
+			}
+			seqs = append(seqs, int(p[26])<<8|int(p[27]))
+		}
+	}
+	for i, s := range seqs {
+		if s != i {
+			t.Fatalf("echo replies by sequence = %v, want 0..%d in order", seqs, n-1)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun/tuntest"
+)
+
+// countingConn records the WriteBatch calls made on a Conn.
+type countingConn struct {
+	Conn
+	mu    sync.Mutex
+	calls []int // each call's datagram count
+	segs  []int // and segment size
+}
+
+func (c *countingConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	c.mu.Lock()
+	c.calls = append(c.calls, (len(b)+segSize-1)/segSize)
+	c.segs = append(c.segs, segSize)
+	c.mu.Unlock()
+	return c.Conn.WriteBatch(b, segSize, addr)
+}
+
+// TestBurstSentAsRun: a burst read from the TUN leaves for a peer in runs
+// of one size — one WriteBatch each — in the order it was read: a shorter
+// packet closes a run, a packet for elsewhere flushes it first.
+func TestBurstSentAsRun(t *testing.T) {
+	nw := overlaytest.NewNetwork()
+	self, peerAddr := netip.MustParseAddrPort("192.168.31.201:8285"), netip.MustParseAddrPort("192.168.31.202:8285")
+	conn, err := nw.Listen(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := nw.Listen(peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	cc := &countingConn{Conn: conn}
+	dev, kernel := tuntest.NewPair(tuntest.Options{})
+	r, err := New(Options{TUN: dev, Overlay: cc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, remote := addr("10.244.0.4"), addr("10.244.1.2")
+	err = r.Set(Config{
+		PodCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
+		Addresses:     []netip.Addr{routerAddr4},
+		NodeAddresses: []netip.Addr{self.Addr()},
+		Peers:         []Peer{{Name: "far", Endpoint: peerAddr, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Queued before the router reads: its reads take them 8 at a time.
+	var burst [][]byte
+	for i := range 5 {
+		burst = append(burst, udp4(pod, remote, 64, true, []byte{'a', byte(i), 0, 0, 0, 0, 0, 0}))
+	}
+	burst = append(burst, udp4(pod, remote, 64, true, []byte("short")))             // closes the run
+	burst = append(burst, udp4(pod, addr("10.244.0.9"), 64, true, []byte("local"))) // back to the node: flushes
+	for i := range 9 {
+		burst = append(burst, udp4(pod, remote, 64, true, []byte{'b', byte(i), 0, 0, 0, 0, 0, 0}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range burst {
+		if err := kernel.Send(ctx, bytes.Clone(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	var want [][]byte
+	for _, p := range burst {
+		if p[19] != 9 { // all but the local one cross
+			want = append(want, p)
+		}
+	}
+	buf := make([]byte, 65535)
+	timeout := time.AfterFunc(10*time.Second, func() { far.Close() }) // ends a ReadFrom that waits in vain
+	defer timeout.Stop()
+	for i, w := range want {
+		n, from, err := far.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d: %v", i+1, len(want), err)
+		}
+		got := buf[:n]
+		if from != self || len(got) != len(w) || got[8] != w[8]-1 || !bytes.Equal(got[20:], w[20:]) {
+			t.Fatalf("datagram %d from %v = %x, want %x from %v with TTL %d: the burst must cross whole and in order", i+1, from, got, w, self, w[8]-1)
+		}
+	}
+	cc.mu.Lock()
+	calls, segs := cc.calls, cc.segs
+	cc.mu.Unlock()
+	t.Logf("WriteBatch calls (datagrams each): %v", calls)
+	// Read 1 (8 packets): a run of 5 closed by the short one, the local
+	// one, then a run of 1; read 2 (8): a run of 8.
+	if len(calls) >= len(want) || calls[0] != 6 || segs[0] != len(burst[0]) {
+		t.Errorf("WriteBatch calls (datagrams each) = %v, segment sizes %v; want fewer calls than the %d datagrams, the first a run of 6 of %d bytes", calls, segs, len(want), len(burst[0]))
+	}
+}
