@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
@@ -91,6 +92,8 @@ type bed struct {
 
 	routers []*harness.Router // vrouter modes: one per node, in spec order
 	pids    []int             // the routers' process IDs
+	// stateDir is the routers' --state-dir, a tmpfs close unmounts.
+	stateDir string
 
 	iperf     *exec.Cmd
 	iperfDone chan struct{}
@@ -322,9 +325,19 @@ func iptablesRestore(ctx context.Context, c *topology.Cluster, ns, rules, prefer
 // loopback (conn-mem reads it; args may move it).
 func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string) error {
 	spec := b.c.Spec()
-	// The flow file goes to the bed's directory, which close removes,
-	// not the host's /run/vrouter.
-	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--state-dir", b.dir}, args...)
+	// The flow file goes to a tmpfs of the bed's own, as a node's
+	// /run/vrouter is on tmpfs: on a disk the kernel writes the file's
+	// pages back, and a new flow may wait for that. Not the host's
+	// /run/vrouter, which need not be tmpfs where the bench runs.
+	state := filepath.Join(b.dir, "run")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", state, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=64m,mode=0755"); err != nil {
+		return fmt.Errorf("mount a tmpfs for the routers' flow files on %s: %w", state, err)
+	}
+	b.stateDir = state
+	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--state-dir", state}, args...)
 	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
 	opts.Egress.Masquerade = b.egress
 	if b.mode == modeWG {
@@ -502,6 +515,11 @@ func (b *bed) close() error {
 	for _, r := range b.routers {
 		if err := r.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop router on %s: %w", r.Node, err))
+		}
+	}
+	if b.stateDir != "" {
+		if err := unix.Unmount(b.stateDir, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount the flow files' tmpfs %s: %w", b.stateDir, err))
 		}
 	}
 	if b.iperf != nil && b.iperf.Process != nil {

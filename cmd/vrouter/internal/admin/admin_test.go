@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -644,4 +645,29 @@ func TestServicesShowsEjectedEndpoints(t *testing.T) {
 		}
 	}
 	roundTrip(t, "services", svcs)
+}
+
+// TestProfiles: the socket serves Go's profiles, and a CPU profile is one
+// `go tool pprof` reads (gzipped protobuf).
+func TestProfiles(t *testing.T) {
+	s := serve(t)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", s.socket)
+	}}}
+	defer hc.CloseIdleConnections()
+	for path, want := range map[string][]byte{
+		"/debug/pprof/":                  []byte("goroutine"),
+		"/debug/pprof/profile?seconds=1": {0x1f, 0x8b}, // gzip
+	} {
+		resp, err := hc.Get("http://vrouter" + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(body, want) {
+			t.Errorf("GET %s = %s, %d bytes (%v); want 200 with %q", path, resp.Status, len(body), err, want)
+		}
+	}
 }

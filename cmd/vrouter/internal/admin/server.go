@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -90,6 +91,15 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	mux.HandleFunc("GET /v1/status", s.getStatus)
 	mux.HandleFunc("GET /v1/ping", s.getPing)
+	// Go's profiles of the running router, for `go tool pprof`: the
+	// socket is its owner's alone (0600), as the rest of the API.
+	//
+	//	curl --unix-socket /run/vrouter/vr0….sock -o cpu.pprof 'http://vrouter/debug/pprof/profile?seconds=10'
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
