@@ -65,6 +65,8 @@ type Config struct {
 	// RouterAddresses are the router's own addresses inside the stack,
 	// at most one per family.
 	RouterAddresses []netip.Addr
+	// BusyPoll is router.busyPoll; zero is off.
+	BusyPoll time.Duration
 	// ClusterCIDRs and ServiceCIDRs are routed by the node kernel to the
 	// TUN device.
 	ClusterCIDRs []netip.Prefix
@@ -220,7 +222,7 @@ func (c *Config) Equal(o *Config) bool {
 	return c.Node.Equal(&o.Node) &&
 		c.TUN.Equal(&o.TUN) &&
 		c.Overlay == o.Overlay &&
-		slices.Equal(c.RouterAddresses, o.RouterAddresses) &&
+		slices.Equal(c.RouterAddresses, o.RouterAddresses) && c.BusyPoll == o.BusyPoll &&
 		slices.Equal(c.ClusterCIDRs, o.ClusterCIDRs) &&
 		slices.Equal(c.ServiceCIDRs, o.ServiceCIDRs) &&
 		slices.EqualFunc(c.Peers, o.Peers, func(a, b Peer) bool { return a.Equal(&b) }) &&

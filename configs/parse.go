@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -380,6 +381,8 @@ func (f *File) config(node NodeSpec) (*Config, error) {
 			t.Addresses = append(t.Addresses, p)
 		}
 	}
+
+	c.BusyPoll = ck.duration("router.busyPoll", f.Router.BusyPoll, 0, time.Microsecond, time.Second)
 
 	// Router addresses.
 	routerIn, routerField := f.Router.Addresses, "router.addresses"

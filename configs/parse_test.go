@@ -653,6 +653,8 @@ func TestParseInvalid(t *testing.T) {
 		{"TUN fd negative", makeFile(func(f *File) { f.TUN.FD = -1 }), "tun.fd", "-1", "> 0"},
 		{"TUN address", makeFile(func(f *File) { f.TUN.Addresses = []string{"vr0"} }), "tun.addresses[0]", `"vr0"`, "10.244.0.0/32"},
 		{"router address in pod CIDR", makeFile(func(f *File) { f.Router.Addresses = []string{"10.244.0.1"} }), "router.addresses[0]", "10.244.0.1", "node.podCIDRs[0] 10.244.0.0/24"},
+		{"busy poll not a duration", makeFile(func(f *File) { f.Router.BusyPoll = "fast" }), "router.busyPoll", `"fast"`, "not a duration"},
+		{"busy poll too long", makeFile(func(f *File) { f.Router.BusyPoll = "2s" }), "router.busyPoll", `"2s"`, "out of range"},
 		{"router address in service CIDR", makeFile(func(f *File) { f.Router.Addresses = []string{"10.96.0.1"} }), "router.addresses[0]", "10.96.0.1", "serviceCIDRs[0]"},
 		{"router address in peer's cluster", makeFile(func(f *File) { f.Router.Addresses = []string{"10.244.200.1"} }), "router.addresses[0]", "10.244.200.1", "clusterCIDRs[0]"},
 		{"two IPv4 router addresses", makeFile(func(f *File) { f.Router.Addresses = []string{"169.254.244.1", "169.254.244.2"} }), "router.addresses[1]", "169.254.244.2", "at most one per family"},
@@ -1184,5 +1186,14 @@ func TestParseMisspeltTypeReportedOnce(t *testing.T) {
 	}
 	if want := []string{"services[0].type", "services[0].externalTrafficPolicy"}; !equalSlices(got, want) {
 		t.Errorf("Parse() error fields = %v, want %v; error:\n%v", got, want, err)
+	}
+}
+
+func TestBusyPoll(t *testing.T) {
+	if c := mustParse(t, makeFile()); c.BusyPoll != 0 {
+		t.Errorf("BusyPoll without router.busyPoll = %v, want 0 (off)", c.BusyPoll)
+	}
+	if c := mustParse(t, makeFile(func(f *File) { f.Router.BusyPoll = "10ms" })); c.BusyPoll != 10*time.Millisecond {
+		t.Errorf("BusyPoll of router.busyPoll 10ms = %v, want 10ms", c.BusyPoll)
 	}
 }

@@ -165,6 +165,13 @@ type RouterSpec struct {
 	// every pod, cluster and service CIDR. Default 169.254.244.1 if a pod
 	// CIDR of this node is IPv4, plus fd69:7672::1 if one is IPv6.
 	Addresses []string `json:"addresses,omitempty"`
+	// BusyPoll, a duration such as "5ms" (1µs..1s), has the router keep
+	// reading its TUN and overlay socket without waiting for this long
+	// after each packet: round trips pay fewer thread wakeups, for a core
+	// kept busy while packets come at least this often, and none while
+	// idle (docs/performance.md). Default off. Takes effect on restart;
+	// not with overlay.encryption wireguard.
+	BusyPoll string `json:"busyPoll,omitempty"`
 }
 
 // PeerSpec is another node's router.

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/vrouter/vrouter/router/overlaytest"
 	"github.com/vrouter/vrouter/tun/tuntest"
 )
@@ -109,4 +112,24 @@ func TestBurstSentAsRun(t *testing.T) {
 	if len(calls) >= len(want) || calls[0] != 6 || segs[0] != len(burst[0]) {
 		t.Errorf("WriteBatch calls (datagrams each) = %v, segment sizes %v; want fewer calls than the %d datagrams, the first a run of 6 of %d bytes", calls, segs, len(want), len(burst[0]))
 	}
+}
+
+// TestBusyPollFallsBack: a router asked to busy-poll devices that cannot
+// be read without waiting says so and forwards as it always does.
+func TestBusyPollFallsBack(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	nw := overlaytest.NewNetwork()
+	a := startNode(t, nw, "hostgw-master", "192.168.31.201:8285", "10.244.0.0/24", Options{BusyPoll: time.Millisecond, Logger: zap.New(core)})
+	b := startNode(t, nw, "hostgw-node", "192.168.31.202:8285", "10.244.1.0/24", Options{}, a.asPeer())
+	if err := a.r.Set(a.config(b.asPeer())); err != nil {
+		t.Fatal(err)
+	}
+	pkt := udp4(addr("10.244.0.4"), addr("10.244.1.2"), 64, true, []byte("busy"))
+	a.tun.send(bytes.Clone(pkt))
+	if got := b.tun.recv(t); !bytes.Equal(got[20:], pkt[20:]) {
+		t.Errorf("far node got %x, want %x", got, pkt)
+	}
+	waitFor(t, "the router's warning that busy polling is off", func() bool {
+		return logs.FilterMessage("busy polling is off").Len() == 1
+	})
 }

@@ -124,13 +124,37 @@ type batchWriter interface {
 // ReadBatch implements Conn: one recvmmsg, waiting in Go's poller while
 // the socket is empty.
 func (u *udpConn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
-	if len(bufs) == 0 {
-		return 0, nil
-	}
 	r := &u.recv
 	if r.fn == nil {
 		r.fn = r.recvmmsg // bound once: passing it to RawConn.Read does not allocate
 	}
+	return u.readBatch(bufs, sizes, segSizes, from, r.fn)
+}
+
+// TryReadBatch is ReadBatch without the wait: it returns 0 messages at
+// once when the socket is empty (a reader that polls, see
+// Options.BusyPoll).
+func (u *udpConn) TryReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	r := &u.recv
+	if r.tryFn == nil {
+		r.tryFn = func(fd uintptr) bool {
+			if !r.recvmmsg(fd) {
+				r.got = 0 // empty: done all the same
+			}
+			return true
+		}
+	}
+	return u.readBatch(bufs, sizes, segSizes, from, r.tryFn)
+}
+
+// Fd runs fn with the socket's descriptor (syscall.RawConn.Control).
+func (u *udpConn) Fd(fn func(fd uintptr)) error { return u.rc.Control(fn) }
+
+func (u *udpConn) readBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort, fn func(fd uintptr) bool) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	r := &u.recv
 	r.n, r.got, r.err = min(len(bufs), MaxReadBatch), 0, nil
 	for i, buf := range bufs[:r.n] {
 		iov := &r.iovs[i]
@@ -149,7 +173,7 @@ func (u *udpConn) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.A
 		h.hdr.SetIovlen(1)
 		h.hdr.SetControllen(len(r.oobs[i]))
 	}
-	err := u.rc.Read(r.fn)
+	err := u.rc.Read(fn)
 	clear(r.iovs[:r.n]) // let the buffers go
 	if err == nil {
 		err = r.err
@@ -191,8 +215,8 @@ type recvBatch struct {
 	// err the error that stopped it.
 	n, got int
 	err    error
-	// fn is recvmmsg, bound on first use.
-	fn func(fd uintptr) bool
+	// fn is recvmmsg, bound on first use; tryFn the same, never waiting.
+	fn, tryFn func(fd uintptr) bool
 
 	// zoneIndex and zone are the last IPv6 scope ID a sender had and its
 	// interface's name, so that link-local senders read as Go's net

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -121,6 +122,13 @@ type Options struct {
 	// MTU, the router answers packets that do not fit the tunnel with
 	// ICMP "fragmentation needed" / "packet too big".
 	TUNMTU int
+	// BusyPoll, when positive, has the router keep reading its TUN and
+	// its overlay socket without waiting for this long after each packet
+	// (busypoll.go): fewer thread wakeups per round trip, for a core kept
+	// busy while packets come at least this often. Zero (the default)
+	// waits in Go's poller. Ignored, with a log line, where a device
+	// cannot be read without waiting.
+	BusyPoll time.Duration
 	// NoFastPath sends every packet through gVisor's IP forwarding
 	// instead of the fast path (see fastPath): slower, for comparison and
 	// for ruling the fast path out when debugging.
@@ -130,13 +138,15 @@ type Options struct {
 // Router is one node's userspace router. New builds it; Run moves packets;
 // Set changes its desired state at any time, concurrently with Run.
 type Router struct {
-	log     *zap.Logger
-	stack   *stack.Stack
-	tun     *tunEndpoint
-	overlay *overlayEndpoint
-	drops   drops
-	hook    hookSlot
-	tunName string
+	log *zap.Logger
+	// busyPoll is Options.BusyPoll.
+	busyPoll time.Duration
+	stack    *stack.Stack
+	tun      *tunEndpoint
+	overlay  *overlayEndpoint
+	drops    drops
+	hook     hookSlot
+	tunName  string
 
 	local atomic.Pointer[map[netip.Addr]struct{}]
 	// sources are the addresses packets from the TUN may come from
@@ -233,6 +243,7 @@ func New(opts Options) (*Router, error) {
 	r.overlay.peers.Store(emptyPeers)
 	r.overlay.pings.answer = rate.NewLimiter(1000, 1000)
 	r.tun.offload = opts.TUN.Offload()
+	r.busyPoll = opts.BusyPoll
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
 		if opts.TUN.BatchSize() > 1 {
@@ -311,6 +322,19 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
+	if w := r.busyPoll; w > 0 {
+		if err := r.busyPollable(); err != nil {
+			r.log.Warn("busy polling is off", zap.Error(err))
+		} else {
+			r.log.Info("busy polling", zap.Duration("window", w))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errc <- r.pollLoop(w)
+			}()
+			return r.wait(ctx, errc, &wg)
+		}
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -328,6 +352,12 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
+	return r.wait(ctx, errc, &wg)
+}
+
+// wait waits for ctx or the first reader to end, closes the router and
+// waits for its readers.
+func (r *Router) wait(ctx context.Context, errc <-chan error, wg *sync.WaitGroup) error {
 	var err error
 	select {
 	case <-ctx.Done():

@@ -399,6 +399,9 @@ func restartNeeded(a, b *configs.Config) []string {
 	if a.Overlay != b.Overlay {
 		out = append(out, "overlay")
 	}
+	if a.BusyPoll != b.BusyPoll {
+		out = append(out, "router.busyPoll")
+	}
 	if a.Node.Underlay != b.Node.Underlay {
 		out = append(out, "node.underlayAddress")
 	}

@@ -46,7 +46,15 @@ const (
 	// modeWG is vrouter with overlay.encryption wireguard, every
 	// Service in nat mode.
 	modeWG mode = "vrouter-wireguard"
+	// modeBusyPoll is vrouter with router.busyPoll busyPollWindow (the
+	// opt-in low-latency mode), every Service in nat mode: its round
+	// trips and what it costs a router, idle and under sparse load.
+	modeBusyPoll mode = "vrouter-busypoll"
 )
+
+// busyPollWindow is modeBusyPoll's router.busyPoll: longer than the
+// sparse echoes' spacing, so that the router polls between them.
+const busyPollWindow = "10ms"
 
 // The seed cluster's nodes and the pods the measurements use.
 const (
@@ -94,6 +102,8 @@ type bed struct {
 	pids    []int             // the routers' process IDs
 	// stateDir is the routers' --state-dir, a tmpfs close unmounts.
 	stateDir string
+	// busyPoll is the routers' router.busyPoll, if any.
+	busyPoll string
 
 	iperf     *exec.Cmd
 	iperfDone chan struct{}
@@ -145,6 +155,8 @@ type bedOptions struct {
 	slirp bool
 	// wireguardGo is the wireguard-go binary (modeKernelWG).
 	wireguardGo string
+	// busyPoll is router.busyPoll for the routers, if any.
+	busyPoll string
 }
 
 // nodeAddr is node's underlay address.
@@ -175,7 +187,7 @@ func newBed(ctx context.Context, m mode, o bedOptions) (_ *bed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn, nodePorts: o.nodePorts, egress: o.egress}
+	b := &bed{mode: m, c: c, dir: o.dir, spawn: o.spawn, nodePorts: o.nodePorts, egress: o.egress, busyPoll: o.busyPoll}
 	defer func() {
 		if err != nil {
 			err = errors.Join(fmt.Errorf("set up %s: %w", m, err), b.close())
@@ -340,6 +352,7 @@ func (b *bed) startRouters(bin string, svcs []configs.ServiceSpec, args []string
 	args = append([]string{"--metrics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--state-dir", state}, args...)
 	opts := harness.ConfigOptions{Services: svcs, Exclude: []string{outsideClient}}
 	opts.Egress.Masquerade = b.egress
+	opts.BusyPoll = b.busyPoll
 	if b.mode == modeWG {
 		opts.WireGuard = map[string]wireguard.Key{}
 		for _, n := range []string{masterNode, workerNode} {

@@ -13,7 +13,7 @@
 // # Topology
 //
 // One copy of topology.Seed per data path, each in its own namespaces
-// ("vrbench-<pid>-k-…", "-v-…", "-p-…", "-w-…", "-e-…"), all built before the first
+// ("vrbench-<pid>-k-…", "-v-…", "-p-…", "-w-…", "-e-…", "-b-…"), all built before the first
 // measurement and measured in turns:
 //
 //	underlay br0 192.168.31.0/24, MTU 1500
@@ -60,6 +60,12 @@
 //	               wireguard` in a node namespace) and reported n/a where the kernel
 //	               has no module; it is not measured.
 //
+//	vrouter-busypoll
+//	               vrouter with router.busyPoll 10ms (the opt-in low-latency
+//	               mode), nat mode, the seed's Services: round trips, one
+//	               stream, small datagrams, and what the routers cost, busy
+//	               and at rest.
+//
 // --modes builds and measures only some of these.
 //
 // Every node has net.bridge.bridge-nf-call-iptables=1 (Kubernetes needs
@@ -101,6 +107,8 @@
 //     router idles between echoes, as under health checks and
 //     interactive traffic) and 64-byte TCP request/response on one
 //     connection (a Go client and server); p50 and p99.
+//   - idle CPU: both routers' utime+stime over 3 s with no traffic, half
+//     a second after the last measurement's (nat, wireguard, busy-poll).
 //   - ClusterIP: wrk -t2 -c64 in coredns-8qxfv GETs my-service as fast
 //     as answers come back, either each request on a new connection
 //     ("Connection: close": new connections/s) or on kept-alive

@@ -282,10 +282,20 @@ func measureSparsePing(ctx context.Context, b *bed, count int, interval time.Dur
 	args := []string{"-n", "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-c", fmt.Sprint(count), "-W", "1", serverAddr.String()}
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(count)*interval+20*time.Second)
 	defer cancel()
+	c0, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
 	out, err := b.c.CommandContext(cctx, clientPod, "ping", args...).Output()
 	if err != nil {
 		return nil, fmt.Errorf("ping %s from %s: %w", strings.Join(args, " "), clientPod, err)
 	}
+	c1, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	routerCPU := 100 * (c1 - c0) / time.Since(start).Seconds()
 	rtts, err := parsePingTimes(out)
 	if err != nil {
 		return nil, fmt.Errorf("ping %s from %s: %w", strings.Join(args, " "), clientPod, err)
@@ -297,11 +307,43 @@ func measureSparsePing(ctx context.Context, b *bed, count int, interval time.Dur
 	for _, d := range rtts {
 		sum += d
 	}
-	return map[string]float64{
+	m := map[string]float64{
 		"icmp_sparse_p50_us": percentile(rtts, 0.50),
 		"icmp_sparse_p99_us": percentile(rtts, 0.99),
 		"icmp_sparse_avg_us": float64(sum) / float64(len(rtts)) / float64(time.Microsecond),
-	}, nil
+	}
+	if len(b.pids) > 0 {
+		m["icmp_sparse_router_cpu_pct"] = routerCPU
+	}
+	return m, nil
+}
+
+// measureIdleCPU is the CPU the routers of b (both nodes, summed) use
+// while nothing crosses them, in % of one core: what a router costs its
+// node at rest — timers, a busy-polling router once its window has
+// passed.
+func measureIdleCPU(ctx context.Context, b *bed, dur time.Duration) (map[string]float64, error) {
+	// Let the last measurement's packets, and any polling window, end.
+	select {
+	case <-time.After(500 * time.Millisecond):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c0, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	select {
+	case <-time.After(dur):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c1, err := b.routersCPU()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]float64{"router_idle_cpu_pct": 100 * (c1 - c0) / time.Since(start).Seconds()}, nil
 }
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)

@@ -287,7 +287,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			}
 		}
 	}()
-	tags := map[mode]string{modeKernel: "k", modeNAT: "v", modeProxy: "p", modeKernelWG: "w", modeWG: "e"}
+	tags := map[mode]string{modeKernel: "k", modeNAT: "v", modeProxy: "p", modeKernelWG: "w", modeWG: "e", modeBusyPoll: "b"}
 	for _, m := range modes {
 		progress("building the %s cluster", m)
 		o := bedOptions{
@@ -297,10 +297,13 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 			services: harness.SeedServices(""),
 			spawn:    spawn,
 			args:     p.routerArgs,
-			egress:   m == modeKernel || (egressOK && m != modeKernelWG && m != modeWG),
+			egress:   m == modeKernel || (egressOK && m != modeKernelWG && m != modeWG && m != modeBusyPoll),
 			slirp:    m == modeKernel && slirpOK,
 		}
 		switch {
+		case m == modeBusyPoll:
+			// Round trips only: the seed's Services, no node ports.
+			o.busyPoll = busyPollWindow
 		case m == modeKernelWG || m == modeWG:
 			// The encrypted rows are pod to pod and ClusterIP: no node
 			// ports, no egress.
@@ -376,7 +379,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 		}
 	}
 
-	for _, m := range []mode{modeNAT, modeProxy, modeWG} {
+	for _, m := range []mode{modeNAT, modeProxy, modeWG, modeBusyPoll} {
 		b := beds[m]
 		if b == nil {
 			continue
@@ -546,7 +549,7 @@ func reversed(ms []mode) []mode {
 // tell whether it was taken.
 var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
-	"icmp": "icmp_p50_us", "icmp-sparse": "icmp_sparse_p50_us", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
+	"icmp": "icmp_p50_us", "icmp-sparse": "icmp_sparse_p50_us", "idle-cpu": "router_idle_cpu_pct", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
 	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
 	"conn-mem":   "conn_mem_kib",
 	"egress-tcp": "egress_tcp_gbps_up", "egress-close": "egress_close_per_s",

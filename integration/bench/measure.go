@@ -24,6 +24,8 @@ type params struct {
 	pings   int
 	// sparsePings are sent one every sparsePingInterval (icmp-sparse).
 	sparsePings int
+	// idleDur is how long idle-cpu watches the idle routers.
+	idleDur     time.Duration
 	rrDur       time.Duration
 	httpConns   int // wrk's connections
 	httpThreads int // wrk's threads
@@ -50,7 +52,7 @@ func (p params) selected(name string) bool { return p.only == nil || p.only[name
 func (p params) mode(m mode) bool { return p.modes == nil || p.modes[m] }
 
 // allModes are the data paths, in the order they are built and measured.
-var allModes = []mode{modeKernel, modeNAT, modeProxy, modeKernelWG, modeWG}
+var allModes = []mode{modeKernel, modeNAT, modeProxy, modeKernelWG, modeWG, modeBusyPoll}
 
 func modeNames(ms []mode) []string {
 	var ns []string
@@ -69,13 +71,13 @@ func measurementNames() []string {
 }
 
 var fullParams = params{
-	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, sparsePings: 400, rrDur: 2 * time.Second, httpConns: 64, httpThreads: 2,
+	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, sparsePings: 400, idleDur: 3 * time.Second, rrDur: 2 * time.Second, httpConns: 64, httpThreads: 2,
 	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 3,
 	fwdPackets: 200000, profileDur: 6 * time.Second, idleConns: 2000,
 }
 
 var smokeParams = params{
-	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, sparsePings: 100, rrDur: 500 * time.Millisecond, httpConns: 64, httpThreads: 2,
+	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, sparsePings: 100, idleDur: time.Second, rrDur: 500 * time.Millisecond, httpConns: 64, httpThreads: 2,
 	lbServices: 1000, lbEndpts: 10, lbChanges: 100, iptChanges: 2,
 	fwdPackets: 20000, profileDur: time.Second, idleConns: 200,
 }
@@ -112,6 +114,10 @@ var (
 	serviceModes  = []mode{modeKernel, modeNAT, modeProxy, modeKernelWG, modeWG} // ClusterIP traffic differs per mode
 	routerModes   = []mode{modeNAT, modeProxy}                                   // what a router process holds
 	egressModes   = []mode{modeKernel, modeNAT}                                  // masquerading does not cross the overlay
+	// latencyModes add the opt-in low-latency router to podModes.
+	latencyModes = append(slices.Clone(podModes), modeBusyPoll)
+	// idleModes are the router beds whose idle CPU is measured.
+	idleModes = []mode{modeNAT, modeWG, modeBusyPoll}
 )
 
 var measurements = []measurement{
@@ -121,25 +127,28 @@ var measurements = []measurement{
 	{"conn-mem", routerModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureConnMemory(ctx, b, p.idleConns)
 	}},
-	{"tcp-1", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"tcp-1", latencyModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureTCP(ctx, b, 1, p.dur)
 	}},
 	{"tcp-4", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureTCP(ctx, b, 4, p.dur)
 	}},
-	{"udp-64", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"udp-64", latencyModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureUDP(ctx, b, 64, p.dur)
 	}},
 	{"udp-1400", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureUDP(ctx, b, 1400, p.dur)
 	}},
-	{"icmp", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"idle-cpu", idleModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measureIdleCPU(ctx, b, p.idleDur)
+	}},
+	{"icmp", latencyModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measurePing(b, p.pings)
 	}},
-	{"icmp-sparse", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"icmp-sparse", latencyModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureSparsePing(ctx, b, p.sparsePings, sparsePingInterval)
 	}},
-	{"tcp-rr", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	{"tcp-rr", latencyModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureRR(ctx, b, p.rrDur)
 	}},
 	{"http-close", serviceModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {

@@ -384,6 +384,7 @@ func (r *report) writeTables(w io.Writer) {
 			egressServer, outsideClient, clientPod, httpClientPod)
 	}
 	r.writeEndpoints(w)
+	r.writeLowLatency(w)
 	r.writeEncrypted(w)
 	if len(r.Anchored) > 0 {
 		fmt.Fprintf(w, "\n| egress against the userspace anchor; targets vrouter ≥ 0.5× kernel, ≥ 3× slirp4netns ⁷ | unit | kernel MASQUERADE | vrouter | slirp4netns | vrouter ÷ kernel | vrouter ÷ slirp4netns |\n")
@@ -595,6 +596,50 @@ func (r *report) writeEndpoints(w io.Writer) {
 		fmt.Fprintf(w, "\n⁹ %% of one core over the run. iperf3: its own figures (-J cpu_utilization_percent; 3.12 runs every stream on one thread). wrk %s: -t%d -c%d; \"more generator\" runs it again on the kernel bed with -t%d -c%d — a ratio near 1.00× says the baseline was not bound by its generator. Servers: nginx %s, one process each (master_process off, access_log off), the CPU of all of a load's nginx processes summed.\n",
 			orNA(r.Machine.Wrk), r.HTTPThreads, r.HTTPConns, 2*r.HTTPThreads, 4*r.HTTPConns, orNA(r.Machine.Nginx))
 	}
+}
+
+// lowLatencyRows are the rows of the busy-polling router's table.
+var lowLatencyRows = []metricDef{
+	{"icmp_p50_us", "ICMP echo RTT p50, back-to-back", "µs", true},
+	{"icmp_sparse_p50_us", "ICMP echo RTT p50, one every 5 ms; target busy-poll ≤ 2×", "µs", true},
+	{"icmp_sparse_p99_us", "ICMP echo RTT p99, one every 5 ms", "µs", true},
+	{"tcprr_p50_us", "TCP 64 B request/response RTT p50", "µs", true},
+	{"tcprr_p99_us", "TCP 64 B request/response RTT p99", "µs", true},
+	{"icmp_sparse_router_cpu_pct", "both routers' CPU while the echoes run (one every 5 ms)", "% of a core", true},
+	{"router_idle_cpu_pct", "both routers' CPU at rest", "% of a core", true},
+	{"tcp_gbps_1", "pod→pod TCP, 1 stream", "Gbit/s", false},
+	{"udp_kpps_64", "UDP 64 B payload, received", "kpps", false},
+}
+
+// writeLowLatency prints the opt-in low-latency router's table, when its
+// bed was measured.
+func (r *report) writeLowLatency(w io.Writer) {
+	if mt, ok := r.metric("tcprr_p50_us"); !ok || mt.Modes[modeBusyPoll].Samples == nil {
+		return
+	}
+	fmt.Fprintf(w, "\n| opt-in low latency: router.busyPoll %s ¹⁰ | unit | kernel | vrouter | vrouter, busy-polling | vrouter ÷ kernel | busy-polling ÷ kernel |\n", busyPollWindow)
+	fmt.Fprintf(w, "|---|---|--:|--:|--:|--:|--:|\n")
+	for _, d := range lowLatencyRows {
+		mt, _ := r.metric(d.key)
+		cell := func(m mode) (string, float64) {
+			if s, ok := mt.Modes[m]; ok {
+				return num(s.Median), s.Median
+			}
+			if strings.Contains(d.key, "cpu") && m == modeKernel {
+				return "in kernel", math.NaN()
+			}
+			return "n/a", math.NaN()
+		}
+		k, kv := cell(modeKernel)
+		v, vv := cell(modeNAT)
+		b, bv := cell(modeBusyPoll)
+		rv, rb := "", ""
+		if kv > 0 {
+			rv, rb = ratioString(vv/kv), ratioString(bv/kv)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", d.label, d.unit, k, v, b, rv, rb)
+	}
+	fmt.Fprintf(w, "\n¹⁰ a fourth copy of the cluster whose routers run with router.busyPoll %s: after each packet a router keeps reading its TUN and overlay socket, without waiting, for that long (yielding the CPU between reads), then waits in poll(2). Measured in the same rounds as the rest; its CPU is both routers' utime+stime, in %% of one core, during the sparse echoes and while nothing crosses them.\n", busyPollWindow)
 }
 
 // writeEncrypted prints the encrypted-overlay table, when the encrypted

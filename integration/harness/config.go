@@ -37,6 +37,8 @@ type ConfigOptions struct {
 	// (overlay.privateKeyFile) and each peer's public key into its file;
 	// a peer without a key here gets none.
 	WireGuard map[string]wireguard.Key
+	// BusyPoll, if set, is written as router.busyPoll.
+	BusyPoll string
 }
 
 func (o ConfigOptions) clusterCIDR() netip.Prefix {
@@ -82,6 +84,7 @@ func NodeFile(spec topology.Spec, node string, opts ConfigOptions) (*configs.Fil
 		Services:     opts.Services,
 		Egress:       opts.Egress,
 		LB:           opts.LB,
+		Router:       configs.RouterSpec{BusyPoll: opts.BusyPoll},
 	}
 	if self.PodCIDR6.IsValid() {
 		f.ClusterCIDRs = append(f.ClusterCIDRs, "fd00:10:244::/48")

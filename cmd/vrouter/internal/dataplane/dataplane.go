@@ -213,11 +213,12 @@ func New(dev tun.Device, conn router.Conn, cfg *configs.Config, opts Options) (*
 		log = zap.NewNop()
 	}
 	r, err := router.New(router.Options{
-		Logger:  log.Named("router"),
-		TUN:     dev,
-		Overlay: conn,
-		MTU:     cfg.Overlay.MTU,
-		TUNMTU:  cfg.TUN.MTU,
+		Logger:   log.Named("router"),
+		TUN:      dev,
+		Overlay:  conn,
+		MTU:      cfg.Overlay.MTU,
+		TUNMTU:   cfg.TUN.MTU,
+		BusyPoll: cfg.BusyPoll,
 	})
 	if err != nil {
 		return nil, errors.Join(err, dev.Close(), conn.Close())
