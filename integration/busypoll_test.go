@@ -28,6 +28,12 @@ func TestBusyPollSeed(t *testing.T) {
 			return nil
 		})
 	}
+	for _, n := range e.spec.Nodes {
+		out, err := e.c.Command(n.Name, vrouterBin, "status").CombinedOutput() // the default socket of its namespace
+		if err != nil || !bytes.Contains(out, []byte("offload on, busy polling 5ms")) {
+			t.Errorf("vrouter status on %s: %v\n%s\nwant its TUN line to say \"offload on, busy polling 5ms\"", n.Name, err, out)
+		}
+	}
 	seedChecks(t, e)
 
 	t.Run("idle routers wait", func(t *testing.T) {

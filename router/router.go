@@ -139,8 +139,10 @@ type Options struct {
 // Set changes its desired state at any time, concurrently with Run.
 type Router struct {
 	log *zap.Logger
-	// busyPoll is Options.BusyPoll.
+	// busyPoll is Options.BusyPoll; polling the window Run busy-polls
+	// with (ns), once it does.
 	busyPoll time.Duration
+	polling  atomic.Int64
 	stack    *stack.Stack
 	tun      *tunEndpoint
 	overlay  *overlayEndpoint
@@ -327,6 +329,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.log.Warn("busy polling is off", zap.Error(err))
 		} else {
 			r.log.Info("busy polling", zap.Duration("window", w))
+			r.polling.Store(int64(w))
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -1,6 +1,9 @@
 package router
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // Config returns the state the router runs with: the Config last applied
 // by Set, normalized (the zero Config before the first Set). For status
@@ -33,3 +36,8 @@ func (r *Router) MTU() int { return int(r.overlay.mtu.Load()) }
 // Offload reports whether the TUN device exchanges TCP super-packets with
 // the node kernel (segmentation offload).
 func (r *Router) Offload() bool { return r.tun.offload }
+
+// BusyPolling is the window the router busy-polls its devices with (see
+// Options.BusyPoll): zero when it does not, also when it was asked to and
+// its devices cannot be read without waiting.
+func (r *Router) BusyPolling() time.Duration { return time.Duration(r.polling.Load()) }

@@ -314,6 +314,9 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 	if st.TUN.Offload {
 		offload = "on"
 	}
+	if st.TUN.BusyPoll != "" {
+		offload += ", busy polling " + st.TUN.BusyPoll
+	}
 	line("TUN", "%s, tunnel MTU %d, offload %s", st.TUN.Name, st.TUN.MTU, offload)
 	switch o := st.Overlay; {
 	case o == nil: // a router that predates the line

@@ -23,7 +23,7 @@ func (s *Server) Status() Status {
 	st := Status{
 		Version: p.Version, Commit: p.Commit, Mode: p.Mode, Source: p.Source,
 		Started: p.Started.UTC(), LastReload: p.LastReload, Ready: p.Ready, NotReady: p.NotReady,
-		TUN: TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload()},
+		TUN: TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload(), BusyPoll: busyPoll(r.BusyPolling())},
 	}
 	if st.LastReload != nil {
 		rl := *st.LastReload
@@ -126,4 +126,12 @@ func olderThan(a, b time.Time) bool {
 		return false
 	}
 	return a.Before(b)
+}
+
+// busyPoll formats a busy-polling window, "" for none.
+func busyPoll(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return d.String()
 }
