@@ -101,7 +101,10 @@
 //   - UDP: iperf3 -u -b 10G with 64- and 1400-byte payloads: the offered
 //     load is what iperf3's one sending thread manages on that path
 //     (reported as offered = received + lost); received packets per
-//     second and loss, as iperf3's receiver counts them.
+//     second and loss, as iperf3's receiver counts them. The paced rows
+//     offer both data paths the same load, 50,000 datagrams a second
+//     (iperf3 -b, in bursts of a millisecond's worth), and report what
+//     arrived and the loss.
 //   - latency: ICMP echo back-to-back (topology.Ping, one probe at a
 //     time), ICMP echo one every 5 ms (iputils' ping -i 0.005: the
 //     router idles between echoes, as under health checks and

@@ -549,6 +549,7 @@ func reversed(ms []mode) []mode {
 // tell whether it was taken.
 var measurementKeys = map[string]string{
 	"tcp-1": "tcp_gbps_1", "tcp-4": "tcp_gbps_4", "udp-64": "udp_kpps_64", "udp-1400": "udp_kpps_1400",
+	"udp-64-paced": "udp_paced_kpps_64", "udp-1400-paced": "udp_paced_kpps_1400",
 	"icmp": "icmp_p50_us", "icmp-sparse": "icmp_sparse_p50_us", "idle-cpu": "router_idle_cpu_pct", "tcp-rr": "tcprr_p50_us", "http-close": "http_close_per_s", "http-keepalive": "http_keepalive_per_s",
 	"nodeport-close": "nodeport_close_per_s", "nodeport-keepalive": "nodeport_keepalive_per_s",
 	"conn-mem":   "conn_mem_kib",

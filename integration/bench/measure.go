@@ -116,6 +116,8 @@ var (
 	egressModes   = []mode{modeKernel, modeNAT}                                  // masquerading does not cross the overlay
 	// latencyModes add the opt-in low-latency router to podModes.
 	latencyModes = append(slices.Clone(podModes), modeBusyPoll)
+	// pacedModes offer UDP at one rate to the kernel and vrouter.
+	pacedModes = []mode{modeKernel, modeNAT}
 	// idleModes are the router beds whose idle CPU is measured.
 	idleModes = []mode{modeNAT, modeWG, modeBusyPoll}
 )
@@ -138,6 +140,12 @@ var measurements = []measurement{
 	}},
 	{"udp-1400", podModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureUDP(ctx, b, 1400, p.dur)
+	}},
+	{"udp-64-paced", pacedModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measurePacedUDP(ctx, b, 64, pacedPPS, p.dur)
+	}},
+	{"udp-1400-paced", pacedModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+		return measurePacedUDP(ctx, b, 1400, pacedPPS, p.dur)
 	}},
 	{"idle-cpu", idleModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureIdleCPU(ctx, b, p.idleDur)
@@ -298,6 +306,31 @@ func measureTCP(ctx context.Context, b *bed, streams int, dur time.Duration) (ma
 		m["cpu_per_gb"+sfx] = (r1 - r0) / gb
 	}
 	return m, nil
+}
+
+// pacedPPS is the paced UDP rows' offered load: below what iperf3's
+// sender reaches on either data path, so both are offered the same.
+const pacedPPS = 50000
+
+// measurePacedUDP offers pps datagrams of size payload bytes a second
+// from clientPod to serverPod (iperf3 -b, which sends them in bursts of
+// a millisecond's worth) and reports the rate received and the loss: the
+// same offered load on every data path.
+func measurePacedUDP(ctx context.Context, b *bed, size, pps int, dur time.Duration) (map[string]float64, error) {
+	rep, err := iperf(ctx, b, dur, "-u", "-b", fmt.Sprint(pps*size*8), "-l", fmt.Sprint(size))
+	if err != nil {
+		return nil, err
+	}
+	rx := rep.End.SumReceived
+	if rx.Seconds <= 0 || rx.Packets <= 0 {
+		return nil, fmt.Errorf("iperf3 -u -b %d -l %d: no packets", pps*size*8, size)
+	}
+	sfx := fmt.Sprintf("_%d", size)
+	return map[string]float64{
+		"udp_paced_kpps" + sfx:         rx.Bytes / float64(size) / rx.Seconds / 1e3,
+		"udp_paced_offered_kpps" + sfx: rx.Packets / rx.Seconds / 1e3,
+		"udp_paced_loss_pct" + sfx:     100 * rx.LostPackets / rx.Packets,
+	}, nil
 }
 
 // measureUDP sends UDP datagrams of size payload bytes from clientPod to
