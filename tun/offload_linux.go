@@ -215,6 +215,18 @@ func (d *offloadFile) Close() error {
 // costs one readv that finds nothing. An error met after the first packet
 // (a malformed header) ends the burst and is returned by the next Read.
 func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
+	return d.readBurst(bufs, sizes, offs, d.r.read)
+}
+
+// TryRead is Read without the wait: it returns 0 packets at once when the
+// queue is empty (a reader that polls, see router.Options.BusyPoll).
+func (d *offloadFile) TryRead(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
+	return d.readBurst(bufs, sizes, offs, d.r.tryRead)
+}
+
+// readBurst is Read, its first packet read through the poller callback
+// first (d.r.read waits, d.r.tryRead does not).
+func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, first func(fd uintptr) bool) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
@@ -224,9 +236,12 @@ func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, err
 		d.readErr = nil
 		return 0, err
 	}
-	n, err := d.readLocked(bufs[0], d.r.read)
+	n, err := d.readLocked(bufs[0], first)
 	if err != nil {
 		return 0, err
+	}
+	if d.r.empty {
+		return 0, nil
 	}
 	o, err := parseOffload(d.r.hdr[:], bufs[0][:n])
 	if err != nil {

@@ -987,4 +987,17 @@ func TestOffloadReadBurst(t *testing.T) {
 			t.Fatalf("echo replies by sequence = %v, want 0..%d in order", seqs, n-1)
 		}
 	}
+	// TryRead does not wait: nothing is queued now.
+	start := time.Now()
+	if got, err := d.TryRead(bufs, sizes, offs); got != 0 || err != nil || time.Since(start) > time.Second {
+		t.Errorf("TryRead of an empty queue = %d, %v after %v; want 0, nil at once", got, err, time.Since(start))
+	}
+	req := echo4(podAddr4, nodeAddr4.Addr(), 0x7672, n, []byte("burst"))
+	if _, err := writePlain(d, req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.TryRead(bufs, sizes, offs)
+	if err != nil || got < 1 {
+		t.Errorf("TryRead after an echo request = %d, %v; want its reply (queued inside the write)", got, err)
+	}
 }
