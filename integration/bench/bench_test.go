@@ -3,10 +3,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/integration/harness"
 )
@@ -331,5 +337,40 @@ rtt min/avg/max/mdev = 0.331/0.690/1.050/0.359 ms
 	}
 	if _, err := parsePingTimes([]byte("3 packets transmitted, 0 received\n")); err == nil {
 		t.Error("parsePingTimes without a reply: no error")
+	}
+}
+
+// TestCleanupStaleWork: a crashed run's work directory, with the tmpfs its
+// routers' flow files were on, is unmounted and removed by the next run;
+// a live run's stays.
+func TestCleanupStaleWork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	dead := filepath.Join(os.TempDir(), fmt.Sprintf("%s%d-1", workPrefix, 1<<22+7)) // above pid_max: no such process
+	live := filepath.Join(os.TempDir(), fmt.Sprintf("%s%d-1", workPrefix, os.Getpid()))
+	for _, dir := range []string{dead, live} {
+		run := filepath.Join(dir, "bed-vrouter", "run")
+		if err := os.MkdirAll(run, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", run, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(run, unix.MNT_DETACH) })
+	}
+	if err := cleanupStaleWork(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a crashed run's work directory after cleanupStaleWork: %v, want it gone", err)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if strings.Contains(string(mounts), dead) {
+		t.Errorf("a crashed run's tmpfs is still mounted")
+	}
+	if !strings.Contains(string(mounts), live) {
+		t.Errorf("a live run's tmpfs was unmounted")
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vrouter/vrouter/configs"
 	"github.com/vrouter/vrouter/integration/harness"
 	"github.com/vrouter/vrouter/integration/topology"
@@ -110,7 +112,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	work, err := os.MkdirTemp("", "vrouter-bench-")
+	// The work directory is named by this process, so that a later run
+	// can tell a crashed run's (see cleanupStale).
+	work, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", workPrefix, os.Getpid()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
@@ -496,9 +500,52 @@ func proxyServices() []configs.ServiceSpec {
 	return svcs
 }
 
+// workPrefix starts the name of every run's work directory in $TMPDIR,
+// followed by the run's process ID.
+const workPrefix = "vrouter-bench-"
+
 // cleanupStale removes the namespaces of earlier runs whose process is
-// gone; those of live runs stay.
+// gone, and their work directories with the tmpfs their routers' flow
+// files were on; those of live runs stay.
 func cleanupStale() error {
+	return errors.Join(cleanupStaleNetns(), cleanupStaleWork())
+}
+
+// cleanupStaleWork unmounts the flow-file tmpfs of crashed runs (mounted
+// on $TMPDIR/vrouter-bench-<pid>-*/bed-*/run) and removes their work
+// directories.
+func cleanupStaleWork() error {
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), workPrefix+"*"))
+	if err != nil {
+		return err
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), workPrefix), "-")
+		n, err := strconv.Atoi(pid)
+		if err != nil || n <= 0 || !errors.Is(syscall.Kill(n, 0), syscall.ESRCH) {
+			continue // not a run's, or its run is alive
+		}
+		for _, line := range strings.Split(string(mounts), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+				if err := unix.Unmount(f[1], unix.MNT_DETACH); err != nil {
+					errs = append(errs, fmt.Errorf("unmount %s of a crashed run: %w", f[1], err))
+				}
+			}
+		}
+		errs = append(errs, os.RemoveAll(dir))
+	}
+	return errors.Join(errs...)
+}
+
+// cleanupStaleNetns removes the namespaces of earlier runs whose process
+// is gone.
+func cleanupStaleNetns() error {
 	entries, err := os.ReadDir(topology.DefaultNetnsDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
