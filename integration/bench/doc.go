@@ -190,5 +190,6 @@
 // could not be taken at all (a mode that did not come up, a tool that
 // failed every round). Namespaces are removed and every process it
 // started is stopped on exit, also on SIGINT; a crashed run's
-// namespaces are removed by the next run.
+// namespaces, and the tmpfs its routers' flow files were on, are removed
+// by the next run.
 package main
