@@ -218,6 +218,7 @@ func TestRealCluster(t *testing.T) {
 	t.Run("Operate", rc.testOperate)
 	t.Run("Sidecar", rc.testSidecar)
 	t.Run("RestartVrouter", rc.testRestartVrouter)
+	t.Run("BusyPoll", rc.testBusyPoll)
 	t.Run("Encrypt", rc.testEncrypt)
 	t.Run("DeleteNode", rc.testDeleteNode)
 }

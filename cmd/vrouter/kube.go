@@ -42,6 +42,21 @@ type kubeFlags struct {
 	// overlay.privateKeyFile.
 	encryption encryptionFlag
 	keyFile    setString
+	// --busy-poll: when given, it wins over the tuning file's
+	// router.busyPoll.
+	busyPoll busyPollFlag
+}
+
+// busyPollFlag is --busy-poll: a duration, 0 (off) or 1µs..1s, and
+// whether it was given.
+type busyPollFlag struct{ setString }
+
+func (f *busyPollFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || (d > 0 && d < time.Microsecond) || d > time.Second {
+		return fmt.Errorf("%q is not a busy-polling window (want 0 for off, or 1µs..1s, e.g. 10ms)", s)
+	}
+	return f.setString.Set(s)
 }
 
 // encryptionFlag is --overlay-encryption: none or wireguard, and whether
@@ -145,6 +160,9 @@ func (k *kubeFlags) kubeConfig(tuning *configs.File, self kube.Node) (*configs.C
 	}
 	if k.keyFile.set {
 		f.Overlay.PrivateKeyFile = k.keyFile.value
+	}
+	if k.busyPoll.set {
+		f.Router.BusyPoll = k.busyPoll.value
 	}
 	cfg, err := f.ForNode(configs.Node{Name: self.Name, Zone: self.Zone, Underlay: self.Address, PodCIDRs: self.PodCIDRs})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -234,5 +235,47 @@ func TestKubeSinkPeerKeys(t *testing.T) {
 	moved.Address = netip.MustParseAddr("192.168.31.9")
 	if sameNodeState(moved, hostgwNode) {
 		t.Errorf("sameNodeState(address changed) = true, want false")
+	}
+}
+
+// TestKubeConfigBusyPoll: --busy-poll, when given, wins over the tuning
+// file's router.busyPoll; a window out of range is refused as the flag is
+// parsed.
+func TestKubeConfigBusyPoll(t *testing.T) {
+	tuning, err := configs.ParseTuning([]byte(head + "clusterCIDRs: [10.244.0.0/16]\nserviceCIDRs: [10.96.0.0/12]\nrouter: {busyPoll: 2ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		flag string // "" not given
+		file *configs.File
+		want time.Duration
+	}{
+		{"default", "", nil, 0},
+		{"flag", "10ms", nil, 10 * time.Millisecond},
+		{"tuning file", "", tuning, 2 * time.Millisecond},
+		{"flag wins", "0", tuning, 0},
+	} {
+		k := &kubeFlags{clusterCIDR: "10.244.0.0/16", serviceCIDR: "10.96.0.0/12"}
+		if tc.flag != "" {
+			if err := k.busyPoll.Set(tc.flag); err != nil {
+				t.Fatalf("%s: --busy-poll %s: %v", tc.name, tc.flag, err)
+			}
+		}
+		cfg, err := k.kubeConfig(tc.file, hostgwNode)
+		if err != nil {
+			t.Errorf("%s: kubeConfig = %v", tc.name, err)
+			continue
+		}
+		if cfg.BusyPoll != tc.want {
+			t.Errorf("%s: kubeConfig = BusyPoll %v; want %v", tc.name, cfg.BusyPoll, tc.want)
+		}
+	}
+	for _, bad := range []string{"fast", "-1ms", "2s", "100ns"} {
+		var f busyPollFlag
+		if err := f.Set(bad); err == nil || !strings.Contains(err.Error(), "1µs..1s") {
+			t.Errorf("--busy-poll %s: %v, want an error giving the range", bad, err)
+		}
 	}
 }

@@ -56,6 +56,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		"with --kubeconfig or --in-cluster: none, or wireguard to authenticate and encrypt the overlay with WireGuard; each router publishes its public key on its Node (annotation vrouter.io/wireguard-public-key) and reads its peers' from theirs; every node must agree. Given, it wins over the tuning file's overlay.encryption (docs/wireguard.md)")
 	fs.Var(&kf.keyFile, "wireguard-key-file",
 		"with --overlay-encryption=wireguard: this router's private key, generated there (mode 0600) if missing; SIGHUP re-reads it and publishes the new public key. Given, it wins over the tuning file's overlay.privateKeyFile")
+	kf.busyPoll.def = "0s"
+	fs.Var(&kf.busyPoll, "busy-poll",
+		"with --kubeconfig or --in-cluster: after each packet keep reading the TUN and overlay socket without sleeping for this `duration` (e.g. 10ms; 0 off): round trips wake no router thread, for up to a core while packets keep coming, none at rest. Given, it wins over the tuning file's router.busyPoll (docs/operations.md, \"CPU\")")
 	fs.StringVar(&kf.proxyName, "proxy-name", "", "serve Services labelled service.kubernetes.io/service-proxy-name=NAME as well as unlabelled ones")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `Usage: vrouter run --config FILE [flags]
@@ -93,6 +96,9 @@ Flags:`)
 	}
 	if (kf.encryption.set || kf.keyFile.set) && (!kf.enabled() || kf.sidecar) {
 		return usageErrorf("--overlay-encryption and --wireguard-key-file apply with --kubeconfig or --in-cluster, not with --sidecar; from a config file, set overlay.encryption and overlay.privateKeyFile")
+	}
+	if kf.busyPoll.set && (!kf.enabled() || kf.sidecar) {
+		return usageErrorf("--busy-poll applies with --kubeconfig or --in-cluster, not with --sidecar; from a config file, set router.busyPoll")
 	}
 	if kf.sidecar && kf.cni.String() != "" {
 		return usageErrorf("--cni-conf-dir does not apply with --sidecar: a sidecar serves one Pod, not the node's pod network")
