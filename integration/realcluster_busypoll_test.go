@@ -16,9 +16,7 @@ import (
 // busy-polled.
 func (rc *realCluster) testBusyPoll(t *testing.T) {
 	ctx := context.Background()
-	rc.kubectl(ctx, nil, "-n", "kube-system", "patch", "daemonset", "vrouter", "--type=json", "-p",
-		`[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--busy-poll=5ms"}]`)
-	rc.kubectl(ctx, nil, "-n", "kube-system", "rollout", "status", "daemonset/vrouter", "--timeout=180s")
+	rc.rollOutFlag(ctx, "--busy-poll=5ms")
 	for _, node := range []string{cluster.Master, cluster.Worker} {
 		var out string
 		deadline := time.Now().Add(60 * time.Second)
@@ -32,4 +30,12 @@ func (rc *realCluster) testBusyPoll(t *testing.T) {
 	}
 	rc.testPodToPod(t)
 	rc.testClusterIP(t)
+}
+
+// rollOutFlag adds flag to the vrouter DaemonSet's arguments, as a user
+// turning a feature on would, and waits for the rolling update to end.
+func (rc *realCluster) rollOutFlag(ctx context.Context, flag string) {
+	rc.kubectl(ctx, nil, "-n", "kube-system", "patch", "daemonset", "vrouter", "--type=json", "-p",
+		`[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"`+flag+`"}]`)
+	rc.kubectl(ctx, nil, "-n", "kube-system", "rollout", "status", "daemonset/vrouter", "--timeout=180s")
 }

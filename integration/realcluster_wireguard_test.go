@@ -32,10 +32,8 @@ import (
 // worker's router Pod may change that annotation of its own Node only.
 func (rc *realCluster) testEncrypt(t *testing.T) {
 	ctx := context.Background()
-	rc.kubectl(ctx, nil, "-n", "kube-system", "patch", "daemonset", "vrouter", "--type=json", "-p",
-		`[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--overlay-encryption=wireguard"}]`)
 	start := time.Now()
-	rc.kubectl(ctx, nil, "-n", "kube-system", "rollout", "status", "daemonset/vrouter", "--timeout=180s")
+	rc.rollOutFlag(ctx, "--overlay-encryption=wireguard")
 
 	// Each Node carries its router's key.
 	keys := map[string]string{}
