@@ -187,14 +187,15 @@ func (ps *positions) locate(errs []error) {
 				fe.Line, fe.Column = 1, 1
 				break
 			}
-			p = parentPath(p)
+			p = ParentPath(p)
 		}
 	}
 }
 
-// parentPath strips the last step of a field path: peers[1].podCIDRs[0]
-// → peers[1].podCIDRs → peers[1] → peers → "".
-func parentPath(p string) string {
+// ParentPath strips the last step of a field path: peers[1].podCIDRs[0]
+// → peers[1].podCIDRs → peers[1] → peers → "". Files of other schemas
+// (vrouter demo's topology) locate their errors with it too.
+func ParentPath(p string) string {
 	if strings.HasSuffix(p, "]") {
 		if i := strings.LastIndexByte(p, '['); i >= 0 {
 			return p[:i]

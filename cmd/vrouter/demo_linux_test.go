@@ -363,6 +363,25 @@ func (e *demoEnv) startKept() *keptDemo {
 	return k
 }
 
+// stopUntouched checks that kept demo k was left alone — its routers
+// still run — then stops it with SIGTERM, as Ctrl-C would, and checks
+// that it exits 0 leaving nothing behind (after names what came before).
+func (e *demoEnv) stopUntouched(t *testing.T, k *keptDemo, after string) {
+	t.Helper()
+	for _, pid := range k.routers {
+		if !alive(pid) {
+			t.Errorf("router pid %d of the kept demo died", pid)
+		}
+	}
+	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := k.wait(t, 40*time.Second); code != 0 {
+		t.Errorf("kept demo after SIGTERM: exit %d, want 0:\n%s", code, k.out)
+	}
+	e.checkNothingLeft(after)
+}
+
 // wait waits for the demo to exit and returns its exit code.
 func (k *keptDemo) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
@@ -467,19 +486,7 @@ func TestDemoRefusesWhileOneIsKept(t *testing.T) {
 	if code != 1 || !strings.Contains(out, want) {
 		t.Errorf("vrouter demo --down as nobody beside a kept demo of root's = exit %d, want 1 with %q:\n%s", code, want, out)
 	}
-	// The kept demo is untouched: its routers still run.
-	for _, pid := range k.routers {
-		if !alive(pid) {
-			t.Errorf("router pid %d of the kept demo died", pid)
-		}
-	}
-	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := k.wait(t, 40*time.Second); code != 0 {
-		t.Errorf("kept demo after SIGTERM: exit %d, want 0:\n%s", code, k.out)
-	}
-	e.checkNothingLeft("SIGTERM to vrouter demo --keep")
+	e.stopUntouched(t, k, "SIGTERM to vrouter demo --keep")
 }
 
 // vrouter demo --topology builds the example's three nodes, checks pods
@@ -554,16 +561,5 @@ func TestDemoRootlessBesideRootDemo(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "rootless") || !strings.Contains(out, "14 passed, 0 failed") {
 		t.Errorf("rootless vrouter demo beside a kept demo as root = exit %d, want 0 with \"14 passed, 0 failed\":\n%s", code, out)
 	}
-	for _, pid := range k.routers {
-		if !alive(pid) {
-			t.Errorf("router pid %d of the kept demo died", pid)
-		}
-	}
-	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := k.wait(t, 40*time.Second); code != 0 {
-		t.Errorf("kept demo after SIGTERM: exit %d, want 0:\n%s", code, k.out)
-	}
-	e.checkNothingLeft("a rootless demo beside a kept one")
+	e.stopUntouched(t, k, "a rootless demo beside a kept one")
 }

@@ -131,7 +131,7 @@ func (p *topoParser) located(fe *configs.FieldError, atKey bool) *configs.FieldE
 		fe.Line, fe.Column = at.line, at.col
 		return fe
 	}
-	for f := fe.Field; ; f = topoParent(f) {
+	for f := fe.Field; ; f = configs.ParentPath(f) {
 		if at, ok := p.at[f]; ok {
 			fe.Line, fe.Column = at.line, at.col
 			return fe
@@ -141,20 +141,6 @@ func (p *topoParser) located(fe *configs.FieldError, atKey bool) *configs.FieldE
 			return fe
 		}
 	}
-}
-
-// topoParent strips a field path's last step: nodes[1].pods → nodes[1]
-// → nodes → "".
-func topoParent(f string) string {
-	if strings.HasSuffix(f, "]") {
-		if i := strings.LastIndexByte(f, '['); i >= 0 {
-			return f[:i]
-		}
-	}
-	if i := strings.LastIndexByte(f, '.'); i >= 0 {
-		return f[:i]
-	}
-	return ""
 }
 
 // walk records the positions of n's fields under path, and reports keys

@@ -64,18 +64,7 @@ func (d *demo) topologyChecks(ctx context.Context, spec topology.Spec) {
 		}
 	}
 	if unrouted, ok := unroutedAddr(d.top.ClusterCIDR, spec); ok && len(withPods) > 0 {
-		from := withPods[0].Pods[0]
-		name := fmt.Sprintf("ping %s -> %s (no node owns it)", from.Name, unrouted)
-		res, err := d.c.Ping(from.Name, unrouted, 1, time.Second)
-		detail := ""
-		if err == nil {
-			if len(res.Errors) == 0 {
-				err = fmt.Errorf("want an ICMP unreachable from the router, got %s", res)
-			} else {
-				detail = "refused at once: " + res.Errors[0]
-			}
-		}
-		d.check(name, detail, err)
+		d.unroutedCheck(withPods[0].Pods[0].Name, unrouted)
 	}
 }
 
