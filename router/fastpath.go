@@ -40,6 +40,10 @@ type fastPath struct {
 	// run, when not nil, gathers the plain packets of a burst that go
 	// to one peer (see sendRun); the reader flushes it after each burst.
 	run *sendRun
+	// udp, when not nil (a TUN with UDP segmentation offload), gathers
+	// the datagrams of one UDP flow that go to the TUN, to leave as one
+	// UDP super-packet (gso.UDPRun); flushed with run.
+	udp *gso.UDPRun
 }
 
 // sendRun is a run of packets of one size (the last may be shorter) to
@@ -68,7 +72,7 @@ func (f *fastPath) add(p *peer, b []byte) {
 	r := f.run
 	if len(r.buf) > 0 && (r.peer != p || r.short || len(b) > r.seg ||
 		len(r.buf)+len(b) > maxRunBytes || len(r.buf)/r.seg >= maxRunPackets) {
-		f.flush()
+		f.flushRun()
 	}
 	if len(r.buf) == 0 {
 		r.peer, r.seg = p, len(b)
@@ -77,14 +81,55 @@ func (f *fastPath) add(p *peer, b []byte) {
 	r.short = len(b) < r.seg
 }
 
-// flush sends the run, if any. It is nil-safe and a no-op without one.
+// flush sends the runs, if any. It is nil-safe and a no-op without them.
+// At most one of them holds packets: a packet that joins one sends the
+// other first.
 func (f *fastPath) flush() {
-	if f == nil || f.run == nil || len(f.run.buf) == 0 {
+	if f == nil {
+		return
+	}
+	f.flushUDP()
+	f.flushRun()
+}
+
+// flushRun sends the run to a peer, if any.
+func (f *fastPath) flushRun() {
+	if f.run == nil || len(f.run.buf) == 0 {
 		return
 	}
 	r := f.run
 	f.r.overlay.send(r.peer, r.buf, r.seg)
 	r.buf, r.peer, r.short = r.buf[:0], nil, false
+}
+
+// flushUDP writes the UDP run to the TUN, if any: one datagram as it
+// came, more as one UDP super-packet.
+func (f *fastPath) flushUDP() {
+	if f.udp == nil || f.udp.Len() == 0 {
+		return
+	}
+	b, gi := f.udp.Packet()
+	var o tun.Offload
+	if gi.Type != gso.None {
+		o = tun.Offload{NeedsCsum: true, GSOType: tun.GSOUDPL4, HdrLen: uint16(gi.HdrLen), GSOSize: uint16(gi.SegSize),
+			CsumStart: uint16(gi.CsumStart), CsumOffset: uint16(gi.CsumOffset)}
+	}
+	f.r.tun.send(b, o)
+	f.udp.Reset()
+}
+
+// addUDP appends datagram b, decoded in p, to the UDP run, sending the run
+// first when b cannot join it, and reports whether b is in a run now; on
+// false b can join none and the caller sends it on its own.
+func (f *fastPath) addUDP(p *packet.Parsed, b []byte) bool {
+	if f.udp.Add(b, p) {
+		return true
+	}
+	if f.udp.Len() == 0 {
+		return false
+	}
+	f.flushUDP()
+	return f.udp.Add(b, p)
 }
 
 // fastCacheMax bounds the per-reader destination cache; when full it is
@@ -140,8 +185,18 @@ func (f *fastPath) forward(p *packet.Parsed, b []byte, mss int, partial bool) bo
 	}
 	h := f.lookup(netProto(p), p.Dst)
 	if h.kind == hopOverlay && mss == 0 && f.run != nil && segLen <= int(f.r.overlay.mtu.Load()) {
+		f.flushUDP()
 		decrementTTL(b)
 		f.add(h.peer, b)
+		return true
+	}
+	if h.kind == hopTUN && mss == 0 && f.udp != nil && p.Proto == packet.UDP && segLen <= int(f.r.tun.mtu.Load()) {
+		f.flushRun()
+		decrementTTL(b)
+		if f.addUDP(p, b) {
+			return true
+		}
+		f.r.tun.send(b, tun.Offload{})
 		return true
 	}
 	f.flush()

@@ -72,8 +72,9 @@ func (m *memTUN) writePlain(p []byte) error {
 	}
 }
 
-func (m *memTUN) BatchSize() int { return 1 }
-func (m *memTUN) Offload() bool  { return false }
+func (m *memTUN) BatchSize() int   { return 1 }
+func (m *memTUN) Offload() bool    { return false }
+func (m *memTUN) UDPOffload() bool { return false }
 
 func (m *memTUN) Close() error {
 	m.closeMu.Do(func() { close(m.done) })

@@ -20,6 +20,20 @@ import (
 //	  of one flow, each checksum verified) → fastPath.forward → one TUN
 //	  Write with a GSO header
 //
+// Where the kernel has UDP segmentation offload on TUN (Linux 6.2;
+// tun.Device.UDPOffload) UDP crosses the same way: a pod's UDP_SEGMENT
+// send comes out of the TUN as one UDP super-packet, which
+// tunEndpoint.receiveUDPSuper cuts into its datagrams (gso.SegmentUDP)
+// before the checks; and consecutive datagrams of one flow that the fast
+// path sends to the TUN — above all a peer's run, arriving as one ReadBatch
+// — leave in one TUN Write as a UDP super-packet (gso.UDPRun, each
+// datagram's checksum verified), which the node kernel cuts again at the
+// receiving socket:
+//
+//	ReadBatch (a run of datagrams) → overlayEndpoint.receive: per-datagram
+//	  checks and hook → fastPath.forward → fastPath.addUDP (gso.UDPRun) →
+//	  flush at the end of the batch: one TUN Write with a UDP GSO header
+//
 // A super-packet the fast path cannot take (for the router, TTL 1, no
 // route, too big for a link, IPv4 options) is cut into its segments by
 // ipLink.inject, which then go through the stack one by one as any packet

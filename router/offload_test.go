@@ -26,6 +26,12 @@ type offloadTUN struct {
 	*memTUN
 	fromK chan offloaded
 	toK   chan offloaded
+	// noUSO makes it a TUN on a kernel before 6.2: TCP super-packets
+	// only.
+	noUSO bool
+	// ordered sends plain packets to toK too, so that a test sees every
+	// write in order.
+	ordered bool
 }
 
 type offloaded struct {
@@ -39,7 +45,8 @@ func newOffloadTUN() *offloadTUN {
 	return &offloadTUN{memTUN: newMemTUN("vr0"), fromK: make(chan offloaded, 256), toK: make(chan offloaded, 256)}
 }
 
-func (m *offloadTUN) Offload() bool { return true }
+func (m *offloadTUN) Offload() bool    { return true }
+func (m *offloadTUN) UDPOffload() bool { return !m.noUSO }
 
 func (m *offloadTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
 	select {
@@ -56,14 +63,18 @@ func (m *offloadTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, 
 // Write hands plain packets to memTUN's queue and the others to toK.
 func (m *offloadTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
 	for i, b := range bufs {
-		if offs == nil || offs[i] == (tun.Offload{}) {
+		if !m.ordered && (offs == nil || offs[i] == (tun.Offload{})) {
 			if err := m.writePlain(b); err != nil {
 				return i, err
 			}
 			continue
 		}
+		var o tun.Offload
+		if offs != nil {
+			o = offs[i]
+		}
 		select {
-		case m.toK <- offloaded{bytes.Clone(b), offs[i]}:
+		case m.toK <- offloaded{bytes.Clone(b), o}:
 		default:
 			return i, fmt.Errorf("offloadTUN write: queue full")
 		}
@@ -155,7 +166,13 @@ type offloadNode struct {
 // counterpart v6CIDR, peer with its own.
 func startOffloadNode(t *testing.T, nw *segNet, underlay, podCIDR, v6CIDR string, opts Options, peer Peer) *offloadNode {
 	t.Helper()
-	n := &offloadNode{tun: newOffloadTUN()}
+	return startOffloadNodeOn(t, nw, newOffloadTUN(), underlay, podCIDR, v6CIDR, opts, peer)
+}
+
+// startOffloadNodeOn is startOffloadNode on the TUN dev.
+func startOffloadNodeOn(t *testing.T, nw *segNet, dev *offloadTUN, underlay, podCIDR, v6CIDR string, opts Options, peer Peer) *offloadNode {
+	t.Helper()
+	n := &offloadNode{tun: dev}
 	opts.TUN, opts.Overlay = n.tun, nw.listen(underlay)
 	r, err := New(opts)
 	if err != nil {

@@ -203,11 +203,12 @@ func (e *overlayEndpoint) receive(bufs [][]byte, sizes, segSizes []int, from []n
 	}
 	if e.coalesce {
 		e.coalescer.Coalesce(e.batch, e.parsed, maxDatagram, e.emit)
-		return
+	} else {
+		for i, d := range e.batch {
+			e.emit(i, d, gso.Info{})
+		}
 	}
-	for i, d := range e.batch {
-		e.emit(i, d, gso.Info{})
-	}
+	e.fast.flush() // the batch's UDP run to the TUN, if any
 }
 
 // collect admits each datagram of a run from one sender (segSize bytes

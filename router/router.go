@@ -21,6 +21,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/vrouter/vrouter/router/internal/gso"
 	"github.com/vrouter/vrouter/router/packet"
 	"github.com/vrouter/vrouter/router/wireguard"
 	"github.com/vrouter/vrouter/tun"
@@ -245,6 +246,7 @@ func New(opts Options) (*Router, error) {
 	r.overlay.peers.Store(emptyPeers)
 	r.overlay.pings.answer = rate.NewLimiter(1000, 1000)
 	r.tun.offload = opts.TUN.Offload()
+	r.tun.uso = r.tun.offload && opts.TUN.UDPOffload()
 	r.busyPoll = opts.BusyPoll
 	if !opts.NoFastPath {
 		r.tun.fast, r.overlay.fast = newFastPath(r), newFastPath(r)
@@ -252,6 +254,11 @@ func New(opts Options) (*Router, error) {
 			// The TUN reads bursts: send each burst's packets to a
 			// peer as one run.
 			r.tun.fast.run = &sendRun{buf: make([]byte, 0, maxRunBytes)}
+		}
+		if r.tun.uso {
+			// Runs of a UDP flow's datagrams leave for the TUN as one
+			// UDP super-packet, the overlay reader's above all.
+			r.tun.fast.udp, r.overlay.fast.udp = new(gso.UDPRun), new(gso.UDPRun)
 		}
 		// Coalescing only pays on the fast path, which writes
 		// super-packets to the TUN: the stack forwards one segment at a

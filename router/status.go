@@ -37,6 +37,10 @@ func (r *Router) MTU() int { return int(r.overlay.mtu.Load()) }
 // the node kernel (segmentation offload).
 func (r *Router) Offload() bool { return r.tun.offload }
 
+// UDPOffload reports whether it exchanges UDP super-packets too (UDP
+// segmentation offload, Linux 6.2 and later).
+func (r *Router) UDPOffload() bool { return r.tun.uso }
+
 // BusyPolling is the window the router busy-polls its devices with (see
 // Options.BusyPoll): zero when it does not, also when it was asked to and
 // its devices cannot be read without waiting.

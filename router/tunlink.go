@@ -24,6 +24,11 @@ type tunEndpoint struct {
 	// hands the router TCP super-packets and takes them back
 	// (offload.go).
 	offload bool
+	// uso is dev.UDPOffload() on a device with offload, fixed by New:
+	// UDP super-packets cross too.
+	uso bool
+	// udpScratch is the reader's: a UDP super-packet's datagrams.
+	udpScratch []byte
 	// parsed is the reader goroutine's: the packet being received.
 	parsed packet.Parsed
 	// sources is the Router's: where packets from the node kernel may
@@ -124,6 +129,10 @@ func (e *tunEndpoint) readLoop() error {
 // super-packet when o says so — through the router's checks and the hook,
 // and forwards it.
 func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
+	if o.GSOType == tun.GSOUDPL4 {
+		e.receiveUDPSuper(b, o)
+		return
+	}
 	super := o.GSOType != tun.GSONone
 	if !super && o.NeedsCsum && gso.Complete(b, int(o.CsumStart), int(o.CsumOffset)) != nil {
 		e.drops.add(DropMalformed)
@@ -162,6 +171,31 @@ func (e *tunEndpoint) receive(b []byte, o tun.Offload) {
 		}
 	}
 	e.inject(p, b, mss, partial)
+}
+
+// receiveUDPSuper takes a UDP super-packet from the node kernel (a pod's
+// socket sent it with UDP_SEGMENT) as the datagrams it carries: each is cut
+// out with complete checksums and received as a packet of its own, so
+// that the checks, the hook and the counters see datagrams, and those to a
+// peer leave as one run (fastPath.add) as the kernel's would.
+func (e *tunEndpoint) receiveUDPSuper(b []byte, o tun.Offload) {
+	need, err := gso.SegmentedUDPSize(b, int(o.GSOSize))
+	if err != nil || need > maxSegmentScratch {
+		e.drops.add(DropMalformed)
+		return
+	}
+	if cap(e.udpScratch) < need {
+		e.udpScratch = make([]byte, need)
+	}
+	out := e.udpScratch[:need]
+	n, size, total, err := gso.SegmentUDP(b, int(o.GSOSize), out)
+	if err != nil {
+		e.drops.add(DropMalformed)
+		return
+	}
+	for i := range n {
+		e.receive(out[i*size:min((i+1)*size, total)], tun.Offload{})
+	}
 }
 
 // admitSource refuses, and counts, a packet decoded in p whose source the

@@ -41,6 +41,10 @@ type Device interface {
 	// super-packets of up to 64 KiB with partial checksums (TSO), and
 	// takes them back: IFF_VNET_HDR and TUNSETOFFLOAD, see Offload.
 	Offload() bool
+	// UDPOffload reports whether the device carries UDP super-packets
+	// (GSOUDPL4) both ways too: Offload, on a kernel that takes
+	// TUN_F_USO4|TUN_F_USO6 (Linux 6.2 and later).
+	UDPOffload() bool
 	// Name is the kernel's name of the device ("vr0").
 	Name() string
 	// Close releases the device (or the adopted descriptor).

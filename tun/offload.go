@@ -17,6 +17,11 @@ const (
 	GSONone  GSOType = 0 // VIRTIO_NET_HDR_GSO_NONE
 	GSOTCPv4 GSOType = 1 // VIRTIO_NET_HDR_GSO_TCPV4
 	GSOTCPv6 GSOType = 4 // VIRTIO_NET_HDR_GSO_TCPV6
+	// GSOUDPL4 is a UDP super-packet (VIRTIO_NET_HDR_GSO_UDP_L4, Linux
+	// 6.2 and later): datagrams of GSOSize payload bytes each (the last
+	// may be shorter) behind one IP and UDP header, IPv4 or IPv6 as the
+	// packet's version says. Only a device with UDPOffload carries it.
+	GSOUDPL4 GSOType = 5
 )
 
 // gsoECN is VIRTIO_NET_HDR_GSO_ECN, a flag on the TCP gso_types.
@@ -31,6 +36,11 @@ func (t GSOType) String() string {
 		s = "tcpv4"
 	case GSOTCPv6:
 		s = "tcpv6"
+	case GSOUDPL4:
+		if t != GSOUDPL4 {
+			return fmt.Sprintf("GSOType(%#x)", uint8(t)) // ECN is TCP's
+		}
+		s = "udp_l4"
 	default:
 		return fmt.Sprintf("GSOType(%#x)", uint8(t))
 	}
@@ -48,16 +58,19 @@ func (t GSOType) String() string {
 // (GSOType), and takes them back: one system call per 64 KiB instead of
 // per segment.
 //
-// On a packet Read returns, HdrLen of a TCP super-packet is the
-// length of its IP and TCP headers (CsumStart plus the TCP data offset),
-// computed from the packet: the kernel fills hdr_len with the length of the
-// packet's linear buffer, which may include payload. For other packets it
-// is what the kernel said (0).
+// Where the kernel allows it (Linux 6.2: TUN_F_USO4|TUN_F_USO6), the
+// device carries UDP super-packets too (GSOUDPL4, Device.UDPOffload).
+//
+// On a packet Read returns, HdrLen of a super-packet is the length of its
+// IP and transport headers (CsumStart plus the TCP data offset, or plus 8
+// for UDP), computed from the packet: the kernel fills hdr_len with the
+// length of the packet's linear buffer, which may include payload. For
+// other packets it is what the kernel said (0).
 type Offload struct {
 	NeedsCsum  bool // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum at CsumStart+CsumOffset holds only the pseudo-header sum
 	GSOType    GSOType
-	HdrLen     uint16 // IP + TCP header bytes
-	GSOSize    uint16 // TCP payload bytes per segment (MSS)
+	HdrLen     uint16 // IP + TCP (or UDP) header bytes
+	GSOSize    uint16 // TCP payload bytes per segment (MSS), UDP payload bytes per datagram
 	CsumStart  uint16 // offset of the transport header
 	CsumOffset uint16 // offset of the checksum field within it (16 for TCP, 6 for UDP)
 }
@@ -101,8 +114,8 @@ func getOffload(b []byte) Offload {
 
 // parseOffload decodes the header hdr the kernel gave with pkt and checks
 // it against pkt, so that a caller can use CsumStart, CsumOffset and
-// HdrLen as offsets into pkt without further checks. For a TCP
-// super-packet it replaces HdrLen with the real IP+TCP header length.
+// HdrLen as offsets into pkt without further checks. For a super-packet
+// it replaces HdrLen with the real IP+TCP (or IP+UDP) header length.
 func parseOffload(hdr, pkt []byte) (Offload, error) {
 	if len(hdr) < virtioNetHdrLen {
 		return Offload{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadOffload, len(hdr), virtioNetHdrLen)
@@ -111,7 +124,11 @@ func parseOffload(hdr, pkt []byte) (Offload, error) {
 	if err := o.check(pkt); err != nil {
 		return Offload{}, err
 	}
-	if o.GSOType != GSONone {
+	switch o.GSOType &^ gsoECN {
+	case GSONone:
+	case GSOUDPL4:
+		o.HdrLen = o.CsumStart + udpHdrLen
+	default:
 		o.HdrLen = o.CsumStart + uint16(pkt[o.CsumStart+12]>>4)*4
 	}
 	return o, nil
@@ -119,7 +136,9 @@ func parseOffload(hdr, pkt []byte) (Offload, error) {
 
 // check reports whether o can describe pkt: a known gso_type, checksum
 // offsets inside pkt and, for a TCP super-packet, an IP version that
-// matches, a TCP header inside pkt and a non-zero segment size.
+// matches, a TCP header inside pkt and a non-zero segment size; for a UDP
+// one, an IPv4 or IPv6 packet with a UDP header inside it, a UDP partial
+// checksum and a non-zero segment size.
 func (o Offload) check(pkt []byte) error {
 	n := len(pkt)
 	if o.NeedsCsum && int(o.CsumStart)+int(o.CsumOffset)+2 > n {
@@ -136,8 +155,10 @@ func (o Offload) check(pkt []byte) error {
 		version = 4
 	case GSOTCPv6:
 		version = 6
+	case GSOUDPL4:
+		return o.checkUDP(pkt)
 	default:
-		return fmt.Errorf("%w: unknown gso_type %#x; want none (0), tcpv4 (1) or tcpv6 (4)", ErrBadOffload, uint8(o.GSOType))
+		return fmt.Errorf("%w: unknown gso_type %#x; want none (0), tcpv4 (1), tcpv6 (4) or udp_l4 (5)", ErrBadOffload, uint8(o.GSOType))
 	}
 	switch {
 	case n == 0 || pkt[0]>>4 != version:
@@ -159,6 +180,34 @@ func (o Offload) check(pkt []byte) error {
 	}
 	if doff := int(pkt[start+12]>>4) * 4; doff < 20 || start+doff > n {
 		return fmt.Errorf("%w: TCP data offset %d at %d does not fit the %d-byte packet", ErrBadOffload, doff, start, n)
+	}
+	return nil
+}
+
+// udpHdrLen is the length of a UDP header.
+const udpHdrLen = 8
+
+// checkUDP is check for a UDP super-packet (GSOUDPL4).
+func (o Offload) checkUDP(pkt []byte) error {
+	n := len(pkt)
+	switch {
+	case o.GSOType != GSOUDPL4:
+		return fmt.Errorf("%w: gso_type %v: ECN flag on a UDP super-packet", ErrBadOffload, o.GSOType)
+	case n == 0 || pkt[0]>>4 != 4 && pkt[0]>>4 != 6:
+		return fmt.Errorf("%w: gso_type %v on a packet that is neither IPv4 nor IPv6", ErrBadOffload, o.GSOType)
+	case !o.NeedsCsum || o.CsumOffset != 6:
+		return fmt.Errorf("%w: gso_type %v without a UDP partial checksum (needs_csum %t, csum_offset %d; want true, 6)", ErrBadOffload, o.GSOType, o.NeedsCsum, o.CsumOffset)
+	case o.GSOSize == 0:
+		return fmt.Errorf("%w: gso_type %v with gso_size 0", ErrBadOffload, o.GSOType)
+	}
+	minStart := 20
+	if pkt[0]>>4 == 6 {
+		minStart = 40
+	}
+	if start := int(o.CsumStart); start < minStart {
+		return fmt.Errorf("%w: csum_start %d is inside the IPv%d header", ErrBadOffload, start, pkt[0]>>4)
+	} else if start+udpHdrLen > n {
+		return fmt.Errorf("%w: UDP header at %d is past the end of the %d-byte packet", ErrBadOffload, start, n)
 	}
 	return nil
 }

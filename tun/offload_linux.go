@@ -35,6 +35,10 @@ type offloadFile struct {
 
 	// writers holds *vnetIO for concurrent writers.
 	writers sync.Pool
+
+	// uso is whether the kernel took TUN_F_USO4|TUN_F_USO6: UDP
+	// super-packets cross both ways.
+	uso bool
 }
 
 var (
@@ -47,12 +51,18 @@ const (
 	tunFCsum = 0x01 // TUN_F_CSUM
 	tunFTSO4 = 0x02 // TUN_F_TSO4
 	tunFTSO6 = 0x04 // TUN_F_TSO6
+	tunFUSO4 = 0x20 // TUN_F_USO4, Linux 6.2
+	tunFUSO6 = 0x40 // TUN_F_USO6, Linux 6.2
 )
 
-// offloadFlags are the TUNSETOFFLOAD flags an offloadFile sets: the
+// offloadFlags are the TUNSETOFFLOAD flags an offloadFile needs: the
 // kernel may hand it TCP super-packets with partial checksums, and takes
-// them back. A variable so that a test can make the kernel refuse.
-var offloadFlags = tunFCsum | tunFTSO4 | tunFTSO6
+// them back. udpOffloadFlags are added where the kernel takes them: UDP
+// super-packets too. Variables so that a test can make the kernel refuse.
+var (
+	offloadFlags    = tunFCsum | tunFTSO4 | tunFTSO6
+	udpOffloadFlags = tunFUSO4 | tunFUSO6
+)
 
 // vnetIO is the scratch for one readv or writev of header and packet,
 // with the poller callbacks bound once, so that a call allocates nothing.
@@ -123,8 +133,9 @@ func (v *vnetIO) do(fd, trap uintptr) bool {
 }
 
 // newOffloadFile makes an offloadFile of fd, a non-blocking, close-on-exec
-// TUN descriptor on which enableOffload succeeded, attached to name.
-func newOffloadFile(fd int, name string) (*offloadFile, error) {
+// TUN descriptor on which enableOffload succeeded (and reported uso),
+// attached to name.
+func newOffloadFile(fd int, name string, uso bool) (*offloadFile, error) {
 	// A non-blocking descriptor given to os.NewFile is registered with
 	// the poller.
 	f := os.NewFile(uintptr(fd), "/dev/net/tun")
@@ -133,7 +144,7 @@ func newOffloadFile(fd int, name string) (*offloadFile, error) {
 		f.Close()
 		return nil, err
 	}
-	d := &offloadFile{f: f, rc: rc, name: name, r: newVnetIO()}
+	d := &offloadFile{f: f, rc: rc, name: name, r: newVnetIO(), uso: uso}
 	d.writers.New = func() any { return newVnetIO() }
 	return d, nil
 }
@@ -142,18 +153,23 @@ func newOffloadFile(fd int, name string) (*offloadFile, error) {
 // with IFF_VNET_HDR, and fixes the header's layout: 10 bytes (struct
 // virtio_net_hdr, no num_buffers), little endian on every host. It sets
 // the offloads first, so that when the kernel refuses them fd is left as
-// it was.
-func enableOffload(fd int) error {
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFlags); err != nil {
-		return fmt.Errorf("%w: the kernel refused TUNSETOFFLOAD %#x (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): %w", ErrOffloadRefused, offloadFlags, err)
+// it was. It asks for UDP segmentation offload too and reports whether the
+// kernel took it (uso); a kernel before 6.2 refuses it with EINVAL, and
+// the device then carries TCP super-packets only.
+func enableOffload(fd int) (uso bool, err error) {
+	uso = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFlags|udpOffloadFlags) == nil
+	if !uso {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadFlags); err != nil {
+			return false, fmt.Errorf("%w: the kernel refused TUNSETOFFLOAD %#x (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): %w", ErrOffloadRefused, offloadFlags, err)
+		}
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
-		return fmt.Errorf("%w: set the virtio-net header size to %d (TUNSETVNETHDRSZ): %w", ErrOffloadRefused, virtioNetHdrLen, err)
+		return false, fmt.Errorf("%w: set the virtio-net header size to %d (TUNSETVNETHDRSZ): %w", ErrOffloadRefused, virtioNetHdrLen, err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETLE, 1); err != nil {
-		return fmt.Errorf("%w: make the virtio-net header little endian (TUNSETVNETLE): %w", ErrOffloadRefused, err)
+		return false, fmt.Errorf("%w: make the virtio-net header little endian (TUNSETVNETLE): %w", ErrOffloadRefused, err)
 	}
-	return nil
+	return uso, nil
 }
 
 // openOffload creates or attaches to TUN name with IFF_VNET_HDR and turns
@@ -179,11 +195,12 @@ func openOffload(name string, multiQueue bool) (*offloadFile, error) {
 		unix.Close(fd)
 		return nil, openError(name, multiQueue, os.NewSyscallError("ioctl", err))
 	}
-	if err := enableOffload(fd); err != nil {
+	uso, err := enableOffload(fd)
+	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("create TUN %s: %w; open it without Options.Offload", name, err)
 	}
-	d, err := newOffloadFile(fd, ifr.Name())
+	d, err := newOffloadFile(fd, ifr.Name(), uso)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", name, err)
 	}
@@ -277,6 +294,9 @@ const maxReadBurst = 8
 func (d *offloadFile) BatchSize() int { return maxReadBurst }
 func (d *offloadFile) Offload() bool  { return true }
 
+// UDPOffload implements Device.
+func (d *offloadFile) UDPOffload() bool { return d.uso }
+
 // readLocked reads the next header into d.r.hdr and its packet into p
 // through the poller callback read (d.r.read waits for a packet, d.r.tryRead
 // sets d.r.empty instead), and returns the packet's length, capped at
@@ -311,6 +331,9 @@ func (d *offloadFile) Write(bufs [][]byte, offs []Offload) (int, error) {
 		}
 		if err := o.check(b); err != nil {
 			return i, fmt.Errorf("write TUN %s: %w", d.name, err)
+		}
+		if o.GSOType == GSOUDPL4 && !d.uso {
+			return i, fmt.Errorf("write TUN %s: %w: a UDP super-packet, and the kernel did not take UDP segmentation offload (TUN_F_USO4|TUN_F_USO6, Linux 6.2)", d.name, ErrBadOffload)
 		}
 		if _, err := d.writev(b, o); err != nil {
 			return i, err

@@ -75,7 +75,7 @@ func TestGSOTypeString(t *testing.T) {
 		want string
 	}{
 		{GSONone, "none"}, {GSOTCPv4, "tcpv4"}, {GSOTCPv6, "tcpv6"},
-		{GSOTCPv4 | gsoECN, "tcpv4|ecn"}, {3, "GSOType(0x3)"}, {0x85, "GSOType(0x85)"},
+		{GSOTCPv4 | gsoECN, "tcpv4|ecn"}, {3, "GSOType(0x3)"}, {GSOUDPL4, "udp_l4"}, {0x85, "GSOType(0x85)"},
 	} {
 		if got := tc.t.String(); got != tc.want {
 			t.Errorf("GSOType(%#x).String() = %q, want %q", uint8(tc.t), got, tc.want)
@@ -90,6 +90,8 @@ func TestParseOffload(t *testing.T) {
 		return b
 	}
 	gso4 := Offload{NeedsCsum: true, GSOType: GSOTCPv4, HdrLen: 1234, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
+	uso4 := Offload{NeedsCsum: true, GSOType: GSOUDPL4, HdrLen: 1234, GSOSize: 1000, CsumStart: 20, CsumOffset: 6}
+	ipv4Bytes := func(n int) []byte { b := make([]byte, n); b[0] = 0x45; return b }
 	with := func(o Offload, mod func(*Offload)) Offload { mod(&o); return o }
 	for _, tc := range []struct {
 		desc    string
@@ -107,6 +109,9 @@ func TestParseOffload(t *testing.T) {
 		{"TCPv4 super-packet", hdr(gso4), tcpv4Packet(3000), with(gso4, func(o *Offload) { o.HdrLen = 40 }), ""},
 		{"TCPv6 super-packet with options", hdr(with(gso4, func(o *Offload) { o.GSOType, o.CsumStart = GSOTCPv6, 40 })), tcpv6Packet(3000),
 			with(gso4, func(o *Offload) { o.GSOType, o.CsumStart, o.HdrLen = GSOTCPv6, 40, 72 }), ""},
+		{"UDPv4 super-packet", hdr(uso4), ipv4Bytes(3028), with(uso4, func(o *Offload) { o.HdrLen = 28 }), ""},
+		{"UDPv6 super-packet", hdr(with(uso4, func(o *Offload) { o.CsumStart = 40 })), append([]byte{0x60}, make([]byte, 3047)...),
+			with(uso4, func(o *Offload) { o.CsumStart, o.HdrLen = 40, 48 }), ""},
 		{"ECN is reported as-is", hdr(with(gso4, func(o *Offload) { o.GSOType |= gsoECN })), tcpv4Packet(3000),
 			with(gso4, func(o *Offload) { o.GSOType, o.HdrLen = GSOTCPv4|gsoECN, 40 }), ""},
 
@@ -114,7 +119,11 @@ func TestParseOffload(t *testing.T) {
 		{"checksum past the end", hdr(Offload{NeedsCsum: true, CsumStart: 20, CsumOffset: 16}), tcpv4Packet(0)[:37], Offload{}, "checksum at 20+16 is past the end of the 37-byte packet"},
 		{"checksum offset overflow", hdr(Offload{NeedsCsum: true, CsumStart: 0xffff, CsumOffset: 0xffff}), tcpv4Packet(0), Offload{}, "past the end"},
 		{"UDP GSO", hdr(with(gso4, func(o *Offload) { o.GSOType = 3 })), tcpv4Packet(3000), Offload{}, "unknown gso_type 0x3"},
-		{"USO", hdr(with(gso4, func(o *Offload) { o.GSOType = 5 })), tcpv4Packet(3000), Offload{}, "unknown gso_type 0x5"},
+		{"USO with a TCP checksum offset", hdr(with(gso4, func(o *Offload) { o.GSOType = GSOUDPL4 })), tcpv4Packet(3000), Offload{}, "without a UDP partial checksum"},
+		{"USO with ECN", hdr(with(uso4, func(o *Offload) { o.GSOType |= gsoECN })), make([]byte, 3028), Offload{}, "ECN flag on a UDP super-packet"},
+		{"USO UDP header cut", hdr(uso4), ipv4Bytes(24), Offload{}, "past the end of the 24-byte packet"},
+		{"USO on IPv5", hdr(uso4), append([]byte{0x50}, make([]byte, 40)...), Offload{}, "neither IPv4 nor IPv6"},
+		{"USO size 0", hdr(with(uso4, func(o *Offload) { o.GSOSize = 0 })), ipv4Bytes(3028), Offload{}, "gso_size 0"},
 		{"ECN alone", hdr(Offload{GSOType: gsoECN}), tcpv4Packet(0), Offload{}, "ECN flag without a GSO type"},
 		{"TCPv4 on IPv6", hdr(with(gso4, func(o *Offload) { o.CsumStart = 40 })), tcpv6Packet(3000), Offload{}, "not IPv4"},
 		{"TCPv6 on IPv4", hdr(with(gso4, func(o *Offload) { o.GSOType = GSOTCPv6 })), tcpv4Packet(3000), Offload{}, "not IPv6"},

@@ -57,7 +57,10 @@ func (d *file) Write(bufs [][]byte, offs []Offload) (int, error) {
 
 func (d *file) BatchSize() int { return 1 }
 func (d *file) Offload() bool  { return false }
-func (d *file) Name() string   { return d.name }
+
+// UDPOffload implements Device.
+func (d *file) UDPOffload() bool { return false }
+func (d *file) Name() string     { return d.name }
 
 // SyscallConn gives access to the raw descriptor. The descriptor belongs to
 // the Device: it is valid only until Close, and callers must not change its
@@ -276,9 +279,10 @@ func Adopt(fd int, name string) (Device, error) {
 	case name != "" && name != got:
 		return nil, fmt.Errorf("%s: it is TUN %s, not %s: pass the name the helper created, or none", op, got, name)
 	}
-	vnetHdr := flags&unix.IFF_VNET_HDR != 0
+	vnetHdr, uso := flags&unix.IFF_VNET_HDR != 0, false
 	if vnetHdr {
-		if err := enableOffload(fd); err != nil {
+		var err error
+		if uso, err = enableOffload(fd); err != nil {
 			return nil, fmt.Errorf("%s: TUN %s was opened with IFF_VNET_HDR: %w; the helper must open it without IFF_VNET_HDR", op, got, err)
 		}
 	}
@@ -287,7 +291,7 @@ func Adopt(fd int, name string) (Device, error) {
 	}
 	unix.CloseOnExec(fd)
 	if vnetHdr {
-		d, err := newOffloadFile(fd, got)
+		d, err := newOffloadFile(fd, got, uso)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}

@@ -330,6 +330,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		zap.Stringer("overlay", conn.LocalAddr()),
 		zap.Int("mtu", cfg.Overlay.MTU),
 		zap.Bool("offload", dev.Offload()),
+		zap.Bool("udpOffload", dev.UDPOffload()),
 		zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)),
 		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))

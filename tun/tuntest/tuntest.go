@@ -127,6 +127,9 @@ func (d *Device) BatchSize() int { return batchSize }
 // Offload implements tun.Device: false.
 func (d *Device) Offload() bool { return false }
 
+// UDPOffload implements tun.Device: false.
+func (d *Device) UDPOffload() bool { return false }
+
 // Name returns Options.Name.
 func (d *Device) Name() string { return d.p.name }
 

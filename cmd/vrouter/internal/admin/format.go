@@ -312,7 +312,10 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 	line("Ready", "%s", ready)
 	offload := "off"
 	if st.TUN.Offload {
-		offload = "on"
+		offload = "on (TCP)"
+		if st.TUN.UDPOffload {
+			offload = "on (TCP, UDP)"
+		}
 	}
 	if st.TUN.BusyPoll != "" {
 		offload += ", busy polling " + st.TUN.BusyPoll

@@ -23,7 +23,7 @@ func (s *Server) Status() Status {
 	st := Status{
 		Version: p.Version, Commit: p.Commit, Mode: p.Mode, Source: p.Source,
 		Started: p.Started.UTC(), LastReload: p.LastReload, Ready: p.Ready, NotReady: p.NotReady,
-		TUN: TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload(), BusyPoll: busyPoll(r.BusyPolling())},
+		TUN: TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload(), UDPOffload: r.UDPOffload(), BusyPoll: busyPoll(r.BusyPolling())},
 	}
 	if st.LastReload != nil {
 		rl := *st.LastReload

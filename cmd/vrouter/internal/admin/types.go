@@ -297,6 +297,9 @@ type TUNStatus struct {
 	// Offload: the device takes and gives TCP super-packets
 	// (IFF_VNET_HDR segmentation offload).
 	Offload bool `json:"offload"`
+	// UDPOffload: UDP super-packets too (UDP segmentation offload,
+	// Linux 6.2 and later).
+	UDPOffload bool `json:"udpOffload"`
 	// BusyPoll is the window the router busy-polls the TUN and overlay
 	// socket with (router.busyPoll), "" when it does not.
 	BusyPoll string `json:"busyPoll,omitempty"`
