@@ -39,9 +39,10 @@ func udpPseudoSum(addrSum uint16, udpLen int) uint16 {
 // A datagram joins the run only if:
 //   - it is a whole, unfragmented UDP/IP packet whose UDP length matches
 //     (IPv4 without options, IPv6 whose next header is UDP), with payload;
-//   - its UDP checksum is present and verifies: a corrupt datagram is never
-//     merged (the merged packet's checksums are computed afresh), only sent
-//     on unchanged so that its receiver drops it;
+//   - its UDP checksum is present and verifies, and so does its IPv4 header
+//     checksum: a corrupt datagram is never merged (the merged packet's
+//     checksums are computed afresh), only sent on unchanged so that its
+//     receiver drops it;
 //   - it has the run's IP version, addresses and ports; IPv4: the run's TOS,
 //     TTL and DF, and ID = previous ID + 1 (or DF set and ID equal to the
 //     previous one), as segmentation gives them back; IPv6: the run's
@@ -81,6 +82,9 @@ func (r *UDPRun) Add(b []byte, p *packet.Parsed) bool {
 		return false
 	}
 	if r.n > 0 && (!r.follows(b, v6, payload) || len(r.buf)+payload > maxIPLen || r.n >= maxUDPSegments) {
+		return false
+	}
+	if !v6 && checksum.Checksum(b[:ipLen], 0) != 0xffff {
 		return false
 	}
 	sh := shape{v6: v6, ipLen: ipLen}

@@ -24,6 +24,7 @@ type udpSpec struct {
 	flowLabel        uint32
 	udpLenOff        int // added to the UDP length field
 	fragment, option bool
+	badIPCsum        bool
 }
 
 var (
@@ -71,6 +72,9 @@ func udpDatagram(s udpSpec) []byte {
 		copy(b[12:], src)
 		copy(b[16:], dst)
 		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:ipLen], 0))
+		if s.badIPCsum {
+			b[11] ^= 0x10
+		}
 	}
 	if !s.noCsum {
 		sum := ^checksum.Checksum(b[ipLen:], udpPseudoSum(checksum.Checksum(append(append([]byte{}, src...), dst...), 0), len(b)-ipLen))
@@ -246,6 +250,7 @@ func TestUDPRunRules(t *testing.T) {
 		{"empty", false, func(_ int, s *udpSpec) { s.payload = nil }, groups{{0, 1}, {2}, {3}}},
 		{"fragment", false, func(_ int, s *udpSpec) { s.fragment = true }, groups{{0, 1}, {2}, {3}}},
 		{"IPv4 options", false, func(_ int, s *udpSpec) { s.option = true }, groups{{0, 1}, {2}, {3}}},
+		{"IPv4 header checksum wrong", false, func(_ int, s *udpSpec) { s.badIPCsum = true }, groups{{0, 1}, {2}, {3}}},
 		{"UDP length wrong", false, func(_ int, s *udpSpec) { s.udpLenOff = -4 }, groups{{0, 1}, {2}, {3}}},
 		{"v6 same flow", true, func(int, *udpSpec) {}, groups{{0, 1, 2, 3}}},
 		{"v6 other flow label", true, func(_ int, s *udpSpec) { s.flowLabel = 9 }, groups{{0, 1}, {2}, {3}}},
@@ -368,6 +373,58 @@ func FuzzSegmentUDP(f *testing.F) {
 		}
 		if !bytes.Equal(data, pkt[p.hdrLen:]) {
 			t.Fatalf("payloads differ from the input's")
+		}
+	})
+}
+
+// FuzzUDPRun: whatever datagrams come, in any order and however mutated,
+// the outputs of adding them to runs (as the router does) split back into
+// exactly the datagrams added, in order — IPv4 IDs aside where DF allowed
+// equal ones, which segmentation numbers afresh — and a datagram whose
+// checksum does not verify only ever comes out unchanged, alone.
+func FuzzUDPRun(f *testing.F) {
+	f.Add(uint8(6), uint16(300), uint8(0), []byte{}, false)
+	f.Add(uint8(20), uint16(1400), uint8(3), []byte{2, 30, 0x01}, true)
+	f.Add(uint8(70), uint16(10), uint8(9), []byte{1, 4, 0x40, 5, 20, 0x80}, false)
+	f.Fuzz(func(t *testing.T, n uint8, size uint16, last uint8, muts []byte, v6 bool) {
+		if n == 0 || size == 0 || size > 2000 {
+			return
+		}
+		in := udpFlow(v6, int(n), int(size), int(last), nil)
+		for ; len(muts) >= 3; muts = muts[3:] {
+			p := in[int(muts[0])%len(in)]
+			p[int(muts[1])%len(p)] ^= muts[2]
+		}
+		outs, infos, groups := addAll(t, in)
+		for k, o := range outs {
+			info := infos[k]
+			if info.Type == None {
+				if len(groups[k]) != 1 || !bytes.Equal(o, in[groups[k][0]]) {
+					t.Fatalf("output %d (plain) is not input %v unchanged", k, groups[k])
+				}
+				continue
+			}
+			need, err := SegmentedUDPSize(o, info.SegSize)
+			if err != nil {
+				t.Fatalf("output %d: %v", k, err)
+			}
+			buf := make([]byte, need)
+			m, sz, total, err := SegmentUDP(o, info.SegSize, buf)
+			if err != nil || m != len(groups[k]) {
+				t.Fatalf("output %d: SegmentUDP = %d datagrams, %v; want %d", k, m, err, len(groups[k]))
+			}
+			for j, i := range groups[k] {
+				got, want := bytes.Clone(buf[j*sz:min((j+1)*sz, total)]), bytes.Clone(in[i])
+				if !v6 && want[6]&ipv4DF != 0 {
+					// IDs may have been equal; compare without ID and
+					// header checksum.
+					got[4], got[5], got[10], got[11] = 0, 0, 0, 0
+					want[4], want[5], want[10], want[11] = 0, 0, 0, 0
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("output %d, datagram %d (input %d):\n got %x\nwant %x", k, j, i, got, want)
+				}
+			}
 		}
 	})
 }
