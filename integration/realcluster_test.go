@@ -393,7 +393,8 @@ func replyFrom(t *testing.T, reply string) (host, client string) {
 }
 
 // testPodToPod: pods on different nodes reach each other over TCP, UDP
-// and ICMP, and the receiver sees the sender's pod IP.
+// (single datagrams and a UDP_SEGMENT burst) and ICMP, and the receiver
+// sees the sender's pod IP.
 func (rc *realCluster) testPodToPod(t *testing.T) {
 	ctx := context.Background()
 	from, to := rc.pod(ctx, "default", "client-master"), rc.pod(ctx, "default", "client-node")
@@ -420,6 +421,13 @@ func (rc *realCluster) testPodToPod(t *testing.T) {
 		out := rc.mustExec(ctx, src.Name, "ping", dst.Status.PodIP)
 		if !strings.Contains(out, "from "+dst.Status.PodIP) {
 			t.Errorf("ping %s → %s (%s): %q", src.Name, dst.Name, dst.Status.PodIP, out)
+		}
+		// A UDP_SEGMENT burst: one UDP super-packet into the sender's
+		// router where the kernel has UDP offload on TUN, one run
+		// across, and every datagram back intact.
+		out = rc.mustExec(ctx, src.Name, "udpburst", net.JoinHostPort(dst.Status.PodIP, "9001"), "--count", "20", "--size", "1000")
+		if want := "20 of 20 datagrams echoed by " + dst.Name; strings.TrimSpace(out) != want {
+			t.Errorf("udpburst %s → %s: %q, want %q", src.Name, dst.Name, strings.TrimSpace(out), want)
 		}
 	}
 }

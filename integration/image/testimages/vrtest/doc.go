@@ -23,6 +23,8 @@
 //	ping ADDR             ICMP echo (-c 3) from an unprivileged ping socket, print each reply
 //	tcp ADDR MSG          send MSG as a line to a TCP echo, print the reply
 //	udp ADDR MSG          send MSG to a UDP echo (again each second), print the reply
+//	udpburst ADDR         --count datagrams of --size bytes to a UDP echo in one write with
+//	                      UDP_SEGMENT; fail unless each comes back intact
 //	resolve NAME          print NAME's A (or --type AAAA) records from --server (resolv.conf's first), --tcp
 //	hold ADDR             one connection to a TCP echo, a line every --interval for --duration;
 //	                      fails at the first lost round trip, prints how many succeeded

@@ -35,6 +35,7 @@ func commands() []command {
 		{"get", "URL [--timeout 5s] [--cacert FILE]", "HTTP GET, print the body", getCmd},
 		{"tcp", "ADDR MSG [--timeout 5s]", "one line to a TCP echo, print the reply", tcpCmd},
 		{"udp", "ADDR MSG [--timeout 5s]", "one datagram to a UDP echo, print the reply", udpCmd},
+		{"udpburst", "ADDR [--count 20] [--size 1000] [--timeout 5s]", "datagrams to a UDP echo in one UDP_SEGMENT write; wait for every one back", udpBurstCmd},
 		{"resolve", "NAME [--server IP:53] [--tcp] [--type A|AAAA]", "print NAME's addresses", resolveCmd},
 		{"ping", "ADDR [-c 3] [--timeout 2s]", "ICMP echo from a ping socket, print each reply", pingCmd},
 		{"hold", "ADDR [--interval 200ms] [--duration 10s]", "keep one TCP echo connection busy", holdCmd},

@@ -74,6 +74,7 @@ func TestServe(t *testing.T) {
 		{[]string{"get", "http://" + addrs.http + "/healthz"}, "ok\n"},
 		{[]string{"tcp", addrs.tcp, "hello tcp"}, reply + " hello tcp\n"},
 		{[]string{"udp", addrs.udp, "hello udp"}, reply + " hello udp\n"},
+		{[]string{"udpburst", addrs.udp, "--count", "30", "--size", "700"}, "30 of 30 datagrams echoed by " + regexp.QuoteMeta(hostname) + "\n"},
 	} {
 		out := mustVrtest(t, tc.args...)
 		if !regexp.MustCompile("^" + tc.want + "$").MatchString(out) {
@@ -106,6 +107,8 @@ func TestClientErrors(t *testing.T) {
 		{[]string{"get", "http://" + addrs.http + "/", "--timeout", "1ns"}, "Client.Timeout"},
 		{[]string{"tcp", "127.0.0.1:1", "x"}, "connection refused"},
 		{[]string{"udp", "127.0.0.1:1", "x", "--timeout", "500ms"}, "connection refused"},
+		{[]string{"udpburst", "127.0.0.1:1", "--timeout", "500ms"}, "connection refused"},
+		{[]string{"udpburst", "127.0.0.1:1", "--count", "1"}, "want 2..64 datagrams"},
 		{[]string{"hold", "127.0.0.1:1"}, "connection refused"},
 	} {
 		_, errOut, code := vrtest(context.Background(), nil, tc.args...)
