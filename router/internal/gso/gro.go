@@ -88,13 +88,7 @@ func (c *Coalescer) merge(head *segment, rest [][]byte, size int, flags byte) []
 	for _, b := range rest {
 		n += copy(out[n:], b[head.hdrLen:])
 	}
-	if head.v6 {
-		binary.BigEndian.PutUint16(out[4:], uint16(size-ipv6Len))
-	} else {
-		binary.BigEndian.PutUint16(out[2:], uint16(size))
-		out[10], out[11] = 0, 0
-		binary.BigEndian.PutUint16(out[10:], ^checksum.Checksum(out[:head.ipLen], 0))
-	}
+	setIPLength(out, head.v6, head.ipLen, head.ipID())
 	out[head.ipLen+13] = flags
 	setPartial(out, head.shape)
 	return out

@@ -158,6 +158,20 @@ func pseudoSum(addrSum uint16, tcpLen int) uint16 {
 	return checksum.Combine(checksum.Combine(addrSum, protoTCP), uint16(tcpLen))
 }
 
+// setIPLength makes pkt's IP header describe pkt's length: the IPv6
+// payload length, or the IPv4 total length, ID id and header checksum
+// (ipLen bytes of header).
+func setIPLength(pkt []byte, v6 bool, ipLen int, id uint16) {
+	if v6 {
+		binary.BigEndian.PutUint16(pkt[4:], uint16(len(pkt)-ipv6Len))
+		return
+	}
+	binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+	binary.BigEndian.PutUint16(pkt[4:], id)
+	pkt[10], pkt[11] = 0, 0
+	binary.BigEndian.PutUint16(pkt[10:], ^checksum.Checksum(pkt[:ipLen], 0))
+}
+
 // SegmentedSize is the number of bytes Segment writes for pkt and mss: the
 // size out must have.
 func SegmentedSize(pkt []byte, mss int) (int, error) {
@@ -213,14 +227,7 @@ func Segment(pkt []byte, mss int, out []byte) (n, segSize, total int, err error)
 		copy(seg, hdr)
 		copy(seg[p.hdrLen:], data[:chunk])
 		data = data[chunk:]
-		if p.v6 {
-			binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)-ipv6Len))
-		} else {
-			binary.BigEndian.PutUint16(seg[2:], uint16(len(seg)))
-			binary.BigEndian.PutUint16(seg[4:], id+uint16(i))
-			seg[10], seg[11] = 0, 0
-			binary.BigEndian.PutUint16(seg[10:], ^checksum.Checksum(seg[:p.ipLen], 0))
-		}
+		setIPLength(seg, p.v6, p.ipLen, id+uint16(i))
 		tcp := seg[p.ipLen:]
 		binary.BigEndian.PutUint32(tcp[4:], seq)
 		seq += uint32(chunk)

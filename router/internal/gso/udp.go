@@ -146,13 +146,7 @@ func (r *UDPRun) Packet() ([]byte, Info) {
 		return r.buf, Info{}
 	}
 	out, ipLen := r.buf, r.ipLen
-	if out[0]>>4 == 6 {
-		binary.BigEndian.PutUint16(out[4:], uint16(len(out)-ipv6Len))
-	} else {
-		binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
-		out[10], out[11] = 0, 0
-		binary.BigEndian.PutUint16(out[10:], ^checksum.Checksum(out[:ipLen], 0))
-	}
+	setIPLength(out, out[0]>>4 == 6, ipLen, binary.BigEndian.Uint16(out[4:]))
 	udpLen := len(out) - ipLen
 	binary.BigEndian.PutUint16(out[ipLen+4:], uint16(udpLen))
 	binary.BigEndian.PutUint16(out[ipLen+udpCsumOffset:], udpPseudoSum(r.addrSum, udpLen))
@@ -241,14 +235,7 @@ func SegmentUDP(pkt []byte, segSize int, out []byte) (n, dgramSize, total int, e
 		copy(d, hdr)
 		copy(d[p.hdrLen:], data[:chunk])
 		data = data[chunk:]
-		if p.v6 {
-			binary.BigEndian.PutUint16(d[4:], uint16(len(d)-ipv6Len))
-		} else {
-			binary.BigEndian.PutUint16(d[2:], uint16(len(d)))
-			binary.BigEndian.PutUint16(d[4:], id+uint16(i))
-			d[10], d[11] = 0, 0
-			binary.BigEndian.PutUint16(d[10:], ^checksum.Checksum(d[:p.ipLen], 0))
-		}
+		setIPLength(d, p.v6, p.ipLen, id+uint16(i))
 		udp := d[p.ipLen:]
 		binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
 		udp[udpCsumOffset], udp[udpCsumOffset+1] = 0, 0
