@@ -126,8 +126,8 @@ type TUNSpec struct {
 	// MultiQueue opens the device with IFF_MULTI_QUEUE.
 	MultiQueue bool `json:"multiQueue,omitempty"`
 	// Offload opens the device with segmentation offload (IFF_VNET_HDR,
-	// TSO): the kernel hands the router TCP super-packets of up to 64 KiB.
-	// Default true; the router falls back to a plain device if the kernel
+	// TSO, and USO where the kernel has it): the kernel hands the router
+	// TCP (and UDP) super-packets of up to 64 KiB. Default true; the router falls back to a plain device if the kernel
 	// refuses. An adopted descriptor keeps the flags it was opened with.
 	Offload *bool `json:"offload,omitempty"`
 }
