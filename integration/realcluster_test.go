@@ -582,18 +582,51 @@ func (rc *realCluster) testDNS(t *testing.T) {
 // waitHosts polls the echo Service from client-master until the set of
 // backends answering 20 requests in a row is want, and returns how long
 // that took.
+//
+// A request that fails on the way is retried, not fatal: while pods come
+// and go, a new connection can still reach a backend whose process has
+// stopped before the router (as kube-proxy) has the EndpointSlice that
+// removes it. How many rounds failed is logged; the last error is
+// reported if the Service never settles.
 func (rc *realCluster) waitHosts(ctx context.Context, want []string, timeout time.Duration) time.Duration {
 	rc.t.Helper()
 	start := time.Now()
+	ip := rc.serviceIP(ctx, "default", "echo")
 	var got map[string]int
+	var lastErr error
+	failed := 0
 	for time.Since(start) < timeout {
-		got = rc.serviceHosts(ctx, "client-master", "", 20)
+		got, lastErr = rc.tryServiceHosts(ctx, "client-master", ip, 20)
+		if lastErr != nil {
+			failed++
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		if slices.Equal(keys(got), want) {
+			if failed > 0 {
+				rc.t.Logf("echo Service settled on %v after %v; %d round(s) of requests met an error on the way", want, time.Since(start).Round(time.Millisecond), failed)
+			}
 			return time.Since(start)
 		}
 	}
-	rc.t.Fatalf("echo Service answered by %v after %v, want %v", got, timeout, want)
+	rc.t.Fatalf("echo Service answered by %v after %v, want %v (last error: %v)", got, timeout, want, lastErr)
 	return 0
+}
+
+// tryServiceHosts sends n HTTP requests to the echo Service at ip from
+// pod and returns how often each backend answered, or the first error.
+func (rc *realCluster) tryServiceHosts(ctx context.Context, pod, ip string, n int) (map[string]int, error) {
+	rc.t.Helper()
+	hosts := make(map[string]int)
+	for range n {
+		out, err := rc.exec(ctx, pod, "get", "http://"+ip+"/")
+		if err != nil {
+			return hosts, fmt.Errorf("vrtest get http://%s/ in %s: %w", ip, pod, err)
+		}
+		host, _ := replyFrom(rc.t, out)
+		hosts[host]++
+	}
+	return hosts, nil
 }
 
 // testReadiness: a backend whose readiness probe fails leaves the
