@@ -206,21 +206,35 @@ func TestRealCluster(t *testing.T) {
 		}
 	}
 
-	t.Run("PodToPod", rc.testPodToPod)
-	t.Run("ClusterIP", rc.testClusterIP)
-	t.Run("APIServerService", rc.testAPIServerService)
-	t.Run("DNS", rc.testDNS)
-	t.Run("Egress", rc.testEgress)
-	t.Run("Readiness", rc.testReadiness)
-	t.Run("Scale", rc.testScale)
-	t.Run("NodePort", rc.testNodePort)
-	t.Run("LoadBalancerLocal", rc.testLoadBalancerLocal)
-	t.Run("Operate", rc.testOperate)
-	t.Run("Sidecar", rc.testSidecar)
-	t.Run("RestartVrouter", rc.testRestartVrouter)
-	t.Run("BusyPoll", rc.testBusyPoll)
-	t.Run("Encrypt", rc.testEncrypt)
-	t.Run("DeleteNode", rc.testDeleteNode)
+	t.Run("PodToPod", rc.sub(rc.testPodToPod))
+	t.Run("ClusterIP", rc.sub(rc.testClusterIP))
+	t.Run("APIServerService", rc.sub(rc.testAPIServerService))
+	t.Run("DNS", rc.sub(rc.testDNS))
+	t.Run("Egress", rc.sub(rc.testEgress))
+	t.Run("Readiness", rc.sub(rc.testReadiness))
+	t.Run("Scale", rc.sub(rc.testScale))
+	t.Run("NodePort", rc.sub(rc.testNodePort))
+	t.Run("LoadBalancerLocal", rc.sub(rc.testLoadBalancerLocal))
+	t.Run("Operate", rc.sub(rc.testOperate))
+	t.Run("Sidecar", rc.sub(rc.testSidecar))
+	t.Run("RestartVrouter", rc.sub(rc.testRestartVrouter))
+	t.Run("BusyPoll", rc.sub(rc.testBusyPoll))
+	t.Run("Encrypt", rc.sub(rc.testEncrypt))
+	t.Run("DeleteNode", rc.sub(rc.testDeleteNode))
+}
+
+// sub makes test a subtest whose helpers fail it, not the whole test:
+// rc's helpers report to rc.t, which is the subtest's t while it runs
+// (subtests run one at a time, and no helper registers a cleanup). A
+// helper's Fatalf then ends that subtest alone, with its own message,
+// and the others still run.
+func (rc *realCluster) sub(test func(*testing.T)) func(*testing.T) {
+	return func(t *testing.T) {
+		parent := rc.t
+		rc.t = t
+		defer func() { rc.t = parent }()
+		test(t)
+	}
 }
 
 // buildClusterImages builds vrouter's image as `make image` does and the
