@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vrouter/vrouter/router/overlaytest"
+	"github.com/vrouter/vrouter/tun"
 	"github.com/vrouter/vrouter/tun/tuntest"
 )
 
@@ -133,3 +134,124 @@ func TestBusyPollFallsBack(t *testing.T) {
 		return logs.FilterMessage("busy polling is off").Len() == 1
 	})
 }
+
+// batchTUN is a tuntest.Device that says it writes bursts in one system
+// call (tun.BatchIO) and records each Write's packet count.
+type batchTUN struct {
+	*tuntest.Device
+	mu     sync.Mutex
+	writes []int
+}
+
+func (d *batchTUN) BatchIO() (bool, error) { return true, nil }
+
+func (d *batchTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
+	d.mu.Lock()
+	d.writes = append(d.writes, len(bufs))
+	d.mu.Unlock()
+	return d.Device.Write(bufs, offs)
+}
+
+// TestBurstToTUNWrittenTogether: on a TUN with batched I/O, a burst's
+// packets back to the node kernel leave in one Write, in the order read —
+// a packet for a peer in between does not reorder them — and a TUN
+// without it gets them one Write each.
+func TestBurstToTUNWrittenTogether(t *testing.T) {
+	for _, batched := range []bool{true, false} {
+		t.Run(map[bool]string{true: "batched", false: "per-packet"}[batched], func(t *testing.T) {
+			nw := overlaytest.NewNetwork()
+			self, peerAddr := netip.MustParseAddrPort("192.168.31.201:8285"), netip.MustParseAddrPort("192.168.31.202:8285")
+			conn, err := nw.Listen(self)
+			if err != nil {
+				t.Fatal(err)
+			}
+			far, err := nw.Listen(peerAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer far.Close()
+			inner, kernel := tuntest.NewPair(tuntest.Options{})
+			bt := &batchTUN{Device: inner}
+			var dev tun.Device = bt
+			if !batched {
+				dev = recordingTUN{bt}
+			}
+			r, err := New(Options{TUN: dev, Overlay: conn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := addr("10.244.0.4")
+			err = r.Set(Config{
+				PodCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
+				Addresses:     []netip.Addr{routerAddr4},
+				NodeAddresses: []netip.Addr{self.Addr()},
+				Peers:         []Peer{{Name: "far", Endpoint: peerAddr, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One burst of 8: three to local pods, one to the peer, four
+			// more to local pods.
+			var burst [][]byte
+			for i := range 8 {
+				dst := addr("10.244.0.9")
+				if i == 3 {
+					dst = addr("10.244.1.2")
+				}
+				burst = append(burst, udp4(pod, dst, 64, true, []byte{'q', byte(i)}))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, p := range burst {
+				if err := kernel.Send(ctx, bytes.Clone(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			runCtx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(runCtx) }()
+			defer func() { stop(); <-done }()
+			for i, w := range burst {
+				if i == 3 {
+					continue
+				}
+				got, err := kernel.Recv(ctx)
+				if err != nil {
+					t.Fatalf("packet %d back to the node: %v", i, err)
+				}
+				if len(got) != len(w) || got[8] != w[8]-1 || !bytes.Equal(got[20:], w[20:]) {
+					t.Fatalf("packet back to the node = %x, want %x with TTL %d: in the order read", got, w, w[8]-1)
+				}
+			}
+			bt.mu.Lock()
+			writes := bt.writes
+			bt.mu.Unlock()
+			want := []int{7}
+			if !batched {
+				want = []int{1, 1, 1, 1, 1, 1, 1}
+			}
+			if len(writes) != len(want) || (batched && writes[0] != 7) {
+				t.Errorf("TUN Writes (packets each) = %v, want %v", writes, want)
+			}
+			if st := r.Stats(); st.TUN.TxPackets < 7 {
+				t.Errorf("TUN tx packets = %d, want at least 7", st.TUN.TxPackets)
+			}
+		})
+	}
+}
+
+// recordingTUN hides batchTUN's BatchIO: a TUN that writes one packet per
+// system call.
+type recordingTUN struct{ d *batchTUN }
+
+func (r recordingTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
+	return r.d.Read(bufs, sizes, offs)
+}
+func (r recordingTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
+	return r.d.Write(bufs, offs)
+}
+func (r recordingTUN) BatchSize() int   { return r.d.BatchSize() }
+func (r recordingTUN) Offload() bool    { return r.d.Offload() }
+func (r recordingTUN) UDPOffload() bool { return r.d.UDPOffload() }
+func (r recordingTUN) Name() string     { return r.d.Name() }
+func (r recordingTUN) Close() error     { return r.d.Close() }

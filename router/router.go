@@ -255,6 +255,11 @@ func New(opts Options) (*Router, error) {
 			// peer as one run.
 			r.tun.fast.run = &sendRun{buf: make([]byte, 0, maxRunBytes)}
 		}
+		if on, _ := tun.BatchIO(opts.TUN); on {
+			// The TUN writes a burst in one system call: queue each
+			// reader's burst for it.
+			r.tun.fast.tq, r.overlay.fast.tq = newTUNQueue(), newTUNQueue()
+		}
 		if r.tun.uso {
 			// Runs of a UDP flow's datagrams leave for the TUN as one
 			// UDP super-packet, the overlay reader's above all.
@@ -850,10 +855,12 @@ func (rt Route) String() string {
 // Stats returns a snapshot of the router's counters.
 func (r *Router) Stats() Stats {
 	st := Stats{
-		Drops:   make(map[DropReason]uint64, numDropReasons),
-		TUN:     r.tun.counters.snapshot(),
-		Overlay: r.overlay.counters.snapshot(),
-		Peers:   make(map[string]PeerStats),
+		Drops:                make(map[DropReason]uint64, numDropReasons),
+		TUN:                  r.tun.counters.snapshot(),
+		TUNWriteBatches:      r.tun.batches.Load(),
+		TUNWriteBatchPackets: r.tun.batchPackets.Load(),
+		Overlay:              r.overlay.counters.snapshot(),
+		Peers:                make(map[string]PeerStats),
 
 		PeersWithoutKey: int(r.keyless.Load()),
 	}

@@ -117,6 +117,11 @@ type Stats struct {
 	Drops map[DropReason]uint64
 	// TUN and Overlay count packets that crossed each link endpoint.
 	TUN, Overlay LinkStats
+	// TUNWriteBatches counts the bursts of more than one packet the
+	// fast path handed the TUN in one write — one system call where the
+	// device has batched I/O (Router.BatchIO) — and TUNWriteBatchPackets
+	// the packets they carried.
+	TUNWriteBatches, TUNWriteBatchPackets uint64
 	// NoRoute, TTLExceeded and TooBig count packets the stack could not
 	// forward, from gVisor's own counters.
 	NoRoute, TTLExceeded, TooBig uint64

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"github.com/vrouter/vrouter/tun"
+
 	"slices"
 	"time"
 )
@@ -40,6 +42,10 @@ func (r *Router) Offload() bool { return r.tun.offload }
 // UDPOffload reports whether it exchanges UDP super-packets too (UDP
 // segmentation offload, Linux 6.2 and later).
 func (r *Router) UDPOffload() bool { return r.tun.uso }
+
+// BatchIO reports whether the TUN moves a burst of packets in one system
+// call (io_uring) and, if not, why (tun.BatchIO).
+func (r *Router) BatchIO() (bool, error) { return tun.BatchIO(r.tun.dev) }
 
 // BusyPolling is the window the router busy-polls its devices with (see
 // Options.BusyPoll): zero when it does not, also when it was asked to and

@@ -29,6 +29,9 @@ type tunEndpoint struct {
 	uso bool
 	// udpScratch is the reader's: a UDP super-packet's datagrams.
 	udpScratch []byte
+	// batches and batchPackets count sendBatch's writes of more than one
+	// packet, and their packets.
+	batches, batchPackets atomic.Uint64
 	// parsed is the reader goroutine's: the packet being received.
 	parsed packet.Parsed
 	// sources is the Router's: where packets from the node kernel may
@@ -94,6 +97,35 @@ func (e *tunEndpoint) send(b []byte, o tun.Offload) bool {
 	e.counters.txPackets.Add(uint64(nseg))
 	e.counters.txBytes.Add(uint64(wire))
 	return true
+}
+
+// sendBatch writes plain packets bufs to the node kernel, in order, in
+// as few system calls as the device manages (one where it has batched
+// I/O), and counts them; a packet the kernel refuses is counted as a
+// drop and the ones after it are written on.
+func (e *tunEndpoint) sendBatch(bufs [][]byte) {
+	for _, b := range bufs {
+		e.tap.see(DirOut, b)
+	}
+	if len(bufs) > 1 {
+		e.batches.Add(1)
+		e.batchPackets.Add(uint64(len(bufs)))
+	}
+	for len(bufs) > 0 {
+		n, err := e.dev.Write(bufs, nil)
+		bytes := 0
+		for _, b := range bufs[:n] {
+			bytes += len(b)
+		}
+		e.counters.txPackets.Add(uint64(n))
+		e.counters.txBytes.Add(uint64(bytes))
+		if err == nil {
+			return
+		}
+		// tun.Device.Write writes nothing after the packet that failed.
+		e.drops.add(DropTxError)
+		bufs = bufs[min(n+1, len(bufs)):]
+	}
 }
 
 // readLoop reads packets from the node kernel until the device is closed:
@@ -230,6 +262,7 @@ func isICMPError(p *packet.Parsed, b []byte) bool {
 func (e *tunEndpoint) runHook(h Hook, p *packet.Parsed, b []byte) bool {
 	pass, reply := h.Ingress(true, p, b)
 	if reply != nil {
+		e.fast.flushTUN() // the reply goes after what the burst queued
 		if err := e.write(reply, tun.Offload{}); err != nil {
 			e.drops.add(DropTxError)
 		}

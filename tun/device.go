@@ -1,5 +1,7 @@
 package tun
 
+import "errors"
+
 // Device is an open TUN device: a point-to-point link between the node
 // kernel and the router that carries raw IP packets (IFF_TUN|IFF_NO_PI: no
 // packet information header, the first byte is the IP version nibble).
@@ -49,4 +51,16 @@ type Device interface {
 	Name() string
 	// Close releases the device (or the adopted descriptor).
 	Close() error
+}
+
+// BatchIO reports whether d moves a burst of packets in one system call
+// (io_uring, Linux 6.3 and later: see the offload device) and, if not, why.
+// Only the offload device (Options.Offload) does; it falls back to one
+// system call per packet where io_uring is unavailable — refused by a
+// seccomp filter or kernel.io_uring_disabled, or an older kernel.
+func BatchIO(d Device) (bool, error) {
+	if b, ok := d.(interface{ BatchIO() (bool, error) }); ok {
+		return b.BatchIO()
+	}
+	return false, errors.New("the device moves one packet per system call")
 }

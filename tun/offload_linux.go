@@ -39,6 +39,17 @@ type offloadFile struct {
 	// uso is whether the kernel took TUN_F_USO4|TUN_F_USO6: UDP
 	// super-packets cross both ways.
 	uso bool
+
+	// Batched I/O (uring_linux.go): rring, guarded by rmu, reads a
+	// burst in one system call; wring, guarded by wmu, writes one. Both
+	// are nil where io_uring is unavailable, and unused once batchIO is
+	// cleared, for the reason in uringErr (guarded by emu); a Write that
+	// finds wmu taken writes packet by packet.
+	rring, wring *uringIO
+	wmu          sync.Mutex
+	emu          sync.Mutex
+	uringErr     error
+	batchIO      atomic.Bool // the rings are in use: what BatchIO reports
 }
 
 var (
@@ -146,6 +157,14 @@ func newOffloadFile(fd int, name string, uso bool) (*offloadFile, error) {
 	}
 	d := &offloadFile{f: f, rc: rc, name: name, r: newVnetIO(), uso: uso}
 	d.writers.New = func() any { return newVnetIO() }
+	d.rring, d.uringErr = newURingIO()
+	if d.uringErr == nil {
+		if d.wring, d.uringErr = newURingIO(); d.uringErr != nil {
+			d.rring.u.close()
+			d.rring = nil
+		}
+	}
+	d.batchIO.Store(d.uringErr == nil)
 	return d, nil
 }
 
@@ -220,6 +239,20 @@ func (d *offloadFile) Close() error {
 		if err := d.f.Close(); err != nil {
 			d.closeErr = fmt.Errorf("close TUN %s: %w", d.name, err)
 		}
+		// A pending Read has returned (the poller saw the close) and
+		// released rmu; nothing is in flight on a ring between calls.
+		d.rmu.Lock()
+		if d.rring != nil {
+			d.rring.u.close()
+			d.rring = nil
+		}
+		d.rmu.Unlock()
+		d.wmu.Lock()
+		if d.wring != nil {
+			d.wring.u.close()
+			d.wring = nil
+		}
+		d.wmu.Unlock()
 	})
 	return d.closeErr
 }
@@ -232,18 +265,17 @@ func (d *offloadFile) Close() error {
 // costs one readv that finds nothing. An error met after the first packet
 // (a malformed header) ends the burst and is returned by the next Read.
 func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
-	return d.readBurst(bufs, sizes, offs, d.r.read)
+	return d.readBurst(bufs, sizes, offs, true)
 }
 
 // TryRead is Read without the wait: it returns 0 packets at once when the
 // queue is empty (a reader that polls, see router.Options.BusyPoll).
 func (d *offloadFile) TryRead(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
-	return d.readBurst(bufs, sizes, offs, d.r.tryRead)
+	return d.readBurst(bufs, sizes, offs, false)
 }
 
-// readBurst is Read, its first packet read through the poller callback
-// first (d.r.read waits, d.r.tryRead does not).
-func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, first func(fd uintptr) bool) (int, error) {
+// readBurst is Read when wait is set, TryRead when not.
+func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, wait bool) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
@@ -252,6 +284,15 @@ func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, firs
 	if err := d.readErr; err != nil {
 		d.readErr = nil
 		return 0, err
+	}
+	if d.rring != nil && len(bufs) > 1 && d.batchIO.Load() {
+		if n, err := d.readRing(bufs, sizes, offs, wait); err != errRingUnsupported {
+			return n, err
+		}
+	}
+	first := d.r.tryRead
+	if wait {
+		first = d.r.read
 	}
 	n, err := d.readLocked(bufs[0], first)
 	if err != nil {
@@ -322,24 +363,54 @@ func (d *offloadFile) readLocked(p []byte, read func(fd uintptr) bool) (int, err
 	return min(v.n-virtioNetHdrLen, len(p)), nil
 }
 
-// Write implements Device: one writev of header and packet per packet.
+// Write implements Device: one writev of header and packet per packet, or,
+// for more than one packet where io_uring is available, one system call
+// for up to uringEntries of them (writeRing). On error it reports the
+// packets before the first that failed; in a batch the ones after it
+// were tried too.
 func (d *offloadFile) Write(bufs [][]byte, offs []Offload) (int, error) {
+	valid, verr := len(bufs), error(nil)
 	for i, b := range bufs {
 		var o Offload
 		if offs != nil {
 			o = offs[i]
 		}
-		if err := o.check(b); err != nil {
-			return i, fmt.Errorf("write TUN %s: %w", d.name, err)
-		}
-		if o.GSOType == GSOUDPL4 && !d.uso {
-			return i, fmt.Errorf("write TUN %s: %w: a UDP super-packet, and the kernel did not take UDP segmentation offload (TUN_F_USO4|TUN_F_USO6, Linux 6.2)", d.name, ErrBadOffload)
-		}
-		if _, err := d.writev(b, o); err != nil {
-			return i, err
+		if verr = d.checkWrite(b, o); verr != nil {
+			valid = i
+			break
 		}
 	}
-	return len(bufs), nil
+	n, err := 0, error(nil)
+	if valid > 1 && d.batchIO.Load() && d.wmu.TryLock() {
+		if d.wring != nil {
+			n, err = d.writeRing(bufs[:valid], offs)
+		}
+		d.wmu.Unlock()
+	}
+	for ; err == nil && n < valid; n++ {
+		var o Offload
+		if offs != nil {
+			o = offs[n]
+		}
+		if _, err = d.writev(bufs[n], o); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		return n, err
+	}
+	return valid, verr
+}
+
+// checkWrite refuses metadata o that cannot describe b on this device.
+func (d *offloadFile) checkWrite(b []byte, o Offload) error {
+	if err := o.check(b); err != nil {
+		return fmt.Errorf("write TUN %s: %w", d.name, err)
+	}
+	if o.GSOType == GSOUDPL4 && !d.uso {
+		return fmt.Errorf("write TUN %s: %w: a UDP super-packet, and the kernel did not take UDP segmentation offload (TUN_F_USO4|TUN_F_USO6, Linux 6.2)", d.name, ErrBadOffload)
+	}
+	return nil
 }
 
 func (d *offloadFile) writev(p []byte, o Offload) (int, error) {

@@ -324,6 +324,10 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		dp.Close()
 		return nil, err
 	}
+	batchIO, why := tun.BatchIO(dev)
+	if !batchIO && dev.Offload() {
+		log.Info("TUN I/O one packet per system call", zap.NamedError("reason", why))
+	}
 	log.Info("vrouter running",
 		zap.String("node", cfg.Node.Name),
 		zap.String("tun", dev.Name()),
@@ -331,6 +335,7 @@ func bringUp(cfg *configs.Config, d dataplane.Desired, opts dataplane.Options, l
 		zap.Int("mtu", cfg.Overlay.MTU),
 		zap.Bool("offload", dev.Offload()),
 		zap.Bool("udpOffload", dev.UDPOffload()),
+		zap.Bool("batchIO", batchIO),
 		zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)),
 		zap.Int("peers", len(d.Peers)),
 		zap.String("version", versionString()))

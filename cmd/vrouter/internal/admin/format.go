@@ -317,6 +317,12 @@ func WriteStatus(w io.Writer, st Status, now time.Time) error {
 			offload = "on (TCP, UDP)"
 		}
 	}
+	switch {
+	case st.TUN.BatchIO:
+		offload += ", batched I/O"
+	case st.TUN.Offload && st.TUN.BatchIOOff != "":
+		offload += ", one packet per system call (" + st.TUN.BatchIOOff + ")"
+	}
 	if st.TUN.BusyPoll != "" {
 		offload += ", busy polling " + st.TUN.BusyPoll
 	}

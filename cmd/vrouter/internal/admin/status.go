@@ -23,7 +23,7 @@ func (s *Server) Status() Status {
 	st := Status{
 		Version: p.Version, Commit: p.Commit, Mode: p.Mode, Source: p.Source,
 		Started: p.Started.UTC(), LastReload: p.LastReload, Ready: p.Ready, NotReady: p.NotReady,
-		TUN: TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload(), UDPOffload: r.UDPOffload(), BusyPoll: busyPoll(r.BusyPolling())},
+		TUN: tunStatus(r),
 	}
 	if st.LastReload != nil {
 		rl := *st.LastReload
@@ -134,4 +134,14 @@ func busyPoll(d time.Duration) string {
 		return ""
 	}
 	return d.String()
+}
+
+// tunStatus is the TUN line of a status.
+func tunStatus(r *router.Router) TUNStatus {
+	st := TUNStatus{Name: r.TUNName(), MTU: r.MTU(), Offload: r.Offload(), UDPOffload: r.UDPOffload(), BusyPoll: busyPoll(r.BusyPolling())}
+	var why error
+	if st.BatchIO, why = r.BatchIO(); !st.BatchIO && why != nil {
+		st.BatchIOOff = why.Error()
+	}
+	return st
 }

@@ -300,6 +300,10 @@ type TUNStatus struct {
 	// UDPOffload: UDP super-packets too (UDP segmentation offload,
 	// Linux 6.2 and later).
 	UDPOffload bool `json:"udpOffload"`
+	// BatchIO: a burst of packets crosses the TUN in one system call
+	// (io_uring); BatchIOOff says why not, when not.
+	BatchIO    bool   `json:"batchIO"`
+	BatchIOOff string `json:"batchIOOff,omitempty"`
 	// BusyPoll is the window the router busy-polls the TUN and overlay
 	// socket with (router.busyPoll), "" when it does not.
 	BusyPoll string `json:"busyPoll,omitempty"`

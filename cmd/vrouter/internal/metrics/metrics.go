@@ -71,6 +71,10 @@ var (
 		"Packets that crossed a router NIC (the TUN device, or overlay0 for all peers), by direction.", "nic", "direction")
 	nicBytes = desc("vrouter_nic_bytes_total",
 		"Bytes of packets that crossed a router NIC, by direction.", "nic", "direction")
+	tunBatches = desc("vrouter_tun_write_batches_total",
+		"Bursts of more than one packet the router wrote to the TUN in one write: one system call each where the TUN has batched I/O (io_uring; vrouter status says).")
+	tunBatchPackets = desc("vrouter_tun_write_batch_packets_total",
+		"Packets the bursts of vrouter_tun_write_batches_total carried.")
 	dropped = desc("vrouter_packets_dropped_total",
 		"Packets or datagrams the router refused or could not forward, by reason.", "reason")
 	icmpErrors = desc("vrouter_icmp_errors_sent_total",
@@ -171,7 +175,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, dropped, icmpErrors, routes, peers,
+		peerPackets, peerBytes, peerLastSeen, nicPackets, nicBytes, tunBatches, tunBatchPackets, dropped, icmpErrors, routes, peers,
 		services, endpoints, serviceEndpoints, serviceConns, serviceActive, serviceRefused, backendConns, backendActive,
 		backendEjections, backendsEjected,
 		natFlows, natFlowsTotal, natRefused, natEvicted, natMigrated, natFragments, natExpired, natHalfOpenExpired, natHairpin,
@@ -350,6 +354,8 @@ func (c *Collector) collectRouter(ch chan<- prometheus.Metric) {
 		counter(ch, nicBytes, l.st.RxBytes, l.nic, "rx")
 		counter(ch, nicBytes, l.st.TxBytes, l.nic, "tx")
 	}
+	counter(ch, tunBatches, st.TUNWriteBatches)
+	counter(ch, tunBatchPackets, st.TUNWriteBatchPackets)
 	for _, reason := range router.DropReasons() {
 		counter(ch, dropped, st.Drops[reason], reason.String())
 	}
