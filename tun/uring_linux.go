@@ -276,6 +276,8 @@ type uringIO struct {
 	offs []Offload
 	n    int
 	wait bool
+	// next is how many reads the next batched read submits.
+	next int
 	// empty is set by a read that found the queue empty and did not wait;
 	// err by a submit that failed.
 	empty bool
@@ -344,55 +346,85 @@ func (b *uringIO) doWrite(fd uintptr) bool {
 // readBurst does.
 func (d *offloadFile) readRing(bufs [][]byte, sizes []int, offs []Offload, wait bool) (int, error) {
 	b := d.rring
-	b.bufs, b.n, b.wait, b.empty, b.err = bufs, min(len(bufs), maxReadBurst, b.u.capacity()), wait, false, nil
-	err := d.rc.Read(b.read)
-	b.bufs = nil
-	if err != nil {
-		return 0, d.pollError("read", err)
-	}
-	if b.err != nil {
-		return 0, &os.PathError{Op: "read", Path: d.f.Name(), Err: b.err}
-	}
-	if b.empty {
-		return 0, nil
-	}
-	if unsupported(b.u.res[0]) {
-		d.dropRings(fmt.Errorf("%w: the TUN refused a no-wait read: %w", errNoURing, unix.Errno(-b.u.res[0])))
-		return 0, errRingUnsupported
-	}
+	limit := min(len(bufs), maxReadBurst, b.u.capacity())
+	// As many reads as the last burst suggests: each read that finds
+	// the queue empty costs the kernel a request, so a steady trickle of
+	// single packets is read two at a time (one finds nothing, as the
+	// per-packet path's second readv). When every read found a packet,
+	// more may be queued: another round, twice the size, without
+	// waiting, until a read finds nothing or the burst is full.
+	k := min(limit, max(2, b.next))
 	got := 0
 	var first error
-	for i, r := range b.u.res[:b.n] {
-		var perr error
+	for round := 0; ; round++ {
+		b.bufs, b.n, b.wait, b.empty, b.err = bufs[got:], k, wait && round == 0, false, nil
+		err := d.rc.Read(b.read)
+		b.bufs = nil
 		switch {
-		case r == -int32(unix.EAGAIN):
-			continue // nothing was queued then; a later read found more
-		case r < 0:
-			perr = &os.PathError{Op: "read", Path: d.f.Name(), Err: unix.Errno(-r)}
-		case int(r) < virtioNetHdrLen:
-			perr = fmt.Errorf("read TUN %s: %w: read %d bytes, shorter than the %d-byte header", d.name, ErrBadOffload, r, virtioNetHdrLen)
-		default:
-			n := min(int(r)-virtioNetHdrLen, len(bufs[i]))
-			o, err := parseOffload(b.u.hdrs[i][:], bufs[i][:n])
-			if err != nil {
-				perr = fmt.Errorf("read TUN %s: %w", d.name, err)
-				break
-			}
-			if got != i {
-				// A hole before it: keep the burst packed, in order.
-				copy(bufs[got], bufs[i][:n])
-			}
-			sizes[got], offs[got] = n, o
-			got++
+		case err != nil:
+			err = d.pollError("read", err)
+		case b.err != nil:
+			err = &os.PathError{Op: "read", Path: d.f.Name(), Err: b.err}
+		case round == 0 && unsupported(b.u.res[0]):
+			d.dropRings(fmt.Errorf("%w: the TUN refused a no-wait read: %w", errNoURing, unix.Errno(-b.u.res[0])))
+			return 0, errRingUnsupported
 		}
-		if perr != nil && first == nil {
-			first = perr
+		if err != nil {
+			if got == 0 {
+				return 0, err
+			}
+			d.readErr = err
+			break
 		}
+		if b.empty {
+			break
+		}
+		full := true
+		base := got
+		for i, r := range b.u.res[:k] {
+			var perr error
+			switch {
+			case r == -int32(unix.EAGAIN):
+				full = false
+				continue // nothing was queued then; a later read found more
+			case r < 0:
+				perr = &os.PathError{Op: "read", Path: d.f.Name(), Err: unix.Errno(-r)}
+			case int(r) < virtioNetHdrLen:
+				perr = fmt.Errorf("read TUN %s: %w: read %d bytes, shorter than the %d-byte header", d.name, ErrBadOffload, r, virtioNetHdrLen)
+			default:
+				j := base + i
+				n := min(int(r)-virtioNetHdrLen, len(bufs[j]))
+				o, err := parseOffload(b.u.hdrs[i][:], bufs[j][:n])
+				if err != nil {
+					perr = fmt.Errorf("read TUN %s: %w", d.name, err)
+					break
+				}
+				if got != j {
+					// A hole before it: keep the burst packed, in order.
+					copy(bufs[got], bufs[j][:n])
+				}
+				sizes[got], offs[got] = n, o
+				got++
+			}
+			if perr != nil {
+				full = false
+				if first == nil {
+					first = perr
+				}
+			}
+		}
+		if !full || got == limit {
+			break
+		}
+		k = min(limit-got, 2*k)
 	}
+	b.next = got
 	if got == 0 {
 		return 0, first
 	}
-	d.readErr = first
+	if first != nil {
+		d.readErr = first
+	}
 	return got, nil
 }
 
