@@ -18,7 +18,7 @@ import (
 // opt-in low-latency mode: every cross-node check passes with each router
 // reading its TUN and overlay socket from one polling goroutine, and at
 // rest a router waits in poll(2) instead of spinning.
-var tunStatusLine = regexp.MustCompile(`offload on \(TCP(, UDP)?\), busy polling 5ms`)
+var tunStatusLine = regexp.MustCompile(`offload on \(TCP(, UDP)?\)(, batched I/O)?, busy polling 5ms`)
 
 func TestBusyPollSeed(t *testing.T) {
 	e := newEnv(t, "busypoll", topology.Seed(), harness.ConfigOptions{BusyPoll: "5ms"})

@@ -259,11 +259,12 @@ func (d *offloadFile) Close() error {
 
 // Read implements Device: a burst. It waits for one packet, then takes
 // whatever else the device's queue holds, up to len(bufs) packets, without
-// waiting: one readv per packet and its header. A burst lets the router
-// send a run of packets to one peer in one system call (UDP_SEGMENT)
-// instead of one each; when the queue is empty after the first packet, it
-// costs one readv that finds nothing. An error met after the first packet
-// (a malformed header) ends the burst and is returned by the next Read.
+// waiting: one readv per packet and its header, all in one system call
+// with batched I/O (readRing). A burst lets the router send a run of
+// packets to one peer in one system call (UDP_SEGMENT) instead of one
+// each; when the queue is empty after the first packet, it costs one readv
+// that finds nothing. An error met after the first packet (a malformed
+// header) ends the burst and is returned by the next Read.
 func (d *offloadFile) Read(bufs [][]byte, sizes []int, offs []Offload) (int, error) {
 	return d.readBurst(bufs, sizes, offs, true)
 }
@@ -285,11 +286,16 @@ func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, wait
 		d.readErr = nil
 		return 0, err
 	}
-	if d.rring != nil && len(bufs) > 1 && d.batchIO.Load() {
-		if n, err := d.readRing(bufs, sizes, offs, wait); err != errRingUnsupported {
+	ring := d.rring != nil && len(bufs) > 1 && d.batchIO.Load()
+	if ring && wait {
+		if n, err := d.readRing(bufs, sizes, offs, true); err != errRingUnsupported {
 			return n, err
 		}
+		ring = false
 	}
+	// TryRead (a busy poller) or no ring: the first packet through one
+	// readv — for a poller that mostly finds nothing, the cheapest
+	// call — and with a ring the rest of the burst in one more.
 	first := d.r.tryRead
 	if wait {
 		first = d.r.read
@@ -307,6 +313,16 @@ func (d *offloadFile) readBurst(bufs [][]byte, sizes []int, offs []Offload, wait
 	}
 	sizes[0], offs[0] = n, o
 	got := 1
+	if ring {
+		end := min(len(bufs), maxReadBurst)
+		m, err := d.readRing(bufs[1:end], sizes[1:end], offs[1:end], false)
+		if err != errRingUnsupported {
+			if err != nil {
+				d.readErr = err
+			}
+			return 1 + m, nil
+		}
+	}
 	for ; got < len(bufs) && got < maxReadBurst; got++ {
 		n, err := d.readLocked(bufs[got], d.r.tryRead)
 		if err == nil && d.r.empty {
@@ -366,8 +382,7 @@ func (d *offloadFile) readLocked(p []byte, read func(fd uintptr) bool) (int, err
 // Write implements Device: one writev of header and packet per packet, or,
 // for more than one packet where io_uring is available, one system call
 // for up to uringEntries of them (writeRing). On error it reports the
-// packets before the first that failed; in a batch the ones after it
-// were tried too.
+// packets before the first that failed and writes none after it.
 func (d *offloadFile) Write(bufs [][]byte, offs []Offload) (int, error) {
 	valid, verr := len(bufs), error(nil)
 	for i, b := range bufs {

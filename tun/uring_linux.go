@@ -15,10 +15,10 @@ import (
 // of one packet and its virtio_net_hdr, exactly the call offloadFile
 // makes per packet without it, and one io_uring_enter submits them all
 // and waits for them. A system call costs about a microsecond of entry
-// and exit on a virtual machine with page-table isolation (this one:
-// 1.2 µs for getppid), against 1.3–1.5 µs for the TUN's own work on a
-// small packet, so a burst of eight small packets costs about 40% less
-// this way (docs/performance.md, "Batched TUN reads and writes").
+// and exit on a virtual machine with page-table isolation (the bench's:
+// 1.1–1.3 µs for getppid, 2.6–2.7 µs for a TUN writev of a small
+// packet), so a burst of eight small packets costs about half as much
+// this way (docs/performance.md, "How the data path got here").
 //
 // Every request carries RWF_NOWAIT, so a read that finds the queue
 // empty completes at once with EAGAIN instead of being parked until a
@@ -339,8 +339,9 @@ func (b *uringIO) doWrite(fd uintptr) bool {
 	return true
 }
 
-// readRing is readBurst with a ring: one io_uring_enter of a readv per
-// buffer (up to maxReadBurst) takes what the queue holds, waiting first
+// readRing is readBurst with a ring: an io_uring_enter of a readv per
+// buffer — as many as the last burst suggests, more while each finds a
+// packet, up to maxReadBurst — takes what the queue holds, waiting first
 // for a packet when wait is set. Packets come back in queue order; a
 // malformed one is dropped and its error returned by the next Read, as
 // readBurst does.
