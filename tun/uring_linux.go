@@ -123,8 +123,8 @@ const (
 var errNoURing = errors.New("io_uring unavailable")
 
 // uringDisabled turns batched TUN I/O off for every device opened after
-// it is set: a test's way to compare both paths, and the router's
-// (Options.NoBatchIO).
+// it is set: a test's way to compare both paths. Operators turn it off
+// for the host (kernel.io_uring_disabled) or the container (seccomp).
 var uringDisabled atomic.Bool
 
 // newURing sets up a uring. It requires Linux 6.3 or later (the kernel
