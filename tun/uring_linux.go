@@ -28,9 +28,9 @@ import (
 // no kernel worker thread is involved, and nothing is in flight when it
 // returns. A kernel whose TUN does not take RWF_NOWAIT fails each request
 // with EOPNOTSUPP before it touches the queue; the device then turns its
-// rings off (offloadFile.dropRing). The caller makes that call inside the poller's callback
-// (syscall.RawConn), which keeps the descriptor from being closed and its
-// number reused while the kernel uses it.
+// rings off (offloadFile.dropRings). The caller makes that call inside
+// the poller's callback (syscall.RawConn), which keeps the descriptor
+// from being closed and its number reused while the kernel uses it.
 //
 // A uring is not safe for concurrent use; offloadFile guards each of its
 // two (reads, writes) with a lock.
@@ -320,8 +320,8 @@ func (b *uringIO) doRead(fd uintptr) bool {
 }
 
 // doWrite submits a writev per buffer, each with its header, linked so
-// that the first to fail cancels the rest; it never waits (a write that would is reported as EAGAIN, which Write retries
-// on its own).
+// that the first to fail cancels the rest; it never waits (a write that
+// would is reported as EAGAIN, which Write retries on its own).
 func (b *uringIO) doWrite(fd uintptr) bool {
 	for i := range b.n {
 		var o Offload
