@@ -244,8 +244,16 @@ func TestKubernetesControlPlane(t *testing.T) {
 			t.Errorf("router on %s: CNI config %q (%v), want one handing out %s", n, b, err, cidr)
 		}
 	}
-	e.mustPing(nginxTh5pz.name, nginx4k7xw.addr, 60)
-	e.mustPing(nginxJ6zwk.name, nginxTh5pz.addr, 60)
+	// Ready means a router programmed its own Node; the other Node's
+	// address (its status, written after it was created) may reach it
+	// a moment later, by watch: until then the peer's pods are
+	// unreachable (CI saw one router ready 200 ms before its peer).
+	for _, p := range []struct {
+		from string
+		to   netip.Addr
+	}{{nginxTh5pz.name, nginx4k7xw.addr}, {nginxJ6zwk.name, nginxTh5pz.addr}} {
+		eventually(t, 10*time.Second, fmt.Sprintf("%s reaches %v", p.from, p.to), func() error { return e.pingOK(p.from, p.to, 60) })
+	}
 
 	// my-service and its EndpointSlice: curl to the ClusterIP works.
 	for _, p := range []pod{nginxTh5pz, nginx4k7xw, nginxJ6zwk} {
