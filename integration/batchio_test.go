@@ -3,11 +3,8 @@ package integration
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,31 +74,7 @@ func TestBatchedTUNWrites(t *testing.T) {
 // writes it) from node's router's metrics on the default address.
 func (e *env) metric(node, series string) float64 {
 	e.t.Helper()
-	var conn net.Conn
-	if err := e.c.Do(node, func() (err error) {
-		conn, err = net.DialTimeout("tcp", "127.0.0.1:10249", 5*time.Second)
-		return err
-	}); err != nil {
-		e.t.Fatalf("metrics of %s: %v", node, err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-	body, err := io.ReadAll(conn)
-	if err != nil {
-		e.t.Fatalf("metrics of %s: %v", node, err)
-	}
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				e.t.Fatalf("metrics of %s: %q: %v", node, l, err)
-			}
-			return f
-		}
-	}
-	e.t.Fatalf("metrics of %s: no %s in\n%s", node, series, body)
-	return 0
+	return sample(e.t, scrapeMetrics(e.t, e.c, node, "127.0.0.1:10249"), node, series)
 }
 
 // firstDiff is the first index where a and b differ (one ending counts),

@@ -22,11 +22,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -169,41 +165,16 @@ func readProcMem(t *testing.T, pid int) procMem {
 // memMetricsAddr.
 func (e *lbEnv) metric(node, series string) float64 {
 	e.t.Helper()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := e.c.Do(node, func() error {
-				var err error
-				var d net.Dialer
-				conn, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
-		DisableKeepAlives: true,
+	return sample(e.t, scrapeMetrics(e.t, e.c, node, memMetricsAddr), node, series)
+}
+
+// sample is series (name{labels}) of node's metrics m, failing t if m has
+// none.
+func sample(t *testing.T, m map[string]float64, node, series string) float64 {
+	t.Helper()
+	v, ok := m[series]
+	if !ok {
+		t.Fatalf("/metrics of %s has no %s", node, series)
 	}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+memMetricsAddr+"/metrics", nil)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		e.t.Fatalf("GET /metrics of %s: %v", node, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatalf("GET /metrics of %s: %v", node, err)
-	}
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				e.t.Fatalf("/metrics of %s: %q: %v", node, l, err)
-			}
-			return f
-		}
-	}
-	e.t.Fatalf("/metrics of %s has no %s", node, series)
-	return 0
+	return v
 }

@@ -42,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vrouter/vrouter/configs"
+	"github.com/vrouter/vrouter/integration/topology"
 )
 
 const synFloodMetricsAddr = "127.0.0.1:9287"
@@ -244,10 +245,18 @@ func (r probeResult) pct(p float64) time.Duration {
 // addr inside the node's namespace), keyed name{labels}.
 func (e *lbEnv) metricsOf(node, addr string) map[string]float64 {
 	e.t.Helper()
+	return scrapeMetrics(e.t, e.c, node, addr)
+}
+
+// scrapeMetrics returns every sample of the /metrics that node's router
+// serves on addr inside the node's namespace, keyed name{labels} as the
+// text format writes them; it fails t if they cannot be read.
+func scrapeMetrics(t *testing.T, c *topology.Cluster, node, addr string) map[string]float64 {
+	t.Helper()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 			var conn net.Conn
-			err := e.c.Do(node, func() error {
+			err := c.Do(node, func() error {
 				var err error
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, a)
@@ -263,12 +272,12 @@ func (e *lbEnv) metricsOf(node, addr string) map[string]float64 {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		e.t.Fatalf("GET /metrics of %s: %v", node, err)
+		t.Fatalf("GET /metrics of %s: %v", node, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatalf("GET /metrics of %s: %v", node, err)
+		t.Fatalf("GET /metrics of %s: %v", node, err)
 	}
 	m := map[string]float64{}
 	for _, l := range strings.Split(string(body), "\n") {

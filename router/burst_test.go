@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -36,33 +37,10 @@ func (c *countingConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) er
 // of one size — one WriteBatch each — in the order it was read: a shorter
 // packet closes a run, a packet for elsewhere flushes it first.
 func TestBurstSentAsRun(t *testing.T) {
-	nw := overlaytest.NewNetwork()
-	self, peerAddr := netip.MustParseAddrPort("192.168.31.201:8285"), netip.MustParseAddrPort("192.168.31.202:8285")
-	conn, err := nw.Listen(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	far, err := nw.Listen(peerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer far.Close()
-	cc := &countingConn{Conn: conn}
 	dev, kernel := tuntest.NewPair(tuntest.Options{})
-	r, err := New(Options{TUN: dev, Overlay: cc})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cc *countingConn
+	r, self, far := burstRouter(t, dev, func(c Conn) Conn { cc = &countingConn{Conn: c}; return cc })
 	pod, remote := addr("10.244.0.4"), addr("10.244.1.2")
-	err = r.Set(Config{
-		PodCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
-		Addresses:     []netip.Addr{routerAddr4},
-		NodeAddresses: []netip.Addr{self.Addr()},
-		Peers:         []Peer{{Name: "far", Endpoint: peerAddr, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Queued before the router reads: its reads take them 8 at a time.
 	var burst [][]byte
 	for i := range 5 {
@@ -73,17 +51,7 @@ func TestBurstSentAsRun(t *testing.T) {
 	for i := range 9 {
 		burst = append(burst, udp4(pod, remote, 64, true, []byte{'b', byte(i), 0, 0, 0, 0, 0, 0}))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, p := range burst {
-		if err := kernel.Send(ctx, bytes.Clone(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	runAfter(t, r, kernel, burst)
 
 	var want [][]byte
 	for _, p := range burst {
@@ -115,6 +83,55 @@ func TestBurstSentAsRun(t *testing.T) {
 	}
 }
 
+// burstRouter is hostgw-master's router on dev, its overlay socket
+// (wrapped by wrap) on an in-memory network where far is hostgw-node's;
+// far is closed when the test ends.
+func burstRouter(t *testing.T, dev tun.Device, wrap func(Conn) Conn) (r *Router, self netip.AddrPort, far *overlaytest.Conn) {
+	t.Helper()
+	nw := overlaytest.NewNetwork()
+	self, peerAddr := netip.MustParseAddrPort("192.168.31.201:8285"), netip.MustParseAddrPort("192.168.31.202:8285")
+	conn, err := nw.Listen(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err = nw.Listen(peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	r, err = New(Options{TUN: dev, Overlay: wrap(conn)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Set(Config{
+		PodCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
+		Addresses:     []netip.Addr{routerAddr4},
+		NodeAddresses: []netip.Addr{self.Addr()},
+		Peers:         []Peer{{Name: "far", Endpoint: peerAddr, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, self, far
+}
+
+// runAfter queues burst from the node kernel, then runs r until the test
+// ends: its first reads find the whole burst waiting.
+func runAfter(t *testing.T, r *Router, kernel *tuntest.Kernel, burst [][]byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range burst {
+		if err := kernel.Send(ctx, bytes.Clone(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
 // TestBusyPollFallsBack: a router asked to busy-poll devices that cannot
 // be read without waiting says so and forwards as it always does.
 func TestBusyPollFallsBack(t *testing.T) {
@@ -135,15 +152,17 @@ func TestBusyPollFallsBack(t *testing.T) {
 	})
 }
 
-// batchTUN is a tuntest.Device that says it writes bursts in one system
-// call (tun.BatchIO) and records each Write's packet count.
+// batchTUN is a tuntest.Device that records each Write's packet count
+// and reports batched (tun.BatchIO): whether it writes a burst in one
+// system call.
 type batchTUN struct {
 	*tuntest.Device
-	mu     sync.Mutex
-	writes []int
+	batched bool
+	mu      sync.Mutex
+	writes  []int
 }
 
-func (d *batchTUN) BatchIO() (bool, error) { return true, nil }
+func (d *batchTUN) BatchIO() (bool, error) { return d.batched, nil }
 
 func (d *batchTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
 	d.mu.Lock()
@@ -154,65 +173,31 @@ func (d *batchTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
 
 // TestBurstToTUNWrittenTogether: on a TUN with batched I/O, a burst's
 // packets back to the node kernel leave in one Write, in the order read —
-// a packet for a peer in between does not reorder them — and a TUN
-// without it gets them one Write each.
+// a packet for a peer in between does not reorder them, and crosses — and
+// a TUN without it gets them one Write each.
 func TestBurstToTUNWrittenTogether(t *testing.T) {
 	for _, batched := range []bool{true, false} {
 		t.Run(map[bool]string{true: "batched", false: "per-packet"}[batched], func(t *testing.T) {
-			nw := overlaytest.NewNetwork()
-			self, peerAddr := netip.MustParseAddrPort("192.168.31.201:8285"), netip.MustParseAddrPort("192.168.31.202:8285")
-			conn, err := nw.Listen(self)
-			if err != nil {
-				t.Fatal(err)
-			}
-			far, err := nw.Listen(peerAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer far.Close()
 			inner, kernel := tuntest.NewPair(tuntest.Options{})
-			bt := &batchTUN{Device: inner}
-			var dev tun.Device = bt
-			if !batched {
-				dev = recordingTUN{bt}
-			}
-			r, err := New(Options{TUN: dev, Overlay: conn})
-			if err != nil {
-				t.Fatal(err)
-			}
-			pod := addr("10.244.0.4")
-			err = r.Set(Config{
-				PodCIDRs:      []netip.Prefix{netip.MustParsePrefix("10.244.0.0/24")},
-				Addresses:     []netip.Addr{routerAddr4},
-				NodeAddresses: []netip.Addr{self.Addr()},
-				Peers:         []Peer{{Name: "far", Endpoint: peerAddr, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			bt := &batchTUN{Device: inner, batched: batched}
+			r, self, far := burstRouter(t, bt, func(c Conn) Conn { return c })
 			// One burst of 8: three to local pods, one to the peer, four
 			// more to local pods.
+			const toPeer = 3
+			pod := addr("10.244.0.4")
 			var burst [][]byte
 			for i := range 8 {
 				dst := addr("10.244.0.9")
-				if i == 3 {
+				if i == toPeer {
 					dst = addr("10.244.1.2")
 				}
 				burst = append(burst, udp4(pod, dst, 64, true, []byte{'q', byte(i)}))
 			}
+			runAfter(t, r, kernel, burst)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			for _, p := range burst {
-				if err := kernel.Send(ctx, bytes.Clone(p)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			runCtx, stop := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- r.Run(runCtx) }()
-			defer func() { stop(); <-done }()
 			for i, w := range burst {
-				if i == 3 {
+				if i == toPeer {
 					continue
 				}
 				got, err := kernel.Recv(ctx)
@@ -223,6 +208,16 @@ func TestBurstToTUNWrittenTogether(t *testing.T) {
 					t.Fatalf("packet back to the node = %x, want %x with TTL %d: in the order read", got, w, w[8]-1)
 				}
 			}
+			buf := make([]byte, 2048)
+			timeout := time.AfterFunc(10*time.Second, func() { far.Close() }) // ends a ReadFrom that waits in vain
+			defer timeout.Stop()
+			n, from, err := far.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("the burst's packet %d to the peer: %v", toPeer, err)
+			}
+			if from != self || n < 20 || !bytes.Equal(buf[20:n], burst[toPeer][20:]) {
+				t.Errorf("the peer got %x from %v, want the burst's packet %d from %v", buf[:n], from, toPeer, self)
+			}
 			bt.mu.Lock()
 			writes := bt.writes
 			bt.mu.Unlock()
@@ -230,28 +225,15 @@ func TestBurstToTUNWrittenTogether(t *testing.T) {
 			if !batched {
 				want = []int{1, 1, 1, 1, 1, 1, 1}
 			}
-			if len(writes) != len(want) || (batched && writes[0] != 7) {
+			if !slices.Equal(writes, want) {
 				t.Errorf("TUN Writes (packets each) = %v, want %v", writes, want)
 			}
-			if st := r.Stats(); st.TUN.TxPackets < 7 {
-				t.Errorf("TUN tx packets = %d, want at least 7", st.TUN.TxPackets)
+			if st := r.Stats(); st.TUN.TxPackets != 7 {
+				t.Errorf("TUN tx packets = %d, want 7", st.TUN.TxPackets)
+			}
+			if st := r.Stats(); batched && (st.TUNWriteBatches != 1 || st.TUNWriteBatchPackets != 7) {
+				t.Errorf("TUN write batches = %d of %d packets, want 1 of 7", st.TUNWriteBatches, st.TUNWriteBatchPackets)
 			}
 		})
 	}
 }
-
-// recordingTUN hides batchTUN's BatchIO: a TUN that writes one packet per
-// system call.
-type recordingTUN struct{ d *batchTUN }
-
-func (r recordingTUN) Read(bufs [][]byte, sizes []int, offs []tun.Offload) (int, error) {
-	return r.d.Read(bufs, sizes, offs)
-}
-func (r recordingTUN) Write(bufs [][]byte, offs []tun.Offload) (int, error) {
-	return r.d.Write(bufs, offs)
-}
-func (r recordingTUN) BatchSize() int   { return r.d.BatchSize() }
-func (r recordingTUN) Offload() bool    { return r.d.Offload() }
-func (r recordingTUN) UDPOffload() bool { return r.d.UDPOffload() }
-func (r recordingTUN) Name() string     { return r.d.Name() }
-func (r recordingTUN) Close() error     { return r.d.Close() }
