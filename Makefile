@@ -92,7 +92,7 @@ kube-tools:
 # vrouter against the kernel (flannel host-gw + kube-proxy iptables), and its
 # encrypted overlay against host-gw routes over wireguard-go, on the
 # seed's cluster in namespaces, as root; see integration/bench and README's
-# Benchmarks. bench: about 7 minutes. bench-smoke: about 45 seconds, fails
+# Benchmarks. bench: about 15 minutes. bench-smoke: about a minute, fails
 # only if a measurement cannot be taken at all (timings never fail).
 # Extra flags: make bench BENCHFLAGS='--json bench.json'.
 .PHONY: bench bench-smoke wireguard-go

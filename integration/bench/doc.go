@@ -127,7 +127,12 @@
 //     which both nodes route via it; nginx-th5pz runs iperf3 to it (one
 //     stream, up and down with -R) and coredns-8qxfv the new-connection
 //     load. kernel: flannel's masquerade rules; vrouter:
-//     egress.masquerade. Target: vrouter ≥ 0.5× the kernel.
+//     egress.masquerade. Target: vrouter ≥ 0.5× the kernel. The
+//     new-connection load runs again at once, 20 s more (smoke 2 s), for
+//     the sustained rate, once every port toward the server has been
+//     used; with it the SYNs retransmitted (client pod and node) and the
+//     SYNs the server dropped in TIME_WAIT (TcpExtPAWSTimewait) per 100
+//     connections the server opened (measureEgressClose).
 //   - the userspace anchor (anchor.go, kernel bed only): the same iperf3
 //     and load from a pod namespace whose only way out is slirp4netns
 //     --configure --mtu=65520 (Podman's flags) on hostgw-master, in the

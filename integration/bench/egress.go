@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -162,4 +165,87 @@ func egressIperf(ctx context.Context, from string, iperf3Cmd func(ctx context.Co
 		}
 	}
 	return m, nil
+}
+
+// measureEgressClose measures pod→outside new connections twice, back to
+// back: for httpDur, as every HTTP row (measureHTTP; on the kernel bed
+// also its run with more generator), and then for sustainedDur more, by
+// when the ports toward the server have all been used at least once, as
+// they are on a node whose pods keep connecting to one destination. The
+// second run is the sustained rate; with it come the SYNs retransmitted
+// (by the pod, or by the node's sockets that vrouter dials from) and the
+// SYNs the server refused in TIME_WAIT for an old timestamp (PAWS), per
+// 100 connections the server opened, which say why a rate fell.
+func measureEgressClose(ctx context.Context, b *bed, p params) (map[string]float64, error) {
+	m, err := measureHTTP(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.httpDur)
+	if err != nil {
+		return nil, err
+	}
+	nss := []string{egressLoad.from, masterNode, outsideClient}
+	c0, err := b.tcpCounters(ctx, nss)
+	if err != nil {
+		return nil, err
+	}
+	r, err := runWrk(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.sustainedDur)
+	if err != nil {
+		return nil, fmt.Errorf("sustained: %w", err)
+	}
+	c1, err := b.tcpCounters(ctx, nss)
+	if err != nil {
+		return nil, err
+	}
+	delta := func(ns, name string) float64 { return c1[ns][name] - c0[ns][name] }
+	opened := delta(outsideClient, "Tcp.PassiveOpens")
+	if opened <= 0 {
+		return nil, fmt.Errorf("sustained: the server at %v opened no connection (%d requests)", egressLoad.addr, r.requests)
+	}
+	m["egress_close_sustained_per_s"] = r.perSec
+	m["egress_close_sustained_errors"] = float64(r.errs)
+	m["egress_close_sustained_syn_retrans_per_100"] = 100 * (delta(egressLoad.from, "TcpExt.TCPSynRetrans") + delta(masterNode, "TcpExt.TCPSynRetrans")) / opened
+	m["egress_close_sustained_paws_per_100"] = 100 * delta(outsideClient, "TcpExt.PAWSTimewait") / opened
+	return m, nil
+}
+
+// tcpCounters reads the Tcp and TcpExt counters of each namespace in nss
+// (/proc/net/snmp and /proc/net/netstat, as nstat does), keyed
+// "Tcp.PassiveOpens", "TcpExt.PAWSTimewait" and so on.
+func (b *bed) tcpCounters(ctx context.Context, nss []string) (map[string]map[string]float64, error) {
+	all := map[string]map[string]float64{}
+	for _, ns := range nss {
+		path, err := b.nsPath(ns)
+		if err != nil {
+			return nil, err
+		}
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+path, "--", "cat", "/proc/net/snmp", "/proc/net/netstat").Output()
+		if err != nil {
+			return nil, fmt.Errorf("TCP counters of %s: %w", ns, err)
+		}
+		all[ns] = parseNetstat(out, "Tcp", "TcpExt")
+	}
+	return all, nil
+}
+
+// parseNetstat reads /proc/net/snmp and /proc/net/netstat: for each
+// group, a line of names and a line of values, both "Group: ...". It
+// keeps the groups named.
+func parseNetstat(out []byte, groups ...string) map[string]float64 {
+	c := map[string]float64{}
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) < 2 || len(names) != len(values) || names[0] != values[0] {
+			continue
+		}
+		g := strings.TrimSuffix(names[0], ":")
+		if !slices.Contains(groups, g) {
+			continue
+		}
+		for j := 1; j < len(names); j++ {
+			if v, err := strconv.ParseFloat(values[j], 64); err == nil {
+				c[g+"."+names[j]] = v
+			}
+		}
+		i++
+	}
+	return c
 }

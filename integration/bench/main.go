@@ -157,7 +157,7 @@ func run() int {
 	}
 
 	p.routerArgs = strings.Fields(*routerArgs)
-	rep.RunSecs, rep.HTTPSecs = p.dur.Seconds(), p.httpDur.Seconds()
+	rep.RunSecs, rep.HTTPSecs, rep.SustainedSecs = p.dur.Seconds(), p.httpDur.Seconds(), p.sustainedDur.Seconds()
 	rep.HTTPThreads, rep.HTTPConns = p.httpThreads, p.httpConns
 	failed := dataPlane(ctx, rep, p, *bin, work, rep.ProfileDir)
 	if !*noControl && ctx.Err() == nil {

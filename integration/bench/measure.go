@@ -21,7 +21,9 @@ type params struct {
 	rounds  int
 	dur     time.Duration // each iperf3 run
 	httpDur time.Duration // each HTTP run
-	pings   int
+	// sustainedDur is egress-close's second run (measureEgressClose).
+	sustainedDur time.Duration
+	pings        int
 	// sparsePings are sent one every sparsePingInterval (icmp-sparse).
 	sparsePings int
 	// idleDur is how long idle-cpu watches the idle routers.
@@ -71,13 +73,13 @@ func measurementNames() []string {
 }
 
 var fullParams = params{
-	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, pings: 1000, sparsePings: 400, idleDur: 3 * time.Second, rrDur: 2 * time.Second, httpConns: 64, httpThreads: 2,
+	rounds: 3, dur: 4 * time.Second, httpDur: 4 * time.Second, sustainedDur: 20 * time.Second, pings: 1000, sparsePings: 400, idleDur: 3 * time.Second, rrDur: 2 * time.Second, httpConns: 64, httpThreads: 2,
 	lbServices: 10000, lbEndpts: 10, lbChanges: 1000, iptChanges: 3,
 	fwdPackets: 200000, profileDur: 6 * time.Second, idleConns: 2000,
 }
 
 var smokeParams = params{
-	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, pings: 100, sparsePings: 100, idleDur: time.Second, rrDur: 500 * time.Millisecond, httpConns: 64, httpThreads: 2,
+	rounds: 1, dur: time.Second, httpDur: 2 * time.Second, sustainedDur: 2 * time.Second, pings: 100, sparsePings: 100, idleDur: time.Second, rrDur: 500 * time.Millisecond, httpConns: 64, httpThreads: 2,
 	lbServices: 1000, lbEndpts: 10, lbChanges: 100, iptChanges: 2,
 	fwdPackets: 20000, profileDur: time.Second, idleConns: 200,
 }
@@ -181,7 +183,7 @@ var measurements = []measurement{
 		return measureEgressTCP(ctx, b, p.dur)
 	}},
 	{"egress-close", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.httpDur)
+		return measureEgressClose(ctx, b, p)
 	}},
 	// The userspace anchor (anchor.go), on the kernel bed's node.
 	{"egress-slirp4netns-tcp", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {

@@ -24,6 +24,8 @@ type report struct {
 	Rounds   int       `json:"rounds"`
 	RunSecs  float64   `json:"seconds_per_iperf3_run"`
 	HTTPSecs float64   `json:"seconds_per_http_run"`
+	// SustainedSecs is egress-close's sustained run.
+	SustainedSecs float64 `json:"seconds_per_sustained_run,omitempty"`
 	// HTTPThreads and HTTPConns are wrk's -t and -c.
 	HTTPThreads int    `json:"http_threads"`
 	HTTPConns   int    `json:"http_connections"`
@@ -106,6 +108,9 @@ var tableMetrics = []metricDef{
 	{"egress_tcp_gbps_up", "pod→outside TCP, 1 stream, masqueraded ⁶", "Gbit/s", false},
 	{"egress_tcp_gbps_down", "outside→pod TCP, 1 stream, masqueraded ⁶", "Gbit/s", false},
 	{"egress_close_per_s", "pod→outside new connections/s (HTTP, Connection: close), masqueraded ⁶", "conn/s", false},
+	{"egress_close_sustained_per_s", "pod→outside new connections/s, sustained: a second, longer run right after the one above ⁶", "conn/s", false},
+	{"egress_close_sustained_syn_retrans_per_100", "pod→outside, sustained: SYNs retransmitted per 100 connections ⁶", "per 100", true},
+	{"egress_close_sustained_paws_per_100", "pod→outside, sustained: SYNs the server dropped in TIME_WAIT (PAWS) per 100 connections ⁶", "per 100", true},
 	{"underlay_bytes_per_packet_1", "bytes per packet on the underlay (" + masterNode + " eth0), TCP 1 stream", "B", false},
 	{"cpu_per_gb_1", "CPU per GB forwarded, TCP 1 stream ¹", "CPU s/GB", true},
 	{"cpu_machine_kernel_per_gb_1", "machine sys+irq+softirq per GB, TCP 1 stream ²", "CPU s/GB", true},
@@ -355,7 +360,7 @@ func (r *report) writeTables(w io.Writer) {
 				proxy = num(s.Median)
 			}
 			rt, prt = ratio(mt.Ratio), ratio(mt.ProxyRatio)
-			if strings.Contains(d.key, "loss") {
+			if strings.Contains(d.key, "loss") || d.unit == "per 100" {
 				rt, prt = "", "" // a ratio of near-zero losses means nothing
 			}
 		}
@@ -384,8 +389,8 @@ func (r *report) writeTables(w io.Writer) {
 			myNodePort, masterNode, masterNodePort.Addr(), outsideClient)
 	}
 	if _, ok := r.metric("egress_close_per_s"); ok {
-		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node.\n",
-			egressServer, outsideClient, clientPod, httpClientPod)
+		fmt.Fprintf(w, "⁶ a server at %v on %s (a host on the underlay that is not a node), which the nodes route via it; clients %s (TCP, iperf3; down: -R) and %s (HTTP). kernel: flannel's masquerade rules (RETURN inside 10.244.0.0/16, MASQUERADE otherwise); vrouter: egress.masquerade, which terminates the pod's connection in the router and dials the server from the node. Sustained: wrk again for %v at once after the first run (on the kernel bed, after its run with more generator), when every port toward the server has been used and the server holds each last use in TIME_WAIT; SYNs retransmitted are the client pod's and the node's (whose sockets vrouter dials from), PAWS drops the server's (TcpExtPAWSTimewait), both per 100 connections the server opened (Tcp PassiveOpens).\n",
+			egressServer, outsideClient, clientPod, httpClientPod, time.Duration(r.SustainedSecs*float64(time.Second)))
 	}
 	r.writeEndpoints(w)
 	r.writeLowLatency(w)
