@@ -361,46 +361,25 @@ func (u *udpConn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
 	return nil
 }
 
-// gsoBatch is the scratch of the UDP_SEGMENT sendmmsg: one message per
-// chunk of b, each with its own UDP_SEGMENT control message, all to one
-// sockaddr. Pooled, so a send allocates nothing; the message headers point
-// into the batch itself and, until put back, into b.
-type gsoBatch struct {
-	msgs [maxGSOMessages]mmsghdr
-	iovs [maxGSOMessages]unix.Iovec
-	oobs [maxGSOMessages][unix.SizeofCmsghdr + 8]byte
-	// sa is a struct sockaddr_in or sockaddr_in6.
-	sa [unix.SizeofSockaddrInet6]byte
-
-	// n is how many of msgs to send, sent how many went, calls how many
-	// system calls that took and err the error that stopped it.
-	n, sent, calls int
-	err            error
-	// send is b.sendmmsg, bound once so that passing it to RawConn.Write
+// mmsgSend is one sendmmsg of msgs, resumed after partial sends: send is
+// RawConn.Write's callback.
+type mmsgSend struct {
+	msgs []mmsghdr
+	// sent is how many of msgs went, calls how many system calls that
+	// took and err the error that stopped it.
+	sent, calls int
+	err         error
+	// send is sendmmsg, bound once so that passing it to RawConn.Write
 	// does not allocate.
 	send func(fd uintptr) bool
 }
 
-// mmsghdr is struct mmsghdr: a msghdr, then msg_len (n), where the kernel
-// writes how many bytes of it went or came. Go pads it to the kernel's size
-// (64 bytes on 64-bit).
-type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
-}
-
-var gsoBatches = sync.Pool{New: func() any {
-	b := new(gsoBatch)
-	b.send = b.sendmmsg
-	return b
-}}
-
-// sendmmsg is RawConn.Write's callback: it sends msgs[sent:n], resuming
+// sendmmsg is RawConn.Write's callback: it sends msgs[sent:], resuming
 // after a partial send, and returns false, to wait for the socket to turn
 // writable, on EAGAIN.
-func (b *gsoBatch) sendmmsg(fd uintptr) bool {
-	for b.sent < b.n {
-		r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.sent])), uintptr(b.n-b.sent), 0, 0, 0)
+func (b *mmsgSend) sendmmsg(fd uintptr) bool {
+	for b.sent < len(b.msgs) {
+		r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[b.sent])), uintptr(len(b.msgs)-b.sent), 0, 0, 0)
 		b.calls++
 		switch {
 		case errno == unix.EINTR:
@@ -418,6 +397,37 @@ func (b *gsoBatch) sendmmsg(fd uintptr) bool {
 	}
 	return true
 }
+
+// start readies b to send msgs.
+func (b *mmsgSend) start(msgs []mmsghdr) {
+	b.msgs, b.sent, b.calls, b.err = msgs, 0, 0, nil
+	if b.send == nil {
+		b.send = b.sendmmsg
+	}
+}
+
+// gsoBatch is the scratch of the UDP_SEGMENT sendmmsg: one message per
+// chunk of b, each with its own UDP_SEGMENT control message, all to one
+// sockaddr. Pooled, so a send allocates nothing; the message headers point
+// into the batch itself and, until put back, into b.
+type gsoBatch struct {
+	msgs [maxGSOMessages]mmsghdr
+	iovs [maxGSOMessages]unix.Iovec
+	oobs [maxGSOMessages][unix.SizeofCmsghdr + 8]byte
+	// sa is a struct sockaddr_in or sockaddr_in6.
+	sa [unix.SizeofSockaddrInet6]byte
+	mmsgSend
+}
+
+// mmsghdr is struct mmsghdr: a msghdr, then msg_len (n), where the kernel
+// writes how many bytes of it went or came. Go pads it to the kernel's size
+// (64 bytes on 64-bit).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+var gsoBatches = sync.Pool{New: func() any { return new(gsoBatch) }}
 
 // writeGSO sends b as datagrams of segSize bytes with UDP_SEGMENT: chunks
 // of at most maxGSOSegments datagrams and maxGSOBytes, up to
@@ -439,24 +449,25 @@ func (u *udpConn) writeGSO(b []byte, segSize int, addr netip.AddrPort) (sent int
 	}
 	for sent < len(b) {
 		rest := b[sent:]
-		mb.n, mb.sent, mb.calls = 0, 0, 0
-		for ; mb.n < maxGSOMessages && len(rest) > 0; mb.n++ {
+		n := 0
+		for ; n < maxGSOMessages && len(rest) > 0; n++ {
 			chunk := rest[:min(per, len(rest))]
 			rest = rest[len(chunk):]
-			iov := &mb.iovs[mb.n]
+			iov := &mb.iovs[n]
 			iov.Base = &chunk[0]
 			iov.SetLen(len(chunk))
-			h := &mb.msgs[mb.n].hdr
+			h := &mb.msgs[n].hdr
 			*h = unix.Msghdr{Name: &mb.sa[0], Namelen: uint32(salen), Iov: iov}
 			h.SetIovlen(1)
 			if len(chunk) > segSize {
 				// A one-datagram chunk goes without UDP_SEGMENT,
 				// which SO_NO_CHECK would refuse even then.
-				oob := putSegmentSize(mb.oobs[mb.n][:], uint16(segSize))
+				oob := putSegmentSize(mb.oobs[n][:], uint16(segSize))
 				h.Control = &oob[0]
 				h.SetControllen(len(oob))
 			}
 		}
+		mb.start(mb.msgs[:n])
 		err := u.rc.Write(mb.send)
 		u.gsoCalls.Add(uint64(mb.calls))
 		if err == nil {
@@ -486,6 +497,116 @@ func (u *udpConn) writeGSOEach(b []byte, segSize, per int, addr netip.AddrPort) 
 		sent += len(chunk)
 	}
 	return sent, nil
+}
+
+// maxVecMessages is how many messages one sendmmsg of WriteDatagrams
+// carries: runs of UDP_SEGMENT datagrams, or single datagrams without it.
+const maxVecMessages = 64
+
+// vecBatch is WriteDatagrams' scratch: a message per run of datagrams,
+// its iovecs one per datagram, pointing into the caller's buffers until
+// put back. Pooled, so a send allocates nothing.
+type vecBatch struct {
+	msgs [maxVecMessages]mmsghdr
+	iovs [maxVecMessages * maxGSOSegments]unix.Iovec
+	oobs [maxVecMessages][unix.SizeofCmsghdr + 8]byte
+	// first is the index in bufs of each message's first datagram.
+	first [maxVecMessages]int
+	sa    [unix.SizeofSockaddrInet6]byte
+	mmsgSend
+}
+
+var vecBatches = sync.Pool{New: func() any { return new(vecBatch) }}
+
+// WriteDatagrams implements DatagramWriter: each of bufs as one datagram
+// to addr, in order, without copying them together. Consecutive datagrams
+// of one size (the last of a run may be shorter) go as one UDP_SEGMENT
+// message whose iovecs point at each, up to maxVecMessages messages per
+// sendmmsg; without UDP_SEGMENT, one message per datagram.
+func (u *udpConn) WriteDatagrams(bufs [][]byte, addr netip.AddrPort) error {
+	if len(bufs) == 0 {
+		return nil
+	}
+	if !u.mmsg.Load() {
+		return u.writeEach(bufs, addr)
+	}
+	mb := vecBatches.Get().(*vecBatch)
+	defer func() {
+		clear(mb.iovs[:]) // let bufs go
+		mb.err = nil
+		vecBatches.Put(mb)
+	}()
+	salen := putSockaddr(&mb.sa, u.is6, addr)
+	if salen == 0 {
+		return u.writeEach(bufs, addr)
+	}
+	for i := 0; i < len(bufs); {
+		gso := u.gso.Load()
+		n, iv := 0, 0
+		for ; n < maxVecMessages && i < len(bufs); n++ {
+			mb.first[n] = i
+			seg, total, k := len(bufs[i]), 0, 0
+			for i < len(bufs) && k < maxGSOSegments && (k == 0 || gso) {
+				l := len(bufs[i])
+				if k > 0 && (l > seg || total+l > maxGSOBytes) {
+					break
+				}
+				iov := &mb.iovs[iv+k]
+				iov.Base = nil
+				if l > 0 {
+					iov.Base = &bufs[i][0]
+				}
+				iov.SetLen(l)
+				total += l
+				k++
+				i++
+				if l < seg {
+					break // a shorter datagram ends a run
+				}
+			}
+			h := &mb.msgs[n].hdr
+			*h = unix.Msghdr{Name: &mb.sa[0], Namelen: uint32(salen), Iov: &mb.iovs[iv]}
+			h.SetIovlen(k)
+			if k > 1 {
+				oob := putSegmentSize(mb.oobs[n][:], uint16(seg))
+				h.Control = &oob[0]
+				h.SetControllen(len(oob))
+			}
+			iv += k
+		}
+		mb.start(mb.msgs[:n])
+		err := u.rc.Write(mb.send)
+		if gso {
+			u.gsoCalls.Add(uint64(mb.calls))
+		}
+		if err == nil {
+			err = mb.err
+		}
+		switch {
+		case err == nil:
+		case gso && isGSORefused(err):
+			// Nothing from the first unsent message on went: send it
+			// again, for good without UDP_SEGMENT.
+			u.gso.Store(false)
+			i = mb.first[mb.sent]
+		case errors.Is(err, unix.ENOSYS):
+			u.mmsg.Store(false)
+			return u.writeEach(bufs[mb.first[mb.sent]:], addr)
+		default:
+			return fmt.Errorf("sendmmsg %d datagrams to %s: %w", len(bufs)-mb.first[mb.sent], addr, err)
+		}
+	}
+	return nil
+}
+
+// writeEach sends each of bufs as one datagram, one system call each.
+func (u *udpConn) writeEach(bufs [][]byte, addr netip.AddrPort) error {
+	for _, b := range bufs {
+		if _, err := u.c.WriteToUDPAddrPort(b, addr); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // putSockaddr writes addr into sa as the socket's family takes it — a

@@ -40,17 +40,58 @@ func listenPlainUDP(t testing.TB, addr netip.AddrPort) *net.UDPConn {
 	return c
 }
 
+// sendPath is one of the Conn's ways to send: UDP_SEGMENT, sendmmsg of
+// single datagrams, one write per datagram.
+type sendPath struct {
+	name      string
+	gso, mmsg bool
+}
+
+var sendPaths = []sendPath{
+	{"UDP_SEGMENT", true, true},
+	{"sendmmsg", false, true},
+	{"one write each", false, false},
+}
+
+// sendPair opens a Conn on addr set to send by path (skipping the test
+// where the kernel lacks UDP_SEGMENT) and a plain socket to receive, and
+// returns the latter's address.
+func sendPair(t *testing.T, addr netip.AddrPort, path sendPath) (*udpConn, *net.UDPConn, netip.AddrPort) {
+	t.Helper()
+	send := listenUDPConn(t, addr)
+	if path.gso && !send.gso.Load() {
+		t.Skip("kernel has no UDP_SEGMENT")
+	}
+	send.gso.Store(path.gso)
+	send.mmsg.Store(path.mmsg)
+	recv := listenPlainUDP(t, addr)
+	return send, recv, recv.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// expectDatagrams reads len(want) datagrams from recv and fails the test
+// unless they are want, in order, each from port.
+func expectDatagrams(t *testing.T, recv *net.UDPConn, want [][]byte, port uint16) {
+	t.Helper()
+	buf := make([]byte, 65535)
+	readDeadline(t, recv)
+	for i, d := range want {
+		n, from, err := recv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: ReadFrom: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], d) {
+			t.Fatalf("datagram %d: got %d bytes starting %x, want %d starting %x", i, n, buf[:min(n, 8)], len(d), d[:min(len(d), 8)])
+		}
+		if from.Port() != port {
+			t.Fatalf("datagram %d from %s, want port %d", i, from, port)
+		}
+	}
+}
+
 // Every send path — UDP_SEGMENT, sendmmsg, one write per datagram — puts
 // the same datagrams on the wire, as a reader without UDP_GRO sees them.
 func TestUDPWriteBatchArriveAsDatagrams(t *testing.T) {
-	paths := []struct {
-		name      string
-		gso, mmsg bool
-	}{
-		{"UDP_SEGMENT", true, true},
-		{"sendmmsg", false, true},
-		{"one write each", false, false},
-	}
+	paths := sendPaths
 	// sendmmsgs is how many system calls the UDP_SEGMENT path makes: one
 	// per maxGSOMessages chunks of at most 64 datagrams and 65507 bytes.
 	sizes := []struct {
@@ -75,33 +116,12 @@ func TestUDPWriteBatchArriveAsDatagrams(t *testing.T) {
 		for _, path := range paths {
 			for _, sz := range sizes {
 				t.Run(fmt.Sprintf("%s/%s/%s", fam.name, path.name, sz.name), func(t *testing.T) {
-					send := listenUDPConn(t, fam.addr)
-					if path.gso && !send.gso.Load() {
-						t.Skip("kernel has no UDP_SEGMENT")
-					}
-					send.gso.Store(path.gso)
-					send.mmsg.Store(path.mmsg)
-					recv := listenPlainUDP(t, fam.addr)
-					to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
-
+					send, recv, to := sendPair(t, fam.addr, path)
 					want := segmentPayload(sz.size, sz.segSize)
 					if err := send.WriteBatch(want, sz.segSize, to); err != nil {
 						t.Fatalf("WriteBatch(%d bytes, %d, %s): %v", len(want), sz.segSize, to, err)
 					}
-					buf := make([]byte, 65535)
-					readDeadline(t, recv)
-					for i, d := range splitSegments(want, sz.segSize) {
-						n, from, err := recv.ReadFromUDPAddrPort(buf)
-						if err != nil {
-							t.Fatalf("datagram %d: ReadFrom: %v", i, err)
-						}
-						if !bytes.Equal(buf[:n], d) {
-							t.Fatalf("datagram %d: got %d bytes starting %x, want %d starting %x", i, n, buf[:min(n, 8)], len(d), d[:min(len(d), 8)])
-						}
-						if from.Port() != send.LocalAddr().Port() {
-							t.Fatalf("datagram %d from %s, want port %d", i, from, send.LocalAddr().Port())
-						}
-					}
+					expectDatagrams(t, recv, splitSegments(want, sz.segSize), send.LocalAddr().Port())
 					if path.gso != send.gso.Load() {
 						t.Errorf("after a send, gso = %v, want %v unchanged", send.gso.Load(), path.gso)
 					}
@@ -267,7 +287,7 @@ func TestUDPSockaddrLayout(t *testing.T) {
 
 // The UDP_SEGMENT path's sendmmsg resumes after a partial send and waits
 // in Go's poller on EAGAIN. A UDP socket on loopback never fills, so this
-// drives gsoBatch.sendmmsg on a unix datagram socket pair with a small send
+// drives mmsgSend.sendmmsg on a unix datagram socket pair with a small send
 // buffer, which takes a few messages per call and then refuses with EAGAIN
 // until the reader drains it.
 func TestUDPSendmmsgResumesPartialSends(t *testing.T) {
@@ -305,7 +325,7 @@ func TestUDPSendmmsgResumesPartialSends(t *testing.T) {
 		mb.msgs[i].hdr = unix.Msghdr{Iov: &mb.iovs[i]}
 		mb.msgs[i].hdr.SetIovlen(1)
 	}
-	mb.n, mb.sent, mb.calls, mb.err = maxGSOMessages, 0, 0, nil
+	mb.start(mb.msgs[:])
 
 	got := make(chan []byte, 1)
 	go func() {
@@ -323,7 +343,7 @@ func TestUDPSendmmsgResumesPartialSends(t *testing.T) {
 		got <- all
 	}()
 	if err := rc.Write(mb.send); err != nil || mb.err != nil {
-		t.Fatalf("RawConn.Write(sendmmsg of %d messages) = %v, %v", mb.n, err, mb.err)
+		t.Fatalf("RawConn.Write(sendmmsg of %d messages) = %v, %v", len(mb.msgs), err, mb.err)
 	}
 	if mb.sent != maxGSOMessages {
 		t.Fatalf("sendmmsg sent %d messages, want %d", mb.sent, maxGSOMessages)
@@ -389,20 +409,7 @@ func TestUDPReadBatchSmallBufferKeepsWholeDatagrams(t *testing.T) {
 // rejects with EINVAL), WriteBatch falls back for good and still
 // delivers every datagram.
 func TestUDPWriteBatchFallsBackWhenKernelRefuses(t *testing.T) {
-	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
-	if !send.gso.Load() {
-		t.Skip("kernel has no UDP_SEGMENT")
-	}
-	rc, err := send.c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
-	}); err != nil || serr != nil {
-		t.Fatalf("set SO_NO_CHECK: %v %v", err, serr)
-	}
+	send := listenGSORefused(t)
 	// The kernel really does refuse it.
 	var oob [unix.SizeofCmsghdr + 8]byte
 	if _, _, err := send.c.WriteMsgUDPAddrPort(make([]byte, 2800), putSegmentSize(oob[:], 1400), send.LocalAddr()); !isGSORefused(err) {
@@ -925,5 +932,98 @@ func BenchmarkWriteBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("%d/WriteTo", count), func(b *testing.B) {
 			run(b, payload, writeEach, func(*udpConn) {})
 		})
+	}
+}
+
+// WriteDatagrams puts each buffer on the wire as one datagram, in order,
+// on every send path: runs of one size (the last shorter) as UDP_SEGMENT
+// messages pointing at the buffers, runs cut at 64 datagrams and 64 KiB,
+// a larger datagram starting a new run.
+func TestUDPWriteDatagrams(t *testing.T) {
+	var lens []int
+	for range 40 {
+		lens = append(lens, 1436) // a TCP super-packet's sealed segments
+	}
+	lens = append(lens, 300, 1436, 1436, 32) // a short one ends a run; a keepalive
+	for range 70 {
+		lens = append(lens, 48) // more than 64 of one size
+	}
+	lens = append(lens, 1500, 60000, 9000, 9000) // larger than the run before; past 64 KiB together
+	for range 3 * maxVecMessages {
+		lens = append(lens, 100+len(lens)%7) // more messages than one sendmmsg
+	}
+	bufs := make([][]byte, len(lens))
+	for i, l := range lens {
+		bufs[i] = make([]byte, l)
+		for j := range bufs[i] {
+			bufs[i][j] = byte(i*13 + j)
+		}
+	}
+	for _, fam := range connFamilies {
+		for _, path := range sendPaths {
+			t.Run(fam.name+"/"+path.name, func(t *testing.T) {
+				send, recv, to := sendPair(t, fam.addr, path)
+				if err := send.WriteDatagrams(bufs, to); err != nil {
+					t.Fatalf("WriteDatagrams(%d datagrams): %v", len(bufs), err)
+				}
+				expectDatagrams(t, recv, bufs, send.LocalAddr().Port())
+				calls := send.gsoCalls.Load()
+				switch {
+				case path.gso && (calls < 2 || calls > 8):
+					// Runs of 41, 3, 64, 6, 1, 1 and 2, then the 192
+					// mixed sizes in runs of one or two: about 160
+					// messages, 3 sendmmsg calls of up to 64.
+					t.Errorf("UDP_SEGMENT path made %d sendmmsg calls for %d datagrams, want a few", calls, len(bufs))
+				case !path.gso && calls != 0:
+					t.Errorf("without UDP_SEGMENT, %d UDP_SEGMENT calls counted", calls)
+				}
+			})
+		}
+	}
+}
+
+// listenGSORefused opens a Conn on loopback whose kernel knows
+// UDP_SEGMENT but refuses it on this socket (SO_NO_CHECK), as a route
+// whose device cannot checksum does.
+func listenGSORefused(t *testing.T) *udpConn {
+	t.Helper()
+	send := listenUDPConn(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	if !send.gso.Load() {
+		t.Skip("kernel has no UDP_SEGMENT")
+	}
+	rc, err := send.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
+	}); err != nil || serr != nil {
+		t.Fatalf("set SO_NO_CHECK: %v %v", err, serr)
+	}
+	return send
+}
+
+// A socket that refuses UDP_SEGMENT (SO_NO_CHECK) gets WriteDatagrams'
+// runs again as single datagrams, every one delivered once, in order.
+func TestUDPWriteDatagramsFallsBackWhenKernelRefuses(t *testing.T) {
+	send := listenGSORefused(t)
+	recv := listenPlainUDP(t, netip.MustParseAddrPort("127.0.0.1:0"))
+	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	readDeadline(t, recv)
+	bufs := [][]byte{{1}, segmentPayload(1200, 1200), segmentPayload(1200, 1200), segmentPayload(700, 1200), {2, 3}}
+	bufs[2][0] = 0xff
+	if err := send.WriteDatagrams(bufs, to); err != nil {
+		t.Fatalf("WriteDatagrams with UDP_SEGMENT refused: %v", err)
+	}
+	if send.gso.Load() {
+		t.Fatal("after a refused UDP_SEGMENT send, gso still on")
+	}
+	buf := make([]byte, 2000)
+	for i, d := range bufs {
+		n, _, err := recv.ReadFromUDPAddrPort(buf)
+		if err != nil || !bytes.Equal(buf[:n], d) {
+			t.Fatalf("datagram %d = %d bytes, %v; want %d bytes", i, n, err, len(d))
+		}
 	}
 }

@@ -59,6 +59,7 @@ func listenWireGuard(cfg *configs.Config, log *zap.Logger) (*wireguard.Conn, err
 		Port:       uint16(cfg.Overlay.Port),
 		MTU:        cfg.Overlay.MTU,
 		Logger:     log.Named("wireguard"),
+		Bind:       router.NewWireGuardBind(),
 	})
 	if err != nil {
 		return nil, err

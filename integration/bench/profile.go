@@ -176,7 +176,7 @@ func listenWireGuard(cfg *configs.Config) (router.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wireguard.Listen(wireguard.Options{PrivateKey: key, Port: uint16(cfg.Overlay.Port), MTU: cfg.Overlay.MTU})
+	return wireguard.Listen(wireguard.Options{PrivateKey: key, Port: uint16(cfg.Overlay.Port), MTU: cfg.Overlay.MTU, Bind: router.NewWireGuardBind()})
 }
 
 // waitLinkGone waits until link name no longer exists in namespace ns.

@@ -34,7 +34,7 @@ func StartWireGuard(t *testing.T) *WireGuard {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420})
+		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420, Bind: router.NewWireGuardBind()})
 		if err != nil {
 			t.Fatalf("wireguard.Listen: %v", err)
 		}
