@@ -401,11 +401,11 @@ func classify(frames []string) string {
 		switch {
 		// The stack's writes (WritePackets) and the fast path's
 		// (send), made from either reader.
-		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send", "conn.(*StdNetBind).Send"):
+		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send", "conn.(*StdNetBind).Send", "(*udpBind).Send"):
 			return categories[0]
 		case anyFrame(frames, "(*tunEndpoint).WritePackets", "(*tunEndpoint).send"):
 			return categories[1]
-		case anyFrame(frames, "(*overlayEndpoint).readLoop", "conn.(*StdNetBind).receiveIP", "conn.(*StdNetBind).makeReceiveIPv"):
+		case anyFrame(frames, "(*overlayEndpoint).readLoop", "conn.(*StdNetBind).receiveIP", "conn.(*StdNetBind).makeReceiveIPv", "(*udpBind).receiver"):
 			return categories[2]
 		case anyFrame(frames, "(*tunEndpoint).readLoop"):
 			return categories[3]
