@@ -548,8 +548,8 @@ func (u *udpConn) WriteDatagrams(bufs [][]byte, addr netip.AddrPort) error {
 			seg, total, k := len(bufs[i]), 0, 0
 			for i < len(bufs) && k < maxGSOSegments && (k == 0 || gso) {
 				l := len(bufs[i])
-				if k > 0 && (l > seg || total+l > maxGSOBytes) {
-					break
+				if k > 0 && (l > seg || l == 0 || total+l > maxGSOBytes) {
+					break // an empty datagram would vanish from a run
 				}
 				iov := &mb.iovs[iv+k]
 				iov.Base = nil

@@ -945,6 +945,7 @@ func TestUDPWriteDatagrams(t *testing.T) {
 		lens = append(lens, 1436) // a TCP super-packet's sealed segments
 	}
 	lens = append(lens, 300, 1436, 1436, 32) // a short one ends a run; a keepalive
+	lens = append(lens, 1436, 1436, 0, 1436) // an empty datagram, its own message
 	for range 70 {
 		lens = append(lens, 48) // more than 64 of one size
 	}

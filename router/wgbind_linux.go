@@ -140,12 +140,15 @@ func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
+	// The socket is taken under the lock and used without it: a send
+	// that waits for the socket to drain never holds up Close, whose
+	// closing the socket ends it.
 	b.mu.RLock()
-	defer b.mu.RUnlock()
 	c := b.conns[0]
 	if e.ap.Addr().Is6() && !e.ap.Addr().Is4In6() {
 		c = b.conns[1]
 	}
+	b.mu.RUnlock()
 	if c == nil {
 		return fmt.Errorf("send to %s: %w", e.ap, net.ErrClosed)
 	}
