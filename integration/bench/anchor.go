@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,8 +42,14 @@ const (
 
 var slirpMeasurementSet = map[string]bool{"egress-slirp4netns-tcp": true, "egress-slirp4netns-close": true}
 
-// slirpLoad is egressLoad from the anchor's pod.
-var slirpLoad = loadTarget{"egress_slirp4netns", slirpPod, egressLoad.addr, egressLoad.servers}
+// slirpServer is the anchor's HTTP server: the egress server's host
+// (outsideClient) on an address of its own, so that the TIME_WAIT the
+// kernel bed's masqueraded connections leave there (from the same node
+// address, with other timestamps) never meets the anchor's.
+var slirpServer = netip.MustParseAddr("198.51.100.11")
+
+// slirpLoad is the new-connection load from the anchor's pod.
+var slirpLoad = loadTarget{"egress_slirp4netns", slirpPod, netip.AddrPortFrom(slirpServer, 80), egressLoad.servers}
 
 // slirpArgs are slirp4netns's arguments for the pod process pid: Podman's
 // defaults.
@@ -77,6 +84,12 @@ func (b *bed) setupSlirp(ctx context.Context) (err error) {
 			s.close()
 		}
 	}()
+	if err := b.addOutsideAddr(slirpServer, masterNode); err != nil {
+		return err
+	}
+	if err := b.startNginx(outsideClient, slirpLoad.addr); err != nil {
+		return err
+	}
 	// The pod: a sleeping process in a new network namespace.
 	s.holder = exec.Command("unshare", "--net", "--", "sleep", "infinity")
 	s.holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -115,7 +128,7 @@ func (b *bed) setupSlirp(ctx context.Context) (err error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := inNetnsGoroutine(s.netns, func() error {
-			c, err := net.DialTimeout("tcp", egressLoad.addr.String(), time.Second)
+			c, err := net.DialTimeout("tcp", slirpLoad.addr.String(), time.Second)
 			if err == nil {
 				c.Close()
 			}
@@ -131,7 +144,7 @@ func (b *bed) setupSlirp(ctx context.Context) (err error) {
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s does not reach %v through slirp4netns: %w (log: %s)", slirpPod, egressLoad.addr, err, firstLines(readFile(logPath), 3))
+			return fmt.Errorf("%s does not reach %v through slirp4netns: %w (log: %s)", slirpPod, slirpLoad.addr, err, firstLines(readFile(logPath), 3))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

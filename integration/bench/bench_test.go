@@ -215,9 +215,16 @@ func TestAnchorTable(t *testing.T) {
 		r.add("egress_slirp4netns_tcp_gbps_down", modeKernel, v)
 	}
 	r.add("egress_tcp_gbps_up", modeNAT, 7) // no anchor sample: no row
+	// A count per 100 connections gets no ratio.
+	r.add("egress_close_sustained_syn_retrans_per_100", modeKernel, 30)
+	r.add("egress_close_sustained_syn_retrans_per_100", modeNAT, 0)
+	r.add("egress_slirp4netns_close_sustained_syn_retrans_per_100", modeKernel, 2)
 	r.finish()
-	if len(r.Anchored) != 1 {
-		t.Fatalf("finish: Anchored = %+v, want one row (outside→pod)", r.Anchored)
+	if len(r.Anchored) != 2 {
+		t.Fatalf("finish: Anchored = %+v, want two rows (outside→pod, SYNs retransmitted)", r.Anchored)
+	}
+	if a := r.Anchored[1]; a.RatioSlirp != nil {
+		t.Errorf("finish: a ratio of SYN retransmissions: %+v", a)
 	}
 	a := r.Anchored[0]
 	if a.Key != "egress_tcp_gbps_down" || a.RatioSlirp == nil || *a.RatioSlirp != 2.5 || *a.Kernel != 10 {
@@ -225,8 +232,13 @@ func TestAnchorTable(t *testing.T) {
 	}
 	var out strings.Builder
 	r.writeTables(&out)
-	if want := "| outside→pod TCP, 1 stream | Gbit/s | 10.0 | 5.00 | 2.00 | 0.50× | 2.50× |"; !strings.Contains(out.String(), want) {
-		t.Errorf("writeTables: no line %q in\n%s", want, out.String())
+	for _, want := range []string{
+		"| outside→pod TCP, 1 stream | Gbit/s | 10.0 | 5.00 | 2.00 | 0.50× | 2.50× |",
+		"| pod→outside, sustained: SYNs retransmitted per 100 connections | per 100 | 30.0 | 0 | 2.00 |  |  |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("writeTables: no line %q in\n%s", want, out.String())
+		}
 	}
 }
 

@@ -136,7 +136,9 @@
 //   - the userspace anchor (anchor.go, kernel bed only): the same iperf3
 //     and load from a pod namespace whose only way out is slirp4netns
 //     --configure --mtu=65520 (Podman's flags) on hostgw-master, in the
-//     same rounds; a table of its own gives vrouter ÷ slirp4netns
+//     same rounds (its HTTP server a second nginx on outside-client at
+//     198.51.100.11, clear of the kernel bed's TIME_WAIT at .10, with
+//     the sustained run too); a table of its own gives vrouter ÷ slirp4netns
 //     (target ≥ 3×). Optional: without slirp4netns installed (make
 //     check-deps installs it as root) or when it does not come up, its
 //     rows are n/a with the reason, and the run does not fail.

@@ -71,22 +71,10 @@ func egressAvailable(ctx context.Context, bin, work string) (bool, string) {
 // kernel mode installs flannel's masquerade rules (vrouter's are the
 // router's own, from its config).
 func (b *bed) setupEgress(ctx context.Context) error {
-	host := &net.IPNet{IP: egressServer.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	if err := b.c.Do(outsideClient, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: host})
-	}); err != nil {
-		return fmt.Errorf("add %v to %s: %w", egressServer, outsideClient, err)
+	if err := b.addOutsideAddr(egressServer, masterNode, workerNode); err != nil {
+		return err
 	}
 	for _, n := range []string{masterNode, workerNode} {
-		if err := b.c.Do(n, func() error {
-			return netlink.RouteAdd(&netlink.Route{Dst: host, Gw: outsideClientAddr.AsSlice()})
-		}); err != nil {
-			return fmt.Errorf("route %v via %v on %s: %w", egressServer, outsideClientAddr, n, err)
-		}
 		if b.mode == modeKernel {
 			if _, err := iptablesRestore(ctx, b.c, n, flannelMasq, b.iptablesRestore, "--noflush"); err != nil {
 				return fmt.Errorf("flannel's masquerade rules on %s: %w", n, err)
@@ -167,26 +155,51 @@ func egressIperf(ctx context.Context, from string, iperf3Cmd func(ctx context.Co
 	return m, nil
 }
 
-// measureEgressClose measures pod→outside new connections twice, back to
-// back: for httpDur, as every HTTP row (measureHTTP; on the kernel bed
-// also its run with more generator), and then for sustainedDur more, by
-// when the ports toward the server have all been used at least once, as
-// they are on a node whose pods keep connecting to one destination. The
-// second run is the sustained rate; with it come the SYNs retransmitted
-// (by the pod, or by the node's sockets that vrouter dials from) and the
-// SYNs the server refused in TIME_WAIT for an old timestamp (PAWS), per
-// 100 connections the server opened, which say why a rate fell.
-func measureEgressClose(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-	m, err := measureHTTP(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.httpDur)
+// addOutsideAddr puts addr on outsideClient's loopback and routes it from
+// each of nodes via outsideClient, as a node routes the world via its
+// upstream gateway.
+func (b *bed) addOutsideAddr(addr netip.Addr, nodes ...string) error {
+	host := &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	if err := b.c.Do(outsideClient, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: host})
+	}); err != nil {
+		return fmt.Errorf("add %v to %s: %w", addr, outsideClient, err)
+	}
+	for _, n := range nodes {
+		if err := b.c.Do(n, func() error {
+			return netlink.RouteAdd(&netlink.Route{Dst: host, Gw: outsideClientAddr.AsSlice()})
+		}); err != nil {
+			return fmt.Errorf("route %v via %v on %s: %w", addr, outsideClientAddr, n, err)
+		}
+	}
+	return nil
+}
+
+// measureEgressClose measures new connections from t's pod to the egress
+// server twice, back to back: for httpDur, as every HTTP row
+// (measureHTTP; on the kernel bed also its run with more generator), and
+// then for sustainedDur more, by when the ports toward the server have
+// all been used at least once, as they are on a node whose pods keep
+// connecting to one destination. The second run is the sustained rate;
+// with it come the SYNs retransmitted (by the pod, or by the node's
+// sockets that vrouter and slirp4netns dial from) and the SYNs the server
+// refused in TIME_WAIT for an old timestamp (PAWS), per 100 connections
+// the server opened, which say why a rate fell.
+func measureEgressClose(ctx context.Context, b *bed, p params, t loadTarget) (map[string]float64, error) {
+	m, err := measureHTTP(ctx, b, t, false, p.httpThreads, p.httpConns, p.httpDur)
 	if err != nil {
 		return nil, err
 	}
-	nss := []string{egressLoad.from, masterNode, outsideClient}
+	nss := []string{t.from, masterNode, outsideClient}
 	c0, err := b.tcpCounters(ctx, nss)
 	if err != nil {
 		return nil, err
 	}
-	r, err := runWrk(ctx, b, egressLoad, false, p.httpThreads, p.httpConns, p.sustainedDur)
+	r, err := runWrk(ctx, b, t, false, p.httpThreads, p.httpConns, p.sustainedDur)
 	if err != nil {
 		return nil, fmt.Errorf("sustained: %w", err)
 	}
@@ -197,12 +210,13 @@ func measureEgressClose(ctx context.Context, b *bed, p params) (map[string]float
 	delta := func(ns, name string) float64 { return c1[ns][name] - c0[ns][name] }
 	opened := delta(outsideClient, "Tcp.PassiveOpens")
 	if opened <= 0 {
-		return nil, fmt.Errorf("sustained: the server at %v opened no connection (%d requests)", egressLoad.addr, r.requests)
+		return nil, fmt.Errorf("sustained: the server at %v opened no connection (%d requests)", t.addr, r.requests)
 	}
-	m["egress_close_sustained_per_s"] = r.perSec
-	m["egress_close_sustained_errors"] = float64(r.errs)
-	m["egress_close_sustained_syn_retrans_per_100"] = 100 * (delta(egressLoad.from, "TcpExt.TCPSynRetrans") + delta(masterNode, "TcpExt.TCPSynRetrans")) / opened
-	m["egress_close_sustained_paws_per_100"] = 100 * delta(outsideClient, "TcpExt.PAWSTimewait") / opened
+	name := t.name + "_close_sustained"
+	m[name+"_per_s"] = r.perSec
+	m[name+"_errors"] = float64(r.errs)
+	m[name+"_syn_retrans_per_100"] = 100 * (delta(t.from, "TcpExt.TCPSynRetrans") + delta(masterNode, "TcpExt.TCPSynRetrans")) / opened
+	m[name+"_paws_per_100"] = 100 * delta(outsideClient, "TcpExt.PAWSTimewait") / opened
 	return m, nil
 }
 

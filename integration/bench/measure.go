@@ -183,14 +183,14 @@ var measurements = []measurement{
 		return measureEgressTCP(ctx, b, p.dur)
 	}},
 	{"egress-close", egressModes, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureEgressClose(ctx, b, p)
+		return measureEgressClose(ctx, b, p, egressLoad)
 	}},
 	// The userspace anchor (anchor.go), on the kernel bed's node.
 	{"egress-slirp4netns-tcp", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
 		return measureSlirpTCP(ctx, b, p.dur)
 	}},
 	{"egress-slirp4netns-close", []mode{modeKernel}, func(ctx context.Context, b *bed, p params) (map[string]float64, error) {
-		return measureHTTP(ctx, b, slirpLoad, false, p.httpThreads, p.httpConns, p.httpDur)
+		return measureEgressClose(ctx, b, p, slirpLoad)
 	}},
 }
 
