@@ -33,7 +33,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,23 +338,12 @@ func (e *lbEnv) udpInCsumErrors(nss ...string) int {
 			if err != nil {
 				return err
 			}
-			var names []string
-			for line := range strings.Lines(string(b)) {
-				f := strings.Fields(line)
-				if len(f) == 0 || f[0] != "Udp:" {
-					continue
-				}
-				if names == nil {
-					names = f
-					continue
-				}
-				if i := slices.Index(names, "InCsumErrors"); i > 0 && i < len(f) {
-					n, err := strconv.Atoi(f[i])
-					total += n
-					return err
-				}
+			n, ok := harness.ParseNetstat(b, "Udp")["Udp.InCsumErrors"]
+			if !ok {
+				return errors.New("no Udp InCsumErrors in /proc/net/snmp")
 			}
-			return errors.New("no Udp InCsumErrors in /proc/net/snmp")
+			total += int(n)
+			return nil
 		})
 		if err != nil {
 			e.t.Fatalf("read UDP counters of %s: %v", ns, err)

@@ -41,15 +41,6 @@ type Conn interface {
 	Close() error
 }
 
-// DatagramWriter is a Conn that also sends datagrams from separate
-// buffers in one go, without copying them together first: the
-// encrypted overlay's device hands its sealed messages over that way.
-type DatagramWriter interface {
-	// WriteDatagrams sends each of bufs as one datagram to addr, in
-	// order. It does not retain bufs.
-	WriteDatagrams(bufs [][]byte, addr netip.AddrPort) error
-}
-
 // MaxReadBatch is the most messages one ReadBatch fills; longer slices
 // keep their tails untouched. Eight hold a few super-packets of two GRO
 // batches each, and the single datagrams between them.

@@ -518,8 +518,9 @@ type vecBatch struct {
 
 var vecBatches = sync.Pool{New: func() any { return new(vecBatch) }}
 
-// WriteDatagrams implements DatagramWriter: each of bufs as one datagram
-// to addr, in order, without copying them together. Consecutive datagrams
+// WriteDatagrams sends each of bufs as one datagram to addr, in order,
+// without copying them together (the encrypted overlay's device hands
+// its sealed messages over so, udpBind.Send). Consecutive datagrams
 // of one size (the last of a run may be shorter) go as one UDP_SEGMENT
 // message whose iovecs point at each, up to maxVecMessages messages per
 // sendmmsg; without UDP_SEGMENT, one message per datagram.
@@ -599,10 +600,11 @@ func (u *udpConn) WriteDatagrams(bufs [][]byte, addr netip.AddrPort) error {
 	return nil
 }
 
-// writeEach sends each of bufs as one datagram, one system call each.
+// writeEach sends each of bufs as one datagram, one system call each
+// (writeOne).
 func (u *udpConn) writeEach(bufs [][]byte, addr netip.AddrPort) error {
 	for _, b := range bufs {
-		if _, err := u.c.WriteToUDPAddrPort(b, addr); err != nil {
+		if err := u.writeOne(b, addr); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // sendmmsg with UDP_SEGMENT), one per address family on the listen port,
 // as conn.StdNetBind opens them. It differs from StdNetBind where the
 // profile of an encrypted stream found it costly: Send hands the sealed
-// messages to the kernel in place (DatagramWriter) instead of
+// messages to the kernel in place (udpConn.WriteDatagrams) instead of
 // copying each run of them into one buffer first, and a received datagram
 // takes its sender's endpoint from a small cache instead of allocating
 // one. It keeps no sticky source address (the kernel picks it per
@@ -26,7 +26,7 @@ type udpBind struct {
 	// mu guards conns, which Open fills and Close empties; Send reads
 	// them under it.
 	mu    sync.RWMutex
-	conns [2]Conn // IPv4, IPv6 (nil when the host has none)
+	conns [2]*udpConn // IPv4, IPv6 (nil when the host has none)
 
 	eps endpoints
 }
@@ -50,7 +50,7 @@ func (b *udpBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	for tries := 0; ; tries++ {
 		c4, c6, err := listenBoth(port)
 		if err == nil {
-			b.conns = [2]Conn{c4, c6}
+			b.conns = [2]*udpConn{c4, c6}
 			break
 		}
 		if port != 0 || !errors.Is(err, syscall.EADDRINUSE) || tries >= 100 {
@@ -68,12 +68,13 @@ func (b *udpBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 
 // listenBoth opens the IPv4 socket on port and the IPv6 one on the port
 // that got; a host without IPv6 has no IPv6 socket.
-func listenBoth(port uint16) (c4, c6 Conn, err error) {
-	c4, err = ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), port))
+func listenBoth(port uint16) (c4, c6 *udpConn, err error) {
+	c, err := ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), port))
 	if err != nil {
 		return nil, nil, err
 	}
-	c6, err = ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), c4.LocalAddr().Port()))
+	c4 = c.(*udpConn) // ListenUDP's on Linux
+	c, err = ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), c4.LocalAddr().Port()))
 	if errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL) {
 		return c4, nil, nil
 	}
@@ -81,7 +82,7 @@ func listenBoth(port uint16) (c4, c6 Conn, err error) {
 		_ = c4.Close()
 		return nil, nil, err
 	}
-	return c4, c6, nil
+	return c4, c.(*udpConn), nil
 }
 
 // Close closes both sockets; the receive functions then return an error
@@ -104,12 +105,11 @@ func (b *udpBind) SetMark(mark uint32) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for _, c := range b.conns {
-		fc, ok := c.(interface{ Fd(func(fd uintptr)) error })
-		if !ok {
+		if c == nil {
 			continue
 		}
 		var serr error
-		if err := fc.Fd(func(fd uintptr) {
+		if err := c.Fd(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
 		}); err != nil {
 			return err
@@ -133,8 +133,8 @@ func (b *udpBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return b.eps.get(ap), nil
 }
 
-// Send sends each of bufs as one datagram to ep, in one go where the
-// socket can (DatagramWriter).
+// Send sends each of bufs as one datagram to ep, in one go
+// (udpConn.WriteDatagrams).
 func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	e, ok := ep.(*endpoint)
 	if !ok {
@@ -152,15 +152,7 @@ func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if c == nil {
 		return fmt.Errorf("send to %s: %w", e.ap, net.ErrClosed)
 	}
-	if w, ok := c.(DatagramWriter); ok {
-		return w.WriteDatagrams(bufs, e.ap)
-	}
-	for _, p := range bufs {
-		if err := c.WriteBatch(p, len(p), e.ap); err != nil {
-			return err
-		}
-	}
-	return nil
+	return c.WriteDatagrams(bufs, e.ap)
 }
 
 // maxGRODatagrams is the most datagrams the kernel coalesces into one
@@ -172,7 +164,7 @@ const maxGRODatagrams = 64
 // device's buffers, at most one run per 64 buffers, and splits them into
 // the buffers from the first on: a run's datagrams never reach a buffer
 // still holding a run not yet split.
-func (b *udpBind) receiver(c Conn) conn.ReceiveFunc {
+func (b *udpBind) receiver(c *udpConn) conn.ReceiveFunc {
 	var (
 		sizes, segs [MaxReadBatch]int
 		from        [MaxReadBatch]netip.AddrPort

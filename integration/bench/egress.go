@@ -11,9 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -234,32 +231,7 @@ func (b *bed) tcpCounters(ctx context.Context, nss []string) (map[string]map[str
 		if err != nil {
 			return nil, fmt.Errorf("TCP counters of %s: %w", ns, err)
 		}
-		all[ns] = parseNetstat(out, "Tcp", "TcpExt")
+		all[ns] = harness.ParseNetstat(out, "Tcp", "TcpExt")
 	}
 	return all, nil
-}
-
-// parseNetstat reads /proc/net/snmp and /proc/net/netstat: for each
-// group, a line of names and a line of values, both "Group: ...". It
-// keeps the groups named.
-func parseNetstat(out []byte, groups ...string) map[string]float64 {
-	c := map[string]float64{}
-	lines := strings.Split(string(out), "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(names) < 2 || len(names) != len(values) || names[0] != values[0] {
-			continue
-		}
-		g := strings.TrimSuffix(names[0], ":")
-		if !slices.Contains(groups, g) {
-			continue
-		}
-		for j := 1; j < len(names); j++ {
-			if v, err := strconv.ParseFloat(values[j], 64); err == nil {
-				c[g+"."+names[j]] = v
-			}
-		}
-		i++
-	}
-	return c
 }
