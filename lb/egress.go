@@ -296,6 +296,10 @@ func NewEgress(table *Table, log *zap.Logger, opts EgressOptions) (*Egress, erro
 		s.Close()
 		return nil, fmt.Errorf("new egress: %s: %s", what, err)
 	}
+	if err := noTimeWait(s); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("new egress: %w", err)
+	}
 	if err := s.CreateNIC(egressNIC, e.link); err != nil {
 		return fail("create NIC", err)
 	}
@@ -757,9 +761,6 @@ func (c *egressConn) shut(reset bool) bool {
 
 // finish ends a connection whose splice goroutines are done.
 func (c *egressConn) finish() {
-	if tcp.EndpointState(c.ep.State()) == tcp.StateTimeWait {
-		c.ep.Abort() // as Proxy's skipTimeWait
-	}
 	c.shut(false)
 	e := c.e
 	e.mu.Lock()

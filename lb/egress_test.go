@@ -271,6 +271,67 @@ func TestEgressTCP(t *testing.T) {
 	}
 }
 
+// TestEgressServerClosesFirst: an outside server that answers and closes
+// first (HTTP's "Connection: close") has the egress stack close the pod's
+// connection first too. The stack must neither hold it in TIME_WAIT (a
+// new SYN from the same pod port would go unanswered) nor reset it (a
+// stray RST through the TUN for every connection): the pod reconnects
+// from the same port at once, and the stack sends no RST.
+func TestEgressServerClosesFirst(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 64)
+			if _, err := c.Read(buf); err == nil {
+				c.Write([]byte("answer"))
+			}
+			c.Close()
+		}
+	}()
+	dial := func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	s, e := newPod(t, EgressOptions{Dial: dial})
+	const port = 40000
+	local := tcpip.FullAddress{Addr: packet.TCPIPAddr(egPod), Port: port}
+	remote := tcpip.FullAddress{Addr: packet.TCPIPAddr(egOutside), Port: 80}
+	const conns = 3
+	for i := range conns {
+		c, err := dialFrom(s, local, remote)
+		if err != nil {
+			t.Fatalf("connection %d from %v:%d: DialTCPWithBind = %v, want it answered at once", i, egPod, port, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("GET /")); err != nil {
+			t.Fatalf("connection %d: write request: %v", i, err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "answer" {
+			t.Fatalf("connection %d: read answer = %q, %v; want %q, then EOF", i, got, err, "answer")
+		}
+		c.Close()
+		eventually(t, "the connection ended in the egress", func() bool { return e.Stats().Protos[EgressTCP].Active == 0 })
+	}
+	eventually(t, "no connection left in the egress stack", func() bool {
+		return e.stack.Stats().TCP.CurrentConnected.Value() == 0
+	})
+	if st := e.Stats().Protos[EgressTCP]; st.Flows != conns {
+		t.Errorf("Stats().Protos[tcp].Flows = %d, want %d", st.Flows, conns)
+	}
+	if n := e.stack.Stats().TCP.ResetsSent.Value(); n != 0 {
+		t.Errorf("the egress stack sent %d RSTs for %d connections closed cleanly, want none", n, conns)
+	}
+}
+
 // fakePing is a ping socket that echoes every request as a reply with
 // the identifier the kernel would have put in (its own).
 type fakePing struct {

@@ -67,7 +67,7 @@ import (
 // by Run every tick) marks them, and they are reset DrainTimeout later
 // unless the backend came back, while new connections go to the backends
 // that remain. A client connection the stack closed first skips TIME_WAIT
-// (see skipTimeWait), so the client can reuse its port at once, as it can
+// (see noTimeWait), so the client can reuse its port at once, as it can
 // with a kernel server. A splice goroutine takes a copy buffer only when
 // its side has data to read and gives it back before it waits again, so
 // an idle connection holds none (see spliceBuf).
@@ -286,6 +286,9 @@ func NewProxy(s *stack.Stack, table *Table, log *zap.Logger, opts ProxyOptions) 
 		setups: setups,
 		tick:   min(max(min(opts.IdleTimeout, opts.DrainTimeout)/4, 10*time.Millisecond), time.Second),
 		conns:  make(map[backendKey]*backendConns),
+	}
+	if err := noTimeWait(s); err != nil {
+		return nil, fmt.Errorf("new proxy: %w", err)
 	}
 	p.fwd = tcp.NewForwarder(s, opts.ReceiveWindow, opts.MaxInFlight, p.handle)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, p.handlePacket)
@@ -1079,7 +1082,6 @@ func (c *proxyConn) shut(reset bool, why *atomic.Uint64) bool {
 
 // finish ends a connection whose splice goroutines are done.
 func (c *proxyConn) finish() {
-	c.skipTimeWait()
 	c.shut(false, nil)
 	p := c.p
 	p.mu.Lock()
@@ -1103,28 +1105,29 @@ func (c *proxyConn) finish() {
 	c.hcnt.closed()
 }
 
-// skipTimeWait ends the client connection at once if the stack holds it
-// in TIME_WAIT. The stack closed first when the backend did (an HTTP
-// server answering "Connection: close", say), and keeps the connection
-// in TIME_WAIT for 60 s (gVisor's default). Meanwhile gVisor drops every
-// new SYN from that client address and port, silently and uncounted: it
-// hands a SYN that hits a TIME_WAIT connection only to a listening
-// endpoint (RFC 1122's TIME_WAIT reuse, which Linux does too), never to
-// the forwarder the proxy takes its SYNs from. The client closed second,
-// so it holds no TIME_WAIT of its own and reuses the port whenever its
-// kernel picks it again; without this, that SYN goes unanswered until the
-// client gives up or the 60 s pass. In TIME_WAIT the client has
-// acknowledged all our data and our FIN and sent its own FIN, so aborting
-// loses nothing: the RST it sends finds the client's socket closed (or in
-// LAST_ACK, if our last ACK was lost, which it then closes as it would
-// have on that ACK).
-func (c *proxyConn) skipTimeWait() {
-	if c.ep == nil {
-		return // a host socket: the kernel handles TIME_WAIT reuse
+// noTimeWait sets the TIME_WAIT of s's TCP to zero: a connection the
+// stack closed first (its peer, a backend or an outside server,
+// answered "Connection: close", say) is released as soon as it enters
+// TIME_WAIT, with no segment sent. The stack's TCP terminates only
+// client connections (the proxy's and the egress's take every SYN
+// through a forwarder), and a client's kernel reuses a port whenever it
+// picks it again: the client closed second, so it holds no TIME_WAIT of
+// its own. With gVisor's default of 60 s the stack would instead hold
+// the connection and drop a new SYN from the same client address and
+// port, silently and uncounted (it hands a SYN that hits a TIME_WAIT
+// connection only to a listening endpoint, never to a forwarder), and
+// resetting it instead sends the client a stray RST per connection, a
+// packet through the TUN and the pod's TCP for nothing. What TIME_WAIT
+// guards against, an old duplicate of the connection arriving late,
+// does not happen on a point-to-point link to the node; a late
+// retransmission of the client's FIN (our last ACK lost) is answered
+// with a RST, which closes the client's socket as that ACK would have.
+func noTimeWait(s *stack.Stack) error {
+	tw := tcpip.TCPTimeWaitTimeoutOption(0)
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
+		return fmt.Errorf("TCP TIME_WAIT timeout: %s", err)
 	}
-	if tcp.EndpointState(c.ep.State()) == tcp.StateTimeWait {
-		c.ep.Abort()
-	}
+	return nil
 }
 
 // register adds c, picked from e, to the registry, checking its backend

@@ -32,7 +32,7 @@ func answerAndClose(b *testBackend, c *net.TCPConn) {
 // when it picks that port again (the client closed second and holds no
 // TIME_WAIT). The new SYN must be answered: gVisor drops a SYN that hits
 // a TIME_WAIT connection unless a listener takes it, and the proxy has
-// none.
+// none (see noTimeWait).
 func TestProxyReusedClientPort(t *testing.T) {
 	b := newBackend(t, "b", "127.0.0.1", answerAndClose)
 	e := startProxy(t, ProxyOptions{}, proxyService([]Endpoint{b.endpoint()}))
@@ -57,6 +57,14 @@ func TestProxyReusedClientPort(t *testing.T) {
 	}
 	if st := e.p.Stats(); st.Conns != 3 || st.HandshakeFailures != 0 {
 		t.Errorf("Stats() = %+v, want 3 conns, no handshake failures", st)
+	}
+	// Released, not reset: no connection left in TIME_WAIT, and no RST
+	// sent to the client for a connection both sides closed.
+	eventually(t, "no connection left in the proxy's stack", func() bool {
+		return e.server.Stats().TCP.CurrentConnected.Value() == 0
+	})
+	if n := e.server.Stats().TCP.ResetsSent.Value(); n != 0 {
+		t.Errorf("the proxy's stack sent %d RSTs for 3 connections closed cleanly, want none", n)
 	}
 }
 
