@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -281,6 +282,58 @@ func TestEncryptedTable(t *testing.T) {
 	r.writeTables(&out)
 	if strings.Contains(out.String(), "encrypted overlay") || !strings.Contains(out.String(), "Kernel routes over wireguard-go: n/a (wireguard-go is not built).") {
 		t.Errorf("writeTables without encrypted beds:\n%s\nwant no encrypted table and the reason for the baseline", out.String())
+	}
+}
+
+// The ratio cells carry the rounds' own ratios, each round's value over
+// the same round's baseline, where a round measured both modes once.
+func TestRatioRounds(t *testing.T) {
+	r := newReport()
+	r.Rounds = 3
+	for i, kv := range [][2]float64{{10, 5}, {10, 4}, {8, 4.8}} {
+		r.round = i
+		r.add("tcp_gbps_1", modeKernel, kv[0])
+		r.add("tcp_gbps_1", modeNAT, kv[1])
+		if i != 1 {
+			r.add("http_close_per_s", modeKernel, 1000)
+			r.add("http_close_per_s", modeProxy, 250*float64(i+1))
+		}
+	}
+	for i, v := range [3][3]float64{{10, 5, 2}, {12, 4, 1}, {10, 6, 3}} { // kernel, vrouter, slirp4netns
+		r.round = i
+		r.add("egress_tcp_gbps_down", modeKernel, v[0])
+		r.add("egress_tcp_gbps_down", modeNAT, v[1])
+		r.add("egress_slirp4netns_tcp_gbps_down", modeKernel, v[2])
+	}
+	r.round = 2
+	r.add("tcp_gbps_4", modeKernel, 10) // one round with two values, one without the kernel: no pairs
+	r.add("tcp_gbps_4", modeNAT, 3)
+	r.add("tcp_gbps_4", modeNAT, 4)
+	r.round = 1
+	r.add("tcp_gbps_4", modeNAT, 5)
+	r.finish()
+	m, _ := r.metric("tcp_gbps_1")
+	if want := []float64{0.5, 0.4, 0.6}; !slices.Equal(m.RatioRounds, want) {
+		t.Errorf("tcp_gbps_1 RatioRounds = %v, want %v (rounds in order)", m.RatioRounds, want)
+	}
+	m, _ = r.metric("http_close_per_s")
+	if want := []float64{0.25, 0.75}; !slices.Equal(m.ProxyRatioRounds, want) {
+		t.Errorf("http_close_per_s ProxyRatioRounds = %v, want %v (rounds 1 and 3)", m.ProxyRatioRounds, want)
+	}
+	if m, _ = r.metric("tcp_gbps_4"); m.RatioRounds != nil {
+		t.Errorf("tcp_gbps_4 RatioRounds = %v, want none: no round has one value of each", m.RatioRounds)
+	}
+	var out strings.Builder
+	r.writeTables(&out)
+	for _, want := range []string{
+		"| pod→pod TCP, 1 stream | Gbit/s | 10.0 | 4.80 | 0.48× (0.40–0.60) |",
+		"| 0.50× (0.25–0.75) |",
+		"| outside→pod TCP, 1 stream | Gbit/s | 10.0 | 5.00 | 2.00 | 0.50× (0.33–0.60) | 2.50× (2.00–4.00) |",
+		"the lowest and highest of the rounds' own ratios",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("writeTables: no %q in\n%s", want, out.String())
+		}
 	}
 }
 

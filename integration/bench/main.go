@@ -341,6 +341,7 @@ func dataPlane(ctx context.Context, rep *report, p params, bin, work, profileDir
 	}
 
 	for round := range p.rounds {
+		rep.round = round
 		// Alternate which mode goes first, so drift and warm-up hit both.
 		order := modes
 		if round%2 == 1 {

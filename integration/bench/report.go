@@ -49,8 +49,11 @@ type report struct {
 	ProfileDir string          `json:"profile_dir,omitempty"`
 	Errors     []string        `json:"errors,omitempty"`
 
-	// samples[metric][mode] holds one value per round.
-	samples map[string]map[mode][]float64
+	// samples[metric][mode] holds one value per round; sampleRounds, in
+	// parallel, the round (from 0) each was taken in: round when add ran.
+	samples      map[string]map[mode][]float64
+	sampleRounds map[string]map[mode][]int
+	round        int
 }
 
 // metric is one measured quantity with its statistics per mode.
@@ -66,6 +69,12 @@ type metric struct {
 	// wireguard-go and against vrouter's plain overlay.
 	WGRatioWGGo  *float64 `json:"ratio_vrouter_wireguard_kernel_wireguard_go,omitempty"`
 	WGRatioPlain *float64 `json:"ratio_vrouter_wireguard_vrouter,omitempty"`
+	// Each ratio's own value in every round both of its modes were
+	// measured in (see perRound), in round order; set for two or more.
+	RatioRounds        []float64 `json:"ratio_vrouter_kernel_rounds,omitempty"`
+	ProxyRatioRounds   []float64 `json:"ratio_proxy_kernel_rounds,omitempty"`
+	WGRatioWGGoRounds  []float64 `json:"ratio_vrouter_wireguard_kernel_wireguard_go_rounds,omitempty"`
+	WGRatioPlainRounds []float64 `json:"ratio_vrouter_wireguard_vrouter_rounds,omitempty"`
 }
 
 type summary struct {
@@ -162,17 +171,61 @@ type anchored struct {
 	Slirp4netns *float64 `json:"slirp4netns,omitempty"`
 	// RatioSlirp is vrouter ÷ slirp4netns (target ≥ 3).
 	RatioSlirp *float64 `json:"ratio_vrouter_slirp4netns,omitempty"`
+	// The rounds' own ratios (see perRound), where known.
+	RatioKernelRounds []float64 `json:"ratio_vrouter_kernel_rounds,omitempty"`
+	RatioSlirpRounds  []float64 `json:"ratio_vrouter_slirp4netns_rounds,omitempty"`
 }
 
 func newReport() *report {
-	return &report{samples: make(map[string]map[mode][]float64)}
+	return &report{samples: make(map[string]map[mode][]float64), sampleRounds: make(map[string]map[mode][]int)}
 }
 
+// add records value v of metric key on mode m, taken in round r.round.
 func (r *report) add(key string, m mode, v float64) {
 	if r.samples[key] == nil {
 		r.samples[key] = make(map[mode][]float64)
+		r.sampleRounds[key] = make(map[mode][]int)
 	}
 	r.samples[key][m] = append(r.samples[key][m], v)
+	r.sampleRounds[key][m] = append(r.sampleRounds[key][m], r.round)
+}
+
+// perRound returns key's a ÷ b of each round in which each of the two
+// modes was measured once (rounds interleave the modes, so a round's two
+// values were taken minutes apart at most, under the same conditions),
+// in round order: how much the ratio of the medians moves from round to
+// round. It is nil unless there are two or more.
+func (r *report) perRound(key string, a, b mode) []float64 {
+	return r.perRoundOf(key, a, key, b)
+}
+
+// perRoundOf is perRound of keyA on a over keyB on b.
+func (r *report) perRoundOf(keyA string, a mode, keyB string, b mode) []float64 {
+	once := func(key string, m mode) map[int]float64 {
+		vals, seen := map[int]float64{}, map[int]int{}
+		for i, v := range r.samples[key][m] {
+			rd := r.sampleRounds[key][m][i]
+			vals[rd] = v
+			seen[rd]++
+		}
+		for rd, n := range seen {
+			if n > 1 {
+				delete(vals, rd) // which of them pairs with b's is not known
+			}
+		}
+		return vals
+	}
+	nums, dens := once(keyA, a), once(keyB, b)
+	var out []float64
+	for _, rd := range slices.Sorted(maps.Keys(nums)) {
+		if d, ok := dens[rd]; ok && d != 0 {
+			out = append(out, nums[rd]/d)
+		}
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
 }
 
 func (r *report) errorf(format string, args ...any) {
@@ -212,20 +265,24 @@ func (r *report) finish() {
 			if v, ok := m.Modes[modeNAT]; ok {
 				x := v.Median / k.Median
 				m.Ratio = &x
+				m.RatioRounds = r.perRound(m.Key, modeNAT, modeKernel)
 			}
 			if v, ok := m.Modes[modeProxy]; ok {
 				x := v.Median / k.Median
 				m.ProxyRatio = &x
+				m.ProxyRatioRounds = r.perRound(m.Key, modeProxy, modeKernel)
 			}
 		}
 		if v, ok := m.Modes[modeWG]; ok {
 			if k, ok := m.Modes[modeKernelWG]; ok && k.Median != 0 {
 				x := v.Median / k.Median
 				m.WGRatioWGGo = &x
+				m.WGRatioWGGoRounds = r.perRound(m.Key, modeWG, modeKernelWG)
 			}
 			if n, ok := m.Modes[modeNAT]; ok && n.Median != 0 {
 				x := v.Median / n.Median
 				m.WGRatioPlain = &x
+				m.WGRatioPlainRounds = r.perRound(m.Key, modeWG, modeNAT)
 			}
 		}
 		r.Metrics = append(r.Metrics, m)
@@ -247,6 +304,8 @@ func (r *report) finish() {
 		if row.VRouter != nil && *row.Slirp4netns > 0 && a.unit != "per 100" {
 			x := *row.VRouter / *row.Slirp4netns
 			row.RatioSlirp = &x
+			row.RatioKernelRounds = r.perRound(a.key, modeNAT, modeKernel)
+			row.RatioSlirpRounds = r.perRoundOf(a.key, modeNAT, a.anchor, modeKernel)
 		}
 		r.Anchored = append(r.Anchored, row)
 	}
@@ -322,6 +381,17 @@ func ratio(x *float64) string {
 	return ratioString(*x)
 }
 
+// ratioRange is ratio(x) followed, where the rounds' own ratios are
+// known, by their lowest and highest: "0.51× (0.43–0.53)".
+func ratioRange(x *float64, rounds []float64) string {
+	s := ratio(x)
+	if s == "" || s == "n/a" || len(rounds) < 2 {
+		return s
+	}
+	lo, hi := ratioString(slices.Min(rounds)), ratioString(slices.Max(rounds))
+	return fmt.Sprintf("%s (%s–%s)", s, strings.TrimSuffix(lo, "×"), strings.TrimSuffix(hi, "×"))
+}
+
 // ratioString formats a ratio; one far below 1 reads better as 1/N.
 func ratioString(x float64) string {
 	switch {
@@ -341,8 +411,12 @@ func (r *report) writeTables(w io.Writer) {
 	fmt.Fprintf(w, "vrouter vs kernel (host-gw + kube-proxy iptables), seed cluster in network namespaces, MTU 1500 underlay.\n")
 	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s, %s, %s, iperf %s; load average %.2f at start, %.2f at end.\n",
 		m.CPUs, m.CPUModel, m.Kernel, m.Go, m.Iptables, m.Iperf3, m.LoadStart[0], m.LoadEnd[0])
-	fmt.Fprintf(w, "Run: %s, %d interleaved round(s), %v per iperf3 run, %v per HTTP run, median of rounds; took %.0f s. Commit %s.\n\n",
+	fmt.Fprintf(w, "Run: %s, %d interleaved round(s), %v per iperf3 run, %v per HTTP run, median of rounds; took %.0f s. Commit %s.\n",
 		r.Run, r.Rounds, time.Duration(r.RunSecs*float64(time.Second)), time.Duration(r.HTTPSecs*float64(time.Second)), r.Seconds, orNA(m.Commit))
+	if r.Rounds > 1 {
+		fmt.Fprintf(w, "Ratios are of the medians; in brackets, the lowest and highest of the rounds' own ratios (each round's value ÷ the same round's baseline).\n")
+	}
+	fmt.Fprintln(w)
 
 	proxyHead := "vrouter-proxy"
 	fmt.Fprintf(w, "| measurement | unit | kernel | vrouter (nat) | vrouter ÷ kernel | %s | proxy ÷ kernel |\n", proxyHead)
@@ -361,7 +435,7 @@ func (r *report) writeTables(w io.Writer) {
 			if s, ok := mt.Modes[modeProxy]; ok {
 				proxy = num(s.Median)
 			}
-			rt, prt = ratio(mt.Ratio), ratio(mt.ProxyRatio)
+			rt, prt = ratioRange(mt.Ratio, mt.RatioRounds), ratioRange(mt.ProxyRatio, mt.ProxyRatioRounds)
 			if strings.Contains(d.key, "loss") || d.unit == "per 100" {
 				rt, prt = "", "" // a ratio of near-zero losses means nothing
 			}
@@ -409,9 +483,10 @@ func (r *report) writeTables(w io.Writer) {
 		for _, a := range r.Anchored {
 			rk := ""
 			if a.Kernel != nil && a.VRouter != nil && *a.Kernel > 0 && a.Unit != "per 100" {
-				rk = ratioString(*a.VRouter / *a.Kernel)
+				x := *a.VRouter / *a.Kernel
+				rk = ratioRange(&x, a.RatioKernelRounds)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", a.Label, a.Unit, val(a.Kernel), val(a.VRouter), val(a.Slirp4netns), rk, ratio(a.RatioSlirp))
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", a.Label, a.Unit, val(a.Kernel), val(a.VRouter), val(a.Slirp4netns), rk, ratioRange(a.RatioSlirp, a.RatioSlirpRounds))
 		}
 		fmt.Fprintf(w, "\n⁷ the same loads as ⁶, from a pod namespace whose only way out is slirp4netns %s (%s, as rootless Podman runs it), on the kernel bed's %s, measured in the same rounds; its HTTP server is a second nginx on %s at %v, so that the TIME_WAIT the kernel's masqueraded connections leave at %v never meets its connections.\n",
 			orNA(slirpVersion()), strings.Join(slirpArgs(0)[:len(slirpArgs(0))-2], " "), masterNode, outsideClient, slirpServer, egressServer)
@@ -681,7 +756,7 @@ func (r *report) writeEncrypted(w io.Writer) {
 			}
 			return "n/a"
 		}
-		rg, rp := ratio(mt.WGRatioWGGo), ratio(mt.WGRatioPlain)
+		rg, rp := ratioRange(mt.WGRatioWGGo, mt.WGRatioWGGoRounds), ratioRange(mt.WGRatioPlain, mt.WGRatioPlainRounds)
 		if strings.Contains(d.key, "loss") {
 			rg, rp = "", ""
 		}
