@@ -69,8 +69,8 @@ type metric struct {
 	// wireguard-go and against vrouter's plain overlay.
 	WGRatioWGGo  *float64 `json:"ratio_vrouter_wireguard_kernel_wireguard_go,omitempty"`
 	WGRatioPlain *float64 `json:"ratio_vrouter_wireguard_vrouter,omitempty"`
-	// Each ratio's own value in every round both of its modes were
-	// measured in (see perRound), in round order; set for two or more.
+	// Each ratio's own value in every round that measured each of its
+	// modes once (see perRound), in round order; set for two or more.
 	RatioRounds        []float64 `json:"ratio_vrouter_kernel_rounds,omitempty"`
 	ProxyRatioRounds   []float64 `json:"ratio_proxy_kernel_rounds,omitempty"`
 	WGRatioWGGoRounds  []float64 `json:"ratio_vrouter_wireguard_kernel_wireguard_go_rounds,omitempty"`
@@ -191,10 +191,11 @@ func (r *report) add(key string, m mode, v float64) {
 }
 
 // perRound returns key's a ÷ b of each round in which each of the two
-// modes was measured once (rounds interleave the modes, so a round's two
-// values were taken minutes apart at most, under the same conditions),
-// in round order: how much the ratio of the medians moves from round to
-// round. It is nil unless there are two or more.
+// modes was measured once (a round takes each measurement on every mode
+// one after the other, so a round's two values were taken seconds apart,
+// under the same conditions), in round order: how much the ratio of the
+// medians moves from round to round. It is nil unless there are two or
+// more.
 func (r *report) perRound(key string, a, b mode) []float64 {
 	return r.perRoundOf(key, a, key, b)
 }
