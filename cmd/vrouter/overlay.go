@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"syscall"
 
@@ -42,9 +43,9 @@ func listenOverlay(cfg *configs.Config, log *zap.Logger) (router.Conn, error) {
 	return nil, fmt.Errorf("%w: overlay.listenAddress %s is not an address of this network namespace; set it to one it has, such as 0.0.0.0 (any)", err, addr)
 }
 
-// listenWireGuard starts the encrypted overlay. WireGuard listens on
-// every address of its port, as wg(8) does: overlay.listenAddress does
-// not narrow it.
+// listenWireGuard starts the encrypted overlay on the router's own UDP
+// socket. WireGuard listens on every address of its port, as wg(8) does
+// (of the underlay's family): overlay.listenAddress does not narrow it.
 func listenWireGuard(cfg *configs.Config, log *zap.Logger) (*wireguard.Conn, error) {
 	path := cfg.Overlay.PrivateKeyFile
 	key, created, err := wireguard.LoadOrCreateKey(path)
@@ -54,12 +55,19 @@ func listenWireGuard(cfg *configs.Config, log *zap.Logger) (*wireguard.Conn, err
 	if created {
 		log.Info("WireGuard private key generated", zap.String("file", path))
 	}
+	wild := netip.IPv4Unspecified()
+	if cfg.Node.Underlay.Is6() && !cfg.Node.Underlay.Is4In6() {
+		wild = netip.IPv6Unspecified()
+	}
+	sock, err := router.ListenUDP(netip.AddrPortFrom(wild, uint16(cfg.Overlay.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("wireguard: %w", err)
+	}
 	conn, err := wireguard.Listen(wireguard.Options{
 		PrivateKey: key,
-		Port:       uint16(cfg.Overlay.Port),
 		MTU:        cfg.Overlay.MTU,
 		Logger:     log.Named("wireguard"),
-		Bind:       router.NewWireGuardBind(),
+		Socket:     sock,
 	})
 	if err != nil {
 		return nil, err

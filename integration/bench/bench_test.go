@@ -166,9 +166,10 @@ Duration: 6s, Total samples = 30ms (0.5%)
 		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).WriteBatch", "github.com/vrouter/vrouter/router.(*overlayEndpoint).send", "github.com/vrouter/vrouter/router.(*tunEndpoint).readLoop"}:        "syscall: UDP send (overlay out)",
 		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/tun.(*offloadFile).Write", "github.com/vrouter/vrouter/router.(*tunEndpoint).send", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}:            "syscall: TUN write (to node kernel)",
 		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).ReadBatch", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop", "github.com/vrouter/vrouter/router.(*overlayEndpoint).readLoop"}: "syscall: UDP receive (overlay in)",
-		// The encrypted overlay's socket, driven by wireguard-go's device.
-		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*mmsgSend).sendmmsg", "github.com/vrouter/vrouter/router.(*udpBind).Send", "golang.zx2c4.com/wireguard/device.(*Peer).SendBuffers"}:                                        "syscall: UDP send (overlay out)",
-		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).ReadBatch", "github.com/vrouter/vrouter/router.(*udpBind).Open.(*udpBind).receiver.func1", "golang.zx2c4.com/wireguard/device.(*Device).RoutineReceiveIncoming"}: "syscall: UDP receive (overlay in)",
+		// The encrypted overlay: its socket under the router's readers, and its own code.
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*mmsgSend).sendmmsg", "github.com/vrouter/vrouter/router.(*udpConn).WriteBatch", "github.com/vrouter/vrouter/router/wireguard.(*Conn).sealRun"}:                                                       "syscall: UDP send (overlay out)",
+		{"internal/runtime/syscall/linux.Syscall6", "github.com/vrouter/vrouter/router.(*udpConn).ReadBatch", "github.com/vrouter/vrouter/router/wireguard.(*Conn).fill", "github.com/vrouter/vrouter/router/wireguard.(*Conn).ReadBatch"}:                                                    "syscall: UDP receive (overlay in)",
+		{"github.com/vrouter/vrouter/router/wireguard.(*replayFilter).accept", "github.com/vrouter/vrouter/router/wireguard.(*keypair).openTransport", "github.com/vrouter/vrouter/router/wireguard.(*Conn).receiveTransport", "github.com/vrouter/vrouter/router/wireguard.(*Conn).receive"}: "vrouter: router/wireguard (sessions, replay window, handshakes)",
 	} {
 		if got := classify(frames[:]); got != want {
 			t.Errorf("classify(%v) = %q, want %q", frames, got, want)

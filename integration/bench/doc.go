@@ -187,8 +187,8 @@
 //     and iperf3 runs through it in both directions under the CPU
 //     profiler; the same on the vrouter-wireguard bed with the
 //     encrypted overlay (wireguard.Listen), whose samples add
-//     ChaCha20-Poly1305, wireguard-go's device and the hand-off between
-//     router and device to the categories. Each sample is put in one category (system calls by
+//     ChaCha20-Poly1305 and router/wireguard's own code (sessions,
+//     replay window, handshakes) to the categories. Each sample is put in one category (system calls by
 //     device and direction, copies, allocation, GC, Go scheduler, gVisor,
 //     vrouter) and divided by the packets the router moved. Profiles are
 //     kept (--profile-dir) for `go tool pprof`.

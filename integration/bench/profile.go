@@ -176,7 +176,11 @@ func listenWireGuard(cfg *configs.Config) (router.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wireguard.Listen(wireguard.Options{PrivateKey: key, Port: uint16(cfg.Overlay.Port), MTU: cfg.Overlay.MTU, Bind: router.NewWireGuardBind()})
+	sock, err := router.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(cfg.Overlay.Port)))
+	if err != nil {
+		return nil, err
+	}
+	return wireguard.Listen(wireguard.Options{PrivateKey: key, MTU: cfg.Overlay.MTU, Socket: sock})
 }
 
 // waitLinkGone waits until link name no longer exists in namespace ns.
@@ -387,7 +391,7 @@ var categories = []string{
 	"gVisor: checksums",
 	"gVisor: stack (forwarding, routing, packet buffers)",
 	"vrouter: router package",
-	"wireguard-go: device (queues, nonces, peer lookup)",
+	"vrouter: router/wireguard (sessions, replay window, handshakes)",
 	"other",
 }
 
@@ -401,11 +405,11 @@ func classify(frames []string) string {
 		switch {
 		// The stack's writes (WritePackets) and the fast path's
 		// (send), made from either reader.
-		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send", "conn.(*StdNetBind).Send", "(*udpBind).Send"):
+		case anyFrame(frames, "(*overlayEndpoint).WritePackets", "(*overlayEndpoint).send", "wireguard.(*Conn).sealRun", "wireguard.(*Conn).initiateLocked", "wireguard.(*Conn).receiveInitiation"):
 			return categories[0]
 		case anyFrame(frames, "(*tunEndpoint).WritePackets", "(*tunEndpoint).send"):
 			return categories[1]
-		case anyFrame(frames, "(*overlayEndpoint).readLoop", "conn.(*StdNetBind).receiveIP", "conn.(*StdNetBind).makeReceiveIPv", "(*udpBind).receiver"):
+		case anyFrame(frames, "(*overlayEndpoint).readLoop", "wireguard.(*Conn).fill"):
 			return categories[2]
 		case anyFrame(frames, "(*tunEndpoint).readLoop"):
 			return categories[3]
@@ -427,10 +431,10 @@ func classify(frames []string) string {
 		return "gVisor: checksums"
 	case strings.HasPrefix(leaf, "gvisor.dev/"):
 		return "gVisor: stack (forwarding, routing, packet buffers)"
+	case strings.HasPrefix(leaf, "github.com/vrouter/vrouter/router/wireguard."):
+		return "vrouter: router/wireguard (sessions, replay window, handshakes)"
 	case strings.HasPrefix(leaf, "github.com/vrouter/vrouter/"):
 		return "vrouter: router package"
-	case strings.HasPrefix(leaf, "golang.zx2c4.com/wireguard/"):
-		return "wireguard-go: device (queues, nonces, peer lookup)"
 	}
 	return "other"
 }
@@ -471,7 +475,6 @@ var inclusiveProbes = []struct {
 	{"all system calls", []string{"syscall.", "internal/runtime/syscall", "golang.org/x/sys/unix."}},
 	// The encrypted overlay (overlay.encryption wireguard).
 	{"encryption and decryption: chacha20poly1305", []string{"chacha20poly1305."}},
-	{"wireguard-go device: golang.zx2c4.com/wireguard/device and below", []string{"golang.zx2c4.com/wireguard/device."}},
-	{"hand-off between router and device: router/wireguard's pipe and below", []string{"router/wireguard.(*pipe)"}},
+	{"encrypted overlay: router/wireguard's WriteBatch and ReadBatch and below", []string{"router/wireguard.(*Conn).WriteBatch", "router/wireguard.(*Conn).ReadBatch"}},
 	{"all allocation: runtime.mallocgc", []string{"runtime.mallocgc"}},
 }

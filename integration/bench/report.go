@@ -767,7 +767,7 @@ func (r *report) writeEncrypted(w io.Writer) {
 	if r.Machine.WireGuardGo != "" {
 		wgv = " " + r.Machine.WireGuardGo
 	}
-	fmt.Fprintf(w, "\n⁸ the same pods and Services on a third and fourth copy of the cluster. kernel routes + wireguard-go: on each node wireguard-go%s (built from golang.zx2c4.com/wireguard, the module vrouter's encrypted overlay uses) makes a TUN interface, MTU %d, that wg gives the other node as its one peer (allowed IPs its pod CIDR, UDP port %d), the node kernel routes the peer's pod CIDR into it, and kube-proxy's iptables chains serve the Services, as on the kernel bed; vrouter (wireguard): overlay.encryption wireguard, each peer's public key in the config file. CPU per GB: the two wireguard-go processes' utime+stime against the two vrouter processes'.\n", wgv, wgGoMTU, wgGoPort)
+	fmt.Fprintf(w, "\n⁸ the same pods and Services on a third and fourth copy of the cluster. kernel routes + wireguard-go: on each node wireguard-go%s (built from golang.zx2c4.com/wireguard, whose device its tests interoperate with) makes a TUN interface, MTU %d, that wg gives the other node as its one peer (allowed IPs its pod CIDR, UDP port %d), the node kernel routes the peer's pod CIDR into it, and kube-proxy's iptables chains serve the Services, as on the kernel bed; vrouter (wireguard): overlay.encryption wireguard, each peer's public key in the config file. CPU per GB: the two wireguard-go processes' utime+stime against the two vrouter processes'.\n", wgv, wgGoMTU, wgGoPort)
 	if r.WireGuardGo != "measured" && r.WireGuardGo != "" {
 		fmt.Fprintf(w, "Kernel routes over wireguard-go: n/a (%s).\n", r.WireGuardGo)
 	}

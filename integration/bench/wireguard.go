@@ -25,8 +25,9 @@ import (
 // (modeWG) against vrouter's plain overlay and against the standard
 // userspace setup on the same namespaces (modeKernelWG): on each node,
 // wireguard-go (the userspace WireGuard daemon, built by `make
-// wireguard-go` from the module vrouter's encrypted overlay is built on)
-// makes a TUN interface, Debian's wireguard-tools `wg` gives it a key and
+// wireguard-go` from golang.zx2c4.com/wireguard, whose device vrouter's
+// WireGuard interoperates with) makes a TUN interface, Debian's
+// wireguard-tools `wg` gives it a key and
 // the other node as its one peer, and the kernel routes the peer's pod
 // CIDR into it — flannel's wireguard backend, with wireguard-go in place
 // of the kernel module:

@@ -2,50 +2,12 @@ package wireguard
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.zx2c4.com/wireguard/conn"
 )
-
-// bind is the device's underlay socket with a check in front: a datagram
-// that is not a WireGuard message — in practice a plain overlay packet
-// from a router whose overlay is not encrypted — is dropped before the
-// device sees it, counted, and logged (once a minute per sender), so
-// that a mixed pair fails closed and says why.
-type bind struct {
-	conn.Bind
-	c    *Conn
-	port atomic.Value // uint16, the port Open bound
-
-	mu     sync.Mutex
-	logged map[netip.Addr]time.Time
-}
-
-func (b *bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	fns, actual, err := b.Bind.Open(port)
-	if err != nil {
-		return nil, 0, err
-	}
-	b.port.Store(actual)
-	wrapped := make([]conn.ReceiveFunc, len(fns))
-	for i, fn := range fns {
-		wrapped[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-			n, err := fn(packets, sizes, eps)
-			for j := range n {
-				if sizes[j] > 0 && !IsMessage(packets[j][:sizes[j]]) {
-					b.refusePlain(eps[j])
-					sizes[j] = 0 // the device skips it
-				}
-			}
-			return n, err
-		}
-	}
-	return wrapped, actual, nil
-}
 
 // IsMessage reports whether b begins as a WireGuard message does: a type
 // of 1 to 4 (initiation, response, cookie reply, transport data) in a
@@ -59,24 +21,66 @@ func IsMessage(b []byte) bool {
 	return t >= 1 && t <= 4
 }
 
-func (b *bind) refusePlain(ep conn.Endpoint) {
-	b.c.refused[RefusedNotWireGuard].Add(1)
-	from := ep.DstIP()
+// refusePlain counts a datagram that is not a WireGuard message — in
+// practice a plain overlay packet from a router whose overlay is not
+// encrypted — and logs it once a minute per sender, so that a mixed pair
+// fails closed and says why.
+func (c *Conn) refusePlain(from netip.AddrPort) {
+	c.refused[RefusedNotWireGuard].Add(1)
 	now := time.Now()
-	b.mu.Lock()
-	if b.logged == nil {
-		b.logged = map[netip.Addr]time.Time{}
+	c.plainMu.Lock()
+	if c.plainLogged == nil {
+		c.plainLogged = map[netip.Addr]time.Time{}
 	}
-	last, seen := b.logged[from]
+	last, seen := c.plainLogged[from.Addr()]
 	if seen && now.Sub(last) < time.Minute {
-		b.mu.Unlock()
+		c.plainMu.Unlock()
 		return
 	}
-	if len(b.logged) > 1024 {
-		clear(b.logged)
+	if len(c.plainLogged) > 1024 {
+		clear(c.plainLogged)
 	}
-	b.logged[from] = now
-	b.mu.Unlock()
-	b.c.log.Warn("dropped a datagram that is not WireGuard: its sender's overlay is plain, this router's is encrypted (overlay.encryption: wireguard); set the same overlay.encryption on every node",
-		zap.String("from", ep.DstToString()))
+	c.plainLogged[from.Addr()] = now
+	c.plainMu.Unlock()
+	c.log.Warn("dropped a datagram that is not WireGuard: its sender's overlay is plain, this router's is encrypted (overlay.encryption: wireguard); set the same overlay.encryption on every node",
+		zap.Stringer("from", from))
 }
+
+// stdSocket is the default Socket: Go's UDP socket, one datagram per
+// system call.
+type stdSocket struct{ c *net.UDPConn }
+
+func listenStd(port uint16) (*stdSocket, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(port)})
+	if err != nil {
+		return nil, err
+	}
+	return &stdSocket{c: c}, nil
+}
+
+func (s *stdSocket) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	n, addr, err := s.c.ReadFromUDPAddrPort(bufs[0])
+	if err != nil {
+		return 0, err
+	}
+	sizes[0], segSizes[0], from[0] = n, n, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	return 1, nil
+}
+
+func (s *stdSocket) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	for off := 0; off < len(b); off += segSize {
+		if _, err := s.c.WriteToUDPAddrPort(b[off:min(off+segSize, len(b))], addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *stdSocket) LocalAddr() netip.AddrPort {
+	return s.c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func (s *stdSocket) Close() error { return s.c.Close() }

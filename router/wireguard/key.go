@@ -3,7 +3,6 @@ package wireguard
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -52,17 +51,6 @@ func (k Key) IsZero() bool { return k == Key{} }
 
 // String is k in base64, as wg(8) prints keys.
 func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
-
-// Short is k's abbreviation in wireguard-go's log lines: the first four
-// and the last four characters of its key text, "AbCd…WxYz".
-func (k Key) Short() string {
-	s := k.String()
-	return s[:4] + "…" + s[39:43]
-}
-
-// hex is k in lower-case hex, as the WireGuard configuration protocol
-// (UAPI) carries keys.
-func (k Key) hex() string { return hex.EncodeToString(k[:]) }
 
 // MarshalText implements encoding.TextMarshaler.
 func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }

@@ -5,22 +5,22 @@ import (
 	"slices"
 )
 
-// sources maps an inner packet's source address to the configured
-// endpoint of the peer whose allowed IPs hold it: the sender the router
-// sees for a packet the device decrypted. It is immutable once built; the
-// most specific prefix wins, as in the device's own table.
+// sources maps an inner packet's source address to the peer whose
+// allowed IPs hold it: a packet that authenticates as one peer's must come
+// from that peer's addresses (WireGuard's cryptokey routing). It is
+// immutable once built; the most specific prefix wins.
 type sources struct {
-	byPrefix map[netip.Prefix]netip.AddrPort
+	byPrefix map[netip.Prefix]*peer
 	lens4    []int // prefix lengths in use, longest first
 	lens6    []int
 }
 
-func newSources(peers []Peer) *sources {
-	s := &sources{byPrefix: make(map[netip.Prefix]netip.AddrPort)}
+func newSources(peers []Peer, byKey map[Key]*peer) *sources {
+	s := &sources{byPrefix: make(map[netip.Prefix]*peer)}
 	for _, p := range peers {
 		for _, c := range p.AllowedIPs {
 			c = c.Masked()
-			s.byPrefix[c] = p.Endpoint
+			s.byPrefix[c] = byKey[p.PublicKey]
 			if c.Addr().Is4() {
 				s.lens4 = append(s.lens4, c.Bits())
 			} else {
@@ -36,10 +36,9 @@ func newSources(peers []Peer) *sources {
 	return s
 }
 
-// lookup is the endpoint of the peer that owns pkt's source address, or
-// the zero AddrPort (which is no peer's) for none or a packet too short
-// to have one.
-func (s *sources) lookup(pkt []byte) netip.AddrPort {
+// lookup is the peer that owns pkt's source address, or nil for none or a
+// packet too short to have one.
+func (s *sources) lookup(pkt []byte) *peer {
 	var a netip.Addr
 	var lens []int
 	switch {
@@ -48,13 +47,13 @@ func (s *sources) lookup(pkt []byte) netip.AddrPort {
 	case len(pkt) >= 40 && pkt[0]>>4 == 6:
 		a, lens = netip.AddrFrom16([16]byte(pkt[8:24])), s.lens6
 	default:
-		return netip.AddrPort{}
+		return nil
 	}
 	for _, l := range lens {
 		pfx, _ := a.Prefix(l)
-		if ep, ok := s.byPrefix[pfx]; ok {
-			return ep
+		if p, ok := s.byPrefix[pfx]; ok {
+			return p
 		}
 	}
-	return netip.AddrPort{}
+	return nil
 }

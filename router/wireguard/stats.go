@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,8 +12,7 @@ import (
 // router.
 type Refusal int
 
-// Refusals. wireguard-go drops a transport message whose authentication
-// tag is wrong without a word; those are not counted here.
+// Refusals.
 const (
 	// RefusedBadMAC: a handshake message whose MAC is not keyed to this
 	// router's public key — its sender has the wrong key for it.
@@ -32,8 +32,14 @@ const (
 	// source is outside its peer's allowed IPs.
 	RefusedDisallowedSource
 	// RefusedNotWireGuard: a datagram that is not a WireGuard message,
-	// such as a plain overlay packet.
+	// such as a plain overlay packet, or a handshake message of the
+	// wrong size.
 	RefusedNotWireGuard
+	// RefusedUnauthenticated: a transport message for no session this
+	// router has (an old one, or one of another router's), whose tag
+	// does not authenticate, whose counter was seen before (a replay),
+	// or that holds no IP packet.
+	RefusedUnauthenticated
 	numRefusals
 )
 
@@ -44,6 +50,7 @@ var refusalNames = [numRefusals]string{
 	RefusedReplay:           "replay",
 	RefusedDisallowedSource: "disallowed_source",
 	RefusedNotWireGuard:     "not_wireguard",
+	RefusedUnauthenticated:  "unauthenticated",
 }
 
 func (r Refusal) String() string {
@@ -87,112 +94,14 @@ func (c *Conn) Stats() Stats {
 	return s
 }
 
-// verbosef is the device's verbose log: the router counts handshakes and
-// refusals from it by the format of each line, which names the event.
-// The lines themselves are logged at debug level (the device logs per
-// keepalive).
-func (c *Conn) verbosef(format string, args ...any) {
-	if c.closed.Load() {
-		return // the device's workers stop after Close returns
-	}
-	if c.debug {
-		c.log.Debug("wireguard: " + fmt.Sprintf(format, args...))
-	}
-	switch format {
-	case "%v - Sending handshake initiation":
-		c.hsTotal.initiationsSent.Add(1)
-	case "%v - Received handshake initiation":
-		c.hsTotal.initiationsReceived.Add(1)
-	case "%v - Sending handshake response":
-		c.hsTotal.responsesSent.Add(1)
-		c.completed(args)
-	case "%v - Received handshake response":
-		c.hsTotal.responsesReceived.Add(1)
-		c.completed(args)
-	case "Received packet with invalid mac1":
-		c.refuse(RefusedBadMAC, "a handshake message's MAC is not for this router's public key: its sender has another key for this router", args)
-	case "Received invalid initiation message from %s":
-		c.refuse(RefusedUnknownKey, "a handshake initiation does not authenticate as any peer: its sender's public key is not a configured peer's", args)
-	case "Received invalid response message from %s":
-		c.refuse(RefusedStaleResponse, "", args)
-	case "%v - ConsumeMessageInitiation: handshake replay @ %v", "%v - ConsumeMessageInitiation: handshake flood":
-		c.refuse(RefusedReplay, "", args)
-	case "IPv4 packet with disallowed source address from %v", "IPv6 packet with disallowed source address from %v":
-		c.refuse(RefusedDisallowedSource, "", args)
-	}
-}
-
-// completed counts a completed handshake with the peer args[0] names.
-func (c *Conn) completed(args []any) {
-	name := c.peerName(args)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if k, ok := c.shorts[shortOf(args)]; ok {
-		c.shook[k] = true
-	}
-	h := c.hs[name]
-	if h == nil {
-		h = &handshakes{}
-		c.hs[name] = h
-	}
-	if h.total > 0 {
-		h.rekeys++
-	}
-	h.total++
-}
-
-// peerName is the name of the peer the device's log argument args[0]
-// stands for ("peer(AbCd…WxYz)").
-func (c *Conn) peerName(args []any) string {
-	if len(args) == 0 {
-		return ""
-	}
-	short := shortOf(args)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n, ok := c.names[short]; ok {
-		return n
-	}
-	return short
-}
-
-// shortOf is the abbreviated key in the device's log argument args[0]
-// ("peer(AbCd…WxYz)"), or "".
-func shortOf(args []any) string {
-	if len(args) == 0 {
-		return ""
-	}
-	s, ok := args[0].(fmt.Stringer)
-	if !ok {
-		return ""
-	}
-	short := s.String()
-	if len(short) > 6 && short[:5] == "peer(" {
-		short = short[5 : len(short)-1]
-	}
-	return short
-}
-
-// refuse counts a refusal and logs the first of each reason, and then at
-// most one a minute.
-func (c *Conn) refuse(r Refusal, why string, args []any) {
+// refuse counts a refusal and logs the first of each reason that has a
+// why, and then at most one a minute.
+func (c *Conn) refuse(r Refusal, why string, from netip.AddrPort) {
 	c.refused[r].Add(1)
 	now := time.Now().UnixNano()
 	last := c.refusedLogged[r].Load()
 	if why == "" || (last != 0 && now-last < int64(time.Minute)) || !c.refusedLogged[r].CompareAndSwap(last, now) {
 		return
 	}
-	fields := []zap.Field{zap.Stringer("reason", r)}
-	if len(args) > 0 {
-		fields = append(fields, zap.String("from", fmt.Sprint(args[0])))
-	}
-	c.log.Warn("WireGuard refused a datagram: "+why, fields...)
-}
-
-// errorf is the device's error log.
-func (c *Conn) errorf(format string, args ...any) {
-	if c.closed.Load() {
-		return
-	}
-	c.log.Warn("wireguard: " + fmt.Sprintf(format, args...))
+	c.log.Warn("WireGuard refused a datagram: "+why, zap.Stringer("reason", r), zap.Stringer("from", from))
 }

@@ -180,7 +180,7 @@ func (s *Server) Peers() []Peer {
 }
 
 // sessions returns the encrypted overlay's sessions by peer key; none
-// for a plain overlay, or if the device cannot say (it is closing).
+// for a plain overlay, or if the overlay cannot say.
 func (s *Server) sessions() map[wireguard.Key]wireguard.PeerStatus {
 	if s.opts.WireGuard == nil {
 		return nil

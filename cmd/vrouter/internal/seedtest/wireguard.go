@@ -14,7 +14,9 @@ import (
 // WireGuard is hostgw-master's router over an encrypted overlay on
 // loopback, with two peers: hostgw-node, a WireGuard device of its own (no
 // router behind it: the handshake is the device's business), and
-// hostgw-spare, whose key is not known yet.
+// hostgw-spare, whose key is not known yet. hostgw-node's overlay has no
+// router behind it: a reader of the fixture's own answers its handshakes
+// and drops what it reads.
 type WireGuard struct {
 	Router *router.Router
 	// Master is the router's overlay, at MasterAt; Node the peer's
@@ -34,7 +36,11 @@ func StartWireGuard(t *testing.T) *WireGuard {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420, Bind: router.NewWireGuardBind()})
+		sock, err := router.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := wireguard.Listen(wireguard.Options{PrivateKey: k, MTU: 1420, Socket: sock})
 		if err != nil {
 			t.Fatalf("wireguard.Listen: %v", err)
 		}
@@ -42,7 +48,12 @@ func StartWireGuard(t *testing.T) *WireGuard {
 	}
 	master, masterKey, masterAt := listen()
 	node, nodeKey, nodeAt := listen()
-	t.Cleanup(func() { node.Close() })
+	drained := make(chan struct{})
+	go drain(node, drained)
+	t.Cleanup(func() {
+		node.Close()
+		<-drained
+	})
 
 	dev, _ := tuntest.NewPair(tuntest.Options{})
 	r, err := router.New(router.Options{TUN: dev, Overlay: master, MTU: 1420})
@@ -97,5 +108,22 @@ func (w *WireGuard) WaitSession(t *testing.T) {
 			t.Fatalf("no WireGuard session with hostgw-node within 15 s: %+v", ps)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// drain reads c until it is closed, as a router's overlay reader would
+// (which is what answers handshakes), and drops what it reads. It closes
+// done as it returns.
+func drain(c *wireguard.Conn, done chan<- struct{}) {
+	defer close(done)
+	bufs := make([][]byte, router.MaxReadBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, router.MaxSegmentsRead)
+	}
+	sizes, segs, from := make([]int, len(bufs)), make([]int, len(bufs)), make([]netip.AddrPort, len(bufs))
+	for {
+		if _, err := c.ReadBatch(bufs, sizes, segs, from); err != nil {
+			return
+		}
 	}
 }

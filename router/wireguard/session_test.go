@@ -1,0 +1,318 @@
+package wireguard
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+func TestReplayFilter(t *testing.T) {
+	var f replayFilter
+	accept := func(ctr uint64, want bool) {
+		t.Helper()
+		if got := f.accept(ctr); got != want {
+			t.Fatalf("accept(%d) = %v, want %v", ctr, got, want)
+		}
+	}
+	accept(0, true)
+	accept(0, false)
+	accept(2, true)
+	accept(1, true) // late, inside the window
+	accept(1, false)
+	accept(5000, true)
+	accept(5000-replayWindow, true) // the oldest the window holds
+	accept(5000-replayWindow-1, false)
+	accept(4999, true)
+	accept(3000, false) // far behind
+	accept(5000+10*replayWindow, true)
+	accept(5001, false)
+	// A jump of one block clears only that block.
+	f = replayFilter{}
+	for i := range uint64(200) {
+		accept(i, true)
+	}
+	accept(64*3+5, false)
+	accept(264, true)
+	accept(64*3+5, false)
+	accept(263, true)
+}
+
+// recorder is a Socket that keeps a copy of every datagram it sends.
+type recorder struct {
+	Socket
+	mu   sync.Mutex
+	sent [][]byte
+}
+
+func (r *recorder) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	r.mu.Lock()
+	for off := 0; off < len(b); off += segSize {
+		r.sent = append(r.sent, bytes.Clone(b[off:min(off+segSize, len(b))]))
+	}
+	r.mu.Unlock()
+	return r.Socket.WriteBatch(b, segSize, addr)
+}
+
+func (r *recorder) last(typ byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.sent) - 1; i >= 0; i-- {
+		if r.sent[i][0] == typ {
+			return r.sent[i]
+		}
+	}
+	return nil
+}
+
+// pair is two Conns that know each other, with a session up; a's socket
+// records what it sends.
+func pair(t *testing.T) (a, b node, rec *recorder) {
+	t.Helper()
+	s, err := listenStd(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = &recorder{Socket: s}
+	a, b = listenOn(t, rec), listen(t)
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a.c)
+	waitUp(t, b.c)
+	a.pod, b.pod = "10.244.0.5", "10.244.1.7"
+	return a, b, rec
+}
+
+// exchange sends a packet each way between the pods behind a and b and
+// checks both arrive.
+func exchange(t *testing.T, a, b node, payload string) {
+	t.Helper()
+	p := ipv4(a.pod, b.pod, []byte(payload))
+	if err := a.c.WriteBatch(p, len(p), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _, _ := readOne(t, b); len(msgs) != 1 || !bytes.Equal(msgs[0], p) {
+		t.Fatalf("b received %q, want %q", msgs, p)
+	}
+	q := ipv4(b.pod, a.pod, []byte(payload))
+	if err := b.c.WriteBatch(q, len(q), a.addr); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, _, _ := readOne(t, a); len(msgs) != 1 || !bytes.Equal(msgs[0], q) {
+		t.Fatalf("a received %q, want %q", msgs, q)
+	}
+}
+
+// TestTransportReplayRefused: a transport message sent again, from
+// anywhere, is refused and does not move the peer's endpoint.
+func TestTransportReplayRefused(t *testing.T) {
+	a, b, rec := pair(t)
+	exchange(t, a, b, "once")
+	msg := rec.last(msgTransport)
+	if msg == nil {
+		t.Fatal("a sent no transport message")
+	}
+	u, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(b.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	before := b.c.Stats().Refused[RefusedUnauthenticated]
+	if _, err := u.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.c.Stats().Refused[RefusedUnauthenticated] == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed message was not refused")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case got := <-b.in:
+		t.Fatalf("the replayed message reached the router: %q", got.msgs)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if ps, _ := b.c.Peers(); len(ps) != 1 || ps[0].Endpoint != a.addr {
+		t.Fatalf("a's endpoint at b after the replay: %+v, want %v", ps, a.addr)
+	}
+	// A forged one (a flipped bit) is refused too.
+	msg[len(msg)-1] ^= 1
+	if _, err := u.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	for b.c.Stats().Refused[RefusedUnauthenticated] < before+2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the forged message was not refused")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// age makes c's current session with its one peer look d old.
+func age(c *Conn, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.peers {
+		if kp := p.current.Load(); kp != nil {
+			kp.created = kp.created.Add(-d)
+		}
+		p.mu.Lock()
+		p.lastHandshake = p.lastHandshake.Add(-d)
+		p.hsSent = p.hsSent.Add(-d) // no initiation within Rekey-Timeout either
+		p.mu.Unlock()
+	}
+}
+
+// TestRekey: the initiator of a session older than Rekey-After-Time
+// handshakes again as it sends; a session older than Reject-After-Time
+// sends nothing, and what waits for the new one arrives after it.
+func TestRekey(t *testing.T) {
+	a, b, _ := pair(t)
+	exchange(t, a, b, "before")
+	ini, resp := a, b
+	if kp := a.c.peers[b.key.Public()].current.Load(); !kp.initiator {
+		ini, resp = b, a
+	}
+	hs := func(n node) uint64 {
+		ps, _ := n.c.Peers()
+		return ps[0].Handshakes
+	}
+	before := hs(ini)
+	// A responder takes an initiation a peer sends within 50 ms of its
+	// last (or within its timestamp's 16 ms) for a replay.
+	time.Sleep(2 * initiationInterval)
+	age(ini.c, rekeyAfterTime+time.Second)
+	exchange(t, ini, resp, "rekey") // goes under the old session, starts a handshake
+	deadline := time.Now().Add(5 * time.Second)
+	for hs(ini) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no new handshake after Rekey-After-Time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	exchange(t, ini, resp, "after rekey")
+	if ps, _ := ini.c.Peers(); ps[0].Rekeys == 0 {
+		t.Fatalf("peer status %+v, want a rekey", ps[0])
+	}
+
+	// Past Reject-After-Time on the responder's side: it may not send
+	// under the session; its packet waits for a handshake it starts.
+	before = hs(resp)
+	time.Sleep(2 * initiationInterval)
+	age(resp.c, rejectAfterTime+time.Second)
+	exchange(t, resp, ini, "expired")
+	if hs(resp) == before {
+		t.Fatal("the packet crossed without a new handshake")
+	}
+}
+
+// listenOn is listen on socket s.
+func listenOn(t *testing.T, s Socket) node {
+	t.Helper()
+	return listenWith(t, Options{Socket: s})
+}
+
+// TestCookieReply: a peer under load answers an initiation with a cookie
+// reply; the retry carries mac2 keyed with that cookie (the paper,
+// section 5.4.7), which such a peer requires.
+func TestCookieReply(t *testing.T) {
+	a := listen(t)
+	// The "peer": a bare UDP socket with a key.
+	kb, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	bAddr := u.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := a.c.SetPeers([]Peer{{Name: "b", PublicKey: kb.Public(), Endpoint: bAddr, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}}); err != nil {
+		t.Fatal(err)
+	}
+	p := ipv4("10.244.0.5", "10.244.1.7", []byte("x"))
+	if err := a.c.WriteBatch(p, len(p), bAddr); err != nil {
+		t.Fatal(err)
+	}
+	readInitiation := func() []byte {
+		t.Helper()
+		buf := make([]byte, 2048)
+		for {
+			_ = u.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := u.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("no initiation: %v", err)
+			}
+			if n == initiationSize && buf[0] == msgInitiation {
+				return bytes.Clone(buf[:n])
+			}
+		}
+	}
+	ini := readInitiation()
+	if !checkMAC1(ini, macKeysOf(kb.Public())) {
+		t.Fatal("the initiation's mac1 is not keyed to the peer's public key")
+	}
+	if !bytes.Equal(ini[132:148], make([]byte, 16)) {
+		t.Fatal("mac2 set without a cookie")
+	}
+	// The cookie reply: the cookie sealed under HASH("cookie--" || b's
+	// public key) with a random 24-byte nonce, bound to the initiation's
+	// mac1, to a's index.
+	cookie := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	reply := make([]byte, cookieSize)
+	reply[0] = msgCookie
+	copy(reply[4:8], ini[4:8])
+	copy(reply[8:32], bytes.Repeat([]byte{7}, 24))
+	aead, err := chacha20poly1305.NewX(func() []byte { k := hashOf(labelCookie, kb.Public()); return k[:] }())
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead.Seal(reply[32:32], reply[8:32], cookie[:], ini[116:132])
+	if _, err := u.WriteToUDPAddrPort(reply, a.addr); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a has taken the cookie, then have it retry at once
+	// (rather than after Rekey-Timeout).
+	pa := a.c.peers[kb.Public()]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pa.mu.Lock()
+		got := pa.cookieAt
+		pa.mu.Unlock()
+		if !got.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cookie reply was not taken: refusals %v", a.c.Stats().Refused)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.c.initiate(pa, true, time.Now())
+	retry := readInitiation()
+	if want := mac(cookie[:], retry[:132]); !bytes.Equal(retry[132:148], want[:]) {
+		t.Fatalf("retry's mac2 %x, want %x", retry[132:148], want)
+	}
+	// A cookie reply to the retry's index but bound to the first
+	// initiation's mac1 is refused.
+	copy(reply[4:8], retry[4:8])
+	before := a.c.Stats().Refused[RefusedBadMAC]
+	if _, err := u.WriteToUDPAddrPort(reply, a.addr); err != nil {
+		t.Fatal(err)
+	}
+	for a.c.Stats().Refused[RefusedBadMAC] == before {
+		if time.Now().After(deadline) {
+			t.Fatal("a cookie reply bound to an old initiation was taken")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
