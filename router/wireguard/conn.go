@@ -167,7 +167,7 @@ type peer struct {
 	hsStarted time.Time // the first attempt of the initiation in flight
 	hsSent    time.Time
 	hsJitter  time.Duration
-	hsMAC1    [16]byte // of the last initiation sent, which a cookie reply is bound to
+	hsMAC1    [16]byte // of the last handshake message sent, which a cookie reply is bound to
 	cookie    [16]byte
 	cookieAt  time.Time
 	lastTS    [12]byte // of the last initiation accepted

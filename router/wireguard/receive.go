@@ -18,6 +18,7 @@ type reader struct {
 	from     []netip.AddrPort
 	pkts     []inner
 	next     int
+	load     loadDefence
 }
 
 // inner is an authenticated inner packet and the peer it came from.
@@ -213,6 +214,9 @@ func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time)
 		c.refuse(RefusedBadMAC, "a handshake message's MAC is not for this router's public key: its sender has another key for this router", from)
 		return
 	}
+	if !c.admitHandshake(msg, binary.LittleEndian.Uint32(msg[4:8]), from, now) {
+		return
+	}
 	var p *peer
 	ini, err := consumeInitiation(msg, id.priv, id.pub, func(k Key) ([KeyLen]byte, bool) {
 		c.mu.Lock()
@@ -252,7 +256,7 @@ func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time)
 	if !p.cookieAt.IsZero() && now.Sub(p.cookieAt) < cookieLifetime {
 		cookie = &p.cookie
 	}
-	addMACs(resp[:], p.mac, cookie)
+	p.hsMAC1 = addMACs(resp[:], p.mac, cookie)
 	kp := newKeypair(ini.hs, now)
 	c.register(idx, indexEntry{p: p, kp: kp})
 	if p.next != nil {
@@ -279,6 +283,9 @@ func (c *Conn) receiveResponse(msg []byte, from netip.AddrPort, now time.Time) {
 	}
 	if !checkMAC1(msg, id.macs) {
 		c.refuse(RefusedBadMAC, "a handshake message's MAC is not for this router's public key: its sender has another key for this router", from)
+		return
+	}
+	if !c.admitHandshake(msg, binary.LittleEndian.Uint32(msg[4:8]), from, now) {
 		return
 	}
 	e := c.lookup(binary.LittleEndian.Uint32(msg[8:12]))
@@ -323,8 +330,10 @@ func (c *Conn) receiveCookie(msg []byte, from netip.AddrPort, now time.Time) {
 		c.refuse(RefusedNotWireGuard, "", from)
 		return
 	}
+	// A reply to our last handshake message to the peer the index
+	// names: an initiation, or a response (to the index of its session).
 	e := c.lookup(binary.LittleEndian.Uint32(msg[4:8]))
-	if e.hs == nil {
+	if e.p == nil {
 		c.refuse(RefusedStaleResponse, "", from)
 		return
 	}
@@ -332,11 +341,11 @@ func (c *Conn) receiveCookie(msg []byte, from netip.AddrPort, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cookie, err := openCookie(msg, p.mac.cookie, p.hsMAC1)
-	if err != nil || p.hs != e.hs {
+	if err != nil {
 		c.refuse(RefusedBadMAC, "", from)
 		return
 	}
-	// The peer is under load: the next initiation (the retry) carries
-	// mac2 with this cookie.
+	// The peer is under load: our next handshake message to it (a retry,
+	// or the response to its retry) carries mac2 with this cookie.
 	p.cookie, p.cookieAt = cookie, now
 }

@@ -316,3 +316,59 @@ func TestCookieReply(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestUnderLoad: a router flooded with handshake initiations answers
+// them with cookie replies instead of computing on them, and a real
+// peer's handshake still completes, its retry carrying the cookie.
+func TestUnderLoad(t *testing.T) {
+	a, b := listen(t), listen(t)
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	// The flood: initiations from no peer, with a valid mac1 (b's public
+	// key is public), one every 0.5 ms.
+	u, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(b.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	stop, flooded := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-flooded }()
+	go func() {
+		defer close(flooded)
+		msg := make([]byte, initiationSize)
+		msg[0] = msgInitiation
+		keys := macKeysOf(b.key.Public())
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Microsecond):
+			}
+			msg[8] = byte(i)
+			addMACs(msg, keys, nil)
+			_, _ = u.Write(msg)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.c.Stats().Refused[RefusedUnderLoad] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("b never came under load: refusals %v", b.c.Stats().Refused)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a.c)
+	waitUp(t, b.c)
+	a.pod, b.pod = "10.244.0.5", "10.244.1.7"
+	exchange(t, a, b, "under load")
+	pb := a.c.peers[b.key.Public()]
+	pb.mu.Lock()
+	gotCookie := !pb.cookieAt.IsZero()
+	pb.mu.Unlock()
+	if !gotCookie {
+		t.Fatal("a never took a cookie from b")
+	}
+}

@@ -40,6 +40,10 @@ const (
 	// does not authenticate, whose counter was seen before (a replay),
 	// or that holds no IP packet.
 	RefusedUnauthenticated
+	// RefusedUnderLoad: a handshake message this router did not compute
+	// on while under load (a flood of them): answered with a cookie
+	// reply, or over its source's rate.
+	RefusedUnderLoad
 	numRefusals
 )
 
@@ -51,6 +55,7 @@ var refusalNames = [numRefusals]string{
 	RefusedDisallowedSource: "disallowed_source",
 	RefusedNotWireGuard:     "not_wireguard",
 	RefusedUnauthenticated:  "unauthenticated",
+	RefusedUnderLoad:        "under_load",
 }
 
 func (r Refusal) String() string {
