@@ -131,7 +131,8 @@ func (c *Conn) receiveTransport(msg []byte, from netip.AddrPort, srcs *sources, 
 	}
 	p.rx.Add(uint64(len(msg)))
 	if from != p.addr() {
-		p.endpoint.Store(&from) // the peer roamed
+		ep := from // the peer roamed
+		p.endpoint.Store(&ep)
 	}
 	if kp != p.current.Load() {
 		c.confirm(p, kp, now)
@@ -263,7 +264,8 @@ func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time)
 		c.unregister(p.next.localIndex)
 	}
 	p.next = kp
-	p.endpoint.Store(&from)
+	ep := from
+	p.endpoint.Store(&ep)
 	c.completedLocked(p, now)
 	p.mu.Unlock()
 	if err := c.sock.WriteBatch(resp[:], len(resp), from); err != nil {
@@ -313,7 +315,8 @@ func (c *Conn) receiveResponse(msg []byte, from netip.AddrPort, now time.Time) {
 	}
 	p.current.Store(kp)
 	p.hs, p.hsStarted = nil, time.Time{}
-	p.endpoint.Store(&from)
+	ep := from
+	p.endpoint.Store(&ep)
 	c.completedLocked(p, now)
 	staged := p.staged
 	p.staged = nil

@@ -62,29 +62,31 @@ func paddedLen(n, mtu int) int {
 // returns its length. p may not overlap dst.
 func (kp *keypair) sealTransport(dst, p []byte, padded int, ctr uint64) int {
 	binary.LittleEndian.PutUint32(dst[0:4], msgTransport)
-	binary.LittleEndian.PutUint32(dst[4:8], kp.remoteIndex)
+	// The nonce (four zero bytes, then the counter) is built in the
+	// header's last 12 bytes, where the counter goes anyway: a nonce of
+	// its own would escape to the heap through the AEAD's interface.
+	binary.LittleEndian.PutUint32(dst[4:8], 0)
 	binary.LittleEndian.PutUint64(dst[8:16], ctr)
 	body := dst[transportHead : transportHead+padded]
 	copy(body, p)
 	clear(body[len(p):])
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.LittleEndian.PutUint64(nonce[4:], ctr)
-	kp.send.Seal(body[:0], nonce[:], body, nil)
+	kp.send.Seal(body[:0], dst[4:transportHead], body, nil)
+	binary.LittleEndian.PutUint32(dst[4:8], kp.remoteIndex)
 	return transportHead + padded + tagSize
 }
 
 // openTransport authenticates and decrypts transport message msg in
 // place and returns the padded inner packet (empty for a keepalive). A
 // message that does not authenticate, or whose counter the session has
-// seen or is past its window, returns false.
+// seen or is past its window, returns false. It overwrites msg's
+// receiver index, which names kp, with the nonce's zero bytes.
 func (kp *keypair) openTransport(msg []byte) ([]byte, bool) {
 	ctr := binary.LittleEndian.Uint64(msg[8:16])
 	if ctr >= rejectAfterMessages {
 		return nil, false
 	}
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.LittleEndian.PutUint64(nonce[4:], ctr)
-	p, err := kp.recv.Open(msg[transportHead:transportHead], nonce[:], msg[transportHead:], nil)
+	binary.LittleEndian.PutUint32(msg[4:8], 0) // the nonce: msg[4:16]
+	p, err := kp.recv.Open(msg[transportHead:transportHead], msg[4:transportHead], msg[transportHead:], nil)
 	if err != nil {
 		return nil, false
 	}
