@@ -111,8 +111,12 @@ type Conn struct {
 	refused       [numRefusals]atomic.Uint64
 	refusedLogged [numRefusals]atomic.Int64
 	hsTotal       struct{ initiationsSent, initiationsReceived, responsesSent, responsesReceived atomic.Uint64 }
-	plainMu       sync.Mutex
-	plainLogged   map[netip.Addr]time.Time
+	// hsCount counts each peer's completed handshakes by name, so that
+	// a peer's counters go on across a change of its key or of ours.
+	hsMu        sync.Mutex
+	hsCount     map[string]*handshakes
+	plainMu     sync.Mutex
+	plainLogged map[netip.Addr]time.Time
 
 	closed atomic.Bool
 	done   chan struct{}
@@ -129,6 +133,9 @@ func newIdentity(k Key) *identity {
 	pub := k.Public()
 	return &identity{priv: k, pub: pub, macs: macKeysOf(pub)}
 }
+
+// handshakes count one peer's completed handshakes.
+type handshakes struct{ total, rekeys uint64 }
 
 // indexEntry is what a local index names: a session (kp) or our
 // initiation in flight (hs), both a peer's.
@@ -150,11 +157,11 @@ type peer struct {
 
 	current atomic.Pointer[keypair]
 
-	// Data-path times (UnixNano, 0 for none): the last message sent and
-	// received, the first data sent with nothing received since
+	// Data-path times (UnixNano, 0 for none): the last message sent,
+	// the first data sent with nothing received since
 	// (sentWaiting), and the first data received with nothing sent since
 	// (recvWaiting).
-	lastSent, lastRecv       atomic.Int64
+	lastSent                 atomic.Int64
 	sentWaiting, recvWaiting atomic.Int64
 	rx, tx                   atomic.Uint64
 
@@ -176,8 +183,7 @@ type peer struct {
 	staged    [][]byte
 	removed   bool
 
-	lastHandshake      time.Time
-	handshakes, rekeys uint64
+	lastHandshake time.Time
 }
 
 // peerConfig is what the router calls a peer: its node's name and its
@@ -215,13 +221,14 @@ func Listen(opts Options) (*Conn, error) {
 		sock = s
 	}
 	c := &Conn{
-		sock:  sock,
-		mtu:   opts.MTU,
-		local: sock.LocalAddr(),
-		log:   opts.Logger,
-		peers: map[Key]*peer{},
-		index: map[uint32]indexEntry{},
-		done:  make(chan struct{}),
+		sock:    sock,
+		mtu:     opts.MTU,
+		local:   sock.LocalAddr(),
+		log:     opts.Logger,
+		peers:   map[Key]*peer{},
+		index:   map[uint32]indexEntry{},
+		hsCount: map[string]*handshakes{},
+		done:    make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
@@ -485,13 +492,22 @@ func (c *Conn) dropSessionsLocked(p *peer) {
 
 // completedLocked counts a completed handshake with p.
 func (c *Conn) completedLocked(p *peer, now time.Time) {
-	if p.handshakes > 0 {
-		p.rekeys++
-	}
-	p.handshakes++
 	p.lastHandshake = now
+	name := p.name()
+	c.hsMu.Lock()
+	h := c.hsCount[name]
+	if h == nil {
+		h = &handshakes{}
+		c.hsCount[name] = h
+	}
+	if h.total > 0 {
+		h.rekeys++
+	}
+	h.total++
+	total := h.total
+	c.hsMu.Unlock()
 	if c.debug {
-		c.log.Debug("WireGuard handshake completed", zap.String("peer", p.name()), zap.Uint64("handshakes", p.handshakes))
+		c.log.Debug("WireGuard handshake completed", zap.String("peer", name), zap.Uint64("handshakes", total))
 	}
 }
 
@@ -521,7 +537,7 @@ func (c *Conn) SetPrivateKey(k Key) error {
 		p.mu.Lock()
 		p.ss = secrets[key]
 		c.dropSessionsLocked(p)
-		p.handshakes, p.lastHandshake = 0, time.Time{}
+		p.lastHandshake = time.Time{}
 		c.orderLocked(p, id, now)
 		p.mu.Unlock()
 	}
@@ -655,7 +671,7 @@ func (c *Conn) timersOf(p *peer, now time.Time) {
 	}
 	if !p.greetAt.IsZero() && !now.Before(p.greetAt) {
 		p.greetAt = time.Time{}
-		if p.handshakes == 0 && p.hs == nil {
+		if p.lastHandshake.IsZero() && p.hs == nil {
 			c.initiateLocked(p, false, now)
 		}
 	}
@@ -732,10 +748,13 @@ func (c *Conn) Peers() ([]PeerStatus, error) {
 			LastHandshake: p.lastHandshake,
 			RxBytes:       p.rx.Load(),
 			TxBytes:       p.tx.Load(),
-			Handshakes:    p.handshakes,
-			Rekeys:        p.rekeys,
 		}
 		p.mu.Unlock()
+		c.hsMu.Lock()
+		if h := c.hsCount[s.Name]; h != nil {
+			s.Handshakes, s.Rekeys = h.total, h.rekeys
+		}
+		c.hsMu.Unlock()
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b PeerStatus) int { return strings.Compare(a.Name, b.Name) })

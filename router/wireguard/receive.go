@@ -138,7 +138,6 @@ func (c *Conn) receiveTransport(msg []byte, from netip.AddrPort, srcs *sources, 
 		c.confirm(p, kp, now)
 	}
 	t := now.UnixNano()
-	p.lastRecv.Store(t)
 	p.sentWaiting.Store(0)
 	if len(pt) == 0 {
 		return // a keepalive
@@ -322,7 +321,6 @@ func (c *Conn) receiveResponse(msg []byte, from netip.AddrPort, now time.Time) {
 	p.staged = nil
 	p.mu.Unlock()
 	p.rx.Add(uint64(len(msg)))
-	p.lastRecv.Store(now.UnixNano())
 	p.sentWaiting.Store(0)
 	// The first message under the session confirms it to the responder.
 	c.flush(p, kp, staged, true, now)

@@ -395,3 +395,37 @@ func TestTransportAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per packet, want 0", allocs)
 	}
 }
+
+// TestKeyChangeKeepsCounts: a router's key rotated at runtime ends its
+// sessions and they handshake again; each peer's handshake counters, by
+// name, go on rather than start over (they are counters in metrics).
+func TestKeyChangeKeepsCounts(t *testing.T) {
+	a, b, _ := pair(t)
+	exchange(t, a, b, "before")
+	count := func(n node) uint64 {
+		ps, _ := n.c.Peers()
+		return ps[0].Handshakes
+	}
+	beforeA, beforeB := count(a), count(b)
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * initiationInterval)
+	if err := a.c.SetPrivateKey(k); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _ := a.c.Peers(); ps[0].Up(time.Now()) {
+		t.Fatal("the session survived the key change")
+	}
+	a.key = k
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a.c)
+	waitUp(t, b.c)
+	exchange(t, a, b, "after")
+	if ca, cb := count(a), count(b); ca <= beforeA || cb <= beforeB {
+		t.Fatalf("handshakes after the key change: a %d (before %d), b %d (before %d); want more than before", ca, beforeA, cb, beforeB)
+	}
+}
