@@ -429,3 +429,125 @@ func TestKeyChangeKeepsCounts(t *testing.T) {
 		t.Fatalf("handshakes after the key change: a %d (before %d), b %d (before %d); want more than before", ca, beforeA, cb, beforeB)
 	}
 }
+
+// movingSocket is a Socket that can move to another local port, as a
+// node whose address changes (or a NAT that rebinds) does: it sends from
+// the socket of the moment and reads from all it has had.
+type movingSocket struct {
+	mu    sync.Mutex
+	cur   *stdSocket
+	all   []*stdSocket
+	in    chan datagram
+	close chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+type datagram struct {
+	b    []byte
+	from netip.AddrPort
+}
+
+func newMovingSocket(t *testing.T) *movingSocket {
+	m := &movingSocket{in: make(chan datagram, 64), close: make(chan struct{})}
+	m.move(t)
+	return m
+}
+
+// move opens a new socket and sends from it from now on.
+func (m *movingSocket) move(t *testing.T) netip.AddrPort {
+	t.Helper()
+	s, err := listenStd(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	m.cur = s
+	m.all = append(m.all, s)
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := s.c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case m.in <- datagram{bytes.Clone(buf[:n]), from}:
+			case <-m.close:
+				return
+			}
+		}
+	}()
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), s.LocalAddr().Port())
+}
+
+func (m *movingSocket) ReadBatch(bufs [][]byte, sizes, segSizes []int, from []netip.AddrPort) (int, error) {
+	select {
+	case d := <-m.in:
+		sizes[0] = copy(bufs[0], d.b)
+		segSizes[0], from[0] = sizes[0], d.from
+		return 1, nil
+	case <-m.close:
+		return 0, net.ErrClosed
+	}
+}
+
+func (m *movingSocket) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
+	m.mu.Lock()
+	s := m.cur
+	m.mu.Unlock()
+	return s.WriteBatch(b, segSize, addr)
+}
+
+func (m *movingSocket) LocalAddr() netip.AddrPort {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.all[0].LocalAddr()
+}
+
+func (m *movingSocket) Close() error {
+	m.once.Do(func() {
+		close(m.close)
+		m.mu.Lock()
+		for _, s := range m.all {
+			s.Close()
+		}
+		m.mu.Unlock()
+		m.wg.Wait()
+	})
+	return nil
+}
+
+// TestRoaming: a peer heard from a new address under its session is
+// answered there; its configured endpoint is what the router still sees.
+func TestRoaming(t *testing.T) {
+	ms := newMovingSocket(t)
+	a, b := listenOn(t, ms), listen(t)
+	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a.c)
+	waitUp(t, b.c)
+	a.pod, b.pod = "10.244.0.5", "10.244.1.7"
+	exchange(t, a, b, "before")
+	moved := ms.move(t)
+	p := ipv4(a.pod, b.pod, []byte("from the new address"))
+	if err := a.c.WriteBatch(p, len(p), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, from := readOne(t, b)
+	if len(msgs) != 1 || !bytes.Equal(msgs[0], p) || from[0] != a.addr {
+		t.Fatalf("b read %q from %v, want the packet from a's configured endpoint %v", msgs, from, a.addr)
+	}
+	if ps, _ := b.c.Peers(); ps[0].Endpoint != moved {
+		t.Fatalf("a's endpoint at b: %v, want %v", ps[0].Endpoint, moved)
+	}
+	// And the session goes on, b sending to where a was last heard from.
+	exchange(t, a, b, "after")
+}
