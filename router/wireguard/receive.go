@@ -19,6 +19,36 @@ type reader struct {
 	pkts     []inner
 	next     int
 	load     loadDefence
+
+	// Within one fill, what the last transport message found: its
+	// session by index, its inner source's peer, and the bytes its peer
+	// sent so far, counted at once (a run's packets share all three).
+	idx     uint32
+	entry   indexEntry
+	src     netip.Addr
+	srcPeer *peer
+	rxPeer  *peer
+	rxBytes uint64
+}
+
+// forget drops what the last transport message found: after a
+// handshake message or a session's rotation, which change the index.
+func (r *reader) forget() { r.entry, r.srcPeer = indexEntry{}, nil }
+
+// countRx counts n bytes from p, flushing the count of the peer before.
+func (r *reader) countRx(p *peer, n int) {
+	if p != r.rxPeer {
+		r.flushRx()
+		r.rxPeer = p
+	}
+	r.rxBytes += uint64(n)
+}
+
+func (r *reader) flushRx() {
+	if r.rxPeer != nil {
+		r.rxPeer.rx.Add(r.rxBytes)
+	}
+	r.rxPeer, r.rxBytes = nil, 0
 }
 
 // inner is an authenticated inner packet and the peer it came from.
@@ -86,12 +116,14 @@ func (c *Conn) fill() error {
 	}
 	now := time.Now()
 	srcs := c.srcs.Load()
+	r.forget()
 	for i := range n {
 		b, seg := r.bufs[i][:r.sizes[i]], max(r.segSizes[i], 1)
 		for off := 0; off < len(b); off += seg {
 			c.receive(b[off:min(off+seg, len(b))], r.from[i], srcs, now)
 		}
 	}
+	r.flushRx()
 	return nil
 }
 
@@ -101,9 +133,13 @@ func (c *Conn) receive(msg []byte, from netip.AddrPort, srcs *sources, now time.
 		c.refusePlain(from)
 		return
 	}
-	switch binary.LittleEndian.Uint32(msg) {
-	case msgTransport:
+	t := binary.LittleEndian.Uint32(msg)
+	if t == msgTransport {
 		c.receiveTransport(msg, from, srcs, now)
+		return
+	}
+	c.rd.forget()
+	switch t {
 	case msgInitiation:
 		c.receiveInitiation(msg, from, now)
 	case msgResponse:
@@ -118,8 +154,12 @@ func (c *Conn) receiveTransport(msg []byte, from netip.AddrPort, srcs *sources, 
 		c.refuse(RefusedUnauthenticated, "", from)
 		return
 	}
-	e := c.lookup(binary.LittleEndian.Uint32(msg[4:8]))
-	kp, p := e.kp, e.p
+	r := &c.rd
+	idx := binary.LittleEndian.Uint32(msg[4:8])
+	if r.entry.p == nil || r.idx != idx {
+		r.idx, r.entry = idx, c.lookup(idx)
+	}
+	kp, p := r.entry.kp, r.entry.p
 	if kp == nil || kp.expired(now) {
 		c.refuse(RefusedUnauthenticated, "", from)
 		return
@@ -129,16 +169,19 @@ func (c *Conn) receiveTransport(msg []byte, from netip.AddrPort, srcs *sources, 
 		c.refuse(RefusedUnauthenticated, "", from)
 		return
 	}
-	p.rx.Add(uint64(len(msg)))
+	r.countRx(p, len(msg))
 	if from != p.addr() {
 		ep := from // the peer roamed
 		p.endpoint.Store(&ep)
 	}
 	if kp != p.current.Load() {
 		c.confirm(p, kp, now)
+		r.forget()
 	}
 	t := now.UnixNano()
-	p.sentWaiting.Store(0)
+	if p.sentWaiting.Load() != 0 {
+		p.sentWaiting.Store(0)
+	}
 	if len(pt) == 0 {
 		return // a keepalive
 	}
@@ -150,11 +193,14 @@ func (c *Conn) receiveTransport(msg []byte, from netip.AddrPort, srcs *sources, 
 		c.refuse(RefusedUnauthenticated, "", from)
 		return
 	}
-	if srcs.lookup(pkt) != p {
+	if src := sourceOf(pkt); r.srcPeer == nil || src != r.src {
+		r.src, r.srcPeer = src, srcs.lookup(pkt)
+	}
+	if r.srcPeer != p {
 		c.refuse(RefusedDisallowedSource, "", from)
 		return
 	}
-	c.rd.pkts = append(c.rd.pkts, inner{p: p, b: pkt})
+	r.pkts = append(r.pkts, inner{p: p, b: pkt})
 }
 
 // ipPacket is the IP packet at the start of padded plaintext b, by its

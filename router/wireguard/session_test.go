@@ -551,3 +551,31 @@ func TestRoaming(t *testing.T) {
 	// And the session goes on, b sending to where a was last heard from.
 	exchange(t, a, b, "after")
 }
+
+// TestDisallowedSource: an authenticated packet whose inner source is not
+// among its peer's allowed IPs is refused, packet by packet within a run.
+func TestDisallowedSource(t *testing.T) {
+	a, b, _ := pair(t)
+	exchange(t, a, b, "before")
+	good := ipv4(a.pod, b.pod, bytes.Repeat([]byte{'g'}, 80))
+	bad := ipv4("10.244.1.9", b.pod, bytes.Repeat([]byte{'b'}, 80)) // b's own range
+	var run []byte
+	for _, p := range [][]byte{good, bad, good} {
+		run = append(run, p...)
+	}
+	before := b.c.Stats().Refused[RefusedDisallowedSource]
+	if err := a.c.WriteBatch(run, len(good), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	for len(got) < 2 {
+		msgs, _, _ := readOne(t, b)
+		got = append(got, msgs...)
+	}
+	if !bytes.Equal(got[0], good) || !bytes.Equal(got[1], good) {
+		t.Fatalf("b read %q, want the two packets from a's own addresses", got)
+	}
+	if n := b.c.Stats().Refused[RefusedDisallowedSource] - before; n != 1 {
+		t.Fatalf("%d refused as disallowed_source, want 1", n)
+	}
+}

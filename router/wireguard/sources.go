@@ -36,16 +36,28 @@ func newSources(peers []Peer, byKey map[Key]*peer) *sources {
 	return s
 }
 
+// sourceOf is pkt's source address, or the zero Addr for a packet too
+// short to have one.
+func sourceOf(pkt []byte) netip.Addr {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[12:16]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[8:24]))
+	}
+	return netip.Addr{}
+}
+
 // lookup is the peer that owns pkt's source address, or nil for none or a
 // packet too short to have one.
 func (s *sources) lookup(pkt []byte) *peer {
-	var a netip.Addr
+	a := sourceOf(pkt)
 	var lens []int
 	switch {
-	case len(pkt) >= 20 && pkt[0]>>4 == 4:
-		a, lens = netip.AddrFrom4([4]byte(pkt[12:16])), s.lens4
-	case len(pkt) >= 40 && pkt[0]>>4 == 6:
-		a, lens = netip.AddrFrom16([16]byte(pkt[8:24])), s.lens6
+	case a.Is4():
+		lens = s.lens4
+	case a.Is6():
+		lens = s.lens6
 	default:
 		return nil
 	}
