@@ -139,6 +139,11 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 	retry := time.NewTimer(0)
 	<-retry.C
 	waiting := false // a retry is scheduled: pokes wait for it
+	// verify: an observation came while the last patch was on its way.
+	// It may be older than the patch (a watch event delivered late) or
+	// newer (someone removed the key again); the Node itself says which
+	// before another patch goes.
+	verify := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,8 +158,21 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 		}
 		want, observed, ok := p.pending()
 		if !ok {
-			backoff, failures = p.opts.Backoff, 0
+			backoff, failures, verify = p.opts.Backoff, 0, false
 			continue
+		}
+		if verify {
+			got, err := p.current(ctx)
+			if err == nil && got == want {
+				p.mu.Lock()
+				verify = p.observed != observed
+				if !verify {
+					p.seen = got
+				}
+				p.mu.Unlock()
+				continue
+			}
+			verify = false
 		}
 		got, err := p.patch(ctx, want)
 		if ctx.Err() != nil {
@@ -178,10 +196,10 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 		backoff, failures = p.opts.Backoff, 0
 		p.mu.Lock()
 		if p.observed == observed {
-			// Until the Source sees the patched Node. An observation
-			// made while the patch was on its way is newer (someone
-			// removed the key again): it stands, and is acted on.
+			// Until the Source sees the patched Node.
 			p.seen = got
+		} else {
+			verify = true
 		}
 		p.mu.Unlock()
 		if want.IsZero() {
@@ -193,6 +211,25 @@ func (p *KeyPublisher) Run(ctx context.Context) error {
 		}
 		p.poke() // Set may have changed want meanwhile
 	}
+}
+
+// current reads the key the Node carries now. It lists the one Node by
+// name, which the router's role allows (it lists and watches Nodes; it
+// has no get).
+func (p *KeyPublisher) current(ctx context.Context) (wireguard.Key, error) {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	l, err := p.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + p.node})
+	if err != nil {
+		return wireguard.Key{}, fmt.Errorf("read Node %s: %w", p.node, err)
+	}
+	for _, n := range l.Items {
+		if n.Name == p.node {
+			k, _ := wireguard.ParseKey(n.Annotations[AnnotationWireGuardKey])
+			return k, nil
+		}
+	}
+	return wireguard.Key{}, fmt.Errorf("read Node %s: not found", p.node)
 }
 
 // patch sets the annotation to k, or removes it for the zero Key, and

@@ -32,6 +32,9 @@ type publisherEnv struct {
 	mu      sync.Mutex
 	patches []string // bodies, in order
 	fail    atomic.Int32
+	// onPatch and onList, if set, run as a patch or a list of Nodes
+	// arrives, before it is served.
+	onPatch, onList atomic.Pointer[func()]
 }
 
 func newPublisherEnv(t *testing.T, master *corev1.Node) *publisherEnv {
@@ -46,11 +49,20 @@ func newPublisherEnv(t *testing.T, master *corev1.Node) *publisherEnv {
 		e.mu.Lock()
 		e.patches = append(e.patches, pa.GetName()+" "+string(pa.GetPatch()))
 		e.mu.Unlock()
+		if f := e.onPatch.Load(); f != nil {
+			(*f)()
+		}
 		if e.fail.Load() > 0 {
 			e.fail.Add(-1)
 			return true, nil, errors.New("connection refused")
 		}
 		return false, nil, nil // the tracker applies it
+	})
+	e.client.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if f := e.onList.Load(); f != nil {
+			(*f)()
+		}
+		return false, nil, nil
 	})
 	e.p = kube.NewKeyPublisher(e.client, masterNode, kube.PublisherOptions{Backoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: zap.New(core)})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -137,6 +149,58 @@ func TestKeyPublisher(t *testing.T) {
 	}
 	if !logged(e.logs, "WireGuard public key published on this Node") {
 		t.Errorf("no log line for the published key")
+	}
+}
+
+// TestKeyPublisherStaleObservation: the Source's view of the Node from
+// before a patch, delivered while the patch is on its way (a watch event
+// late on a busy node), does not patch the same key again: the Node is
+// read first. A removal made while the patch was on its way is acted on.
+func TestKeyPublisherStaleObservation(t *testing.T) {
+	e := newPublisherEnv(t, makeNode(masterNode))
+	k1, k2 := testKey(1), testKey(2)
+	e.p.Set(k1)
+	e.p.Observe(wireguard.Key{})
+	e.eventually("the key published", func() bool { v, _ := e.annotation(); return v == k1.String() })
+	e.p.Observe(k1)
+	stale := func() { e.p.Observe(k1) }
+	e.onPatch.Store(&stale)
+	e.p.Set(k2)
+	e.eventually("the rotated key published", func() bool { v, _ := e.annotation(); return v == k2.String() })
+	time.Sleep(100 * time.Millisecond)
+	e.onPatch.Store(nil)
+	if got := e.patchList(); len(got) != 2 {
+		t.Fatalf("patches %q, want two: k1, then k2 once", got)
+	}
+
+	// A removal the observation during the patch reports, which the
+	// Node shows when read: acted on, the key patched again.
+	var lists atomic.Int32
+	removeOnce := func() {
+		if lists.Add(1) != 1 {
+			return
+		}
+		o, err := e.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("nodes"), "", masterNode)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		n := o.(*corev1.Node).DeepCopy()
+		delete(n.Annotations, kube.AnnotationWireGuardKey)
+		if err := e.client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("nodes"), n, ""); err != nil {
+			t.Error(err)
+		}
+	}
+	e.onList.Store(&removeOnce)
+	removed := func() { e.p.Observe(wireguard.Key{}) }
+	e.onPatch.Store(&removed)
+	e.p.Set(k1)
+	e.eventually("the key put back after its removal", func() bool {
+		v, _ := e.annotation()
+		return v == k1.String() && len(e.patchList()) == 4
+	})
+	if lists.Load() == 0 {
+		t.Error("the Node was not read before patching again")
 	}
 }
 
