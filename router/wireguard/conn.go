@@ -121,6 +121,15 @@ type Conn struct {
 	closed atomic.Bool
 	done   chan struct{}
 	wg     sync.WaitGroup
+
+	// skew is added to the clock the protocol's timers read: zero but in
+	// tests, which age sessions by it.
+	skew atomic.Int64
+}
+
+// now is the time the protocol's timers go by.
+func (c *Conn) now() time.Time {
+	return time.Now().Add(time.Duration(c.skew.Load()))
 }
 
 // identity is this router's key and what follows from it.
@@ -286,7 +295,7 @@ func (c *Conn) WriteBatch(b []byte, segSize int, addr netip.AddrPort) error {
 	if p == nil {
 		return errNoPeer(addr)
 	}
-	now := time.Now()
+	now := c.now()
 	kp := p.current.Load()
 	n := uint64((len(b) + segSize - 1) / segSize)
 	if kp == nil || kp.expired(now) {
@@ -419,13 +428,13 @@ func (c *Conn) initiateLocked(p *peer, retry bool, now time.Time) {
 	}
 	p.hsSent = now
 	p.hsJitter = jitter()
+	c.hsTotal.initiationsSent.Add(1)
 	if err := c.sock.WriteBatch(msg[:], len(msg), p.addr()); err != nil {
 		c.log.Debug("send a WireGuard handshake initiation", zap.String("peer", p.name()), zap.Error(err))
 		return
 	}
 	p.tx.Add(uint64(len(msg)))
 	p.lastSent.Store(now.UnixNano())
-	c.hsTotal.initiationsSent.Add(1)
 	if c.debug {
 		c.log.Debug("WireGuard handshake initiation sent", zap.String("peer", p.name()), zap.Bool("retry", retry))
 	}
@@ -532,7 +541,7 @@ func (c *Conn) SetPrivateKey(k Key) error {
 		secrets[key] = ss
 	}
 	c.id.Store(id)
-	now := time.Now()
+	now := c.now()
 	for key, p := range c.peers {
 		p.mu.Lock()
 		p.ss = secrets[key]
@@ -586,7 +595,7 @@ func (c *Conn) SetPeers(peers []Peer) error {
 		}
 		next[p.PublicKey] = p
 	}
-	now := time.Now()
+	now := c.now()
 	for k, p := range c.peers {
 		if _, ok := next[k]; !ok {
 			p.mu.Lock()
@@ -646,7 +655,8 @@ func (c *Conn) timers() {
 		select {
 		case <-c.done:
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := c.now()
 			c.mu.Lock()
 			ps := slices.Collect(maps.Values(c.peers))
 			c.mu.Unlock()

@@ -114,7 +114,7 @@ func (c *Conn) fill() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := c.now()
 	srcs := c.srcs.Load()
 	r.forget()
 	for i := range n {
@@ -311,13 +311,16 @@ func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time)
 	p.next = kp
 	ep := from
 	p.endpoint.Store(&ep)
+	// Counted as sent before it goes, as the handshake is counted
+	// complete: the status never shows a session whose response is
+	// not counted.
+	c.hsTotal.responsesSent.Add(1)
 	c.completedLocked(p, now)
 	p.mu.Unlock()
 	if err := c.sock.WriteBatch(resp[:], len(resp), from); err != nil {
 		c.log.Debug("send a WireGuard handshake response", zap.String("peer", p.name()), zap.Error(err))
 		return
 	}
-	c.hsTotal.responsesSent.Add(1)
 	p.tx.Add(uint64(len(resp)))
 	p.lastSent.Store(now.UnixNano())
 }
