@@ -329,7 +329,10 @@ func (c *Conn) sealRun(p *peer, kp *keypair, b []byte, segSize int, ctr uint64, 
 	bp := c.sendBuf(n * outSeg)
 	out := *bp
 	w := 0
-	for off := 0; off < len(b) || n == 1 && w == 0; off += segSize {
+	if len(b) == 0 {
+		w = kp.sealTransport(out, nil, 0, ctr)
+	}
+	for off := 0; off < len(b); off += segSize {
 		pkt := b[off:min(off+segSize, len(b))]
 		w += kp.sealTransport(out[w:], pkt, paddedLen(len(pkt), c.mtu), ctr)
 		ctr++

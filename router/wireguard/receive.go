@@ -250,17 +250,29 @@ func (c *Conn) confirm(p *peer, kp *keypair, now time.Time) {
 	c.flush(p, kp, staged, false, now)
 }
 
-func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time) {
+// handshakeIdentity checks what every initiation and response must pass
+// before the reader computes on it — its size, its mac1 for this router's
+// key, the load defence — and returns the key it is checked against, or
+// nil for a message refused (and counted).
+func (c *Conn) handshakeIdentity(msg []byte, size int, from netip.AddrPort, now time.Time) *identity {
 	id := c.id.Load()
-	if len(msg) != initiationSize {
+	if len(msg) != size {
 		c.refuse(RefusedNotWireGuard, "", from)
-		return
+		return nil
 	}
 	if !checkMAC1(msg, id.macs) {
 		c.refuse(RefusedBadMAC, "a handshake message's MAC is not for this router's public key: its sender has another key for this router", from)
-		return
+		return nil
 	}
 	if !c.admitHandshake(msg, binary.LittleEndian.Uint32(msg[4:8]), from, now) {
+		return nil
+	}
+	return id
+}
+
+func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time) {
+	id := c.handshakeIdentity(msg, initiationSize, from, now)
+	if id == nil {
 		return
 	}
 	var p *peer
@@ -326,16 +338,8 @@ func (c *Conn) receiveInitiation(msg []byte, from netip.AddrPort, now time.Time)
 }
 
 func (c *Conn) receiveResponse(msg []byte, from netip.AddrPort, now time.Time) {
-	id := c.id.Load()
-	if len(msg) != responseSize {
-		c.refuse(RefusedNotWireGuard, "", from)
-		return
-	}
-	if !checkMAC1(msg, id.macs) {
-		c.refuse(RefusedBadMAC, "a handshake message's MAC is not for this router's public key: its sender has another key for this router", from)
-		return
-	}
-	if !c.admitHandshake(msg, binary.LittleEndian.Uint32(msg[4:8]), from, now) {
+	id := c.handshakeIdentity(msg, responseSize, from, now)
+	if id == nil {
 		return
 	}
 	e := c.lookup(binary.LittleEndian.Uint32(msg[8:12]))

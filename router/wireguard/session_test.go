@@ -78,7 +78,14 @@ func pair(t *testing.T) (a, b node, rec *recorder) {
 		t.Fatal(err)
 	}
 	rec = &recorder{Socket: s}
-	a, b = listenOn(t, rec), listen(t)
+	a, b = pairOn(t, rec)
+	return a, b, rec
+}
+
+// pairOn is pair with a on socket s.
+func pairOn(t *testing.T, s Socket) (a, b node) {
+	t.Helper()
+	a, b = listenOn(t, s), listen(t)
 	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +95,7 @@ func pair(t *testing.T) (a, b node, rec *recorder) {
 	waitUp(t, a.c)
 	waitUp(t, b.c)
 	a.pod, b.pod = "10.244.0.5", "10.244.1.7"
-	return a, b, rec
+	return a, b
 }
 
 // exchange sends a packet each way between the pods behind a and b and
@@ -514,16 +521,7 @@ func (m *movingSocket) Close() error {
 // answered there; its configured endpoint is what the router still sees.
 func TestRoaming(t *testing.T) {
 	ms := newMovingSocket(t)
-	a, b := listenOn(t, ms), listen(t)
-	if err := b.c.SetPeers([]Peer{peerOf("a", a, "10.244.0.0/24")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.c.SetPeers([]Peer{peerOf("b", b, "10.244.1.0/24")}); err != nil {
-		t.Fatal(err)
-	}
-	waitUp(t, a.c)
-	waitUp(t, b.c)
-	a.pod, b.pod = "10.244.0.5", "10.244.1.7"
+	a, b := pairOn(t, ms)
 	exchange(t, a, b, "before")
 	moved := ms.move(t)
 	p := ipv4(a.pod, b.pod, []byte("from the new address"))
