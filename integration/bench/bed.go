@@ -7,14 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -107,8 +104,8 @@ type bed struct {
 
 	iperf     *exec.Cmd
 	iperfDone chan struct{}
-	rr        *rrServer
-	nginx     []*nginxProc // my-service's backends and the egress server
+	rr        *sockperfServer // the request/response server, in serverPod
+	nginx     []*nginxProc    // my-service's backends and the egress server
 
 	// iptablesRestore is the iptables-restore that worked (kernel mode).
 	iptablesRestore string
@@ -412,11 +409,9 @@ func (b *bed) startServers() error {
 			return err
 		}
 	}
-	rr, err := startRRServer(b.c, serverPod, rrPort)
-	if err != nil {
+	if err := b.startSockperf(serverPod, rrPort); err != nil {
 		return err
 	}
-	b.rr = rr
 	return b.waitListening(serverPod, iperfPort, 5*time.Second)
 }
 
@@ -544,7 +539,7 @@ func (b *bed) close() error {
 		<-b.egressIperfDone
 	}
 	if b.rr != nil {
-		b.rr.close()
+		b.rr.stop()
 	}
 	for _, p := range b.nginx {
 		p.stop()
@@ -600,68 +595,6 @@ func (b *bed) uplinkTX() (linkCounters, error) {
 		return c, fmt.Errorf("read %s counters on %s: %w", topology.NodeUplink, masterNode, err)
 	}
 	return c, nil
-}
-
-// rrServer answers each rrSize-byte request with the same bytes: the
-// server side of the TCP request/response latency test.
-type rrServer struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
-}
-
-const rrSize = 64
-
-func startRRServer(c *topology.Cluster, ns string, port int) (*rrServer, error) {
-	s := &rrServer{conns: make(map[net.Conn]struct{})}
-	err := c.Do(ns, func() error {
-		var err error
-		s.ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listen for request/response in %s: %w", ns, err)
-	}
-	s.wg.Go(func() {
-		for {
-			conn, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns[conn] = struct{}{}
-			s.mu.Unlock()
-			s.wg.Go(func() {
-				defer func() {
-					s.mu.Lock()
-					delete(s.conns, conn)
-					s.mu.Unlock()
-					conn.Close()
-				}()
-				buf := make([]byte, rrSize)
-				for {
-					if _, err := io.ReadFull(conn, buf); err != nil {
-						return
-					}
-					if _, err := conn.Write(buf); err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return s, nil
-}
-
-func (s *rrServer) close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
 }
 
 // firstLines returns up to n lines of b, for error messages.

@@ -388,6 +388,42 @@ func TestParseWrk(t *testing.T) {
 	}
 }
 
+// sockperfOutput is sockperf 3.7's client report (pp --tcp --full-rtt),
+// color codes included.
+const sockperfOutput = "sockperf: ========= Printing statistics for Server No: 0\n" +
+	"sockperf: [Valid Duration] RunTime=0.550 sec; SentMessages=18585; ReceivedMessages=18585\n" +
+	"sockperf: \x1b[2;35m====> avg-rtt=29.600 (std-dev=18.697)\x1b[0m\n" +
+	"sockperf: # dropped messages = 0; # duplicated messages = 0; # out-of-order messages = 0\n" +
+	"sockperf: Summary: Round trip is 29.600 usec\n" +
+	"sockperf: \x1b[2;35mTotal 18585 observations\x1b[0m; each percentile contains 185.85 observations\n" +
+	"sockperf: ---> <MAX> observation = 2147.645\n" +
+	"sockperf: ---> percentile 99.999 = 2147.645\n" +
+	"sockperf: ---> percentile 99.990 =  293.183\n" +
+	"sockperf: ---> percentile 99.900 =  102.643\n" +
+	"sockperf: ---> percentile 99.000 =   70.142\n" +
+	"sockperf: ---> percentile 90.000 =   28.203\n" +
+	"sockperf: ---> percentile 75.000 =   27.972\n" +
+	"sockperf: ---> percentile 50.000 =   27.772\n" +
+	"sockperf: ---> percentile 25.000 =   27.612\n" +
+	"sockperf: ---> <MIN> observation =   19.837\n"
+
+func TestParseSockperf(t *testing.T) {
+	r, err := parseSockperf([]byte(sockperfOutput))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.observations != 18585 || r.p50 != 27.772 || r.p99 != 70.142 {
+		t.Errorf("parseSockperf = %d observations, p50 %v µs, p99 %v µs; want 18585, 27.772, 70.142", r.observations, r.p50, r.p99)
+	}
+	lost := strings.Replace(sockperfOutput, "# dropped messages = 0", "# dropped messages = 3", 1)
+	if _, err := parseSockperf([]byte(lost)); err == nil {
+		t.Error("parseSockperf of a run with dropped answers: no error")
+	}
+	if _, err := parseSockperf([]byte("sockperf: ERROR: Failed to connect (errno=111 Connection refused)\n")); err == nil {
+		t.Error("parseSockperf of an error message: no error")
+	}
+}
+
 func TestParsePingTimes(t *testing.T) {
 	out := `PING 10.244.1.2 (10.244.1.2) 56(84) bytes of data.
 64 bytes from 10.244.1.2: icmp_seq=1 ttl=62 time=0.331 ms

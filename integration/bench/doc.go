@@ -22,7 +22,7 @@
 //	 │    ├─ coredns-xx6mc 10.244.0.2
 //	 │    └─ coredns-8qxfv 10.244.0.3   ClusterIP load generator
 //	 ├─ hostgw-node   eth0 .202   cni0 10.244.1.1/24
-//	 │    ├─ nginx-4k7xw   10.244.1.2   iperf3 server, request/response server; HTTP backend
+//	 │    ├─ nginx-4k7xw   10.244.1.2   iperf3 server, sockperf server; HTTP backend
 //	 │    └─ nginx-j6zwk   10.244.1.3   HTTP backend
 //	 └─ outside-client eth0 .100  not a node (no pods, router or pod routes): NodePort load generator
 //
@@ -109,7 +109,8 @@
 //     time), ICMP echo one every 5 ms (iputils' ping -i 0.005: the
 //     router idles between echoes, as under health checks and
 //     interactive traffic) and 64-byte TCP request/response on one
-//     connection (a Go client and server); p50 and p99.
+//     connection (sockperf: pp from the client pod, sr in the server
+//     pod, full round trips after its warm-up); p50 and p99.
 //   - idle CPU: both routers' utime+stime over 3 s with no traffic, half
 //     a second after the last measurement's (nat, wireguard, busy-poll).
 //   - ClusterIP: wrk -t2 -c64 in coredns-8qxfv GETs my-service as fast

@@ -369,3 +369,123 @@ func parsePingTimes(out []byte) ([]time.Duration, error) {
 	}
 	return rtts, nil
 }
+
+// The request/response row runs sockperf, a C client and server built for
+// latency: the server (sockperf sr) echoes each message from one process
+// waiting in epoll, the client (sockperf pp) sends the next message as
+// soon as the answer is in, on one TCP connection (Nagle's algorithm off
+// on both), and reports the full round trips' percentiles after a warm-up
+// it leaves out.
+
+// rrSize is the request/response message size, sockperf's header included.
+const rrSize = 64
+
+// sockperfServer is sockperf's server in one namespace.
+type sockperfServer struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startSockperf starts sockperf's TCP server in namespace ns on port, and
+// waits until it listens.
+func (b *bed) startSockperf(ns string, port int) error {
+	logPath := filepath.Join(b.dir, "sockperf-server.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := b.c.Command(ns, "sockperf", "sr", "--tcp", "-i", "0.0.0.0", "-p", fmt.Sprint(port))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := b.spawn.do(cmd.Start); err != nil {
+		logf.Close()
+		return fmt.Errorf("start sockperf server in %s: %w (make check-deps installs sockperf)", ns, err)
+	}
+	s := &sockperfServer{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(s.done)
+	}()
+	b.rr = s
+	if err := b.waitListening(ns, port, 5*time.Second); err != nil {
+		log, _ := os.ReadFile(logPath)
+		return fmt.Errorf("sockperf server in %s: %w; its output: %s", ns, err, firstLines(log, 5))
+	}
+	return nil
+}
+
+// stop kills the server and waits for it.
+func (s *sockperfServer) stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// measureRR runs rrSize-byte request/response exchanges from clientPod to
+// the sockperf server in serverPod, one at a time on one TCP connection,
+// for dur (whole seconds, at least one), and returns the round trips'
+// p50 and p99.
+func measureRR(ctx context.Context, b *bed, dur time.Duration) (map[string]float64, error) {
+	secs := max(1, int(math.Ceil(dur.Seconds())))
+	args := []string{"pp", "--tcp", "-i", serverAddr.String(), "-p", fmt.Sprint(rrPort),
+		"-m", fmt.Sprint(rrSize), "-t", fmt.Sprint(secs), "--full-rtt"}
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+20*time.Second)
+	defer cancel()
+	out, err := b.c.CommandContext(cctx, clientPod, "sockperf", args...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("sockperf %s from %s: %w: %s", strings.Join(args, " "), clientPod, err, firstLines(out, 5))
+	}
+	r, err := parseSockperf(out)
+	if err != nil {
+		return nil, fmt.Errorf("sockperf %s from %s: %w; output:\n%s", strings.Join(args, " "), clientPod, err, out)
+	}
+	return map[string]float64{"tcprr_p50_us": r.p50, "tcprr_p99_us": r.p99}, nil
+}
+
+// sockperfResult is what the bench reads from sockperf's client report.
+type sockperfResult struct {
+	observations int
+	p50, p99     float64 // µs, full round trips (--full-rtt)
+}
+
+var (
+	sockperfObs = regexp.MustCompile(`Total ([0-9]+) observations`)
+	sockperfPct = regexp.MustCompile(`(?m)---> percentile (50|99)\.000 =\s*([0-9.]+)`)
+	sockperfErr = regexp.MustCompile(`# dropped messages = ([0-9]+); # duplicated messages = ([0-9]+); # out-of-order messages = ([0-9]+)`)
+)
+
+// parseSockperf reads sockperf pp's report: the observations it kept,
+// their p50 and p99. A report with too few observations, or with lost,
+// repeated or reordered answers, is an error: its percentiles say
+// nothing of a working path.
+func parseSockperf(out []byte) (sockperfResult, error) {
+	var r sockperfResult
+	m := sockperfObs.FindSubmatch(out)
+	if m == nil {
+		return r, errors.New("no observation count in sockperf's report")
+	}
+	r.observations, _ = strconv.Atoi(string(m[1]))
+	if r.observations < 100 {
+		return r, fmt.Errorf("%d round trips observed, want at least 100", r.observations)
+	}
+	if e := sockperfErr.FindSubmatch(out); e != nil && (string(e[1]) != "0" || string(e[2]) != "0" || string(e[3]) != "0") {
+		return r, fmt.Errorf("answers dropped %s, duplicated %s, out of order %s", e[1], e[2], e[3])
+	}
+	for _, m := range sockperfPct.FindAllSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(string(m[2]), 64)
+		if err != nil {
+			return r, fmt.Errorf("percentile %s: %w", m[1], err)
+		}
+		if string(m[1]) == "50" {
+			r.p50 = v
+		} else {
+			r.p99 = v
+		}
+	}
+	if r.p50 <= 0 || r.p99 <= 0 {
+		return r, errors.New("no p50 and p99 in sockperf's report")
+	}
+	return r, nil
+}

@@ -196,7 +196,7 @@ func preflight(m *machine) error {
 	if err := topology.CanBuild(); err != nil {
 		return err
 	}
-	for _, t := range []string{"iperf3", "nsenter", "go", "nginx", "wrk", "ping"} {
+	for _, t := range []string{"iperf3", "nsenter", "go", "nginx", "wrk", "ping", "sockperf"} {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s is required (make check-deps installs it): %w", t, err)
 		}

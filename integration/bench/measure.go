@@ -5,12 +5,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -372,49 +368,6 @@ func measurePing(b *bed, count int) (map[string]float64, error) {
 	return map[string]float64{
 		"icmp_p50_us": percentile(res.RTTs, 0.50),
 		"icmp_p99_us": percentile(res.RTTs, 0.99),
-	}, nil
-}
-
-// measureRR does rrSize-byte request/response exchanges on one TCP
-// connection from clientPod to serverPod, one at a time, for dur.
-func measureRR(ctx context.Context, b *bed, dur time.Duration) (map[string]float64, error) {
-	path, err := b.c.Path(clientPod)
-	if err != nil {
-		return nil, err
-	}
-	var rtts []time.Duration
-	err = inNetnsGo(path, func() error {
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(serverAddr, rrPort).String())
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		buf := make([]byte, rrSize)
-		deadline := time.Now().Add(dur)
-		conn.SetDeadline(deadline.Add(5 * time.Second))
-		rtts = make([]time.Duration, 0, 1<<16)
-		for time.Now().Before(deadline) && len(rtts) < 1<<20 {
-			t0 := time.Now()
-			if _, err := conn.Write(buf); err != nil {
-				return err
-			}
-			if _, err := io.ReadFull(conn, buf); err != nil {
-				return err
-			}
-			rtts = append(rtts, time.Since(t0))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tcp request/response %s -> %v:%d: %w", clientPod, serverAddr, rrPort, err)
-	}
-	if len(rtts) == 0 {
-		return nil, errors.New("tcp request/response: no exchange completed")
-	}
-	return map[string]float64{
-		"tcprr_p50_us": percentile(rtts, 0.50),
-		"tcprr_p99_us": percentile(rtts, 0.99),
 	}, nil
 }
 

@@ -9,7 +9,8 @@
 #                 ip (iproute2), ping (iputils-ping), iptables-save,
 #                 ip6tables-save, iptables-restore (iptables), nft (nftables),
 #                 iperf3, nsenter, unshare, setpriv (util-linux);
-#                 the benchmark's endpoints: nginx (nginx-light), wrk;
+#                 the benchmark's endpoints: nginx (nginx-light), wrk,
+#                 sockperf;
 #                 the real-cluster test's nodes: containerd, ctr (containerd),
 #                 runc, /usr/lib/cni/bridge (containernetworking-plugins).
 #                 etcd is kube-tools' (Debian's etcd-server, else built).
@@ -39,6 +40,7 @@ nft nftables
 iperf3 iperf3
 nginx nginx-light
 wrk wrk
+sockperf sockperf
 nsenter util-linux
 unshare util-linux
 setpriv util-linux
