@@ -6,6 +6,7 @@ package tun
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -178,6 +179,51 @@ func TestReadBatchEmpty(t *testing.T) {
 		}
 		if seqs := readEchoReplies(t, d, 1); seqs[0] != 7 {
 			t.Fatalf("echo reply = %v, want [7]", seqs)
+		}
+	})
+}
+
+// TestTryReadBurst: a poller's TryRead returns the first packet after an
+// empty queue alone, and the next one the rest of the burst behind it, in
+// order; then nothing.
+func TestTryReadBurst(t *testing.T) {
+	batchModes(t, func(t *testing.T, d *offloadFile) {
+		bufs, sizes, offs := make([][]byte, maxReadBurst), make([]int, maxReadBurst), make([]Offload, maxReadBurst)
+		for i := range bufs {
+			bufs[i] = make([]byte, 65535)
+		}
+		// Drain what configuring the link queued (router solicitations).
+		for {
+			n, err := d.TryRead(bufs, sizes, offs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		// Five echo requests: their replies are queued inside the write.
+		if _, err := d.Write(echoBurst(5, 40), nil); err != nil {
+			t.Fatal(err)
+		}
+		var seqs []int
+		var counts []int
+		for range 3 {
+			n, err := d.TryRead(bufs, sizes, offs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts = append(counts, n)
+			for i := range n {
+				p := bufs[i][:sizes[i]]
+				if len(p) < 28 || p[9] != 1 || p[20] != 0 {
+					t.Fatalf("TryRead returned a packet that is no echo reply: % x", p[:min(len(p), 28)])
+				}
+				seqs = append(seqs, int(p[26])<<8|int(p[27]))
+			}
+		}
+		if fmt.Sprint(counts) != "[1 4 0]" || fmt.Sprint(seqs) != "[40 41 42 43 44]" {
+			t.Fatalf("three TryReads after a burst of 5 = %v packets, replies %v; want [1 4 0] and [40 41 42 43 44]", counts, seqs)
 		}
 	})
 }
