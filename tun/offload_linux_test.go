@@ -975,11 +975,9 @@ func TestOffloadReadBurst(t *testing.T) {
 			t.Errorf("first Read = %d packets, want %d: the ten replies were queued", got, maxReadBurst)
 		}
 		for i := range got {
-			p := bufs[i][:sizes[i]]
-			if len(p) < 28 || p[9] != 1 || p[20] != 0 {
-				continue // not an echo reply (e.g. a router solicitation)
+			if seq, ok := echoReplySeq(bufs[i][:sizes[i]]); ok {
+				seqs = append(seqs, seq)
 			}
-			seqs = append(seqs, int(p[26])<<8|int(p[27]))
 		}
 	}
 	for i, s := range seqs {

@@ -54,14 +54,44 @@ func echoBurst(n int, seq uint16) [][]byte {
 	return bufs
 }
 
+// readBufs are buffers for a burst of up to maxReadBurst packets.
+func readBufs() (bufs [][]byte, sizes []int, offs []Offload) {
+	bufs, sizes, offs = make([][]byte, maxReadBurst), make([]int, maxReadBurst), make([]Offload, maxReadBurst)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65535)
+	}
+	return bufs, sizes, offs
+}
+
+// drainTryRead reads what configuring the link queued (router
+// solicitations) until a TryRead finds nothing.
+func drainTryRead(t *testing.T, d *offloadFile, bufs [][]byte, sizes []int, offs []Offload) {
+	t.Helper()
+	for {
+		n, err := d.TryRead(bufs, sizes, offs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// echoReplySeq is the sequence number of packet p when it is an ICMP echo
+// reply, else false (a router solicitation, say).
+func echoReplySeq(p []byte) (int, bool) {
+	if len(p) < 28 || p[9] != 1 || p[20] != 0 {
+		return 0, false
+	}
+	return int(p[26])<<8 | int(p[27]), true
+}
+
 // readEchoReplies reads until want echo replies came, or fails; it returns
 // their sequence numbers in the order read.
 func readEchoReplies(t *testing.T, d *offloadFile, want int) []int {
 	t.Helper()
-	bufs, sizes, offs := make([][]byte, maxReadBurst), make([]int, maxReadBurst), make([]Offload, maxReadBurst)
-	for i := range bufs {
-		bufs[i] = make([]byte, 65535)
-	}
+	bufs, sizes, offs := readBufs()
 	var seqs []int
 	for len(seqs) < want {
 		if err := d.f.SetReadDeadline(time.Now().Add(3 * time.Second)); err != nil {
@@ -72,11 +102,9 @@ func readEchoReplies(t *testing.T, d *offloadFile, want int) []int {
 			t.Fatalf("Read after %d of %d replies: %v", len(seqs), want, err)
 		}
 		for i := range n {
-			p := bufs[i][:sizes[i]]
-			if len(p) < 28 || p[9] != 1 || p[20] != 0 {
-				continue // not an echo reply (a router solicitation)
+			if seq, ok := echoReplySeq(bufs[i][:sizes[i]]); ok {
+				seqs = append(seqs, seq)
 			}
-			seqs = append(seqs, int(p[26])<<8|int(p[27]))
 		}
 	}
 	return seqs
@@ -148,20 +176,8 @@ func TestWriteBatchLinkDown(t *testing.T) {
 // read whole by the next Read, not taken by a read parked earlier.
 func TestReadBatchEmpty(t *testing.T) {
 	batchModes(t, func(t *testing.T, d *offloadFile) {
-		bufs, sizes, offs := make([][]byte, maxReadBurst), make([]int, maxReadBurst), make([]Offload, maxReadBurst)
-		for i := range bufs {
-			bufs[i] = make([]byte, 65535)
-		}
-		// Drain what configuring the link queued (router solicitations).
-		for {
-			n, err := d.TryRead(bufs, sizes, offs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				break
-			}
-		}
+		bufs, sizes, offs := readBufs()
+		drainTryRead(t, d, bufs, sizes, offs)
 		for range 3 {
 			start := time.Now()
 			if n, err := d.TryRead(bufs, sizes, offs); n != 0 || err != nil {
@@ -188,20 +204,8 @@ func TestReadBatchEmpty(t *testing.T) {
 // order.
 func TestTryReadBurst(t *testing.T) {
 	batchModes(t, func(t *testing.T, d *offloadFile) {
-		bufs, sizes, offs := make([][]byte, maxReadBurst), make([]int, maxReadBurst), make([]Offload, maxReadBurst)
-		for i := range bufs {
-			bufs[i] = make([]byte, 65535)
-		}
-		// Drain what configuring the link queued (router solicitations).
-		for {
-			n, err := d.TryRead(bufs, sizes, offs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				break
-			}
-		}
+		bufs, sizes, offs := readBufs()
+		drainTryRead(t, d, bufs, sizes, offs)
 		// Five echo requests: their replies are queued inside the write.
 		if _, err := d.Write(echoBurst(5, 40), nil); err != nil {
 			t.Fatal(err)
@@ -214,11 +218,9 @@ func TestTryReadBurst(t *testing.T) {
 			}
 			counts = append(counts, n)
 			for i := range n {
-				p := bufs[i][:sizes[i]]
-				if len(p) < 28 || p[9] != 1 || p[20] != 0 {
-					continue // not an echo reply (e.g. a router solicitation)
+				if seq, ok := echoReplySeq(bufs[i][:sizes[i]]); ok {
+					seqs = append(seqs, seq)
 				}
-				seqs = append(seqs, int(p[26])<<8|int(p[27]))
 			}
 		}
 		if counts[0] != 1 || fmt.Sprint(seqs) != "[40 41 42 43 44]" {
